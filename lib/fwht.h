@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+/* Fast Walsh-Hadamard transform with block-diagonal Sylvester blocks. */
+#pragma once
+
+/* Largest power of two dividing len, capped by cap (a power of two >= 1). */
+int fwht_block(int len, int cap);
+/* In place, unnormalised (H.H = blk I): each row of x (rows x len) is split
+ * into len/blk blocks and each block is multiplied by the Sylvester H_blk.
+ * blk must be a power of two dividing len. */
+void fwht_rows(float *x, int rows, int len, int blk);
+/* The same transform along the row index: column c of x (len x cols) is
+ * transformed, i.e. x <- H x for block-diagonal H of size len. */
+void fwht_cols(float *x, int len, int cols, int blk);

@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tile-clamped integer GEMM (HDQT forward/backward products).
+ *
+ * Semantics (the scalar reference below): for every output C[i][j] the
+ * reduction over k is cut into tiles of `tile`; each tile's exact sum is
+ * clamped to the signed range of an a-bit accumulator, and the clamped tile
+ * sums are added in int32.  This models 8-bit accumulators made feasible by
+ * tiling the reduction (Schiemer et al., Sec. 3).
+ *
+ * The SIMD kernels work on packed operands:
+ *   Ap: I rows of K4*4 bytes, A + off (off = 2^(b-1) for signed A, else 0),
+ *       zero padded; unsigned so u8 x s8 dot-product instructions apply.
+ *   Bp: blocks of 16 output columns: [J16][K4][16 columns][4 bytes of k].
+ *   corr: [J16][ntiles][16] = -off * sum_{k in tile} B[j][k], the start
+ *       value of each tile accumulator, which cancels the offset exactly.
+ * A tile is a whole number of 4-byte groups, so the SIMD path needs
+ * tile % 4 == 0 (or one tile); other shapes use the reference.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "gemm.h"
+#include "hdqt.h"
+
+void gemm_ws_free(gemm_ws *ws)
+{
+	if (!ws)
+		return;
+	free(ws->buf);
+	ws->buf = NULL;
+	ws->cap = 0;
+}
+
+static void *ws_get(gemm_ws *ws, size_t n)
+{
+	if (ws->cap < n) {
+		void *p = realloc(ws->buf, n);
+		if (!p)
+			return NULL;
+		ws->buf = p;
+		ws->cap = n;
+	}
+	return ws->buf;
+}
+
+static int check_shape(int I, int J, int K, const gemm_params *p, int *tile)
+{
+	if (I < 0 || J < 0 || K < 1 || I > HDQT_MAX_DIM * 64 || J > HDQT_MAX_DIM ||
+	    K > HDQT_MAX_DIM || p->tile < 0 || p->acc_bits < 8 || p->acc_bits > 24 ||
+	    p->bits < 2 || p->bits > 8 || (!p->a_signed && p->bits > 7))
+		return HDQT_EINVAL; /* unsigned A is stored in int8: at most 7 bits */
+	int t = (p->tile == 0 || p->tile > K) ? K : p->tile;
+	long ntiles = (K + t - 1) / t;
+	/* Each clamped tile sum is below 2^(a-1) in magnitude; the int32 total must fit. */
+	if (ntiles * ((long)1 << (p->acc_bits - 1)) > INT_MAX)
+		return HDQT_ERANGE;
+	*tile = t;
+	return 0;
+}
+
+int gemm_q_ref(const int8_t *A, const int8_t *B, int I, int J, int K,
+	       const gemm_params *p, int32_t *C)
+{
+	int tile;
+	int rc = check_shape(I, J, K, p, &tile);
+	if (rc < 0)
+		return rc;
+	const int32_t hi = (1 << (p->acc_bits - 1)) - 1, lo = -(1 << (p->acc_bits - 1));
+	for (int i = 0; i < I; i++) {
+		const int8_t *a = A + (long)i * K;
+		for (int j = 0; j < J; j++) {
+			const int8_t *b = B + (long)j * K;
+			int32_t wide = 0;
+			for (int k0 = 0; k0 < K; k0 += tile) {
+				int k1 = k0 + tile < K ? k0 + tile : K;
+				int32_t s = 0;
+				for (int k = k0; k < k1; k++)
+					s += (int32_t)a[k] * b[k];
+				s = s < lo ? lo : (s > hi ? hi : s);
+				wide += s;
+			}
+			C[(long)i * J + j] = wide;
+		}
+	}
+	return 0;
+}
+
+long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, int K,
+			      const gemm_params *p)
+{
+	int tile;
+	if (check_shape(I, J, K, p, &tile) < 0)
+		return -1;
+	const int32_t hi = (1 << (p->acc_bits - 1)) - 1, lo = -(1 << (p->acc_bits - 1));
+	long n = 0;
+	for (int i = 0; i < I; i++)
+		for (int j = 0; j < J; j++)
+			for (int k0 = 0; k0 < K; k0 += tile) {
+				int k1 = k0 + tile < K ? k0 + tile : K;
+				int32_t s = 0;
+				for (int k = k0; k < k1; k++)
+					s += (int32_t)A[(long)i * K + k] * B[(long)j * K + k];
+				n += (s < lo || s > hi);
+			}
+	return n;
+}
+
+/* ---- kernel selection (once, at first use) ---- */
+
+static const gemm_kernel kernels[] = {
+#if HDQT_X86_64
+	{"avx512vnni", gemm_x86_avx512vnni, 8},
+	{"avxvnni", gemm_x86_avxvnni, 8},
+	/* maddubs adds two u8*s8 products in int16: exact only while
+	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
+	{"avx2", gemm_x86_avx2, 7},
+#endif
+	{"scalar", NULL, 8},
+};
+#define N_KERNELS (sizeof(kernels) / sizeof(kernels[0]))
+
+static int kernel_supported(const gemm_kernel *k)
+{
+#if HDQT_X86_64
+	if (k->fn == gemm_x86_avx512vnni)
+		return gemm_x86_avx512vnni_supported();
+	if (k->fn == gemm_x86_avxvnni)
+		return gemm_x86_avxvnni_supported();
+	if (k->fn == gemm_x86_avx2)
+		return gemm_x86_avx2_supported();
+#endif
+	return 1;
+}
+
+/* Process-wide dispatch state: written once by pthread_once (or by the
+ * test/bench override before any worker starts), read-only afterwards. */
+static const gemm_kernel *active;
+static pthread_once_t active_once = PTHREAD_ONCE_INIT;
+
+static void pick_kernel(void)
+{
+	const char *force = getenv("HDQT_KERNEL");
+	for (size_t i = 0; i < N_KERNELS; i++) {
+		if (force && *force && strcmp(force, kernels[i].name) != 0)
+			continue;
+		if (kernel_supported(&kernels[i])) {
+			active = &kernels[i];
+			return;
+		}
+	}
+	active = &kernels[N_KERNELS - 1];
+}
+
+static const gemm_kernel *get_kernel(void)
+{
+	pthread_once(&active_once, pick_kernel);
+	return active;
+}
+
+const char *hdqt_kernel_name(void)
+{
+	return get_kernel()->name;
+}
+
+int hdqt_kernel_select(const char *name)
+{
+	get_kernel();
+	for (size_t i = 0; i < N_KERNELS; i++) {
+		if (name && strcmp(name, kernels[i].name) == 0) {
+			if (!kernel_supported(&kernels[i]))
+				return HDQT_ENOTFOUND;
+			active = &kernels[i];
+			return 0;
+		}
+	}
+	return HDQT_ENOTFOUND;
+}
+
+int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
+	   const gemm_params *p, int32_t *C)
+{
+	int tile;
+	int rc = check_shape(I, J, K, p, &tile);
+	if (rc < 0)
+		return rc;
+	const gemm_kernel *kern = get_kernel();
+	if (!kern->fn || p->bits > kern->max_bits || (tile % 4 != 0 && tile < K) || I == 0 ||
+	    J == 0)
+		return gemm_q_ref(A, B, I, J, K, p, C);
+
+	const int K4 = (K + 3) / 4, J16 = (J + 15) / 16;
+	const int tile4 = (tile >= K) ? K4 : tile / 4;
+	const int ntiles = (K4 + tile4 - 1) / tile4;
+	const int off = p->a_signed ? 1 << (p->bits - 1) : 0;
+	size_t szA = (size_t)I * K4 * 4, szB = (size_t)J16 * K4 * 64;
+	size_t szC = (size_t)J16 * ntiles * 16 * sizeof(int32_t);
+	size_t szA_al = (szA + 63) & ~(size_t)63, szB_al = (szB + 63) & ~(size_t)63;
+	uint8_t *base = ws_get(ws, szA_al + szB_al + szC + 64);
+	if (!base)
+		return HDQT_ENOMEM;
+	uint8_t *Ap = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
+	int8_t *Bp = (int8_t *)(Ap + szA_al);
+	int32_t *corr = (int32_t *)((uint8_t *)Bp + szB_al);
+
+	for (int i = 0; i < I; i++) {
+		uint8_t *d = Ap + (size_t)i * K4 * 4;
+		const int8_t *s = A + (long)i * K;
+		for (int k = 0; k < K; k++)
+			d[k] = (uint8_t)(s[k] + off);
+		for (int k = K; k < K4 * 4; k++)
+			d[k] = 0;
+	}
+	memset(Bp, 0, szB);
+	memset(corr, 0, szC);
+	for (int j = 0; j < J; j++) {
+		int jb = j / 16, jl = j % 16;
+		const int8_t *s = B + (long)j * K;
+		int8_t *d = Bp + (size_t)jb * K4 * 64 + jl * 4;
+		int32_t *cr = corr + (size_t)jb * ntiles * 16 + jl;
+		for (int k = 0; k < K; k++) {
+			d[(size_t)(k / 4) * 64 + (k % 4)] = s[k];
+			cr[(k / 4 / tile4) * 16] -= off * s[k];
+		}
+	}
+	const int32_t hi = (1 << (p->acc_bits - 1)) - 1, lo = -(1 << (p->acc_bits - 1));
+	kern->fn(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+	return 0;
+}
+
+/* ---- float reference products ---- */
+
+void gemm_f32_nn(const float *A, const float *B, int I, int J, int K, float *C)
+{
+#if HDQT_X86_64
+	if (gemm_x86_avx2_supported()) {
+		gemm_x86_f32_nn(A, B, I, J, K, C);
+		return;
+	}
+#endif
+	for (int i = 0; i < I; i++) {
+		float *c = C + (long)i * J;
+		memset(c, 0, sizeof(float) * J);
+		for (int k = 0; k < K; k++) {
+			const float a = A[(long)i * K + k];
+			const float *b = B + (long)k * J;
+			for (int j = 0; j < J; j++)
+				c[j] += a * b[j];
+		}
+	}
+}
+
+void gemm_transpose(const float *in, int rows, int cols, float *out)
+{
+	enum { BS = 32 };
+	for (int r0 = 0; r0 < rows; r0 += BS)
+		for (int c0 = 0; c0 < cols; c0 += BS) {
+			int r1 = r0 + BS < rows ? r0 + BS : rows;
+			int c1 = c0 + BS < cols ? c0 + BS : cols;
+			for (int r = r0; r < r1; r++)
+				for (int c = c0; c < c1; c++)
+					out[(long)c * rows + r] = in[(long)r * cols + c];
+		}
+}

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Integer GEMM with per-tile accumulator clamping, and the float GEMMs of
+ * the fp32 reference.  All integer products are C = A . B^T with the
+ * reduction dimension K contiguous in both operands.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct gemm_params {
+	int tile;     /* reduction tile (>= 1); a tile >= K is one tile */
+	int acc_bits; /* tile sums are clamped to [-2^(a-1), 2^(a-1) - 1] */
+	int bits;     /* operand bits (<= 8; <= 7 for unsigned A, stored in int8):
+			 * A within [0, 2^b-1] or [-(2^(b-1)-1), 2^(b-1)-1] */
+	int a_signed; /* A holds signed values */
+} gemm_params;
+
+/* Grow-only scratch for packing; zero-initialise, release with gemm_ws_free. */
+typedef struct gemm_ws {
+	void *buf;
+	size_t cap;
+} gemm_ws;
+void gemm_ws_free(gemm_ws *ws);
+
+/* Portable reference: the source of truth.  Returns 0, or HDQT_ERANGE when the
+ * wide int32 sum could overflow (too many tiles for acc_bits), HDQT_EINVAL on
+ * bad shapes. */
+int gemm_q_ref(const int8_t *A, const int8_t *B, int I, int J, int K,
+	       const gemm_params *p, int32_t *C);
+/* The same result through the fastest kernel chosen at start-up. */
+int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
+	   const gemm_params *p, int32_t *C);
+/* How many tile sums of the last gemm_q_ref call were clamped (test hook). */
+long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, int K,
+			      const gemm_params *p);
+
+/* Float: C (I x J) = A (I x K) . B (K x J). */
+void gemm_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
+/* Float transpose: out (cols x rows) = in (rows x cols)^T. */
+void gemm_transpose(const float *in, int rows, int cols, float *out);
+
+/* Kernel table: packed operands (see gemm.c for the layout). */
+typedef void (*gemm_kern_fn)(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
+			     int I, int J, int K4, int tile4, int ntiles,
+			     int32_t lo, int32_t hi, int32_t *C);
+typedef struct gemm_kernel {
+	const char *name;
+	gemm_kern_fn fn;     /* NULL: the scalar reference */
+	int max_bits;        /* widest operands the kernel is exact for */
+} gemm_kernel;
+
+/* Variants compiled for x86-64 (gemm_x86.c); supported() checks the CPU. */
+int gemm_x86_avx2_supported(void);
+int gemm_x86_avxvnni_supported(void);
+int gemm_x86_avx512vnni_supported(void);
+void gemm_x86_avx2(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+		   int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
+void gemm_x86_avxvnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+		      int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
+void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
+			 int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
+			 int32_t *C);
+void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);

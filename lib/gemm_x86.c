@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * x86-64 kernels for gemm_q (layout in gemm.c).  Each function carries its
+ * own target attribute, so one binary runs everywhere and the dispatcher in
+ * gemm.c calls only what the CPU supports.  Vectorised across 16 output
+ * columns; rows are register-blocked; every tile accumulator starts at the
+ * offset correction, is clamped after its last 4-byte group and is then
+ * added to the wide sum.  Results equal gemm_q_ref bit for bit.
+ */
+#include "config.h"
+
+#if HDQT_X86_64
+#include <immintrin.h>
+#include <string.h>
+
+#include "gemm.h"
+
+int gemm_x86_avx2_supported(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+int gemm_x86_avxvnni_supported(void)
+{
+	__builtin_cpu_init();
+	/* gcc 12 has no "avxvnni" name for __builtin_cpu_supports: ask CPUID
+	 * leaf 7 sub-leaf 1, EAX bit 4. */
+	unsigned a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
+	return gemm_x86_avx2_supported() && ((a >> 4) & 1);
+}
+
+int gemm_x86_avx512vnni_supported(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	       __builtin_cpu_supports("avx512vnni");
+}
+
+static inline int32_t load4(const uint8_t *p)
+{
+	int32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* Store the first n lanes of 16 int32 values. */
+static inline void store_tail(int32_t *dst, const int32_t *src, int n)
+{
+	memcpy(dst, src, sizeof(int32_t) * (size_t)n);
+}
+
+/* ---------------- AVX2 (maddubs + madd) ---------------- */
+
+#define AVX2_T __attribute__((target("avx2,fma")))
+
+AVX2_T static inline __m256i dot4_avx2(__m256i acc, __m256i a, __m256i b)
+{
+	const __m256i ones = _mm256_set1_epi16(1);
+	return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+}
+
+#define VNNI256_T __attribute__((target("avx2,fma,avxvnni")))
+
+VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
+{
+	return _mm256_dpbusd_avx_epi32(acc, a, b);
+}
+
+/* One 256-bit kernel body, instantiated with either dot product.  Rows are
+ * blocked by 2, 16 columns as two ymm halves. */
+#define KERNEL256(NAME, ATTR, DOT)                                                           \
+	ATTR void NAME(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,      \
+		       int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,          \
+		       int32_t *C)                                                            \
+	{                                                                                     \
+		const __m256i vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);      \
+		const int J16 = (J + 15) / 16;                                                \
+		for (int jb = 0; jb < J16; jb++) {                                            \
+			const int8_t *bb = Bp + (size_t)jb * K4 * 64;                         \
+			const int32_t *cr = corr + (size_t)jb * ntiles * 16;                  \
+			const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;                 \
+			int i = 0;                                                            \
+			for (; i < I; i += 2) {                                               \
+				const int two = (i + 1 < I);                                  \
+				const uint8_t *a0 = Ap + (size_t)i * K4 * 4;                  \
+				const uint8_t *a1 = two ? a0 + (size_t)K4 * 4 : a0;           \
+				__m256i w00 = _mm256_setzero_si256(), w01 = w00, w10 = w00,   \
+					w11 = w00;                                            \
+				for (int t = 0; t < ntiles; t++) {                            \
+					const int k0 = t * tile4;                             \
+					const int k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;     \
+					__m256i c0 = _mm256_loadu_si256(                      \
+						(const __m256i *)(cr + t * 16));              \
+					__m256i c1 = _mm256_loadu_si256(                      \
+						(const __m256i *)(cr + t * 16 + 8));          \
+					__m256i s00 = c0, s01 = c1, s10 = c0, s11 = c1;       \
+					for (int k = k0; k < k1; k++) {                       \
+						__m256i b0 = _mm256_loadu_si256(              \
+							(const __m256i *)(bb + k * 64));      \
+						__m256i b1 = _mm256_loadu_si256(              \
+							(const __m256i *)(bb + k * 64 + 32)); \
+						__m256i x0 = _mm256_set1_epi32(load4(a0 + 4 * k)); \
+						__m256i x1 = _mm256_set1_epi32(load4(a1 + 4 * k)); \
+						s00 = DOT(s00, x0, b0);                       \
+						s01 = DOT(s01, x0, b1);                       \
+						s10 = DOT(s10, x1, b0);                       \
+						s11 = DOT(s11, x1, b1);                       \
+					}                                                     \
+					s00 = _mm256_min_epi32(_mm256_max_epi32(s00, vlo), vhi); \
+					s01 = _mm256_min_epi32(_mm256_max_epi32(s01, vlo), vhi); \
+					s10 = _mm256_min_epi32(_mm256_max_epi32(s10, vlo), vhi); \
+					s11 = _mm256_min_epi32(_mm256_max_epi32(s11, vlo), vhi); \
+					w00 = _mm256_add_epi32(w00, s00);                     \
+					w01 = _mm256_add_epi32(w01, s01);                     \
+					w10 = _mm256_add_epi32(w10, s10);                     \
+					w11 = _mm256_add_epi32(w11, s11);                     \
+				}                                                             \
+				int32_t out[32];                                              \
+				_mm256_storeu_si256((__m256i *)out, w00);                     \
+				_mm256_storeu_si256((__m256i *)(out + 8), w01);               \
+				_mm256_storeu_si256((__m256i *)(out + 16), w10);              \
+				_mm256_storeu_si256((__m256i *)(out + 24), w11);              \
+				store_tail(C + (size_t)i * J + jb * 16, out, ncol);           \
+				if (two)                                                      \
+					store_tail(C + (size_t)(i + 1) * J + jb * 16, out + 16, ncol); \
+			}                                                                     \
+		}                                                                             \
+	}
+
+KERNEL256(gemm_x86_avx2, AVX2_T, dot4_avx2)
+KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256)
+
+/* ---------------- AVX-512 VNNI ---------------- */
+
+#define AVX512_T __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+#define R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
+				  int I, int J, int K4, int tile4, int ntiles, int32_t lo,
+				  int32_t hi, int32_t *C)
+{
+	const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+	const int J16 = (J + 15) / 16;
+	const size_t rs = (size_t)K4 * 4; /* packed row stride of A */
+	for (int jb = 0; jb < J16; jb++) {
+		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
+		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
+		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
+		const __mmask16 m = (__mmask16)((1u << ncol) - 1u);
+		int i = 0;
+		/* Eight rows at a time: 8 tile accumulators + 8 wide sums. */
+		for (; i + 8 <= I; i += 8) {
+			const uint8_t *a = Ap + (size_t)i * rs;
+#define DECL(r) __m512i w##r = _mm512_setzero_si512();
+			R8(DECL)
+#undef DECL
+			for (int t = 0; t < ntiles; t++) {
+				const int k0 = t * tile4, k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;
+				const __m512i c = _mm512_loadu_si512((const void *)(cr + t * 16));
+#define INIT(r) __m512i s##r = c;
+				R8(INIT)
+#undef INIT
+				for (int k = k0; k < k1; k++) {
+					const __m512i b = _mm512_loadu_si512((const void *)(bb + k * 64));
+#define DOT(r) s##r = _mm512_dpbusd_epi32(s##r, _mm512_set1_epi32(load4(a + r * rs + 4 * k)), b);
+					R8(DOT)
+#undef DOT
+				}
+#define CLAMP(r) w##r = _mm512_add_epi32(w##r, _mm512_min_epi32(_mm512_max_epi32(s##r, vlo), vhi));
+				R8(CLAMP)
+#undef CLAMP
+			}
+#define STORE(r) _mm512_mask_storeu_epi32(C + (size_t)(i + r) * J + jb * 16, m, w##r);
+			R8(STORE)
+#undef STORE
+		}
+		for (; i < I; i++) {
+			const uint8_t *a = Ap + (size_t)i * rs;
+			__m512i w = _mm512_setzero_si512();
+			for (int t = 0; t < ntiles; t++) {
+				const int k0 = t * tile4, k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;
+				__m512i s = _mm512_loadu_si512((const void *)(cr + t * 16));
+				for (int k = k0; k < k1; k++) {
+					const __m512i b = _mm512_loadu_si512((const void *)(bb + k * 64));
+					s = _mm512_dpbusd_epi32(s, _mm512_set1_epi32(load4(a + 4 * k)), b);
+				}
+				w = _mm512_add_epi32(w, _mm512_min_epi32(_mm512_max_epi32(s, vlo), vhi));
+			}
+			_mm512_mask_storeu_epi32(C + (size_t)i * J + jb * 16, m, w);
+		}
+	}
+}
+
+/* ---------------- float, AVX2 + FMA ---------------- */
+
+/* C = A . B, rows of A blocked by 4, columns in 8-wide vectors; the scalar
+ * column tail keeps the same accumulation order per element. */
+AVX2_T void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C)
+{
+	int i = 0;
+	for (; i + 4 <= I; i += 4) {
+		const float *a0 = A + (long)i * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
+		float *c0 = C + (long)i * J, *c1 = c0 + J, *c2 = c1 + J, *c3 = c2 + J;
+		int j = 0;
+		for (; j + 16 <= J; j += 16) {
+			__m256i z = _mm256_setzero_si256();
+			__m256 x00 = _mm256_castsi256_ps(z), x01 = x00, x10 = x00, x11 = x00,
+			       x20 = x00, x21 = x00, x30 = x00, x31 = x00;
+			for (int k = 0; k < K; k++) {
+				const float *b = B + (long)k * J + j;
+				__m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+				__m256 v0 = _mm256_set1_ps(a0[k]), v1 = _mm256_set1_ps(a1[k]);
+				__m256 v2 = _mm256_set1_ps(a2[k]), v3 = _mm256_set1_ps(a3[k]);
+				x00 = _mm256_fmadd_ps(v0, b0, x00); x01 = _mm256_fmadd_ps(v0, b1, x01);
+				x10 = _mm256_fmadd_ps(v1, b0, x10); x11 = _mm256_fmadd_ps(v1, b1, x11);
+				x20 = _mm256_fmadd_ps(v2, b0, x20); x21 = _mm256_fmadd_ps(v2, b1, x21);
+				x30 = _mm256_fmadd_ps(v3, b0, x30); x31 = _mm256_fmadd_ps(v3, b1, x31);
+			}
+			_mm256_storeu_ps(c0 + j, x00); _mm256_storeu_ps(c0 + j + 8, x01);
+			_mm256_storeu_ps(c1 + j, x10); _mm256_storeu_ps(c1 + j + 8, x11);
+			_mm256_storeu_ps(c2 + j, x20); _mm256_storeu_ps(c2 + j + 8, x21);
+			_mm256_storeu_ps(c3 + j, x30); _mm256_storeu_ps(c3 + j + 8, x31);
+		}
+		for (; j < J; j++) {
+			float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+			for (int k = 0; k < K; k++) {
+				float b = B[(long)k * J + j];
+				s0 += a0[k] * b; s1 += a1[k] * b; s2 += a2[k] * b; s3 += a3[k] * b;
+			}
+			c0[j] = s0; c1[j] = s1; c2[j] = s2; c3[j] = s3;
+		}
+	}
+	for (; i < I; i++) {
+		const float *a = A + (long)i * K;
+		float *c = C + (long)i * J;
+		int j = 0;
+		for (; j + 8 <= J; j += 8) {
+			__m256 x = _mm256_setzero_ps();
+			for (int k = 0; k < K; k++)
+				x = _mm256_fmadd_ps(_mm256_set1_ps(a[k]), _mm256_loadu_ps(B + (long)k * J + j), x);
+			_mm256_storeu_ps(c + j, x);
+		}
+		for (; j < J; j++) {
+			float s = 0;
+			for (int k = 0; k < K; k++)
+				s += a[k] * B[(long)k * J + j];
+			c[j] = s;
+		}
+	}
+}
+#endif /* HDQT_X86_64 */

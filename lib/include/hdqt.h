@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libhdqt: Hadamard Domain Quantized Training (HDQT) of small MLPs with
+ * 4-bit integer matrix-multiply inputs and tile-clamped 8-bit accumulators.
+ *
+ * Conventions: every function that can fail returns 0 or a negative
+ * HDQT_E* code (see hdqt_strerror()); a function that failed changed
+ * nothing observable.  Objects are created by *_new() and released by
+ * *_free() (NULL is accepted).  A model is not thread-safe: one thread
+ * trains or predicts with it at a time; clone it to predict elsewhere.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+	HDQT_OK = 0,
+	HDQT_EINVAL = -1,   /* invalid argument or configuration */
+	HDQT_ENOMEM = -2,   /* allocation failed */
+	HDQT_ECORRUPT = -3, /* blob or file failed its integrity checks */
+	HDQT_EVERSION = -4, /* blob written by an unknown format version */
+	HDQT_ERANGE = -5,   /* a value is out of its allowed range (NaN, Inf, too large) */
+	HDQT_EIO = -6,      /* reading or writing a file failed */
+	HDQT_EFORMAT = -7,  /* a text input (CSV, list) is malformed */
+	HDQT_ENOTFOUND = -8,/* a named thing does not exist */
+	HDQT_ESTATE = -9,   /* the call does not fit the object's state */
+	HDQT_ECANCELED = -10,
+};
+
+/* Human-readable message for an HDQT_E* code; never NULL. */
+const char *hdqt_strerror(int err);
+
+/* ---- quantisation recipe ------------------------------------------------ */
+
+typedef enum {
+	HDQT_MODE_FP32 = 0,   /* float reference, no quantisation */
+	HDQT_MODE_INT,        /* integer path with the Hadamard transform off (ablation) */
+	HDQT_MODE_HDQT_PAPER, /* Schiemer et al.'s recipe as published */
+	HDQT_MODE_HDQT,       /* this project's best integer recipe */
+	HDQT_MODE_COUNT
+} hdqt_mode;
+
+/* Parse "fp32", "int", "hdqt-paper" or "hdqt"; HDQT_EINVAL otherwise. */
+int hdqt_mode_parse(const char *s, hdqt_mode *out);
+const char *hdqt_mode_name(hdqt_mode m);
+
+typedef enum {
+	HDQT_SCALE_TENSOR = 0, /* one max-abs scale for the whole tensor */
+	HDQT_SCALE_ROW,        /* one scale per row along the reduction dim (keeps the inner product integer) */
+} hdqt_scale_gran;
+
+typedef struct hdqt_qconfig {
+	hdqt_mode mode;
+	int bits;          /* matmul input bits, 2..8 (default 4) */
+	int acc_bits;      /* tile accumulator bits, 8..24 (default 8) */
+	int tile;          /* forward reduction tile, >= 1 (default 32) */
+	int bwd_tile;      /* backward reduction tile; 0 = the whole reduction (paper's code) */
+	int had_max;       /* largest Hadamard block, power of two (default 256) */
+	float fwd_clip;    /* forward scale = fwd_clip * max-abs (paper: 0.975) */
+	float fwd_clip_sigma; /* > 0: forward scale = min(max-abs, k * rms) instead (hdqt) */
+	int bwd_hadamard;  /* Hadamard transforms in the backward pass */
+	int fwd_hadamard;  /* rotate both forward operands by H along the reduction (hdqt) */
+	hdqt_scale_gran fwd_gran; /* forward scale granularity */
+	hdqt_scale_gran bwd_gran; /* backward scale granularity */
+	int sr_grad;       /* stochastic rounding of the output gradient (both products) */
+	int sr_weight;     /* stochastic rounding of H.W in grad-input (paper: nearest) */
+	int sr_act;        /* stochastic rounding of H.X in grad-weight (paper: stochastic) */
+	int signed_act;    /* quantise hidden activations with the signed range */
+} hdqt_qconfig;
+
+/* Fill *q with the defaults of a mode (4-bit inputs, 8-bit accumulators, tile 32). */
+void hdqt_qconfig_default(hdqt_qconfig *q, hdqt_mode mode);
+/* 0 if *q is consistent, HDQT_EINVAL otherwise. */
+int hdqt_qconfig_check(const hdqt_qconfig *q);
+
+/* ---- PRNG -------------------------------------------------------------- */
+
+/* xoshiro128++ state: fast, small, one per thread; seeded through splitmix64. */
+typedef struct hdqt_rng { uint32_t s[4]; } hdqt_rng;
+void hdqt_rng_seed(hdqt_rng *r, uint64_t seed, uint64_t stream);
+uint32_t hdqt_rng_u32(hdqt_rng *r);
+float hdqt_rng_uniform(hdqt_rng *r);      /* [0, 1) */
+float hdqt_rng_normal(hdqt_rng *r);       /* N(0, 1) */
+uint32_t hdqt_rng_below(hdqt_rng *r, uint32_t n); /* [0, n), n > 0 */
+
+/* ---- MLP model ----------------------------------------------------------- */
+
+#define HDQT_MAX_LAYERS 8
+#define HDQT_MAX_DIM 65536
+#define HDQT_MAX_CLASSES 1024
+
+typedef struct hdqt_mlp_config {
+	int n_in;                        /* input features */
+	int n_hidden;                    /* number of hidden layers (0..HDQT_MAX_LAYERS-1) */
+	int hidden[HDQT_MAX_LAYERS];     /* their widths */
+	int n_classes;                   /* initial head size (>= 1) */
+} hdqt_mlp_config;
+
+typedef struct hdqt_model hdqt_model;
+
+/* Create a model with random (Kaiming-uniform) weights drawn from seed. */
+int hdqt_model_new(hdqt_model **out, const hdqt_mlp_config *cfg,
+		   const hdqt_qconfig *q, uint64_t seed);
+void hdqt_model_free(hdqt_model *m);
+/* Deep copy (weights, normalisation, recipe; optimiser state reset). */
+int hdqt_model_clone(const hdqt_model *m, hdqt_model **out);
+
+int hdqt_model_n_in(const hdqt_model *m);
+int hdqt_model_n_classes(const hdqt_model *m);
+int hdqt_model_embed_dim(const hdqt_model *m);
+const hdqt_qconfig *hdqt_model_qconfig(const hdqt_model *m);
+const hdqt_mlp_config *hdqt_model_config(const hdqt_model *m);
+
+/* Input normalisation x' = clamp((x - mean) / std, -clip, clip) (clip <= 0: none).
+ * hdqt_model_fit_norm computes mean/std from n rows of X. */
+int hdqt_model_set_norm(hdqt_model *m, const float *mean, const float *std, float clip);
+int hdqt_model_fit_norm(hdqt_model *m, const float *X, int n, float clip);
+
+/* Grow the head by k classes; existing rows are kept, new ones initialised. */
+int hdqt_model_add_classes(hdqt_model *m, int k);
+
+/* Inference in the model's recipe.  logits: n x n_classes.  Rejects NaN/Inf input
+ * with HDQT_ERANGE.  Uses internal scratch: not re-entrant on one model. */
+int hdqt_model_forward(hdqt_model *m, const float *X, int n, float *logits);
+/* Penultimate-layer features (n x embed_dim), for NME / herding. */
+int hdqt_model_embed(hdqt_model *m, const float *X, int n, float *emb);
+/* argmax predictions (n). */
+int hdqt_model_predict(hdqt_model *m, const float *X, int n, int *pred);
+
+/* ---- training -------------------------------------------------------- */
+
+typedef struct hdqt_sgd {
+	float lr;            /* base learning rate (paper: 0.01) */
+	float momentum;      /* 0.9 */
+	float weight_decay;  /* 2e-4 */
+	int step_every;      /* epochs between learning-rate drops (0 = none) */
+	float step_gamma;    /* multiplier at each drop */
+} hdqt_sgd;
+
+void hdqt_sgd_default(hdqt_sgd *o);
+/* Learning rate in effect at a given epoch under the step schedule. */
+float hdqt_sgd_lr_at(const hdqt_sgd *o, int epoch);
+
+typedef struct hdqt_batch {
+	const float *X;          /* n x n_in, raw (the model normalises) */
+	const int *y;            /* n labels in [0, n_classes) */
+	int n;
+	const float *teacher;    /* optional n x n_old logits of a previous model */
+	int n_old;               /* distillation over the first n_old classes */
+	float kd_T;              /* distillation temperature (2) */
+	float kd_lambda;         /* weight of the distillation term */
+} hdqt_batch;
+
+/* One SGD step with learning rate lr.  *loss gets the mean batch loss.
+ * On error the model is unchanged. */
+int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o,
+			  float lr, float *loss);
+/* Reset momentum buffers (e.g. at the start of a task). */
+void hdqt_model_reset_optimizer(hdqt_model *m);
+/* Reseed the stochastic-rounding stream (reproducible runs). */
+void hdqt_model_seed(hdqt_model *m, uint64_t seed);
+
+/* Losses, exposed for tests: mean softmax cross-entropy and its gradient
+ * (grad may be NULL); mean temperature distillation T^2*KL(p_t||p_s). */
+float hdqt_loss_ce(const float *logits, const int *y, int n, int c, float *grad);
+float hdqt_loss_kd(const float *logits, int ld, const float *teacher, int n, int c_old,
+		   float T, float lambda, float *grad);
+
+/* ---- serialisation ----------------------------------------------------- */
+
+/* Serialise to a versioned, CRC-32 checksummed blob (malloc'd, caller frees). */
+int hdqt_model_save(const hdqt_model *m, uint8_t **blob, size_t *len);
+/* Load a blob; HDQT_ECORRUPT / HDQT_EVERSION / HDQT_EINVAL on bad input. */
+int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out);
+
+/* ---- kernels info ------------------------------------------------------- */
+
+/* Name of the integer GEMM variant chosen at start-up ("scalar", "avx2",
+ * "avxvnni", "avx512vnni"). */
+const char *hdqt_kernel_name(void);
+/* Force a variant by name (tests/bench); HDQT_ENOTFOUND if unsupported here. */
+int hdqt_kernel_select(const char *name);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Linear layer in the four recipes.
+ *
+ * Forward (Schiemer et al., Sec. 3.1): X and W quantised to b bits with a
+ * max-abs scale (times fwd_clip), tile-clamped integer product, rescale.
+ * The hdqt recipe may rotate both operands by a block Hadamard H along the
+ * reduction first: (X H)(W H)^T = blk * X W^T, which spreads outliers over
+ * the block before quantisation (as QuaRot-style methods do), and may use
+ * per-row scales, which keep the inner product integer.
+ *
+ * Backward (Sec. 3.2, Eq. 6-7), with H block-diagonal Sylvester:
+ *   dX = Q_sr(dY H_M) . Q(H_M W) / blk_M
+ *   dW = Q_sr(dY^T H_N) . Q_sr(H_N X) / blk_N
+ * The straight-through estimator passes gradients through the quantisers.
+ * With bwd_hadamard off (the ablation) blk = 1 and nothing is divided.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fwht.h"
+#include "linear.h"
+#include "quant.h"
+
+int linear_init(linear *L, int in, int out)
+{
+	memset(L, 0, sizeof(*L));
+	size_t n = (size_t)in * out;
+	L->w = calloc(n, sizeof(float));
+	L->v = calloc(n, sizeof(float));
+	L->gw = calloc(n, sizeof(float));
+	if (!L->w || !L->v || !L->gw) {
+		linear_free(L);
+		return HDQT_ENOMEM;
+	}
+	L->in = in;
+	L->out = out;
+	return 0;
+}
+
+void linear_free(linear *L)
+{
+	free(L->w);
+	free(L->v);
+	free(L->gw);
+	memset(L, 0, sizeof(*L));
+}
+
+static int grow_buf(float **p, size_t old_n, size_t n)
+{
+	float *q = realloc(*p, n * sizeof(float));
+	if (!q)
+		return HDQT_ENOMEM;
+	memset(q + old_n, 0, (n - old_n) * sizeof(float));
+	*p = q;
+	return 0;
+}
+
+int linear_grow(linear *L, int out)
+{
+	if (out < L->out)
+		return HDQT_EINVAL;
+	size_t o = (size_t)L->in * L->out, n = (size_t)L->in * out;
+	/* realloc may move each buffer; a failure leaves the old ones valid, and
+	 * L->out only changes once all three have grown. */
+	if (grow_buf(&L->w, o, n) || grow_buf(&L->v, o, n) || grow_buf(&L->gw, o, n))
+		return HDQT_ENOMEM;
+	L->out = out;
+	return 0;
+}
+
+void linear_scratch_free(linear_scratch *s)
+{
+	for (int i = 0; i < 4; i++)
+		free(s->f[i]);
+	for (int i = 0; i < 2; i++)
+		free(s->q[i]);
+	free(s->c);
+	free(s->sa);
+	free(s->sb);
+	gemm_ws_free(&s->ws);
+	memset(s, 0, sizeof(*s));
+}
+
+static void *grow(void **p, size_t *cap, size_t n)
+{
+	if (*cap < n) {
+		void *q = realloc(*p, n);
+		if (!q)
+			return NULL;
+		*p = q;
+		*cap = n;
+	}
+	return *p;
+}
+
+#define SF(s, i, n) ((float *)grow((void **)&(s)->f[i], &(s)->fcap[i], (size_t)(n) * sizeof(float)))
+#define SQ(s, i, n) ((int8_t *)grow((void **)&(s)->q[i], &(s)->qcap[i], (size_t)(n)))
+
+static int qproduct(const float *a, int I, const float *b, int J, int K, int tile,
+		    const quant_spec *spa, const quant_spec *spb, const hdqt_qconfig *q,
+		    linear_scratch *s, hdqt_rng *rng, float div, float *out)
+{
+	int8_t *qa = SQ(s, 0, (size_t)I * K), *qb = SQ(s, 1, (size_t)J * K);
+	int32_t *c = grow((void **)&s->c, &s->ccap, (size_t)I * J * sizeof(int32_t));
+	float *sa = grow((void **)&s->sa, &s->sacap, (size_t)I * sizeof(float));
+	float *sb = grow((void **)&s->sb, &s->sbcap, (size_t)J * sizeof(float));
+	if (!qa || !qb || !c || !sa || !sb)
+		return HDQT_ENOMEM;
+	quant_rows(a, I, K, spa, rng, qa, sa);
+	quant_rows(b, J, K, spb, rng, qb, sb);
+	gemm_params gp = {.tile = tile, .acc_bits = q->acc_bits, .bits = q->bits,
+			  .a_signed = !spa->is_unsigned};
+	int rc = gemm_q(&s->ws, qa, qb, I, J, K, &gp, c);
+	if (rc < 0)
+		return rc;
+	const float inv = 1.0f / div;
+	for (int i = 0; i < I; i++) {
+		const float si = sa[i] * inv;
+		const int32_t *ci = c + (size_t)i * J;
+		float *oi = out + (size_t)i * J;
+		for (int j = 0; j < J; j++)
+			oi[j] = (float)ci[j] * si * sb[j];
+	}
+	return 0;
+}
+
+int linear_forward(const linear *L, const float *X, int N, int x_unsigned,
+		   const hdqt_qconfig *q, linear_scratch *s, float *Y)
+{
+	const int K = L->in, M = L->out;
+	if (q->mode == HDQT_MODE_FP32) {
+		float *wt = SF(s, 0, (size_t)K * M);
+		if (!wt)
+			return HDQT_ENOMEM;
+		gemm_transpose(L->w, M, K, wt);
+		gemm_f32_nn(X, wt, N, M, K, Y);
+		return 0;
+	}
+	const float *xa = X, *wa = L->w;
+	float div = 1.0f;
+	if (q->fwd_hadamard) {
+		int blk = fwht_block(K, q->had_max);
+		if (blk > 1) {
+			float *fx = SF(s, 0, (size_t)N * K), *fw = SF(s, 1, (size_t)M * K);
+			if (!fx || !fw)
+				return HDQT_ENOMEM;
+			memcpy(fx, X, (size_t)N * K * sizeof(float));
+			memcpy(fw, L->w, (size_t)M * K * sizeof(float));
+			fwht_rows(fx, N, K, blk);
+			fwht_rows(fw, M, K, blk);
+			xa = fx;
+			wa = fw;
+			div = (float)blk;
+			x_unsigned = 0; /* rotated activations take both signs */
+		}
+	}
+	const int per_row = q->fwd_gran == HDQT_SCALE_ROW;
+	/* 8-bit unsigned codes do not fit the int8 operand type: use the signed grid. */
+	quant_spec spx = {.bits = q->bits, .is_unsigned = x_unsigned && !q->signed_act && q->bits < 8,
+			  .clip = q->fwd_clip, .clip_sigma = q->fwd_clip_sigma,
+			  .per_row = per_row, .stochastic = 0};
+	quant_spec spw = spx;
+	spw.is_unsigned = 0;
+	return qproduct(xa, N, wa, M, K, q->tile, &spx, &spw, q, s, NULL, div, Y);
+}
+
+int linear_backward(linear *L, const float *X, const float *dY, int N,
+		    const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX)
+{
+	const int K = L->in, M = L->out;
+	float *t = SF(s, 2, (size_t)M * N);
+	float *u = SF(s, 3, (size_t)K * (N > M ? N : M));
+	if (!t || !u)
+		return HDQT_ENOMEM;
+	if (q->mode == HDQT_MODE_FP32) {
+		gemm_transpose(dY, N, M, t);            /* dY^T: M x N */
+		gemm_f32_nn(t, X, M, K, N, L->gw);      /* M x K */
+		if (dX)
+			gemm_f32_nn(dY, L->w, N, K, M, dX);
+		return 0;
+	}
+	const int per_row = q->bwd_gran == HDQT_SCALE_ROW;
+	quant_spec sp_g = {.bits = q->bits, .is_unsigned = 0, .clip = 1.0f, .clip_sigma = 0.0f,
+			   .per_row = per_row, .stochastic = q->sr_grad};
+	quant_spec sp_w = sp_g, sp_x = sp_g;
+	sp_w.stochastic = q->sr_weight;
+	sp_x.stochastic = q->sr_act;
+	int rc;
+
+	/* grad-weight: reduction over the batch. */
+	int blkN = q->bwd_hadamard ? fwht_block(N, q->had_max) : 1;
+	gemm_transpose(dY, N, M, t);  /* M x N */
+	gemm_transpose(X, N, K, u);   /* K x N */
+	if (blkN > 1) {
+		fwht_rows(t, M, N, blkN);
+		fwht_rows(u, K, N, blkN);
+	}
+	rc = qproduct(t, M, u, K, N, q->bwd_tile, &sp_g, &sp_x, q, s, rng, (float)blkN, L->gw);
+	if (rc < 0 || !dX)
+		return rc;
+
+	/* grad-input: reduction over the output dimension. */
+	int blkM = q->bwd_hadamard ? fwht_block(M, q->had_max) : 1;
+	float *g = t; /* reuse: N x M */
+	memcpy(g, dY, (size_t)N * M * sizeof(float));
+	gemm_transpose(L->w, M, K, u); /* K x M */
+	if (blkM > 1) {
+		fwht_rows(g, N, M, blkM);
+		fwht_rows(u, K, M, blkM);
+	}
+	return qproduct(g, N, u, K, M, q->bwd_tile, &sp_g, &sp_w, q, s, rng, (float)blkM, dX);
+}

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* A bias-free linear layer Y = X W^T, forward and backward in every recipe. */
+#pragma once
+
+#include "gemm.h"
+#include "hdqt.h"
+
+typedef struct linear {
+	int in, out;  /* K, M */
+	float *w;     /* out x in, row-major */
+	float *v;     /* momentum buffer, same shape */
+	float *gw;    /* last gradient, same shape */
+} linear;
+
+/* Scratch shared by the layers of one model (grow-only). */
+typedef struct linear_scratch {
+	float *f[4];
+	size_t fcap[4];
+	int8_t *q[2];
+	size_t qcap[2];
+	int32_t *c;
+	size_t ccap;
+	float *sa, *sb;
+	size_t sacap, sbcap;
+	gemm_ws ws;
+} linear_scratch;
+
+int linear_init(linear *L, int in, int out);
+void linear_free(linear *L);
+/* Grow the output dimension to out (rows appended, zero-filled). */
+int linear_grow(linear *L, int out);
+void linear_scratch_free(linear_scratch *s);
+
+/* Y (N x out) = X (N x in) W^T in recipe q.  x_unsigned: X is known to be
+ * non-negative (after ReLU), so the unsigned grid may be used. */
+int linear_forward(const linear *L, const float *X, int N, int x_unsigned,
+		   const hdqt_qconfig *q, linear_scratch *s, float *Y);
+/* From dY (N x out): L->gw = dY^T X, and dX = dY W when dX != NULL. */
+int linear_backward(linear *L, const float *X, const float *dY, int N,
+		    const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX);

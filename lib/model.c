@@ -1,0 +1,467 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The MLP: input normalisation, bias-free linear layers with ReLU, a growing
+ * head; forward, backward and SGD with momentum in any recipe.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+void hdqt_qconfig_default(hdqt_qconfig *q, hdqt_mode mode)
+{
+	memset(q, 0, sizeof(*q));
+	q->mode = mode;
+	q->bits = 4;
+	q->acc_bits = 8;
+	q->tile = 32;
+	q->had_max = 256;
+	q->fwd_clip = 0.975f;          /* paper: forward scale 0.975 x max-abs */
+	q->fwd_gran = HDQT_SCALE_TENSOR;
+	q->bwd_gran = HDQT_SCALE_TENSOR;
+	q->sr_grad = 1;
+	q->sr_weight = 0;
+	q->sr_act = 1;
+	switch (mode) {
+	case HDQT_MODE_FP32:
+		break;
+	case HDQT_MODE_INT:
+		/* The paper's recipe with the Hadamard transforms off, gradients
+		 * scaled correctly (not divided by a block size). */
+		q->bwd_tile = 0;
+		q->bwd_hadamard = 0;
+		break;
+	case HDQT_MODE_HDQT_PAPER:
+		/* The paper's code tiles only the forward pass and clamps each
+		 * backward product to the accumulator range over its whole length. */
+		q->bwd_tile = 0;
+		q->bwd_hadamard = 1;
+		break;
+	case HDQT_MODE_HDQT:
+	default:
+		/* Project recipe: see README "hdqt recipe" for the ablation. */
+		q->bwd_tile = 32;
+		q->bwd_hadamard = 1;
+		q->fwd_hadamard = 1;
+		q->fwd_gran = HDQT_SCALE_ROW;
+		q->bwd_gran = HDQT_SCALE_ROW;
+		q->fwd_clip = 1.0f;
+		q->fwd_clip_sigma = 3.0f;
+		break;
+	}
+}
+
+int hdqt_qconfig_check(const hdqt_qconfig *q)
+{
+	if (!q || (int)q->mode < 0 || q->mode >= HDQT_MODE_COUNT)
+		return HDQT_EINVAL;
+	if (q->mode == HDQT_MODE_FP32)
+		return 0;
+	if (q->bits < 2 || q->bits > 8 || q->acc_bits < 8 || q->acc_bits > 24 || q->tile < 1 ||
+	    q->bwd_tile < 0 || q->had_max < 1 || (q->had_max & (q->had_max - 1)) != 0 ||
+	    !(q->fwd_clip > 0.0f && q->fwd_clip <= 1.0f) || !(q->fwd_clip_sigma >= 0.0f) ||
+	    isinf(q->fwd_clip_sigma) || (q->fwd_gran != HDQT_SCALE_TENSOR && q->fwd_gran != HDQT_SCALE_ROW) ||
+	    (q->bwd_gran != HDQT_SCALE_TENSOR && q->bwd_gran != HDQT_SCALE_ROW))
+		return HDQT_EINVAL;
+	return 0;
+}
+
+static int check_cfg(const hdqt_mlp_config *c)
+{
+	if (!c || c->n_in < 1 || c->n_in > HDQT_MAX_DIM || c->n_hidden < 0 ||
+	    c->n_hidden >= HDQT_MAX_LAYERS || c->n_classes < 1 || c->n_classes > HDQT_MAX_CLASSES)
+		return HDQT_EINVAL;
+	for (int i = 0; i < c->n_hidden; i++)
+		if (c->hidden[i] < 1 || c->hidden[i] > HDQT_MAX_DIM)
+			return HDQT_EINVAL;
+	return 0;
+}
+
+int model_alloc(hdqt_model **out, const hdqt_mlp_config *cfg, const hdqt_qconfig *q)
+{
+	if (!out || check_cfg(cfg) < 0 || hdqt_qconfig_check(q) < 0)
+		return HDQT_EINVAL;
+	hdqt_model *m = calloc(1, sizeof(*m));
+	if (!m)
+		return HDQT_ENOMEM;
+	m->cfg = *cfg;
+	m->q = *q;
+	m->n_layers = cfg->n_hidden + 1;
+	/* A forward Hadamard over 166 features would use blocks of 2; padding the
+	 * input with zero features to a multiple of 32 buys a useful block. */
+	m->in_pad = (q->mode != HDQT_MODE_FP32 && q->fwd_hadamard) ? (cfg->n_in + 31) / 32 * 32
+								    : cfg->n_in;
+	m->mean = calloc((size_t)cfg->n_in, sizeof(float));
+	m->std = malloc((size_t)cfg->n_in * sizeof(float));
+	int rc = (m->mean && m->std) ? 0 : HDQT_ENOMEM;
+	for (int i = 0; rc == 0 && i < cfg->n_in; i++)
+		m->std[i] = 1.0f;
+	for (int l = 0; rc == 0 && l < m->n_layers; l++) {
+		int in = l == 0 ? m->in_pad : cfg->hidden[l - 1];
+		int o = l == m->n_layers - 1 ? cfg->n_classes : cfg->hidden[l];
+		rc = linear_init(&m->L[l], in, o);
+	}
+	hdqt_rng_seed(&m->rng, 0, 1);
+	if (rc < 0) {
+		hdqt_model_free(m);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+/* PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), so fp32
+ * results are comparable with the PyTorch reference runs. */
+static void init_rows(linear *L, int r0, hdqt_rng *r, int fan_in)
+{
+	float bound = 1.0f / sqrtf((float)fan_in);
+	for (int o = r0; o < L->out; o++)
+		for (int k = 0; k < L->in; k++)
+			L->w[(size_t)o * L->in + k] = k < fan_in ? (2.0f * hdqt_rng_uniform(r) - 1.0f) * bound : 0.0f;
+}
+
+int hdqt_model_new(hdqt_model **out, const hdqt_mlp_config *cfg, const hdqt_qconfig *q,
+		   uint64_t seed)
+{
+	hdqt_model *m;
+	int rc = model_alloc(&m, cfg, q);
+	if (rc < 0)
+		return rc;
+	hdqt_rng r;
+	hdqt_rng_seed(&r, seed, 0);
+	for (int l = 0; l < m->n_layers; l++)
+		init_rows(&m->L[l], 0, &r, l == 0 ? cfg->n_in : m->L[l].in);
+	hdqt_rng_seed(&m->rng, seed, 1);
+	*out = m;
+	return 0;
+}
+
+void hdqt_model_free(hdqt_model *m)
+{
+	if (!m)
+		return;
+	for (int l = 0; l < HDQT_MAX_LAYERS; l++)
+		linear_free(&m->L[l]);
+	for (int l = 0; l <= HDQT_MAX_LAYERS; l++)
+		free(m->act[l]);
+	free(m->grad[0]);
+	free(m->grad[1]);
+	free(m->mean);
+	free(m->std);
+	linear_scratch_free(&m->s);
+	free(m);
+}
+
+int hdqt_model_clone(const hdqt_model *m, hdqt_model **out)
+{
+	if (!m || !out)
+		return HDQT_EINVAL;
+	hdqt_model *c;
+	int rc = model_alloc(&c, &m->cfg, &m->q);
+	if (rc < 0)
+		return rc;
+	for (int l = 0; l < m->n_layers; l++) {
+		if (m->L[l].out != c->L[l].out && (rc = linear_grow(&c->L[l], m->L[l].out)) < 0) {
+			hdqt_model_free(c);
+			return rc;
+		}
+		memcpy(c->L[l].w, m->L[l].w, (size_t)m->L[l].in * m->L[l].out * sizeof(float));
+	}
+	c->cfg.n_classes = m->cfg.n_classes;
+	memcpy(c->mean, m->mean, (size_t)m->cfg.n_in * sizeof(float));
+	memcpy(c->std, m->std, (size_t)m->cfg.n_in * sizeof(float));
+	c->norm_clip = m->norm_clip;
+	c->rng = m->rng;
+	*out = c;
+	return 0;
+}
+
+int hdqt_model_n_in(const hdqt_model *m) { return m->cfg.n_in; }
+int hdqt_model_n_classes(const hdqt_model *m) { return m->cfg.n_classes; }
+const hdqt_qconfig *hdqt_model_qconfig(const hdqt_model *m) { return &m->q; }
+const hdqt_mlp_config *hdqt_model_config(const hdqt_model *m) { return &m->cfg; }
+
+int hdqt_model_embed_dim(const hdqt_model *m)
+{
+	return m->cfg.n_hidden > 0 ? m->cfg.hidden[m->cfg.n_hidden - 1] : m->in_pad;
+}
+
+void hdqt_model_seed(hdqt_model *m, uint64_t seed)
+{
+	hdqt_rng_seed(&m->rng, seed, 1);
+}
+
+void hdqt_model_reset_optimizer(hdqt_model *m)
+{
+	for (int l = 0; l < m->n_layers; l++)
+		memset(m->L[l].v, 0, (size_t)m->L[l].in * m->L[l].out * sizeof(float));
+}
+
+static int finite_all(const float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(x[i]))
+			return 0;
+	return 1;
+}
+
+int hdqt_model_set_norm(hdqt_model *m, const float *mean, const float *std, float clip)
+{
+	int n = m->cfg.n_in;
+	if (!mean || !std || !finite_all(mean, (size_t)n) || !finite_all(std, (size_t)n) ||
+	    !isfinite(clip))
+		return HDQT_ERANGE;
+	for (int i = 0; i < n; i++)
+		if (!(std[i] > 0.0f))
+			return HDQT_ERANGE;
+	memcpy(m->mean, mean, (size_t)n * sizeof(float));
+	memcpy(m->std, std, (size_t)n * sizeof(float));
+	m->norm_clip = clip;
+	return 0;
+}
+
+int hdqt_model_fit_norm(hdqt_model *m, const float *X, int n, float clip)
+{
+	const int d = m->cfg.n_in;
+	if (!X || n < 1 || !finite_all(X, (size_t)n * d))
+		return HDQT_ERANGE;
+	float *mean = malloc(sizeof(float) * d), *sd = malloc(sizeof(float) * d);
+	if (!mean || !sd) {
+		free(mean);
+		free(sd);
+		return HDQT_ENOMEM;
+	}
+	for (int j = 0; j < d; j++) {
+		double s = 0.0, ss = 0.0;
+		for (int i = 0; i < n; i++)
+			s += X[(size_t)i * d + j];
+		double mu = s / n;
+		for (int i = 0; i < n; i++) {
+			double e = X[(size_t)i * d + j] - mu;
+			ss += e * e;
+		}
+		double v = ss / n;
+		mean[j] = (float)mu;
+		sd[j] = v > 1e-12 ? (float)sqrt(v) : 1.0f;
+	}
+	int rc = hdqt_model_set_norm(m, mean, sd, clip);
+	free(mean);
+	free(sd);
+	return rc;
+}
+
+int hdqt_model_add_classes(hdqt_model *m, int k)
+{
+	if (k < 1 || m->cfg.n_classes + k > HDQT_MAX_CLASSES)
+		return HDQT_EINVAL;
+	linear *L = &m->L[m->n_layers - 1];
+	int old = L->out;
+	int rc = linear_grow(L, old + k);
+	if (rc < 0)
+		return rc;
+	/* New rows drawn from a stream derived from the head size, so growth is
+	 * reproducible and independent of how much training happened before. */
+	hdqt_rng r;
+	hdqt_rng_seed(&r, (uint64_t)old * 7919u + 17u, 2);
+	init_rows(L, old, &r, m->n_layers == 1 ? m->cfg.n_in : L->in);
+	m->cfg.n_classes = old + k;
+	return 0;
+}
+
+/* Grow the activation and gradient buffers to n rows for the current
+ * shapes (the head may have grown since the last call). */
+static int ensure_cap(hdqt_model *m, int n)
+{
+	const int C = m->cfg.n_classes;
+	if (n <= m->cap_n && C <= m->cap_c)
+		return 0;
+	n = n > m->cap_n ? n : m->cap_n;
+	size_t widest = (size_t)m->in_pad;
+	for (int l = 0; l <= m->n_layers; l++) {
+		int d = l == 0 ? m->in_pad : m->L[l - 1].out;
+		float *p = realloc(m->act[l], (size_t)n * d * sizeof(float));
+		if (!p)
+			return HDQT_ENOMEM;
+		m->act[l] = p;
+		widest = (size_t)d > widest ? (size_t)d : widest;
+	}
+	for (int i = 0; i < 2; i++) {
+		float *p = realloc(m->grad[i], (size_t)n * widest * sizeof(float));
+		if (!p)
+			return HDQT_ENOMEM;
+		m->grad[i] = p;
+	}
+	m->cap_n = n;
+	m->cap_c = C;
+	return 0;
+}
+
+static void normalise(const hdqt_model *m, const float *X, int n, float *out)
+{
+	const int d = m->cfg.n_in, dp = m->in_pad;
+	const float c = m->norm_clip;
+	for (int i = 0; i < n; i++) {
+		const float *x = X + (size_t)i * d;
+		float *o = out + (size_t)i * dp;
+		for (int j = 0; j < d; j++) {
+			float v = (x[j] - m->mean[j]) / m->std[j];
+			if (c > 0.0f)
+				v = v < -c ? -c : (v > c ? c : v);
+			o[j] = v;
+		}
+		for (int j = d; j < dp; j++)
+			o[j] = 0.0f;
+	}
+}
+
+/* Forward through all layers, keeping activations for backward. */
+static int forward_cached(hdqt_model *m, const float *X, int n)
+{
+	int rc = ensure_cap(m, n);
+	if (rc < 0)
+		return rc;
+	normalise(m, X, n, m->act[0]);
+	for (int l = 0; l < m->n_layers; l++) {
+		rc = linear_forward(&m->L[l], m->act[l], n, l > 0, &m->q, &m->s, m->act[l + 1]);
+		if (rc < 0)
+			return rc;
+		if (l < m->n_layers - 1) {
+			float *a = m->act[l + 1];
+			size_t sz = (size_t)n * m->L[l].out;
+			for (size_t i = 0; i < sz; i++)
+				a[i] = a[i] > 0.0f ? a[i] : 0.0f;
+		}
+	}
+	return 0;
+}
+
+#define CHUNK 256
+
+static int forward_chunks(hdqt_model *m, const float *X, int n, float *out, int layer_out)
+{
+	if (!m || !X || !out || n < 0)
+		return HDQT_EINVAL;
+	if (!finite_all(X, (size_t)n * m->cfg.n_in))
+		return HDQT_ERANGE;
+	const int d = m->cfg.n_in;
+	const int w = layer_out == m->n_layers ? m->cfg.n_classes : hdqt_model_embed_dim(m);
+	for (int i = 0; i < n; i += CHUNK) {
+		int b = n - i < CHUNK ? n - i : CHUNK;
+		int rc = forward_cached(m, X + (size_t)i * d, b);
+		if (rc < 0)
+			return rc;
+		memcpy(out + (size_t)i * w, m->act[layer_out], (size_t)b * w * sizeof(float));
+	}
+	return 0;
+}
+
+int hdqt_model_forward(hdqt_model *m, const float *X, int n, float *logits)
+{
+	return forward_chunks(m, X, n, logits, m ? m->n_layers : 0);
+}
+
+int hdqt_model_embed(hdqt_model *m, const float *X, int n, float *emb)
+{
+	return forward_chunks(m, X, n, emb, m ? m->n_layers - 1 : 0);
+}
+
+int hdqt_model_predict(hdqt_model *m, const float *X, int n, int *pred)
+{
+	if (!m || !pred)
+		return HDQT_EINVAL;
+	const int C = m->cfg.n_classes, d = m->cfg.n_in;
+	float *lg = malloc(sizeof(float) * (size_t)C * CHUNK);
+	if (!lg)
+		return HDQT_ENOMEM;
+	int rc = 0;
+	for (int i = 0; i < n && rc == 0; i += CHUNK) {
+		int b = n - i < CHUNK ? n - i : CHUNK;
+		rc = hdqt_model_forward(m, X + (size_t)i * d, b, lg);
+		for (int r = 0; rc == 0 && r < b; r++) {
+			int best = 0;
+			for (int c = 1; c < C; c++)
+				if (lg[(size_t)r * C + c] > lg[(size_t)r * C + best])
+					best = c;
+			pred[i + r] = best;
+		}
+	}
+	free(lg);
+	return rc;
+}
+
+void hdqt_sgd_default(hdqt_sgd *o)
+{
+	o->lr = 0.01f;
+	o->momentum = 0.9f;
+	o->weight_decay = 2e-4f;
+	o->step_every = 0;
+	o->step_gamma = 0.1f;
+}
+
+float hdqt_sgd_lr_at(const hdqt_sgd *o, int epoch)
+{
+	float lr = o->lr;
+	if (o->step_every > 0)
+		for (int e = o->step_every; e <= epoch; e += o->step_every)
+			lr *= o->step_gamma;
+	return lr;
+}
+
+int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o, float lr,
+			  float *loss)
+{
+	if (!m || !b || !o || !b->X || !b->y || b->n < 1 || !isfinite(lr) || lr < 0.0f)
+		return HDQT_EINVAL;
+	const int n = b->n, C = m->cfg.n_classes;
+	for (int i = 0; i < n; i++)
+		if (b->y[i] < 0 || b->y[i] >= C)
+			return HDQT_EINVAL;
+	if (b->teacher && (b->n_old < 1 || b->n_old > C || !(b->kd_T > 0.0f)))
+		return HDQT_EINVAL;
+	if (!finite_all(b->X, (size_t)n * m->cfg.n_in))
+		return HDQT_ERANGE;
+	int rc = forward_cached(m, b->X, n);
+	if (rc < 0)
+		return rc;
+	/* Loss gradient w.r.t. logits. */
+	float *g = m->grad[0];
+	memset(g, 0, (size_t)n * C * sizeof(float));
+	float L = hdqt_loss_ce(m->act[m->n_layers], b->y, n, C, g);
+	if (b->teacher && b->kd_lambda > 0.0f)
+		L += hdqt_loss_kd(m->act[m->n_layers], C, b->teacher, n, b->n_old, b->kd_T,
+				  b->kd_lambda, g);
+	if (!isfinite(L))
+		return HDQT_ERANGE;
+	/* Backward: gradients first, weights updated only once all succeeded. */
+	for (int l = m->n_layers - 1; l >= 0; l--) {
+		float *dX = l > 0 ? m->grad[1] : NULL;
+		rc = linear_backward(&m->L[l], m->act[l], g, n, &m->q, &m->s, &m->rng, dX);
+		if (rc < 0)
+			return rc;
+		if (l > 0) {
+			/* ReLU: act[l] is the ReLU output feeding layer l. */
+			const float *a = m->act[l];
+			size_t sz = (size_t)n * m->L[l].in;
+			for (size_t i = 0; i < sz; i++)
+				dX[i] = a[i] > 0.0f ? dX[i] : 0.0f;
+			float *t = m->grad[0];
+			m->grad[0] = m->grad[1];
+			m->grad[1] = t;
+			g = m->grad[0];
+		}
+	}
+	for (int l = 0; l < m->n_layers; l++) {
+		linear *Ly = &m->L[l];
+		size_t sz = (size_t)Ly->in * Ly->out;
+		const float mu = o->momentum, wd = o->weight_decay;
+		for (size_t i = 0; i < sz; i++) {
+			float d = Ly->gw[i] + wd * Ly->w[i];
+			Ly->v[i] = mu * Ly->v[i] + d;
+			Ly->w[i] -= lr * Ly->v[i];
+		}
+	}
+	if (loss)
+		*loss = L;
+	return 0;
+}

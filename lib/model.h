@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* The MLP's private layout, shared by model.c and blob.c. */
+#pragma once
+
+#include "hdqt.h"
+#include "linear.h"
+
+struct hdqt_model {
+	hdqt_mlp_config cfg;
+	hdqt_qconfig q;
+	int n_layers;           /* cfg.n_hidden + 1 */
+	int in_pad;             /* K of the first layer (>= n_in) */
+	linear L[HDQT_MAX_LAYERS];
+	float *mean, *std;      /* n_in each */
+	float norm_clip;        /* <= 0: none */
+	hdqt_rng rng;           /* stochastic rounding stream */
+	/* scratch, grown to the largest batch seen */
+	int cap_n, cap_c;
+	float *act[HDQT_MAX_LAYERS + 1]; /* act[l]: input of layer l; act[n_layers]: logits */
+	float *grad[2];
+	linear_scratch s;
+};
+
+/* Allocate an empty model with weights zeroed (used by new, clone and load). */
+int model_alloc(hdqt_model **out, const hdqt_mlp_config *cfg, const hdqt_qconfig *q);

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* Uniform b-bit quantisers: max-abs (or clipped) scales, nearest or stochastic rounding. */
+#pragma once
+
+#include <stdint.h>
+
+#include "hdqt.h"
+
+typedef struct quant_spec {
+	int bits;         /* 2..8 */
+	int is_unsigned;  /* [0, 2^b - 1] instead of [-(2^(b-1) - 1), 2^(b-1) - 1] */
+	float clip;       /* range = clip * max-abs (when clip_sigma <= 0) */
+	float clip_sigma; /* > 0: range = min(max-abs, clip_sigma * rms) */
+	int per_row;      /* one scale per row instead of one per tensor */
+	int stochastic;   /* floor(x/s + u), u ~ U[0,1): unbiased */
+} quant_spec;
+
+/* Largest quantised magnitude for the spec (e.g. 7 signed / 15 unsigned at 4 bits). */
+int quant_qmax(const quant_spec *sp);
+/* Quantise x (rows x cols, row-major) into q; scale[r] receives the step of
+ * row r (the same value in every row for per-tensor scales), so that
+ * x ~= q * scale.  An all-zero group gets step 1.  rng is used only when
+ * stochastic. */
+void quant_rows(const float *x, int rows, int cols, const quant_spec *sp,
+		hdqt_rng *rng, int8_t *q, float *scale);

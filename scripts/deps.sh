@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Install the Debian packages hdqtd needs to build and test, if any is missing.
+# Idempotent: does nothing when everything is present.  As root it runs
+# apt-get; otherwise it prints the exact command and fails.
+set -euo pipefail
+
+PKGS=(build-essential meson ninja-build pkg-config
+      libuv1-dev libcjson-dev libsqlite3-dev sqlite3 zlib1g-dev
+      check libsubunit-dev libkissfft-dev libinih-dev libsystemd-dev
+      python3)
+
+missing=()
+for p in "${PKGS[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+	echo "hdqtd: missing Debian packages. Run as root:" >&2
+	echo "  apt-get update && $cmd" >&2
+	exit 1
+fi
+echo "hdqtd: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The whole test suite, twice: a normal -Dwerror=true build and an
+# AddressSanitizer + UndefinedBehaviorSanitizer build.  Installs missing
+# packages first (scripts/deps.sh).  Build trees: build-ci/ and build-asan/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+
+run_suite() {
+	local dir=$1; shift
+	if [ ! -f "$dir/build.ninja" ]; then
+		meson setup "$dir" -Dwerror=true "$@"
+	else
+		meson configure "$dir" -Dwerror=true "$@" >/dev/null
+	fi
+	ninja -C "$dir"
+	meson test -C "$dir" --print-errorlogs --num-processes 2
+}
+
+echo "== normal build =="
+run_suite build-ci --buildtype=debugoptimized
+echo "== ASan + UBSan build =="
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+run_suite build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
