@@ -1,0 +1,770 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hdqt-eval: the class-incremental protocol on a dataset, printed as a
+ * paper-style table or one JSON object.  Runs (quant mode x method x seed)
+ * are independent and spread over --jobs threads; each has its own model,
+ * memory and PRNG streams, so results do not depend on the thread count.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hdqt.h"
+#include "hdqt_data.h"
+
+#define MAX_TASKS 64
+#define MAX_RUNS 64
+
+typedef struct opts {
+	const char *data;
+	hdqt_mode modes[HDQT_MODE_COUNT];
+	int n_modes;
+	hdqt_cl_method methods[HDQT_CL_COUNT];
+	int n_methods;
+	int bits, acc_bits, tile, init_classes, increment, memory, epochs, seeds, jobs, json;
+	int hidden[HDQT_MAX_LAYERS], n_hidden;
+	int drop[64], n_drop, drop_set;
+	float lr, norm_clip;
+	const char *plot;
+	hdqt_qconfig qover; /* hdqt-recipe overrides for ablations */
+	int had_max, bwd_tile, fwd_had, fwd_gran, bwd_gran;
+	float fwd_clip, fwd_sigma;
+	int window, hop;
+} opts;
+
+typedef struct split {
+	int n, d;
+	float *X;
+	int *y; /* 0..C-1 in arrival order */
+} split;
+
+typedef struct run_result {
+	hdqt_mode mode;
+	hdqt_cl_method method;
+	int seed;
+	int n_tasks;
+	int seen[MAX_TASKS];
+	double acc[MAX_TASKS], nme[MAX_TASKS];
+	double task_acc[MAX_TASKS][MAX_TASKS]; /* after task t, on classes of task j */
+	double sps;
+	int rc;
+} run_result;
+
+typedef struct shared {
+	const opts *o;
+	split train, test;
+	int C, n_tasks, task_end[MAX_TASKS];
+	int class_ids[HDQT_MAX_CLASSES];
+	float *mean, *std;
+	run_result runs[MAX_RUNS];
+	int n_runs, next, done_epochs, total_epochs;
+	pthread_mutex_t mu;
+	int tty;
+} shared;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: hdqt-eval --data DIR|CSV [options]\n"
+		"  --quant LIST        fp32,int,hdqt-paper,hdqt (default hdqt)\n"
+		"  --method LIST       icarl,er,lwf,finetune (default icarl)\n"
+		"  --bits B            matmul input bits (4)\n"
+		"  --acc-bits A        tile accumulator bits (8)\n"
+		"  --tile T            forward reduction tile (32)\n"
+		"  --init-classes N    classes in the first task (2)\n"
+		"  --increment N       classes per later task (2)\n"
+		"  --memory M          exemplar budget (200)\n"
+		"  --epochs E          epochs per task (100)\n"
+		"  --hidden W,W        hidden widths (512,512)\n"
+		"  --lr LR             learning rate (0.01)\n"
+		"  --seeds K           seeds 1..K (3)\n"
+		"  --jobs J            parallel runs (number of CPUs)\n"
+		"  --drop-classes LIST labels left out (HAPT default 8; CSV default none)\n"
+		"  --norm-clip C       clip standardised inputs at +-C (0 = off)\n"
+		"  --window N --hop N  HAPT windowing (128, 64)\n"
+		"  --json              one JSON object on stdout\n"
+		"  --plot FILE.svg     accuracy per task for every run\n"
+		"hdqt recipe ablation knobs (hdqt mode only):\n"
+		"  --fwd-hadamard 0|1 --fwd-gran tensor|row --bwd-gran tensor|row\n"
+		"  --fwd-clip F --fwd-sigma S --bwd-tile T --had-max H\n");
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static int parse_float(const char *s, float lo, float hi, float *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= lo && v <= hi))
+		return -1;
+	*out = (float)v;
+	return 0;
+}
+
+static int parse_list_int(const char *s, int *out, int max, int lo, int hi)
+{
+	char buf[512];
+	snprintf(buf, sizeof(buf), "%s", s);
+	int n = 0;
+	for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (n == max || parse_int(t, lo, hi, &out[n]) < 0)
+			return -1;
+		n++;
+	}
+	return n;
+}
+
+static int parse_opts(int argc, char **argv, opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->modes[0] = HDQT_MODE_HDQT;
+	o->n_modes = 1;
+	o->methods[0] = HDQT_CL_ICARL;
+	o->n_methods = 1;
+	o->bits = 4;
+	o->acc_bits = 8;
+	o->tile = 32;
+	o->init_classes = 2;
+	o->increment = 2;
+	o->memory = 200;
+	o->epochs = 100;
+	o->seeds = 3;
+	o->jobs = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	o->hidden[0] = o->hidden[1] = 512;
+	o->n_hidden = 2;
+	o->lr = 0.01f;
+	o->window = 128;
+	o->hop = 64;
+	o->fwd_had = o->fwd_gran = o->bwd_gran = o->bwd_tile = o->had_max = -1;
+	o->fwd_clip = o->fwd_sigma = -1;
+	enum { O_INIT = 256, O_INC, O_ACC, O_DROP, O_FWDH, O_FWDG, O_BWDG, O_FWDC, O_FWDS,
+	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP };
+	static const struct option lo[] = {
+		{"data", 1, 0, 'd'}, {"quant", 1, 0, 'q'}, {"method", 1, 0, 'm'},
+		{"bits", 1, 0, 'b'}, {"acc-bits", 1, 0, O_ACC}, {"tile", 1, 0, 't'},
+		{"init-classes", 1, 0, O_INIT}, {"increment", 1, 0, O_INC},
+		{"memory", 1, 0, 'M'}, {"epochs", 1, 0, 'e'}, {"hidden", 1, 0, 'H'},
+		{"seeds", 1, 0, 's'}, {"jobs", 1, 0, 'j'}, {"json", 0, 0, 'J'},
+		{"plot", 1, 0, 'p'}, {"lr", 1, 0, 'l'}, {"drop-classes", 1, 0, O_DROP},
+		{"fwd-hadamard", 1, 0, O_FWDH}, {"fwd-gran", 1, 0, O_FWDG},
+		{"bwd-gran", 1, 0, O_BWDG}, {"fwd-clip", 1, 0, O_FWDC},
+		{"fwd-sigma", 1, 0, O_FWDS}, {"bwd-tile", 1, 0, O_BWDT},
+		{"had-max", 1, 0, O_HADM}, {"norm-clip", 1, 0, O_NCLIP},
+		{"window", 1, 0, O_WIN}, {"hop", 1, 0, O_HOP}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		int bad = 0;
+		char buf[256];
+		switch (c) {
+		case 'd': o->data = optarg; break;
+		case 'q':
+			o->n_modes = 0;
+			snprintf(buf, sizeof(buf), "%s", optarg);
+			for (char *sv, *t = strtok_r(buf, ",", &sv); t && !bad; t = strtok_r(NULL, ",", &sv))
+				bad = o->n_modes == HDQT_MODE_COUNT || hdqt_mode_parse(t, &o->modes[o->n_modes++]) < 0;
+			bad |= o->n_modes == 0;
+			break;
+		case 'm':
+			o->n_methods = 0;
+			snprintf(buf, sizeof(buf), "%s", optarg);
+			for (char *sv, *t = strtok_r(buf, ",", &sv); t && !bad; t = strtok_r(NULL, ",", &sv))
+				bad = o->n_methods == HDQT_CL_COUNT ||
+				      hdqt_cl_method_parse(t, &o->methods[o->n_methods++]) < 0;
+			bad |= o->n_methods == 0;
+			break;
+		case 'b': bad = parse_int(optarg, 2, 8, &o->bits); break;
+		case O_ACC: bad = parse_int(optarg, 8, 24, &o->acc_bits); break;
+		case 't': bad = parse_int(optarg, 1, 65536, &o->tile); break;
+		case O_INIT: bad = parse_int(optarg, 1, 1000, &o->init_classes); break;
+		case O_INC: bad = parse_int(optarg, 1, 1000, &o->increment); break;
+		case 'M': bad = parse_int(optarg, 0, 1000000, &o->memory); break;
+		case 'e': bad = parse_int(optarg, 0, 100000, &o->epochs); break;
+		case 's': bad = parse_int(optarg, 1, 16, &o->seeds); break;
+		case 'j': bad = parse_int(optarg, 1, 256, &o->jobs); break;
+		case 'J': o->json = 1; break;
+		case 'p': o->plot = optarg; break;
+		case 'l': bad = parse_float(optarg, 0.0f, 10.0f, &o->lr); break;
+		case 'H':
+			o->n_hidden = parse_list_int(optarg, o->hidden, HDQT_MAX_LAYERS - 1, 1, HDQT_MAX_DIM);
+			bad = o->n_hidden < 0;
+			break;
+		case O_DROP:
+			o->drop_set = 1;
+			o->n_drop = strcmp(optarg, "none") == 0 ? 0 : parse_list_int(optarg, o->drop, 64, -1000000, 1000000);
+			bad = o->n_drop < 0;
+			break;
+		case O_FWDH: bad = parse_int(optarg, 0, 1, &o->fwd_had); break;
+		case O_FWDG:
+		case O_BWDG: {
+			int g = strcmp(optarg, "tensor") == 0 ? 0 : strcmp(optarg, "row") == 0 ? 1 : -1;
+			bad = g < 0;
+			if (c == O_FWDG)
+				o->fwd_gran = g;
+			else
+				o->bwd_gran = g;
+			break;
+		}
+		case O_FWDC: bad = parse_float(optarg, 0.01f, 1.0f, &o->fwd_clip); break;
+		case O_FWDS: bad = parse_float(optarg, 0.0f, 100.0f, &o->fwd_sigma); break;
+		case O_BWDT: bad = parse_int(optarg, 0, 65536, &o->bwd_tile); break;
+		case O_HADM: bad = parse_int(optarg, 1, 65536, &o->had_max); bad |= !bad && (o->had_max & (o->had_max - 1)); break;
+		case O_NCLIP: bad = parse_float(optarg, 0.0f, 1000.0f, &o->norm_clip); break;
+		case O_WIN: bad = parse_int(optarg, 16, 4096, &o->window); bad |= !bad && (o->window & 1); break;
+		case O_HOP: bad = parse_int(optarg, 1, 4096, &o->hop); break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+		if (bad) {
+			fprintf(stderr, "hdqt-eval: invalid value for option: %s\n", argv[optind - 1]);
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "hdqt-eval: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	if (!o->data) {
+		fprintf(stderr, "hdqt-eval: --data DIR|CSV is required\n");
+		usage(stderr);
+		return -1;
+	}
+	return 0;
+}
+
+static void make_qconfig(const opts *o, hdqt_mode mode, hdqt_qconfig *q)
+{
+	hdqt_qconfig_default(q, mode);
+	q->bits = o->bits;
+	q->acc_bits = o->acc_bits;
+	q->tile = o->tile;
+	if (mode != HDQT_MODE_HDQT)
+		return;
+	if (o->fwd_had >= 0) q->fwd_hadamard = o->fwd_had;
+	if (o->fwd_gran >= 0) q->fwd_gran = (hdqt_scale_gran)o->fwd_gran;
+	if (o->bwd_gran >= 0) q->bwd_gran = (hdqt_scale_gran)o->bwd_gran;
+	if (o->fwd_clip > 0) q->fwd_clip = o->fwd_clip;
+	if (o->fwd_sigma >= 0) q->fwd_clip_sigma = o->fwd_sigma;
+	if (o->bwd_tile >= 0) q->bwd_tile = o->bwd_tile;
+	if (o->had_max > 0) q->had_max = o->had_max;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int progress(void *arg, int epoch, int epochs, float loss)
+{
+	shared *sh = arg;
+	(void)epochs;
+	(void)loss;
+	(void)epoch;
+	pthread_mutex_lock(&sh->mu);
+	sh->done_epochs++;
+	if (sh->tty && sh->total_epochs > 0) {
+		int w = 40, f = (int)((long)w * sh->done_epochs / sh->total_epochs);
+		fprintf(stderr, "\r[%.*s%*s] %3d%%", f, "########################################", w - f, "",
+			100 * sh->done_epochs / sh->total_epochs);
+		fflush(stderr);
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return 0;
+}
+
+static double accuracy(const int *pred, const int *y, int n, int c0, int c1)
+{
+	int ok = 0, tot = 0;
+	for (int i = 0; i < n; i++)
+		if (y[i] >= c0 && y[i] < c1) {
+			tot++;
+			ok += pred[i] == y[i];
+		}
+	return tot ? 100.0 * ok / tot : 0.0;
+}
+
+static void do_run(shared *sh, run_result *r)
+{
+	const opts *o = sh->o;
+	hdqt_qconfig q;
+	make_qconfig(o, r->mode, &q);
+	hdqt_mlp_config mc = {.n_in = sh->train.d, .n_hidden = o->n_hidden,
+			      .n_classes = sh->task_end[0]};
+	memcpy(mc.hidden, o->hidden, sizeof(mc.hidden));
+	hdqt_model *m = NULL;
+	hdqt_cl *cl = NULL;
+	int *pred = malloc(sizeof(int) * (size_t)sh->test.n);
+	int *tpred = malloc(sizeof(int) * (size_t)sh->test.n);
+	float *X = malloc(sizeof(float) * (size_t)sh->train.n * sh->train.d);
+	int *y = malloc(sizeof(int) * (size_t)sh->train.n);
+	float *tX = malloc(sizeof(float) * (size_t)sh->test.n * sh->test.d);
+	int *ty = malloc(sizeof(int) * (size_t)sh->test.n);
+	int rc = (pred && tpred && X && y && tX && ty) ? 0 : HDQT_ENOMEM;
+	if (rc == 0)
+		rc = hdqt_model_new(&m, &mc, &q, (uint64_t)r->seed * 1000003u);
+	if (rc == 0)
+		rc = hdqt_model_set_norm(m, sh->mean, sh->std, o->norm_clip);
+	hdqt_cl_config cc;
+	hdqt_cl_config_default(&cc);
+	cc.method = r->method;
+	cc.memory = o->memory;
+	cc.epochs = o->epochs;
+	cc.sgd.lr = o->lr;
+	cc.seed = (uint64_t)r->seed;
+	if (rc == 0 && (rc = hdqt_cl_new(&cl, m, &cc)) < 0)
+		hdqt_model_free(m);
+	double sps_sum = 0;
+	const int d = sh->train.d;
+	for (int t = 0; rc == 0 && t < sh->n_tasks; t++) {
+		int c0 = t ? sh->task_end[t - 1] : 0, c1 = sh->task_end[t];
+		int n = 0, tn = 0;
+		for (int i = 0; i < sh->train.n; i++)
+			if (sh->train.y[i] >= c0 && sh->train.y[i] < c1) {
+				memcpy(X + (size_t)n * d, sh->train.X + (size_t)i * d, sizeof(float) * d);
+				y[n++] = sh->train.y[i];
+			}
+		for (int i = 0; i < sh->test.n; i++)
+			if (sh->test.y[i] < c1) {
+				memcpy(tX + (size_t)tn * d, sh->test.X + (size_t)i * d, sizeof(float) * d);
+				ty[tn++] = sh->test.y[i];
+			}
+		if ((rc = hdqt_cl_learn(cl, X, y, n, c1, progress, sh)) < 0)
+			break;
+		sps_sum += hdqt_cl_samples_per_s(cl);
+		if ((rc = hdqt_model_predict(hdqt_cl_model(cl), tX, tn, pred)) < 0)
+			break;
+		r->seen[t] = c1;
+		r->acc[t] = accuracy(pred, ty, tn, 0, c1);
+		for (int j = 0; j <= t; j++)
+			r->task_acc[t][j] = accuracy(pred, ty, tn, j ? sh->task_end[j - 1] : 0, sh->task_end[j]);
+		r->nme[t] = NAN;
+		if (r->method == HDQT_CL_ICARL || r->method == HDQT_CL_ER) {
+			if (hdqt_cl_predict_nme(cl, tX, tn, tpred) == 0)
+				r->nme[t] = accuracy(tpred, ty, tn, 0, c1);
+		}
+		r->n_tasks = t + 1;
+	}
+	r->sps = r->n_tasks ? sps_sum / r->n_tasks : 0;
+	r->rc = rc;
+	if (cl)
+		hdqt_cl_free(cl);
+	free(pred);
+	free(tpred);
+	free(X);
+	free(y);
+	free(tX);
+	free(ty);
+}
+
+static void *worker(void *arg)
+{
+	shared *sh = arg;
+	for (;;) {
+		pthread_mutex_lock(&sh->mu);
+		int i = sh->next < sh->n_runs ? sh->next++ : -1;
+		pthread_mutex_unlock(&sh->mu);
+		if (i < 0)
+			return NULL;
+		do_run(sh, &sh->runs[i]);
+	}
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
+}
+
+/* Load, split by user, drop classes, map labels to arrival order, standardise. */
+static int prepare(shared *sh, const opts *o)
+{
+	hdqt_dataset ds;
+	struct stat st;
+	int is_dir = stat(o->data, &st) == 0 && S_ISDIR(st.st_mode);
+	int rc = is_dir ? hdqt_hapt_load(o->data, o->window, o->hop, &ds) : hdqt_csv_load(o->data, &ds);
+	if (rc < 0) {
+		fprintf(stderr, "hdqt-eval: cannot load %s: %s\n", o->data, hdqt_strerror(rc));
+		return rc;
+	}
+	int drop[64], n_drop = o->n_drop;
+	memcpy(drop, o->drop, sizeof(drop));
+	if (!o->drop_set && is_dir) {
+		drop[0] = 8; /* SIT_TO_STAND: 33 windows in all, left out as in the paper */
+		n_drop = 1;
+	}
+	int labels[HDQT_MAX_CLASSES], nl = 0;
+	for (int i = 0; i < ds.n; i++) {
+		int keep = 1;
+		for (int k = 0; k < n_drop; k++)
+			keep &= ds.y[i] != drop[k];
+		int seen = 0;
+		for (int k = 0; keep && k < nl; k++)
+			seen |= labels[k] == ds.y[i];
+		if (keep && !seen) {
+			if (nl == HDQT_MAX_CLASSES) {
+				hdqt_dataset_free(&ds);
+				return HDQT_ERANGE;
+			}
+			labels[nl++] = ds.y[i];
+		}
+	}
+	qsort(labels, (size_t)nl, sizeof(int), cmp_int);
+	sh->C = nl;
+	memcpy(sh->class_ids, labels, sizeof(int) * nl);
+	split *sp[2] = {&sh->train, &sh->test};
+	for (int s = 0; s < 2; s++) {
+		sp[s]->d = ds.d;
+		sp[s]->X = malloc(sizeof(float) * (size_t)ds.n * ds.d);
+		sp[s]->y = malloc(sizeof(int) * (size_t)ds.n);
+		if (!sp[s]->X || !sp[s]->y)
+			return HDQT_ENOMEM;
+	}
+	for (int i = 0; i < ds.n; i++) {
+		int c = -1;
+		for (int k = 0; k < nl; k++)
+			if (labels[k] == ds.y[i])
+				c = k;
+		if (c < 0)
+			continue;
+		split *t = hdqt_hapt_is_test_user(ds.user[i]) ? &sh->test : &sh->train;
+		memcpy(t->X + (size_t)t->n * ds.d, ds.X + (size_t)i * ds.d, sizeof(float) * ds.d);
+		t->y[t->n++] = c;
+	}
+	hdqt_dataset_free(&ds);
+	if (sh->train.n == 0 || sh->test.n == 0 || nl < 1) {
+		fprintf(stderr, "hdqt-eval: %s has no train or no test samples after the split\n", o->data);
+		return HDQT_EFORMAT;
+	}
+	/* Standardisation statistics of the training split (stored in each model). */
+	const int d = sh->train.d;
+	sh->mean = calloc((size_t)d, sizeof(float));
+	sh->std = calloc((size_t)d, sizeof(float));
+	if (!sh->mean || !sh->std)
+		return HDQT_ENOMEM;
+	for (int j = 0; j < d; j++) {
+		double s = 0, ss = 0;
+		for (int i = 0; i < sh->train.n; i++)
+			s += sh->train.X[(size_t)i * d + j];
+		double mu = s / sh->train.n;
+		for (int i = 0; i < sh->train.n; i++) {
+			double e = sh->train.X[(size_t)i * d + j] - mu;
+			ss += e * e;
+		}
+		sh->mean[j] = (float)mu;
+		sh->std[j] = ss > 1e-12 * sh->train.n ? (float)sqrt(ss / sh->train.n) : 1.0f;
+	}
+	int end = o->init_classes < nl ? o->init_classes : nl;
+	sh->n_tasks = 0;
+	while (sh->n_tasks < MAX_TASKS) {
+		sh->task_end[sh->n_tasks++] = end;
+		if (end >= nl)
+			break;
+		end = end + o->increment < nl ? end + o->increment : nl;
+	}
+	return 0;
+}
+
+typedef struct agg { double mean, std; } agg;
+
+static agg aggregate(const double *v, int n)
+{
+	agg a = {0, 0};
+	int k = 0;
+	for (int i = 0; i < n; i++)
+		if (!isnan(v[i])) {
+			a.mean += v[i];
+			k++;
+		}
+	if (!k)
+		return (agg){NAN, NAN};
+	a.mean /= k;
+	for (int i = 0; i < n; i++)
+		if (!isnan(v[i]))
+			a.std += (v[i] - a.mean) * (v[i] - a.mean);
+	a.std = k > 1 ? sqrt(a.std / (k - 1)) : 0.0;
+	return a;
+}
+
+static void json_agg(const char *key, agg a, int comma)
+{
+	if (isnan(a.mean))
+		printf("\"%s\": null%s", key, comma ? ", " : "");
+	else
+		printf("\"%s\": {\"mean\": %.3f, \"std\": %.3f}%s", key, a.mean, a.std, comma ? ", " : "");
+}
+
+/* Per (mode, method) group: the metrics over seeds. */
+typedef struct group {
+	hdqt_mode mode;
+	hdqt_cl_method method;
+	run_result *r[16];
+	int n;
+	agg aia, aia_nme, last, last_nme, forget, task[MAX_TASKS], task_nme[MAX_TASKS];
+	double sps;
+} group;
+
+static void summarise(shared *sh, group *g)
+{
+	double aia[16], aian[16], last[16], lastn[16], fg[16], sps = 0;
+	for (int s = 0; s < g->n; s++) {
+		run_result *r = g->r[s];
+		double a = 0, an = 0;
+		for (int t = 0; t < r->n_tasks; t++) {
+			a += r->acc[t];
+			an += r->nme[t];
+		}
+		aia[s] = a / r->n_tasks;
+		aian[s] = an / r->n_tasks;
+		last[s] = r->acc[r->n_tasks - 1];
+		lastn[s] = r->nme[r->n_tasks - 1];
+		/* Forgetting: mean over earlier tasks of (best accuracy before the
+		 * last task) - (accuracy after it), on that task's classes. */
+		int T = r->n_tasks;
+		double f = 0;
+		for (int j = 0; j < T - 1; j++) {
+			double best = 0;
+			for (int t = j; t < T - 1; t++)
+				best = r->task_acc[t][j] > best ? r->task_acc[t][j] : best;
+			f += best - r->task_acc[T - 1][j];
+		}
+		fg[s] = T > 1 ? f / (T - 1) : 0;
+		sps += r->sps;
+	}
+	g->aia = aggregate(aia, g->n);
+	g->aia_nme = aggregate(aian, g->n);
+	g->last = aggregate(last, g->n);
+	g->last_nme = aggregate(lastn, g->n);
+	g->forget = aggregate(fg, g->n);
+	g->sps = sps / g->n;
+	for (int t = 0; t < sh->n_tasks; t++) {
+		double v[16], vn[16];
+		for (int s = 0; s < g->n; s++) {
+			v[s] = g->r[s]->acc[t];
+			vn[s] = g->r[s]->nme[t];
+		}
+		g->task[t] = aggregate(v, g->n);
+		g->task_nme[t] = aggregate(vn, g->n);
+	}
+}
+
+static void print_json_group(shared *sh, group *g, double wall, long rss)
+{
+	printf("{\"quant\": \"%s\", \"method\": \"%s\", \"bits\": %d, \"acc_bits\": %d, \"tile\": %d, "
+	       "\"kernel\": \"%s\", \"seeds\": %d, \"epochs\": %d, \"memory\": %d, \"classes\": %d, "
+	       "\"tasks\": [",
+	       hdqt_mode_name(g->mode), hdqt_cl_method_name(g->method), sh->o->bits, sh->o->acc_bits,
+	       sh->o->tile, hdqt_kernel_name(), g->n, sh->o->epochs, sh->o->memory, sh->C);
+	for (int t = 0; t < sh->n_tasks; t++) {
+		printf("%s{\"seen_classes\": [", t ? ", " : "");
+		for (int c = 0; c < sh->task_end[t]; c++)
+			printf("%s%d", c ? ", " : "", sh->class_ids[c]);
+		printf("], ");
+		json_agg("accuracy", g->task[t], 1);
+		json_agg("accuracy_nme", g->task_nme[t], 0);
+		printf("}");
+	}
+	printf("], ");
+	json_agg("avg_incremental_accuracy", g->aia, 1);
+	json_agg("avg_incremental_accuracy_nme", g->aia_nme, 1);
+	json_agg("last_accuracy", g->last, 1);
+	json_agg("last_accuracy_nme", g->last_nme, 1);
+	json_agg("forgetting", g->forget, 1);
+	printf("\"train_samples_per_s\": %.0f, \"wall_s\": %.2f, \"peak_rss_kb\": %ld}", g->sps, wall, rss);
+}
+
+static void fmt_agg(char *b, size_t n, agg a)
+{
+	if (isnan(a.mean))
+		snprintf(b, n, "%13s", "-");
+	else
+		snprintf(b, n, "%6.2f ± %4.2f", a.mean, a.std);
+}
+
+static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
+{
+	printf("Class-incremental %s: %d classes, %d tasks, memory %d, %d epochs/task, %d-bit inputs, %d-bit tile accumulators (tile %d), kernel %s\n",
+	       sh->o->data, sh->C, sh->n_tasks, sh->o->memory, sh->o->epochs, sh->o->bits,
+	       sh->o->acc_bits, sh->o->tile, hdqt_kernel_name());
+	printf("%-11s %-9s", "quant", "method");
+	for (int t = 0; t < sh->n_tasks; t++)
+		printf("  task%-2d", t + 1);
+	printf("  %-13s  %-13s  %-13s  %-13s  %s\n", "avg-inc", "avg-inc(NME)", "last", "forgetting", "samples/s");
+	for (int i = 0; i < ng; i++) {
+		group *g = &gs[i];
+		printf("%-11s %-9s", hdqt_mode_name(g->mode), hdqt_cl_method_name(g->method));
+		for (int t = 0; t < sh->n_tasks; t++)
+			printf("  %6.2f", g->task[t].mean);
+		char a[32], b[32], c[32], d[32];
+		fmt_agg(a, sizeof(a), g->aia);
+		fmt_agg(b, sizeof(b), g->aia_nme);
+		fmt_agg(c, sizeof(c), g->last);
+		fmt_agg(d, sizeof(d), g->forget);
+		printf("  %s  %s  %s  %s  %.0f\n", a, b, c, d, g->sps);
+	}
+	printf("(accuracy %% on held-out users, mean ± std over %d seed(s); wall %.1f s, peak RSS %ld kB)\n",
+	       gs[0].n, wall, rss);
+}
+
+static int write_svg(const char *path, shared *sh, group *gs, int ng)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return HDQT_EIO;
+	const int W = 640, H = 400, L = 60, R = 180, T = 30, B = 50;
+	const int pw = W - L - R, ph = H - T - B;
+	static const char *const colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
+					     "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
+	fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+	fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+	fprintf(f, "<text x=\"%d\" y=\"18\" font-size=\"14\">Accuracy after each task (%%), %d-bit / %d-bit acc</text>\n", L, sh->o->bits, sh->o->acc_bits);
+	for (int v = 0; v <= 100; v += 20) {
+		double y = T + ph - ph * v / 100.0;
+		fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, y, L + pw, y);
+		fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", L - 6, y + 4, v);
+	}
+	int nt = sh->n_tasks;
+	for (int t = 0; t < nt; t++) {
+		double x = L + (nt > 1 ? pw * t / (double)(nt - 1) : pw / 2.0);
+		fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d</text>\n", x, T + ph + 18, sh->task_end[t]);
+	}
+	fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">classes seen</text>\n", L + pw / 2, H - 10);
+	for (int i = 0; i < ng; i++) {
+		const char *col = colors[i % 8];
+		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", col);
+		for (int t = 0; t < nt; t++) {
+			double x = L + (nt > 1 ? pw * t / (double)(nt - 1) : pw / 2.0);
+			double y = T + ph - ph * gs[i].task[t].mean / 100.0;
+			fprintf(f, "%.1f,%.1f ", x, y);
+		}
+		fprintf(f, "\"/>\n");
+		fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"3\" fill=\"%s\"/>", L + pw + 15, T + 10 + 18 * i, col);
+		fprintf(f, "<text x=\"%d\" y=\"%d\">%s %s</text>\n", L + pw + 32, T + 15 + 18 * i,
+			hdqt_mode_name(gs[i].mode), hdqt_cl_method_name(gs[i].method));
+	}
+	fprintf(f, "</svg>\n");
+	int bad = ferror(f);
+	bad |= fflush(f) != 0;
+	bad |= fsync(fileno(f)) != 0;
+	bad |= fclose(f) != 0;
+	if (bad || rename(tmp, path) != 0) {
+		unlink(tmp);
+		return HDQT_EIO;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	opts o;
+	if (parse_opts(argc, argv, &o) < 0)
+		return 2;
+	shared sh;
+	memset(&sh, 0, sizeof(sh));
+	sh.o = &o;
+	pthread_mutex_init(&sh.mu, NULL);
+	sh.tty = isatty(2) && !o.json;
+	double t0 = now_s();
+	if (prepare(&sh, &o) < 0)
+		return 1;
+	for (int a = 0; a < o.n_modes; a++)
+		for (int b = 0; b < o.n_methods; b++)
+			for (int s = 1; s <= o.seeds; s++) {
+				if (sh.n_runs == MAX_RUNS) {
+					fprintf(stderr, "hdqt-eval: too many runs (max %d)\n", MAX_RUNS);
+					return 2;
+				}
+				run_result *r = &sh.runs[sh.n_runs++];
+				r->mode = o.modes[a];
+				r->method = o.methods[b];
+				r->seed = s;
+			}
+	sh.total_epochs = sh.n_runs * sh.n_tasks * o.epochs;
+	int nth = o.jobs < sh.n_runs ? o.jobs : sh.n_runs;
+	pthread_t th[256];
+	int started = 0;
+	for (int i = 0; i < nth; i++) {
+		if (pthread_create(&th[i], NULL, worker, &sh) != 0)
+			break;
+		started++;
+	}
+	if (started == 0)
+		worker(&sh);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	if (sh.tty)
+		fprintf(stderr, "\n");
+	for (int i = 0; i < sh.n_runs; i++)
+		if (sh.runs[i].rc < 0) {
+			fprintf(stderr, "hdqt-eval: run %s/%s seed %d failed: %s\n",
+				hdqt_mode_name(sh.runs[i].mode), hdqt_cl_method_name(sh.runs[i].method),
+				sh.runs[i].seed, hdqt_strerror(sh.runs[i].rc));
+			return 1;
+		}
+	group gs[HDQT_MODE_COUNT * HDQT_CL_COUNT];
+	int ng = 0;
+	for (int i = 0; i < sh.n_runs; i++) {
+		int g = -1;
+		for (int k = 0; k < ng; k++)
+			if (gs[k].mode == sh.runs[i].mode && gs[k].method == sh.runs[i].method)
+				g = k;
+		if (g < 0) {
+			g = ng++;
+			memset(&gs[g], 0, sizeof(gs[g]));
+			gs[g].mode = sh.runs[i].mode;
+			gs[g].method = sh.runs[i].method;
+		}
+		gs[g].r[gs[g].n++] = &sh.runs[i];
+	}
+	for (int k = 0; k < ng; k++)
+		summarise(&sh, &gs[k]);
+	double wall = now_s() - t0;
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	if (o.json) {
+		if (ng == 1) {
+			print_json_group(&sh, &gs[0], wall, ru.ru_maxrss);
+		} else {
+			printf("{\"runs\": [");
+			for (int k = 0; k < ng; k++) {
+				if (k)
+					printf(", ");
+				print_json_group(&sh, &gs[k], wall, ru.ru_maxrss);
+			}
+			printf("], \"wall_s\": %.2f, \"peak_rss_kb\": %ld}", wall, ru.ru_maxrss);
+		}
+		printf("\n");
+	} else {
+		print_table(&sh, gs, ng, wall, ru.ru_maxrss);
+	}
+	if (o.plot && write_svg(o.plot, &sh, gs, ng) < 0) {
+		fprintf(stderr, "hdqt-eval: cannot write %s\n", o.plot);
+		return 1;
+	}
+	free(sh.train.X);
+	free(sh.train.y);
+	free(sh.test.X);
+	free(sh.test.y);
+	free(sh.mean);
+	free(sh.std);
+	return 0;
+}
