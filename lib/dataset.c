@@ -269,8 +269,18 @@ int hdqt_csv_load(const char *path, hdqt_dataset *out)
 			rc = HDQT_EFORMAT; /* line longer than MAX_LINE */
 			break;
 		}
-		if (lineno == 1 && strncmp(line, "label", 5) == 0)
+		if (lineno == 1 && strncmp(line, "label", 5) == 0) {
+			/* The header fixes the width: label, user, then d features. */
+			int fields = 1;
+			for (const char *p = line; *p; p++)
+				fields += *p == ',';
+			if (fields < 3 || fields - 2 > HDQT_MAX_DIM) {
+				rc = HDQT_EFORMAT;
+				break;
+			}
+			ds.d = fields - 2;
 			continue;
+		}
 		if (line[0] == '\n')
 			continue;
 		int k = parse_numbers(line, v, HDQT_MAX_DIM + 2);

@@ -5,7 +5,43 @@
  * contiguous, so a pass of stride h < blk over the whole row touches every
  * block independently.
  */
+#include "config.h"
 #include "fwht.h"
+#include "simd.h"
+
+#if HDQT_X86_64
+#include <immintrin.h>
+
+/* In-register 8-point Sylvester transform: the three butterfly passes h = 1,
+ * 2, 4 as permutes and blends.  Each output is the same single add or
+ * subtract of the same operands as in the scalar loop, so results match
+ * bit for bit. */
+__attribute__((target("avx2"))) static inline __m256 fwht8(__m256 x)
+{
+	__m256 s = _mm256_permute_ps(x, 0xB1); /* swap neighbours */
+	x = _mm256_blend_ps(_mm256_add_ps(x, s), _mm256_sub_ps(s, x), 0xAA);
+	s = _mm256_permute_ps(x, 0x4E);        /* swap pairs */
+	x = _mm256_blend_ps(_mm256_add_ps(x, s), _mm256_sub_ps(s, x), 0xCC);
+	s = _mm256_permute2f128_ps(x, x, 1);   /* swap halves */
+	return _mm256_blend_ps(_mm256_add_ps(x, s), _mm256_sub_ps(s, x), 0xF0);
+}
+
+__attribute__((target("avx2"))) static void fwht_rows_avx2(float *x, int rows, int len, int blk)
+{
+	for (int r = 0; r < rows; r++) {
+		float *v = x + (long)r * len;
+		for (int i = 0; i < len; i += 8)
+			_mm256_storeu_ps(v + i, fwht8(_mm256_loadu_ps(v + i)));
+		for (int h = 8; h < blk; h <<= 1)
+			for (int i = 0; i < len; i += 2 * h)
+				for (int j = i; j < i + h; j += 8) {
+					__m256 a = _mm256_loadu_ps(v + j), b = _mm256_loadu_ps(v + j + h);
+					_mm256_storeu_ps(v + j, _mm256_add_ps(a, b));
+					_mm256_storeu_ps(v + j + h, _mm256_sub_ps(a, b));
+				}
+	}
+}
+#endif
 
 int fwht_block(int len, int cap)
 {
@@ -17,6 +53,12 @@ int fwht_block(int len, int cap)
 
 void fwht_rows(float *x, int rows, int len, int blk)
 {
+#if HDQT_X86_64
+	if (blk >= 8 && __builtin_cpu_supports("avx2")) {
+		fwht_rows_avx2(x, rows, len, blk);
+		return;
+	}
+#endif
 	for (int r = 0; r < rows; r++) {
 		float *v = x + (long)r * len;
 		for (int h = 1; h < blk; h <<= 1) {
@@ -31,7 +73,7 @@ void fwht_rows(float *x, int rows, int len, int blk)
 	}
 }
 
-void fwht_cols(float *x, int len, int cols, int blk)
+HDQT_CLONES void fwht_cols(float *x, int len, int cols, int blk)
 {
 	/* Butterflies between whole rows: the inner loop is a contiguous
 	 * vector operation over cols, which the compiler vectorises. */

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "gemm.h"
 #include "hdqt.h"
+#include "simd.h"
 
 void gemm_ws_free(gemm_ws *ws)
 {
@@ -180,6 +181,42 @@ int hdqt_kernel_select(const char *name)
 	return HDQT_ENOTFOUND;
 }
 
+HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int off, uint8_t *Ap)
+{
+	for (int i = 0; i < I; i++) {
+		uint8_t *d = Ap + (size_t)i * K4 * 4;
+		const int8_t *s = A + (long)i * K;
+		for (int k = 0; k < K; k++)
+			d[k] = (uint8_t)(s[k] + off);
+		for (int k = K; k < K4 * 4; k++)
+			d[k] = 0;
+	}
+}
+
+HDQT_CLONES static void pack_b(const int8_t *B, int J, int K, int K4, int tile4, int ntiles,
+			       int off, int8_t *Bp, int32_t *corr)
+{
+	const int J16 = (J + 15) / 16;
+	memset(Bp, 0, (size_t)J16 * K4 * 64);
+	memset(corr, 0, (size_t)J16 * ntiles * 16 * sizeof(int32_t));
+	for (int j = 0; j < J; j++) {
+		const int jb = j / 16, jl = j % 16;
+		const int8_t *s = B + (long)j * K;
+		int8_t *d = Bp + (size_t)jb * K4 * 64 + jl * 4;
+		int32_t *cr = corr + (size_t)jb * ntiles * 16 + jl;
+		for (int k4 = 0; k4 < K4; k4++) {
+			int8_t *dd = d + (size_t)k4 * 64;
+			const int kk = k4 * 4;
+			int sum = 0;
+			for (int b = 0; b < 4 && kk + b < K; b++) {
+				dd[b] = s[kk + b];
+				sum += s[kk + b];
+			}
+			cr[(k4 / tile4) * 16] -= off * sum;
+		}
+	}
+}
+
 int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 	   const gemm_params *p, int32_t *C)
 {
@@ -206,26 +243,8 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 	int8_t *Bp = (int8_t *)(Ap + szA_al);
 	int32_t *corr = (int32_t *)((uint8_t *)Bp + szB_al);
 
-	for (int i = 0; i < I; i++) {
-		uint8_t *d = Ap + (size_t)i * K4 * 4;
-		const int8_t *s = A + (long)i * K;
-		for (int k = 0; k < K; k++)
-			d[k] = (uint8_t)(s[k] + off);
-		for (int k = K; k < K4 * 4; k++)
-			d[k] = 0;
-	}
-	memset(Bp, 0, szB);
-	memset(corr, 0, szC);
-	for (int j = 0; j < J; j++) {
-		int jb = j / 16, jl = j % 16;
-		const int8_t *s = B + (long)j * K;
-		int8_t *d = Bp + (size_t)jb * K4 * 64 + jl * 4;
-		int32_t *cr = corr + (size_t)jb * ntiles * 16 + jl;
-		for (int k = 0; k < K; k++) {
-			d[(size_t)(k / 4) * 64 + (k % 4)] = s[k];
-			cr[(k / 4 / tile4) * 16] -= off * s[k];
-		}
-	}
+	pack_a(A, I, K, K4, off, Ap);
+	pack_b(B, J, K, K4, tile4, ntiles, off, Bp, corr);
 	const int32_t hi = (1 << (p->acc_bits - 1)) - 1, lo = -(1 << (p->acc_bits - 1));
 	kern->fn(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
 	return 0;
@@ -253,7 +272,7 @@ void gemm_f32_nn(const float *A, const float *B, int I, int J, int K, float *C)
 	}
 }
 
-void gemm_transpose(const float *in, int rows, int cols, float *out)
+HDQT_CLONES void gemm_transpose(const float *in, int rows, int cols, float *out)
 {
 	enum { BS = 32 };
 	for (int r0 = 0; r0 < rows; r0 += BS)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "simd.h"
 
 void hdqt_qconfig_default(hdqt_qconfig *q, hdqt_mode mode)
 {
@@ -297,6 +298,31 @@ static int ensure_cap(hdqt_model *m, int n)
 	return 0;
 }
 
+HDQT_CLONES static void relu(float *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		a[i] = a[i] > 0.0f ? a[i] : 0.0f;
+}
+
+/* dX *= (a > 0): the ReLU derivative, a being the ReLU output. */
+HDQT_CLONES static void relu_back(float *dx, const float *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		dx[i] = a[i] > 0.0f ? dx[i] : 0.0f;
+}
+
+/* SGD with momentum and L2 weight decay, PyTorch's formulation:
+ * v = mu v + (g + wd w); w -= lr v. */
+HDQT_CLONES static void sgd_update(float *w, float *v, const float *g, size_t n, float mu,
+				   float wd, float lr)
+{
+	for (size_t i = 0; i < n; i++) {
+		float d = g[i] + wd * w[i];
+		v[i] = mu * v[i] + d;
+		w[i] -= lr * v[i];
+	}
+}
+
 static void normalise(const hdqt_model *m, const float *X, int n, float *out)
 {
 	const int d = m->cfg.n_in, dp = m->in_pad;
@@ -326,12 +352,8 @@ static int forward_cached(hdqt_model *m, const float *X, int n)
 		rc = linear_forward(&m->L[l], m->act[l], n, l > 0, &m->q, &m->s, m->act[l + 1]);
 		if (rc < 0)
 			return rc;
-		if (l < m->n_layers - 1) {
-			float *a = m->act[l + 1];
-			size_t sz = (size_t)n * m->L[l].out;
-			for (size_t i = 0; i < sz; i++)
-				a[i] = a[i] > 0.0f ? a[i] : 0.0f;
-		}
+		if (l < m->n_layers - 1)
+			relu(m->act[l + 1], (size_t)n * m->L[l].out);
 	}
 	return 0;
 }
@@ -441,10 +463,7 @@ int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o,
 			return rc;
 		if (l > 0) {
 			/* ReLU: act[l] is the ReLU output feeding layer l. */
-			const float *a = m->act[l];
-			size_t sz = (size_t)n * m->L[l].in;
-			for (size_t i = 0; i < sz; i++)
-				dX[i] = a[i] > 0.0f ? dX[i] : 0.0f;
+			relu_back(dX, m->act[l], (size_t)n * m->L[l].in);
 			float *t = m->grad[0];
 			m->grad[0] = m->grad[1];
 			m->grad[1] = t;
@@ -453,13 +472,8 @@ int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o,
 	}
 	for (int l = 0; l < m->n_layers; l++) {
 		linear *Ly = &m->L[l];
-		size_t sz = (size_t)Ly->in * Ly->out;
-		const float mu = o->momentum, wd = o->weight_decay;
-		for (size_t i = 0; i < sz; i++) {
-			float d = Ly->gw[i] + wd * Ly->w[i];
-			Ly->v[i] = mu * Ly->v[i] + d;
-			Ly->w[i] -= lr * Ly->v[i];
-		}
+		sgd_update(Ly->w, Ly->v, Ly->gw, (size_t)Ly->in * Ly->out, o->momentum,
+			   o->weight_decay, lr);
 	}
 	if (loss)
 		*loss = L;

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "quant.h"
+#include "simd.h"
 
 #define QBIAS 512.0f /* > |qmin| + 1 for any bits <= 8 */
 
@@ -16,24 +17,51 @@ int quant_qmax(const quant_spec *sp)
 	return sp->is_unsigned ? (1 << sp->bits) - 1 : (1 << (sp->bits - 1)) - 1;
 }
 
+/* Sum of squares in 8 interleaved lanes combined in a fixed order: the
+ * result does not depend on which clone ran. */
+HDQT_CLONES static double sum_sq(const float *x, long n)
+{
+	double acc[8] = {0};
+	long i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			acc[l] += (double)x[i + l] * (double)x[i + l];
+	for (int l = 0; i < n; i++, l++)
+		acc[l] += (double)x[i] * (double)x[i];
+	return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+HDQT_CLONES static float max_abs(const float *x, long n)
+{
+	float mx[8] = {0};
+	long i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++) {
+			float a = fabsf(x[i + l]);
+			mx[l] = a > mx[l] ? a : mx[l];
+		}
+	for (int l = 0; i < n; i++, l++) {
+		float a = fabsf(x[i]);
+		mx[l] = a > mx[l] ? a : mx[l];
+	}
+	float m = 0.0f;
+	for (int l = 0; l < 8; l++)
+		m = mx[l] > m ? mx[l] : m; /* max is exact in any order */
+	return m;
+}
+
 static float group_range(const float *x, long n, const quant_spec *sp)
 {
-	float mx = 0.0f;
-	for (long i = 0; i < n; i++) {
-		float a = fabsf(x[i]);
-		mx = a > mx ? a : mx;
-	}
+	float mx = max_abs(x, n);
 	if (sp->clip_sigma > 0.0f) {
-		double ss = 0.0;
-		for (long i = 0; i < n; i++)
-			ss += (double)x[i] * x[i];
+		double ss = sum_sq(x, n);
 		float lim = sp->clip_sigma * (float)sqrt(ss / (double)(n > 0 ? n : 1));
 		return lim < mx ? lim : mx;
 	}
 	return sp->clip * mx;
 }
 
-static void quant_group(const float *x, long n, float step, const quant_spec *sp,
+HDQT_CLONES static void quant_group(const float *x, long n, float step, const quant_spec *sp,
 			hdqt_rng *rng, int8_t *q)
 {
 	const float qmax = (float)quant_qmax(sp);

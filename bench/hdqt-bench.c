@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hdqt-bench: throughput figures, not tests.
+ *   - a training step of the default HAPT model (166 -> 512 -> 512 -> 12,
+ *     batch 128) in every recipe, as samples per second;
+ *   - the tile-clamped integer GEMM per kernel variant, in GMAC/s, next to
+ *     the machine's measured int8 dot-product peak (a register-only
+ *     vpdpbusd loop) on one core;
+ *   - the fast Walsh-Hadamard transform, in M elements per second.
+ * Single-threaded: one training thread is what the daemon uses.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "fwht.h"
+#include "gemm.h"
+#include "hdqt.h"
+
+#if HDQT_X86_64
+#include <immintrin.h>
+#endif
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double bench_train(hdqt_mode mode, double min_s, double *ms_per_step)
+{
+	hdqt_mlp_config c = {.n_in = 166, .n_hidden = 2, .hidden = {512, 512}, .n_classes = 12};
+	hdqt_qconfig q;
+	hdqt_qconfig_default(&q, mode);
+	hdqt_model *m;
+	if (hdqt_model_new(&m, &c, &q, 1) < 0)
+		return -1;
+	enum { B = 128, NB = 8 };
+	float *X = malloc(sizeof(float) * B * NB * 166);
+	int *y = malloc(sizeof(int) * B * NB);
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 2, 0);
+	for (int i = 0; i < B * NB * 166; i++)
+		X[i] = hdqt_rng_normal(&r);
+	for (int i = 0; i < B * NB; i++)
+		y[i] = (int)hdqt_rng_below(&r, 12);
+	hdqt_sgd o;
+	hdqt_sgd_default(&o);
+	for (int i = 0; i < 5; i++) { /* warm-up: buffers grow to size */
+		hdqt_batch b = {.X = X, .y = y, .n = B};
+		hdqt_model_train_step(m, &b, &o, o.lr, NULL);
+	}
+	long steps = 0;
+	double t0 = now_s(), t;
+	do {
+		for (int k = 0; k < NB; k++) {
+			hdqt_batch b = {.X = X + (size_t)k * B * 166, .y = y + k * B, .n = B};
+			if (hdqt_model_train_step(m, &b, &o, o.lr, NULL) < 0)
+				return -1;
+		}
+		steps += NB;
+		t = now_s() - t0;
+	} while (t < min_s);
+	hdqt_model_free(m);
+	free(X);
+	free(y);
+	*ms_per_step = 1e3 * t / steps;
+	return (double)steps * B / t;
+}
+
+static double bench_gemm(const char *kernel, int I, int J, int K, double min_s)
+{
+	if (hdqt_kernel_select(kernel) < 0)
+		return -1;
+	int8_t *A = malloc((size_t)I * K), *Bm = malloc((size_t)J * K);
+	int32_t *C = malloc(sizeof(int32_t) * I * J);
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 1, 0);
+	for (int i = 0; i < I * K; i++)
+		A[i] = (int8_t)hdqt_rng_below(&r, 16);
+	for (int i = 0; i < J * K; i++)
+		Bm[i] = (int8_t)((int)hdqt_rng_below(&r, 15) - 7);
+	gemm_ws ws = {0};
+	gemm_params p = {.tile = 32, .acc_bits = 8, .bits = 4, .a_signed = 0};
+	gemm_q(&ws, A, Bm, I, J, K, &p, C);
+	long n = 0;
+	double t0 = now_s(), t;
+	do {
+		gemm_q(&ws, A, Bm, I, J, K, &p, C);
+		n++;
+		t = now_s() - t0;
+	} while (t < min_s);
+	gemm_ws_free(&ws);
+	free(A);
+	free(Bm);
+	free(C);
+	return (double)n * I * J * K / t / 1e9;
+}
+
+#if HDQT_X86_64
+/* Peak of one core: 16 independent vpdpbusd chains, 64 MACs each. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static double peak_avx512vnni(double min_s)
+{
+	__m512i acc[16];
+	for (int i = 0; i < 16; i++)
+		acc[i] = _mm512_set1_epi32(i);
+	const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+	long iters = 0;
+	double t0 = now_s(), t;
+	do {
+		for (int k = 0; k < 100000; k++)
+			for (int i = 0; i < 16; i++)
+				acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+		iters += 100000;
+		t = now_s() - t0;
+	} while (t < min_s);
+	volatile int sink = 0;
+	for (int i = 0; i < 16; i++)
+		sink += _mm512_reduce_add_epi32(acc[i]);
+	(void)sink;
+	return (double)iters * 16 * 64 / t / 1e9;
+}
+
+__attribute__((target("avx2,avxvnni"))) static double peak_avxvnni(double min_s)
+{
+	__m256i acc[12];
+	for (int i = 0; i < 12; i++)
+		acc[i] = _mm256_set1_epi32(i);
+	const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2);
+	long iters = 0;
+	double t0 = now_s(), t;
+	do {
+		for (int k = 0; k < 100000; k++)
+			for (int i = 0; i < 12; i++)
+				acc[i] = _mm256_dpbusd_avx_epi32(acc[i], a, b);
+		iters += 100000;
+		t = now_s() - t0;
+	} while (t < min_s);
+	volatile int sink = 0;
+	int32_t tmp[8];
+	for (int i = 0; i < 12; i++) {
+		_mm256_storeu_si256((__m256i *)tmp, acc[i]);
+		sink += tmp[0];
+	}
+	(void)sink;
+	return (double)iters * 12 * 32 / t / 1e9;
+}
+#endif
+
+static double bench_fwht(double min_s)
+{
+	enum { R = 512, L = 512 };
+	float *x = malloc(sizeof(float) * R * L);
+	for (int i = 0; i < R * L; i++)
+		x[i] = (float)(i % 17) * 0.01f;
+	long n = 0;
+	double t0 = now_s(), t;
+	do {
+		fwht_rows(x, R, L, 256);
+		for (int i = 0; i < R * L; i++)
+			x[i] *= 1.0f / 256.0f; /* keep values bounded */
+		n++;
+		t = now_s() - t0;
+	} while (t < min_s);
+	free(x);
+	return (double)n * R * L / t / 1e6;
+}
+
+int main(int argc, char **argv)
+{
+	int json = 0;
+	double min_s = 1.0;
+	const char *kernel = NULL;
+	static const struct option lo[] = {{"json", 0, 0, 'j'}, {"seconds", 1, 0, 's'},
+					   {"kernel", 1, 0, 'k'}, {"kernel-name", 0, 0, 'n'},
+					   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = 1; break;
+		case 's':
+			min_s = atof(optarg);
+			if (!(min_s > 0 && min_s < 600)) {
+				fprintf(stderr, "hdqt-bench: --seconds must be in (0, 600)\n");
+				return 2;
+			}
+			break;
+		case 'k': kernel = optarg; break;
+		case 'n': printf("%s\n", hdqt_kernel_name()); return 0;
+		case 'h':
+			printf("usage: hdqt-bench [--json] [--seconds S] [--kernel NAME] [--kernel-name]\n");
+			return 0;
+		default: return 2;
+		}
+	}
+	if (kernel && hdqt_kernel_select(kernel) < 0) {
+		fprintf(stderr, "hdqt-bench: kernel '%s' is not supported on this CPU\n", kernel);
+		return 2;
+	}
+	const char *train_kernel = hdqt_kernel_name();
+	double sps[HDQT_MODE_COUNT], ms[HDQT_MODE_COUNT];
+	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
+		sps[mde] = bench_train((hdqt_mode)mde, min_s, &ms[mde]);
+	static const char *const kernels[] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
+	double gm[4], gm_small[4];
+	for (int k = 0; k < 4; k++) {
+		gm[k] = bench_gemm(kernels[k], 128, 512, 512, min_s / 2);
+		gm_small[k] = bench_gemm(kernels[k], 512, 166, 128, min_s / 2);
+	}
+	hdqt_kernel_select(train_kernel);
+	double peak512 = -1, peak256 = -1;
+#if HDQT_X86_64
+	if (hdqt_kernel_select("avx512vnni") == 0)
+		peak512 = peak_avx512vnni(min_s / 2);
+	if (hdqt_kernel_select("avxvnni") == 0)
+		peak256 = peak_avxvnni(min_s / 2);
+	hdqt_kernel_select(train_kernel);
+#endif
+	double fw = bench_fwht(min_s / 2);
+	if (json) {
+		printf("{\"kernel\": \"%s\", \"model\": \"166-512-512-12\", \"batch\": 128, \"modes\": {", train_kernel);
+		for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
+			printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f}", mde ? ", " : "",
+			       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
+		printf("}, \"gemm_gmacs\": {");
+		for (int k = 0, first = 1; k < 4; k++)
+			if (gm[k] >= 0) {
+				printf("%s\"%s\": {\"128x512x512\": %.2f, \"512x166x128\": %.2f}", first ? "" : ", ",
+				       kernels[k], gm[k], gm_small[k]);
+				first = 0;
+			}
+		printf("}, \"int8_peak_gmacs_per_core\": {\"avx512vnni\": %.1f, \"avxvnni\": %.1f}, ", peak512, peak256);
+		printf("\"fwht_melem_per_s\": %.1f}\n", fw);
+		return 0;
+	}
+	printf("training step, 166-512-512-12, batch 128, kernel %s, one thread:\n", train_kernel);
+	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
+		printf("  %-11s %9.0f samples/s  %7.3f ms/step\n", hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
+	printf("tile-clamped int GEMM (4-bit operands, 8-bit acc, tile 32), GMAC/s:\n");
+	for (int k = 0; k < 4; k++)
+		if (gm[k] >= 0)
+			printf("  %-11s 128x512x512: %7.2f   512x166x128: %7.2f\n", kernels[k], gm[k], gm_small[k]);
+	if (peak512 > 0 || peak256 > 0)
+		printf("int8 dot-product peak, one core: avx512vnni %.1f GMAC/s, avxvnni %.1f GMAC/s\n", peak512, peak256);
+	printf("FWHT (512 rows x 512, blocks of 256): %.1f M elements/s\n", fw);
+	return 0;
+}
