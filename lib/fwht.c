@@ -59,6 +59,11 @@ void fwht_rows(float *x, int rows, int len, int blk)
 		return;
 	}
 #endif
+	fwht_rows_ref(x, rows, len, blk);
+}
+
+void fwht_rows_ref(float *x, int rows, int len, int blk)
+{
 	for (int r = 0; r < rows; r++) {
 		float *v = x + (long)r * len;
 		for (int h = 1; h < blk; h <<= 1) {

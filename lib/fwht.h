@@ -8,6 +8,8 @@ int fwht_block(int len, int cap);
  * into len/blk blocks and each block is multiplied by the Sylvester H_blk.
  * blk must be a power of two dividing len. */
 void fwht_rows(float *x, int rows, int len, int blk);
+/* The portable reference of fwht_rows (the SIMD path equals it bit for bit). */
+void fwht_rows_ref(float *x, int rows, int len, int blk);
 /* The same transform along the row index: column c of x (len x cols) is
  * transformed, i.e. x <- H x for block-diagonal H of size len. */
 void fwht_cols(float *x, int len, int cols, int blk);

@@ -199,20 +199,24 @@ HDQT_CLONES static void pack_b(const int8_t *B, int J, int K, int K4, int tile4,
 	const int J16 = (J + 15) / 16;
 	memset(Bp, 0, (size_t)J16 * K4 * 64);
 	memset(corr, 0, (size_t)J16 * ntiles * 16 * sizeof(int32_t));
+	const int kfull = K / 4;
 	for (int j = 0; j < J; j++) {
 		const int jb = j / 16, jl = j % 16;
 		const int8_t *s = B + (long)j * K;
 		int8_t *d = Bp + (size_t)jb * K4 * 64 + jl * 4;
+		for (int k4 = 0; k4 < kfull; k4++)
+			memcpy(d + (size_t)k4 * 64, s + 4 * k4, 4);
+		for (int k = kfull * 4; k < K; k++)
+			d[(size_t)(k / 4) * 64 + (k % 4)] = s[k];
+		if (!off)
+			continue;
 		int32_t *cr = corr + (size_t)jb * ntiles * 16 + jl;
-		for (int k4 = 0; k4 < K4; k4++) {
-			int8_t *dd = d + (size_t)k4 * 64;
-			const int kk = k4 * 4;
+		for (int t = 0; t < ntiles; t++) {
+			const int k0 = t * tile4 * 4, k1 = k0 + tile4 * 4 < K ? k0 + tile4 * 4 : K;
 			int sum = 0;
-			for (int b = 0; b < 4 && kk + b < K; b++) {
-				dd[b] = s[kk + b];
-				sum += s[kk + b];
-			}
-			cr[(k4 / tile4) * 16] -= off * sum;
+			for (int k = k0; k < k1; k++)
+				sum += s[k];
+			cr[t * 16] = -off * sum;
 		}
 	}
 }
@@ -272,7 +276,18 @@ void gemm_f32_nn(const float *A, const float *B, int I, int J, int K, float *C)
 	}
 }
 
-HDQT_CLONES void gemm_transpose(const float *in, int rows, int cols, float *out)
+void gemm_transpose(const float *in, int rows, int cols, float *out)
+{
+#if HDQT_X86_64
+	if (gemm_x86_avx2_supported()) {
+		gemm_x86_transpose(in, rows, cols, out);
+		return;
+	}
+#endif
+	gemm_transpose_ref(in, rows, cols, out);
+}
+
+void gemm_transpose_ref(const float *in, int rows, int cols, float *out)
 {
 	enum { BS = 32 };
 	for (int r0 = 0; r0 < rows; r0 += BS)

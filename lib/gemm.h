@@ -40,6 +40,7 @@ long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, in
 void gemm_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
 /* Float transpose: out (cols x rows) = in (rows x cols)^T. */
 void gemm_transpose(const float *in, int rows, int cols, float *out);
+void gemm_transpose_ref(const float *in, int rows, int cols, float *out);
 
 /* Kernel table: packed operands (see gemm.c for the layout). */
 typedef void (*gemm_kern_fn)(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
@@ -62,4 +63,5 @@ void gemm_x86_avxvnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, 
 void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
 			 int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
 			 int32_t *C);
+void gemm_x86_transpose(const float *in, int rows, int cols, float *out);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "quant.h"
+#include "rng.h"
 #include "simd.h"
 
 #define QBIAS 512.0f /* > |qmin| + 1 for any bits <= 8 */
@@ -61,6 +62,43 @@ static float group_range(const float *x, long n, const quant_spec *sp)
 	return sp->clip * mx;
 }
 
+#if HDQT_X86_64
+#include <immintrin.h>
+
+/* 8 lanes of the scalar rounding: clamp with min/max (the same as the
+ * ternaries for finite values), add the bias (+ 0.5 or + u), truncate.
+ * Returns how many elements it did; the scalar loop does the rest. */
+__attribute__((target("avx2"))) static long round_avx2(const float *x, long n, float inv, float qmin,
+						       float qmax, const uint16_t *u16, int8_t *q)
+{
+	const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(qmin), hi = _mm256_set1_ps(qmax);
+	const __m256 half = _mm256_set1_ps(QBIAS + 0.5f), bias = _mm256_set1_ps(QBIAS);
+	const __m256 scale = _mm256_set1_ps(1.0f / 65536.0f);
+	const __m256i ib = _mm256_set1_epi32((int)QBIAS);
+	long i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv);
+		v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+		if (u16) {
+			__m256i ui = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(u16 + i)));
+			v = _mm256_add_ps(_mm256_add_ps(v, _mm256_mul_ps(_mm256_cvtepi32_ps(ui), scale)), bias);
+		} else {
+			v = _mm256_add_ps(v, half);
+		}
+		__m256i r = _mm256_sub_epi32(_mm256_cvttps_epi32(v), ib);
+		/* Narrow 8 int32 in [-128, 127] to int8. */
+		__m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+		__m128i b = _mm_packs_epi16(w, w);
+		_mm_storel_epi64((__m128i *)(q + i), b);
+	}
+	return i;
+}
+#define ROUND_FAST(x, n, inv, lo, hi, u, q) \
+	(__builtin_cpu_supports("avx2") ? round_avx2(x, n, inv, lo, hi, u, q) : 0)
+#else
+#define ROUND_FAST(x, n, inv, lo, hi, u, q) 0
+#endif
+
 HDQT_CLONES static void quant_group(const float *x, long n, float step, const quant_spec *sp,
 			hdqt_rng *rng, int8_t *q)
 {
@@ -68,30 +106,32 @@ HDQT_CLONES static void quant_group(const float *x, long n, float step, const qu
 	const float qmin = sp->is_unsigned ? 0.0f : -qmax;
 	const float inv = 1.0f / step;
 	if (!sp->stochastic) {
-		for (long i = 0; i < n; i++) {
+		for (long i = ROUND_FAST(x, n, inv, qmin, qmax, NULL, q); i < n; i++) {
 			float v = x[i] * inv;
 			v = v < qmin ? qmin : (v > qmax ? qmax : v);
 			q[i] = (int8_t)((int)(v + (QBIAS + 0.5f)) - (int)QBIAS);
 		}
 		return;
 	}
-	/* Two 16-bit uniforms per 32-bit draw: ample resolution for <= 8-bit grids. */
-	long i = 0;
-	for (; i + 1 < n; i += 2) {
-		uint32_t u = hdqt_rng_u32(rng);
-		float u0 = (float)(u & 0xffff) * (1.0f / 65536.0f);
-		float u1 = (float)(u >> 16) * (1.0f / 65536.0f);
-		float v0 = x[i] * inv, v1 = x[i + 1] * inv;
-		v0 = v0 < qmin ? qmin : (v0 > qmax ? qmax : v0);
-		v1 = v1 < qmin ? qmin : (v1 > qmax ? qmax : v1);
-		q[i] = (int8_t)((int)(v0 + u0 + QBIAS) - (int)QBIAS);
-		q[i + 1] = (int8_t)((int)(v1 + u1 + QBIAS) - (int)QBIAS);
-	}
-	if (i < n) {
-		float u0 = (float)(hdqt_rng_u32(rng) & 0xffff) * (1.0f / 65536.0f);
-		float v0 = x[i] * inv;
-		v0 = v0 < qmin ? qmin : (v0 > qmax ? qmax : v0);
-		q[i] = (int8_t)((int)(v0 + u0 + QBIAS) - (int)QBIAS);
+	/* Two 16-bit uniforms per 32-bit draw (low half first): ample resolution
+	 * for <= 8-bit grids.  Draws are made in chunks so that the rounding
+	 * loop itself vectorises. */
+	enum { CH = 256 };
+	uint16_t u16[CH];
+	for (long i0 = 0; i0 < n; i0 += CH) {
+		const int len = n - i0 < CH ? (int)(n - i0) : CH;
+		for (int k = 0; k < len; k += 2) {
+			uint32_t u = rng_next(rng);
+			u16[k] = (uint16_t)(u & 0xffff);
+			u16[k + 1] = (uint16_t)(u >> 16);
+		}
+		const float *xs = x + i0;
+		int8_t *qs = q + i0;
+		for (int k = (int)ROUND_FAST(xs, len, inv, qmin, qmax, u16, qs); k < len; k++) {
+			float v = xs[k] * inv;
+			v = v < qmin ? qmin : (v > qmax ? qmax : v);
+			qs[k] = (int8_t)((int)(v + (float)u16[k] * (1.0f / 65536.0f) + QBIAS) - (int)QBIAS);
+		}
 	}
 }
 

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "hdqt.h"
+#include "rng.h"
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -28,23 +29,9 @@ void hdqt_rng_seed(hdqt_rng *r, uint64_t seed, uint64_t stream)
 		r->s[0] = 1; /* the all-zero state is a fixed point */
 }
 
-static inline uint32_t rotl(uint32_t x, int k)
-{
-	return (x << k) | (x >> (32 - k));
-}
-
 uint32_t hdqt_rng_u32(hdqt_rng *r)
 {
-	uint32_t *s = r->s;
-	uint32_t result = rotl(s[0] + s[3], 7) + s[0];
-	uint32_t t = s[1] << 9;
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 11);
-	return result;
+	return rng_next(r);
 }
 
 float hdqt_rng_uniform(hdqt_rng *r)

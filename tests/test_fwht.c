@@ -70,6 +70,24 @@ START_TEST(test_fwht_cols_matches_rows)
 }
 END_TEST
 
+START_TEST(test_fwht_fast_equals_reference)
+{
+	/* Whatever path fwht_rows takes on this CPU gives the reference's
+	 * floats exactly, for every block size. */
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 11, 0);
+	enum { R = 5, L = 512 };
+	static float a[R * L], b[R * L];
+	for (int blk = 1; blk <= 512; blk *= 2) {
+		for (int i = 0; i < R * L; i++)
+			a[i] = b[i] = hdqt_rng_normal(&r) * 100.0f;
+		fwht_rows(a, R, L, blk);
+		fwht_rows_ref(b, R, L, blk);
+		ck_assert_mem_eq(a, b, sizeof(a));
+	}
+}
+END_TEST
+
 START_TEST(test_fwht_block_size)
 {
 	ck_assert_int_eq(fwht_block(512, 256), 256);
@@ -88,6 +106,7 @@ int main(void)
 	tcase_add_test(tc, test_fwht_involution);
 	tcase_add_test(tc, test_fwht_cols_matches_rows);
 	tcase_add_test(tc, test_fwht_block_size);
+	tcase_add_test(tc, test_fwht_fast_equals_reference);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }

@@ -161,6 +161,30 @@ START_TEST(test_f32_gemm)
 }
 END_TEST
 
+START_TEST(test_transpose)
+{
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 4, 0);
+	const int shapes[][2] = {{1, 1}, {8, 8}, {13, 29}, {128, 512}, {37, 8}, {8, 3}};
+	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+		int R = shapes[s][0], C = shapes[s][1];
+		float *in = malloc(sizeof(float) * R * C), *a = malloc(sizeof(float) * R * C),
+		      *b = malloc(sizeof(float) * R * C);
+		for (int i = 0; i < R * C; i++)
+			in[i] = hdqt_rng_normal(&r);
+		gemm_transpose(in, R, C, a);
+		gemm_transpose_ref(in, R, C, b);
+		for (int i = 0; i < R; i++)
+			for (int j = 0; j < C; j++)
+				ck_assert(a[j * R + i] == in[i * C + j]);
+		ck_assert_mem_eq(a, b, sizeof(float) * R * C);
+		free(in);
+		free(a);
+		free(b);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("gemm");
@@ -170,6 +194,7 @@ int main(void)
 	tcase_add_test(tc, test_overflow_rejected);
 	tcase_add_test(tc, test_simd_matches_reference);
 	tcase_add_test(tc, test_f32_gemm);
+	tcase_add_test(tc, test_transpose);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }

@@ -81,6 +81,32 @@ START_TEST(test_stochastic_unbiased)
 }
 END_TEST
 
+START_TEST(test_nearest_matches_formula_random)
+{
+	/* Long random rows exercise the vector path and its scalar tail; every
+	 * code must equal floor(clamp(x / step) + 1/2) computed here. */
+	enum { N = 1003 };
+	static float x[N];
+	static int8_t q[N];
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 77, 0);
+	for (int bits = 2; bits <= 8; bits++)
+		for (int uns = 0; uns <= (bits < 8); uns++) {
+			for (int i = 0; i < N; i++)
+				x[i] = uns ? fabsf(hdqt_rng_normal(&r)) : hdqt_rng_normal(&r);
+			float s;
+			quant_spec sp = {.bits = bits, .is_unsigned = uns, .clip = 0.8f};
+			quant_rows(x, 1, N, &sp, NULL, q, &s);
+			float qmax = (float)quant_qmax(&sp), qmin = uns ? 0.0f : -qmax;
+			for (int i = 0; i < N; i++) {
+				float v = x[i] * (1.0f / s);
+				v = v < qmin ? qmin : v > qmax ? qmax : v;
+				ck_assert_int_eq(q[i], (int)floorf(v + 0.5f));
+			}
+		}
+}
+END_TEST
+
 START_TEST(test_per_row_scales)
 {
 	float x[6] = {1, -2, 4, 100, 50, -25};
@@ -125,6 +151,7 @@ int main(void)
 	tcase_add_test(tc, test_unsigned_range);
 	tcase_add_test(tc, test_stochastic_unbiased);
 	tcase_add_test(tc, test_per_row_scales);
+	tcase_add_test(tc, test_nearest_matches_formula_random);
 	tcase_add_test(tc, test_sigma_clip);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
