@@ -38,6 +38,8 @@ typedef struct opts {
 	int had_max, bwd_tile, fwd_had, fwd_gran, bwd_gran;
 	float fwd_clip, fwd_sigma;
 	int window, hop;
+	int er_reservoir;
+	const char *dump;
 } opts;
 
 typedef struct split {
@@ -90,6 +92,8 @@ static void usage(FILE *f)
 		"  --drop-classes LIST labels left out (HAPT default 8; CSV default none)\n"
 		"  --norm-clip C       clip standardised inputs at +-C (0 = off)\n"
 		"  --window N --hop N  HAPT windowing (128, 64)\n"
+		"  --er-selection random|reservoir   ER exemplar selection (random)\n"
+		"  --dump-features CSV write the windows' features (label,user,f0,...) and exit\n"
 		"  --json              one JSON object on stdout\n"
 		"  --plot FILE.svg     accuracy per task for every run\n"
 		"hdqt recipe ablation knobs (hdqt mode only):\n"
@@ -156,7 +160,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->fwd_had = o->fwd_gran = o->bwd_gran = o->bwd_tile = o->had_max = -1;
 	o->fwd_clip = o->fwd_sigma = -1;
 	enum { O_INIT = 256, O_INC, O_ACC, O_DROP, O_FWDH, O_FWDG, O_BWDG, O_FWDC, O_FWDS,
-	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP };
+	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP };
 	static const struct option lo[] = {
 		{"data", 1, 0, 'd'}, {"quant", 1, 0, 'q'}, {"method", 1, 0, 'm'},
 		{"bits", 1, 0, 'b'}, {"acc-bits", 1, 0, O_ACC}, {"tile", 1, 0, 't'},
@@ -168,9 +172,10 @@ static int parse_opts(int argc, char **argv, opts *o)
 		{"bwd-gran", 1, 0, O_BWDG}, {"fwd-clip", 1, 0, O_FWDC},
 		{"fwd-sigma", 1, 0, O_FWDS}, {"bwd-tile", 1, 0, O_BWDT},
 		{"had-max", 1, 0, O_HADM}, {"norm-clip", 1, 0, O_NCLIP},
-		{"window", 1, 0, O_WIN}, {"hop", 1, 0, O_HOP}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-	int c;
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		{"window", 1, 0, O_WIN}, {"hop", 1, 0, O_HOP}, {"er-selection", 1, 0, O_ERSEL},
+		{"dump-features", 1, 0, O_DUMP}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+	int c, li = 0;
+	while ((c = getopt_long(argc, argv, "", lo, &li)) != -1) {
 		int bad = 0;
 		char buf[256];
 		switch (c) {
@@ -229,11 +234,16 @@ static int parse_opts(int argc, char **argv, opts *o)
 		case O_NCLIP: bad = parse_float(optarg, 0.0f, 1000.0f, &o->norm_clip); break;
 		case O_WIN: bad = parse_int(optarg, 16, 4096, &o->window); bad |= !bad && (o->window & 1); break;
 		case O_HOP: bad = parse_int(optarg, 1, 4096, &o->hop); break;
+		case O_ERSEL:
+			o->er_reservoir = strcmp(optarg, "reservoir") == 0;
+			bad = !o->er_reservoir && strcmp(optarg, "random") != 0;
+			break;
+		case O_DUMP: o->dump = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
 		if (bad) {
-			fprintf(stderr, "hdqt-eval: invalid value for option: %s\n", argv[optind - 1]);
+			fprintf(stderr, "hdqt-eval: invalid value '%s' for --%s (see --help)\n", optarg, lo[li].name);
 			return -1;
 		}
 	}
@@ -330,6 +340,7 @@ static void do_run(shared *sh, run_result *r)
 	cc.epochs = o->epochs;
 	cc.sgd.lr = o->lr;
 	cc.seed = (uint64_t)r->seed;
+	cc.er_reservoir = o->er_reservoir;
 	if (rc == 0 && (rc = hdqt_cl_new(&cl, m, &cc)) < 0)
 		hdqt_model_free(m);
 	double sps_sum = 0;
@@ -403,6 +414,38 @@ static int prepare(shared *sh, const opts *o)
 	if (rc < 0) {
 		fprintf(stderr, "hdqt-eval: cannot load %s: %s\n", o->data, hdqt_strerror(rc));
 		return rc;
+	}
+	if (o->dump) {
+		FILE *f = fopen(o->dump, "w");
+		if (!f) {
+			fprintf(stderr, "hdqt-eval: cannot write %s\n", o->dump);
+			hdqt_dataset_free(&ds);
+			return HDQT_EIO;
+		}
+		fprintf(f, "label,user");
+		for (int j = 0; j < ds.d; j++) {
+			char nm[64];
+			if (ds.d == HDQT_FEAT_DIM && is_dir)
+				fprintf(f, ",%s", hdqt_feat_name(j, nm, sizeof(nm)));
+			else
+				fprintf(f, ",f%d", j);
+		}
+		fprintf(f, "\n");
+		for (int i = 0; i < ds.n; i++) {
+			fprintf(f, "%d,%d", ds.y[i], ds.user[i]);
+			for (int j = 0; j < ds.d; j++)
+				fprintf(f, ",%.9g", ds.X[(size_t)i * ds.d + j]);
+			fprintf(f, "\n");
+		}
+		int bad = ferror(f);
+		bad |= fclose(f) != 0;
+		hdqt_dataset_free(&ds);
+		if (bad) {
+			fprintf(stderr, "hdqt-eval: error writing %s\n", o->dump);
+			return HDQT_EIO;
+		}
+		fprintf(stderr, "hdqt-eval: wrote %s\n", o->dump);
+		return 1; /* done: nothing to train */
 	}
 	int drop[64], n_drop = o->n_drop;
 	memcpy(drop, o->drop, sizeof(drop));
@@ -684,8 +727,11 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&sh.mu, NULL);
 	sh.tty = isatty(2) && !o.json;
 	double t0 = now_s();
-	if (prepare(&sh, &o) < 0)
+	int prc = prepare(&sh, &o);
+	if (prc < 0)
 		return 1;
+	if (prc > 0)
+		return 0; /* --dump-features */
 	for (int a = 0; a < o.n_modes; a++)
 		for (int b = 0; b < o.n_methods; b++)
 			for (int s = 1; s <= o.seeds; s++) {
