@@ -57,6 +57,7 @@ typedef struct run_result {
 	double acc[MAX_TASKS], nme[MAX_TASKS];
 	double task_acc[MAX_TASKS][MAX_TASKS]; /* after task t, on classes of task j */
 	double sps;
+	int diverged_task; /* 1-based task whose training diverged (loss not finite), 0 if none */
 	int rc;
 } run_result;
 
@@ -358,9 +359,20 @@ static void do_run(shared *sh, run_result *r)
 				memcpy(tX + (size_t)tn * d, sh->test.X + (size_t)i * d, sizeof(float) * d);
 				ty[tn++] = sh->test.y[i];
 			}
-		if ((rc = hdqt_cl_learn(cl, X, y, n, c1, progress, sh)) < 0)
-			break;
-		sps_sum += hdqt_cl_samples_per_s(cl);
+		if (!r->diverged_task) {
+			rc = hdqt_cl_learn(cl, X, y, n, c1, progress, sh);
+			if (rc == HDQT_ERANGE) {
+				/* The recipe diverged (non-finite loss).  Report it and
+				 * keep evaluating the model it left behind, frozen, so the
+				 * run's accuracies say what a device would have served. */
+				r->diverged_task = t + 1;
+				rc = 0;
+			} else if (rc < 0) {
+				break;
+			} else {
+				sps_sum += hdqt_cl_samples_per_s(cl);
+			}
+		}
 		if ((rc = hdqt_model_predict(hdqt_cl_model(cl), tX, tn, pred)) < 0)
 			break;
 		r->seen[t] = c1;
@@ -374,7 +386,8 @@ static void do_run(shared *sh, run_result *r)
 		}
 		r->n_tasks = t + 1;
 	}
-	r->sps = r->n_tasks ? sps_sum / r->n_tasks : 0;
+	int trained_tasks = r->diverged_task ? r->diverged_task - 1 : r->n_tasks;
+	r->sps = trained_tasks ? sps_sum / trained_tasks : 0;
 	r->rc = rc;
 	if (cl)
 		hdqt_cl_free(cl);
@@ -562,6 +575,7 @@ typedef struct group {
 	int n;
 	agg aia, aia_nme, last, last_nme, forget, task[MAX_TASKS], task_nme[MAX_TASKS];
 	double sps;
+	int diverged;
 } group;
 
 static void summarise(shared *sh, group *g)
@@ -590,6 +604,7 @@ static void summarise(shared *sh, group *g)
 		}
 		fg[s] = T > 1 ? f / (T - 1) : 0;
 		sps += r->sps;
+		g->diverged += r->diverged_task > 0;
 	}
 	g->aia = aggregate(aia, g->n);
 	g->aia_nme = aggregate(aian, g->n);
@@ -630,6 +645,13 @@ static void print_json_group(shared *sh, group *g, double wall, long rss)
 	json_agg("last_accuracy", g->last, 1);
 	json_agg("last_accuracy_nme", g->last_nme, 1);
 	json_agg("forgetting", g->forget, 1);
+	printf("\"diverged_runs\": [");
+	for (int s = 0, first = 1; s < g->n; s++)
+		if (g->r[s]->diverged_task) {
+			printf("%s{\"seed\": %d, \"task\": %d}", first ? "" : ", ", g->r[s]->seed, g->r[s]->diverged_task);
+			first = 0;
+		}
+	printf("], ");
 	printf("\"train_samples_per_s\": %.0f, \"wall_s\": %.2f, \"peak_rss_kb\": %ld}", g->sps, wall, rss);
 }
 
@@ -660,7 +682,10 @@ static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 		fmt_agg(b, sizeof(b), g->aia_nme);
 		fmt_agg(c, sizeof(c), g->last);
 		fmt_agg(d, sizeof(d), g->forget);
-		printf("  %s  %s  %s  %s  %.0f\n", a, b, c, d, g->sps);
+		printf("  %s  %s  %s  %s  %.0f", a, b, c, d, g->sps);
+		if (g->diverged)
+			printf("  (%d of %d runs diverged: loss not finite)", g->diverged, g->n);
+		printf("\n");
 	}
 	printf("(accuracy %% on held-out users, mean ± std over %d seed(s); wall %.1f s, peak RSS %ld kB)\n",
 	       gs[0].n, wall, rss);

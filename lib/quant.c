@@ -108,7 +108,8 @@ HDQT_CLONES static void quant_group(const float *x, long n, float step, const qu
 	if (!sp->stochastic) {
 		for (long i = ROUND_FAST(x, n, inv, qmin, qmax, NULL, q); i < n; i++) {
 			float v = x[i] * inv;
-			v = v < qmin ? qmin : (v > qmax ? qmax : v);
+			v = v > qmin ? v : qmin; /* NaN -> qmin, as max_ps does */
+			v = v < qmax ? v : qmax;
 			q[i] = (int8_t)((int)(v + (QBIAS + 0.5f)) - (int)QBIAS);
 		}
 		return;
@@ -129,7 +130,8 @@ HDQT_CLONES static void quant_group(const float *x, long n, float step, const qu
 		int8_t *qs = q + i0;
 		for (int k = (int)ROUND_FAST(xs, len, inv, qmin, qmax, u16, qs); k < len; k++) {
 			float v = xs[k] * inv;
-			v = v < qmin ? qmin : (v > qmax ? qmax : v);
+			v = v > qmin ? v : qmin; /* NaN -> qmin, as max_ps does */
+			v = v < qmax ? v : qmax;
 			qs[k] = (int8_t)((int)(v + (float)u16[k] * (1.0f / 65536.0f) + QBIAS) - (int)QBIAS);
 		}
 	}
