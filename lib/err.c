@@ -18,6 +18,9 @@ const char *hdqt_strerror(int err)
 	case HDQT_ENOTFOUND: return "not found";
 	case HDQT_ESTATE: return "operation not valid in the current state";
 	case HDQT_ECANCELED: return "canceled";
+	case HDQT_EEXIST: return "already exists";
+	case HDQT_EFULL: return "storage full (disk, file-size limit or configured cap)";
+	case HDQT_EBUSY: return "database busy";
 	default: return "unknown error";
 	}
 }

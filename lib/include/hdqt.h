@@ -30,6 +30,9 @@ enum {
 	HDQT_ENOTFOUND = -8,/* a named thing does not exist */
 	HDQT_ESTATE = -9,   /* the call does not fit the object's state */
 	HDQT_ECANCELED = -10,
+	HDQT_EEXIST = -11,   /* a named thing exists already */
+	HDQT_EFULL = -12,    /* storage full: disk, file-size limit or configured cap */
+	HDQT_EBUSY = -13,    /* the database stayed locked past the busy timeout */
 };
 
 /* Human-readable message for an HDQT_E* code; never NULL. */

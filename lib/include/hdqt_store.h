@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hdqt_store: all durable state of hdqtd in one SQLite database: classes,
+ * samples waiting to be learned, the exemplar memory, held-out validation
+ * samples, model versions and training runs.
+ *
+ * One hdqt_store is one connection: use it from one thread at a time and
+ * open another for another thread (WAL lets readers and one writer work
+ * together).  Every write is one transaction; a function that returned 0
+ * has committed, and what it committed survives a crash or power loss with
+ * synchronous=full.  A function that failed changed nothing.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hdqt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HDQT_STORE_SCHEMA 2      /* the schema version this build writes */
+#define HDQT_CLASS_NAME_MAX 64   /* bytes of a class name */
+
+typedef struct hdqt_store hdqt_store;
+
+typedef struct hdqt_store_opts {
+	int sync_full;            /* 1: synchronous=FULL (default); 0: NORMAL */
+	int64_t max_bytes;        /* database size cap (0 = none) */
+	int max_pending_per_class;/* samples waiting per class (0 = none) */
+	int keep_models;          /* model versions kept (>= 1; the current one is never pruned) */
+	int keep_learned;         /* learned samples: 1 keep as validation, 0 delete */
+	int busy_timeout_ms;      /* wait for locks this long before HDQT_EBUSY */
+	int read_only;            /* open without creating or migrating */
+} hdqt_store_opts;
+
+void hdqt_store_opts_default(hdqt_store_opts *o);
+
+/* Open (creating if missing) and migrate to HDQT_STORE_SCHEMA.  Refuses a
+ * corrupt or foreign file (HDQT_ECORRUPT) and a database of a newer schema
+ * (HDQT_EVERSION) without modifying it.  err (may be NULL) receives a
+ * message for the operator. */
+int hdqt_store_open(hdqt_store **out, const char *path, const hdqt_store_opts *o, char *err,
+		    size_t errlen);
+void hdqt_store_close(hdqt_store *s);
+/* Message of the last failure on this connection. */
+const char *hdqt_store_errmsg(const hdqt_store *s);
+int hdqt_store_schema_version(hdqt_store *s);
+/* PRAGMA integrity_check == "ok": 0, else HDQT_ECORRUPT. */
+int hdqt_store_integrity_check(hdqt_store *s);
+
+/* ---- classes ---- */
+typedef struct hdqt_store_class {
+	int64_t id;
+	int label;        /* row of the model's output head, assigned in creation order */
+	int active;
+	int64_t created;  /* unix seconds */
+	char name[HDQT_CLASS_NAME_MAX + 1];
+} hdqt_store_class;
+
+/* Name: 1..64 bytes of printable ASCII/UTF-8 without control characters.
+ * HDQT_EEXIST if taken, HDQT_EINVAL if malformed. */
+int hdqt_store_class_add(hdqt_store *s, const char *name, hdqt_store_class *out);
+int hdqt_store_class_get(hdqt_store *s, const char *name, hdqt_store_class *out);
+/* All classes by label; *out is malloc'd (free it). */
+int hdqt_store_class_list(hdqt_store *s, hdqt_store_class **out, int *n);
+int hdqt_store_class_set_active(hdqt_store *s, const char *name, int active);
+
+/* ---- samples ---- */
+/* n samples of dimension d for the given classes, in one transaction.
+ * HDQT_ERANGE on NaN/Inf, HDQT_EFULL past a cap, HDQT_ENOTFOUND for an
+ * unknown class id. */
+int hdqt_store_samples_add(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d);
+/* Pending (not yet learned) samples: class_id < 0 counts all classes. */
+int hdqt_store_samples_pending_count(hdqt_store *s, int64_t class_id, int64_t *count);
+/* Up to max pending samples of dimension d, oldest first (malloc'd arrays). */
+int hdqt_store_samples_pending(hdqt_store *s, int d, int max, float **X, int64_t **ids,
+			       int64_t **class_ids, int *n);
+/* Mark samples learned: moved to validation or deleted per keep_learned. */
+int hdqt_store_samples_learned(hdqt_store *s, const int64_t *ids, int n);
+
+/* ---- exemplar memory and validation ---- */
+/* Replace the whole exemplar memory (rank = order within its class). */
+int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const float *X, int n,
+				 int d);
+/* The memory in (class, rank) order (malloc'd arrays). */
+int hdqt_store_exemplars_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n);
+int hdqt_store_validation_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n);
+
+/* ---- model versions ---- */
+typedef struct hdqt_store_model {
+	int64_t version, created;
+	int current;
+	size_t blob_len;
+	char metrics[512];   /* JSON, truncated to fit */
+} hdqt_store_model;
+
+/* Store a blob; with make_current, mark it current in the same transaction.
+ * Prunes versions beyond keep_models (never the current one). */
+int hdqt_store_model_save(hdqt_store *s, const uint8_t *blob, size_t len, const char *config_json,
+			  const char *metrics_json, int make_current, int64_t *version);
+/* The current model's blob (malloc'd); HDQT_ENOTFOUND if none. */
+int hdqt_store_model_current(hdqt_store *s, uint8_t **blob, size_t *len, int64_t *version);
+int hdqt_store_model_list(hdqt_store *s, hdqt_store_model **out, int *n);
+/* Make an existing version current again. */
+int hdqt_store_model_rollback(hdqt_store *s, int64_t version);
+
+/* ---- training runs ---- */
+int hdqt_store_run_begin(hdqt_store *s, int64_t *id);
+int hdqt_store_run_end(hdqt_store *s, int64_t id, const char *outcome, const char *figures_json);
+
+/* ---- backup ---- */
+/* Online copy to path: written to path.tmp, fsynced, renamed, directory fsynced. */
+int hdqt_store_backup(hdqt_store *s, const char *path);
+
+#ifdef __cplusplus
+}
+#endif

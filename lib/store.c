@@ -1,0 +1,1013 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * SQLite persistence for hdqtd (see hdqt_store.h).
+ *
+ * Durability: WAL journal, synchronous=FULL by default (NORMAL may lose the
+ * last transactions on power loss, never corrupts), one transaction per
+ * logical update, and callers acknowledge only after commit.  Open runs
+ * PRAGMA quick_check and refuses a damaged file instead of recreating it.
+ * Schema migrations run in one transaction; a database written by a newer
+ * build is refused before anything is written.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hdqt_store.h"
+
+enum {
+	ST_CLASS_ADD, ST_CLASS_GET, ST_CLASS_MAXLABEL, ST_SAMPLE_ADD, ST_SAMPLE_COUNT_CLASS,
+	ST_SAMPLE_COUNT_ALL, ST_CLASS_EXISTS, ST_PENDING, ST_SAMPLE_GET, ST_SAMPLE_DEL,
+	ST_VALID_ADD, ST_EXEMPLAR_ADD, ST_MODEL_ADD, ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_CLASS_ADD] = "INSERT INTO classes(name, label, created, active) VALUES(?, ?, ?, 1)",
+	[ST_CLASS_GET] = "SELECT id, label, active, created, name FROM classes WHERE name = ?",
+	[ST_CLASS_MAXLABEL] = "SELECT COALESCE(MAX(label) + 1, 0) FROM classes",
+	[ST_SAMPLE_ADD] = "INSERT INTO samples(class_id, created, dim, features) VALUES(?, ?, ?, ?)",
+	[ST_SAMPLE_COUNT_CLASS] = "SELECT COUNT(*) FROM samples WHERE learned = 0 AND class_id = ?",
+	[ST_SAMPLE_COUNT_ALL] = "SELECT COUNT(*) FROM samples WHERE learned = 0",
+	[ST_CLASS_EXISTS] = "SELECT 1 FROM classes WHERE id = ?",
+	[ST_PENDING] = "SELECT id, class_id, dim, features FROM samples WHERE learned = 0 "
+		       "ORDER BY id LIMIT ?",
+	[ST_SAMPLE_GET] = "SELECT class_id, created, dim, features FROM samples WHERE id = ?",
+	[ST_SAMPLE_DEL] = "DELETE FROM samples WHERE id = ?",
+	[ST_VALID_ADD] = "INSERT INTO validation(class_id, created, dim, features) VALUES(?, ?, ?, ?)",
+	[ST_EXEMPLAR_ADD] = "INSERT INTO exemplars(class_id, rank, dim, features) VALUES(?, ?, ?, ?)",
+	[ST_MODEL_ADD] = "INSERT INTO models(created, config, blob, current, metrics) "
+			 "VALUES(?, ?, ?, 0, ?)",
+};
+
+struct hdqt_store {
+	sqlite3 *db;
+	hdqt_store_opts o;
+	sqlite3_stmt *st[ST_COUNT];
+	char err[256];
+};
+
+/* Schema history.  Index i upgrades version i to i + 1; never edit a
+ * shipped step, append a new one. */
+static const char *const migrations[HDQT_STORE_SCHEMA] = {
+	/* 0 -> 1 */
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE classes(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+	" label INTEGER NOT NULL UNIQUE, created INTEGER NOT NULL, active INTEGER NOT NULL DEFAULT 1);"
+	"CREATE TABLE samples(id INTEGER PRIMARY KEY,"
+	" class_id INTEGER NOT NULL REFERENCES classes(id), created INTEGER NOT NULL,"
+	" dim INTEGER NOT NULL, features BLOB NOT NULL, learned INTEGER NOT NULL DEFAULT 0);"
+	"CREATE INDEX samples_pending ON samples(learned, class_id);"
+	"CREATE TABLE exemplars(class_id INTEGER NOT NULL REFERENCES classes(id),"
+	" rank INTEGER NOT NULL, dim INTEGER NOT NULL, features BLOB NOT NULL,"
+	" PRIMARY KEY(class_id, rank));"
+	"CREATE TABLE models(version INTEGER PRIMARY KEY AUTOINCREMENT, created INTEGER NOT NULL,"
+	" config TEXT NOT NULL, blob BLOB NOT NULL, current INTEGER NOT NULL DEFAULT 0);"
+	"INSERT INTO meta(key, value) VALUES('schema_version', '1');",
+	/* 1 -> 2: validation samples, training runs, per-version metrics */
+	"ALTER TABLE models ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}';"
+	"CREATE TABLE validation(id INTEGER PRIMARY KEY,"
+	" class_id INTEGER NOT NULL REFERENCES classes(id), created INTEGER NOT NULL,"
+	" dim INTEGER NOT NULL, features BLOB NOT NULL);"
+	"CREATE INDEX validation_class ON validation(class_id);"
+	"CREATE TABLE runs(id INTEGER PRIMARY KEY, started INTEGER NOT NULL, ended INTEGER,"
+	" outcome TEXT, figures TEXT NOT NULL DEFAULT '{}');"
+	"UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+};
+
+void hdqt_store_opts_default(hdqt_store_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->sync_full = 1;
+	o->keep_models = 5;
+	o->keep_learned = 1;
+	o->busy_timeout_ms = 5000;
+}
+
+static int seterr(hdqt_store *s, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->err, sizeof(s->err), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* Map an SQLite result code to ours, recording SQLite's message. */
+static int sqlerr(hdqt_store *s, int rc, const char *what)
+{
+	int prim = rc & 0xff, out;
+	switch (prim) {
+	case SQLITE_FULL: out = HDQT_EFULL; break;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED: out = HDQT_EBUSY; break;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB: out = HDQT_ECORRUPT; break;
+	case SQLITE_NOMEM: out = HDQT_ENOMEM; break;
+	case SQLITE_CONSTRAINT: out = HDQT_EEXIST; break;
+	case SQLITE_TOOBIG: out = HDQT_ERANGE; break;
+	case SQLITE_IOERR:
+		/* A write past RLIMIT_FSIZE or onto a full disk surfaces as an I/O
+		 * error with errno EFBIG/ENOSPC. */
+		out = (errno == EFBIG || errno == ENOSPC) ? HDQT_EFULL : HDQT_EIO;
+		break;
+	default: out = HDQT_EIO; break;
+	}
+	return seterr(s, out, "%s: %s", what, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+}
+
+static int exec(hdqt_store *s, const char *sql, const char *what)
+{
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : sqlerr(s, rc, what);
+}
+
+static int begin(hdqt_store *s)
+{
+	/* IMMEDIATE takes the write lock up front, so a transaction never fails
+	 * half-way with SQLITE_BUSY on lock upgrade. */
+	return exec(s, "BEGIN IMMEDIATE", "begin");
+}
+
+static int commit(hdqt_store *s)
+{
+	return exec(s, "COMMIT", "commit");
+}
+
+static void rollback(hdqt_store *s)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static sqlite3_stmt *stmt(hdqt_store *s, int i)
+{
+	sqlite3_stmt *p = s->st[i];
+	if (!p) {
+		if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &p, NULL) != SQLITE_OK)
+			return NULL;
+		s->st[i] = p;
+	}
+	sqlite3_reset(p);
+	sqlite3_clear_bindings(p);
+	return p;
+}
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static int single_int(hdqt_store *s, const char *sql, int64_t *out)
+{
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, sql);
+	rc = sqlite3_step(p);
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int64(p, 0);
+	sqlite3_finalize(p);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? HDQT_ENOTFOUND : sqlerr(s, rc, sql);
+	return 0;
+}
+
+static int read_version(hdqt_store *s, int *version)
+{
+	int64_t n = 0;
+	int rc = single_int(s, "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'", &n);
+	if (rc < 0)
+		return rc;
+	if (n == 0) {
+		int64_t tables = 0;
+		if ((rc = single_int(s, "SELECT COUNT(*) FROM sqlite_schema", &tables)) < 0)
+			return rc;
+		if (tables > 0)
+			return seterr(s, HDQT_ECORRUPT, "database has tables but no hdqtd schema: not an hdqtd database");
+		*version = 0;
+		return 0;
+	}
+	int64_t v;
+	rc = single_int(s, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'", &v);
+	if (rc < 0)
+		return rc == HDQT_ENOTFOUND ? seterr(s, HDQT_ECORRUPT, "meta table without schema_version") : rc;
+	*version = (int)v;
+	return 0;
+}
+
+static int migrate(hdqt_store *s, int from)
+{
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	/* Re-read inside the write transaction: another process may have
+	 * migrated meanwhile. */
+	int v = from;
+	if ((rc = read_version(s, &v)) < 0)
+		goto fail;
+	for (; v < HDQT_STORE_SCHEMA; v++)
+		if ((rc = exec(s, migrations[v], "schema migration")) < 0)
+			goto fail;
+	return commit(s);
+fail:
+	rollback(s);
+	return rc;
+}
+
+int hdqt_store_open(hdqt_store **out, const char *path, const hdqt_store_opts *opts, char *err,
+		    size_t errlen)
+{
+	if (!out || !path)
+		return HDQT_EINVAL;
+	hdqt_store_opts o;
+	if (opts)
+		o = *opts;
+	else
+		hdqt_store_opts_default(&o);
+	if (o.keep_models < 1 || o.max_bytes < 0 || o.max_pending_per_class < 0 || o.busy_timeout_ms < 0)
+		return HDQT_EINVAL;
+	hdqt_store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return HDQT_ENOMEM;
+	s->o = o;
+	int flags = o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	int rc = sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	int v = 0;
+	char check[64] = "";
+	if (rc != SQLITE_OK) {
+		rc = sqlerr(s, rc, "open");
+		goto fail;
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, o.busy_timeout_ms);
+	/* quick_check reads every page: a damaged or foreign file fails here,
+	 * before anything is written to it. */
+	{
+		sqlite3_stmt *p;
+		rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check", -1, &p, NULL);
+		if (rc == SQLITE_OK) {
+			rc = sqlite3_step(p);
+			if (rc == SQLITE_ROW) {
+				snprintf(check, sizeof(check), "%s", (const char *)sqlite3_column_text(p, 0));
+				rc = SQLITE_OK;
+			}
+			sqlite3_finalize(p);
+		}
+		if (rc != SQLITE_OK) {
+			rc = sqlerr(s, rc, "integrity check");
+			goto fail;
+		}
+		if (strcmp(check, "ok") != 0) {
+			rc = seterr(s, HDQT_ECORRUPT, "integrity check failed: %s", check);
+			goto fail;
+		}
+	}
+	if ((rc = read_version(s, &v)) < 0)
+		goto fail;
+	if (v > HDQT_STORE_SCHEMA) {
+		rc = seterr(s, HDQT_EVERSION, "database schema version %d is newer than this hdqtd (%d); "
+			    "refusing to touch it", v, HDQT_STORE_SCHEMA);
+		goto fail;
+	}
+	if (!o.read_only) {
+		if ((rc = exec(s, "PRAGMA journal_mode = WAL", "journal_mode")) < 0)
+			goto fail;
+		if ((rc = exec(s, o.sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+			       "synchronous")) < 0)
+			goto fail;
+	}
+	if ((rc = exec(s, "PRAGMA foreign_keys = ON", "foreign_keys")) < 0)
+		goto fail;
+	if (o.max_bytes > 0) {
+		int64_t page = 4096;
+		single_int(s, "PRAGMA page_size", &page);
+		char sql[96];
+		snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
+			 (long long)(o.max_bytes / (page > 0 ? page : 4096)));
+		if ((rc = exec(s, sql, "max_page_count")) < 0)
+			goto fail;
+	}
+	if (v < HDQT_STORE_SCHEMA) {
+		if (o.read_only) {
+			rc = seterr(s, HDQT_EVERSION, "database schema %d needs migration; opened read-only", v);
+			goto fail;
+		}
+		if ((rc = migrate(s, v)) < 0)
+			goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	if (err && errlen)
+		snprintf(err, errlen, "%s: %s", path, s->err[0] ? s->err : hdqt_strerror(rc));
+	hdqt_store_close(s);
+	return rc;
+}
+
+void hdqt_store_close(hdqt_store *s)
+{
+	if (!s)
+		return;
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(s->st[i]);
+	if (s->db)
+		sqlite3_close(s->db); /* all statements finalised: cannot be BUSY */
+	free(s);
+}
+
+const char *hdqt_store_errmsg(const hdqt_store *s)
+{
+	return s && s->err[0] ? s->err : "no error";
+}
+
+int hdqt_store_schema_version(hdqt_store *s)
+{
+	int v = -1;
+	return read_version(s, &v) < 0 ? -1 : v;
+}
+
+int hdqt_store_integrity_check(hdqt_store *s)
+{
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "integrity_check");
+	rc = sqlite3_step(p);
+	int ok = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(p, 0), "ok") == 0;
+	sqlite3_finalize(p);
+	return ok ? 0 : seterr(s, HDQT_ECORRUPT, "integrity_check failed");
+}
+
+/* ---- classes ---- */
+
+static int valid_name(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (n < 1 || n > HDQT_CLASS_NAME_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+static void read_class(sqlite3_stmt *p, hdqt_store_class *c)
+{
+	c->id = sqlite3_column_int64(p, 0);
+	c->label = sqlite3_column_int(p, 1);
+	c->active = sqlite3_column_int(p, 2);
+	c->created = sqlite3_column_int64(p, 3);
+	snprintf(c->name, sizeof(c->name), "%s", (const char *)sqlite3_column_text(p, 4));
+}
+
+int hdqt_store_class_get(hdqt_store *s, const char *name, hdqt_store_class *out)
+{
+	if (!s || !valid_name(name) || !out)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p = stmt(s, ST_CLASS_GET);
+	if (!p)
+		return sqlerr(s, sqlite3_errcode(s->db), "prepare");
+	sqlite3_bind_text(p, 1, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(p);
+	if (rc == SQLITE_ROW) {
+		read_class(p, out);
+		sqlite3_reset(p);
+		return 0;
+	}
+	sqlite3_reset(p);
+	return rc == SQLITE_DONE ? seterr(s, HDQT_ENOTFOUND, "no class '%s'", name) : sqlerr(s, rc, "class get");
+}
+
+int hdqt_store_class_add(hdqt_store *s, const char *name, hdqt_store_class *out)
+{
+	if (!s || !valid_name(name))
+		return s ? seterr(s, HDQT_EINVAL, "class name must be 1..%d bytes without control characters",
+				  HDQT_CLASS_NAME_MAX) : HDQT_EINVAL;
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	hdqt_store_class tmp;
+	if (hdqt_store_class_get(s, name, &tmp) == 0) {
+		rollback(s);
+		return seterr(s, HDQT_EEXIST, "class '%s' exists already", name);
+	}
+	int64_t label = 0;
+	sqlite3_stmt *p = stmt(s, ST_CLASS_MAXLABEL);
+	if (!p || sqlite3_step(p) != SQLITE_ROW) {
+		rc = sqlerr(s, sqlite3_errcode(s->db), "class label");
+		goto fail;
+	}
+	label = sqlite3_column_int64(p, 0);
+	sqlite3_reset(p);
+	if (label >= HDQT_MAX_CLASSES) {
+		rc = seterr(s, HDQT_EFULL, "at most %d classes", HDQT_MAX_CLASSES);
+		goto fail;
+	}
+	p = stmt(s, ST_CLASS_ADD);
+	if (!p) {
+		rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
+		goto fail;
+	}
+	sqlite3_bind_text(p, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(p, 2, label);
+	sqlite3_bind_int64(p, 3, now_s());
+	rc = sqlite3_step(p);
+	sqlite3_reset(p);
+	if (rc != SQLITE_DONE) {
+		rc = sqlerr(s, rc, "class add");
+		goto fail;
+	}
+	if ((rc = commit(s)) < 0)
+		goto fail;
+	return out ? hdqt_store_class_get(s, name, out) : 0;
+fail:
+	rollback(s);
+	return rc;
+}
+
+int hdqt_store_class_list(hdqt_store *s, hdqt_store_class **out, int *n)
+{
+	if (!s || !out || !n)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT id, label, active, created, name FROM classes ORDER BY label",
+				    -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "class list");
+	hdqt_store_class *v = NULL;
+	int cnt = 0, cap = 0;
+	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 16;
+			hdqt_store_class *q = realloc(v, sizeof(*v) * cap);
+			if (!q) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			v = q;
+		}
+		read_class(p, &v[cnt++]);
+	}
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return sqlerr(s, rc, "class list");
+	}
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+int hdqt_store_class_set_active(hdqt_store *s, const char *name, int active)
+{
+	if (!s || !valid_name(name))
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "UPDATE classes SET active = ? WHERE name = ?", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "class update");
+	sqlite3_bind_int(p, 1, active ? 1 : 0);
+	sqlite3_bind_text(p, 2, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(p);
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE)
+		return sqlerr(s, rc, "class update");
+	return sqlite3_changes(s->db) ? 0 : seterr(s, HDQT_ENOTFOUND, "no class '%s'", name);
+}
+
+/* ---- samples ---- */
+
+static int count_pending(hdqt_store *s, int64_t class_id, int64_t *count)
+{
+	sqlite3_stmt *p = stmt(s, class_id < 0 ? ST_SAMPLE_COUNT_ALL : ST_SAMPLE_COUNT_CLASS);
+	if (!p)
+		return sqlerr(s, sqlite3_errcode(s->db), "prepare");
+	if (class_id >= 0)
+		sqlite3_bind_int64(p, 1, class_id);
+	int rc = sqlite3_step(p);
+	if (rc == SQLITE_ROW)
+		*count = sqlite3_column_int64(p, 0);
+	sqlite3_reset(p);
+	return rc == SQLITE_ROW ? 0 : sqlerr(s, rc, "count");
+}
+
+int hdqt_store_samples_pending_count(hdqt_store *s, int64_t class_id, int64_t *count)
+{
+	if (!s || !count)
+		return HDQT_EINVAL;
+	return count_pending(s, class_id, count);
+}
+
+static int insert_samples(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d)
+{
+	const int64_t t = now_s();
+	for (int i = 0; i < n; i++) {
+		sqlite3_stmt *p = stmt(s, ST_SAMPLE_ADD);
+		if (!p)
+			return sqlerr(s, sqlite3_errcode(s->db), "prepare");
+		sqlite3_bind_int64(p, 1, class_ids[i]);
+		sqlite3_bind_int64(p, 2, t);
+		sqlite3_bind_int(p, 3, d);
+		sqlite3_bind_blob(p, 4, X + (size_t)i * d, (int)(sizeof(float) * d), SQLITE_STATIC);
+		int rc = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (rc != SQLITE_DONE)
+			return sqlerr(s, rc, "insert");
+	}
+	return 0;
+}
+
+int hdqt_store_samples_add(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d)
+{
+	if (!s || !class_ids || !X || n < 1 || d < 1 || d > HDQT_MAX_DIM)
+		return HDQT_EINVAL;
+	for (size_t i = 0; i < (size_t)n * d; i++)
+		if (!isfinite(X[i]))
+			return seterr(s, HDQT_ERANGE, "sample %zu has a NaN or infinite feature", i / d);
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	/* Check classes and per-class caps inside the transaction. */
+	for (int i = 0; i < n; i++) {
+		int seen = 0;
+		for (int j = 0; j < i && !seen; j++)
+			seen = class_ids[j] == class_ids[i];
+		if (seen)
+			continue;
+		sqlite3_stmt *p = stmt(s, ST_CLASS_EXISTS);
+		if (!p) {
+			rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
+			goto fail;
+		}
+		sqlite3_bind_int64(p, 1, class_ids[i]);
+		int r = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (r != SQLITE_ROW) {
+			rc = r == SQLITE_DONE ? seterr(s, HDQT_ENOTFOUND, "unknown class id %lld",
+						       (long long)class_ids[i])
+					      : sqlerr(s, r, "class lookup");
+			goto fail;
+		}
+		if (s->o.max_pending_per_class > 0) {
+			int64_t have = 0, add = 0;
+			if ((rc = count_pending(s, class_ids[i], &have)) < 0)
+				goto fail;
+			for (int j = i; j < n; j++)
+				add += class_ids[j] == class_ids[i];
+			if (have + add > s->o.max_pending_per_class) {
+				rc = seterr(s, HDQT_EFULL, "class id %lld would hold %lld pending samples (limit %d)",
+					    (long long)class_ids[i], (long long)(have + add),
+					    s->o.max_pending_per_class);
+				goto fail;
+			}
+		}
+	}
+	if ((rc = insert_samples(s, class_ids, X, n, d)) < 0)
+		goto fail;
+	if ((rc = commit(s)) < 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return rc;
+}
+
+/* Read rows (id?, class_id, dim, blob) of dimension d from a prepared query. */
+static int read_rows(hdqt_store *s, sqlite3_stmt *p, int with_id, int d, float **X, int64_t **ids,
+		     int64_t **class_ids, int *n)
+{
+	int cap = 0, cnt = 0, rc;
+	float *x = NULL;
+	int64_t *id = NULL, *cl = NULL;
+	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+		int c = with_id ? 1 : 0;
+		if (sqlite3_column_int(p, c + 1) != d ||
+		    sqlite3_column_bytes(p, c + 2) != (int)(sizeof(float) * d)) {
+			rc = -1;
+			break; /* a row of another feature layout */
+		}
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 256;
+			float *nx = realloc(x, sizeof(float) * (size_t)cap * d);
+			int64_t *ni = realloc(id, sizeof(int64_t) * cap);
+			if (nx)
+				x = nx;
+			if (ni)
+				id = ni;
+			int64_t *nc = realloc(cl, sizeof(int64_t) * cap);
+			if (nc)
+				cl = nc;
+			if (!nx || !ni || !nc) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+		}
+		id[cnt] = with_id ? sqlite3_column_int64(p, 0) : cnt;
+		cl[cnt] = sqlite3_column_int64(p, c);
+		memcpy(x + (size_t)cnt * d, sqlite3_column_blob(p, c + 2), sizeof(float) * d);
+		cnt++;
+	}
+	if (rc != SQLITE_DONE) {
+		free(x);
+		free(id);
+		free(cl);
+		return rc == -1 ? seterr(s, HDQT_EFORMAT, "stored feature vector is not %d floats", d)
+				: sqlerr(s, rc, "read");
+	}
+	*X = x;
+	*n = cnt;
+	if (ids)
+		*ids = id;
+	else
+		free(id);
+	*class_ids = cl;
+	return 0;
+}
+
+int hdqt_store_samples_pending(hdqt_store *s, int d, int max, float **X, int64_t **ids,
+			       int64_t **class_ids, int *n)
+{
+	if (!s || d < 1 || max < 0 || !X || !ids || !class_ids || !n)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p = stmt(s, ST_PENDING);
+	if (!p)
+		return sqlerr(s, sqlite3_errcode(s->db), "prepare");
+	sqlite3_bind_int(p, 1, max);
+	int rc = read_rows(s, p, 1, d, X, ids, class_ids, n);
+	sqlite3_reset(p);
+	return rc;
+}
+
+int hdqt_store_samples_learned(hdqt_store *s, const int64_t *ids, int n)
+{
+	if (!s || (!ids && n > 0) || n < 0)
+		return HDQT_EINVAL;
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < n; i++) {
+		if (s->o.keep_learned) {
+			sqlite3_stmt *g = stmt(s, ST_SAMPLE_GET);
+			if (!g) {
+				rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
+				goto fail;
+			}
+			sqlite3_bind_int64(g, 1, ids[i]);
+			int r = sqlite3_step(g);
+			if (r == SQLITE_ROW) {
+				/* Copy to validation (bind the blob before resetting g). */
+				sqlite3_stmt *v = stmt(s, ST_VALID_ADD);
+				if (!v) {
+					sqlite3_reset(g);
+					rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
+					goto fail;
+				}
+				sqlite3_bind_int64(v, 1, sqlite3_column_int64(g, 0));
+				sqlite3_bind_int64(v, 2, sqlite3_column_int64(g, 1));
+				sqlite3_bind_int(v, 3, sqlite3_column_int(g, 2));
+				sqlite3_bind_blob(v, 4, sqlite3_column_blob(g, 3), sqlite3_column_bytes(g, 3),
+						  SQLITE_TRANSIENT);
+				sqlite3_reset(g);
+				r = sqlite3_step(v);
+				sqlite3_reset(v);
+				if (r != SQLITE_DONE) {
+					rc = sqlerr(s, r, "validation insert");
+					goto fail;
+				}
+			} else {
+				sqlite3_reset(g);
+				if (r != SQLITE_DONE) {
+					rc = sqlerr(s, r, "sample read");
+					goto fail;
+				}
+			}
+		}
+		sqlite3_stmt *p = stmt(s, ST_SAMPLE_DEL);
+		if (!p) {
+			rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
+			goto fail;
+		}
+		sqlite3_bind_int64(p, 1, ids[i]);
+		int r = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (r != SQLITE_DONE) {
+			rc = sqlerr(s, r, "sample delete");
+			goto fail;
+		}
+	}
+	if ((rc = commit(s)) < 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return rc;
+}
+
+/* ---- exemplars and validation ---- */
+
+int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const float *X, int n,
+				 int d)
+{
+	if (!s || n < 0 || (n > 0 && (!class_ids || !X)) || d < 1 || d > HDQT_MAX_DIM)
+		return HDQT_EINVAL;
+	for (size_t i = 0; i < (size_t)n * d; i++)
+		if (!isfinite(X[i]))
+			return seterr(s, HDQT_ERANGE, "exemplar %zu has a NaN or infinite feature", i / d);
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	if ((rc = exec(s, "DELETE FROM exemplars", "exemplars clear")) < 0)
+		goto fail;
+	for (int i = 0; i < n; i++) {
+		int rank = 0;
+		for (int j = 0; j < i; j++)
+			rank += class_ids[j] == class_ids[i];
+		sqlite3_stmt *p = stmt(s, ST_EXEMPLAR_ADD);
+		if (!p) {
+			rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
+			goto fail;
+		}
+		sqlite3_bind_int64(p, 1, class_ids[i]);
+		sqlite3_bind_int(p, 2, rank);
+		sqlite3_bind_int(p, 3, d);
+		sqlite3_bind_blob(p, 4, X + (size_t)i * d, (int)(sizeof(float) * d), SQLITE_STATIC);
+		int r = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (r != SQLITE_DONE) {
+			rc = sqlerr(s, r, "exemplar insert");
+			goto fail;
+		}
+	}
+	if ((rc = commit(s)) < 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return rc;
+}
+
+static int load_table(hdqt_store *s, const char *sql, int d, float **X, int64_t **class_ids, int *n)
+{
+	if (!s || d < 1 || !X || !class_ids || !n)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "prepare");
+	rc = read_rows(s, p, 0, d, X, NULL, class_ids, n);
+	sqlite3_finalize(p);
+	return rc;
+}
+
+int hdqt_store_exemplars_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n)
+{
+	return load_table(s, "SELECT class_id, dim, features FROM exemplars ORDER BY class_id, rank", d, X,
+			  class_ids, n);
+}
+
+int hdqt_store_validation_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n)
+{
+	return load_table(s, "SELECT class_id, dim, features FROM validation ORDER BY id", d, X, class_ids, n);
+}
+
+/* ---- models ---- */
+
+int hdqt_store_model_save(hdqt_store *s, const uint8_t *blob, size_t len, const char *config_json,
+			  const char *metrics_json, int make_current, int64_t *version)
+{
+	if (!s || !blob || len == 0 || len > (size_t)1 << 30)
+		return HDQT_EINVAL;
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	sqlite3_stmt *p = stmt(s, ST_MODEL_ADD);
+	if (!p) {
+		rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
+		goto fail;
+	}
+	sqlite3_bind_int64(p, 1, now_s());
+	sqlite3_bind_text(p, 2, config_json ? config_json : "{}", -1, SQLITE_STATIC);
+	sqlite3_bind_blob64(p, 3, blob, len, SQLITE_STATIC);
+	sqlite3_bind_text(p, 4, metrics_json ? metrics_json : "{}", -1, SQLITE_STATIC);
+	int r = sqlite3_step(p);
+	sqlite3_reset(p);
+	if (r != SQLITE_DONE) {
+		rc = sqlerr(s, r, "model insert");
+		goto fail;
+	}
+	int64_t v = sqlite3_last_insert_rowid(s->db);
+	if (make_current) {
+		char sql[128];
+		snprintf(sql, sizeof(sql), "UPDATE models SET current = (version = %lld)", (long long)v);
+		if ((rc = exec(s, sql, "model current")) < 0)
+			goto fail;
+	}
+	/* Keep the newest keep_models versions and the current one. */
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM models WHERE current = 0 AND version NOT IN "
+		 "(SELECT version FROM models ORDER BY version DESC LIMIT %d)", s->o.keep_models);
+	if ((rc = exec(s, sql, "model prune")) < 0)
+		goto fail;
+	if ((rc = commit(s)) < 0)
+		goto fail;
+	if (version)
+		*version = v;
+	return 0;
+fail:
+	rollback(s);
+	return rc;
+}
+
+int hdqt_store_model_current(hdqt_store *s, uint8_t **blob, size_t *len, int64_t *version)
+{
+	if (!s || !blob || !len)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT version, blob FROM models WHERE current = 1", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "prepare");
+	rc = sqlite3_step(p);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(p);
+		return rc == SQLITE_DONE ? seterr(s, HDQT_ENOTFOUND, "no current model") : sqlerr(s, rc, "model");
+	}
+	size_t n = (size_t)sqlite3_column_bytes(p, 1);
+	uint8_t *b = malloc(n ? n : 1);
+	if (!b) {
+		sqlite3_finalize(p);
+		return HDQT_ENOMEM;
+	}
+	memcpy(b, sqlite3_column_blob(p, 1), n);
+	if (version)
+		*version = sqlite3_column_int64(p, 0);
+	sqlite3_finalize(p);
+	*blob = b;
+	*len = n;
+	return 0;
+}
+
+int hdqt_store_model_list(hdqt_store *s, hdqt_store_model **out, int *n)
+{
+	if (!s || !out || !n)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT version, created, current, length(blob), metrics "
+				    "FROM models ORDER BY version", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "prepare");
+	hdqt_store_model *v = NULL;
+	int cnt = 0, cap = 0;
+	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 8;
+			hdqt_store_model *q = realloc(v, sizeof(*v) * cap);
+			if (!q) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			v = q;
+		}
+		hdqt_store_model *m = &v[cnt++];
+		m->version = sqlite3_column_int64(p, 0);
+		m->created = sqlite3_column_int64(p, 1);
+		m->current = sqlite3_column_int(p, 2);
+		m->blob_len = (size_t)sqlite3_column_int64(p, 3);
+		snprintf(m->metrics, sizeof(m->metrics), "%s", (const char *)sqlite3_column_text(p, 4));
+	}
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return sqlerr(s, rc, "model list");
+	}
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+int hdqt_store_model_rollback(hdqt_store *s, int64_t version)
+{
+	if (!s)
+		return HDQT_EINVAL;
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	int64_t exists = 0;
+	char sql[160];
+	snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM models WHERE version = %lld", (long long)version);
+	if ((rc = single_int(s, sql, &exists)) < 0)
+		goto fail;
+	if (!exists) {
+		rc = seterr(s, HDQT_ENOTFOUND, "no model version %lld", (long long)version);
+		goto fail;
+	}
+	snprintf(sql, sizeof(sql), "UPDATE models SET current = (version = %lld)", (long long)version);
+	if ((rc = exec(s, sql, "rollback")) < 0 || (rc = commit(s)) < 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return rc;
+}
+
+/* ---- runs ---- */
+
+int hdqt_store_run_begin(hdqt_store *s, int64_t *id)
+{
+	if (!s || !id)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "INSERT INTO runs(started) VALUES(?)", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "prepare");
+	sqlite3_bind_int64(p, 1, now_s());
+	rc = sqlite3_step(p);
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE)
+		return sqlerr(s, rc, "run begin");
+	*id = sqlite3_last_insert_rowid(s->db);
+	return 0;
+}
+
+int hdqt_store_run_end(hdqt_store *s, int64_t id, const char *outcome, const char *figures_json)
+{
+	if (!s || !outcome)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "UPDATE runs SET ended = ?, outcome = ?, figures = ? WHERE id = ?",
+				    -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "prepare");
+	sqlite3_bind_int64(p, 1, now_s());
+	sqlite3_bind_text(p, 2, outcome, -1, SQLITE_STATIC);
+	sqlite3_bind_text(p, 3, figures_json ? figures_json : "{}", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(p, 4, id);
+	rc = sqlite3_step(p);
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE)
+		return sqlerr(s, rc, "run end");
+	return sqlite3_changes(s->db) ? 0 : seterr(s, HDQT_ENOTFOUND, "no run %lld", (long long)id);
+}
+
+/* ---- backup ---- */
+
+static int fsync_path(const char *path, int dir)
+{
+	int fd = open(path, (dir ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+int hdqt_store_backup(hdqt_store *s, const char *path)
+{
+	if (!s || !path || strlen(path) > 4000)
+		return HDQT_EINVAL;
+	char tmp[4100];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	unlink(tmp);
+	sqlite3 *dst = NULL;
+	int rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_backup *b = sqlite3_backup_init(dst, "main", s->db, "main");
+		if (b) {
+			do {
+				rc = sqlite3_backup_step(b, 256);
+				if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+					sqlite3_sleep(10);
+			} while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+			sqlite3_backup_finish(b);
+			if (rc == SQLITE_DONE)
+				rc = SQLITE_OK;
+		} else {
+			rc = sqlite3_errcode(dst);
+		}
+	}
+	if (dst && rc == SQLITE_OK)
+		rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+	if (dst)
+		sqlite3_close(dst);
+	if (rc != SQLITE_OK) {
+		unlink(tmp);
+		return seterr(s, HDQT_EIO, "backup to %s failed: %s", path, sqlite3_errstr(rc));
+	}
+	char dirbuf[4100];
+	snprintf(dirbuf, sizeof(dirbuf), "%s", path);
+	if (fsync_path(tmp, 0) < 0 || rename(tmp, path) < 0 || fsync_path(dirname(dirbuf), 1) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return seterr(s, HDQT_EIO, "backup to %s failed: %s", path, strerror(e));
+	}
+	return 0;
+}

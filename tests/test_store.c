@@ -1,0 +1,629 @@
+/* SPDX-License-Identifier: MIT */
+/* The SQLite store against real database files in a temporary directory. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hdqt_store.h"
+#include "testutil.h"
+
+static char dir[256];
+
+static void mkdir_tmp(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/hdqt-store-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void rm_tmp(void)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static void path_in(char *buf, size_t n, const char *name)
+{
+	snprintf(buf, n, "%s/%s", dir, name);
+}
+
+static hdqt_store *open_ok(const char *path, const hdqt_store_opts *o)
+{
+	hdqt_store *s = NULL;
+	char err[512];
+	int rc = hdqt_store_open(&s, path, o, err, sizeof(err));
+	ck_assert_msg(rc == 0, "open %s: %s", path, err);
+	return s;
+}
+
+/* Contents of a file, for "unchanged" checks. */
+static char *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *b = malloc((size_t)len + 1);
+	ck_assert_int_eq(fread(b, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	*n = (size_t)len;
+	return b;
+}
+
+START_TEST(test_classes)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "a.db");
+	hdqt_store *s = open_ok(p, NULL);
+	ck_assert_int_eq(hdqt_store_schema_version(s), HDQT_STORE_SCHEMA);
+	hdqt_store_class c;
+	ck_assert_int_eq(hdqt_store_class_add(s, "walking", &c), 0);
+	ck_assert_int_eq(c.label, 0);
+	ck_assert_int_eq(hdqt_store_class_add(s, "sitting", &c), 0);
+	ck_assert_int_eq(c.label, 1);
+	ck_assert_str_eq(c.name, "sitting");
+	ck_assert_int_eq(hdqt_store_class_add(s, "walking", NULL), HDQT_EEXIST);
+	ck_assert_int_eq(hdqt_store_class_add(s, "", NULL), HDQT_EINVAL);
+	ck_assert_int_eq(hdqt_store_class_add(s, "bad\nname", NULL), HDQT_EINVAL);
+	char longname[80];
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[79] = 0;
+	ck_assert_int_eq(hdqt_store_class_add(s, longname, NULL), HDQT_EINVAL);
+	ck_assert_int_eq(hdqt_store_class_set_active(s, "sitting", 0), 0);
+	ck_assert_int_eq(hdqt_store_class_set_active(s, "lying", 0), HDQT_ENOTFOUND);
+	hdqt_store_class *list;
+	int n;
+	ck_assert_int_eq(hdqt_store_class_list(s, &list, &n), 0);
+	ck_assert_int_eq(n, 2);
+	ck_assert_str_eq(list[0].name, "walking");
+	ck_assert_int_eq(list[0].active, 1);
+	ck_assert_int_eq(list[1].active, 0);
+	free(list);
+	hdqt_store_close(s);
+	/* Persisted. */
+	s = open_ok(p, NULL);
+	ck_assert_int_eq(hdqt_store_class_get(s, "sitting", &c), 0);
+	ck_assert_int_eq(c.label, 1);
+	ck_assert_int_eq(hdqt_store_class_get(s, "lying", &c), HDQT_ENOTFOUND);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+START_TEST(test_samples_and_validation)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "s.db");
+	hdqt_store_opts o;
+	hdqt_store_opts_default(&o);
+	o.max_pending_per_class = 5;
+	hdqt_store *s = open_ok(p, &o);
+	hdqt_store_class a, b;
+	hdqt_store_class_add(s, "a", &a);
+	hdqt_store_class_add(s, "b", &b);
+	float X[4 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+	int64_t cls[4] = {a.id, b.id, a.id, a.id};
+	ck_assert_int_eq(hdqt_store_samples_add(s, cls, X, 4, 3), 0);
+	int64_t cnt;
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, 4);
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, a.id, &cnt), 0);
+	ck_assert_int_eq(cnt, 3);
+	/* Bad batches change nothing. */
+	X[5] = NAN;
+	ck_assert_int_eq(hdqt_store_samples_add(s, cls, X, 4, 3), HDQT_ERANGE);
+	X[5] = 6;
+	int64_t bad[2] = {a.id, 999};
+	ck_assert_int_eq(hdqt_store_samples_add(s, bad, X, 2, 3), HDQT_ENOTFOUND);
+	int64_t three_a[3] = {a.id, a.id, a.id};
+	ck_assert_int_eq(hdqt_store_samples_add(s, three_a, X, 3, 3), HDQT_EFULL); /* 3 + 3 > 5 */
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, 4);
+	float *PX;
+	int64_t *ids, *pc;
+	int n;
+	ck_assert_int_eq(hdqt_store_samples_pending(s, 3, 100, &PX, &ids, &pc, &n), 0);
+	ck_assert_int_eq(n, 4);
+	ck_assert_mem_eq(PX, X, sizeof(X));
+	ck_assert_int_eq(pc[1], b.id);
+	ck_assert_int_eq(hdqt_store_samples_pending(s, 4, 100, &PX, &ids, &pc, &n) == HDQT_EFORMAT, 1);
+	/* Learned: moved to validation (keep_learned = 1). */
+	ck_assert_int_eq(hdqt_store_samples_learned(s, ids, 2), 0);
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, 2);
+	float *VX;
+	int64_t *vc;
+	ck_assert_int_eq(hdqt_store_validation_load(s, 3, &VX, &vc, &n), 0);
+	ck_assert_int_eq(n, 2);
+	ck_assert_mem_eq(VX, X, 6 * sizeof(float));
+	ck_assert_int_eq(vc[0], a.id);
+	free(VX);
+	free(vc);
+	free(PX);
+	free(ids);
+	free(pc);
+	hdqt_store_close(s);
+	/* keep_learned = 0: deleted. */
+	o.keep_learned = 0;
+	s = open_ok(p, &o);
+	ck_assert_int_eq(hdqt_store_samples_pending(s, 3, 100, &PX, &ids, &pc, &n), 0);
+	ck_assert_int_eq(hdqt_store_samples_learned(s, ids, n), 0);
+	ck_assert_int_eq(hdqt_store_validation_load(s, 3, &VX, &vc, &n), 0);
+	ck_assert_int_eq(n, 2);
+	free(VX);
+	free(vc);
+	free(PX);
+	free(ids);
+	free(pc);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+START_TEST(test_exemplars_models_runs_backup)
+{
+	mkdir_tmp();
+	char p[300], bk[300];
+	path_in(p, sizeof(p), "m.db");
+	path_in(bk, sizeof(bk), "backup.db");
+	hdqt_store_opts o;
+	hdqt_store_opts_default(&o);
+	o.keep_models = 3;
+	hdqt_store *s = open_ok(p, &o);
+	hdqt_store_class a, b;
+	hdqt_store_class_add(s, "a", &a);
+	hdqt_store_class_add(s, "b", &b);
+	float E[3 * 2] = {1, 1, 2, 2, 3, 3};
+	int64_t ec[3] = {b.id, a.id, b.id};
+	ck_assert_int_eq(hdqt_store_exemplars_replace(s, ec, E, 3, 2), 0);
+	float *LX;
+	int64_t *lc;
+	int n;
+	ck_assert_int_eq(hdqt_store_exemplars_load(s, 2, &LX, &lc, &n), 0);
+	ck_assert_int_eq(n, 3);
+	/* (class, rank) order: a's exemplar, then b's two in their rank order. */
+	ck_assert_int_eq(lc[0], a.id);
+	ck_assert_float_eq(LX[0], 2.0f);
+	ck_assert_float_eq(LX[2], 1.0f);
+	ck_assert_float_eq(LX[4], 3.0f);
+	free(LX);
+	free(lc);
+	uint8_t blob[64];
+	int64_t v[6];
+	for (int i = 0; i < 6; i++) {
+		memset(blob, 'A' + i, sizeof(blob));
+		/* Version 2 is made current; later ones are stored only. */
+		ck_assert_int_eq(hdqt_store_model_save(s, blob, sizeof(blob), "{\"hidden\":[512,512]}",
+						       "{\"val_acc\":0.9}", i <= 1, &v[i]), 0);
+	}
+	hdqt_store_model *ml;
+	ck_assert_int_eq(hdqt_store_model_list(s, &ml, &n), 0);
+	ck_assert_int_eq(n, 4); /* newest 3 + the current one */
+	ck_assert_int_eq(ml[0].version, v[1]);
+	ck_assert_int_eq(ml[0].current, 1);
+	ck_assert_str_eq(ml[0].metrics, "{\"val_acc\":0.9}");
+	free(ml);
+	uint8_t *cur;
+	size_t len;
+	int64_t cv;
+	ck_assert_int_eq(hdqt_store_model_current(s, &cur, &len, &cv), 0);
+	ck_assert_int_eq(cv, v[1]);
+	ck_assert_int_eq(cur[0], 'B');
+	free(cur);
+	ck_assert_int_eq(hdqt_store_model_rollback(s, v[5]), 0);
+	ck_assert_int_eq(hdqt_store_model_current(s, &cur, &len, &cv), 0);
+	ck_assert_int_eq(cur[0], 'F');
+	free(cur);
+	ck_assert_int_eq(hdqt_store_model_rollback(s, v[0]), HDQT_ENOTFOUND); /* pruned */
+	int64_t run;
+	ck_assert_int_eq(hdqt_store_run_begin(s, &run), 0);
+	ck_assert_int_eq(hdqt_store_run_end(s, run, "ok", "{\"samples\":10}"), 0);
+	ck_assert_int_eq(hdqt_store_run_end(s, run + 100, "ok", NULL), HDQT_ENOTFOUND);
+	ck_assert_int_eq(hdqt_store_backup(s, bk), 0);
+	hdqt_store_close(s);
+	struct stat st;
+	char tmp[320];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", bk);
+	ck_assert_int_ne(stat(tmp, &st), 0);
+	s = open_ok(bk, NULL);
+	ck_assert_int_eq(hdqt_store_model_current(s, &cur, &len, &cv), 0);
+	ck_assert_int_eq(cur[0], 'F');
+	ck_assert_int_eq(len, 64);
+	free(cur);
+	ck_assert_int_eq(hdqt_store_integrity_check(s), 0);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+START_TEST(test_migration_from_v1_fixture)
+{
+	mkdir_tmp();
+	char p[300], cmd[800];
+	path_in(p, sizeof(p), "v1.db");
+	const char *root = getenv("HDQT_SOURCE_ROOT");
+	snprintf(cmd, sizeof(cmd), "cp '%s/tests/fixtures/store-v1.db' '%s'", root ? root : ".", p);
+	ck_assert_int_eq(system(cmd), 0);
+	hdqt_store *s = open_ok(p, NULL);
+	ck_assert_int_eq(hdqt_store_schema_version(s), 2);
+	hdqt_store_class c;
+	ck_assert_int_eq(hdqt_store_class_get(s, "sitting", &c), 0);
+	ck_assert_int_eq(c.label, 1);
+	int64_t cnt;
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, 3);
+	float *X;
+	int64_t *ids, *cl;
+	int n;
+	ck_assert_int_eq(hdqt_store_samples_pending(s, 4, 10, &X, &ids, &cl, &n), 0);
+	ck_assert_float_eq(X[4 + 1], 1.5f);
+	free(X);
+	free(ids);
+	free(cl);
+	uint8_t *blob;
+	size_t len;
+	ck_assert_int_eq(hdqt_store_model_current(s, &blob, &len, NULL), 0);
+	ck_assert_int_eq(len, 16);
+	ck_assert_int_eq(memcmp(blob, "HDQTMDL1-fixture", 16), 0);
+	free(blob);
+	hdqt_store_model *ml;
+	ck_assert_int_eq(hdqt_store_model_list(s, &ml, &n), 0);
+	ck_assert_str_eq(ml[0].metrics, "{}");
+	free(ml);
+	/* New tables work. */
+	int64_t run;
+	ck_assert_int_eq(hdqt_store_run_begin(s, &run), 0);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+START_TEST(test_refuses_newer_and_corrupt)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "n.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_close(s);
+	sqlite3 *db;
+	ck_assert_int_eq(sqlite3_open(p, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "PRAGMA journal_mode=DELETE; UPDATE meta SET value='99'", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	size_t n0, n1;
+	char *before = slurp(p, &n0);
+	char err[512];
+	ck_assert_int_eq(hdqt_store_open(&s, p, NULL, err, sizeof(err)), HDQT_EVERSION);
+	ck_assert_ptr_nonnull(strstr(err, "newer"));
+	char *after = slurp(p, &n1);
+	ck_assert_int_eq(n0, n1);
+	ck_assert_mem_eq(before, after, n0);
+	free(before);
+	free(after);
+
+	/* Not a database at all. */
+	char g[300];
+	path_in(g, sizeof(g), "garbage.db");
+	FILE *f = fopen(g, "wb");
+	for (int i = 0; i < 8192; i++)
+		fputc((i * 7919) & 0xff, f);
+	fclose(f);
+	before = slurp(g, &n0);
+	ck_assert_int_eq(hdqt_store_open(&s, g, NULL, err, sizeof(err)), HDQT_ECORRUPT);
+	after = slurp(g, &n1);
+	ck_assert_int_eq(n0, n1);
+	ck_assert_mem_eq(before, after, n0);
+	free(before);
+	free(after);
+
+	/* A real database with a damaged b-tree page. */
+	char c[300];
+	path_in(c, sizeof(c), "damaged.db");
+	s = open_ok(c, NULL);
+	hdqt_store_class cl;
+	hdqt_store_class_add(s, "a", &cl);
+	float X[64 * 32];
+	int64_t ids[64];
+	for (int i = 0; i < 64 * 32; i++)
+		X[i] = (float)i;
+	for (int i = 0; i < 64; i++)
+		ids[i] = cl.id;
+	for (int k = 0; k < 4; k++)
+		ck_assert_int_eq(hdqt_store_samples_add(s, ids, X, 64, 32), 0);
+	hdqt_store_close(s);
+	ck_assert_int_eq(sqlite3_open(c, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	int fd = open(c, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	char junk[512];
+	memset(junk, 0xA5, sizeof(junk));
+	/* Page 2 onwards hold the tables' b-trees: overwrite the header of page 3. */
+	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 2 * 4096), (ssize_t)sizeof(junk));
+	close(fd);
+	ck_assert_int_eq(hdqt_store_open(&s, c, NULL, err, sizeof(err)), HDQT_ECORRUPT);
+	rm_tmp();
+}
+END_TEST
+
+/* Crash safety: a child inserts batches and reports each acknowledged
+ * batch through a pipe; the parent kills it with SIGKILL at a random
+ * moment, reopens the database and checks that every acknowledged batch is
+ * there.  50 kills, seeded. */
+START_TEST(test_sigkill_keeps_acknowledged)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "crash.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class cl;
+	ck_assert_int_eq(hdqt_store_class_add(s, "c", &cl), 0);
+	hdqt_store_close(s);
+	srand(12345);
+	enum { B = 50, D = 8 };
+	int next_batch = 0;
+	for (int kill_no = 0; kill_no < 50; kill_no++) {
+		int fds[2];
+		ck_assert_int_eq(pipe(fds), 0);
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			close(fds[0]);
+			hdqt_store *cs;
+			if (hdqt_store_open(&cs, p, NULL, NULL, 0) < 0)
+				_exit(3);
+			float X[B * D];
+			int64_t ids[B];
+			for (int batch = next_batch;; batch++) {
+				for (int i = 0; i < B; i++) {
+					ids[i] = cl.id;
+					for (int j = 0; j < D; j++)
+						X[i * D + j] = (float)batch; /* the batch number, stored */
+				}
+				if (hdqt_store_samples_add(cs, ids, X, B, D) < 0)
+					_exit(4);
+				if (write(fds[1], &batch, sizeof(batch)) != sizeof(batch))
+					_exit(5);
+			}
+		}
+		close(fds[1]);
+		struct timespec ts = {0, (long)(1 + rand() % 40) * 1000000L};
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+		int status;
+		waitpid(pid, &status, 0);
+		ck_assert_msg(WIFSIGNALED(status), "child exited early with %d", WEXITSTATUS(status));
+		int acked = next_batch - 1, b;
+		while (read(fds[0], &b, sizeof(b)) == sizeof(b))
+			acked = b;
+		close(fds[0]);
+		s = open_ok(p, NULL);
+		ck_assert_int_eq(hdqt_store_integrity_check(s), 0);
+		float *X;
+		int64_t *ids, *cls;
+		int n;
+		ck_assert_int_eq(hdqt_store_samples_pending(s, D, 1 << 30, &X, &ids, &cls, &n), 0);
+		/* Count rows per batch: every acknowledged batch is complete; an
+		 * unacknowledged one is complete or absent, never partial. */
+		int *per = calloc((size_t)acked + 3, sizeof(int));
+		int maxb = -1;
+		for (int i = 0; i < n; i++) {
+			int bn = (int)X[(size_t)i * D];
+			ck_assert_int_le(bn, acked + 1);
+			per[bn]++;
+			maxb = bn > maxb ? bn : maxb;
+		}
+		for (int bn = 0; bn <= acked; bn++)
+			ck_assert_int_eq(per[bn], B);
+		if (maxb == acked + 1)
+			ck_assert_int_eq(per[acked + 1], B);
+		next_batch = maxb + 1;
+		free(per);
+		free(X);
+		free(ids);
+		free(cls);
+		hdqt_store_close(s);
+	}
+	ck_assert_int_gt(next_batch, 50);
+	rm_tmp();
+}
+END_TEST
+
+/* Disk full: a child with RLIMIT_FSIZE inserts until the limit; the failure
+ * is a clear HDQT_EFULL, and the database stays usable and intact. */
+START_TEST(test_file_size_limit)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "full.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class cl;
+	hdqt_store_class_add(s, "c", &cl);
+	hdqt_store_close(s);
+	int fds[2];
+	ck_assert_int_eq(pipe(fds), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(fds[0]);
+		signal(SIGXFSZ, SIG_IGN); /* get EFBIG instead of being killed */
+		struct rlimit rl = {512 * 1024, 512 * 1024};
+		setrlimit(RLIMIT_FSIZE, &rl);
+		hdqt_store *cs;
+		if (hdqt_store_open(&cs, p, NULL, NULL, 0) < 0)
+			_exit(3);
+		float X[100 * 64];
+		int64_t ids[100];
+		for (int i = 0; i < 100 * 64; i++)
+			X[i] = (float)i;
+		for (int i = 0; i < 100; i++)
+			ids[i] = cl.id;
+		int rc = 0, acked = 0;
+		for (int k = 0; k < 1000 && rc == 0; k++)
+			if ((rc = hdqt_store_samples_add(cs, ids, X, 100, 64)) == 0)
+				acked++;
+		/* The store still answers reads after the failure. */
+		int64_t cnt = -1;
+		int rc2 = hdqt_store_samples_pending_count(cs, -1, &cnt);
+		int msg[4] = {rc, acked, rc2, (int)cnt};
+		if (write(fds[1], msg, sizeof(msg)) != sizeof(msg))
+			_exit(5);
+		hdqt_store_close(cs);
+		_exit(0);
+	}
+	close(fds[1]);
+	int msg[4];
+	ck_assert_int_eq(read(fds[0], msg, sizeof(msg)), sizeof(msg));
+	close(fds[0]);
+	int status;
+	waitpid(pid, &status, 0);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert_msg(msg[0] == HDQT_EFULL, "insert past the limit gave %d (%s)", msg[0], hdqt_strerror(msg[0]));
+	ck_assert_int_gt(msg[1], 0);
+	ck_assert_int_eq(msg[2], 0);
+	ck_assert_int_eq(msg[3], msg[1] * 100);
+	s = open_ok(p, NULL);
+	ck_assert_int_eq(hdqt_store_integrity_check(s), 0);
+	int64_t cnt;
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, (int64_t)msg[1] * 100);
+	hdqt_store_close(s);
+
+	/* The configured size cap gives the same clear error. */
+	hdqt_store_opts o;
+	hdqt_store_opts_default(&o);
+	o.max_bytes = 256 * 1024;
+	char q[300];
+	path_in(q, sizeof(q), "cap.db");
+	s = open_ok(q, &o);
+	hdqt_store_class_add(s, "c", &cl);
+	float X[100 * 64] = {0};
+	int64_t ids[100];
+	for (int i = 0; i < 100; i++)
+		ids[i] = cl.id;
+	int rc = 0, k = 0;
+	for (; k < 1000 && rc == 0; k++)
+		rc = hdqt_store_samples_add(s, ids, X, 100, 64);
+	ck_assert_int_eq(rc, HDQT_EFULL);
+	ck_assert_int_eq(hdqt_store_integrity_check(s), 0);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+typedef struct conc {
+	const char *path;
+	int stop, errors, reads, writes;
+	pthread_mutex_t mu;
+} conc;
+
+static void *writer(void *arg)
+{
+	conc *c = arg;
+	hdqt_store *s;
+	if (hdqt_store_open(&s, c->path, NULL, NULL, 0) < 0) {
+		__atomic_add_fetch(&c->errors, 1, __ATOMIC_SEQ_CST);
+		return NULL;
+	}
+	hdqt_store_class cl;
+	hdqt_store_class_get(s, "c", &cl);
+	float X[20 * 16] = {0};
+	int64_t ids[20];
+	for (int i = 0; i < 20; i++)
+		ids[i] = cl.id;
+	while (!__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST)) {
+		if (hdqt_store_samples_add(s, ids, X, 20, 16) < 0)
+			__atomic_add_fetch(&c->errors, 1, __ATOMIC_SEQ_CST);
+		else
+			__atomic_add_fetch(&c->writes, 1, __ATOMIC_SEQ_CST);
+	}
+	hdqt_store_close(s);
+	return NULL;
+}
+
+static void *reader(void *arg)
+{
+	conc *c = arg;
+	hdqt_store *s;
+	if (hdqt_store_open(&s, c->path, NULL, NULL, 0) < 0) {
+		__atomic_add_fetch(&c->errors, 1, __ATOMIC_SEQ_CST);
+		return NULL;
+	}
+	int64_t last = 0;
+	while (!__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST)) {
+		int64_t cnt;
+		float *X;
+		int64_t *ids, *cls;
+		int n;
+		int rc = hdqt_store_samples_pending_count(s, -1, &cnt);
+		if (rc == 0)
+			rc = hdqt_store_samples_pending(s, 16, 1 << 30, &X, &ids, &cls, &n);
+		if (rc < 0 || cnt < last || n % 20 != 0) {
+			__atomic_add_fetch(&c->errors, 1, __ATOMIC_SEQ_CST);
+		} else {
+			free(X);
+			free(ids);
+			free(cls);
+			last = cnt;
+			__atomic_add_fetch(&c->reads, 1, __ATOMIC_SEQ_CST);
+		}
+	}
+	hdqt_store_close(s);
+	return NULL;
+}
+
+START_TEST(test_one_writer_many_readers)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "conc.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class cl;
+	hdqt_store_class_add(s, "c", &cl);
+	hdqt_store_close(s);
+	conc c = {.path = p};
+	pthread_t w, r[3];
+	pthread_create(&w, NULL, writer, &c);
+	for (int i = 0; i < 3; i++)
+		pthread_create(&r[i], NULL, reader, &c);
+	struct timespec ts = {1, 500000000L};
+	nanosleep(&ts, NULL);
+	__atomic_store_n(&c.stop, 1, __ATOMIC_SEQ_CST);
+	pthread_join(w, NULL);
+	for (int i = 0; i < 3; i++)
+		pthread_join(r[i], NULL);
+	ck_assert_int_eq(c.errors, 0);
+	ck_assert_int_gt(c.writes, 5);
+	ck_assert_int_gt(c.reads, 5);
+	rm_tmp();
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc = tcase_create("core");
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, test_classes);
+	tcase_add_test(tc, test_samples_and_validation);
+	tcase_add_test(tc, test_exemplars_models_runs_backup);
+	tcase_add_test(tc, test_migration_from_v1_fixture);
+	tcase_add_test(tc, test_refuses_newer_and_corrupt);
+	tcase_add_test(tc, test_sigkill_keeps_acknowledged);
+	tcase_add_test(tc, test_file_size_limit);
+	tcase_add_test(tc, test_one_writer_many_readers);
+	suite_add_tcase(s, tc);
+	return testutil_run(s);
+}
