@@ -15,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "fwht.h"
 #include "gemm.h"
 #include "hdqt.h"
+#include "hdqt_store.h"
 
 #if HDQT_X86_64
 #include <immintrin.h>
@@ -171,6 +173,47 @@ static double bench_fwht(double min_s)
 	return (double)n * R * L / t / 1e6;
 }
 
+/* Ingest into a fresh database: 166-float samples in committed batches. */
+static double bench_store(int sync_full, int batch, double min_s)
+{
+	char dir[] = "/tmp/hdqt-bench-XXXXXX", path[64], cmd[96];
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(path, sizeof(path), "%s/bench.db", dir);
+	hdqt_store_opts o;
+	hdqt_store_opts_default(&o);
+	o.sync_full = sync_full;
+	hdqt_store *s;
+	double rate = -1;
+	if (hdqt_store_open(&s, path, &o, NULL, 0) == 0) {
+		hdqt_store_class c;
+		float *X = malloc(sizeof(float) * 166 * (size_t)batch);
+		int64_t *ids = malloc(sizeof(int64_t) * (size_t)batch);
+		if (X && ids && hdqt_store_class_add(s, "bench", &c) == 0) {
+			for (int i = 0; i < 166 * batch; i++)
+				X[i] = (float)i * 0.001f;
+			for (int i = 0; i < batch; i++)
+				ids[i] = c.id;
+			long n = 0;
+			double t0 = now_s(), t;
+			do {
+				if (hdqt_store_samples_add(s, ids, X, batch, 166) < 0)
+					break;
+				n += batch;
+				t = now_s() - t0;
+			} while (t < min_s);
+			rate = n / (now_s() - t0);
+		}
+		free(X);
+		free(ids);
+		hdqt_store_close(s);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "hdqt-bench: could not remove %s\n", dir);
+	return rate;
+}
+
 int main(int argc, char **argv)
 {
 	int json = 0;
@@ -222,6 +265,8 @@ int main(int argc, char **argv)
 	hdqt_kernel_select(train_kernel);
 #endif
 	double fw = bench_fwht(min_s / 2);
+	double ing_full = bench_store(1, 500, min_s / 2), ing_norm = bench_store(0, 500, min_s / 2);
+	double ing_one = bench_store(1, 1, min_s / 2);
 	if (json) {
 		printf("{\"kernel\": \"%s\", \"model\": \"166-512-512-12\", \"batch\": 128, \"modes\": {", train_kernel);
 		for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
@@ -235,7 +280,9 @@ int main(int argc, char **argv)
 				first = 0;
 			}
 		printf("}, \"int8_peak_gmacs_per_core\": {\"avx512vnni\": %.1f, \"avxvnni\": %.1f}, ", peak512, peak256);
-		printf("\"fwht_melem_per_s\": %.1f}\n", fw);
+		printf("\"fwht_melem_per_s\": %.1f, ", fw);
+		printf("\"store_ingest_samples_per_s\": {\"batch500_sync_full\": %.0f, \"batch500_sync_normal\": %.0f, "
+		       "\"batch1_sync_full\": %.0f}}\n", ing_full, ing_norm, ing_one);
 		return 0;
 	}
 	printf("training step, 166-512-512-12, batch 128, kernel %s, one thread:\n", train_kernel);
@@ -248,5 +295,7 @@ int main(int argc, char **argv)
 	if (peak512 > 0 || peak256 > 0)
 		printf("int8 dot-product peak, one core: avx512vnni %.1f GMAC/s, avxvnni %.1f GMAC/s\n", peak512, peak256);
 	printf("FWHT (512 rows x 512, blocks of 256): %.1f M elements/s\n", fw);
+	printf("SQLite ingest of 166-float samples (/tmp): batches of 500, synchronous=full %.0f/s, "
+	       "normal %.0f/s; one sample per transaction, full %.0f/s\n", ing_full, ing_norm, ing_one);
 	return 0;
 }
