@@ -81,7 +81,7 @@ static void usage(FILE *f)
 		"  --method LIST       icarl,er,lwf,finetune (default icarl)\n"
 		"  --bits B            matmul input bits (4)\n"
 		"  --acc-bits A        tile accumulator bits (8)\n"
-		"  --tile T            forward reduction tile (32)\n"
+		"  --tile T            forward reduction tile (recipe default: 32, hdqt 8)\n"
 		"  --init-classes N    classes in the first task (2)\n"
 		"  --increment N       classes per later task (2)\n"
 		"  --memory M          exemplar budget (200)\n"
@@ -146,7 +146,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->n_methods = 1;
 	o->bits = 4;
 	o->acc_bits = 8;
-	o->tile = 32;
+	o->tile = -1; /* the recipe's own (32; hdqt: 8) */
 	o->init_classes = 2;
 	o->increment = 2;
 	o->memory = 200;
@@ -265,7 +265,8 @@ static void make_qconfig(const opts *o, hdqt_mode mode, hdqt_qconfig *q)
 	hdqt_qconfig_default(q, mode);
 	q->bits = o->bits;
 	q->acc_bits = o->acc_bits;
-	q->tile = o->tile;
+	if (o->tile > 0)
+		q->tile = o->tile;
 	if (mode != HDQT_MODE_HDQT)
 		return;
 	if (o->fwd_had >= 0) q->fwd_hadamard = o->fwd_had;
@@ -625,11 +626,14 @@ static void summarise(shared *sh, group *g)
 
 static void print_json_group(shared *sh, group *g, double wall, long rss)
 {
-	printf("{\"quant\": \"%s\", \"method\": \"%s\", \"bits\": %d, \"acc_bits\": %d, \"tile\": %d, "
+	hdqt_qconfig gq;
+	make_qconfig(sh->o, g->mode, &gq);
+	printf("{\"quant\": \"%s\", \"method\": \"%s\", \"bits\": %d, \"acc_bits\": %d, \"tile\": %d, \"bwd_tile\": %d, "
 	       "\"kernel\": \"%s\", \"seeds\": %d, \"epochs\": %d, \"memory\": %d, \"classes\": %d, "
 	       "\"tasks\": [",
 	       hdqt_mode_name(g->mode), hdqt_cl_method_name(g->method), sh->o->bits, sh->o->acc_bits,
-	       sh->o->tile, hdqt_kernel_name(), g->n, sh->o->epochs, sh->o->memory, sh->C);
+	       g->mode == HDQT_MODE_FP32 ? 0 : gq.tile, g->mode == HDQT_MODE_FP32 ? 0 : gq.bwd_tile,
+	       hdqt_kernel_name(), g->n, sh->o->epochs, sh->o->memory, sh->C);
 	for (int t = 0; t < sh->n_tasks; t++) {
 		printf("%s{\"seen_classes\": [", t ? ", " : "");
 		for (int c = 0; c < sh->task_end[t]; c++)
@@ -665,9 +669,9 @@ static void fmt_agg(char *b, size_t n, agg a)
 
 static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 {
-	printf("Class-incremental %s: %d classes, %d tasks, memory %d, %d epochs/task, %d-bit inputs, %d-bit tile accumulators (tile %d), kernel %s\n",
+	printf("Class-incremental %s: %d classes, %d tasks, memory %d, %d epochs/task, %d-bit inputs, %d-bit tile accumulators, kernel %s\n",
 	       sh->o->data, sh->C, sh->n_tasks, sh->o->memory, sh->o->epochs, sh->o->bits,
-	       sh->o->acc_bits, sh->o->tile, hdqt_kernel_name());
+	       sh->o->acc_bits, hdqt_kernel_name());
 	printf("%-11s %-9s", "quant", "method");
 	for (int t = 0; t < sh->n_tasks; t++)
 		printf("  task%-2d", t + 1);

@@ -263,8 +263,12 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 		const float lr = hdqt_sgd_lr_at(&cl->cfg.sgd, ep);
 		double loss_sum = 0;
 		int nb = 0;
-		for (int s = 0; s < N; s += B) {
-			int b = N - s < B ? N - s : B;
+		/* ceil(N / B) batches of nearly equal size (e.g. 257 -> 86, 86, 85)
+		 * rather than B, B, 1: a one-sample step carries B times the weight
+		 * of a sample and, with momentum, can throw a small task off. */
+		const int nbatch = (N + B - 1) / B, base = N / nbatch, extra = N % nbatch;
+		for (int bi = 0, s = 0; bi < nbatch; bi++) {
+			const int b = base + (bi < extra);
 			for (int r = 0; r < b; r++) {
 				int k = perm[s + r];
 				memcpy(bX + (size_t)r * d, TX + (size_t)k * d, sizeof(float) * d);
@@ -281,6 +285,7 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 			loss_sum += loss;
 			nb++;
 			trained += b;
+			s += b;
 		}
 		if (cb && cb(arg, ep + 1, cl->cfg.epochs, nb ? (float)(loss_sum / nb) : 0.0f)) {
 			rc = HDQT_ECANCELED;

@@ -41,7 +41,10 @@ void hdqt_qconfig_default(hdqt_qconfig *q, hdqt_mode mode)
 		break;
 	case HDQT_MODE_HDQT:
 	default:
-		/* Project recipe: see README "hdqt recipe" for the ablation. */
+		/* Project recipe: see README "hdqt recipe" for the ablation.  The
+		 * forward tile of 8 keeps 8-bit accumulators from saturating on
+		 * full-range per-row codes (with 32, iCaRL runs diverged). */
+		q->tile = 8;
 		q->bwd_tile = 32;
 		q->bwd_hadamard = 1;
 		q->fwd_hadamard = 1;
