@@ -112,7 +112,9 @@ static int sqlerr(hdqt_store *s, int rc, const char *what)
 	case SQLITE_CORRUPT:
 	case SQLITE_NOTADB: out = HDQT_ECORRUPT; break;
 	case SQLITE_NOMEM: out = HDQT_ENOMEM; break;
-	case SQLITE_CONSTRAINT: out = HDQT_EEXIST; break;
+	case SQLITE_CONSTRAINT:
+		out = rc == SQLITE_CONSTRAINT_FOREIGNKEY ? HDQT_ENOTFOUND : HDQT_EEXIST;
+		break;
 	case SQLITE_TOOBIG: out = HDQT_ERANGE; break;
 	case SQLITE_IOERR:
 		/* A write past RLIMIT_FSIZE or onto a full disk surfaces as an I/O

@@ -202,6 +202,12 @@ START_TEST(test_exemplars_models_runs_backup)
 	ck_assert_float_eq(LX[4], 3.0f);
 	free(LX);
 	free(lc);
+	int64_t unknown[1] = {777};
+	ck_assert_int_eq(hdqt_store_exemplars_replace(s, unknown, E, 1, 2), HDQT_ENOTFOUND);
+	ck_assert_int_eq(hdqt_store_exemplars_load(s, 2, &LX, &lc, &n), 0);
+	ck_assert_int_eq(n, 3); /* the failed replace changed nothing */
+	free(LX);
+	free(lc);
 	uint8_t blob[64];
 	int64_t v[6];
 	for (int i = 0; i < 6; i++) {
