@@ -189,20 +189,48 @@ int linear_backward(linear *L, const float *X, const float *dY, int N,
 	sp_x.stochastic = q->sr_act;
 	int rc;
 
-	/* grad-weight: reduction over the batch. */
-	int blkN = q->bwd_hadamard ? fwht_block(N, q->had_max) : 1;
-	gemm_transpose(dY, N, M, t);  /* M x N */
-	gemm_transpose(X, N, K, u);   /* K x N */
-	if (blkN > 1) {
-		fwht_rows(t, M, N, blkN);
-		fwht_rows(u, K, N, blkN);
+	/* grad-weight: reduction over the batch.  A batch of, say, 122 rows
+	 * has no Hadamard block larger than 2, and without the transform the
+	 * 4-bit gradient product loses too much (training diverged), so the
+	 * batch is padded with zero rows to a multiple of a power-of-two
+	 * block: zero rows add nothing to dY^T X. */
+	int blkN = 1, Np = N;
+	if (q->bwd_hadamard) {
+		int p2 = 1;
+		while (p2 < N && p2 < q->had_max)
+			p2 <<= 1;
+		Np = (N + p2 - 1) / p2 * p2;
+		blkN = fwht_block(Np, q->had_max);
 	}
-	rc = qproduct(t, M, u, K, N, q->bwd_tile, &sp_g, &sp_x, q, s, rng, (float)blkN, L->gw);
+	float *t2 = t, *u2 = u;
+	if (Np != N) {
+		float *pg = SF(s, 0, (size_t)Np * M), *px = SF(s, 1, (size_t)Np * K);
+		t2 = SF(s, 2, (size_t)M * Np);
+		u2 = SF(s, 3, (size_t)K * (Np > M ? Np : M));
+		if (!pg || !px || !t2 || !u2)
+			return HDQT_ENOMEM;
+		memcpy(pg, dY, (size_t)N * M * sizeof(float));
+		memset(pg + (size_t)N * M, 0, (size_t)(Np - N) * M * sizeof(float));
+		memcpy(px, X, (size_t)N * K * sizeof(float));
+		memset(px + (size_t)N * K, 0, (size_t)(Np - N) * K * sizeof(float));
+		gemm_transpose(pg, Np, M, t2); /* M x Np */
+		gemm_transpose(px, Np, K, u2); /* K x Np */
+	} else {
+		gemm_transpose(dY, N, M, t2);  /* M x N */
+		gemm_transpose(X, N, K, u2);   /* K x N */
+	}
+	if (blkN > 1) {
+		fwht_rows(t2, M, Np, blkN);
+		fwht_rows(u2, K, Np, blkN);
+	}
+	rc = qproduct(t2, M, u2, K, Np, q->bwd_tile, &sp_g, &sp_x, q, s, rng, (float)blkN, L->gw);
 	if (rc < 0 || !dX)
 		return rc;
 
 	/* grad-input: reduction over the output dimension. */
 	int blkM = q->bwd_hadamard ? fwht_block(M, q->had_max) : 1;
+	t = s->f[2]; /* (re)fetched: the padding above may have grown them */
+	u = s->f[3];
 	float *g = t; /* reuse: N x M */
 	memcpy(g, dY, (size_t)N * M * sizeof(float));
 	gemm_transpose(L->w, M, K, u); /* K x M */
