@@ -87,6 +87,14 @@ void hdqt_cl_free(hdqt_cl *cl)
 }
 
 hdqt_model *hdqt_cl_model(hdqt_cl *cl) { return cl->model; }
+
+int hdqt_cl_resume(hdqt_cl *cl, int classes)
+{
+	if (!cl || classes < 0 || classes > hdqt_model_n_classes(cl->model))
+		return HDQT_EINVAL;
+	cl->trained = classes;
+	return 0;
+}
 hdqt_memory *hdqt_cl_memory(hdqt_cl *cl) { return cl->mem; }
 double hdqt_cl_samples_per_s(const hdqt_cl *cl) { return cl->sps; }
 

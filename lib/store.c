@@ -649,15 +649,13 @@ int hdqt_store_samples_pending(hdqt_store *s, int d, int max, float **X, int64_t
 	return rc;
 }
 
-int hdqt_store_samples_learned(hdqt_store *s, const int64_t *ids, int n)
+/* Inside a transaction: delete samples, copying them to validation first
+ * when to_validation. */
+static int learned_tx(hdqt_store *s, const int64_t *ids, int n, int to_validation)
 {
-	if (!s || (!ids && n > 0) || n < 0)
-		return HDQT_EINVAL;
-	int rc = begin(s);
-	if (rc < 0)
-		return rc;
+	int rc = 0;
 	for (int i = 0; i < n; i++) {
-		if (s->o.keep_learned) {
+		if (to_validation) {
 			sqlite3_stmt *g = stmt(s, ST_SAMPLE_GET);
 			if (!g) {
 				rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
@@ -706,15 +704,27 @@ int hdqt_store_samples_learned(hdqt_store *s, const int64_t *ids, int n)
 			goto fail;
 		}
 	}
-	if ((rc = commit(s)) < 0)
-		goto fail;
-	return 0;
 fail:
-	rollback(s);
 	return rc;
 }
 
+int hdqt_store_samples_learned(hdqt_store *s, const int64_t *ids, int n)
+{
+	if (!s || (!ids && n > 0) || n < 0)
+		return HDQT_EINVAL;
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	if ((rc = learned_tx(s, ids, n, s->o.keep_learned)) < 0 || (rc = commit(s)) < 0) {
+		rollback(s);
+		return rc;
+	}
+	return 0;
+}
+
 /* ---- exemplars and validation ---- */
+
+static int exemplars_tx(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d);
 
 int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const float *X, int n,
 				 int d)
@@ -727,6 +737,16 @@ int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const 
 	int rc = begin(s);
 	if (rc < 0)
 		return rc;
+	if ((rc = exemplars_tx(s, class_ids, X, n, d)) < 0 || (rc = commit(s)) < 0) {
+		rollback(s);
+		return rc;
+	}
+	return 0;
+}
+
+static int exemplars_tx(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d)
+{
+	int rc;
 	if ((rc = exec(s, "DELETE FROM exemplars", "exemplars clear")) < 0)
 		goto fail;
 	for (int i = 0; i < n; i++) {
@@ -749,11 +769,7 @@ int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const 
 			goto fail;
 		}
 	}
-	if ((rc = commit(s)) < 0)
-		goto fail;
-	return 0;
 fail:
-	rollback(s);
 	return rc;
 }
 
@@ -783,6 +799,9 @@ int hdqt_store_validation_load(hdqt_store *s, int d, float **X, int64_t **class_
 
 /* ---- models ---- */
 
+static int model_tx(hdqt_store *s, const uint8_t *blob, size_t len, const char *config_json,
+		    const char *metrics_json, int make_current, int64_t *version);
+
 int hdqt_store_model_save(hdqt_store *s, const uint8_t *blob, size_t len, const char *config_json,
 			  const char *metrics_json, int make_current, int64_t *version)
 {
@@ -791,6 +810,18 @@ int hdqt_store_model_save(hdqt_store *s, const uint8_t *blob, size_t len, const 
 	int rc = begin(s);
 	if (rc < 0)
 		return rc;
+	if ((rc = model_tx(s, blob, len, config_json, metrics_json, make_current, version)) < 0 ||
+	    (rc = commit(s)) < 0) {
+		rollback(s);
+		return rc;
+	}
+	return 0;
+}
+
+static int model_tx(hdqt_store *s, const uint8_t *blob, size_t len, const char *config_json,
+		    const char *metrics_json, int make_current, int64_t *version)
+{
+	int rc = 0;
 	sqlite3_stmt *p = stmt(s, ST_MODEL_ADD);
 	if (!p) {
 		rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
@@ -820,13 +851,9 @@ int hdqt_store_model_save(hdqt_store *s, const uint8_t *blob, size_t len, const 
 		 "(SELECT version FROM models ORDER BY version DESC LIMIT %d)", s->o.keep_models);
 	if ((rc = exec(s, sql, "model prune")) < 0)
 		goto fail;
-	if ((rc = commit(s)) < 0)
-		goto fail;
 	if (version)
 		*version = v;
-	return 0;
 fail:
-	rollback(s);
 	return rc;
 }
 
@@ -1012,4 +1039,45 @@ int hdqt_store_backup(hdqt_store *s, const char *path)
 		return seterr(s, HDQT_EIO, "backup to %s failed: %s", path, strerror(e));
 	}
 	return 0;
+}
+
+/* ---- a training round, atomically ---- */
+
+int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *version)
+{
+	if (!s || !r || !r->blob || r->blob_len == 0 || r->blob_len > (size_t)1 << 30 ||
+	    r->n_learned < 0 || (r->n_learned > 0 && !r->learned) || r->n_holdout < 0 ||
+	    (r->n_holdout > 0 && !r->holdout) || r->n_exemplars < 0 || r->dim < 1 ||
+	    r->dim > HDQT_MAX_DIM || (r->n_exemplars > 0 && (!r->exemplar_class || !r->exemplars)) ||
+	    r->validation_per_class < 0)
+		return HDQT_EINVAL;
+	for (size_t i = 0; i < (size_t)r->n_exemplars * r->dim; i++)
+		if (!isfinite(r->exemplars[i]))
+			return seterr(s, HDQT_ERANGE, "exemplar %zu has a NaN or infinite feature",
+				      i / r->dim);
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	if ((rc = model_tx(s, r->blob, r->blob_len, r->config_json, r->metrics_json, r->make_current,
+			   version)) < 0 ||
+	    (rc = exemplars_tx(s, r->exemplar_class, r->exemplars, r->n_exemplars, r->dim)) < 0 ||
+	    (rc = learned_tx(s, r->learned, r->n_learned, s->o.keep_learned)) < 0 ||
+	    (rc = learned_tx(s, r->holdout, r->n_holdout, 1)) < 0)
+		goto fail;
+	if (r->validation_per_class > 0) {
+		/* Keep the newest validation_per_class rows of every class. */
+		char sql[256];
+		snprintf(sql, sizeof(sql),
+			 "DELETE FROM validation WHERE id IN (SELECT id FROM (SELECT id, "
+			 "ROW_NUMBER() OVER (PARTITION BY class_id ORDER BY id DESC) AS k "
+			 "FROM validation) WHERE k > %d)", r->validation_per_class);
+		if ((rc = exec(s, sql, "validation prune")) < 0)
+			goto fail;
+	}
+	if ((rc = commit(s)) < 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return rc;
 }

@@ -127,6 +127,9 @@ int hdqt_cl_new(hdqt_cl **out, hdqt_model *model, const hdqt_cl_config *cfg);
 void hdqt_cl_free(hdqt_cl *cl);
 hdqt_model *hdqt_cl_model(hdqt_cl *cl);
 hdqt_memory *hdqt_cl_memory(hdqt_cl *cl);
+/* Resume from stored state: the model has already learned its first
+ * `classes` head rows (fill the memory with hdqt_memory_set_class). */
+int hdqt_cl_resume(hdqt_cl *cl, int classes);
 /* Learn one task: X (n x d raw features), y in [0, classes_after); new
  * classes are those >= the model's current head size, which grows to
  * classes_after.  HDQT_ECANCELED if the callback asked to stop (the model is

@@ -111,6 +111,26 @@ int hdqt_store_model_rollback(hdqt_store *s, int64_t version);
 int hdqt_store_run_begin(hdqt_store *s, int64_t *id);
 int hdqt_store_run_end(hdqt_store *s, int64_t id, const char *outcome, const char *figures_json);
 
+/* ---- a training round ---- */
+typedef struct hdqt_store_round {
+	const uint8_t *blob;          /* the new model */
+	size_t blob_len;
+	const char *config_json, *metrics_json;
+	int make_current;             /* 0: stored but not current (regression guard) */
+	const int64_t *learned;       /* samples trained on: deleted (or kept as validation */
+	int n_learned;                /*   per keep_learned) */
+	const int64_t *holdout;       /* samples held out: moved to validation */
+	int n_holdout;
+	const int64_t *exemplar_class;/* the new exemplar memory (replaces the old) */
+	const float *exemplars;
+	int n_exemplars, dim;
+	int validation_per_class;     /* > 0: keep only the newest this many per class */
+} hdqt_store_round;
+
+/* All of a round's effects in one transaction: after a crash either the
+ * round happened completely or its samples are still pending. */
+int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *version);
+
 /* ---- backup ---- */
 /* Online copy to path: written to path.tmp, fsynced, renamed, directory fsynced. */
 int hdqt_store_backup(hdqt_store *s, const char *path);

@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hdqtd configuration.  The INI file is parsed by inih; every key goes
+ * through hdqtd_config_set, which the command line's --set uses too, so a
+ * key has one parser and one error message wherever it comes from.
+ */
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "conf.h"
+
+void hdqtd_config_default(hdqtd_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->socket, sizeof(c->socket), "/run/hdqtd/hdqtd.sock");
+	c->socket_mode = 0660;
+	snprintf(c->db, sizeof(c->db), "/var/lib/hdqtd/hdqtd.db");
+	c->log_level = 6;
+	c->max_connections = 64;
+	c->max_message = 4u << 20;
+	c->max_write_queue = 16u << 20;
+	c->max_batch = 4096;
+	c->n_hidden = 2;
+	c->hidden[0] = c->hidden[1] = 512;
+	c->quant = HDQT_MODE_HDQT;
+	c->bits = 4;
+	c->acc_bits = 8;
+	c->window = 128;
+	c->norm_clip = 0;
+	c->seed = 1;
+	c->strategy = HDQT_CL_ICARL;
+	c->memory = 200;
+	c->epochs = 100;
+	c->batch = 128;
+	c->lr = 0.01f;
+	c->auto_train = 1;
+	c->auto_min_samples = 200;
+	c->auto_interval_s = 60;
+	c->max_round_samples = 20000;
+	c->holdout_every = 5;
+	c->validation_per_class = 100;
+	c->regression_margin = 5.0;
+	c->sync_full = 1;
+	c->max_bytes = 0;
+	c->max_pending_per_class = 100000;
+	c->keep_models = 10;
+}
+
+static int fail(char *err, size_t errlen, const char *section, const char *key, const char *why)
+{
+	snprintf(err, errlen, "%s.%s: %s", section, key, why);
+	return HDQT_EINVAL;
+}
+
+static int parse_long(const char *v, long lo, long hi, long *out, int base)
+{
+	char *end;
+	errno = 0;
+	long x = strtol(v, &end, base);
+	if (errno || end == v || *end || x < lo || x > hi)
+		return -1;
+	*out = x;
+	return 0;
+}
+
+static int parse_double(const char *v, double lo, double hi, double *out)
+{
+	char *end;
+	errno = 0;
+	double x = strtod(v, &end);
+	if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi)
+		return -1;
+	*out = x;
+	return 0;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "on"))
+		*out = 1;
+	else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcmp(v, "0") ||
+		 !strcasecmp(v, "off"))
+		*out = 0;
+	else
+		return -1;
+	return 0;
+}
+
+static int parse_size(const char *v, int64_t lo, int64_t hi, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	long long x = strtoll(v, &end, 10);
+	if (errno || end == v || x < 0)
+		return -1;
+	long long mul = 1;
+	if (*end == 'K' || *end == 'k')
+		mul = 1LL << 10;
+	else if (*end == 'M' || *end == 'm')
+		mul = 1LL << 20;
+	else if (*end == 'G' || *end == 'g')
+		mul = 1LL << 30;
+	if (mul != 1)
+		end++;
+	if (*end || x > INT64_MAX / mul || x * mul < lo || x * mul > hi)
+		return -1;
+	*out = x * mul;
+	return 0;
+}
+
+#define INT_KEY(sec, name, field, lo, hi)                                                      \
+	if (!strcmp(section, sec) && !strcmp(key, name)) {                                     \
+		long x;                                                                        \
+		if (parse_long(value, lo, hi, &x, 10) < 0)                                     \
+			return fail(err, errlen, section, key,                                 \
+				    "expected an integer in [" #lo ", " #hi "]");              \
+		c->field = (int)x;                                                             \
+		return 0;                                                                      \
+	}
+#define BOOL_KEY(sec, name, field)                                                             \
+	if (!strcmp(section, sec) && !strcmp(key, name)) {                                     \
+		if (parse_bool(value, &c->field) < 0)                                          \
+			return fail(err, errlen, section, key, "expected yes or no");          \
+		return 0;                                                                      \
+	}
+#define STR_KEY(sec, name, field)                                                              \
+	if (!strcmp(section, sec) && !strcmp(key, name)) {                                     \
+		if (!*value || strlen(value) >= sizeof(c->field))                              \
+			return fail(err, errlen, section, key, "empty or too long");           \
+		snprintf(c->field, sizeof(c->field), "%s", value);                             \
+		return 0;                                                                      \
+	}
+
+int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, const char *value,
+		     char *err, size_t errlen)
+{
+	if (!section || !key || !value)
+		return HDQT_EINVAL;
+	/* [daemon] */
+	STR_KEY("daemon", "socket", socket)
+	STR_KEY("daemon", "database", db)
+	if (!strcmp(section, "daemon") && !strcmp(key, "socket_mode")) {
+		long x;
+		if (parse_long(value, 0, 0777, &x, 8) < 0)
+			return fail(err, errlen, section, key, "expected an octal mode such as 0660");
+		c->socket_mode = (unsigned)x;
+		return 0;
+	}
+	if (!strcmp(section, "daemon") && !strcmp(key, "log_level")) {
+		static const char *const names[] = {"emerg", "alert", "crit", "err", "warning",
+						    "notice", "info", "debug"};
+		for (int i = 0; i < 8; i++)
+			if (!strcasecmp(value, names[i])) {
+				c->log_level = i;
+				return 0;
+			}
+		return fail(err, errlen, section, key, "expected err, warning, notice, info or debug");
+	}
+	INT_KEY("daemon", "max_connections", max_connections, 1, 65536)
+	INT_KEY("daemon", "max_batch", max_batch, 1, 1000000)
+	if (!strcmp(section, "daemon") &&
+	    (!strcmp(key, "max_message") || !strcmp(key, "max_write_queue"))) {
+		int64_t x;
+		if (parse_size(value, 1024, 1LL << 30, &x) < 0)
+			return fail(err, errlen, section, key,
+				    "expected a size from 1K to 1G (suffix K, M or G)");
+		if (!strcmp(key, "max_message"))
+			c->max_message = (size_t)x;
+		else
+			c->max_write_queue = (size_t)x;
+		return 0;
+	}
+	/* [model] */
+	if (!strcmp(section, "model") && !strcmp(key, "hidden")) {
+		int n = 0, w[HDQT_MAX_LAYERS];
+		char buf[256];
+		snprintf(buf, sizeof(buf), "%s", value);
+		char *save = NULL;
+		for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+			long x;
+			if (n >= HDQT_MAX_LAYERS - 1 || parse_long(t, 1, 8192, &x, 10) < 0)
+				return fail(err, errlen, section, key,
+					    "expected up to 7 comma-separated widths in [1, 8192]");
+			w[n++] = (int)x;
+		}
+		if (n == 0)
+			return fail(err, errlen, section, key, "expected at least one width");
+		c->n_hidden = n;
+		memcpy(c->hidden, w, sizeof(int) * n);
+		return 0;
+	}
+	if (!strcmp(section, "model") && !strcmp(key, "quant")) {
+		if (hdqt_mode_parse(value, &c->quant) < 0)
+			return fail(err, errlen, section, key, "expected fp32, int, hdqt-paper or hdqt");
+		return 0;
+	}
+	INT_KEY("model", "bits", bits, 2, 8)
+	INT_KEY("model", "acc_bits", acc_bits, 8, 24)
+	INT_KEY("model", "window", window, 16, 4096)
+	if (!strcmp(section, "model") && !strcmp(key, "norm_clip")) {
+		double x;
+		if (parse_double(value, 0, 1e6, &x) < 0)
+			return fail(err, errlen, section, key, "expected a number >= 0");
+		c->norm_clip = (float)x;
+		return 0;
+	}
+	if (!strcmp(section, "model") && !strcmp(key, "seed")) {
+		long x;
+		if (parse_long(value, 0, LONG_MAX, &x, 10) < 0)
+			return fail(err, errlen, section, key, "expected a non-negative integer");
+		c->seed = (uint64_t)x;
+		return 0;
+	}
+	/* [training] */
+	if (!strcmp(section, "training") && !strcmp(key, "strategy")) {
+		if (hdqt_cl_method_parse(value, &c->strategy) < 0)
+			return fail(err, errlen, section, key, "expected icarl, er, lwf or finetune");
+		return 0;
+	}
+	INT_KEY("training", "memory", memory, 0, 1000000)
+	INT_KEY("training", "epochs", epochs, 1, 10000)
+	INT_KEY("training", "batch", batch, 1, 65536)
+	BOOL_KEY("training", "auto", auto_train)
+	INT_KEY("training", "auto_min_samples", auto_min_samples, 1, 100000000)
+	INT_KEY("training", "max_round_samples", max_round_samples, 1, 10000000)
+	INT_KEY("training", "holdout_every", holdout_every, 0, 1000)
+	INT_KEY("training", "validation_per_class", validation_per_class, 0, 1000000)
+	if (!strcmp(section, "training") && !strcmp(key, "lr")) {
+		double x;
+		if (parse_double(value, 1e-9, 10, &x) < 0)
+			return fail(err, errlen, section, key, "expected a number in (0, 10]");
+		c->lr = (float)x;
+		return 0;
+	}
+	if (!strcmp(section, "training") && !strcmp(key, "auto_interval")) {
+		if (parse_double(value, 0, 1e9, &c->auto_interval_s) < 0)
+			return fail(err, errlen, section, key, "expected seconds >= 0");
+		return 0;
+	}
+	if (!strcmp(section, "training") && !strcmp(key, "regression_margin")) {
+		if (parse_double(value, 0, 100, &c->regression_margin) < 0)
+			return fail(err, errlen, section, key, "expected percentage points in [0, 100]");
+		return 0;
+	}
+	/* [store] */
+	if (!strcmp(section, "store") && !strcmp(key, "sync")) {
+		if (!strcasecmp(value, "full"))
+			c->sync_full = 1;
+		else if (!strcasecmp(value, "normal"))
+			c->sync_full = 0;
+		else
+			return fail(err, errlen, section, key, "expected full or normal");
+		return 0;
+	}
+	if (!strcmp(section, "store") && !strcmp(key, "max_bytes")) {
+		if (parse_size(value, 0, INT64_MAX / 2, &c->max_bytes) < 0)
+			return fail(err, errlen, section, key, "expected a size (0 = no cap; K, M, G)");
+		return 0;
+	}
+	INT_KEY("store", "max_pending_per_class", max_pending_per_class, 0, 100000000)
+	INT_KEY("store", "keep_models", keep_models, 1, 100000)
+	/* [access] */
+	if (!strcmp(section, "access") && !strcmp(key, "admin_group")) {
+		if (strlen(value) >= sizeof(c->admin_group))
+			return fail(err, errlen, section, key, "too long");
+		snprintf(c->admin_group, sizeof(c->admin_group), "%s", value);
+		return 0;
+	}
+	return fail(err, errlen, section, key, "unknown key");
+}
+
+struct load_ctx {
+	hdqtd_config *c;
+	char *err;
+	size_t errlen;
+	int failed;
+};
+
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
+{
+	struct load_ctx *x = user;
+	if (x->failed)
+		return 0;
+	if (hdqtd_config_set(x->c, section, name, value, x->err, x->errlen) < 0) {
+		x->failed = 1;
+		return 0;
+	}
+	return 1;
+}
+
+int hdqtd_config_load(hdqtd_config *c, const char *path, char *err, size_t errlen)
+{
+	struct load_ctx x = {c, err, errlen, 0};
+	int line = ini_parse(path, ini_cb, &x);
+	if (line == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno ? errno : ENOENT));
+		return HDQT_EIO;
+	}
+	if (line == -2) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		return HDQT_ENOMEM;
+	}
+	if (line > 0) {
+		if (x.failed) {
+			char msg[512];
+			snprintf(msg, sizeof(msg), "%s:%d: %s", path, line, err);
+			snprintf(err, errlen, "%s", msg);
+		} else {
+			snprintf(err, errlen, "%s:%d: syntax error", path, line);
+		}
+		return HDQT_EINVAL;
+	}
+	return 0;
+}
+
+int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen)
+{
+	if (c->auto_min_samples < 1)
+		return fail(err, errlen, "training", "auto_min_samples", "must be >= 1");
+	if (c->strategy == HDQT_CL_ICARL && c->memory < 1)
+		return fail(err, errlen, "training", "memory", "iCaRL needs an exemplar memory >= 1");
+	if (c->window % 2)
+		return fail(err, errlen, "model", "window", "must be even");
+	if (c->max_write_queue < c->max_message)
+		return fail(err, errlen, "daemon", "max_write_queue", "must be >= daemon.max_message");
+	return 0;
+}
+
+cJSON *hdqtd_config_json(const hdqtd_config *c)
+{
+	cJSON *r = cJSON_CreateObject();
+	cJSON *d = cJSON_AddObjectToObject(r, "daemon");
+	cJSON *m = cJSON_AddObjectToObject(r, "model");
+	cJSON *t = cJSON_AddObjectToObject(r, "training");
+	cJSON *s = cJSON_AddObjectToObject(r, "store");
+	cJSON *a = cJSON_AddObjectToObject(r, "access");
+	if (!r || !d || !m || !t || !s || !a) {
+		cJSON_Delete(r);
+		return NULL;
+	}
+	static const char *const lv[] = {"emerg", "alert", "crit", "err", "warning", "notice", "info",
+					 "debug"};
+	char mode[8], hidden[128] = "";
+	snprintf(mode, sizeof(mode), "%04o", c->socket_mode);
+	for (int i = 0, o = 0; i < c->n_hidden && o < (int)sizeof(hidden); i++)
+		o += snprintf(hidden + o, sizeof(hidden) - o, "%s%d", i ? "," : "", c->hidden[i]);
+	cJSON_AddStringToObject(d, "socket", c->socket);
+	cJSON_AddStringToObject(d, "socket_mode", mode);
+	cJSON_AddStringToObject(d, "database", c->db);
+	cJSON_AddStringToObject(d, "log_level", lv[c->log_level & 7]);
+	cJSON_AddNumberToObject(d, "max_connections", c->max_connections);
+	cJSON_AddNumberToObject(d, "max_message", (double)c->max_message);
+	cJSON_AddNumberToObject(d, "max_write_queue", (double)c->max_write_queue);
+	cJSON_AddNumberToObject(d, "max_batch", c->max_batch);
+	cJSON_AddStringToObject(m, "hidden", hidden);
+	cJSON_AddStringToObject(m, "quant", hdqt_mode_name(c->quant));
+	cJSON_AddNumberToObject(m, "bits", c->bits);
+	cJSON_AddNumberToObject(m, "acc_bits", c->acc_bits);
+	cJSON_AddNumberToObject(m, "window", c->window);
+	cJSON_AddNumberToObject(m, "norm_clip", c->norm_clip);
+	cJSON_AddNumberToObject(m, "seed", (double)c->seed);
+	cJSON_AddStringToObject(t, "strategy", hdqt_cl_method_name(c->strategy));
+	cJSON_AddNumberToObject(t, "memory", c->memory);
+	cJSON_AddNumberToObject(t, "epochs", c->epochs);
+	cJSON_AddNumberToObject(t, "batch", c->batch);
+	cJSON_AddNumberToObject(t, "lr", c->lr);
+	cJSON_AddBoolToObject(t, "auto", c->auto_train);
+	cJSON_AddNumberToObject(t, "auto_min_samples", c->auto_min_samples);
+	cJSON_AddNumberToObject(t, "auto_interval", c->auto_interval_s);
+	cJSON_AddNumberToObject(t, "max_round_samples", c->max_round_samples);
+	cJSON_AddNumberToObject(t, "holdout_every", c->holdout_every);
+	cJSON_AddNumberToObject(t, "validation_per_class", c->validation_per_class);
+	cJSON_AddNumberToObject(t, "regression_margin", c->regression_margin);
+	cJSON_AddStringToObject(s, "sync", c->sync_full ? "full" : "normal");
+	cJSON_AddNumberToObject(s, "max_bytes", (double)c->max_bytes);
+	cJSON_AddNumberToObject(s, "max_pending_per_class", c->max_pending_per_class);
+	cJSON_AddNumberToObject(s, "keep_models", c->keep_models);
+	cJSON_AddStringToObject(a, "admin_group", c->admin_group);
+	return r;
+}

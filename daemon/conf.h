@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/* hdqtd configuration: defaults, the INI file (config/hdqtd.conf documents
+ * every key), command-line overrides and validation. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "hdqt.h"
+#include "hdqt_data.h"
+
+typedef struct hdqtd_config {
+	/* [daemon] */
+	char socket[108];          /* sun_path */
+	unsigned socket_mode;      /* octal in the file */
+	char db[4096];
+	int log_level;             /* syslog priority: 3 err .. 7 debug */
+	int max_connections;
+	size_t max_message;        /* bytes per JSON-RPC line */
+	size_t max_write_queue;    /* unread reply bytes before a client is dropped */
+	int max_batch;             /* samples / inputs / batch entries per message */
+	/* [model] */
+	int n_hidden, hidden[HDQT_MAX_LAYERS];
+	hdqt_mode quant;
+	int bits, acc_bits;
+	int window;                /* readings per raw window (feature extractor) */
+	float norm_clip;
+	uint64_t seed;
+	/* [training] */
+	hdqt_cl_method strategy;
+	int memory, epochs, batch;
+	float lr;
+	int auto_train;            /* start rounds by itself */
+	int auto_min_samples;      /* ... when this many samples are pending */
+	double auto_interval_s;    /* ... and at least this long after the last round */
+	int max_round_samples;
+	int holdout_every;         /* every k-th sample of a class is held out for validation (0 = none) */
+	int validation_per_class;
+	double regression_margin;  /* percentage points */
+	/* [store] */
+	int sync_full;
+	int64_t max_bytes;
+	int max_pending_per_class;
+	int keep_models;
+	/* [access] */
+	char admin_group[64];      /* may call state-changing methods ("" = anyone who can connect) */
+} hdqtd_config;
+
+void hdqtd_config_default(hdqtd_config *c);
+/* Set one key; HDQT_EINVAL with a message naming section.key otherwise. */
+int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, const char *value,
+		     char *err, size_t errlen);
+/* Load an INI file over the current values. */
+int hdqtd_config_load(hdqtd_config *c, const char *path, char *err, size_t errlen);
+/* Cross-key checks. */
+int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen);
+/* The configuration as {"daemon": {...}, "model": {...}, ...}. */
+cJSON *hdqtd_config_json(const hdqtd_config *c);

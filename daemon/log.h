@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: MIT */
+/* Logging to stderr with syslog priority prefixes ("<6>..."), which journald
+ * turns into priorities; plain text when stderr is a terminal. */
+#pragma once
+
+#include <syslog.h>
+
+void hdqtd_log_init(int level);
+void hdqtd_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

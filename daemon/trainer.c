@@ -1,0 +1,575 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One incremental training round, on its own thread:
+ *   1. read the pending samples (oldest first, up to max_round_samples), the
+ *      current model and the exemplar memory from the database;
+ *   2. hold out every k-th sample of each class for validation;
+ *   3. learn the rest with the configured strategy (iCaRL by default);
+ *   4. measure validation accuracy of the new and the current model on the
+ *      held-out samples of all rounds; a drop of more than the margin keeps
+ *      the new model out of service (stored, not current);
+ *   5. commit model, exemplars and the samples' new state in one
+ *      transaction, then hand the model to the loop thread.
+ * A crash or cancel before step 5 leaves every sample pending.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hdqt_data.h"
+#include "hdqt_store.h"
+#include "log.h"
+#include "trainer.h"
+
+struct hdqtd_trainer {
+	hdqtd_config cfg;
+	hdqtd_trainer_cb cb;
+	hdqt_store *store;
+	uv_async_t async;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	/* under mu */
+	int requested, quit;
+	hdqtd_progress prog;
+	int started_pending, progress_pending;
+	hdqtd_round_result *done;   /* finished round not yet given to the loop */
+	atomic_int cancel;
+};
+
+const char *hdqtd_outcome_name(int o)
+{
+	static const char *const n[] = {"accepted", "rejected", "canceled", "failed", "empty"};
+	return o >= 0 && o <= HDQTD_ROUND_EMPTY ? n[o] : "?";
+}
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- loop side ---- */
+
+static void on_async(uv_async_t *h)
+{
+	hdqtd_trainer *t = h->data;
+	pthread_mutex_lock(&t->mu);
+	hdqtd_progress p = t->prog;
+	int st = t->started_pending, pr = t->progress_pending;
+	hdqtd_round_result *r = t->done;
+	t->started_pending = t->progress_pending = 0;
+	t->done = NULL;
+	pthread_mutex_unlock(&t->mu);
+	if (st && t->cb.started)
+		t->cb.started(t->cb.arg, &p);
+	if (pr && !r && t->cb.progress)
+		t->cb.progress(t->cb.arg, &p);
+	if (r) {
+		if (t->cb.finished)
+			t->cb.finished(t->cb.arg, r);
+		hdqt_model_free(r->model);
+		free(r);
+	}
+}
+
+int hdqtd_trainer_request(hdqtd_trainer *t)
+{
+	pthread_mutex_lock(&t->mu);
+	int rc = 0;
+	if (t->requested || t->prog.running || t->quit)
+		rc = HDQT_EBUSY;
+	else {
+		t->requested = 1;
+		pthread_cond_signal(&t->cv);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
+int hdqtd_trainer_cancel(hdqtd_trainer *t)
+{
+	pthread_mutex_lock(&t->mu);
+	int running = t->prog.running || t->requested;
+	t->requested = 0;
+	if (t->prog.running) {
+		atomic_store(&t->cancel, 1);
+		t->prog.canceling = 1;
+	}
+	pthread_mutex_unlock(&t->mu);
+	return running;
+}
+
+void hdqtd_trainer_progress(hdqtd_trainer *t, hdqtd_progress *p)
+{
+	pthread_mutex_lock(&t->mu);
+	*p = t->prog;
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* ---- the round ---- */
+
+static int progress_cb(void *arg, int epoch, int epochs, float loss)
+{
+	hdqtd_trainer *t = arg;
+	pthread_mutex_lock(&t->mu);
+	t->prog.epoch = epoch;
+	t->prog.epochs = epochs;
+	t->prog.loss = loss;
+	t->progress_pending = 1;
+	pthread_mutex_unlock(&t->mu);
+	uv_async_send(&t->async);
+	return atomic_load(&t->cancel);
+}
+
+/* Accuracy (percent) of m on X/y; labels the model does not have count as
+ * errors.  per (may be NULL) gets per-label accuracy (NAN without samples). */
+static double accuracy(hdqt_model *m, const float *X, const int *y, int n, int labels, float *per)
+{
+	if (n <= 0)
+		return -1;
+	int *pred = malloc(sizeof(int) * (size_t)n);
+	int *hit = calloc((size_t)labels + 1, sizeof(int)), *tot = calloc((size_t)labels + 1, sizeof(int));
+	double acc = -1;
+	if (pred && hit && tot && hdqt_model_predict(m, X, n, pred) == 0) {
+		int ok = 0;
+		for (int i = 0; i < n; i++) {
+			ok += pred[i] == y[i];
+			if (y[i] < labels) {
+				tot[y[i]]++;
+				hit[y[i]] += pred[i] == y[i];
+			}
+		}
+		acc = 100.0 * ok / n;
+		for (int c = 0; per && c < labels; c++)
+			per[c] = tot[c] ? 100.0f * (float)hit[c] / (float)tot[c] : NAN;
+	}
+	free(pred);
+	free(hit);
+	free(tot);
+	return acc;
+}
+
+typedef struct round_data {
+	hdqt_store_class *classes;
+	int n_classes;
+	float *P;                 /* pending */
+	int64_t *pid, *pcls;
+	int np;
+	float *E;                 /* exemplars */
+	int64_t *ecls;
+	int ne;
+	float *V;                 /* validation */
+	int64_t *vcls;
+	int nv;
+} round_data;
+
+static void round_data_free(round_data *r)
+{
+	free(r->classes);
+	free(r->P);
+	free(r->pid);
+	free(r->pcls);
+	free(r->E);
+	free(r->ecls);
+	free(r->V);
+	free(r->vcls);
+}
+
+static int label_of(const round_data *r, int64_t class_id)
+{
+	for (int i = 0; i < r->n_classes; i++)
+		if (r->classes[i].id == class_id)
+			return r->classes[i].label;
+	return -1;
+}
+
+static int64_t id_of(const round_data *r, int label)
+{
+	for (int i = 0; i < r->n_classes; i++)
+		if (r->classes[i].label == label)
+			return r->classes[i].id;
+	return -1;
+}
+
+static void run_round(hdqtd_trainer *t, hdqtd_round_result *res)
+{
+	const hdqtd_config *c = &t->cfg;
+	const int d = HDQT_FEAT_DIM;
+	round_data rd = {0};
+	hdqt_model *cur = NULL;
+	hdqt_cl *cl = NULL;
+	int *y = NULL, *vy = NULL, *my = NULL, *lab = NULL;
+	float *TX = NULL, *VX = NULL, *MX = NULL;
+	int64_t *learned = NULL, *holdout = NULL, *mcls = NULL;
+	uint8_t *blob = NULL;
+	size_t blen = 0;
+	int rc;
+	double t0 = mono_s();
+	res->outcome = HDQTD_ROUND_FAILED;
+	res->val_acc = res->prev_acc = -1;
+
+	if ((rc = hdqt_store_class_list(t->store, &rd.classes, &rd.n_classes)) < 0 ||
+	    (rc = hdqt_store_samples_pending(t->store, d, c->max_round_samples, &rd.P, &rd.pid,
+					     &rd.pcls, &rd.np)) < 0 ||
+	    (rc = hdqt_store_exemplars_load(t->store, d, &rd.E, &rd.ecls, &rd.ne)) < 0 ||
+	    (rc = hdqt_store_validation_load(t->store, d, &rd.V, &rd.vcls, &rd.nv)) < 0) {
+		snprintf(res->reason, sizeof(res->reason), "reading the database: %s",
+			 hdqt_store_errmsg(t->store));
+		goto out;
+	}
+	if (rd.np == 0) {
+		res->outcome = HDQTD_ROUND_EMPTY;
+		snprintf(res->reason, sizeof(res->reason), "no pending samples");
+		goto out;
+	}
+	/* Split: every holdout_every-th sample of a class (by arrival) is held out. */
+	lab = calloc((size_t)rd.n_classes + 1, sizeof(int));
+	y = malloc(sizeof(int) * (size_t)rd.np);
+	TX = malloc(sizeof(float) * (size_t)rd.np * d);
+	learned = malloc(sizeof(int64_t) * (size_t)rd.np);
+	holdout = malloc(sizeof(int64_t) * (size_t)rd.np);
+	vy = malloc(sizeof(int) * (size_t)(rd.nv + rd.np));
+	VX = malloc(sizeof(float) * (size_t)(rd.nv + rd.np) * d);
+	if (!lab || !y || !TX || !learned || !holdout || !vy || !VX) {
+		snprintf(res->reason, sizeof(res->reason), "out of memory");
+		goto out;
+	}
+	int nt = 0, nh = 0, nvx = 0, max_label = -1;
+	for (int i = 0; i < rd.nv; i++) {
+		int l = label_of(&rd, rd.vcls[i]);
+		if (l < 0)
+			continue;
+		memcpy(VX + (size_t)nvx * d, rd.V + (size_t)i * d, sizeof(float) * d);
+		vy[nvx++] = l;
+	}
+	for (int i = 0; i < rd.np; i++) {
+		int l = label_of(&rd, rd.pcls[i]);
+		if (l < 0 || l >= HDQT_MAX_CLASSES)
+			continue; /* cannot happen: samples reference classes by foreign key */
+		int k = lab[l < rd.n_classes ? l : rd.n_classes]++;
+		if (c->holdout_every > 1 && k % c->holdout_every == c->holdout_every - 1) {
+			holdout[nh++] = rd.pid[i];
+			memcpy(VX + (size_t)nvx * d, rd.P + (size_t)i * d, sizeof(float) * d);
+			vy[nvx++] = l;
+		} else {
+			learned[nt] = rd.pid[i];
+			memcpy(TX + (size_t)nt * d, rd.P + (size_t)i * d, sizeof(float) * d);
+			y[nt++] = l;
+			max_label = l > max_label ? l : max_label;
+		}
+	}
+	res->samples = nt;
+	res->holdout = nh;
+	res->val_samples = nvx;
+	if (nt == 0) {
+		res->outcome = HDQTD_ROUND_EMPTY;
+		snprintf(res->reason, sizeof(res->reason), "all pending samples were held out");
+		goto out;
+	}
+
+	/* The model to continue from, or a new one. */
+	int64_t cur_version = 0;
+	rc = hdqt_store_model_current(t->store, &blob, &blen, &cur_version);
+	if (rc == 0) {
+		if ((rc = hdqt_model_load(blob, blen, &cur)) < 0) {
+			snprintf(res->reason, sizeof(res->reason), "current model %lld: %s",
+				 (long long)cur_version, hdqt_strerror(rc));
+			goto out;
+		}
+	} else if (rc != HDQT_ENOTFOUND) {
+		snprintf(res->reason, sizeof(res->reason), "reading the model: %s",
+			 hdqt_store_errmsg(t->store));
+		goto out;
+	}
+	free(blob);
+	blob = NULL;
+	const int head = cur ? hdqt_model_n_classes(cur) : 0;
+	const int classes_after = max_label + 1 > head ? max_label + 1 : head;
+	res->classes = classes_after;
+	hdqt_model *m = NULL;
+	if (cur) {
+		rc = hdqt_model_clone(cur, &m);
+	} else {
+		hdqt_qconfig q;
+		hdqt_qconfig_default(&q, c->quant);
+		q.bits = c->bits;
+		q.acc_bits = c->acc_bits;
+		hdqt_mlp_config mc = {.n_in = d, .n_hidden = c->n_hidden, .n_classes = classes_after};
+		memcpy(mc.hidden, c->hidden, sizeof(int) * c->n_hidden);
+		rc = hdqt_model_new(&m, &mc, &q, c->seed);
+		if (rc == 0)
+			rc = hdqt_model_fit_norm(m, TX, nt, c->norm_clip);
+	}
+	if (rc < 0) {
+		hdqt_model_free(m);
+		snprintf(res->reason, sizeof(res->reason), "model: %s", hdqt_strerror(rc));
+		goto out;
+	}
+	hdqt_cl_config cc;
+	hdqt_cl_config_default(&cc);
+	cc.method = c->strategy;
+	cc.memory = c->memory;
+	cc.epochs = c->epochs;
+	cc.batch = c->batch;
+	cc.sgd.lr = c->lr;
+	cc.seed = c->seed + (uint64_t)res->round;
+	if ((rc = hdqt_cl_new(&cl, m, &cc)) < 0) {
+		hdqt_model_free(m);
+		snprintf(res->reason, sizeof(res->reason), "learner: %s", hdqt_strerror(rc));
+		goto out;
+	}
+	if (cur && (rc = hdqt_cl_resume(cl, head)) < 0)
+		goto fail_rc;
+	/* Restore the exemplar memory, class by class. */
+	for (int i = 0; i < rd.ne;) {
+		int j = i;
+		while (j < rd.ne && rd.ecls[j] == rd.ecls[i])
+			j++;
+		int l = label_of(&rd, rd.ecls[i]);
+		if (l >= 0 && l < head &&
+		    (rc = hdqt_memory_set_class(hdqt_cl_memory(cl), l, rd.E + (size_t)i * d, j - i)) < 0)
+			goto fail_rc;
+		i = j;
+	}
+	pthread_mutex_lock(&t->mu);
+	t->prog.samples = nt;
+	t->prog.classes = classes_after;
+	t->prog.epochs = c->epochs;
+	pthread_mutex_unlock(&t->mu);
+	hdqtd_log(LOG_INFO, "round %lld: learning %d samples (%d held out), %d classes, from model %lld",
+		  (long long)res->round, nt, nh, classes_after, (long long)cur_version);
+
+	rc = hdqt_cl_learn(cl, TX, y, nt, classes_after, progress_cb, t);
+	if (rc == HDQT_ECANCELED) {
+		res->outcome = HDQTD_ROUND_CANCELED;
+		snprintf(res->reason, sizeof(res->reason), "canceled");
+		goto out;
+	}
+	if (rc < 0)
+		goto fail_rc;
+
+	/* Validation, and the regression guard. */
+	float per[HDQT_MAX_CLASSES];
+	hdqt_model *nm = hdqt_cl_model(cl);
+	res->val_acc = accuracy(nm, VX, vy, nvx, classes_after, per);
+	res->prev_acc = cur ? accuracy(cur, VX, vy, nvx, classes_after, NULL) : -1;
+	int accept = 1;
+	if (cur && res->val_acc >= 0 && res->prev_acc >= 0 &&
+	    res->val_acc < res->prev_acc - c->regression_margin) {
+		accept = 0;
+		snprintf(res->reason, sizeof(res->reason),
+			 "validation accuracy %.2f%% is more than %.2f points below the current "
+			 "model's %.2f%%", res->val_acc, c->regression_margin, res->prev_acc);
+	}
+	int o = snprintf(res->metrics, sizeof(res->metrics),
+			 "{\"round\":%lld,\"train_samples\":%d,\"validation_samples\":%d,"
+			 "\"validation_accuracy\":%.2f,\"previous_accuracy\":%.2f,\"seconds\":%.2f,"
+			 "\"per_class\":[",
+			 (long long)res->round, nt, nvx, res->val_acc, res->prev_acc, mono_s() - t0);
+	for (int l = 0; l < classes_after && o < (int)sizeof(res->metrics) - 16; l++)
+		o += snprintf(res->metrics + o, sizeof(res->metrics) - o, "%s%.1f", l ? "," : "",
+			      isnan(per[l]) ? -1.0 : (double)per[l]);
+	if (o < (int)sizeof(res->metrics) - 2)
+		snprintf(res->metrics + o, sizeof(res->metrics) - o, "]}");
+	char cfgjson[256];
+	snprintf(cfgjson, sizeof(cfgjson),
+		 "{\"quant\":\"%s\",\"bits\":%d,\"acc_bits\":%d,\"strategy\":\"%s\",\"epochs\":%d}",
+		 hdqt_mode_name(c->quant), c->bits, c->acc_bits, hdqt_cl_method_name(c->strategy),
+		 c->epochs);
+	if ((rc = hdqt_model_save(nm, &blob, &blen)) < 0)
+		goto fail_rc;
+	if (!accept) {
+		rc = hdqt_store_model_save(t->store, blob, blen, cfgjson, res->metrics, 0,
+					   &res->model_version);
+		if (rc < 0) {
+			snprintf(res->reason, sizeof(res->reason), "storing the model: %s",
+				 hdqt_store_errmsg(t->store));
+			goto out;
+		}
+		res->outcome = HDQTD_ROUND_REJECTED;
+		goto out;
+	}
+	/* The new memory, labels mapped back to class ids. */
+	int mn = hdqt_memory_size(hdqt_cl_memory(cl));
+	MX = malloc(sizeof(float) * (size_t)(mn > 0 ? mn : 1) * d);
+	my = malloc(sizeof(int) * (size_t)(mn > 0 ? mn : 1));
+	mcls = malloc(sizeof(int64_t) * (size_t)(mn > 0 ? mn : 1));
+	if (!MX || !my || !mcls) {
+		rc = HDQT_ENOMEM;
+		goto fail_rc;
+	}
+	hdqt_memory_export(hdqt_cl_memory(cl), MX, my);
+	for (int i = 0; i < mn; i++)
+		mcls[i] = id_of(&rd, my[i]);
+	hdqt_store_round sr = {
+		.blob = blob, .blob_len = blen, .config_json = cfgjson, .metrics_json = res->metrics,
+		.make_current = 1, .learned = learned, .n_learned = nt, .holdout = holdout,
+		.n_holdout = nh, .exemplar_class = mcls, .exemplars = MX, .n_exemplars = mn, .dim = d,
+		.validation_per_class = c->validation_per_class,
+	};
+	if ((rc = hdqt_store_round_commit(t->store, &sr, &res->model_version)) < 0) {
+		snprintf(res->reason, sizeof(res->reason), "storing the round: %s",
+			 hdqt_store_errmsg(t->store));
+		goto out;
+	}
+	if ((rc = hdqt_model_clone(nm, &res->model)) < 0) {
+		/* Stored and current in the database; the loop reloads it. */
+		res->model = NULL;
+	}
+	res->outcome = HDQTD_ROUND_ACCEPTED;
+	goto out;
+fail_rc:
+	snprintf(res->reason, sizeof(res->reason), "training: %s", hdqt_strerror(rc));
+out:
+	res->seconds = mono_s() - t0;
+	hdqt_cl_free(cl);
+	hdqt_model_free(cur);
+	round_data_free(&rd);
+	free(y);
+	free(vy);
+	free(my);
+	free(lab);
+	free(TX);
+	free(VX);
+	free(MX);
+	free(learned);
+	free(holdout);
+	free(mcls);
+	free(blob);
+}
+
+static void *thread_main(void *arg)
+{
+	hdqtd_trainer *t = arg;
+	for (;;) {
+		pthread_mutex_lock(&t->mu);
+		while (!t->requested && !t->quit)
+			pthread_cond_wait(&t->cv, &t->mu);
+		if (t->quit) {
+			pthread_mutex_unlock(&t->mu);
+			break;
+		}
+		t->requested = 0;
+		atomic_store(&t->cancel, 0);
+		int64_t run = 0;
+		pthread_mutex_unlock(&t->mu);
+		if (hdqt_store_run_begin(t->store, &run) < 0)
+			run = 0;
+		pthread_mutex_lock(&t->mu);
+		int64_t rounds = t->prog.rounds;
+		memset(&t->prog, 0, sizeof(t->prog));
+		t->prog.rounds = rounds;
+		t->prog.running = 1;
+		t->prog.canceling = 0;
+		t->prog.round = run;
+		t->prog.started = mono_s();
+		t->started_pending = 1;
+		pthread_mutex_unlock(&t->mu);
+		uv_async_send(&t->async);
+
+		hdqtd_round_result *r = calloc(1, sizeof(*r));
+		if (r) {
+			r->round = run;
+			run_round(t, r);
+			char fig[640];
+			snprintf(fig, sizeof(fig), "{\"reason\":\"%s\",\"metrics\":%s}",
+				 r->outcome == HDQTD_ROUND_REJECTED ? "regression" : "",
+				 r->metrics[0] ? r->metrics : "null");
+			if (run && hdqt_store_run_end(t->store, run, hdqtd_outcome_name(r->outcome), fig) < 0)
+				hdqtd_log(LOG_WARNING, "round %lld: could not record its outcome: %s",
+					  (long long)run, hdqt_store_errmsg(t->store));
+		}
+		pthread_mutex_lock(&t->mu);
+		t->prog.running = 0;
+		t->prog.canceling = 0;
+		t->prog.rounds++;
+		if (r) {
+			/* The loop takes results one at a time; a round cannot finish
+			 * before the loop has seen the previous one start, but be safe. */
+			if (t->done) {
+				hdqt_model_free(t->done->model);
+				free(t->done);
+			}
+			t->done = r;
+		}
+		pthread_mutex_unlock(&t->mu);
+		uv_async_send(&t->async);
+	}
+	return NULL;
+}
+
+int hdqtd_trainer_start(hdqtd_trainer **out, uv_loop_t *loop, const hdqtd_config *cfg,
+			const hdqtd_trainer_cb *cb, char *err, size_t errlen)
+{
+	hdqtd_trainer *t = calloc(1, sizeof(*t));
+	if (!t)
+		return HDQT_ENOMEM;
+	t->cfg = *cfg;
+	t->cb = *cb;
+	hdqt_store_opts so;
+	hdqt_store_opts_default(&so);
+	so.sync_full = cfg->sync_full;
+	so.max_bytes = cfg->max_bytes;
+	so.max_pending_per_class = cfg->max_pending_per_class;
+	so.keep_models = cfg->keep_models;
+	so.keep_learned = 0; /* learned samples live on in the model and the exemplars */
+	so.busy_timeout_ms = 10000;
+	int rc = hdqt_store_open(&t->store, cfg->db, &so, err, errlen);
+	if (rc < 0) {
+		free(t);
+		return rc;
+	}
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_cond_init(&t->cv, NULL);
+	if ((rc = uv_async_init(loop, &t->async, on_async)) < 0) {
+		snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
+		hdqt_store_close(t->store);
+		free(t);
+		return HDQT_EIO;
+	}
+	t->async.data = t;
+	if ((rc = pthread_create(&t->thread, NULL, thread_main, t)) != 0) {
+		snprintf(err, errlen, "pthread_create: %s", strerror(rc));
+		uv_close((uv_handle_t *)&t->async, NULL);
+		hdqt_store_close(t->store);
+		/* t is freed by the close callback's owner: leak it rather than
+		 * free memory the loop still references until the handle closes. */
+		return HDQT_ENOMEM;
+	}
+	*out = t;
+	return 0;
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+	hdqtd_trainer *t = h->data;
+	if (t->done) {
+		hdqt_model_free(t->done->model);
+		free(t->done);
+	}
+	pthread_mutex_destroy(&t->mu);
+	pthread_cond_destroy(&t->cv);
+	free(t);
+}
+
+void hdqtd_trainer_stop(hdqtd_trainer *t)
+{
+	if (!t)
+		return;
+	pthread_mutex_lock(&t->mu);
+	t->quit = 1;
+	t->requested = 0;
+	atomic_store(&t->cancel, 1);
+	pthread_cond_signal(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+	pthread_join(t->thread, NULL);
+	hdqt_store_close(t->store);
+	t->store = NULL;
+	uv_close((uv_handle_t *)&t->async, on_async_closed);
+}

@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * JSON-RPC 2.0 framing and message helpers shared by hdqtd and its clients.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hdqt.h"
+#include "hdqt_proto.h"
+
+const char *hdqt_rpc_code_name(int code)
+{
+	switch (code) {
+	case HDQT_RPC_PARSE_ERROR: return "parse_error";
+	case HDQT_RPC_INVALID_REQUEST: return "invalid_request";
+	case HDQT_RPC_METHOD_NOT_FOUND: return "method_not_found";
+	case HDQT_RPC_INVALID_PARAMS: return "invalid_params";
+	case HDQT_RPC_INTERNAL_ERROR: return "internal_error";
+	case HDQT_RPC_UNKNOWN_CLASS: return "unknown_class";
+	case HDQT_RPC_CLASS_EXISTS: return "class_exists";
+	case HDQT_RPC_BUSY: return "busy";
+	case HDQT_RPC_NO_MODEL: return "no_model";
+	case HDQT_RPC_LIMIT: return "limit";
+	case HDQT_RPC_TOO_MANY_CONNECTIONS: return "too_many_connections";
+	case HDQT_RPC_STORAGE: return "storage";
+	case HDQT_RPC_FORBIDDEN: return "forbidden";
+	case HDQT_RPC_TOO_LARGE: return "too_large";
+	case HDQT_RPC_NOT_FOUND: return "not_found";
+	case HDQT_RPC_SHUTTING_DOWN: return "shutting_down";
+	default: return "error";
+	}
+}
+
+/* ---- framing ---- */
+
+int hdqt_linebuf_init(hdqt_linebuf *lb, size_t max)
+{
+	if (!lb || max < 2)
+		return HDQT_EINVAL;
+	memset(lb, 0, sizeof(*lb));
+	lb->max = max;
+	return 0;
+}
+
+void hdqt_linebuf_free(hdqt_linebuf *lb)
+{
+	if (!lb)
+		return;
+	free(lb->buf);
+	memset(lb, 0, sizeof(*lb));
+}
+
+size_t hdqt_linebuf_partial(const hdqt_linebuf *lb)
+{
+	return lb->len - lb->pos;
+}
+
+int hdqt_linebuf_feed(hdqt_linebuf *lb, const char *data, size_t n)
+{
+	if (!lb || (!data && n))
+		return HDQT_EINVAL;
+	/* Drop consumed lines before growing. */
+	if (lb->pos > 0) {
+		memmove(lb->buf, lb->buf + lb->pos, lb->len - lb->pos);
+		lb->len -= lb->pos;
+		lb->pos = 0;
+	}
+	/* Every line (the held partial one continued by data, and each line
+	 * within data) must fit in max bytes.  Callers drain complete lines
+	 * with next() after each feed, so what is held is one partial line. */
+	size_t run = lb->len;
+	for (const char *p = data, *end = data + n; p < end;) {
+		const char *q = memchr(p, '\n', (size_t)(end - p));
+		size_t seg = (size_t)((q ? q : end) - p);
+		if (run + seg > lb->max)
+			return HDQT_EFULL;
+		if (!q)
+			break;
+		run = 0;
+		p = q + 1;
+	}
+	size_t need = lb->len + n + 1;
+	if (need > lb->cap) {
+		size_t cap = lb->cap ? lb->cap : 4096;
+		while (cap < need)
+			cap *= 2;
+		char *b = realloc(lb->buf, cap);
+		if (!b)
+			return HDQT_ENOMEM;
+		lb->buf = b;
+		lb->cap = cap;
+	}
+	memcpy(lb->buf + lb->len, data, n);
+	lb->len += n;
+	return 0;
+}
+
+char *hdqt_linebuf_next(hdqt_linebuf *lb, size_t *len)
+{
+	if (!lb || !lb->buf || lb->pos >= lb->len)
+		return NULL;
+	char *start = lb->buf + lb->pos;
+	char *nl = memchr(start + lb->scan, '\n', lb->len - lb->pos - lb->scan);
+	if (!nl) {
+		lb->scan = lb->len - lb->pos;
+		return NULL;
+	}
+	size_t l = (size_t)(nl - start);
+	lb->pos += l + 1;
+	lb->scan = 0;
+	if (l > 0 && start[l - 1] == '\r')
+		l--;
+	start[l] = '\0';
+	if (len)
+		*len = l;
+	return start;
+}
+
+/* ---- messages ---- */
+
+static cJSON *envelope(void)
+{
+	cJSON *m = cJSON_CreateObject();
+	if (m && !cJSON_AddStringToObject(m, "jsonrpc", "2.0")) {
+		cJSON_Delete(m);
+		return NULL;
+	}
+	return m;
+}
+
+cJSON *hdqt_rpc_request(const char *method, cJSON *params, int64_t id)
+{
+	cJSON *m = envelope();
+	if (!m || !cJSON_AddStringToObject(m, "method", method)) {
+		cJSON_Delete(params);
+		cJSON_Delete(m);
+		return NULL;
+	}
+	if (params)
+		cJSON_AddItemToObject(m, "params", params);
+	if (id >= 0 && !cJSON_AddNumberToObject(m, "id", (double)id)) {
+		cJSON_Delete(m);
+		return NULL;
+	}
+	return m;
+}
+
+static int add_id(cJSON *m, const cJSON *id)
+{
+	cJSON *c = id ? cJSON_Duplicate(id, 1) : cJSON_CreateNull();
+	if (!c)
+		return -1;
+	cJSON_AddItemToObject(m, "id", c);
+	return 0;
+}
+
+cJSON *hdqt_rpc_result(const cJSON *id, cJSON *result)
+{
+	cJSON *m = envelope();
+	if (!m || !result) {
+		cJSON_Delete(m);
+		cJSON_Delete(result);
+		return NULL;
+	}
+	cJSON_AddItemToObject(m, "result", result);
+	if (add_id(m, id) < 0) {
+		cJSON_Delete(m);
+		return NULL;
+	}
+	return m;
+}
+
+cJSON *hdqt_rpc_error(const cJSON *id, int code, const char *message, cJSON *data)
+{
+	cJSON *m = envelope();
+	cJSON *e = cJSON_CreateObject();
+	if (!m || !e || !cJSON_AddNumberToObject(e, "code", code) ||
+	    !cJSON_AddStringToObject(e, "message", message ? message : hdqt_rpc_code_name(code))) {
+		cJSON_Delete(m);
+		cJSON_Delete(e);
+		cJSON_Delete(data);
+		return NULL;
+	}
+	if (data)
+		cJSON_AddItemToObject(e, "data", data);
+	cJSON_AddItemToObject(m, "error", e);
+	if (add_id(m, id) < 0) {
+		cJSON_Delete(m);
+		return NULL;
+	}
+	return m;
+}
+
+cJSON *hdqt_rpc_event(const char *type, cJSON *params)
+{
+	if (!params)
+		params = cJSON_CreateObject();
+	if (!params || !cJSON_AddStringToObject(params, "type", type)) {
+		cJSON_Delete(params);
+		return NULL;
+	}
+	return hdqt_rpc_request("event", params, -1);
+}
+
+char *hdqt_rpc_print(const cJSON *msg, size_t *len)
+{
+	char *s = msg ? cJSON_PrintUnformatted(msg) : NULL;
+	if (!s)
+		return NULL;
+	size_t l = strlen(s);
+	char *out = realloc(s, l + 2);
+	if (!out) {
+		cJSON_free(s);
+		return NULL;
+	}
+	out[l] = '\n';
+	out[l + 1] = '\0';
+	if (len)
+		*len = l + 1;
+	return out;
+}
+
+int hdqt_rpc_parse_response(const char *line, cJSON **root, const cJSON **result,
+			    const char **message)
+{
+	*root = NULL;
+	*result = NULL;
+	if (message)
+		*message = NULL;
+	cJSON *m = cJSON_Parse(line);
+	if (!m)
+		return HDQT_EFORMAT;
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, "jsonrpc");
+	const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "result");
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(m, "error");
+	if (!cJSON_IsObject(m) || !cJSON_IsString(v) || strcmp(v->valuestring, "2.0") != 0 ||
+	    (!r == !e)) {
+		cJSON_Delete(m);
+		return HDQT_EFORMAT;
+	}
+	*root = m;
+	if (r) {
+		*result = r;
+		return 0;
+	}
+	const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+	const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
+	if (message && cJSON_IsString(msg))
+		*message = msg->valuestring;
+	int c = cJSON_IsNumber(code) ? code->valueint : HDQT_RPC_INTERNAL_ERROR;
+	return c < 0 && c < -1000 ? c : HDQT_RPC_INTERNAL_ERROR;
+}
+
+/* ---- values ---- */
+
+int hdqt_rpc_floats(const cJSON *arr, float *out, int max, int *bad)
+{
+	int dummy;
+	if (!bad)
+		bad = &dummy;
+	*bad = -1;
+	if (!cJSON_IsArray(arr))
+		return HDQT_EINVAL;
+	int n = 0;
+	const cJSON *v;
+	cJSON_ArrayForEach(v, arr) {
+		if (n >= max) {
+			*bad = n;
+			return HDQT_EINVAL;
+		}
+		if (!cJSON_IsNumber(v)) {
+			*bad = n;
+			return HDQT_EINVAL;
+		}
+		double d = v->valuedouble;
+		if (!isfinite(d) || fabs(d) > FLT_MAX) {
+			*bad = n;
+			return HDQT_ERANGE;
+		}
+		out[n++] = (float)d;
+	}
+	return n;
+}
+
+int hdqt_rpc_window(const cJSON *arr, int rows, int cols, float *out, char *err, size_t errlen)
+{
+	if (!cJSON_IsArray(arr)) {
+		snprintf(err, errlen, "window must be an array of %d rows", rows);
+		return HDQT_EINVAL;
+	}
+	int n = cJSON_GetArraySize(arr);
+	if (n != rows) {
+		snprintf(err, errlen, "window has %d rows, expected %d", n, rows);
+		return HDQT_EINVAL;
+	}
+	int r = 0;
+	const cJSON *row;
+	cJSON_ArrayForEach(row, arr) {
+		int bad;
+		int got = hdqt_rpc_floats(row, out + (size_t)r * cols, cols, &bad);
+		if (got == HDQT_ERANGE) {
+			snprintf(err, errlen, "window row %d column %d is not a finite number", r, bad);
+			return got;
+		}
+		if (got != cols) {
+			snprintf(err, errlen, "window row %d must be an array of %d numbers", r, cols);
+			return HDQT_EINVAL;
+		}
+		r++;
+	}
+	return 0;
+}
+
+cJSON *hdqt_rpc_float_array(const float *x, int n)
+{
+	cJSON *a = cJSON_CreateArray();
+	for (int i = 0; a && i < n; i++) {
+		cJSON *v = cJSON_CreateNumber((double)x[i]);
+		if (!v || !cJSON_AddItemToArray(a, v)) {
+			cJSON_Delete(v);
+			cJSON_Delete(a);
+			return NULL;
+		}
+	}
+	return a;
+}

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hdqt_proto: the wire format shared by hdqtd and its clients.
+ *
+ * JSON-RPC 2.0, one JSON text per line ("\n"-terminated, UTF-8) over a Unix
+ * stream socket; see proto/PROTOCOL.md for the methods and
+ * proto/hdqt-rpc.json for their machine-readable description.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* JSON-RPC 2.0's own codes, then hdqtd's application codes. */
+enum {
+	HDQT_RPC_PARSE_ERROR = -32700,
+	HDQT_RPC_INVALID_REQUEST = -32600,
+	HDQT_RPC_METHOD_NOT_FOUND = -32601,
+	HDQT_RPC_INVALID_PARAMS = -32602,
+	HDQT_RPC_INTERNAL_ERROR = -32603,
+	HDQT_RPC_UNKNOWN_CLASS = -32001,   /* class name not known (or inactive) */
+	HDQT_RPC_CLASS_EXISTS = -32002,    /* class.add with a taken name */
+	HDQT_RPC_BUSY = -32003,            /* a training round is running / none is */
+	HDQT_RPC_NO_MODEL = -32004,        /* predict before the first round */
+	HDQT_RPC_LIMIT = -32005,           /* a configured limit (pending samples, size) */
+	HDQT_RPC_TOO_MANY_CONNECTIONS = -32006,
+	HDQT_RPC_STORAGE = -32007,         /* the database failed; nothing was changed */
+	HDQT_RPC_FORBIDDEN = -32008,       /* the peer's credentials do not allow this method */
+	HDQT_RPC_TOO_LARGE = -32009,       /* a message over the size limit (connection closed) */
+	HDQT_RPC_NOT_FOUND = -32010,       /* e.g. an unknown model version */
+	HDQT_RPC_SHUTTING_DOWN = -32011,
+};
+
+/* A short name for a code ("parse_error", "unknown_class", ...). */
+const char *hdqt_rpc_code_name(int code);
+
+/* ---- framing -------------------------------------------------------------- */
+
+/* Splits a byte stream into lines of at most max bytes. */
+typedef struct hdqt_linebuf {
+	char *buf;
+	size_t len;   /* bytes held */
+	size_t pos;   /* start of the first unread line */
+	size_t scan;  /* bytes from pos already searched for '\n' */
+	size_t cap, max;
+} hdqt_linebuf;
+
+int hdqt_linebuf_init(hdqt_linebuf *lb, size_t max);
+void hdqt_linebuf_free(hdqt_linebuf *lb);
+/* Append n bytes.  HDQT_EFULL (and nothing appended) when the line being
+ * received would exceed max bytes: the stream cannot be resynchronised. */
+int hdqt_linebuf_feed(hdqt_linebuf *lb, const char *data, size_t n);
+/* The next complete line, NUL-terminated, without its "\n" (and a "\r"
+ * before it); NULL when none is complete.  Valid until the next feed. */
+char *hdqt_linebuf_next(hdqt_linebuf *lb, size_t *len);
+/* Bytes of an unfinished line held. */
+size_t hdqt_linebuf_partial(const hdqt_linebuf *lb);
+
+/* ---- messages ------------------------------------------------------------- */
+
+/* A request (id >= 0) or notification (id < 0); params is taken (may be NULL). */
+cJSON *hdqt_rpc_request(const char *method, cJSON *params, int64_t id);
+/* A response to id (copied; JSON null when NULL); result is taken. */
+cJSON *hdqt_rpc_result(const cJSON *id, cJSON *result);
+/* An error response; data is taken (may be NULL). */
+cJSON *hdqt_rpc_error(const cJSON *id, int code, const char *message, cJSON *data);
+/* A notification from the daemon: {"jsonrpc":"2.0","method":"event","params":params}. */
+cJSON *hdqt_rpc_event(const char *type, cJSON *params);
+/* Serialise without spaces and append "\n" (malloc'd; NULL on failure). */
+char *hdqt_rpc_print(const cJSON *msg, size_t *len);
+
+/* Parse a response line.  On 0, *root holds the parsed message (free it
+ * with cJSON_Delete) and *result its result; on an error response returns
+ * the JSON-RPC error code (< 0, never a HDQT_E* value) with *result NULL
+ * and *message set; HDQT_EFORMAT if the line is not a JSON-RPC response. */
+int hdqt_rpc_parse_response(const char *line, cJSON **root, const cJSON **result,
+			    const char **message);
+
+/* ---- values --------------------------------------------------------------- */
+
+/* Read a JSON array of numbers into out (at most max).  Returns the count,
+ * or HDQT_EINVAL (not an array, not numbers, too many) / HDQT_ERANGE (NaN,
+ * infinite or beyond the float range); *bad receives the offending index. */
+int hdqt_rpc_floats(const cJSON *arr, float *out, int max, int *bad);
+/* A window: an array of rows readings x cols numbers, row-major into out. */
+int hdqt_rpc_window(const cJSON *arr, int rows, int cols, float *out, char *err, size_t errlen);
+/* An array of floats as a JSON array (NULL on allocation failure). */
+cJSON *hdqt_rpc_float_array(const float *x, int n);
+
+/* The machine-readable description (OpenRPC document), proto/hdqt-rpc.json. */
+extern const char hdqt_rpc_description[];
+
+#ifdef __cplusplus
+}
+#endif
