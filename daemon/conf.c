@@ -224,7 +224,7 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 		return 0;
 	}
 	INT_KEY("training", "memory", memory, 0, 1000000)
-	INT_KEY("training", "epochs", epochs, 1, 10000)
+	INT_KEY("training", "epochs", epochs, 1, 1000000)
 	INT_KEY("training", "batch", batch, 1, 65536)
 	BOOL_KEY("training", "auto", auto_train)
 	INT_KEY("training", "auto_min_samples", auto_min_samples, 1, 100000000)

@@ -1,0 +1,509 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Integration tests: the real hdqtd on a real socket and database.
+
+Run one class with `test_daemon.py TestCycle` (meson runs each class as its
+own test)."""
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from hdqtd_harness import (ACTIVITIES, HDQTD, SRC, TEST_USERS, Client, Daemon, RpcError,
+                           hapt_windows, train_and_wait)
+
+FAST = ["training.auto=no", "training.epochs=30", "model.hidden=128,128"]
+DIM = 166
+
+
+def window_samples(wins):
+    return [{"class": ACTIVITIES[a], "window": rows} for a, _, rows in wins]
+
+
+def send_samples(c, wins, chunk=150):
+    total = 0
+    for i in range(0, len(wins), chunk):
+        r = c.call("sample.add", {"samples": window_samples(wins[i:i + chunk])})
+        total += r["accepted"]
+    return total
+
+
+def accuracy(c, wins):
+    hit = 0
+    for i in range(0, len(wins), 200):
+        part = wins[i:i + 200]
+        r = c.call("predict", {"inputs": [{"window": rows} for _, _, rows in part]})
+        hit += sum(p["class"] == ACTIVITIES[a] for p, (a, _, _) in zip(r["predictions"], part))
+    return 100.0 * hit / len(wins)
+
+
+class DaemonCase(unittest.TestCase):
+    sets = FAST
+
+    def setUp(self):
+        self.d = Daemon(*self.sets).start()
+
+    def tearDown(self):
+        self.d.cleanup()
+
+
+class TestCycle(unittest.TestCase):
+    """Classes arrive, HAPT samples stream in, rounds train in the background,
+    predictions beat chance; kill -9 during training loses nothing."""
+
+    def test_full_cycle(self):
+        wins = hapt_windows(activities=set(ACTIVITIES))
+        train = [w for w in wins if w[1] not in TEST_USERS]
+        test = [w for w in wins if w[1] in TEST_USERS]
+        d = Daemon(*FAST)
+        try:
+            d.start()
+            c = d.client()
+            # Task 1: WALKING, SITTING, LAYING
+            first = {1, 4, 6}
+            for a in sorted(first):
+                c.call("class.add", {"name": ACTIVITIES[a]})
+            n1 = send_samples(c, [w for w in train if w[0] in first])
+            st = c.call("status")
+            self.assertEqual(st["samples_pending"], n1)
+            self.assertIsNone(st["model_version"])
+            with self.assertRaises(RpcError) as e:
+                c.call("predict", {"window": train[0][2]})
+            self.assertEqual(e.exception.code, -32004)
+            ev = train_and_wait(c)
+            self.assertEqual(ev["outcome"], "accepted", ev)
+            v1 = ev["model_version"]
+            acc1 = accuracy(c, [w for w in test if w[0] in first])
+            print("task 1: %d samples, held-out users %.1f%%" % (n1, acc1))
+            self.assertGreater(acc1, 70.0)   # chance: 33%
+            st = c.call("status")
+            self.assertEqual(st["model_version"], v1)
+            self.assertEqual(st["samples_pending"], 0)
+            self.assertGreater(st["exemplars"], 0)
+            self.assertIsNotNone(st["validation_accuracy"])
+
+            # Task 2: the other three, incrementally
+            second = {2, 3, 5}
+            for a in sorted(second):
+                c.call("class.add", {"name": ACTIVITIES[a]})
+            n2 = send_samples(c, [w for w in train if w[0] in second])
+            ev = train_and_wait(c)
+            self.assertEqual(ev["outcome"], "accepted", ev)
+            v2 = ev["model_version"]
+            self.assertGreater(v2, v1)
+            acc_all = accuracy(c, test)
+            acc_old = accuracy(c, [w for w in test if w[0] in first])
+            print("task 2: %d samples, all 6 classes %.1f%%, first three %.1f%%"
+                  % (n2, acc_all, acc_old))
+            self.assertGreater(acc_all, 50.0)  # chance: 17%
+            self.assertGreater(acc_old, 40.0)  # not forgotten
+            models = c.call("model.list")["models"]
+            self.assertEqual([m["version"] for m in models if m["current"]], [v2])
+            c.close()
+
+            # kill -9 in the middle of a long round
+            d.stop()
+            d.sets = ["training.auto=no", "training.epochs=100000", "model.hidden=128,128"]
+            d.start()
+            c = d.client()
+            extra = [w for w in train if w[0] in first][:120]
+            n3 = send_samples(c, extra)
+            c.call("events.subscribe")
+            self.assertTrue(c.call("train")["started"])
+            c.wait_event("training.progress", 120)
+            self.assertEqual(c.call("train.status")["state"], "running")
+            # predictions keep being served by the current model during training
+            self.assertEqual(c.call("predict", {"window": test[0][2]})["model_version"], v2)
+            d.kill9()
+            c.close()
+
+            d.sets = list(FAST)
+            d.start()
+            c = d.client()
+            st = c.call("status")
+            self.assertEqual(st["model_version"], v2)
+            self.assertEqual(st["samples_pending"], n3)
+            self.assertEqual(sorted(k["name"] for k in st["classes"]), sorted(ACTIVITIES.values()))
+            self.assertEqual(st["training"]["state"], "idle")
+            self.assertAlmostEqual(accuracy(c, test), acc_all, delta=0.01)
+            ev = train_and_wait(c)   # resumable: the same samples train now
+            self.assertIn(ev["outcome"], ("accepted", "rejected"), ev)
+            self.assertEqual(c.call("status")["samples_pending"],
+                             0 if ev["outcome"] == "accepted" else n3)
+            c.close()
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
+
+
+class TestBadInput(DaemonCase):
+    sets = FAST + ["daemon.max_message=64K", "daemon.max_connections=4",
+                   "daemon.max_write_queue=128K"]
+
+    def setUp(self):
+        super().setUp()
+        self.c = self.d.client()
+        self.c.call("class.add", {"name": "a"})
+        self.c.call("class.add", {"name": "b"})
+
+    def tearDown(self):
+        self.c.close()
+        super().tearDown()
+
+    def expect(self, code, method, params=None):
+        m = self.c.call_raw(method, params)
+        self.assertIn("error", m, m)
+        self.assertEqual(m["error"]["code"], code, m)
+        self.assertTrue(m["error"]["message"])
+        return m["error"]["message"]
+
+    def pending(self):
+        return self.c.call("status")["samples_pending"]
+
+    def test_malformed_json(self):
+        self.c.send_raw(b'{"jsonrpc": "2.0", "method": "status", "id": 1\n')
+        m = self.c.read_msg()
+        self.assertEqual(m["error"]["code"], -32700)
+        self.assertIsNone(m["id"])
+        self.c.send_raw(b'\xff\xfe garbage\n')
+        self.assertEqual(self.c.read_msg()["error"]["code"], -32700)
+        self.c.call("status")  # the connection lives on
+
+    def test_invalid_requests(self):
+        for raw in (b'42\n', b'{"method": "status", "id": 3}\n',
+                    b'{"jsonrpc": "1.0", "method": "status", "id": 3}\n',
+                    b'{"jsonrpc": "2.0", "method": 5, "id": 3}\n',
+                    b'{"jsonrpc": "2.0", "method": "status", "params": 7, "id": 3}\n'):
+            self.c.send_raw(raw)
+            m = self.c.read_msg()
+            self.assertEqual(m["error"]["code"], -32600, (raw, m))
+        self.expect(-32601, "no.such.method")
+
+    def test_wrong_params_change_nothing(self):
+        good = [0.5] * DIM
+        before = self.pending()
+        self.assertIn("166", self.expect(-32602, "sample.add", {"class": "a", "features": [1.0] * 10}))
+        self.expect(-32602, "sample.add", {"class": "a", "features": [1.0] * 200})
+        self.expect(-32602, "sample.add", {"class": "a", "features": ["x"] * DIM})
+        self.expect(-32602, "sample.add", {"class": "a", "features": good, "window": [[0] * 6] * 128})
+        self.expect(-32602, "sample.add", {"class": "a"})
+        self.expect(-32602, "sample.add", {"class": 5, "features": good})
+        self.expect(-32602, "sample.add", {"class": "a", "window": [[0] * 6] * 127})
+        self.expect(-32602, "sample.add", {"class": "a", "window": [[0] * 5] * 128})
+        self.expect(-32602, "sample.add", {"samples": []})
+        self.expect(-32602, "class.add", {"name": 5})
+        self.expect(-32602, "class.add", {})
+        self.expect(-32602, "class.add", {"name": ""})
+        self.expect(-32602, "class.add", {"name": "x" * 65})
+        self.expect(-32602, "class.add", {"name": "tab\there"})
+        self.expect(-32602, "predict", {"features": good, "top_k": 0})
+        self.expect(-32602, "model.rollback", {"version": "one"})
+        self.expect(-32010, "model.rollback", {"version": 99})
+        # infinite values (JSON has no NaN literal; 1e999 overflows to inf)
+        self.c.send_raw(b'{"jsonrpc":"2.0","id":9,"method":"sample.add","params":'
+                        b'{"class":"a","features":[1e999' + b',0' * (DIM - 1) + b']}}\n')
+        m = self.c.read_msg()
+        self.assertEqual(m["error"]["code"], -32602, m)
+        self.assertIn("finite", m["error"]["message"])
+        self.c.send_raw(b'{"jsonrpc":"2.0","id":9,"method":"sample.add","params":'
+                        b'{"class":"a","features":[NaN' + b',0' * (DIM - 1) + b']}}\n')
+        self.assertEqual(self.c.read_msg()["error"]["code"], -32700)
+        # one bad sample in a batch: none is stored
+        batch = [{"class": "a", "features": good}] * 5 + [{"class": "a", "features": good[:-1]}]
+        msg = self.expect(-32602, "sample.add", {"samples": batch})
+        self.assertIn("samples[5]", msg)
+        self.assertEqual(self.pending(), before)
+        self.assertEqual(self.c.call("sample.add", {"samples": batch[:5]})["accepted"], 5)
+        self.assertEqual(self.pending(), before + 5)
+
+    def test_unknown_and_duplicate_class(self):
+        self.expect(-32001, "sample.add", {"class": "nope", "features": [0.0] * DIM})
+        self.expect(-32002, "class.add", {"name": "a"})
+        self.expect(-32001, "class.remove", {"name": "nope"})
+        self.c.call("class.remove", {"name": "b"})
+        self.expect(-32001, "sample.add", {"class": "b", "features": [0.0] * DIM})
+        again = self.c.call("class.add", {"name": "b"})   # reactivated, same label
+        self.assertEqual(again["label"], 1)
+        self.assertTrue(again["active"])
+        names = [k["name"] for k in self.c.call("class.list")["classes"]]
+        self.assertEqual(names, ["a", "b"])
+
+    def test_oversized_line_closes_only_that_connection(self):
+        other = self.d.client()
+        big = b'{"jsonrpc":"2.0","id":1,"method":"status","params":{"x":"' + b"y" * (70 << 10)
+        self.c.send_raw(b'{"jsonrpc":"2.0","id":0,"method":"status"}\n' + big)
+        self.assertEqual(self.c.read_msg()["id"], 0)  # the complete line before it is answered
+        m = self.c.read_msg()
+        self.assertEqual(m["error"]["code"], -32009)
+        with self.assertRaises((EOFError, ConnectionError)):
+            self.c.read_msg()
+        self.assertIn("version", other.call("status"))
+        other.close()
+        self.c = self.d.client()
+
+    def test_too_many_connections(self):
+        extra = [self.d.client() for _ in range(3)]   # 4 with self.c
+        refused = self.d.client()
+        m = refused.read_msg()
+        self.assertEqual(m["error"]["code"], -32006)
+        with self.assertRaises((EOFError, ConnectionError)):
+            refused.read_msg()
+        for e in extra:
+            e.call("status")
+            e.close()
+        time.sleep(0.2)
+        late = self.d.client()
+        late.call("status")
+        late.close()
+
+    def test_disconnect_mid_message(self):
+        for _ in range(20):
+            k = self.d.client()
+            k.send_raw(b'{"jsonrpc":"2.0","id":1,"method":"sample.add","params":{"class":"a","feat')
+            k.close()
+        self.assertEqual(self.pending(), 0)
+        self.assertIn("version", self.c.call("status"))
+
+    def test_slow_reader_is_dropped_not_the_daemon(self):
+        slow = self.d.client()
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        req = (json.dumps({"jsonrpc": "2.0", "id": 1, "method": "rpc.describe"}) + "\n").encode()
+        slow.sock.settimeout(10)
+        sent = 0
+        try:
+            for _ in range(4000):   # ~40 MB of replies that are never read
+                slow.send_raw(req * 10)
+                sent += 10
+        except (socket.timeout, ConnectionError, BrokenPipeError):
+            pass   # the daemon stopped reading from it, or dropped it
+        t0 = time.time()
+        self.assertIn("version", self.c.call("status"))   # others are served
+        self.assertLess(time.time() - t0, 5)
+        slow.close()
+        self.assertIn("version", self.c.call("status"))
+        self.assertIn("replies unread: disconnecting", self.d.read_log())
+
+
+class TestProtocol(DaemonCase):
+    """JSON-RPC 2.0 details: batches, notifications, framing."""
+
+    def setUp(self):
+        super().setUp()
+        self.c = self.d.client()
+
+    def tearDown(self):
+        self.c.close()
+        super().tearDown()
+
+    def test_batch(self):
+        self.c.send_raw(json.dumps([
+            {"jsonrpc": "2.0", "id": 1, "method": "class.add", "params": {"name": "x"}},
+            {"jsonrpc": "2.0", "method": "class.add", "params": {"name": "y"}},
+            {"jsonrpc": "2.0", "id": 2, "method": "nope"},
+            {"jsonrpc": "2.0", "id": "s", "method": "class.list"},
+            7,
+        ]).encode() + b"\n")
+        r = self.c.read_msg()
+        self.assertIsInstance(r, list)
+        self.assertEqual(len(r), 4)   # the notification gets no response
+        by = {json.dumps(m.get("id")): m for m in r}
+        self.assertEqual(by["1"]["result"]["name"], "x")
+        self.assertEqual(by["2"]["error"]["code"], -32601)
+        self.assertEqual([k["name"] for k in by['"s"']["result"]["classes"]], ["x", "y"])
+        self.assertEqual(by["null"]["error"]["code"], -32600)
+
+    def test_empty_batch_and_notifications_only(self):
+        self.c.send_raw(b"[]\n")
+        m = self.c.read_msg()
+        self.assertEqual(m["error"]["code"], -32600)
+        self.assertIsNone(m["id"])
+        self.c.send_raw(b'[{"jsonrpc":"2.0","method":"class.add","params":{"name":"n1"}},'
+                        b'{"jsonrpc":"2.0","method":"status"}]\n'
+                        b'{"jsonrpc":"2.0","method":"nope"}\n')
+        # nothing comes back for notifications: the next reply is for id 77
+        self.c.send_raw(b'{"jsonrpc":"2.0","id":77,"method":"class.list"}\n')
+        m = self.c.read_msg()
+        self.assertEqual(m["id"], 77)
+        self.assertEqual([k["name"] for k in m["result"]["classes"]], ["n1"])
+
+    def test_split_and_coalesced_writes(self):
+        msg = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "class.add",
+                          "params": {"name": "split"}}).encode() + b"\r\n"
+        for i in range(len(msg)):
+            self.c.send_raw(msg[i:i + 1])
+            time.sleep(0.001)
+        self.assertEqual(self.c.read_msg()["result"]["name"], "split")
+        many = b"".join(json.dumps({"jsonrpc": "2.0", "id": i, "method": "status"}).encode()
+                        + b"\n" for i in range(50))
+        self.c.send_raw(many)
+        ids = [self.c.read_msg()["id"] for _ in range(50)]
+        self.assertEqual(ids, list(range(50)))
+
+    def test_params_forms(self):
+        self.assertIn("version", self.c.call("status", []))   # empty by-position list
+        m = self.c.call_raw("class.add", ["a"])
+        self.assertEqual(m["error"]["code"], -32602)
+
+
+class TestSchema(DaemonCase):
+    """Every reply matches proto/hdqt-rpc.json."""
+
+    def test_replies_match_description(self):
+        import jsonschema
+        desc = json.load(open(os.path.join(SRC, "proto", "hdqt-rpc.json")))
+        c = self.d.client()
+        self.assertEqual(c.call("rpc.describe"), desc)
+        schemas = {m["name"]: m["result"]["schema"] for m in desc["methods"]}
+        comp = {"components": desc["components"]}
+
+        def check(method, result):
+            schema = dict(schemas[method], **comp)
+            jsonschema.validate(result, schema)
+            return result
+
+        wins = hapt_windows(activities={1, 6})[:200]
+        check("status", c.call("status"))
+        check("class.add", c.call("class.add", {"name": "WALKING"}))
+        check("class.add", c.call("class.add", {"name": "LAYING"}))
+        check("class.list", c.call("class.list"))
+        check("sample.add", c.call("sample.add", {"samples": window_samples(wins)}))
+        c.call("events.subscribe")
+        check("train", c.call("train"))
+        check("train.status", c.call("train.status"))
+        ev = c.wait_event("training.finished", 300)
+        for e in [ev]:
+            jsonschema.validate(e, dict(desc["components"]["schemas"]["Event"], **comp))
+        check("predict", c.call("predict", {"window": wins[0][2], "top_k": 2}))
+        check("predict", c.call("predict", {"inputs": [{"window": wins[0][2]},
+                                                       {"features": [0.1] * DIM}]}))
+        check("status", c.call("status"))
+        check("model.list", c.call("model.list"))
+        check("model.rollback", c.call("model.rollback", {"version": ev["model_version"]}))
+        check("train.cancel", c.call("train.cancel"))
+        check("config.get", c.call("config.get"))
+        check("class.remove", c.call("class.remove", {"name": "LAYING"}))
+        check("events.unsubscribe", c.call("events.unsubscribe"))
+        check("events.subscribe", c.call("events.subscribe"))
+        # a removed class is never predicted
+        p = c.call("predict", {"window": wins[-1][2], "top_k": 5})
+        self.assertEqual([t["class"] for t in p["top"]], ["WALKING"])
+        c.close()
+
+
+class TestConcurrency(unittest.TestCase):
+    def test_predict_while_training(self):
+        d = Daemon("training.auto=no", "training.epochs=400", "model.hidden=128,128")
+        try:
+            d.start()
+            c = d.client()
+            wins = hapt_windows(activities={1, 4, 6})
+            for a in (1, 4, 6):
+                c.call("class.add", {"name": ACTIVITIES[a]})
+            send_samples(c, wins[:300])
+            v1 = train_and_wait(c)["model_version"]
+            send_samples(c, wins[300:])
+            self.assertTrue(c.call("train")["started"])
+            stop = threading.Event()
+            errors, counts, versions = [], [0] * 16, set()
+
+            def worker(k):
+                try:
+                    w = d.client()
+                    while not stop.is_set():
+                        r = w.call("predict", {"window": wins[(k * 37 + counts[k]) % len(wins)][2]})
+                        versions.add(r["model_version"])
+                        counts[k] += 1
+                    w.close()
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(repr(e))
+
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+            for t in threads:
+                t.start()
+            ev = c.wait_event("training.finished", 600)
+            time.sleep(0.5)
+            stop.set()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(errors, [])
+            self.assertEqual(ev["outcome"], "accepted", ev)
+            self.assertTrue(all(n > 0 for n in counts), counts)
+            self.assertIn(v1, versions)                    # served during training
+            self.assertIn(ev["model_version"], versions)   # swapped in afterwards
+            print("predictions during training: %d by 16 clients" % sum(counts))
+            c.close()
+        finally:
+            d.cleanup()
+
+
+class TestLifecycle(unittest.TestCase):
+    def test_sigterm_sighup_and_config_errors(self):
+        d = Daemon(*FAST)
+        try:
+            d.start()
+            c = d.client()
+            c.call("class.add", {"name": "kept"})
+            conf = os.path.join(d.dir, "reload.conf")
+            d.proc.send_signal(signal.SIGHUP)   # started without --config: logged, nothing else
+            self.assertIn("version", c.call("status"))
+            c.close()
+            self.assertEqual(d.stop(), 0)
+            self.assertFalse(os.path.exists(d.sock), "socket file left behind")
+            log = d.read_log()
+            self.assertRegex(log, r"<5>SIGTERM: shutting down")
+            # a second daemon on a live socket is refused
+            d.start()
+            second = subprocess.run([HDQTD, "--socket", d.sock, "--db", d.db + "2"],
+                                    capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(second.returncode, 0)
+            self.assertIn("another hdqtd", second.stderr)
+            self.assertEqual(d.client().call("class.list")["classes"][0]["name"], "kept")
+            d.stop()
+            # configuration errors name the key
+            with open(conf, "w") as f:
+                f.write("[training]\nepochs = lots\n")
+            r = subprocess.run([HDQTD, "--config", conf, "--check-config"], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("training.epochs", r.stderr)
+            r = subprocess.run([HDQTD, "--set", "model.quant=fp64", "--check-config"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("model.quant", r.stderr)
+            r = subprocess.run([HDQTD, "--config", os.path.join(SRC, "config", "hdqtd.conf"),
+                                "--check-config"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # SIGHUP with a file reloads what it can
+            with open(conf, "w") as f:
+                f.write("[daemon]\nlog_level = debug\n[training]\nauto = no\n")
+            d.sets = []
+            args_conf = ["--config", conf]
+            d.proc = subprocess.Popen([HDQTD, "--socket", d.sock, "--db", d.db] + args_conf,
+                                      stdout=d.logf if False else open(d.log, "ab"),
+                                      stderr=subprocess.STDOUT)
+            d.logf = open(os.devnull, "wb")
+            deadline = time.time() + 20
+            while not os.path.exists(d.sock) and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            with open(conf, "w") as f:
+                f.write("[daemon]\nlog_level = info\n[training]\nauto = yes\n")
+            d.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            self.assertTrue(d.client().call("config.get")["training"]["auto"])
+            self.assertEqual(d.stop(), 0)
+            self.assertIn("configuration reloaded", d.read_log())
+        finally:
+            d.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
