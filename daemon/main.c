@@ -113,7 +113,8 @@ static void shutdown_all(hdqtd *d, const char *why)
 	uv_close((uv_handle_t *)&d->sig_hup, NULL);
 }
 
-int main(int argc, char **argv)
+/* Options and configuration: -1 to go on, else the exit status. */
+static int configure(hdqtd *d, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"config", required_argument, NULL, 'c'}, {"socket", required_argument, NULL, 's'},
@@ -122,9 +123,6 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	hdqtd *d = calloc(1, sizeof(*d));
-	if (!d)
-		return 1;
 	hdqtd_config_default(&d->cfg);
 	const char *config = NULL, *sock = NULL, *db = NULL;
 	char *sets[64];
@@ -197,6 +195,21 @@ int main(int argc, char **argv)
 		printf("configuration OK\n");
 		return 0;
 	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	hdqtd *d = calloc(1, sizeof(*d));
+	if (!d)
+		return 1;
+	int status = configure(d, argc, argv);
+	if (status >= 0) {
+		free(d);
+		return status;
+	}
+	status = 1;
+	char err[512];
 	hdqtd_log_init(d->cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -212,17 +225,17 @@ int main(int argc, char **argv)
 	int rc = hdqt_store_open(&d->store, d->cfg.db, &so, err, sizeof(err));
 	if (rc < 0) {
 		hdqtd_log(LOG_ERR, "database %s: %s", d->cfg.db, err);
-		return 1;
+		goto out;
 	}
 	if ((rc = hdqtd_reload_classes(d)) < 0 || (rc = hdqtd_load_model(d)) < 0) {
 		hdqtd_log(LOG_ERR, "database %s: %s", d->cfg.db,
 			  rc == HDQT_EFORMAT ? "the current model does not take this build's features"
 					     : hdqt_store_errmsg(d->store));
-		return 1;
+		goto out;
 	}
 	if ((rc = hdqt_feat_new(&d->feat, d->cfg.window)) < 0) {
 		hdqtd_log(LOG_ERR, "feature extractor: %s", hdqt_strerror(rc));
-		return 1;
+		goto out;
 	}
 	d->loop = uv_default_loop();
 	d->started = hdqtd_now();
@@ -230,11 +243,20 @@ int main(int argc, char **argv)
 	cb.arg = d;
 	if (hdqtd_trainer_start(&d->trainer, d->loop, &d->cfg, &cb, err, sizeof(err)) < 0) {
 		hdqtd_log(LOG_ERR, "training thread: %s", err);
-		return 1;
+		goto out;
 	}
 	if (hdqtd_server_listen(d, err, sizeof(err)) < 0) {
 		hdqtd_log(LOG_ERR, "%s", err);
-		return 1;
+		d->bound = 0; /* never unlink a socket that another daemon may own */
+		hdqtd_trainer_stop(d->trainer);
+		d->trainer = NULL;
+		if (d->listening) {
+			d->listening = 0;
+			uv_close((uv_handle_t *)&d->listener, NULL);
+		}
+		uv_run(d->loop, UV_RUN_DEFAULT); /* let the closed handles finish */
+		uv_loop_close(d->loop);
+		goto out;
 	}
 	uv_signal_init(d->loop, &d->sig_term);
 	uv_signal_init(d->loop, &d->sig_int);
@@ -266,16 +288,18 @@ int main(int argc, char **argv)
 	hdqtd_maybe_train(d);
 
 	uv_run(d->loop, UV_RUN_DEFAULT);
+	status = 0;
 
 	int close_rc = uv_loop_close(d->loop);
 	if (close_rc < 0)
 		hdqtd_log(LOG_WARNING, "loop closed with handles open: %s", uv_strerror(close_rc));
+	hdqtd_log(LOG_NOTICE, "stopped");
+out:
 	hdqt_store_close(d->store);
 	hdqt_model_free(d->model);
 	hdqt_feat_free(d->feat);
 	cJSON_Delete(d->metrics);
 	free(d->classes);
 	free(d);
-	hdqtd_log(LOG_NOTICE, "stopped");
-	return 0;
+	return status;
 }
