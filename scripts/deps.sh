@@ -16,6 +16,11 @@ for p in "${PKGS[@]}"; do
 		missing+=("$p")
 	fi
 done
+# Node.js and npm run the JSON-RPC interoperability test; any Node >= 18
+# will do (Debian's or a nodesource build), so only a missing one is added.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 cmd="apt-get install -y --no-install-recommends ${missing[*]}"

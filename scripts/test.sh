@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+# The npm client library used by the interoperability test (pinned by package-lock.json).
+if [ ! -d tests/node/node_modules/json-rpc-2.0 ]; then
+	(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 run_suite() {
 	local dir=$1; shift
