@@ -85,7 +85,12 @@ int hdqtd_trainer_request(hdqtd_trainer *t)
 	if (t->requested || t->prog.running || t->quit)
 		rc = HDQT_EBUSY;
 	else {
+		/* Visible as running from now on, so that train.status right after
+		 * train never reads "idle". */
 		t->requested = 1;
+		t->prog.running = 1;
+		t->prog.round = 0;
+		t->prog.epoch = t->prog.epochs = 0;
 		pthread_cond_signal(&t->cv);
 	}
 	pthread_mutex_unlock(&t->mu);
@@ -96,8 +101,10 @@ int hdqtd_trainer_cancel(hdqtd_trainer *t)
 {
 	pthread_mutex_lock(&t->mu);
 	int running = t->prog.running || t->requested;
-	t->requested = 0;
-	if (t->prog.running) {
+	if (t->requested) { /* not picked up by the thread yet */
+		t->requested = 0;
+		t->prog.running = 0;
+	} else if (t->prog.running) {
 		atomic_store(&t->cancel, 1);
 		t->prog.canceling = 1;
 	}

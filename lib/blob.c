@@ -202,6 +202,7 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 		size_t sz = (size_t)m->L[l].in * m->L[l].out;
 		for (size_t i = 0; i < sz; i++)
 			m->L[l].w[i] = get_f32(&r);
+		linear_touch(&m->L[l]);
 	}
 	for (int i = 0; i < 4; i++)
 		m->rng.s[i] = get_u32(&r);

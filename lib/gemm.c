@@ -254,6 +254,85 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 	return 0;
 }
 
+int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p)
+{
+	int tile;
+	int rc = check_shape(1, J, K, p, &tile);
+	if (rc < 0)
+		return rc;
+	const gemm_kernel *kern = get_kernel();
+	const int use = kern->fn && p->bits <= kern->max_bits && (tile % 4 == 0 || tile >= K) && J > 0;
+	const int K4 = (K + 3) / 4, J16 = (J + 15) / 16;
+	const int tile4 = (tile >= K) ? K4 : (tile / 4 > 0 ? tile / 4 : 1);
+	const int ntiles = (K4 + tile4 - 1) / tile4;
+	size_t szR = ((size_t)J * K + 63) & ~(size_t)63;
+	size_t szB = use ? ((size_t)J16 * K4 * 64 + 63) & ~(size_t)63 : 0;
+	size_t szC = use ? (size_t)J16 * ntiles * 16 * sizeof(int32_t) : 0;
+	size_t need = szR + szB + szC + 64;
+	if (pb->cap < need) {
+		void *m = realloc(pb->mem, need);
+		if (!m)
+			return HDQT_ENOMEM;
+		pb->mem = m;
+		pb->cap = need;
+	}
+	uint8_t *base = (uint8_t *)(((uintptr_t)pb->mem + 63) & ~(uintptr_t)63);
+	pb->raw = (int8_t *)base;
+	pb->Bp = (int8_t *)(base + szR);
+	pb->corr = (int32_t *)(base + szR + szB);
+	memcpy(pb->raw, B, (size_t)J * K);
+	pb->J = J;
+	pb->K = K;
+	pb->K4 = K4;
+	pb->tile4 = tile4;
+	pb->ntiles = ntiles;
+	pb->off = p->a_signed ? 1 << (p->bits - 1) : 0;
+	pb->kernel = use;
+	pb->p = *p;
+	if (use)
+		pack_b(B, J, K, K4, tile4, ntiles, pb->off, pb->Bp, pb->corr);
+	return 0;
+}
+
+int gemm_packed_matches(const gemm_packed *pb, int J, int K, const gemm_params *p)
+{
+	const gemm_kernel *kern = get_kernel();
+	int tile = p->tile < K ? p->tile : K;
+	int use = kern->fn && p->bits <= kern->max_bits && (tile % 4 == 0 || tile >= K) && J > 0;
+	return pb->mem && pb->J == J && pb->K == K && pb->p.tile == p->tile &&
+	       pb->p.acc_bits == p->acc_bits && pb->p.bits == p->bits &&
+	       pb->p.a_signed == p->a_signed && pb->kernel == use;
+}
+
+int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, int32_t *C)
+{
+	if (!pb || !pb->mem)
+		return HDQT_EINVAL;
+	const int J = pb->J, K = pb->K;
+	if (!pb->kernel || I == 0)
+		return gemm_q_ref(A, pb->raw, I, J, K, &pb->p, C);
+	int tile;
+	int rc = check_shape(I, J, K, &pb->p, &tile);
+	if (rc < 0)
+		return rc;
+	const gemm_kernel *kern = get_kernel();
+	size_t szA = (size_t)I * pb->K4 * 4;
+	uint8_t *base = ws_get(ws, szA + 64);
+	if (!base)
+		return HDQT_ENOMEM;
+	uint8_t *Ap = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
+	pack_a(A, I, K, pb->K4, pb->off, Ap);
+	const int32_t hi = (1 << (pb->p.acc_bits - 1)) - 1, lo = -(1 << (pb->p.acc_bits - 1));
+	kern->fn(Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo, hi, C);
+	return 0;
+}
+
+void gemm_packed_free(gemm_packed *pb)
+{
+	free(pb->mem);
+	memset(pb, 0, sizeof(*pb));
+}
+
 /* ---- float reference products ---- */
 
 void gemm_f32_nn(const float *A, const float *B, int I, int J, int K, float *C)

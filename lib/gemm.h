@@ -32,6 +32,24 @@ int gemm_q_ref(const int8_t *A, const int8_t *B, int I, int J, int K,
 /* The same result through the fastest kernel chosen at start-up. */
 int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 	   const gemm_params *p, int32_t *C);
+/* B packed once for many products with different A (inference reuses the
+ * packed weights of a layer).  Zero-initialise; release with gemm_packed_free. */
+typedef struct gemm_packed {
+	void *mem;
+	size_t cap;
+	int8_t *raw;          /* J x K codes, for the reference path */
+	int8_t *Bp;           /* kernel layout */
+	int32_t *corr;
+	int J, K, K4, tile4, ntiles, off, kernel;
+	gemm_params p;
+} gemm_packed;
+int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p);
+/* C = A . B^T with B from gemm_pack (same params); identical to gemm_q. */
+int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, int32_t *C);
+void gemm_packed_free(gemm_packed *pb);
+/* 1 if pb holds a packing of J x K codes under p. */
+int gemm_packed_matches(const gemm_packed *pb, int J, int K, const gemm_params *p);
+
 /* How many tile sums of the last gemm_q_ref call were clamped (test hook). */
 long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, int K,
 			      const gemm_params *p);

@@ -41,6 +41,8 @@ int linear_init(linear *L, int in, int out)
 
 void linear_free(linear *L)
 {
+	gemm_packed_free(&L->wpack);
+	free(L->wscale);
 	free(L->w);
 	free(L->v);
 	free(L->gw);
@@ -67,6 +69,7 @@ int linear_grow(linear *L, int out)
 	if (grow_buf(&L->w, o, n) || grow_buf(&L->v, o, n) || grow_buf(&L->gw, o, n))
 		return HDQT_ENOMEM;
 	L->out = out;
+	linear_touch(L);
 	return 0;
 }
 
@@ -126,7 +129,37 @@ static int qproduct(const float *a, int I, const float *b, int J, int K, int til
 	return 0;
 }
 
-int linear_forward(const linear *L, const float *X, int N, int x_unsigned,
+/* The forward weight operand: codes packed in L->wpack, scales in L->wscale,
+ * recomputed only after linear_touch() or a change of recipe. */
+static int weight_operand(linear *L, const quant_spec *spw, const gemm_params *gp, int blk,
+			  linear_scratch *s)
+{
+	const int K = L->in, M = L->out;
+	if (L->wcached && gemm_packed_matches(&L->wpack, M, K, gp))
+		return 0;
+	const float *wa = L->w;
+	if (blk > 1) {
+		float *fw = SF(s, 1, (size_t)M * K);
+		if (!fw)
+			return HDQT_ENOMEM;
+		memcpy(fw, L->w, (size_t)M * K * sizeof(float));
+		fwht_rows(fw, M, K, blk);
+		wa = fw;
+	}
+	int8_t *qb = SQ(s, 1, (size_t)M * K);
+	float *sc = realloc(L->wscale, sizeof(float) * (size_t)M);
+	if (!qb || !sc)
+		return HDQT_ENOMEM;
+	L->wscale = sc;
+	quant_rows(wa, M, K, spw, NULL, qb, sc);
+	int rc = gemm_pack(&L->wpack, qb, M, K, gp);
+	if (rc < 0)
+		return rc;
+	L->wcached = 1;
+	return 0;
+}
+
+int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 		   const hdqt_qconfig *q, linear_scratch *s, float *Y)
 {
 	const int K = L->in, M = L->out;
@@ -138,20 +171,18 @@ int linear_forward(const linear *L, const float *X, int N, int x_unsigned,
 		gemm_f32_nn(X, wt, N, M, K, Y);
 		return 0;
 	}
-	const float *xa = X, *wa = L->w;
+	const float *xa = X;
 	float div = 1.0f;
+	int blk = 1;
 	if (q->fwd_hadamard) {
-		int blk = fwht_block(K, q->had_max);
+		blk = fwht_block(K, q->had_max);
 		if (blk > 1) {
-			float *fx = SF(s, 0, (size_t)N * K), *fw = SF(s, 1, (size_t)M * K);
-			if (!fx || !fw)
+			float *fx = SF(s, 0, (size_t)N * K);
+			if (!fx)
 				return HDQT_ENOMEM;
 			memcpy(fx, X, (size_t)N * K * sizeof(float));
-			memcpy(fw, L->w, (size_t)M * K * sizeof(float));
 			fwht_rows(fx, N, K, blk);
-			fwht_rows(fw, M, K, blk);
 			xa = fx;
-			wa = fw;
 			div = (float)blk;
 			x_unsigned = 0; /* rotated activations take both signs */
 		}
@@ -163,7 +194,29 @@ int linear_forward(const linear *L, const float *X, int N, int x_unsigned,
 			  .per_row = per_row, .stochastic = 0};
 	quant_spec spw = spx;
 	spw.is_unsigned = 0;
-	return qproduct(xa, N, wa, M, K, q->tile, &spx, &spw, q, s, NULL, div, Y);
+	gemm_params gp = {.tile = q->tile, .acc_bits = q->acc_bits, .bits = q->bits,
+			  .a_signed = !spx.is_unsigned};
+	int rc = weight_operand(L, &spw, &gp, blk, s);
+	if (rc < 0)
+		return rc;
+	int8_t *qa = SQ(s, 0, (size_t)N * K);
+	int32_t *c = grow((void **)&s->c, &s->ccap, (size_t)N * M * sizeof(int32_t));
+	float *sa = grow((void **)&s->sa, &s->sacap, (size_t)N * sizeof(float));
+	if (!qa || !c || !sa)
+		return HDQT_ENOMEM;
+	quant_rows(xa, N, K, &spx, NULL, qa, sa);
+	if ((rc = gemm_q_packed(&s->ws, qa, N, &L->wpack, c)) < 0)
+		return rc;
+	const float inv = 1.0f / div;
+	const float *sb = L->wscale;
+	for (int i = 0; i < N; i++) {
+		const float si = sa[i] * inv;
+		const int32_t *ci = c + (size_t)i * M;
+		float *oi = Y + (size_t)i * M;
+		for (int j = 0; j < M; j++)
+			oi[j] = (float)ci[j] * si * sb[j];
+	}
+	return 0;
 }
 
 int linear_backward(linear *L, const float *X, const float *dY, int N,

@@ -10,7 +10,16 @@ typedef struct linear {
 	float *w;     /* out x in, row-major */
 	float *v;     /* momentum buffer, same shape */
 	float *gw;    /* last gradient, same shape */
+	/* Forward weight cache: W quantised (rotated first under fwd_hadamard)
+	 * and packed for the kernel.  Weights change only where linear_touch()
+	 * is called; until then inference reuses it (it is deterministic:
+	 * round-to-nearest), which makes a prediction several times cheaper. */
+	gemm_packed wpack;
+	float *wscale;
+	int wcached;
 } linear;
+
+static inline void linear_touch(linear *L) { L->wcached = 0; }
 
 /* Scratch shared by the layers of one model (grow-only). */
 typedef struct linear_scratch {
@@ -33,7 +42,7 @@ void linear_scratch_free(linear_scratch *s);
 
 /* Y (N x out) = X (N x in) W^T in recipe q.  x_unsigned: X is known to be
  * non-negative (after ReLU), so the unsigned grid may be used. */
-int linear_forward(const linear *L, const float *X, int N, int x_unsigned,
+int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 		   const hdqt_qconfig *q, linear_scratch *s, float *Y);
 /* From dY (N x out): L->gw = dY^T X, and dX = dY W when dX != NULL. */
 int linear_backward(linear *L, const float *X, const float *dY, int N,

@@ -123,6 +123,7 @@ static void init_rows(linear *L, int r0, hdqt_rng *r, int fan_in)
 	for (int o = r0; o < L->out; o++)
 		for (int k = 0; k < L->in; k++)
 			L->w[(size_t)o * L->in + k] = k < fan_in ? (2.0f * hdqt_rng_uniform(r) - 1.0f) * bound : 0.0f;
+	linear_touch(L);
 }
 
 int hdqt_model_new(hdqt_model **out, const hdqt_mlp_config *cfg, const hdqt_qconfig *q,
@@ -171,6 +172,7 @@ int hdqt_model_clone(const hdqt_model *m, hdqt_model **out)
 			return rc;
 		}
 		memcpy(c->L[l].w, m->L[l].w, (size_t)m->L[l].in * m->L[l].out * sizeof(float));
+		linear_touch(&c->L[l]);
 	}
 	c->cfg.n_classes = m->cfg.n_classes;
 	memcpy(c->mean, m->mean, (size_t)m->cfg.n_in * sizeof(float));
@@ -529,6 +531,7 @@ int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o,
 		linear *Ly = &m->L[l];
 		sgd_update(Ly->w, Ly->v, Ly->gw, (size_t)Ly->in * Ly->out, o->momentum,
 			   o->weight_decay, lr);
+		linear_touch(Ly);
 	}
 	if (loss)
 		*loss = L;

@@ -124,6 +124,20 @@ START_TEST(test_simd_matches_reference)
 			int rc0 = gemm_q_ref(A, B, I, J, K, &p, C0);
 			int rc1 = gemm_q(&ws, A, B, I, J, K, &p, C1);
 			ck_assert_int_eq(rc0, rc1);
+			/* B packed once (the forward weight cache) gives the same C. */
+			gemm_packed pb = {0};
+			int32_t *C2 = malloc(sizeof(int32_t) * I * J);
+			if (gemm_pack(&pb, B, J, K, &p) == 0) {
+				ck_assert(gemm_packed_matches(&pb, J, K, &p));
+				int rc2 = gemm_q_packed(&ws, A, I, &pb, C2);
+				ck_assert_int_eq(rc0, rc2);
+				if (rc0 == 0)
+					ck_assert_mem_eq(C0, C2, sizeof(int32_t) * I * J);
+			} else {
+				ck_assert_int_ne(rc0, 0);
+			}
+			gemm_packed_free(&pb);
+			free(C2);
 			if (rc0 == 0 && memcmp(C0, C1, sizeof(int32_t) * I * J) != 0)
 				ck_abort_msg("%s: I=%d J=%d K=%d tile=%d acc=%d bits=%d signed=%d", names[n],
 					     I, J, K, p.tile, p.acc_bits, bits, p.a_signed);

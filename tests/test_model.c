@@ -57,10 +57,13 @@ START_TEST(test_fp32_grad_finite_difference)
 		for (int i = 0; i < L->in * L->out; i += 3) {
 			float w0 = L->w[i];
 			L->w[i] = w0 + (float)eps;
+			linear_touch(L);
 			double lp = batch_loss(m, X, y, N);
 			L->w[i] = w0 - (float)eps;
+			linear_touch(L);
 			double lm = batch_loss(m, X, y, N);
 			L->w[i] = w0;
+			linear_touch(L);
 			double fd = (lp - lm) / (2 * eps);
 			ck_assert_msg(fabs(fd - L->gw[i]) < 2e-3 + 2e-2 * fabs(fd),
 				      "layer %d w[%d]: analytic %g vs numeric %g", l, i, L->gw[i], fd);
@@ -283,11 +286,53 @@ START_TEST(test_distillation_gradient)
 }
 END_TEST
 
+/* The forward weight cache never changes a result: logits of a model that
+ * predicted before (cache filled) equal those of a fresh clone (no cache),
+ * after every training step, in every integer recipe. */
+START_TEST(test_weight_cache_is_transparent)
+{
+	enum { N = 40, D = 24, H = 32, C = 4 };
+	float X[N * D], L0[N * C], L1[N * C];
+	int y[N];
+	blobs(X, y, N, D, C, 3);
+	const hdqt_mode modes[] = {HDQT_MODE_INT, HDQT_MODE_HDQT_PAPER, HDQT_MODE_HDQT};
+	for (int mi = 0; mi < 3; mi++) {
+		hdqt_model *m = make(modes[mi], D, H, C, 5);
+		ck_assert_int_eq(hdqt_model_fit_norm(m, X, N, 0), 0);
+		hdqt_sgd o;
+		hdqt_sgd_default(&o);
+		hdqt_batch b = {.X = X, .y = y, .n = N};
+		for (int step = 0; step < 4; step++) {
+			ck_assert_int_eq(hdqt_model_forward(m, X, N, L0), 0);
+			hdqt_model *c = NULL;
+			ck_assert_int_eq(hdqt_model_clone(m, &c), 0);
+			ck_assert_int_eq(hdqt_model_forward(c, X, N, L1), 0);
+			ck_assert_mem_eq(L0, L1, sizeof(L0));
+			hdqt_model_free(c);
+			ck_assert_int_eq(hdqt_model_train_step(m, &b, &o, 0.05f, NULL), 0);
+			if (step == 2)
+				ck_assert_int_eq(hdqt_model_add_classes(m, 1), 0);
+		}
+		/* a stale cache would keep the logits of before the last step */
+		float L2[N * (C + 1)];
+		ck_assert_int_eq(hdqt_model_forward(m, X, N, L2), 0);
+		hdqt_model *c = NULL;
+		ck_assert_int_eq(hdqt_model_clone(m, &c), 0);
+		float L3[N * (C + 1)];
+		ck_assert_int_eq(hdqt_model_forward(c, X, N, L3), 0);
+		ck_assert_mem_eq(L2, L3, sizeof(L2));
+		hdqt_model_free(c);
+		hdqt_model_free(m);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("model");
 	TCase *tc = tcase_create("core");
 	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, test_weight_cache_is_transparent);
 	tcase_add_test(tc, test_fp32_grad_finite_difference);
 	tcase_add_test(tc, test_quantised_grads_align);
 	tcase_add_test(tc, test_learns_separable_every_mode);

@@ -1,0 +1,416 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hdqtd-loadgen: throughput and latency of the real daemon over its socket.
+ *
+ * Starts hdqtd on a temporary socket and database, ingests HAPT feature
+ * vectors (batched and one per request), trains a first model, then
+ * measures predictions per second and p50/p99 latency with 1 and 32
+ * clients, idle and while a (deliberately endless) training round runs.
+ * Prints a table, or one JSON object with --json.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hdqt_data.h"
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct conn {
+	int fd;
+	char *buf;
+	size_t len, cap;
+} conn;
+
+static int conn_open(conn *c, const char *path)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (c->fd >= 0)
+			close(c->fd);
+		return -1;
+	}
+	c->cap = 1 << 16;
+	c->buf = malloc(c->cap);
+	return c->buf ? 0 : -1;
+}
+
+static void conn_close(conn *c)
+{
+	close(c->fd);
+	free(c->buf);
+}
+
+/* Send a line and read one reply line (left in c->buf, NUL-terminated). */
+static int call(conn *c, const char *req, size_t n)
+{
+	for (size_t off = 0; off < n;) {
+		ssize_t w = write(c->fd, req + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		off += (size_t)w;
+	}
+	c->len = 0;
+	for (;;) {
+		if (c->len + 1 >= c->cap) {
+			char *b = realloc(c->buf, c->cap * 2);
+			if (!b)
+				return -1;
+			c->buf = b;
+			c->cap *= 2;
+		}
+		ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		char *nl = memchr(c->buf + c->len, '\n', (size_t)r);
+		c->len += (size_t)r;
+		if (nl) {
+			*nl = '\0';
+			return strstr(c->buf, "\"error\"") ? -2 : 0;
+		}
+	}
+}
+
+static int calls(conn *c, const char *req)
+{
+	char line[512];
+	int n = snprintf(line, sizeof(line), "%s\n", req);
+	return call(c, line, (size_t)n);
+}
+
+/* {"jsonrpc":"2.0","id":1,"method":M,"params":{PREFIX"features":[...]SUFFIX}} */
+static size_t put_features(char *o, const float *x, int d)
+{
+	size_t k = 0;
+	for (int j = 0; j < d; j++)
+		k += (size_t)sprintf(o + k, "%s%.6g", j ? "," : "", (double)x[j]);
+	return k;
+}
+
+static const char *const names[] = {"", "WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS",
+				    "SITTING", "STANDING", "LAYING"};
+
+typedef struct job {
+	const char *sock;
+	const hdqt_dataset *ds;
+	int k;
+	double until;
+	double *lat;
+	int nlat, cap;
+	int errors;
+} job;
+
+static void *predict_worker(void *arg)
+{
+	job *j = arg;
+	conn c;
+	if (conn_open(&c, j->sock) < 0) {
+		j->errors++;
+		return NULL;
+	}
+	char *req = malloc(16384);
+	for (int i = j->k; now_s() < j->until && req; i += 7) {
+		int r = i % j->ds->n;
+		size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"predict\","
+					   "\"params\":{\"features\":[", i);
+		n += put_features(req + n, j->ds->X + (size_t)r * j->ds->d, j->ds->d);
+		n += (size_t)sprintf(req + n, "]}}\n");
+		double t0 = now_s();
+		if (call(&c, req, n) < 0) {
+			j->errors++;
+			break;
+		}
+		if (j->nlat == j->cap) {
+			j->cap = j->cap ? j->cap * 2 : 4096;
+			double *l = realloc(j->lat, sizeof(double) * j->cap);
+			if (!l)
+				break;
+			j->lat = l;
+		}
+		j->lat[j->nlat++] = now_s() - t0;
+	}
+	free(req);
+	conn_close(&c);
+	return NULL;
+}
+
+static int cmpd(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+typedef struct result {
+	int clients, training;
+	double per_s, p50_ms, p99_ms;
+	int errors;
+} result;
+
+static result run_predict(const char *sock, const hdqt_dataset *ds, int clients, double secs)
+{
+	job *jobs = calloc((size_t)clients, sizeof(job));
+	pthread_t *th = calloc((size_t)clients, sizeof(pthread_t));
+	result r = {.clients = clients};
+	if (!jobs || !th)
+		goto out;
+	double t0 = now_s(), until = t0 + secs;
+	for (int i = 0; i < clients; i++) {
+		jobs[i] = (job){.sock = sock, .ds = ds, .k = i * 101, .until = until};
+		pthread_create(&th[i], NULL, predict_worker, &jobs[i]);
+	}
+	int total = 0;
+	for (int i = 0; i < clients; i++) {
+		pthread_join(th[i], NULL);
+		total += jobs[i].nlat;
+		r.errors += jobs[i].errors;
+	}
+	double dt = now_s() - t0;
+	double *all = malloc(sizeof(double) * (size_t)(total ? total : 1));
+	int k = 0;
+	for (int i = 0; i < clients; i++) {
+		if (all)
+			memcpy(all + k, jobs[i].lat, sizeof(double) * jobs[i].nlat);
+		k += jobs[i].nlat;
+		free(jobs[i].lat);
+	}
+	if (all && total) {
+		qsort(all, (size_t)total, sizeof(double), cmpd);
+		r.p50_ms = 1e3 * all[total / 2];
+		r.p99_ms = 1e3 * all[(int)(0.99 * (total - 1))];
+	}
+	r.per_s = total / dt;
+	free(all);
+out:
+	free(jobs);
+	free(th);
+	return r;
+}
+
+static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs)
+{
+	char sock[512], db[512], ep[64], logp[512];
+	snprintf(sock, sizeof(sock), "%s/hdqtd.sock", dir);
+	snprintf(db, sizeof(db), "%s/hdqtd.db", dir);
+	snprintf(logp, sizeof(logp), "%s/hdqtd.log", dir);
+	snprintf(ep, sizeof(ep), "training.epochs=%s", epochs);
+	pid_t pid = fork();
+	if (pid == 0) {
+		FILE *f = freopen(logp, "a", stderr);
+		(void)f;
+		execl(hdqtd, hdqtd, "--socket", sock, "--db", db, "--set", "training.auto=no", "--set",
+		      ep, "--set", "store.sync=full", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 400; i++) {
+		conn c;
+		if (conn_open(&c, sock) == 0) {
+			conn_close(&c);
+			return pid;
+		}
+		usleep(25000);
+	}
+	kill(pid, SIGKILL);
+	return -1;
+}
+
+static void stop_daemon(pid_t pid)
+{
+	int st;
+	kill(pid, SIGTERM);
+	waitpid(pid, &st, 0);
+}
+
+static int wait_idle(conn *c)
+{
+	for (int i = 0; i < 6000; i++) {
+		if (calls(c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"train.status\"}") < 0)
+			return -1;
+		if (strstr(c->buf, "\"state\":\"idle\""))
+			return 0;
+		usleep(50000);
+	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *hdqtd = NULL, *data = NULL;
+	double secs = 5;
+	int json = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--hdqtd") && i + 1 < argc)
+			hdqtd = argv[++i];
+		else if (!strcmp(argv[i], "--data") && i + 1 < argc)
+			data = argv[++i];
+		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+			secs = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--json"))
+			json = 1;
+		else {
+			fprintf(stderr, "usage: hdqtd-loadgen --hdqtd PATH --data HAPT_DIR [--seconds S] [--json]\n");
+			return 2;
+		}
+	}
+	if (!hdqtd || !data || !(secs > 0)) {
+		fprintf(stderr, "usage: hdqtd-loadgen --hdqtd PATH --data HAPT_DIR [--seconds S] [--json]\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	hdqt_dataset ds;
+	int rc = hdqt_hapt_load(data, 128, 64, &ds);
+	if (rc < 0) {
+		fprintf(stderr, "hdqtd-loadgen: %s: %s\n", data, hdqt_strerror(rc));
+		return 1;
+	}
+	char dir[] = "/tmp/hdqtd-loadgen-XXXXXX";
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	char sock[512];
+	snprintf(sock, sizeof(sock), "%s/hdqtd.sock", dir);
+	pid_t pid = start_daemon(hdqtd, dir, "30");
+	if (pid < 0) {
+		fprintf(stderr, "hdqtd-loadgen: hdqtd did not start (see %s/hdqtd.log)\n", dir);
+		return 1;
+	}
+	conn c;
+	if (conn_open(&c, sock) < 0)
+		return 1;
+	/* 166 features of at most 14 characters: 2.4 KB per sample, 500 at most */
+	char *req = malloc((size_t)500 * 2600 + 4096);
+	if (!req)
+		return 1;
+	for (int a = 1; a <= 6; a++) {
+		char line[256];
+		snprintf(line, sizeof(line),
+			 "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"class.add\",\"params\":{\"name\":\"%s\"}}",
+			 names[a]);
+		calls(&c, line);
+	}
+	/* Ingest: batches of 100 samples, then one sample per request. */
+	int batch = 100, sent = 0, errors = 0;
+	int limit = ds.n < 6000 ? ds.n : 6000;
+	double t0 = now_s();
+	for (int i = 0; i + batch <= limit; i += batch) {
+		size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"sample.add\","
+					   "\"params\":{\"samples\":[", i);
+		int k = 0;
+		for (int r = i; r < i + batch; r++) {
+			if (ds.y[r] < 1 || ds.y[r] > 6)
+				continue;
+			n += (size_t)sprintf(req + n, "%s{\"class\":\"%s\",\"features\":[", k++ ? "," : "",
+					     names[ds.y[r]]);
+			n += put_features(req + n, ds.X + (size_t)r * ds.d, ds.d);
+			n += (size_t)sprintf(req + n, "]}");
+		}
+		n += (size_t)sprintf(req + n, "]}}\n");
+		if (k && call(&c, req, n) < 0)
+			errors++;
+		sent += k;
+	}
+	double ingest_batch = sent / (now_s() - t0);
+	int single = 0;
+	t0 = now_s();
+	for (int r = 0; r < limit && now_s() - t0 < secs; r++) {
+		if (ds.y[r] < 1 || ds.y[r] > 6)
+			continue;
+		size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"sample.add\","
+					   "\"params\":{\"class\":\"%s\",\"features\":[", r, names[ds.y[r]]);
+		n += put_features(req + n, ds.X + (size_t)r * ds.d, ds.d);
+		n += (size_t)sprintf(req + n, "]}}\n");
+		if (call(&c, req, n) < 0)
+			errors++;
+		single++;
+	}
+	double ingest_single = single / (now_s() - t0);
+	/* A first model, trained in the background. */
+	t0 = now_s();
+	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"train\"}");
+	wait_idle(&c);
+	double first_round = now_s() - t0;
+	conn_close(&c);
+	stop_daemon(pid);
+
+	/* Prediction latency, idle and during an endless round. */
+	result res[4];
+	int nres = 0;
+	pid = start_daemon(hdqtd, dir, "1000000");
+	if (pid < 0 || conn_open(&c, sock) < 0)
+		return 1;
+	res[nres++] = run_predict(sock, &ds, 1, secs);
+	res[nres++] = run_predict(sock, &ds, 32, secs);
+	/* pending samples for the round */
+	size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"sample.add\","
+				   "\"params\":{\"samples\":[");
+	for (int r = 0, k = 0; r < ds.n && k < 500; r++) {
+		if (ds.y[r] < 1 || ds.y[r] > 6)
+			continue;
+		n += (size_t)sprintf(req + n, "%s{\"class\":\"%s\",\"features\":[", k++ ? "," : "",
+				     names[ds.y[r]]);
+		n += put_features(req + n, ds.X + (size_t)r * ds.d, ds.d);
+		n += (size_t)sprintf(req + n, "]}");
+	}
+	n += (size_t)sprintf(req + n, "]}}\n");
+	call(&c, req, n);
+	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"train\"}");
+	usleep(300000);
+	for (int k = 0; k < 2; k++) {
+		res[nres] = run_predict(sock, &ds, k ? 32 : 1, secs);
+		res[nres++].training = 1;
+	}
+	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"train.status\"}");
+	int was_training = strstr(c.buf, "\"running\"") != NULL;
+	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"train.cancel\"}");
+	conn_close(&c);
+	stop_daemon(pid);
+
+	if (json) {
+		printf("{\"ingest_batch100_samples_per_s\":%.0f,\"ingest_single_samples_per_s\":%.0f,"
+		       "\"first_round_s\":%.2f,\"training_confirmed\":%s,\"predict\":[",
+		       ingest_batch, ingest_single, first_round, was_training ? "true" : "false");
+		for (int i = 0; i < nres; i++)
+			printf("%s{\"clients\":%d,\"training\":%s,\"per_s\":%.0f,\"p50_ms\":%.3f,"
+			       "\"p99_ms\":%.3f,\"errors\":%d}", i ? "," : "", res[i].clients,
+			       res[i].training ? "true" : "false", res[i].per_s, res[i].p50_ms,
+			       res[i].p99_ms, res[i].errors);
+		printf("],\"errors\":%d}\n", errors);
+	} else {
+		printf("ingest: %.0f samples/s in batches of 100, %.0f samples/s one per request "
+		       "(store.sync=full)\n", ingest_batch, ingest_single);
+		printf("first round (%d samples, 30 epochs): %.2f s\n", sent + single, first_round);
+		printf("%-8s %-9s %12s %9s %9s %7s\n", "clients", "training", "predict/s", "p50 ms",
+		       "p99 ms", "errors");
+		for (int i = 0; i < nres; i++)
+			printf("%-8d %-9s %12.0f %9.3f %9.3f %7d\n", res[i].clients,
+			       res[i].training ? (was_training ? "yes" : "yes?") : "no", res[i].per_s,
+			       res[i].p50_ms, res[i].p99_ms, res[i].errors);
+	}
+	free(req);
+	hdqt_dataset_free(&ds);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "hdqtd-loadgen: could not remove %s\n", dir);
+	return errors ? 1 : 0;
+}
