@@ -584,7 +584,8 @@ static cJSON *m_model_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 		return store_fail(d, r, rc);
 	cJSON *o = cJSON_CreateObject();
 	cJSON *a = cJSON_AddArrayToObject(o, "models");
-	for (int i = 0; a && i < n; i++) {
+	for (int k = 0; a && k < n; k++) {
+		const int i = ms[0].version < ms[n - 1].version ? n - 1 - k : k; /* newest first */
 		cJSON *m = cJSON_CreateObject();
 		if (!m)
 			break;

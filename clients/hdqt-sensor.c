@@ -1,0 +1,498 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hdqt-sensor: stream raw inertial readings to hdqtd.
+ *
+ * Reads rows "ax,ay,az,gx,gy,gz" (CSV or gzipped CSV files, or stdin),
+ * cuts windows with the same extractor the daemon and hdqt-eval use, and
+ * either sends them as labelled samples (--send) or asks for predictions
+ * (--predict, with a running accuracy when the true labels are known).
+ * Labels come from a constant --label or an HAPT-style labels file
+ * (exp,user,activity,start,end; windows lie inside one labelled segment,
+ * exactly as lib/dataset.c cuts them).  --rate replays at the recorded
+ * 50 Hz; the default is as fast as possible.  A batch of samples is
+ * resent after a reconnection until hdqtd acknowledges it, so no sample
+ * is lost when the daemon restarts.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "hdqt.h"
+#include "hdqt_client.h"
+#include "hdqt_data.h"
+#include "hdqt_proto.h"
+
+#define MAX_SEGS 4096
+#define NAME_MAX_LEN 64 /* = HDQT_CLASS_NAME_MAX */
+#define MAX_NAMES 64
+
+typedef struct seg { int exp, act, a, b; } seg; /* 0-based inclusive rows */
+
+typedef struct opts {
+	const char *sock;
+	int predict;
+	const char *label;
+	const char *labels_path, *activities_path;
+	int exp;               /* -1: from the file name */
+	char classes[MAX_NAMES][NAME_MAX_LEN + 1];
+	int n_classes;         /* filter (0 = all) */
+	double rate;           /* readings per second; 0 = as fast as possible */
+	int window, hop, batch;
+	int quiet, json;
+	double retry_s;
+} opts;
+
+typedef struct state {
+	opts o;
+	hdqt_client *cl;
+	hdqt_feat *feat;
+	seg segs[MAX_SEGS];
+	int n_segs;
+	char names[MAX_NAMES][NAME_MAX_LEN + 1];  /* activity id -> name */
+	/* pending batch */
+	cJSON *items;
+	char truth[512][NAME_MAX_LEN + 1];
+	double when[512];
+	int n_items;
+	/* figures */
+	long windows, sent, predicted, correct, labelled;
+	long per_hit[MAX_NAMES], per_n[MAX_NAMES];
+	double t0;
+} state;
+
+static volatile sig_atomic_t stop;
+static void on_sig(int s) { (void)s; stop = 1; }
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: hdqt-sensor [--socket PATH] (--send | --predict) [options] [FILE...]\n"
+		"  FILE               raw readings ax,ay,az,gx,gy,gz (.csv or .csv.gz; - or none: stdin)\n"
+		"  --send             send labelled windows as samples\n"
+		"  --predict          ask for predictions (accuracy when labels are known)\n"
+		"  --label NAME       every window has this class\n"
+		"  --labels FILE      HAPT labels (exp,user,activity,start,end); names from\n"
+		"                     activities.csv beside it or --activities FILE\n"
+		"  --exp N            experiment of the input (default: from expNN_ in its name)\n"
+		"  --classes A,B,...  only windows of these classes\n"
+		"  --rate HZ|max      replay at HZ readings per second (HAPT: 50; default max)\n"
+		"  --window N --hop N window length and hop in readings (128, 64)\n"
+		"  --batch N          windows per request (default 64; 1 with --rate)\n"
+		"  --retry SEC        keep reconnecting this long when hdqtd goes away (60)\n"
+		"  --quiet            only the summary;  --json  the summary as JSON\n");
+}
+
+/* ---- labels ---- */
+
+static int load_labels(state *s)
+{
+	FILE *f = fopen(s->o.labels_path, "r");
+	if (!f) {
+		fprintf(stderr, "hdqt-sensor: %s: %s\n", s->o.labels_path, strerror(errno));
+		return -1;
+	}
+	char line[256];
+	while (fgets(line, sizeof(line), f)) {
+		int e, u, a, st, en;
+		if (sscanf(line, "%d,%d,%d,%d,%d", &e, &u, &a, &st, &en) != 5)
+			continue; /* header */
+		if (s->n_segs == MAX_SEGS || a < 0 || a >= MAX_NAMES) {
+			fprintf(stderr, "hdqt-sensor: %s: too many segments or bad activity\n",
+				s->o.labels_path);
+			fclose(f);
+			return -1;
+		}
+		s->segs[s->n_segs++] = (seg){e, a, st - 1, en - 1};
+	}
+	fclose(f);
+	char ap[4096];
+	if (s->o.activities_path)
+		snprintf(ap, sizeof(ap), "%s", s->o.activities_path);
+	else {
+		snprintf(ap, sizeof(ap), "%s", s->o.labels_path);
+		char *slash = strrchr(ap, '/');
+		snprintf(slash ? slash + 1 : ap, sizeof(ap) - (size_t)(slash ? slash + 1 - ap : 0),
+			 "activities.csv");
+	}
+	for (int i = 0; i < MAX_NAMES; i++)
+		snprintf(s->names[i], sizeof(s->names[i]), "activity%d", i);
+	f = fopen(ap, "r");
+	if (f) {
+		while (fgets(line, sizeof(line), f)) {
+			int id;
+			char name[128];
+			if (sscanf(line, "%d,%127[^\r\n]", &id, name) == 2 && id >= 0 && id < MAX_NAMES)
+				snprintf(s->names[id], sizeof(s->names[id]), "%.64s", name);
+		}
+		fclose(f);
+	} else if (s->o.activities_path) {
+		fprintf(stderr, "hdqt-sensor: %s: %s\n", ap, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int wanted(const state *s, const char *name)
+{
+	if (s->o.n_classes == 0)
+		return 1;
+	for (int i = 0; i < s->o.n_classes; i++)
+		if (!strcmp(s->o.classes[i], name))
+			return 1;
+	return 0;
+}
+
+/* ---- talking to hdqtd ---- */
+
+static int reconnect(state *s)
+{
+	double until = now_s() + s->o.retry_s;
+	hdqt_client_close(s->cl);
+	s->cl = NULL;
+	int warned = 0;
+	while (!stop) {
+		if (hdqt_client_connect(&s->cl, s->o.sock, 120000) == 0) {
+			if (warned)
+				fprintf(stderr, "hdqt-sensor: reconnected to %s\n",
+					s->o.sock ? s->o.sock : hdqt_client_default_socket());
+			return 0;
+		}
+		if (now_s() > until) {
+			fprintf(stderr, "hdqt-sensor: cannot connect to hdqtd at %s: %s\n",
+				s->o.sock ? s->o.sock : hdqt_client_default_socket(), strerror(errno));
+			return -1;
+		}
+		if (!warned++)
+			fprintf(stderr, "hdqt-sensor: hdqtd unreachable; retrying for %.0f s\n",
+				s->o.retry_s);
+		usleep(250000);
+	}
+	return -1;
+}
+
+/* Call, reconnecting and retrying on transport errors (the request is
+ * idempotent from the caller's point of view: a batch is acknowledged
+ * once).  params is kept by the caller. */
+static int call_retry(state *s, const char *method, const cJSON *params, cJSON **res)
+{
+	for (;;) {
+		if (!s->cl && reconnect(s) < 0)
+			return -1;
+		int rc = hdqt_client_call(s->cl, method, cJSON_Duplicate(params, 1), res);
+		if (rc == 0)
+			return 0;
+		if (rc < -1000) {
+			fprintf(stderr, "hdqt-sensor: %s: %s\n", method, hdqt_client_errmsg(s->cl));
+			return rc;
+		}
+		fprintf(stderr, "hdqt-sensor: %s\n", hdqt_client_errmsg(s->cl));
+		hdqt_client_close(s->cl);
+		s->cl = NULL;
+		if (stop)
+			return -1;
+	}
+}
+
+static int flush(state *s)
+{
+	if (s->n_items == 0)
+		return 0;
+	cJSON *params = cJSON_CreateObject();
+	cJSON_AddItemToObject(params, s->o.predict ? "inputs" : "samples", s->items);
+	s->items = cJSON_CreateArray();
+	cJSON *res = NULL;
+	int rc = call_retry(s, s->o.predict ? "predict" : "sample.add", params, &res);
+	cJSON_Delete(params);
+	if (rc < 0)
+		return rc;
+	if (!s->o.predict) {
+		s->sent += s->n_items;
+	} else {
+		const cJSON *p;
+		int i = 0;
+		cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(res, "predictions")) {
+			const cJSON *k = cJSON_GetObjectItemCaseSensitive(p, "class");
+			const cJSON *cf = cJSON_GetObjectItemCaseSensitive(p, "confidence");
+			const char *got = cJSON_IsString(k) ? k->valuestring : "?";
+			s->predicted++;
+			const char *truth = s->truth[i];
+			if (*truth) {
+				s->labelled++;
+				int hit = !strcmp(got, truth);
+				s->correct += hit;
+				for (int a = 0; a < MAX_NAMES; a++)
+					if (!strcmp(s->names[a], truth)) {
+						s->per_n[a]++;
+						s->per_hit[a] += hit;
+					}
+			}
+			if (!s->o.quiet && !s->o.json) {
+				printf("t=%7.2fs  %-20s %5.1f%%", s->when[i], got,
+				       cJSON_IsNumber(cf) ? 100 * cf->valuedouble : 0.0);
+				if (*truth)
+					printf("  true %-20s %s  running accuracy %.1f%% (%ld)", truth,
+					       strcmp(got, truth) ? "x" : "ok",
+					       100.0 * s->correct / s->labelled, s->labelled);
+				printf("\n");
+				fflush(stdout);
+			}
+			i++;
+		}
+	}
+	cJSON_Delete(res);
+	s->n_items = 0;
+	return 0;
+}
+
+static int emit(state *s, const float *rows, long end_row, const char *truth)
+{
+	float f[HDQT_FEAT_DIM];
+	int rc = hdqt_feat_extract(s->feat, rows, f);
+	if (rc < 0) {
+		fprintf(stderr, "hdqt-sensor: window ending at reading %ld: %s (skipped)\n", end_row + 1,
+			hdqt_strerror(rc));
+		return 0;
+	}
+	s->windows++;
+	cJSON *o = cJSON_CreateObject();
+	if (!s->o.predict)
+		cJSON_AddStringToObject(o, "class", truth);
+	cJSON_AddItemToObject(o, "features", hdqt_rpc_float_array(f, HDQT_FEAT_DIM));
+	cJSON_AddItemToArray(s->items, o);
+	snprintf(s->truth[s->n_items], sizeof(s->truth[0]), "%s", truth ? truth : "");
+	s->when[s->n_items] = s->o.rate > 0 ? (double)(end_row + 1) / s->o.rate : (double)(end_row + 1) / 50.0;
+	s->n_items++;
+	return s->n_items >= s->o.batch ? flush(s) : 0;
+}
+
+/* ---- reading ---- */
+
+static int exp_of(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	b = b ? b + 1 : path;
+	int e;
+	return sscanf(b, "exp%d_", &e) == 1 ? e : -1;
+}
+
+static int run_file(state *s, const char *path)
+{
+	const int W = s->o.window, hop = s->o.hop;
+	int exp = s->o.exp >= 0 ? s->o.exp : exp_of(path);
+	if (s->o.labels_path && exp < 0) {
+		fprintf(stderr, "hdqt-sensor: %s: give --exp N (the name has no expNN_)\n", path);
+		return -1;
+	}
+	gzFile g = strcmp(path, "-") ? gzopen(path, "rb") : gzdopen(dup(0), "rb");
+	if (!g) {
+		fprintf(stderr, "hdqt-sensor: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	float *ring = malloc(sizeof(float) * (size_t)W * 6), *win = malloc(sizeof(float) * (size_t)W * 6);
+	if (!ring || !win) {
+		gzclose(g);
+		free(ring);
+		free(win);
+		return -1;
+	}
+	char line[512];
+	long r = 0;
+	int lineno = 0, rc = 0, nmine = 0;
+	/* This experiment's segments. */
+	static seg mine[MAX_SEGS];
+	for (int k = 0; k < s->n_segs; k++)
+		if (s->segs[k].exp == exp)
+			mine[nmine++] = s->segs[k];
+	double t0 = now_s();
+	while (!stop && gzgets(g, line, sizeof(line))) {
+		lineno++;
+		float v[6];
+		if (sscanf(line, "%f,%f,%f,%f,%f,%f", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6) {
+			if (lineno == 1)
+				continue; /* header */
+			fprintf(stderr, "hdqt-sensor: %s:%d: expected 6 numbers (skipped)\n", path, lineno);
+			continue;
+		}
+		memcpy(ring + (size_t)(r % W) * 6, v, sizeof(v));
+		if (s->o.rate > 0) {
+			double due = t0 + (double)r / s->o.rate, now = now_s();
+			if (due > now)
+				usleep((useconds_t)((due - now) * 1e6));
+		}
+		long start = r - W + 1;
+		const char *truth = NULL;
+		int take = 0;
+		if (start >= 0) {
+			if (s->o.labels_path) {
+				for (int k = 0; k < nmine; k++) {
+					const seg *g2 = &mine[k];
+					if (start >= g2->a && r <= g2->b &&
+					    (start - g2->a) % hop == 0) {
+						truth = s->names[g2->act];
+						take = 1;
+						break;
+					}
+				}
+				if (!take && s->o.predict && start % hop == 0)
+					take = 1; /* unlabelled stretch: predicted, not scored */
+			} else {
+				take = start % hop == 0;
+				truth = s->o.label;
+			}
+		}
+		if (take && truth && !wanted(s, truth))
+			take = 0;
+		if (take && !truth && (s->o.n_classes > 0 || !s->o.predict))
+			take = 0;
+		if (take) {
+			for (int k = 0; k < W; k++)
+				memcpy(win + (size_t)k * 6, ring + (size_t)((start + k) % W) * 6,
+				       sizeof(float) * 6);
+			if ((rc = emit(s, win, r, truth)) < 0)
+				break;
+		}
+		r++;
+	}
+	if (rc == 0)
+		rc = flush(s);
+	gzclose(g);
+	free(ring);
+	free(win);
+	return rc;
+}
+
+static int parse_classes(opts *o, const char *list)
+{
+	char buf[4096];
+	snprintf(buf, sizeof(buf), "%s", list);
+	char *save = NULL;
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (o->n_classes == MAX_NAMES || strlen(t) > NAME_MAX_LEN)
+			return -1;
+		snprintf(o->classes[o->n_classes++], NAME_MAX_LEN + 1, "%s", t);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"socket", required_argument, NULL, 's'},  {"send", no_argument, NULL, 'S'},
+		{"predict", no_argument, NULL, 'P'},       {"label", required_argument, NULL, 'l'},
+		{"labels", required_argument, NULL, 'L'},  {"activities", required_argument, NULL, 'A'},
+		{"exp", required_argument, NULL, 'e'},     {"classes", required_argument, NULL, 'c'},
+		{"rate", required_argument, NULL, 'r'},    {"window", required_argument, NULL, 'w'},
+		{"hop", required_argument, NULL, 'H'},     {"batch", required_argument, NULL, 'b'},
+		{"retry", required_argument, NULL, 'R'},   {"quiet", no_argument, NULL, 'q'},
+		{"json", no_argument, NULL, 'j'},          {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	static state st;
+	state *s = &st;
+	opts *o = &s->o;
+	o->exp = -1;
+	o->window = 128;
+	o->hop = 64;
+	o->batch = 0;
+	o->retry_s = 60;
+	int mode = 0, c;
+	while ((c = getopt_long(argc, argv, "s:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 's': o->sock = optarg; break;
+		case 'S': mode |= 1; break;
+		case 'P': mode |= 2; o->predict = 1; break;
+		case 'l': o->label = optarg; break;
+		case 'L': o->labels_path = optarg; break;
+		case 'A': o->activities_path = optarg; break;
+		case 'e': o->exp = atoi(optarg); break;
+		case 'c':
+			if (parse_classes(o, optarg) < 0) {
+				fprintf(stderr, "hdqt-sensor: --classes: too many or too long names\n");
+				return 2;
+			}
+			break;
+		case 'r': o->rate = strcmp(optarg, "max") ? atof(optarg) : 0; break;
+		case 'w': o->window = atoi(optarg); break;
+		case 'H': o->hop = atoi(optarg); break;
+		case 'b': o->batch = atoi(optarg); break;
+		case 'R': o->retry_s = atof(optarg); break;
+		case 'q': o->quiet = 1; break;
+		case 'j': o->json = 1; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (mode != 1 && mode != 2) {
+		fprintf(stderr, "hdqt-sensor: give exactly one of --send or --predict\n");
+		return 2;
+	}
+	if (!o->predict && !o->label && !o->labels_path) {
+		fprintf(stderr, "hdqt-sensor: --send needs --label NAME or --labels FILE\n");
+		return 2;
+	}
+	if (o->hop < 1 || o->rate < 0 || o->batch < 0 || o->batch > 4096) {
+		fprintf(stderr, "hdqt-sensor: --hop, --rate or --batch out of range\n");
+		return 2;
+	}
+	if (o->batch == 0)
+		o->batch = o->rate > 0 ? 1 : 64;
+	if (hdqt_feat_new(&s->feat, o->window) < 0) {
+		fprintf(stderr, "hdqt-sensor: --window must be even, 16..4096\n");
+		return 2;
+	}
+	if (o->labels_path && load_labels(s) < 0)
+		return 2;
+	signal(SIGINT, on_sig);
+	signal(SIGTERM, on_sig);
+	signal(SIGPIPE, SIG_IGN);
+	s->items = cJSON_CreateArray();
+	s->t0 = now_s();
+	int rc = 0;
+	if (optind >= argc)
+		rc = run_file(s, "-");
+	for (int i = optind; i < argc && rc == 0 && !stop; i++)
+		rc = run_file(s, argv[i]);
+	double dt = now_s() - s->t0;
+	double acc = s->labelled ? 100.0 * s->correct / s->labelled : -1;
+	if (o->json) {
+		char accs[32] = "null";
+		if (acc >= 0)
+			snprintf(accs, sizeof(accs), "%.2f", acc);
+		printf("{\"windows\":%ld,\"sent\":%ld,\"predicted\":%ld,\"labelled\":%ld,"
+		       "\"accuracy\":%s,\"seconds\":%.2f,\"per_class\":{", s->windows, s->sent,
+		       s->predicted, s->labelled, accs, dt);
+		int first = 1;
+		for (int a = 0; a < MAX_NAMES; a++)
+			if (s->per_n[a]) {
+				printf("%s\"%s\":%.2f", first ? "" : ",", s->names[a],
+				       100.0 * s->per_hit[a] / s->per_n[a]);
+				first = 0;
+			}
+		printf("}}\n");
+	} else if (o->predict) {
+		printf("%ld windows predicted in %.1f s", s->predicted, dt);
+		if (acc >= 0)
+			printf(", accuracy %.2f%% on %ld labelled windows", acc, s->labelled);
+		printf("\n");
+	} else {
+		printf("%ld samples sent in %.1f s (%.0f/s)\n", s->sent, dt, dt > 0 ? s->sent / dt : 0);
+	}
+	cJSON_Delete(s->items);
+	hdqt_client_close(s->cl);
+	hdqt_feat_free(s->feat);
+	return rc < 0 ? (rc < -1000 ? 1 : 3) : 0;
+}

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libhdqt-client: a blocking JSON-RPC client over a Unix stream socket,
+ * with the framing of proto/ (one JSON text per line).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hdqt.h"
+#include "hdqt_client.h"
+#include "hdqt_proto.h"
+
+#define EVENT_QUEUE 1024
+#define MAX_REPLY (256u << 20) /* the longest reply line accepted */
+
+struct hdqt_client {
+	int fd;
+	int timeout_ms;
+	int64_t next_id;
+	hdqt_linebuf lb;
+	cJSON *events[EVENT_QUEUE];
+	int ev_head, ev_n;
+	char path[108];
+	char err[256];
+};
+
+static int seterr(hdqt_client *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int seterr(hdqt_client *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+const char *hdqt_client_default_socket(void)
+{
+	const char *s = getenv("HDQTD_SOCKET");
+	return s && *s ? s : "/run/hdqtd/hdqtd.sock";
+}
+
+const char *hdqt_client_path(const hdqt_client *c)
+{
+	return c->path;
+}
+
+const char *hdqt_client_errmsg(const hdqt_client *c)
+{
+	return c ? c->err : "no client";
+}
+
+int hdqt_client_connect(hdqt_client **out, const char *path, int timeout_ms)
+{
+	if (!out)
+		return HDQT_EINVAL;
+	*out = NULL;
+	if (!path)
+		path = hdqt_client_default_socket();
+	if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return HDQT_EINVAL;
+	hdqt_client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return HDQT_ENOMEM;
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	c->timeout_ms = timeout_ms;
+	c->next_id = 1;
+	if (hdqt_linebuf_init(&c->lb, MAX_REPLY) < 0) {
+		free(c);
+		return HDQT_ENOMEM;
+	}
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		if (c->fd >= 0)
+			close(c->fd);
+		hdqt_linebuf_free(&c->lb);
+		free(c);
+		errno = e;
+		return HDQT_EIO;
+	}
+	*out = c;
+	return 0;
+}
+
+void hdqt_client_close(hdqt_client *c)
+{
+	if (!c)
+		return;
+	close(c->fd);
+	hdqt_linebuf_free(&c->lb);
+	for (int i = 0; i < c->ev_n; i++)
+		cJSON_Delete(c->events[(c->ev_head + i) % EVENT_QUEUE]);
+	free(c);
+}
+
+static int write_all(hdqt_client *c, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return seterr(c, HDQT_EIO, "%s: write: %s", c->path, strerror(errno));
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Next line from the daemon (valid until the next read). */
+static int read_line(hdqt_client *c, int timeout_ms, char **line)
+{
+	int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+	for (;;) {
+		size_t len;
+		char *l = hdqt_linebuf_next(&c->lb, &len);
+		if (l) {
+			*line = l;
+			return 0;
+		}
+		int wait = -1;
+		if (timeout_ms == 0)
+			wait = 0;
+		else if (timeout_ms > 0) {
+			int64_t left = deadline - now_ms();
+			wait = left > 0 ? (int)left : 0;
+		}
+		struct pollfd p = {.fd = c->fd, .events = POLLIN};
+		int r = poll(&p, 1, wait);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return seterr(c, HDQT_EIO, "poll: %s", strerror(errno));
+		if (r == 0)
+			return seterr(c, HDQT_ECANCELED, "%s: no reply within %d ms", c->path, timeout_ms);
+		char buf[65536];
+		ssize_t n = read(c->fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return seterr(c, HDQT_EIO, "%s: read: %s", c->path, strerror(errno));
+		if (n == 0)
+			return seterr(c, HDQT_EIO, "%s: hdqtd closed the connection", c->path);
+		int rc = hdqt_linebuf_feed(&c->lb, buf, (size_t)n);
+		if (rc < 0)
+			return seterr(c, rc, "%s: reply too long", c->path);
+	}
+}
+
+static void queue_event(hdqt_client *c, cJSON *params)
+{
+	if (c->ev_n == EVENT_QUEUE) { /* bounded: drop the oldest */
+		cJSON_Delete(c->events[c->ev_head]);
+		c->ev_head = (c->ev_head + 1) % EVENT_QUEUE;
+		c->ev_n--;
+	}
+	c->events[(c->ev_head + c->ev_n) % EVENT_QUEUE] = params;
+	c->ev_n++;
+}
+
+/* If m is an event notification, queue its params and return 1. */
+static int take_event(hdqt_client *c, cJSON *m)
+{
+	const cJSON *meth = cJSON_GetObjectItemCaseSensitive(m, "method");
+	if (!cJSON_IsString(meth) || strcmp(meth->valuestring, "event") != 0)
+		return 0;
+	cJSON *p = cJSON_DetachItemFromObjectCaseSensitive(m, "params");
+	if (p)
+		queue_event(c, p);
+	return 1;
+}
+
+int hdqt_client_call(hdqt_client *c, const char *method, cJSON *params, cJSON **result)
+{
+	if (!c || !method || !result) {
+		cJSON_Delete(params);
+		return HDQT_EINVAL;
+	}
+	*result = NULL;
+	const int64_t id = c->next_id++;
+	cJSON *req = hdqt_rpc_request(method, params, id);
+	size_t len;
+	char *s = req ? hdqt_rpc_print(req, &len) : NULL;
+	cJSON_Delete(req);
+	if (!s)
+		return seterr(c, HDQT_ENOMEM, "out of memory");
+	int rc = write_all(c, s, len);
+	free(s);
+	if (rc < 0)
+		return rc;
+	for (;;) {
+		char *line;
+		if ((rc = read_line(c, c->timeout_ms > 0 ? c->timeout_ms : -1, &line)) < 0)
+			return rc;
+		cJSON *m = cJSON_Parse(line);
+		if (!m)
+			return seterr(c, HDQT_EFORMAT, "%s: reply is not JSON", c->path);
+		if (take_event(c, m)) {
+			cJSON_Delete(m);
+			continue;
+		}
+		const cJSON *rid = cJSON_GetObjectItemCaseSensitive(m, "id");
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(m, "error");
+		if (cJSON_IsNumber(rid) && (int64_t)rid->valuedouble != id) {
+			cJSON_Delete(m);
+			continue; /* a late reply to an earlier, timed-out call */
+		}
+		if (e) {
+			const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+			const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
+			int cd = cJSON_IsNumber(code) ? code->valueint : HDQT_RPC_INTERNAL_ERROR;
+			seterr(c, cd < -1000 ? cd : HDQT_RPC_INTERNAL_ERROR, "%s",
+			       cJSON_IsString(msg) ? msg->valuestring : "error");
+			cJSON_Delete(m);
+			return cd < -1000 ? cd : HDQT_RPC_INTERNAL_ERROR;
+		}
+		cJSON *r = cJSON_DetachItemFromObjectCaseSensitive(m, "result");
+		cJSON_Delete(m);
+		if (!r)
+			return seterr(c, HDQT_EFORMAT, "%s: reply without result", c->path);
+		*result = r;
+		return 0;
+	}
+}
+
+int hdqt_client_next_event(hdqt_client *c, int timeout_ms, cJSON **event)
+{
+	if (!c || !event)
+		return HDQT_EINVAL;
+	*event = NULL;
+	int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+	for (;;) {
+		if (c->ev_n > 0) {
+			*event = c->events[c->ev_head];
+			c->ev_head = (c->ev_head + 1) % EVENT_QUEUE;
+			c->ev_n--;
+			return 0;
+		}
+		int wait = timeout_ms < 0 ? -1 : 0;
+		if (timeout_ms > 0) {
+			int64_t left = deadline - now_ms();
+			if (left <= 0)
+				return seterr(c, HDQT_ECANCELED, "no event within %d ms", timeout_ms);
+			wait = (int)left;
+		}
+		char *line;
+		int rc = read_line(c, wait, &line);
+		if (rc == HDQT_ECANCELED && timeout_ms >= 0)
+			return seterr(c, HDQT_ECANCELED, "no event within %d ms", timeout_ms);
+		if (rc < 0)
+			return rc;
+		cJSON *m = cJSON_Parse(line);
+		if (m && !take_event(c, m)) {
+			/* a stray reply: nothing waits for it */
+		}
+		cJSON_Delete(m);
+	}
+}

@@ -1,0 +1,542 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hdqtctl: inspect and steer hdqtd from a shell.  Every protocol method is
+ * a subcommand; output is for people by default and JSON with --json.
+ *
+ * Exit status: 0 success, 1 hdqtd answered with an error, 2 usage,
+ * 3 cannot reach hdqtd, 4 a waited-for training round was not accepted.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "hdqt.h"
+#include "hdqt_client.h"
+#include "hdqt_data.h"
+#include "hdqt_proto.h"
+
+enum { EXIT_RPC = 1, EXIT_USAGE = 2, EXIT_CONNECT = 3, EXIT_ROUND = 4 };
+
+static int json_out;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: hdqtctl [--socket PATH] [--json] [--timeout SEC] COMMAND [ARGS]\n"
+		"\n"
+		"commands:\n"
+		"  status                      daemon, model, classes and training state\n"
+		"  classes                     the classes with pending samples and accuracy\n"
+		"  add-class NAME...           announce new classes\n"
+		"  remove-class NAME           deactivate a class\n"
+		"  add-sample CLASS [F,F,...]  one sample of 166 features (or CSV lines on stdin)\n"
+		"  predict [F,F,...]           classify features (or CSV lines on stdin)\n"
+		"  predict --window FILE       classify the first window of a raw CSV (ax..gz)\n"
+		"  train [--wait]              start a round (and follow it to the end)\n"
+		"  cancel                      cancel the running round\n"
+		"  models                      stored model versions\n"
+		"  rollback VERSION            make a stored version current\n"
+		"  watch [--count N]           print events as they happen\n"
+		"  config                      the configuration in effect\n"
+		"  describe                    the protocol's machine-readable description\n"
+		"  call METHOD [JSON]          any method with raw JSON params\n"
+		"\n"
+		"The socket is --socket, else $HDQTD_SOCKET, else /run/hdqtd/hdqtd.sock.\n"
+		"Exit status: 0 ok, 1 hdqtd returned an error, 2 usage, 3 cannot connect,\n"
+		"4 train --wait ended without a new current model.\n");
+}
+
+static void print_json(const cJSON *j)
+{
+	char *s = cJSON_Print(j);
+	if (s) {
+		puts(s);
+		free(s);
+	}
+}
+
+static int rpc(hdqt_client *c, const char *method, cJSON *params, cJSON **res)
+{
+	int rc = hdqt_client_call(c, method, params, res);
+	if (rc < 0) {
+		fprintf(stderr, "hdqtctl: %s: %s\n", method, hdqt_client_errmsg(c));
+		return rc < -1000 ? EXIT_RPC : EXIT_CONNECT;
+	}
+	return 0;
+}
+
+static double num(const cJSON *o, const char *k, double def)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static const char *str(const cJSON *o, const char *k, const char *def)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+static void print_classes(const cJSON *classes)
+{
+	printf("%-5s %-24s %-8s %8s %9s\n", "label", "class", "state", "pending", "accuracy");
+	const cJSON *k;
+	cJSON_ArrayForEach(k, classes) {
+		const cJSON *acc = cJSON_GetObjectItemCaseSensitive(k, "validation_accuracy");
+		char a[16] = "-";
+		if (cJSON_IsNumber(acc))
+			snprintf(a, sizeof(a), "%.1f%%", acc->valuedouble);
+		printf("%-5d %-24s %-8s %8.0f %9s\n", (int)num(k, "label", -1), str(k, "name", "?"),
+		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(k, "active")) ? "active" : "removed",
+		       num(k, "samples_pending", 0), a);
+	}
+}
+
+static int cmd_status(hdqt_client *c)
+{
+	cJSON *r;
+	int rc = rpc(c, "status", NULL, &r);
+	if (rc)
+		return rc;
+	if (json_out) {
+		print_json(r);
+	} else {
+		const cJSON *mv = cJSON_GetObjectItemCaseSensitive(r, "model_version");
+		const cJSON *tr = cJSON_GetObjectItemCaseSensitive(r, "training");
+		const cJSON *va = cJSON_GetObjectItemCaseSensitive(r, "validation_accuracy");
+		printf("hdqtd %s, up %.0f s, %s %s, kernel %s\n", str(r, "version", "?"),
+		       num(r, "uptime_s", 0), str(r, "quant", "?"), str(r, "strategy", "?"),
+		       str(r, "kernel", "?"));
+		if (cJSON_IsNumber(mv))
+			printf("model: version %d", mv->valueint);
+		else
+			printf("model: none yet");
+		if (cJSON_IsNumber(va))
+			printf(", validation accuracy %.2f%%", va->valuedouble);
+		printf("\nsamples pending: %.0f, exemplars: %.0f, validation samples: %.0f, clients: %.0f\n",
+		       num(r, "samples_pending", 0), num(r, "exemplars", 0),
+		       num(r, "validation_samples", 0), num(r, "connections", 0));
+		printf("training: %s", str(tr, "state", "?"));
+		if (strcmp(str(tr, "state", ""), "idle") != 0)
+			printf(" (round %.0f, epoch %.0f/%.0f)", num(tr, "round", 0), num(tr, "epoch", 0),
+			       num(tr, "epochs", 0));
+		printf(", %.0f rounds since start, auto %s\n", num(tr, "rounds", 0),
+		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(tr, "auto")) ? "on" : "off");
+		print_classes(cJSON_GetObjectItemCaseSensitive(r, "classes"));
+	}
+	cJSON_Delete(r);
+	return 0;
+}
+
+static int cmd_simple(hdqt_client *c, const char *method, cJSON *params, void (*show)(const cJSON *))
+{
+	cJSON *r;
+	int rc = rpc(c, method, params, &r);
+	if (rc)
+		return rc;
+	if (json_out || !show)
+		print_json(r);
+	else
+		show(r);
+	cJSON_Delete(r);
+	return 0;
+}
+
+static void show_classes(const cJSON *r)
+{
+	print_classes(cJSON_GetObjectItemCaseSensitive(r, "classes"));
+}
+
+static void show_class(const cJSON *r)
+{
+	printf("%s: label %.0f, %s\n", str(r, "name", "?"), num(r, "label", -1),
+	       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "active")) ? "active" : "removed");
+}
+
+static void show_models(const cJSON *r)
+{
+	printf("%-8s %-20s %-8s %9s %8s %s\n", "version", "created", "current", "accuracy", "samples",
+	       "bytes");
+	const cJSON *m;
+	cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r, "models")) {
+		time_t t = (time_t)num(m, "created", 0);
+		char when[32];
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+		const cJSON *met = cJSON_GetObjectItemCaseSensitive(m, "metrics");
+		printf("%-8.0f %-20s %-8s %8.2f%% %8.0f %.0f\n", num(m, "version", 0), when,
+		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "current")) ? "yes" : "",
+		       num(met, "validation_accuracy", NAN), num(met, "train_samples", 0),
+		       num(m, "bytes", 0));
+	}
+}
+
+/* Numbers separated by commas/spaces -> array; n must be 166. */
+static cJSON *parse_features(const char *s, char *err, size_t errlen)
+{
+	float f[HDQT_FEAT_DIM + 1];
+	int n = 0;
+	const char *p = s;
+	while (*p) {
+		while (*p == ',' || *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (!*p)
+			break;
+		char *end;
+		double v = strtod(p, &end);
+		if (end == p) {
+			snprintf(err, errlen, "not a number near '%.10s'", p);
+			return NULL;
+		}
+		if (n > HDQT_FEAT_DIM) {
+			snprintf(err, errlen, "more than %d numbers", HDQT_FEAT_DIM);
+			return NULL;
+		}
+		f[n++] = (float)v;
+		p = end;
+	}
+	if (n != HDQT_FEAT_DIM) {
+		snprintf(err, errlen, "%d numbers, expected %d features", n, HDQT_FEAT_DIM);
+		return NULL;
+	}
+	return hdqt_rpc_float_array(f, n);
+}
+
+/* Feature lines from argv[i] or stdin, each turned into {"features": [...]} (+ class). */
+static cJSON *read_inputs(int argc, char **argv, int i, const char *cls)
+{
+	cJSON *list = cJSON_CreateArray();
+	char err[128];
+	if (i < argc) {
+		cJSON *f = parse_features(argv[i], err, sizeof(err));
+		if (!f) {
+			fprintf(stderr, "hdqtctl: %s\n", err);
+			cJSON_Delete(list);
+			return NULL;
+		}
+		cJSON *o = cJSON_CreateObject();
+		if (cls)
+			cJSON_AddStringToObject(o, "class", cls);
+		cJSON_AddItemToObject(o, "features", f);
+		cJSON_AddItemToArray(list, o);
+		return list;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	int lineno = 0;
+	while (getline(&line, &cap, stdin) > 0) {
+		lineno++;
+		if (line[0] == '#' || line[strspn(line, " \t\r\n")] == '\0')
+			continue;
+		cJSON *f = parse_features(line, err, sizeof(err));
+		if (!f) {
+			fprintf(stderr, "hdqtctl: stdin line %d: %s\n", lineno, err);
+			free(line);
+			cJSON_Delete(list);
+			return NULL;
+		}
+		cJSON *o = cJSON_CreateObject();
+		if (cls)
+			cJSON_AddStringToObject(o, "class", cls);
+		cJSON_AddItemToObject(o, "features", f);
+		cJSON_AddItemToArray(list, o);
+	}
+	free(line);
+	if (cJSON_GetArraySize(list) == 0) {
+		fprintf(stderr, "hdqtctl: no features given (argument or CSV lines on stdin)\n");
+		cJSON_Delete(list);
+		return NULL;
+	}
+	return list;
+}
+
+static void show_prediction(const cJSON *p)
+{
+	printf("%s (%.1f%%)", str(p, "class", "?"), 100 * num(p, "confidence", 0));
+	const cJSON *t;
+	int k = 0;
+	cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(p, "top")) {
+		if (k++ == 0)
+			continue;
+		printf("%s %s %.1f%%", k == 2 ? "  then" : ",", str(t, "class", "?"),
+		       100 * num(t, "confidence", 0));
+	}
+	printf("\n");
+}
+
+static int cmd_predict(hdqt_client *c, int argc, char **argv, int i)
+{
+	cJSON *params = cJSON_CreateObject();
+	if (i + 1 < argc && strcmp(argv[i], "--window") == 0) {
+		float *rows = NULL;
+		int n = 0;
+		int rc = hdqt_raw_read(argv[i + 1], &rows, &n);
+		if (rc < 0 || n < 128) {
+			fprintf(stderr, "hdqtctl: %s: %s\n", argv[i + 1],
+				rc < 0 ? hdqt_strerror(rc) : "fewer than 128 readings");
+			free(rows);
+			cJSON_Delete(params);
+			return EXIT_USAGE;
+		}
+		cJSON *w = cJSON_AddArrayToObject(params, "window");
+		for (int r = 0; r < 128; r++)
+			cJSON_AddItemToArray(w, hdqt_rpc_float_array(rows + (size_t)r * 6, 6));
+		free(rows);
+		return cmd_simple(c, "predict", params, show_prediction);
+	}
+	cJSON *inputs = read_inputs(argc, argv, i, NULL);
+	if (!inputs) {
+		cJSON_Delete(params);
+		return EXIT_USAGE;
+	}
+	cJSON_AddItemToObject(params, "inputs", inputs);
+	cJSON *r;
+	int rc = rpc(c, "predict", params, &r);
+	if (rc)
+		return rc;
+	if (json_out)
+		print_json(r);
+	else {
+		const cJSON *p;
+		cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(r, "predictions"))
+			show_prediction(p);
+	}
+	cJSON_Delete(r);
+	return 0;
+}
+
+static int cmd_add_sample(hdqt_client *c, int argc, char **argv, int i)
+{
+	if (i >= argc) {
+		fprintf(stderr, "hdqtctl: add-sample needs a class\n");
+		return EXIT_USAGE;
+	}
+	cJSON *samples = read_inputs(argc, argv, i + 1, argv[i]);
+	if (!samples)
+		return EXIT_USAGE;
+	cJSON *params = cJSON_CreateObject();
+	cJSON_AddItemToObject(params, "samples", samples);
+	cJSON *r;
+	int rc = rpc(c, "sample.add", params, &r);
+	if (rc)
+		return rc;
+	if (json_out)
+		print_json(r);
+	else
+		printf("%.0f samples stored, %.0f pending\n", num(r, "accepted", 0),
+		       num(r, "samples_pending", 0));
+	cJSON_Delete(r);
+	return 0;
+}
+
+static void print_event(const cJSON *e)
+{
+	if (json_out) {
+		char *s = cJSON_PrintUnformatted(e);
+		if (s) {
+			puts(s);
+			free(s);
+		}
+		fflush(stdout);
+		return;
+	}
+	const char *t = str(e, "type", "?");
+	char when[16];
+	time_t now = time(NULL);
+	strftime(when, sizeof(when), "%H:%M:%S", localtime(&now));
+	if (!strcmp(t, "training.progress"))
+		printf("%s round %.0f: epoch %.0f/%.0f, loss %.4f\n", when, num(e, "round", 0),
+		       num(e, "epoch", 0), num(e, "epochs", 0), num(e, "loss", 0));
+	else if (!strcmp(t, "training.finished")) {
+		printf("%s round %.0f %s: serving model %.0f", when, num(e, "round", 0),
+		       str(e, "outcome", "?"), num(e, "model_version", 0));
+		if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(e, "validation_accuracy")))
+			printf(", validation %.2f%%", num(e, "validation_accuracy", 0));
+		if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(e, "previous_accuracy")))
+			printf(" (previous model %.2f%%)", num(e, "previous_accuracy", 0));
+		printf("%s%s\n", *str(e, "reason", "") ? ": " : "", str(e, "reason", ""));
+	}
+	else if (!strcmp(t, "training.started"))
+		printf("%s round %.0f started\n", when, num(e, "round", 0));
+	else if (!strcmp(t, "model.swapped"))
+		printf("%s serving model %.0f (was %.0f, %s)\n", when, num(e, "model_version", 0),
+		       num(e, "previous", 0), str(e, "reason", ""));
+	else
+		printf("%s %s %s\n", when, t, str(e, "name", ""));
+	fflush(stdout);
+}
+
+static int cmd_watch(hdqt_client *c, int count)
+{
+	cJSON *r;
+	int rc = rpc(c, "events.subscribe", NULL, &r);
+	if (rc)
+		return rc;
+	cJSON_Delete(r);
+	for (int n = 0; count <= 0 || n < count; n++) {
+		cJSON *e;
+		if ((rc = hdqt_client_next_event(c, -1, &e)) < 0) {
+			fprintf(stderr, "hdqtctl: %s\n", hdqt_client_errmsg(c));
+			return EXIT_CONNECT;
+		}
+		print_event(e);
+		cJSON_Delete(e);
+	}
+	return 0;
+}
+
+static int cmd_train(hdqt_client *c, int wait)
+{
+	cJSON *r;
+	int rc;
+	if (wait && (rc = rpc(c, "events.subscribe", NULL, &r)) != 0)
+		return rc;
+	if (wait)
+		cJSON_Delete(r);
+	if ((rc = rpc(c, "train", NULL, &r)) != 0)
+		return rc;
+	int started = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "started"));
+	if (json_out && !wait)
+		print_json(r);
+	else if (!started)
+		printf("not started: %s\n", str(r, "reason", "?"));
+	else if (!wait)
+		printf("training round started on %.0f pending samples\n", num(r, "samples", 0));
+	cJSON_Delete(r);
+	if (!wait || !started)
+		return 0;
+	const int tty = isatty(STDOUT_FILENO) && !json_out;
+	for (;;) {
+		cJSON *e;
+		if ((rc = hdqt_client_next_event(c, -1, &e)) < 0) {
+			fprintf(stderr, "hdqtctl: %s\n", hdqt_client_errmsg(c));
+			return EXIT_CONNECT;
+		}
+		const char *t = str(e, "type", "");
+		if (!strcmp(t, "training.progress") && tty) {
+			double ep = num(e, "epoch", 0), eps = num(e, "epochs", 1);
+			int w = 40, fill = eps > 0 ? (int)(w * ep / eps) : 0;
+			char bar[64];
+			memset(bar, '#', (size_t)fill);
+			memset(bar + fill, '.', (size_t)(w - fill));
+			bar[w] = '\0';
+			printf("\r[%s] epoch %.0f/%.0f loss %.4f ", bar, ep, eps, num(e, "loss", 0));
+			fflush(stdout);
+		} else if (!strcmp(t, "training.finished")) {
+			if (tty)
+				printf("\n");
+			print_event(e);
+			int ok = !strcmp(str(e, "outcome", ""), "accepted");
+			cJSON_Delete(e);
+			return ok ? 0 : EXIT_ROUND;
+		}
+		cJSON_Delete(e);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
+		{"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
+	};
+	const char *sock = NULL;
+	int timeout = 60, c;
+	while ((c = getopt_long(argc, argv, "+s:jt:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': sock = optarg; break;
+		case 'j': json_out = 1; break;
+		case 't': timeout = atoi(optarg); break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("hdqtctl %s\n", HDQT_VERSION); return 0;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *cmd = argv[optind++];
+	static const char *const known[] = {"status", "classes", "add-class", "remove-class",
+					    "add-sample", "predict", "train", "cancel", "models",
+					    "rollback", "watch", "config", "describe", "call"};
+	int ok = 0;
+	for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+		ok |= !strcmp(cmd, known[k]);
+	if (!ok) {
+		fprintf(stderr, "hdqtctl: unknown command '%s' (see hdqtctl --help)\n", cmd);
+		return EXIT_USAGE;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	hdqt_client *cl;
+	/* watch and train --wait may wait for long: no reply timeout there. */
+	int wait_long = !strcmp(cmd, "watch") || !strcmp(cmd, "train");
+	if (hdqt_client_connect(&cl, sock, wait_long ? 0 : timeout * 1000) < 0) {
+		fprintf(stderr, "hdqtctl: cannot connect to hdqtd at %s: %s\n",
+			sock ? sock : hdqt_client_default_socket(), strerror(errno));
+		return EXIT_CONNECT;
+	}
+	int rc = EXIT_USAGE;
+	if (!strcmp(cmd, "status"))
+		rc = cmd_status(cl);
+	else if (!strcmp(cmd, "classes"))
+		rc = cmd_simple(cl, "class.list", NULL, show_classes);
+	else if (!strcmp(cmd, "add-class") || !strcmp(cmd, "remove-class")) {
+		if (optind >= argc)
+			fprintf(stderr, "hdqtctl: %s needs a class name\n", cmd);
+		rc = optind < argc ? 0 : EXIT_USAGE;
+		for (int i = optind; i < argc && rc == 0; i++) {
+			cJSON *p = cJSON_CreateObject();
+			cJSON_AddStringToObject(p, "name", argv[i]);
+			rc = cmd_simple(cl, cmd[0] == 'a' ? "class.add" : "class.remove", p, show_class);
+		}
+	} else if (!strcmp(cmd, "add-sample"))
+		rc = cmd_add_sample(cl, argc, argv, optind);
+	else if (!strcmp(cmd, "predict"))
+		rc = cmd_predict(cl, argc, argv, optind);
+	else if (!strcmp(cmd, "train"))
+		rc = cmd_train(cl, optind < argc && !strcmp(argv[optind], "--wait"));
+	else if (!strcmp(cmd, "cancel"))
+		rc = cmd_simple(cl, "train.cancel", NULL, NULL);
+	else if (!strcmp(cmd, "models"))
+		rc = cmd_simple(cl, "model.list", NULL, show_models);
+	else if (!strcmp(cmd, "rollback")) {
+		char *end = NULL;
+		long v = optind < argc ? strtol(argv[optind], &end, 10) : 0;
+		if (optind >= argc || *end || v < 1) {
+			fprintf(stderr, "hdqtctl: rollback needs a model version (see hdqtctl models)\n");
+		} else {
+			cJSON *p = cJSON_CreateObject();
+			cJSON_AddNumberToObject(p, "version", (double)v);
+			rc = cmd_simple(cl, "model.rollback", p, NULL);
+		}
+	} else if (!strcmp(cmd, "watch")) {
+		int count = 0;
+		if (optind + 1 < argc && !strcmp(argv[optind], "--count"))
+			count = atoi(argv[optind + 1]);
+		rc = cmd_watch(cl, count);
+	} else if (!strcmp(cmd, "config"))
+		rc = cmd_simple(cl, "config.get", NULL, NULL);
+	else if (!strcmp(cmd, "describe"))
+		rc = cmd_simple(cl, "rpc.describe", NULL, NULL);
+	else if (!strcmp(cmd, "call")) {
+		cJSON *p = NULL;
+		if (optind >= argc) {
+			fprintf(stderr, "hdqtctl: call needs a method\n");
+		} else if (optind + 1 < argc && !(p = cJSON_Parse(argv[optind + 1]))) {
+			fprintf(stderr, "hdqtctl: params are not valid JSON\n");
+		} else {
+			json_out = 1;
+			rc = cmd_simple(cl, argv[optind], p, NULL);
+		}
+	}
+	hdqt_client_close(cl);
+	return rc;
+}

@@ -1,0 +1,156 @@
+# SPDX-License-Identifier: MIT
+"""A client for hdqtd using only the Python standard library.
+
+    from hdqt_client import Client
+    with Client() as c:                       # $HDQTD_SOCKET or /run/hdqtd/hdqtd.sock
+        c.add_class("WALKING")
+        c.add_samples([{"class": "WALKING", "window": rows}])   # rows: 128 x [ax..gz]
+        c.train(wait=True)
+        print(c.predict(window=rows)["class"])
+
+Errors that hdqtd returns raise RpcError (with .code, see proto/PROTOCOL.md);
+transport problems raise OSError.  One Client is one connection; use it
+from one thread at a time.
+"""
+import json
+import os
+import socket
+import time
+
+__all__ = ["Client", "RpcError", "default_socket"]
+
+
+def default_socket():
+    return os.environ.get("HDQTD_SOCKET") or "/run/hdqtd/hdqtd.sock"
+
+
+class RpcError(Exception):
+    """An error response from hdqtd."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__("%s (%d)" % (message, code))
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class Client:
+    MAX_LINE = 256 << 20
+
+    def __init__(self, path=None, timeout=60.0):
+        self.path = path or default_socket()
+        self.timeout = timeout
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        self._sock.connect(self.path)
+        self._buf = b""
+        self._id = 0
+        self._events = []
+
+    def close(self):
+        self._sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- transport --
+    def _read_msg(self, timeout):
+        while b"\n" not in self._buf:
+            self._sock.settimeout(timeout)
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("hdqtd closed the connection")
+            self._buf += chunk
+            if len(self._buf) > self.MAX_LINE:
+                raise ConnectionError("reply too long")
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, method, params=None):
+        """Call a method; returns its result or raises RpcError."""
+        self._id += 1
+        msg = {"jsonrpc": "2.0", "method": method, "id": self._id}
+        if params is not None:
+            msg["params"] = params
+        self._sock.sendall(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        while True:
+            m = self._read_msg(self.timeout)
+            if isinstance(m, dict) and m.get("method") == "event":
+                self._events.append(m.get("params", {}))
+                del self._events[:-1024]   # bounded
+                continue
+            if m.get("id") != self._id:
+                continue
+            if "error" in m:
+                e = m["error"]
+                raise RpcError(e.get("code", -32603), e.get("message", "error"), e.get("data"))
+            return m["result"]
+
+    def next_event(self, timeout=None):
+        """The next event notification's params (after subscribe())."""
+        if self._events:
+            return self._events.pop(0)
+        while True:
+            m = self._read_msg(timeout)
+            if isinstance(m, dict) and m.get("method") == "event":
+                return m.get("params", {})
+
+    # -- convenience --
+    def status(self):
+        return self.call("status")
+
+    def add_class(self, name):
+        return self.call("class.add", {"name": name})
+
+    def remove_class(self, name):
+        return self.call("class.remove", {"name": name})
+
+    def classes(self):
+        return self.call("class.list")["classes"]
+
+    def add_samples(self, samples, chunk=500):
+        """samples: dicts {"class": NAME, "features": [...]} or {"class", "window"}."""
+        samples = list(samples)
+        total = 0
+        for i in range(0, len(samples), chunk):
+            total += self.call("sample.add", {"samples": samples[i:i + chunk]})["accepted"]
+        return total
+
+    def predict(self, features=None, window=None, top_k=3):
+        p = {"top_k": top_k}
+        if features is not None:
+            p["features"] = list(features)
+        if window is not None:
+            p["window"] = [list(r) for r in window]
+        return self.call("predict", p)
+
+    def predict_many(self, inputs, top_k=1):
+        return self.call("predict", {"inputs": list(inputs), "top_k": top_k})["predictions"]
+
+    def subscribe(self):
+        return self.call("events.subscribe")
+
+    def train(self, wait=False, timeout=None, progress=None):
+        """Start a round; with wait, return its training.finished event."""
+        if wait:
+            self.subscribe()
+        r = self.call("train")
+        if not wait or not r.get("started"):
+            return r
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            e = self.next_event(left)
+            if e.get("type") == "training.progress" and progress:
+                progress(e)
+            if e.get("type") == "training.finished":
+                return e
+
+    def models(self):
+        return self.call("model.list")["models"]
+
+    def rollback(self, version):
+        return self.call("model.rollback", {"version": int(version)})

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""hdqtctl, hdqt-sensor, the C example and the Python client against the
+real hdqtd.  Needs HDQTCTL, HDQT_SENSOR, HDQT_CLIENT_EXAMPLE (paths)."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from hdqtd_harness import HAPT, SRC, Daemon  # noqa: E402
+
+sys.path.insert(0, os.path.join(SRC, "clients", "python"))
+import hdqt_client  # noqa: E402
+
+CTL = os.environ.get("HDQTCTL", os.path.join(SRC, "build", "clients", "hdqtctl"))
+SENSOR = os.environ.get("HDQT_SENSOR", os.path.join(SRC, "build", "clients", "hdqt-sensor"))
+EXAMPLE = os.environ.get("HDQT_CLIENT_EXAMPLE",
+                         os.path.join(SRC, "build", "clients", "hdqt-client-example"))
+LABELS = os.path.join(HAPT, "labels.csv")
+TRAIN_FILES = [os.path.join(HAPT, f) for f in ("exp01_user01.csv.gz", "exp05_user03.csv.gz")]
+TEST_FILE = os.path.join(HAPT, "exp03_user02.csv.gz")
+FAST = ["training.auto=no", "training.epochs=30", "model.hidden=128,128"]
+
+
+class ClientCase(unittest.TestCase):
+    def setUp(self):
+        self.d = Daemon(*FAST).start()
+        self.env = dict(os.environ, HDQTD_SOCKET=self.d.sock)
+
+    def tearDown(self):
+        self.d.cleanup()
+
+    def run_tool(self, *args, stdin=None, env=None, timeout=300):
+        return subprocess.run(list(args), input=stdin, capture_output=True, text=True,
+                              env=env or self.env, timeout=timeout)
+
+
+class TestHdqtctl(ClientCase):
+    def ctl(self, *args, **kw):
+        return self.run_tool(CTL, *args, **kw)
+
+    def test_commands_and_exit_codes(self):
+        r = self.ctl("add-class", "WALKING", "LAYING")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("WALKING: label 0", r.stdout)
+        r = self.ctl("add-class", "WALKING")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("exists", r.stderr)
+        r = self.ctl("--json", "classes")
+        self.assertEqual([k["name"] for k in json.loads(r.stdout)["classes"]], ["WALKING", "LAYING"])
+        # samples as CSV lines on stdin
+        lines = "\n".join(",".join(str((i % 7) * (1 if k == 0 else -1)) for i in range(166))
+                          for k in (0, 0, 0))
+        r = self.ctl("add-sample", "WALKING", stdin=lines + "\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("3 samples stored", r.stdout)
+        r = self.ctl("add-sample", "WALKING", stdin="1,2,3\n")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("166", r.stderr)
+        r = self.ctl("add-sample", "NOPE", ",".join(["0"] * 166))
+        self.assertEqual(r.returncode, 1)
+        r = self.ctl("predict", ",".join(["0"] * 166))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no model", r.stderr)
+        r = self.ctl("frobnicate")
+        self.assertEqual(r.returncode, 2)
+        r = self.ctl("--socket", os.path.join(self.d.dir, "none.sock"), "status")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("cannot connect", r.stderr)
+        r = self.ctl("rollback", "x")
+        self.assertEqual(r.returncode, 2)
+        r = self.ctl("rollback", "42")
+        self.assertEqual(r.returncode, 1)
+        r = self.ctl("call", "class.list")
+        self.assertEqual(r.returncode, 0)
+        self.assertEqual(len(json.loads(r.stdout)["classes"]), 2)
+        r = self.ctl("describe")
+        self.assertEqual(json.loads(r.stdout)["openrpc"], "1.2.6")
+        self.assertIn("training", json.loads(self.ctl("config").stdout))
+        r = self.ctl("--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("add-class", r.stdout)
+
+    def test_train_wait_watch_models_rollback(self):
+        self.ctl("add-class", "WALKING", "LAYING")
+        r = self.run_tool(SENSOR, "--send", "--labels", LABELS, "--classes", "WALKING,LAYING",
+                          *TRAIN_FILES)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        sent = int(r.stdout.split()[0])
+        self.assertGreater(sent, 50)
+        st = json.loads(self.ctl("--json", "status").stdout)
+        self.assertEqual(st["samples_pending"], sent)
+        watcher = subprocess.Popen([CTL, "--json", "watch", "--count", "3"], env=self.env,
+                                   stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        r = self.ctl("train", "--wait")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("accepted", r.stdout)
+        out, _ = watcher.communicate(timeout=60)
+        types = [json.loads(line)["type"] for line in out.splitlines()]
+        self.assertEqual(types[0], "training.started")
+        self.assertEqual(len(types), 3)
+        r = self.ctl("train")
+        self.assertIn("not started: no pending samples", r.stdout)
+        # a second round, then roll back to the first
+        self.run_tool(SENSOR, "--send", "--labels", LABELS, "--classes", "WALKING", TRAIN_FILES[0])
+        self.assertEqual(self.ctl("train", "--wait").returncode, 0)
+        models = json.loads(self.ctl("--json", "models").stdout)["models"]
+        self.assertEqual([m["version"] for m in models], [2, 1])
+        self.assertIn("version", self.ctl("models").stdout)
+        r = self.ctl("rollback", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(self.ctl("--json", "status").stdout)["model_version"], 1)
+        r = self.ctl("predict", "--window", TEST_FILE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"^(WALKING|LAYING) \(")
+
+
+class TestSensor(ClientCase):
+    def test_send_then_predict_with_accuracy(self):
+        hdqt_client.Client(self.d.sock).add_class("WALKING")
+        for k in ("SITTING", "LAYING"):
+            hdqt_client.Client(self.d.sock).add_class(k)
+        classes = "WALKING,SITTING,LAYING"
+        r = self.run_tool(SENSOR, "--send", "--labels", LABELS, "--classes", classes, *TRAIN_FILES)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.run_tool(CTL, "train", "--wait")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.run_tool(SENSOR, "--predict", "--json", "--labels", LABELS, "--classes", classes,
+                          TEST_FILE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        res = json.loads(r.stdout)
+        self.assertGreater(res["labelled"], 30)
+        self.assertGreater(res["accuracy"], 80.0)   # chance 33%, held-out user
+        # line-by-line output with true labels and running accuracy; stdin input
+        raw = subprocess.run(["gzip", "-dc", TEST_FILE], capture_output=True).stdout
+        r = subprocess.run([SENSOR, "--predict", "--labels", LABELS, "--exp", "3", "--classes",
+                            classes, "-"], input=raw, capture_output=True, env=self.env, timeout=120)
+        out = r.stdout.decode()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("running accuracy", out)
+        self.assertIn("accuracy", out.splitlines()[-1])
+        # constant label; --rate replays in real time (5 s of readings at 1000 Hz)
+        t0 = time.time()
+        r = self.run_tool(SENSOR, "--send", "--label", "WALKING", "--rate", "1000", "--quiet", TEST_FILE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreater(time.time() - t0, 4.0)
+        r = self.run_tool(SENSOR, "--send", "--label", "NOPE", TEST_FILE)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("unknown class", r.stderr)
+        r = self.run_tool(SENSOR, "--send", TEST_FILE)
+        self.assertEqual(r.returncode, 2)
+
+    def test_reconnects_and_loses_no_acknowledged_sample(self):
+        hdqt_client.Client(self.d.sock).add_class("WALKING")
+        # ~20000 readings at 4000/s: 5 s, batches of 8 windows
+        p = subprocess.Popen([SENSOR, "--send", "--label", "WALKING", "--rate", "4000", "--batch", "8",
+                              "--retry", "60", TEST_FILE], env=self.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)
+        self.d.kill9()
+        time.sleep(1.0)
+        self.d.start()
+        out, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("reconnected", err)
+        sent = int(out.split()[0])
+        pending = hdqt_client.Client(self.d.sock).status()["samples_pending"]
+        # every acknowledged sample is stored (a batch whose ack was lost in the
+        # crash may be stored twice: at-least-once)
+        self.assertGreaterEqual(pending, sent)
+        self.assertLessEqual(pending, sent + 8)
+
+
+class TestLibraries(ClientCase):
+    def test_python_client_and_example(self):
+        r = self.run_tool(sys.executable, os.path.join(SRC, "clients", "python", "example.py"), HAPT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("accepted", r.stdout)
+        acc = float(r.stdout.rsplit("(", 1)[1].split("%")[0])
+        self.assertGreater(acc, 80.0)
+        with hdqt_client.Client(self.d.sock) as c:
+            with self.assertRaises(hdqt_client.RpcError) as e:
+                c.add_class("WALKING")
+            self.assertEqual(e.exception.code, -32002)
+            self.assertEqual([k["name"] for k in c.classes()], ["WALKING", "LAYING"])
+            self.assertEqual(len(c.models()), 1)
+
+    def test_c_example(self):
+        r = self.run_tool(EXAMPLE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("none yet", r.stdout)
+        r = self.run_tool(EXAMPLE, ",".join(["0.5"] * 166))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no model", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
