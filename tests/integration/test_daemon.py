@@ -505,5 +505,69 @@ class TestLifecycle(unittest.TestCase):
             d.cleanup()
 
 
+# the client runs as nobody: an interpreter outside /root
+NOBODY_PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+NOBODY_CLIENT = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rwb")
+out = {}
+for i, (m, p) in enumerate([("status", None), ("class.add", {"name": "x"}), ("predict", {"features": [0.0] * 166}),
+                            ("train", None), ("class.list", None)]):
+    msg = {"jsonrpc": "2.0", "id": i, "method": m}
+    if p is not None: msg["params"] = p
+    f.write((json.dumps(msg) + "\n").encode()); f.flush()
+    r = json.loads(f.readline())
+    out[m] = r.get("error", {}).get("code", 0)
+print(json.dumps(out))
+"""
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root to connect as another user")
+class TestAccess(unittest.TestCase):
+    """access.admin_group: state-changing methods only for its members (by
+    SO_PEERCRED); reading and predicting stay open to whoever may connect."""
+
+    def as_nobody(self, d):
+        os.chmod(d.dir, 0o755)
+        r = subprocess.run([NOBODY_PY, "-c", NOBODY_CLIENT, d.sock], capture_output=True,
+                           text=True, timeout=60,
+                           preexec_fn=lambda: (os.setgroups([]), os.setgid(65534), os.setuid(65534)))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
+    def test_admin_group(self):
+        d = Daemon(*FAST, "daemon.socket_mode=0666", "access.admin_group=root")
+        try:
+            d.start()
+            codes = self.as_nobody(d)
+            self.assertEqual(codes["status"], 0)
+            self.assertEqual(codes["class.add"], -32008)
+            self.assertEqual(codes["train"], -32008)
+            self.assertEqual(codes["predict"], -32004)   # allowed: no model yet
+            self.assertEqual(codes["class.list"], 0)
+            self.assertEqual(d.client().call("class.list")["classes"], [])   # nothing changed
+            d.client().call("class.add", {"name": "by-root"})   # root may
+            d.stop()
+            d.sets = FAST + ["daemon.socket_mode=0666", "access.admin_group=nogroup"]
+            d.start()
+            codes = self.as_nobody(d)   # nobody's group is nogroup: allowed
+            self.assertEqual(codes["class.add"], 0)
+            d.stop()
+            d.sets = FAST + ["daemon.socket_mode=0600"]
+            d.start()
+            os.chmod(d.dir, 0o755)
+            r = subprocess.run([NOBODY_PY, "-c", NOBODY_CLIENT, d.sock], capture_output=True,
+                               text=True, timeout=60,
+                               preexec_fn=lambda: (os.setgroups([]), os.setgid(65534), os.setuid(65534)))
+            self.assertNotEqual(r.returncode, 0)   # the socket's mode keeps others out
+            self.assertIn("Permission denied", r.stderr)
+            r = subprocess.run([HDQTD, "--set", "access.admin_group=no-such-group-x", "--check-config"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("access.admin_group", r.stderr)
+        finally:
+            d.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
