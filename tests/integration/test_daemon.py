@@ -506,6 +506,70 @@ class TestLifecycle(unittest.TestCase):
 
 
 # the client runs as nobody: an interpreter outside /root
+class TestSystemd(unittest.TestCase):
+    """sd_notify (READY, STATUS, WATCHDOG, STOPPING) through NOTIFY_SOCKET, and
+    socket activation through systemd-socket-activate (LISTEN_FDS)."""
+
+    def test_notify_and_watchdog(self):
+        d = Daemon(*FAST)
+        ns = os.path.join(d.dir, "notify.sock")
+        rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        rx.bind(ns)
+        rx.settimeout(20)
+        env = dict(os.environ, NOTIFY_SOCKET=ns, WATCHDOG_USEC="400000")
+        proc = subprocess.Popen([HDQTD, "--socket", d.sock, "--db", d.db] +
+                                sum([["--set", x] for x in FAST], []), env=env,
+                                stderr=subprocess.DEVNULL)
+        try:
+            msgs = []
+            deadline = time.time() + 20
+            while time.time() < deadline and sum("WATCHDOG=1" in m for m in msgs) < 3:
+                msgs.append(rx.recv(4096).decode())
+            self.assertIn("READY=1", msgs)
+            self.assertTrue(any(m.startswith("STATUS=serving model") for m in msgs), msgs)
+            self.assertGreaterEqual(sum("WATCHDOG=1" in m for m in msgs), 3)
+            proc.send_signal(signal.SIGTERM)
+            while True:
+                m = rx.recv(4096).decode()
+                if "STOPPING=1" in m:
+                    break
+            self.assertEqual(proc.wait(30), 0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            rx.close()
+            d.cleanup()
+
+    def test_socket_activation(self):
+        act = "/usr/bin/systemd-socket-activate"
+        if not os.path.exists(act):
+            self.fail("systemd-socket-activate missing (scripts/deps.sh installs systemd)")
+        d = Daemon(*FAST)
+        log = open(d.log, "wb")
+        # The activator listens; hdqtd starts on the first connection with the
+        # socket as fd 3 and must not bind (its own --socket path is unused).
+        proc = subprocess.Popen([act, "-l", d.sock, HDQTD, "--socket",
+                                 os.path.join(d.dir, "unused.sock"), "--db", d.db] +
+                                sum([["--set", x] for x in FAST], []), stderr=log, stdout=log)
+        try:
+            deadline = time.time() + 20
+            while not os.path.exists(d.sock) and time.time() < deadline:
+                time.sleep(0.05)
+            c = Client(d.sock, timeout=30)
+            self.assertIn("version", c.call("status"))
+            c.call("class.add", {"name": "activated"})
+            c.close()
+            self.assertFalse(os.path.exists(os.path.join(d.dir, "unused.sock")))
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            self.assertIn("(socket activation)", d.read_log())
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+            d.cleanup()
+
+
 NOBODY_PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 NOBODY_CLIENT = r"""
 import json, socket, sys
