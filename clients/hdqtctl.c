@@ -208,23 +208,33 @@ static cJSON *parse_features(const char *s, char *err, size_t errlen)
 	return hdqt_rpc_float_array(f, n);
 }
 
+/* Append {"features": [...]} (with "class" when cls) parsed from text. */
+static int add_input(cJSON *list, const char *text, const char *cls, char *err, size_t errlen)
+{
+	cJSON *f = parse_features(text, err, errlen);
+	cJSON *o = f ? cJSON_CreateObject() : NULL;
+	if (!o) {
+		cJSON_Delete(f);
+		return -1;
+	}
+	if (cls)
+		cJSON_AddStringToObject(o, "class", cls);
+	cJSON_AddItemToObject(o, "features", f);
+	cJSON_AddItemToArray(list, o);
+	return 0;
+}
+
 /* Feature lines from argv[i] or stdin, each turned into {"features": [...]} (+ class). */
 static cJSON *read_inputs(int argc, char **argv, int i, const char *cls)
 {
 	cJSON *list = cJSON_CreateArray();
-	char err[128];
+	char err[128] = "out of memory";
 	if (i < argc) {
-		cJSON *f = parse_features(argv[i], err, sizeof(err));
-		if (!f) {
+		if (add_input(list, argv[i], cls, err, sizeof(err)) < 0) {
 			fprintf(stderr, "hdqtctl: %s\n", err);
 			cJSON_Delete(list);
 			return NULL;
 		}
-		cJSON *o = cJSON_CreateObject();
-		if (cls)
-			cJSON_AddStringToObject(o, "class", cls);
-		cJSON_AddItemToObject(o, "features", f);
-		cJSON_AddItemToArray(list, o);
 		return list;
 	}
 	char *line = NULL;
@@ -234,18 +244,12 @@ static cJSON *read_inputs(int argc, char **argv, int i, const char *cls)
 		lineno++;
 		if (line[0] == '#' || line[strspn(line, " \t\r\n")] == '\0')
 			continue;
-		cJSON *f = parse_features(line, err, sizeof(err));
-		if (!f) {
+		if (add_input(list, line, cls, err, sizeof(err)) < 0) {
 			fprintf(stderr, "hdqtctl: stdin line %d: %s\n", lineno, err);
 			free(line);
 			cJSON_Delete(list);
 			return NULL;
 		}
-		cJSON *o = cJSON_CreateObject();
-		if (cls)
-			cJSON_AddStringToObject(o, "class", cls);
-		cJSON_AddItemToObject(o, "features", f);
-		cJSON_AddItemToArray(list, o);
 	}
 	free(line);
 	if (cJSON_GetArraySize(list) == 0) {
