@@ -81,7 +81,7 @@ static void usage(FILE *f)
 		"  --method LIST       icarl,er,lwf,finetune (default icarl)\n"
 		"  --bits B            matmul input bits (4)\n"
 		"  --acc-bits A        tile accumulator bits (8)\n"
-		"  --tile T            forward reduction tile (recipe default: 32, hdqt 8)\n"
+		"  --tile T            forward reduction tile (recipe default: 32)\n"
 		"  --init-classes N    classes in the first task (2)\n"
 		"  --increment N       classes per later task (2)\n"
 		"  --memory M          exemplar budget (200)\n"
