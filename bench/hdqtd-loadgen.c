@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -215,6 +216,8 @@ static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs
 	snprintf(ep, sizeof(ep), "training.epochs=%s", epochs);
 	pid_t pid = fork();
 	if (pid == 0) {
+		/* The daemon goes when the benchmark does, even if it crashes. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		FILE *f = freopen(logp, "a", stderr);
 		(void)f;
 		execl(hdqtd, hdqtd, "--socket", sock, "--db", db, "--set", "training.auto=no", "--set",

@@ -204,7 +204,7 @@ static int64_t id_of(const round_data *r, int label)
 	return -1;
 }
 
-static void run_round(hdqtd_trainer *t, hdqtd_round_result *res)
+static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 {
 	const hdqtd_config *c = &t->cfg;
 	const int d = HDQT_FEAT_DIM;
@@ -325,7 +325,7 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res)
 	cc.epochs = c->epochs;
 	cc.batch = c->batch;
 	cc.sgd.lr = c->lr;
-	cc.seed = c->seed + (uint64_t)res->round;
+	cc.seed = c->seed + (uint64_t)res->round + 7919u * (uint64_t)attempt;
 	if ((rc = hdqt_cl_new(&cl, m, &cc)) < 0) {
 		hdqt_model_free(m);
 		snprintf(res->reason, sizeof(res->reason), "learner: %s", hdqt_strerror(rc));
@@ -356,6 +356,11 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res)
 	if (rc == HDQT_ECANCELED) {
 		res->outcome = HDQTD_ROUND_CANCELED;
 		snprintf(res->reason, sizeof(res->reason), "canceled");
+		goto out;
+	}
+	if (rc == HDQT_ERANGE) {
+		res->diverged = 1;
+		snprintf(res->reason, sizeof(res->reason), "training diverged (non-finite loss)");
 		goto out;
 	}
 	if (rc < 0)
@@ -483,7 +488,17 @@ static void *thread_main(void *arg)
 		hdqtd_round_result *r = calloc(1, sizeof(*r));
 		if (r) {
 			r->round = run;
-			run_round(t, r);
+			/* 4-bit training with 8-bit accumulators can, rarely, diverge;
+			 * another stochastic-rounding stream usually does not. */
+			for (int attempt = 0; attempt < 3; attempt++) {
+				memset(r, 0, sizeof(*r));
+				r->round = run;
+				run_round(t, r, attempt);
+				if (!r->diverged || atomic_load(&t->cancel))
+					break;
+				hdqtd_log(LOG_WARNING, "round %lld diverged (attempt %d); retrying with "
+					  "another seed", (long long)run, attempt + 1);
+			}
 			char fig[640];
 			snprintf(fig, sizeof(fig), "{\"reason\":\"%s\",\"metrics\":%s}",
 				 r->outcome == HDQTD_ROUND_REJECTED ? "regression" : "",

@@ -38,6 +38,7 @@ typedef struct hdqtd_round_result {
 	hdqt_model *model;        /* ACCEPTED: the new model; the callee takes it */
 	double val_acc, prev_acc; /* percent; < 0 when unknown */
 	int samples, holdout, classes, val_samples;
+	int diverged;             /* FAILED because the loss became non-finite */
 	double seconds;
 	char metrics[512];        /* as stored with the model */
 	char reason[256];

@@ -42,19 +42,19 @@ void hdqt_qconfig_default(hdqt_qconfig *q, hdqt_mode mode)
 	case HDQT_MODE_HDQT:
 	default:
 		/* Project recipe: see README "The hdqt recipe, step by step".
-		 * Per-row forward scales (per sample, per output row: the inner
-		 * product stays integer) with the range min(max-abs, 3 rms) keep
-		 * the outliers of standardised features from flattening everyone
-		 * else to zero; the backward keeps the paper's Hadamard transforms
-		 * but clamps per 32-wide tile like the forward.  A forward Hadamard
-		 * rotation and per-row backward scales measured no better (within
-		 * seed noise) and cost time, so they stay off. */
-		q->tile = 32;
+		 * Per-row scales (forward: per sample and per output row, so the
+		 * inner product stays integer; backward: per row of each operand)
+		 * with the forward range min(max-abs, 3 rms) keep the outliers of
+		 * standardised features from flattening everyone else to zero.
+		 * Forward tiles of 8 keep the 8-bit accumulators from saturating
+		 * on full-range codes (with 32, some rounds diverged).  A forward
+		 * Hadamard rotation measured no better, so it stays off. */
+		q->tile = 8;
 		q->bwd_tile = 32;
 		q->bwd_hadamard = 1;
 		q->fwd_hadamard = 0;
 		q->fwd_gran = HDQT_SCALE_ROW;
-		q->bwd_gran = HDQT_SCALE_TENSOR;
+		q->bwd_gran = HDQT_SCALE_ROW;
 		q->fwd_clip = 1.0f;
 		q->fwd_clip_sigma = 3.0f;
 		break;

@@ -88,9 +88,9 @@ static double cosine(const float *a, const float *b, size_t n)
 
 /* Quantised gradients of one batch point the same way as the fp32 ones:
  * a cosine above 0.5 with the exact weight gradients in every integer
- * recipe (measured on this batch: hdqt 0.65-0.72, hdqt-paper 0.67-0.75,
- * int 0.77-0.93; 4-bit stochastic rounding of a per-tensor grid is that
- * noisy per step, and unbiased, which is what training needs). */
+ * recipe (measured on this batch: hdqt 0.88-0.91 with its per-row backward
+ * scales, hdqt-paper 0.67-0.75, int 0.77-0.93; 4-bit stochastic rounding
+ * is that noisy per step, and unbiased, which is what training needs). */
 START_TEST(test_quantised_grads_align)
 {
 	enum { N = 128, D = 64, H = 128, C = 4 };
@@ -102,7 +102,7 @@ START_TEST(test_quantised_grads_align)
 	hdqt_batch b = {.X = X, .y = y, .n = N};
 	ck_assert_int_eq(hdqt_model_train_step(ref, &b, &o, 0.0f, NULL), 0);
 	const hdqt_mode modes[] = {HDQT_MODE_HDQT, HDQT_MODE_HDQT_PAPER, HDQT_MODE_INT};
-	const double thr[] = {0.5, 0.5, 0.5};
+	const double thr[] = {0.8, 0.5, 0.5}; /* hdqt is held to more */
 	for (int mi = 0; mi < 3; mi++) {
 		hdqt_model *m = make(modes[mi], D, H, C, 5);
 		ck_assert_int_eq(m->in_pad, D);
