@@ -139,8 +139,13 @@ static double train_blobs(hdqt_mode mode, uint64_t seed, float *final_w, size_t 
 	int ok = 0;
 	for (int i = 0; i < N; i++)
 		ok += pred[i] == yt[i];
-	if (final_w)
-		memcpy(final_w, m->L[0].w, nw * sizeof(float));
+	if (final_w) {
+		/* The first layer is D wide, or padded to the Hadamard block. */
+		size_t have = (size_t)m->L[0].in * m->L[0].out;
+		ck_assert_uint_ge(nw, have);
+		memset(final_w, 0, nw * sizeof(float));
+		memcpy(final_w, m->L[0].w, have * sizeof(float));
+	}
 	hdqt_model_free(m);
 	free(X);
 	free(Xt);
