@@ -32,7 +32,7 @@ typedef struct opts {
 	int bits, acc_bits, tile, init_classes, increment, memory, epochs, seeds, jobs, json;
 	int hidden[HDQT_MAX_LAYERS], n_hidden;
 	int drop[64], n_drop, drop_set;
-	float lr, norm_clip, lr_gamma;
+	float lr, norm_clip, lr_gamma, kd_lambda;
 	int lr_step;
 	const char *plot;
 	hdqt_qconfig qover; /* hdqt-recipe overrides for ablations */
@@ -89,6 +89,7 @@ static void usage(FILE *f)
 		"  --epochs E          epochs per task (100)\n"
 		"  --hidden W,W        hidden widths (512,512)\n"
 		"  --lr LR             learning rate (0.01)\n"
+		"  --kd-lambda L       weight of the distillation term, T^2 KL (1)\n"
 		"  --lr-step E         multiply the learning rate by --lr-gamma (0.1) every E epochs (0 = never)\n"
 		"  --seeds K           seeds 1..K (3)\n"
 		"  --jobs J            parallel runs (number of CPUs)\n"
@@ -159,12 +160,13 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->n_hidden = 2;
 	o->lr = 0.01f;
 	o->lr_gamma = 0.1f;
+	o->kd_lambda = 1.0f;
 	o->window = 128;
 	o->hop = 64;
 	o->fwd_had = o->fwd_gran = o->bwd_gran = o->bwd_tile = o->had_max = -1;
 	o->fwd_clip = o->fwd_sigma = -1;
 	enum { O_INIT = 256, O_INC, O_ACC, O_DROP, O_FWDH, O_FWDG, O_BWDG, O_FWDC, O_FWDS,
-	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA };
+	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL };
 	static const struct option lo[] = {
 		{"data", 1, 0, 'd'}, {"quant", 1, 0, 'q'}, {"method", 1, 0, 'm'},
 		{"bits", 1, 0, 'b'}, {"acc-bits", 1, 0, O_ACC}, {"tile", 1, 0, 't'},
@@ -172,7 +174,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 		{"memory", 1, 0, 'M'}, {"epochs", 1, 0, 'e'}, {"hidden", 1, 0, 'H'},
 		{"seeds", 1, 0, 's'}, {"jobs", 1, 0, 'j'}, {"json", 0, 0, 'J'},
 		{"plot", 1, 0, 'p'}, {"lr", 1, 0, 'l'}, {"lr-step", 1, 0, O_LRSTEP},
-		{"lr-gamma", 1, 0, O_LRGAMMA}, {"drop-classes", 1, 0, O_DROP},
+		{"lr-gamma", 1, 0, O_LRGAMMA}, {"kd-lambda", 1, 0, O_KDL}, {"drop-classes", 1, 0, O_DROP},
 		{"fwd-hadamard", 1, 0, O_FWDH}, {"fwd-gran", 1, 0, O_FWDG},
 		{"bwd-gran", 1, 0, O_BWDG}, {"fwd-clip", 1, 0, O_FWDC},
 		{"fwd-sigma", 1, 0, O_FWDS}, {"bwd-tile", 1, 0, O_BWDT},
@@ -214,6 +216,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 		case 'l': bad = parse_float(optarg, 0.0f, 10.0f, &o->lr); break;
 		case O_LRSTEP: bad = parse_int(optarg, 0, 100000, &o->lr_step); break;
 		case O_LRGAMMA: bad = parse_float(optarg, 0.0f, 1.0f, &o->lr_gamma); break;
+		case O_KDL: bad = parse_float(optarg, 0.0f, 100.0f, &o->kd_lambda); break;
 		case 'H':
 			o->n_hidden = parse_list_int(optarg, o->hidden, HDQT_MAX_LAYERS - 1, 1, HDQT_MAX_DIM);
 			bad = o->n_hidden < 0;
@@ -349,6 +352,7 @@ static void do_run(shared *sh, run_result *r)
 	cc.sgd.lr = o->lr;
 	cc.sgd.step_every = o->lr_step;
 	cc.sgd.step_gamma = o->lr_gamma;
+	cc.kd_lambda = o->kd_lambda;
 	cc.seed = (uint64_t)r->seed;
 	cc.er_reservoir = o->er_reservoir;
 	if (rc == 0 && (rc = hdqt_cl_new(&cl, m, &cc)) < 0)
