@@ -34,6 +34,12 @@ typedef struct hdqtd {
 	cJSON *metrics;             /* the serving model's stored metrics */
 	hdqt_store_class *classes;  /* cache of the classes table, by label */
 	int n_classes;
+	/* learned[label]: the class has exemplars or held-out samples, i.e. some
+	 * round learned it; NULL when nothing tells (then every head row counts).
+	 * A class announced but never given samples keeps an untrained head row
+	 * that must not be predicted. */
+	unsigned char *learned;
+	int n_learned;
 
 	uv_pipe_t listener;
 	int listening, socket_activated, bound;

@@ -300,6 +300,7 @@ out:
 	hdqt_feat_free(d->feat);
 	cJSON_Delete(d->metrics);
 	free(d->classes);
+	free(d->learned);
 	free(d);
 	return status;
 }

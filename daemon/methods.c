@@ -82,6 +82,49 @@ static const hdqt_store_class *class_by_label(hdqtd *d, int label)
 	return NULL;
 }
 
+/* Recompute d->learned from the stored exemplars and validation samples. */
+static void refresh_learned(hdqtd *d)
+{
+	free(d->learned);
+	d->learned = NULL;
+	d->n_learned = 0;
+	if (!d->model)
+		return;
+	const int C = hdqt_model_n_classes(d->model);
+	unsigned char *l = calloc((size_t)C, 1);
+	if (!l)
+		return;
+	int any = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		float *X = NULL;
+		int64_t *cls = NULL;
+		int n = 0;
+		int rc = pass == 0 ? hdqt_store_exemplars_load(d->store, HDQT_FEAT_DIM, &X, &cls, &n)
+				   : hdqt_store_validation_load(d->store, HDQT_FEAT_DIM, &X, &cls, &n);
+		for (int i = 0; rc == 0 && i < n; i++)
+			for (int k = 0; k < d->n_classes; k++)
+				if (d->classes[k].id == cls[i] && d->classes[k].label < C) {
+					any |= !l[d->classes[k].label];
+					l[d->classes[k].label] = 1;
+				}
+		free(X);
+		free(cls);
+	}
+	if (!any) { /* e.g. LwF without held-out samples: nothing to go by */
+		free(l);
+		return;
+	}
+	d->learned = l;
+	d->n_learned = C;
+}
+
+/* May label be predicted: active, and learned when that is known. */
+static int predictable(hdqtd *d, int label)
+{
+	const hdqt_store_class *c = class_by_label(d, label);
+	return c && c->active && (!d->learned || (label < d->n_learned && d->learned[label]));
+}
+
 static void set_metrics(hdqtd *d, const char *json)
 {
 	cJSON_Delete(d->metrics);
@@ -119,6 +162,7 @@ int hdqtd_load_model(hdqtd *d)
 				set_metrics(d, ms[i].metrics);
 		free(ms);
 	}
+	refresh_learned(d);
 	return 0;
 }
 
@@ -137,6 +181,8 @@ static cJSON *class_json(hdqtd *d, const hdqt_store_class *c, int detail)
 			cJSON_AddNumberToObject(o, "samples_pending", (double)pend);
 		const cJSON *per = cJSON_GetObjectItemCaseSensitive(d->metrics, "per_class");
 		const cJSON *acc = cJSON_GetArrayItem(per, c->label);
+		cJSON_AddBoolToObject(o, "trained", d->model && c->label < hdqt_model_n_classes(d->model) &&
+					   (!d->learned || (c->label < d->n_learned && d->learned[c->label])));
 		if (cJSON_IsNumber(acc) && acc->valuedouble >= 0 && d->model &&
 		    c->label < hdqt_model_n_classes(d->model))
 			cJSON_AddNumberToObject(o, "validation_accuracy", acc->valuedouble);
@@ -426,8 +472,7 @@ static cJSON *prediction_json(hdqtd *d, const float *logits, int C, int top_k)
 	int idx[HDQT_MAX_CLASSES], k = 0;
 	float mx = -INFINITY;
 	for (int l = 0; l < C; l++) {
-		const hdqt_store_class *cl = class_by_label(d, l);
-		if (cl && cl->active) {
+		if (predictable(d, l)) {
 			idx[k++] = l;
 			mx = logits[l] > mx ? logits[l] : mx;
 		}
@@ -501,10 +546,8 @@ static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	}
 	int active = 0;
 	const int C = hdqt_model_n_classes(d->model);
-	for (int l = 0; l < C; l++) {
-		const hdqt_store_class *cl = class_by_label(d, l);
-		active += cl && cl->active;
-	}
+	for (int l = 0; l < C; l++)
+		active += predictable(d, l);
 	if (!active) {
 		free(X);
 		return fail(r, HDQT_RPC_NO_MODEL, "the model knows no active class");
@@ -813,6 +856,7 @@ static void cb_finished(void *arg, hdqtd_round_result *res)
 			res->model = NULL;
 			d->model_version = res->model_version;
 			set_metrics(d, res->metrics);
+			refresh_learned(d);
 		} else if (hdqtd_load_model(d) < 0) {
 			hdqtd_log(LOG_ERR, "loading the new model failed; still serving %lld",
 				  (long long)prev);

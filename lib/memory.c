@@ -71,6 +71,8 @@ int hdqt_memory_export(const hdqt_memory *m, float *X, int *y)
 {
 	int k = 0;
 	for (int c = 0; c < m->n_classes; c++) {
+		if (m->cls[c].n == 0)
+			continue; /* a class without exemplars has no buffer (memcpy from NULL is UB) */
 		memcpy(X + (size_t)k * m->d, m->cls[c].X, sizeof(float) * (size_t)m->cls[c].n * m->d);
 		for (int i = 0; i < m->cls[c].n; i++)
 			y[k + i] = c;

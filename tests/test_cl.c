@@ -137,6 +137,28 @@ static double run(const data *d, hdqt_cl_method method, hdqt_mode mode, double *
 	return 100.0 * ok / d->tn;
 }
 
+/* A class that got no exemplars (announced, never given samples) is
+ * skipped by export; the others keep their labels. */
+START_TEST(test_memory_export_with_empty_class)
+{
+	hdqt_memory *m = NULL;
+	ck_assert_int_eq(hdqt_memory_new(&m, 10, 2), 0);
+	const float a[4] = {1, 2, 3, 4}, c[2] = {5, 6};
+	ck_assert_int_eq(hdqt_memory_set_class(m, 0, a, 2), 0);
+	ck_assert_int_eq(hdqt_memory_set_class(m, 1, NULL, 0), 0);
+	ck_assert_int_eq(hdqt_memory_set_class(m, 2, c, 1), 0);
+	float X[6] = {0};
+	int y[3] = {-1, -1, -1};
+	ck_assert_int_eq(hdqt_memory_export(m, X, y), 3);
+	const float want[6] = {1, 2, 3, 4, 5, 6};
+	ck_assert_mem_eq(X, want, sizeof(want));
+	ck_assert_int_eq(y[0], 0);
+	ck_assert_int_eq(y[1], 0);
+	ck_assert_int_eq(y[2], 2);
+	hdqt_memory_free(m);
+}
+END_TEST
+
 START_TEST(test_replay_beats_finetune)
 {
 	data d = load();
@@ -195,6 +217,7 @@ int main(void)
 	tcase_set_timeout(tc, 900);
 	tcase_add_test(tc, test_herding_order);
 	tcase_add_test(tc, test_memory_quota);
+	tcase_add_test(tc, test_memory_export_with_empty_class);
 	tcase_add_test(tc, test_bad_calls);
 	tcase_add_test(tc, test_replay_beats_finetune);
 	suite_add_tcase(s, tc);

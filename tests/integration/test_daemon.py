@@ -347,6 +347,21 @@ class TestProtocol(DaemonCase):
         ids = [self.c.read_msg()["id"] for _ in range(50)]
         self.assertEqual(ids, list(range(50)))
 
+    def test_class_without_samples_is_never_predicted(self):
+        wins = hapt_windows(activities={1, 6})
+        for name in ("WALKING", "SITTING", "LAYING"):   # SITTING gets no samples
+            self.c.call("class.add", {"name": name})
+        send_samples(self.c, wins[:300])
+        self.assertEqual(train_and_wait(self.c)["outcome"], "accepted")
+        trained = {k["name"]: k["trained"] for k in self.c.call("status")["classes"]}
+        self.assertEqual(trained, {"WALKING": True, "SITTING": False, "LAYING": True})
+        seen = set()
+        for i in range(0, 300, 60):
+            p = self.c.call("predict", {"window": wins[i][2], "top_k": 3})
+            seen |= {t["class"] for t in p["top"]}
+            self.assertAlmostEqual(sum(t["confidence"] for t in p["top"]), 1.0, places=4)
+        self.assertEqual(seen, {"WALKING", "LAYING"})
+
     def test_params_forms(self):
         self.assertIn("version", self.c.call("status", []))   # empty by-position list
         m = self.c.call_raw("class.add", ["a"])
