@@ -49,6 +49,7 @@ typedef struct hdqtd {
 
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t tick;            /* auto-training policy, watchdog */
+	uv_timer_t stop_timer;      /* bounds how long shutdown waits for slow readers */
 	uint64_t watchdog_usec;
 	double started;             /* monotonic seconds */
 	double last_round_end;
@@ -77,6 +78,8 @@ double hdqtd_now(void);
 /* server.c */
 int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen);
 void hdqtd_server_close(hdqtd *d);
+/* Close every connection now, dropping replies not yet written. */
+void hdqtd_server_drop_all(hdqtd *d);
 /* Send a notification to every subscribed connection. */
 void hdqtd_broadcast(hdqtd *d, cJSON *event);
 

@@ -95,6 +95,15 @@ static void on_tick(uv_timer_t *t)
 	notify(st);
 }
 
+static void on_stop_timer(uv_timer_t *t)
+{
+	hdqtd *d = t->data;
+	if (d->n_conns > 0)
+		hdqtd_log(LOG_WARNING, "%d clients did not read their replies: closing them", d->n_conns);
+	hdqtd_server_drop_all(d);
+	uv_close((uv_handle_t *)t, NULL);
+}
+
 static void shutdown_all(hdqtd *d, const char *why)
 {
 	if (d->stopping)
@@ -107,6 +116,12 @@ static void shutdown_all(hdqtd *d, const char *why)
 	hdqtd_trainer_stop(d->trainer);
 	d->trainer = NULL;
 	hdqtd_server_close(d);
+	/* Replies are flushed before each connection closes, but a client
+	 * that never reads must not hold the daemon up: 5 s, then drop. */
+	uv_timer_init(d->loop, &d->stop_timer);
+	d->stop_timer.data = d;
+	uv_timer_start(&d->stop_timer, on_stop_timer, 5000, 0);
+	uv_unref((uv_handle_t *)&d->stop_timer);
 	uv_close((uv_handle_t *)&d->tick, NULL);
 	uv_close((uv_handle_t *)&d->sig_term, NULL);
 	uv_close((uv_handle_t *)&d->sig_int, NULL);
@@ -289,6 +304,11 @@ int main(int argc, char **argv)
 
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	status = 0;
+	if (d->stopping && !uv_is_closing((uv_handle_t *)&d->stop_timer)) {
+		/* Every client left in time: the unreferenced timer is still open. */
+		uv_close((uv_handle_t *)&d->stop_timer, NULL);
+		uv_run(d->loop, UV_RUN_DEFAULT);
+	}
 
 	int close_rc = uv_loop_close(d->loop);
 	if (close_rc < 0)

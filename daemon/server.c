@@ -431,6 +431,14 @@ void hdqtd_server_close(hdqtd *d)
 	}
 }
 
+void hdqtd_server_drop_all(hdqtd *d)
+{
+	for (hdqtd_conn *c = d->conns, *next; c; c = next) {
+		next = c->next;
+		conn_close(c);
+	}
+}
+
 void hdqtd_broadcast(hdqtd *d, cJSON *event)
 {
 	if (!event)

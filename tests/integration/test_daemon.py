@@ -613,6 +613,32 @@ class TestSyscallFilter(unittest.TestCase):
 
 
 # the client runs as nobody: an interpreter outside /root
+class TestStopWithStuckReader(unittest.TestCase):
+    def test_sigterm_does_not_wait_for_a_client_that_never_reads(self):
+        d = Daemon(*FAST, "daemon.max_write_queue=64M")
+        try:
+            d.start()
+            stuck = d.client()
+            stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            req = (json.dumps({"jsonrpc": "2.0", "id": 1, "method": "rpc.describe"}) + "\n").encode()
+            stuck.sock.settimeout(5)
+            try:
+                for _ in range(400):   # ~30 MB of replies that are never read
+                    stuck.send_raw(req * 10)
+            except (socket.timeout, ConnectionError):
+                pass                   # hdqtd stopped reading from it: fine
+            other = d.client()
+            self.assertIn("version", other.call("status"))
+            other.close()
+            t0 = time.time()
+            self.assertEqual(d.stop(timeout=30), 0)
+            self.assertLess(time.time() - t0, 15)
+            self.assertIn("did not read their replies", d.read_log())
+            stuck.close()
+        finally:
+            d.cleanup()
+
+
 class TestSystemd(unittest.TestCase):
     """sd_notify (READY, STATUS, WATCHDOG, STOPPING) through NOTIFY_SOCKET, and
     socket activation through systemd-socket-activate (LISTEN_FDS)."""
