@@ -24,7 +24,7 @@ void hdqtd_config_default(hdqtd_config *c)
 	c->log_level = 6;
 	c->max_connections = 64;
 	c->max_message = 4u << 20;
-	c->max_write_queue = 16u << 20;
+	c->max_write_queue = 4u << 20; /* with max_message: at most 8 MiB per client */
 	c->max_batch = 4096;
 	c->n_hidden = 2;
 	c->hidden[0] = c->hidden[1] = 512;

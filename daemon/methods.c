@@ -739,10 +739,13 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, const cJSON *req)
 	const cJSON *ver = cJSON_GetObjectItemCaseSensitive(req, "jsonrpc");
 	const cJSON *meth = cJSON_GetObjectItemCaseSensitive(req, "method");
 	const cJSON *params = cJSON_GetObjectItemCaseSensitive(req, "params");
-	if (id && !cJSON_IsString(id) && !cJSON_IsNumber(id) && !cJSON_IsNull(id))
+	int bad_id = 0;
+	if (id && !cJSON_IsString(id) && !cJSON_IsNumber(id) && !cJSON_IsNull(id)) {
 		id = NULL; /* an invalid id is answered with a null id */
+		bad_id = 1;
+	}
 	if (!cJSON_IsObject(req) || !cJSON_IsString(ver) || strcmp(ver->valuestring, "2.0") != 0 ||
-	    !cJSON_IsString(meth))
+	    !cJSON_IsString(meth) || bad_id)
 		return hdqt_rpc_error(id, HDQT_RPC_INVALID_REQUEST,
 				      "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": ...}",
 				      NULL);

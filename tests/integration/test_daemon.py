@@ -181,10 +181,13 @@ class TestBadInput(DaemonCase):
         for raw in (b'42\n', b'{"method": "status", "id": 3}\n',
                     b'{"jsonrpc": "1.0", "method": "status", "id": 3}\n',
                     b'{"jsonrpc": "2.0", "method": 5, "id": 3}\n',
-                    b'{"jsonrpc": "2.0", "method": "status", "params": 7, "id": 3}\n'):
+                    b'{"jsonrpc": "2.0", "method": "status", "params": 7, "id": 3}\n',
+                    b'{"jsonrpc": "2.0", "method": "class.add", "params": {"name": "z"}, "id": {}}\n',
+                    b'{"jsonrpc": "2.0", "method": "class.add", "params": {"name": "z"}, "id": [1]}\n'):
             self.c.send_raw(raw)
             m = self.c.read_msg()
             self.assertEqual(m["error"]["code"], -32600, (raw, m))
+        self.assertEqual([k["name"] for k in self.c.call("class.list")["classes"]], ["a", "b"])
         self.expect(-32601, "no.such.method")
 
     def test_wrong_params_change_nothing(self):
