@@ -330,6 +330,8 @@ static cJSON *m_class_add(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	const hdqt_store_class *old = class_by_name(d, name);
 	if (old && old->active)
 		return fail(r, HDQT_RPC_CLASS_EXISTS, "class \"%s\" exists (label %d)", name, old->label);
+	if (!old && d->n_classes >= HDQT_MAX_CLASSES)
+		return fail(r, HDQT_RPC_LIMIT, "hdqtd holds at most %d classes", HDQT_MAX_CLASSES);
 	int rc;
 	hdqt_store_class nc;
 	if (old)
