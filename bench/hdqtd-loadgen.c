@@ -111,6 +111,25 @@ static size_t put_features(char *o, const float *x, int d)
 static const char *const names[] = {"", "WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS",
 				    "SITTING", "STANDING", "LAYING"};
 
+/* A sample.add request for the basic-activity windows of ds in [from, to),
+ * at most max of them (*k gets how many); req must hold max * 2600 bytes. */
+static size_t sample_add(char *req, const hdqt_dataset *ds, int from, int to, int max, int *k)
+{
+	size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"sample.add\","
+				   "\"params\":{\"samples\":[", from);
+	*k = 0;
+	for (int r = from; r < to && r < ds->n && *k < max; r++) {
+		if (ds->y[r] < 1 || ds->y[r] > 6)
+			continue;
+		n += (size_t)sprintf(req + n, "%s{\"class\":\"%s\",\"features\":[", (*k)++ ? "," : "",
+				     names[ds->y[r]]);
+		n += put_features(req + n, ds->X + (size_t)r * ds->d, ds->d);
+		n += (size_t)sprintf(req + n, "]}");
+	}
+	n += (size_t)sprintf(req + n, "]}}\n");
+	return n;
+}
+
 typedef struct job {
 	const char *sock;
 	const hdqt_dataset *ds;
@@ -316,18 +335,8 @@ int main(int argc, char **argv)
 	int limit = ds.n < 6000 ? ds.n : 6000;
 	double t0 = now_s();
 	for (int i = 0; i + batch <= limit; i += batch) {
-		size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"sample.add\","
-					   "\"params\":{\"samples\":[", i);
-		int k = 0;
-		for (int r = i; r < i + batch; r++) {
-			if (ds.y[r] < 1 || ds.y[r] > 6)
-				continue;
-			n += (size_t)sprintf(req + n, "%s{\"class\":\"%s\",\"features\":[", k++ ? "," : "",
-					     names[ds.y[r]]);
-			n += put_features(req + n, ds.X + (size_t)r * ds.d, ds.d);
-			n += (size_t)sprintf(req + n, "]}");
-		}
-		n += (size_t)sprintf(req + n, "]}}\n");
+		int k;
+		size_t n = sample_add(req, &ds, i, i + batch, batch, &k);
 		if (k && call(&c, req, n) < 0)
 			errors++;
 		sent += k;
@@ -364,17 +373,8 @@ int main(int argc, char **argv)
 	res[nres++] = run_predict(sock, &ds, 1, secs);
 	res[nres++] = run_predict(sock, &ds, 32, secs);
 	/* pending samples for the round */
-	size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"sample.add\","
-				   "\"params\":{\"samples\":[");
-	for (int r = 0, k = 0; r < ds.n && k < 500; r++) {
-		if (ds.y[r] < 1 || ds.y[r] > 6)
-			continue;
-		n += (size_t)sprintf(req + n, "%s{\"class\":\"%s\",\"features\":[", k++ ? "," : "",
-				     names[ds.y[r]]);
-		n += put_features(req + n, ds.X + (size_t)r * ds.d, ds.d);
-		n += (size_t)sprintf(req + n, "]}");
-	}
-	n += (size_t)sprintf(req + n, "]}}\n");
+	int k500;
+	size_t n = sample_add(req, &ds, 0, ds.n, 500, &k500);
 	call(&c, req, n);
 	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"train\"}");
 	usleep(300000);
