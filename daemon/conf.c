@@ -332,6 +332,16 @@ int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen)
 	return 0;
 }
 
+void hdqtd_config_store_opts(const hdqtd_config *c, hdqt_store_opts *o)
+{
+	hdqt_store_opts_default(o);
+	o->sync_full = c->sync_full;
+	o->max_bytes = c->max_bytes;
+	o->max_pending_per_class = c->max_pending_per_class;
+	o->keep_models = c->keep_models;
+	o->keep_learned = 0;
+}
+
 cJSON *hdqtd_config_json(const hdqtd_config *c)
 {
 	cJSON *r = cJSON_CreateObject();

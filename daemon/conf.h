@@ -10,6 +10,7 @@
 
 #include "hdqt.h"
 #include "hdqt_data.h"
+#include "hdqt_store.h"
 
 typedef struct hdqtd_config {
 	/* [daemon] */
@@ -56,5 +57,8 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 int hdqtd_config_load(hdqtd_config *c, const char *path, char *err, size_t errlen);
 /* Cross-key checks. */
 int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen);
+/* Store options of the [store] section, as both of hdqtd's connections use
+ * them (learned samples are deleted: they live on in model and exemplars). */
+void hdqtd_config_store_opts(const hdqtd_config *c, hdqt_store_opts *o);
 /* The configuration as {"daemon": {...}, "model": {...}, ...}. */
 cJSON *hdqtd_config_json(const hdqtd_config *c);

@@ -230,12 +230,7 @@ int main(int argc, char **argv)
 
 	/* Open the database and the serving state. */
 	hdqt_store_opts so;
-	hdqt_store_opts_default(&so);
-	so.sync_full = d->cfg.sync_full;
-	so.max_bytes = d->cfg.max_bytes;
-	so.max_pending_per_class = d->cfg.max_pending_per_class;
-	so.keep_models = d->cfg.keep_models;
-	so.keep_learned = 0;
+	hdqtd_config_store_opts(&d->cfg, &so);
 	so.busy_timeout_ms = 5000;
 	int rc = hdqt_store_open(&d->store, d->cfg.db, &so, err, sizeof(err));
 	if (rc < 0) {

@@ -92,24 +92,19 @@ static void refresh_learned(hdqtd *d)
 		return;
 	const int C = hdqt_model_n_classes(d->model);
 	unsigned char *l = calloc((size_t)C, 1);
-	if (!l)
+	int64_t *ids = NULL;
+	int n = 0, any = 0;
+	if (!l || hdqt_store_learned_classes(d->store, &ids, &n) < 0) {
+		free(l);
 		return;
-	int any = 0;
-	for (int pass = 0; pass < 2; pass++) {
-		float *X = NULL;
-		int64_t *cls = NULL;
-		int n = 0;
-		int rc = pass == 0 ? hdqt_store_exemplars_load(d->store, HDQT_FEAT_DIM, &X, &cls, &n)
-				   : hdqt_store_validation_load(d->store, HDQT_FEAT_DIM, &X, &cls, &n);
-		for (int i = 0; rc == 0 && i < n; i++)
-			for (int k = 0; k < d->n_classes; k++)
-				if (d->classes[k].id == cls[i] && d->classes[k].label < C) {
-					any |= !l[d->classes[k].label];
-					l[d->classes[k].label] = 1;
-				}
-		free(X);
-		free(cls);
 	}
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < d->n_classes; k++)
+			if (d->classes[k].id == ids[i] && d->classes[k].label < C) {
+				any |= !l[d->classes[k].label];
+				l[d->classes[k].label] = 1;
+			}
+	free(ids);
 	if (!any) { /* e.g. LwF without held-out samples: nothing to go by */
 		free(l);
 		return;
@@ -288,24 +283,12 @@ static cJSON *m_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	for (int i = 0; i < d->n_classes; i++)
 		cJSON_AddItemToArray(cls, class_json(d, &d->classes[i], 1));
 	cJSON_AddItemToObject(o, "classes", cls);
-	int64_t pend = 0;
-	float *X = NULL;
-	int64_t *ids = NULL;
-	int ne = 0, nv = 0;
+	int64_t pend = 0, ne = 0, nv = 0;
 	hdqt_store_samples_pending_count(d->store, -1, &pend);
 	cJSON_AddNumberToObject(o, "samples_pending", (double)pend);
-	if (hdqt_store_exemplars_load(d->store, HDQT_FEAT_DIM, &X, &ids, &ne) == 0) {
-		free(X);
-		free(ids);
-	}
-	cJSON_AddNumberToObject(o, "exemplars", ne);
-	X = NULL;
-	ids = NULL;
-	if (hdqt_store_validation_load(d->store, HDQT_FEAT_DIM, &X, &ids, &nv) == 0) {
-		free(X);
-		free(ids);
-	}
-	cJSON_AddNumberToObject(o, "validation_samples", nv);
+	hdqt_store_counts(d->store, &ne, &nv);
+	cJSON_AddNumberToObject(o, "exemplars", (double)ne);
+	cJSON_AddNumberToObject(o, "validation_samples", (double)nv);
 	cJSON_AddItemToObject(o, "training", training_json(d));
 	const cJSON *acc = cJSON_GetObjectItemCaseSensitive(d->metrics, "validation_accuracy");
 	if (cJSON_IsNumber(acc) && acc->valuedouble >= 0)

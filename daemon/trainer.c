@@ -535,13 +535,8 @@ int hdqtd_trainer_start(hdqtd_trainer **out, uv_loop_t *loop, const hdqtd_config
 	t->cfg = *cfg;
 	t->cb = *cb;
 	hdqt_store_opts so;
-	hdqt_store_opts_default(&so);
-	so.sync_full = cfg->sync_full;
-	so.max_bytes = cfg->max_bytes;
-	so.max_pending_per_class = cfg->max_pending_per_class;
-	so.keep_models = cfg->keep_models;
-	so.keep_learned = 0; /* learned samples live on in the model and the exemplars */
-	so.busy_timeout_ms = 10000;
+	hdqtd_config_store_opts(cfg, &so);
+	so.busy_timeout_ms = 10000; /* a round's commit may wait for the loop's writes */
 	int rc = hdqt_store_open(&t->store, cfg->db, &so, err, errlen);
 	if (rc < 0) {
 		free(t);

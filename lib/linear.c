@@ -101,6 +101,20 @@ static void *grow(void **p, size_t *cap, size_t n)
 #define SF(s, i, n) ((float *)grow((void **)&(s)->f[i], &(s)->fcap[i], (size_t)(n) * sizeof(float)))
 #define SQ(s, i, n) ((int8_t *)grow((void **)&(s)->q[i], &(s)->qcap[i], (size_t)(n)))
 
+/* out (I x J) = c * sa[i] * sb[j] / div: integer products back to floats. */
+static void rescale(const int32_t *c, const float *sa, const float *sb, int I, int J, float div,
+		    float *out)
+{
+	const float inv = 1.0f / div;
+	for (int i = 0; i < I; i++) {
+		const float si = sa[i] * inv;
+		const int32_t *ci = c + (size_t)i * J;
+		float *oi = out + (size_t)i * J;
+		for (int j = 0; j < J; j++)
+			oi[j] = (float)ci[j] * si * sb[j];
+	}
+}
+
 static int qproduct(const float *a, int I, const float *b, int J, int K, int tile,
 		    const quant_spec *spa, const quant_spec *spb, const hdqt_qconfig *q,
 		    linear_scratch *s, hdqt_rng *rng, float div, float *out)
@@ -118,14 +132,7 @@ static int qproduct(const float *a, int I, const float *b, int J, int K, int til
 	int rc = gemm_q(&s->ws, qa, qb, I, J, K, &gp, c);
 	if (rc < 0)
 		return rc;
-	const float inv = 1.0f / div;
-	for (int i = 0; i < I; i++) {
-		const float si = sa[i] * inv;
-		const int32_t *ci = c + (size_t)i * J;
-		float *oi = out + (size_t)i * J;
-		for (int j = 0; j < J; j++)
-			oi[j] = (float)ci[j] * si * sb[j];
-	}
+	rescale(c, sa, sb, I, J, div, out);
 	return 0;
 }
 
@@ -207,15 +214,7 @@ int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 	quant_rows(xa, N, K, &spx, NULL, qa, sa);
 	if ((rc = gemm_q_packed(&s->ws, qa, N, &L->wpack, c)) < 0)
 		return rc;
-	const float inv = 1.0f / div;
-	const float *sb = L->wscale;
-	for (int i = 0; i < N; i++) {
-		const float si = sa[i] * inv;
-		const int32_t *ci = c + (size_t)i * M;
-		float *oi = Y + (size_t)i * M;
-		for (int j = 0; j < M; j++)
-			oi[j] = (float)ci[j] * si * sb[j];
-	}
+	rescale(c, sa, L->wscale, N, M, div, Y);
 	return 0;
 }
 

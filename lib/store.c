@@ -797,6 +797,47 @@ int hdqt_store_validation_load(hdqt_store *s, int d, float **X, int64_t **class_
 	return load_table(s, "SELECT class_id, dim, features FROM validation ORDER BY id", d, X, class_ids, n);
 }
 
+int hdqt_store_counts(hdqt_store *s, int64_t *exemplars, int64_t *validation)
+{
+	if (!s || !exemplars || !validation)
+		return HDQT_EINVAL;
+	int rc = single_int(s, "SELECT COUNT(*) FROM exemplars", exemplars);
+	return rc < 0 ? rc : single_int(s, "SELECT COUNT(*) FROM validation", validation);
+}
+
+int hdqt_store_learned_classes(hdqt_store *s, int64_t **ids, int *n)
+{
+	if (!s || !ids || !n)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT class_id FROM exemplars UNION "
+				    "SELECT class_id FROM validation", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "learned classes");
+	int64_t *v = NULL;
+	int cnt = 0, cap = 0;
+	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 16;
+			int64_t *q = realloc(v, sizeof(*v) * cap);
+			if (!q) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			v = q;
+		}
+		v[cnt++] = sqlite3_column_int64(p, 0);
+	}
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return sqlerr(s, rc, "learned classes");
+	}
+	*ids = v;
+	*n = cnt;
+	return 0;
+}
+
 /* ---- models ---- */
 
 static int model_tx(hdqt_store *s, const uint8_t *blob, size_t len, const char *config_json,

@@ -256,6 +256,59 @@ START_TEST(test_exemplars_models_runs_backup)
 }
 END_TEST
 
+/* Counts and learned classes come from the tables, without loading rows. */
+START_TEST(test_counts_and_learned_classes)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "c.db");
+	hdqt_store_opts o;
+	hdqt_store_opts_default(&o);
+	o.keep_learned = 0;
+	hdqt_store *s = open_ok(p, &o);
+	hdqt_store_class a, b, c;
+	hdqt_store_class_add(s, "a", &a);
+	hdqt_store_class_add(s, "b", &b);
+	hdqt_store_class_add(s, "c", &c);
+	int64_t ne = -1, nv = -1, *ids = NULL;
+	int n = -1;
+	ck_assert_int_eq(hdqt_store_counts(s, &ne, &nv), 0);
+	ck_assert_int_eq(ne, 0);
+	ck_assert_int_eq(nv, 0);
+	ck_assert_int_eq(hdqt_store_learned_classes(s, &ids, &n), 0);
+	ck_assert_int_eq(n, 0);
+	free(ids);
+	/* a: two exemplars; c: one held-out sample; b: nothing */
+	float E[4] = {1, 1, 2, 2}, V[2] = {3, 3};
+	int64_t ec[2] = {a.id, a.id}, vc[1] = {c.id}, sid[1] = {0};
+	ck_assert_int_eq(hdqt_store_exemplars_replace(s, ec, E, 2, 2), 0);
+	ck_assert_int_eq(hdqt_store_samples_add(s, vc, V, 1, 2), 0);
+	float *PX;
+	int64_t *pid, *pc;
+	int np;
+	ck_assert_int_eq(hdqt_store_samples_pending(s, 2, 10, &PX, &pid, &pc, &np), 0);
+	ck_assert_int_eq(np, 1);
+	sid[0] = pid[0];
+	free(PX);
+	free(pid);
+	free(pc);
+	uint8_t blob[4] = {1, 2, 3, 4};
+	hdqt_store_round r = {.blob = blob, .blob_len = 4, .make_current = 1, .holdout = sid,
+			      .n_holdout = 1, .exemplar_class = ec, .exemplars = E, .n_exemplars = 2,
+			      .dim = 2};
+	ck_assert_int_eq(hdqt_store_round_commit(s, &r, NULL), 0);
+	ck_assert_int_eq(hdqt_store_counts(s, &ne, &nv), 0);
+	ck_assert_int_eq(ne, 2);
+	ck_assert_int_eq(nv, 1);
+	ck_assert_int_eq(hdqt_store_learned_classes(s, &ids, &n), 0);
+	ck_assert_int_eq(n, 2);
+	ck_assert((ids[0] == a.id && ids[1] == c.id) || (ids[0] == c.id && ids[1] == a.id));
+	free(ids);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
 START_TEST(test_migration_from_v1_fixture)
 {
 	mkdir_tmp();
@@ -625,6 +678,7 @@ int main(void)
 	tcase_add_test(tc, test_classes);
 	tcase_add_test(tc, test_samples_and_validation);
 	tcase_add_test(tc, test_exemplars_models_runs_backup);
+	tcase_add_test(tc, test_counts_and_learned_classes);
 	tcase_add_test(tc, test_migration_from_v1_fixture);
 	tcase_add_test(tc, test_refuses_newer_and_corrupt);
 	tcase_add_test(tc, test_sigkill_keeps_acknowledged);

@@ -89,6 +89,12 @@ int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const 
 int hdqt_store_exemplars_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n);
 int hdqt_store_validation_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n);
 
+/* Rows in the exemplar memory and in the validation set. */
+int hdqt_store_counts(hdqt_store *s, int64_t *exemplars, int64_t *validation);
+/* Ids of the classes with exemplars or validation samples, i.e. learned by
+ * some round (malloc'd; *ids may be NULL when *n is 0). */
+int hdqt_store_learned_classes(hdqt_store *s, int64_t **ids, int *n);
+
 /* ---- model versions ---- */
 typedef struct hdqt_store_model {
 	int64_t version, created;
