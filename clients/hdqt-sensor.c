@@ -375,6 +375,20 @@ static int run_file(state *s, const char *path)
 	return rc;
 }
 
+/* A whole number or a finite decimal in [lo, hi], or -1 and a message. */
+static int num_arg(const char *opt, const char *v, double lo, double hi, double *out)
+{
+	char *end;
+	errno = 0;
+	double x = strtod(v, &end);
+	if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi) {
+		fprintf(stderr, "hdqt-sensor: %s expects a number from %g to %g, not '%s'\n", opt, lo, hi, v);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
 static int parse_classes(opts *o, const char *list)
 {
 	char buf[4096];
@@ -410,6 +424,7 @@ int main(int argc, char **argv)
 	o->batch = 0;
 	o->retry_s = 60;
 	int mode = 0, c;
+	double x;
 	while ((c = getopt_long(argc, argv, "s:h", lo, NULL)) != -1) {
 		switch (c) {
 		case 's': o->sock = optarg; break;
@@ -418,18 +433,42 @@ int main(int argc, char **argv)
 		case 'l': o->label = optarg; break;
 		case 'L': o->labels_path = optarg; break;
 		case 'A': o->activities_path = optarg; break;
-		case 'e': o->exp = atoi(optarg); break;
+		case 'e':
+			if (num_arg("--exp", optarg, 0, 1e6, &x) < 0)
+				return 2;
+			o->exp = (int)x;
+			break;
 		case 'c':
 			if (parse_classes(o, optarg) < 0) {
 				fprintf(stderr, "hdqt-sensor: --classes: too many or too long names\n");
 				return 2;
 			}
 			break;
-		case 'r': o->rate = strcmp(optarg, "max") ? atof(optarg) : 0; break;
-		case 'w': o->window = atoi(optarg); break;
-		case 'H': o->hop = atoi(optarg); break;
-		case 'b': o->batch = atoi(optarg); break;
-		case 'R': o->retry_s = atof(optarg); break;
+		case 'r':
+			if (strcmp(optarg, "max") == 0)
+				o->rate = 0;
+			else if (num_arg("--rate", optarg, 0.001, 1e7, &o->rate) < 0)
+				return 2;
+			break;
+		case 'w':
+			if (num_arg("--window", optarg, 16, 4096, &x) < 0)
+				return 2;
+			o->window = (int)x;
+			break;
+		case 'H':
+			if (num_arg("--hop", optarg, 1, 1e6, &x) < 0)
+				return 2;
+			o->hop = (int)x;
+			break;
+		case 'b':
+			if (num_arg("--batch", optarg, 1, 4096, &x) < 0)
+				return 2;
+			o->batch = (int)x;
+			break;
+		case 'R':
+			if (num_arg("--retry", optarg, 0, 1e6, &o->retry_s) < 0)
+				return 2;
+			break;
 		case 'q': o->quiet = 1; break;
 		case 'j': o->json = 1; break;
 		case 'h': usage(stdout); return 0;

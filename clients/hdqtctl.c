@@ -457,7 +457,16 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 's': sock = optarg; break;
 		case 'j': json_out = 1; break;
-		case 't': timeout = atoi(optarg); break;
+		case 't': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+			if (end == optarg || *end || v < 1 || v > 86400) {
+				fprintf(stderr, "hdqtctl: --timeout expects seconds from 1 to 86400\n");
+				return EXIT_USAGE;
+			}
+			timeout = (int)v;
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("hdqtctl %s\n", HDQT_VERSION); return 0;
 		default: usage(stderr); return EXIT_USAGE;
@@ -523,9 +532,13 @@ int main(int argc, char **argv)
 		}
 	} else if (!strcmp(cmd, "watch")) {
 		int count = 0;
+		char *end = NULL;
 		if (optind + 1 < argc && !strcmp(argv[optind], "--count"))
-			count = atoi(argv[optind + 1]);
-		rc = cmd_watch(cl, count);
+			count = (int)strtol(argv[optind + 1], &end, 10);
+		if (end && (end == argv[optind + 1] || *end || count < 1))
+			fprintf(stderr, "hdqtctl: watch --count expects a positive number\n");
+		else
+			rc = cmd_watch(cl, count);
 	} else if (!strcmp(cmd, "config"))
 		rc = cmd_simple(cl, "config.get", NULL, NULL);
 	else if (!strcmp(cmd, "describe"))

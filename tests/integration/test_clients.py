@@ -68,6 +68,11 @@ class TestHdqtctl(ClientCase):
         self.assertIn("no model", r.stderr)
         r = self.ctl("frobnicate")
         self.assertEqual(r.returncode, 2)
+        r = self.ctl("--timeout", "soon", "status")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--timeout", r.stderr)
+        r = self.ctl("watch", "--count", "many")
+        self.assertEqual(r.returncode, 2)
         r = self.ctl("--socket", os.path.join(self.d.dir, "none.sock"), "status")
         self.assertEqual(r.returncode, 3)
         self.assertIn("cannot connect", r.stderr)
@@ -154,6 +159,10 @@ class TestSensor(ClientCase):
         self.assertIn("unknown class", r.stderr)
         r = self.run_tool(SENSOR, "--send", TEST_FILE)
         self.assertEqual(r.returncode, 2)
+        for bad in (["--rate", "fast"], ["--window", "100000"], ["--batch", "0"], ["--hop", "x"]):
+            r = self.run_tool(SENSOR, "--predict", *bad, TEST_FILE)
+            self.assertEqual(r.returncode, 2, bad)
+            self.assertIn(bad[0], r.stderr)
 
     def test_reconnects_and_loses_no_acknowledged_sample(self):
         hdqt_client.Client(self.d.sock).add_class("WALKING")
