@@ -36,7 +36,7 @@ typedef struct opts {
 	int lr_step;
 	const char *plot;
 	hdqt_qconfig qover; /* hdqt-recipe overrides for ablations */
-	int had_max, bwd_tile, fwd_had, fwd_gran, bwd_gran;
+	int had_max, bwd_tile, fwd_had, fwd_gran, bwd_gran, bwd_fwdq;
 	float fwd_clip, fwd_sigma;
 	int window, hop;
 	int er_reservoir;
@@ -100,6 +100,8 @@ static void usage(FILE *f)
 		"  --dump-features CSV write the windows' features (label,user,f0,...) and exit\n"
 		"  --json              one JSON object on stdout\n"
 		"  --plot FILE.svg     accuracy per task for every run\n"
+		"  --bwd-fwdq 0|1      backward products on the forward's quantised X, W (1)\n"
+		"                      or on the float ones (0); any integer mode\n"
 		"hdqt recipe ablation knobs (hdqt mode only):\n"
 		"  --fwd-hadamard 0|1 --fwd-gran tensor|row --bwd-gran tensor|row\n"
 		"  --fwd-clip F --fwd-sigma S --bwd-tile T --had-max H\n");
@@ -163,10 +165,10 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->kd_lambda = 1.0f;
 	o->window = 128;
 	o->hop = 64;
-	o->fwd_had = o->fwd_gran = o->bwd_gran = o->bwd_tile = o->had_max = -1;
+	o->fwd_had = o->fwd_gran = o->bwd_gran = o->bwd_tile = o->had_max = o->bwd_fwdq = -1;
 	o->fwd_clip = o->fwd_sigma = -1;
 	enum { O_INIT = 256, O_INC, O_ACC, O_DROP, O_FWDH, O_FWDG, O_BWDG, O_FWDC, O_FWDS,
-	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL };
+	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL, O_BFQ };
 	static const struct option lo[] = {
 		{"data", 1, 0, 'd'}, {"quant", 1, 0, 'q'}, {"method", 1, 0, 'm'},
 		{"bits", 1, 0, 'b'}, {"acc-bits", 1, 0, O_ACC}, {"tile", 1, 0, 't'},
@@ -178,7 +180,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 		{"fwd-hadamard", 1, 0, O_FWDH}, {"fwd-gran", 1, 0, O_FWDG},
 		{"bwd-gran", 1, 0, O_BWDG}, {"fwd-clip", 1, 0, O_FWDC},
 		{"fwd-sigma", 1, 0, O_FWDS}, {"bwd-tile", 1, 0, O_BWDT},
-		{"had-max", 1, 0, O_HADM}, {"norm-clip", 1, 0, O_NCLIP},
+		{"had-max", 1, 0, O_HADM}, {"bwd-fwdq", 1, 0, O_BFQ}, {"norm-clip", 1, 0, O_NCLIP},
 		{"window", 1, 0, O_WIN}, {"hop", 1, 0, O_HOP}, {"er-selection", 1, 0, O_ERSEL},
 		{"dump-features", 1, 0, O_DUMP}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int c, li = 0;
@@ -240,6 +242,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 		case O_FWDC: bad = parse_float(optarg, 0.01f, 1.0f, &o->fwd_clip); break;
 		case O_FWDS: bad = parse_float(optarg, 0.0f, 100.0f, &o->fwd_sigma); break;
 		case O_BWDT: bad = parse_int(optarg, 0, 65536, &o->bwd_tile); break;
+		case O_BFQ: bad = parse_int(optarg, 0, 1, &o->bwd_fwdq); break;
 		case O_HADM: bad = parse_int(optarg, 1, 65536, &o->had_max); bad |= !bad && (o->had_max & (o->had_max - 1)); break;
 		case O_NCLIP: bad = parse_float(optarg, 0.0f, 1000.0f, &o->norm_clip); break;
 		case O_WIN: bad = parse_int(optarg, 16, 4096, &o->window); bad |= !bad && (o->window & 1); break;
@@ -276,6 +279,8 @@ static void make_qconfig(const opts *o, hdqt_mode mode, hdqt_qconfig *q)
 	q->acc_bits = o->acc_bits;
 	if (o->tile > 0)
 		q->tile = o->tile;
+	if (o->bwd_fwdq >= 0)
+		q->bwd_fwdq = o->bwd_fwdq;
 	if (mode != HDQT_MODE_HDQT)
 		return;
 	if (o->fwd_had >= 0) q->fwd_hadamard = o->fwd_had;

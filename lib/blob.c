@@ -13,7 +13,7 @@
 #include "model.h"
 
 #define BLOB_MAGIC "HDQTMDL1"
-#define BLOB_VERSION 1u
+#define BLOB_VERSION 2u /* 2: + qconfig.bwd_fwdq; 1 still loads */
 #define HDR 16
 
 typedef struct wbuf { uint8_t *p; size_t n, cap; int err; } wbuf;
@@ -106,6 +106,7 @@ int hdqt_model_save(const hdqt_model *m, uint8_t **blob, size_t *len)
 	put_i32(&w, q->sr_weight);
 	put_i32(&w, q->sr_act);
 	put_i32(&w, q->signed_act);
+	put_i32(&w, q->bwd_fwdq);
 	put_f32(&w, m->norm_clip);
 	for (int i = 0; i < c->n_in; i++)
 		put_f32(&w, m->mean[i]);
@@ -143,7 +144,7 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 		return HDQT_ECORRUPT;
 	rbuf r = {blob, len - 4, 8, 0};
 	uint32_t ver = get_u32(&r), plen = get_u32(&r);
-	if (ver != BLOB_VERSION)
+	if (ver != 1u && ver != BLOB_VERSION)
 		return HDQT_EVERSION;
 	if ((size_t)plen != len - HDR - 4)
 		return HDQT_ECORRUPT;
@@ -177,6 +178,15 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 	q.sr_weight = get_i32(&r);
 	q.sr_act = get_i32(&r);
 	q.signed_act = get_i32(&r);
+	if (ver >= 2u) {
+		q.bwd_fwdq = get_i32(&r);
+	} else {
+		/* Version 1 predates the flag: take the mode's recipe, so that a
+		 * stored hdqt-paper model goes on training as the paper does. */
+		hdqt_qconfig d;
+		hdqt_qconfig_default(&d, (int)q.mode >= 0 && q.mode < HDQT_MODE_COUNT ? q.mode : HDQT_MODE_HDQT);
+		q.bwd_fwdq = d.bwd_fwdq;
+	}
 	float norm_clip = get_f32(&r);
 	if (r.err)
 		return HDQT_ECORRUPT;

@@ -13,7 +13,9 @@
  *   dX = Q_sr(dY H_M) . Q(H_M W) / blk_M
  *   dW = Q_sr(dY^T H_N) . Q_sr(H_N X) / blk_N
  * The straight-through estimator passes gradients through the quantisers.
- * With bwd_hadamard off (the ablation) blk = 1 and nothing is divided.
+ * With bwd_fwdq, X and W above are the values the forward multiplied
+ * (quantised and dequantised), as in the paper's code; otherwise the float
+ * ones.  With bwd_hadamard off (the ablation) blk = 1 and nothing is divided.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -75,7 +77,7 @@ int linear_grow(linear *L, int out)
 
 void linear_scratch_free(linear_scratch *s)
 {
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 6; i++)
 		free(s->f[i]);
 	for (int i = 0; i < 2; i++)
 		free(s->q[i]);
@@ -133,6 +135,54 @@ static int qproduct(const float *a, int I, const float *b, int J, int K, int til
 	if (rc < 0)
 		return rc;
 	rescale(c, sa, sb, I, J, div, out);
+	return 0;
+}
+
+/* The forward quantisers of X and W.  x_unsigned: X is non-negative and not
+ * rotated. */
+static void fwd_specs(const hdqt_qconfig *q, int x_unsigned, quant_spec *spx, quant_spec *spw)
+{
+	/* 8-bit unsigned codes do not fit the int8 operand type: use the signed grid. */
+	quant_spec sp = {.bits = q->bits, .is_unsigned = x_unsigned && !q->signed_act && q->bits < 8,
+			 .clip = q->fwd_clip, .clip_sigma = q->fwd_clip_sigma,
+			 .per_row = q->fwd_gran == HDQT_SCALE_ROW, .stochastic = 0};
+	*spx = sp;
+	*spw = sp;
+	spw->is_unsigned = 0;
+}
+
+/* out (R x K) = the values the forward multiplied for a (R x K): a rotated
+ * by the forward Hadamard block blk when blk > 1, quantised with sp
+ * (round-to-nearest, so the codes are the forward's), dequantised and
+ * rotated back (H H = blk I).  The straight-through estimator's gradient
+ * dY^T Q(X) then follows the product the forward computed: with one
+ * max-abs scale per tensor about half of the standardised inputs quantise
+ * to zero, and a gradient built from the float X moves weights the
+ * forward does not see. */
+static int fwd_values(const float *a, int R, int K, const quant_spec *sp, int blk,
+		      linear_scratch *s, float *out)
+{
+	int8_t *qa = SQ(s, 0, (size_t)R * K);
+	float *sc = grow((void **)&s->sa, &s->sacap, (size_t)R * sizeof(float));
+	if (!qa || !sc)
+		return HDQT_ENOMEM;
+	if (out != a)
+		memcpy(out, a, (size_t)R * K * sizeof(float));
+	if (blk > 1)
+		fwht_rows(out, R, K, blk);
+	quant_rows(out, R, K, sp, NULL, qa, sc);
+	for (int i = 0; i < R; i++) {
+		const int8_t *qi = qa + (size_t)i * K;
+		float *oi = out + (size_t)i * K;
+		for (int k = 0; k < K; k++)
+			oi[k] = (float)qi[k] * sc[i];
+	}
+	if (blk > 1) {
+		fwht_rows(out, R, K, blk);
+		const float inv = 1.0f / (float)blk;
+		for (size_t i = 0; i < (size_t)R * K; i++)
+			out[i] *= inv;
+	}
 	return 0;
 }
 
@@ -194,13 +244,8 @@ int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 			x_unsigned = 0; /* rotated activations take both signs */
 		}
 	}
-	const int per_row = q->fwd_gran == HDQT_SCALE_ROW;
-	/* 8-bit unsigned codes do not fit the int8 operand type: use the signed grid. */
-	quant_spec spx = {.bits = q->bits, .is_unsigned = x_unsigned && !q->signed_act && q->bits < 8,
-			  .clip = q->fwd_clip, .clip_sigma = q->fwd_clip_sigma,
-			  .per_row = per_row, .stochastic = 0};
-	quant_spec spw = spx;
-	spw.is_unsigned = 0;
+	quant_spec spx, spw;
+	fwd_specs(q, x_unsigned, &spx, &spw);
 	gemm_params gp = {.tile = q->tile, .acc_bits = q->acc_bits, .bits = q->bits,
 			  .a_signed = !spx.is_unsigned};
 	int rc = weight_operand(L, &spw, &gp, blk, s);
@@ -218,10 +263,26 @@ int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 	return 0;
 }
 
-int linear_backward(linear *L, const float *X, const float *dY, int N,
+int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, int N,
 		    const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX)
 {
 	const int K = L->in, M = L->out;
+	const float *W = L->w;
+	if (q->mode != HDQT_MODE_FP32 && q->bwd_fwdq) {
+		const int blk = q->fwd_hadamard ? fwht_block(K, q->had_max) : 1;
+		quant_spec spx, spw;
+		fwd_specs(q, x_unsigned && blk == 1, &spx, &spw);
+		float *xh = SF(s, 4, (size_t)N * K), *wh = SF(s, 5, (size_t)M * K);
+		if (!xh || !wh)
+			return HDQT_ENOMEM;
+		int rc = fwd_values(X, N, K, &spx, blk, s, xh);
+		if (rc == 0 && dX)
+			rc = fwd_values(L->w, M, K, &spw, blk, s, wh);
+		if (rc < 0)
+			return rc;
+		X = xh;
+		W = wh;
+	}
 	float *t = SF(s, 2, (size_t)M * N);
 	float *u = SF(s, 3, (size_t)K * (N > M ? N : M));
 	if (!t || !u)
@@ -230,7 +291,7 @@ int linear_backward(linear *L, const float *X, const float *dY, int N,
 		gemm_transpose(dY, N, M, t);            /* dY^T: M x N */
 		gemm_f32_nn(t, X, M, K, N, L->gw);      /* M x K */
 		if (dX)
-			gemm_f32_nn(dY, L->w, N, K, M, dX);
+			gemm_f32_nn(dY, W, N, K, M, dX);
 		return 0;
 	}
 	const int per_row = q->bwd_gran == HDQT_SCALE_ROW;
@@ -285,7 +346,7 @@ int linear_backward(linear *L, const float *X, const float *dY, int N,
 	u = s->f[3];
 	float *g = t; /* reuse: N x M */
 	memcpy(g, dY, (size_t)N * M * sizeof(float));
-	gemm_transpose(L->w, M, K, u); /* K x M */
+	gemm_transpose(W, M, K, u); /* K x M */
 	if (blkM > 1) {
 		fwht_rows(g, N, M, blkM);
 		fwht_rows(u, K, M, blkM);

@@ -23,8 +23,8 @@ static inline void linear_touch(linear *L) { L->wcached = 0; }
 
 /* Scratch shared by the layers of one model (grow-only). */
 typedef struct linear_scratch {
-	float *f[4];
-	size_t fcap[4];
+	float *f[6];
+	size_t fcap[6];
 	int8_t *q[2];
 	size_t qcap[2];
 	int32_t *c;
@@ -44,6 +44,7 @@ void linear_scratch_free(linear_scratch *s);
  * non-negative (after ReLU), so the unsigned grid may be used. */
 int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 		   const hdqt_qconfig *q, linear_scratch *s, float *Y);
-/* From dY (N x out): L->gw = dY^T X, and dX = dY W when dX != NULL. */
-int linear_backward(linear *L, const float *X, const float *dY, int N,
+/* From dY (N x out): L->gw = dY^T X, and dX = dY W when dX != NULL.
+ * x_unsigned as given to linear_forward (it matters under q->bwd_fwdq). */
+int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, int N,
 		    const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX);

@@ -2,9 +2,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "hdqt.h"
 #include "model.h"
+#include "quant.h"
 #include "testutil.h"
 
 static hdqt_model *make(hdqt_mode mode, int n_in, int hidden, int classes, uint64_t seed)
@@ -220,6 +222,50 @@ START_TEST(test_blob_round_trip_and_corruption)
 }
 END_TEST
 
+/* A version-1 blob (before qconfig.bwd_fwdq) still loads, with the flag of
+ * its mode; version 2 keeps a non-default flag. */
+START_TEST(test_blob_v1_loads)
+{
+	enum { N = 16, D = 10, C = 3, H = 24 };
+	float X[N * D], l0[N * C], l1[N * C];
+	int y[N];
+	blobs(X, y, N, D, C, 4);
+	hdqt_model *m = make(HDQT_MODE_HDQT_PAPER, D, H, C, 1);
+	m->q.bwd_fwdq = 0;
+	uint8_t *blob;
+	size_t len;
+	ck_assert_int_eq(hdqt_model_save(m, &blob, &len), 0);
+	hdqt_model *m2 = NULL;
+	ck_assert_int_eq(hdqt_model_load(blob, len, &m2), 0);
+	ck_assert_int_eq(hdqt_model_qconfig(m2)->bwd_fwdq, 0);
+	hdqt_model_free(m2);
+	/* Rewrite as version 1: drop the flag (after 19 + n_hidden i32 fields of
+	 * the 16-byte header), fix the payload length and the CRC. */
+	const size_t off = 16 + 4 * (19 + 2);
+	uint8_t *v1 = malloc(len - 4);
+	ck_assert_ptr_nonnull(v1);
+	memcpy(v1, blob, off);
+	memcpy(v1 + off, blob + off + 4, len - off - 4);
+	size_t len1 = len - 4;
+	v1[8] = 1;
+	uint32_t plen = (uint32_t)(len1 - 16 - 4);
+	for (int i = 0; i < 4; i++)
+		v1[12 + i] = (uint8_t)(plen >> (8 * i));
+	uint32_t crc = (uint32_t)crc32(0L, v1, (uInt)(len1 - 4));
+	for (int i = 0; i < 4; i++)
+		v1[len1 - 4 + i] = (uint8_t)(crc >> (8 * i));
+	ck_assert_int_eq(hdqt_model_load(v1, len1, &m2), 0);
+	ck_assert_int_eq(hdqt_model_qconfig(m2)->bwd_fwdq, 1);
+	ck_assert_int_eq(hdqt_model_forward(m, X, N, l0), 0);
+	ck_assert_int_eq(hdqt_model_forward(m2, X, N, l1), 0);
+	ck_assert_mem_eq(l0, l1, sizeof(l0));
+	hdqt_model_free(m2);
+	free(v1);
+	free(blob);
+	hdqt_model_free(m);
+}
+END_TEST
+
 START_TEST(test_head_growth_keeps_rows)
 {
 	hdqt_model *m = make(HDQT_MODE_HDQT, 8, 16, 2, 1);
@@ -333,6 +379,87 @@ START_TEST(test_weight_cache_is_transparent)
 }
 END_TEST
 
+/* Dequantised values of x under sp: what the forward multiplied. */
+static void fwd_dequant(const float *x, int R, int K, const quant_spec *sp, float *out)
+{
+	int8_t *q = malloc((size_t)R * K);
+	float *sc = malloc(sizeof(float) * R);
+	ck_assert_ptr_nonnull(q);
+	ck_assert_ptr_nonnull(sc);
+	quant_rows(x, R, K, sp, NULL, q, sc);
+	for (int i = 0; i < R; i++)
+		for (int k = 0; k < K; k++)
+			out[i * K + k] = (float)q[i * K + k] * sc[i];
+	free(q);
+	free(sc);
+}
+
+/* Under bwd_fwdq the backward equals the float backward run on the values
+ * the forward multiplied: X and W quantised with the forward's quantisers
+ * and dequantised.  Heavy-tailed X (one outlier per row) makes the two
+ * differ: most of its entries quantise to zero under a max-abs scale. */
+START_TEST(test_backward_uses_forward_values)
+{
+	enum { N = 40, K = 48, M = 32 };
+	float *X = malloc(sizeof(float) * N * K), *dY = malloc(sizeof(float) * N * M);
+	float *Xh = malloc(sizeof(float) * N * K), *g1 = malloc(sizeof(float) * M * K);
+	float *dX1 = malloc(sizeof(float) * N * K), *dX2 = malloc(sizeof(float) * N * K);
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 9, 0);
+	for (int unsig = 0; unsig < 2; unsig++) {
+		for (int i = 0; i < N * K; i++) {
+			float v = hdqt_rng_normal(&r) * (i % 17 == 0 ? 12.0f : 1.0f);
+			X[i] = unsig ? fabsf(v) : v;
+		}
+		for (int i = 0; i < N * M; i++)
+			dY[i] = 0.01f * hdqt_rng_normal(&r);
+		linear A, B;
+		ck_assert_int_eq(linear_init(&A, K, M), 0);
+		ck_assert_int_eq(linear_init(&B, K, M), 0);
+		for (int i = 0; i < M * K; i++)
+			A.w[i] = 0.2f * hdqt_rng_normal(&r);
+		hdqt_qconfig q;
+		hdqt_qconfig_default(&q, HDQT_MODE_HDQT_PAPER);
+		ck_assert_int_eq(q.bwd_fwdq, 1);
+		quant_spec spx = {.bits = q.bits, .is_unsigned = unsig, .clip = q.fwd_clip};
+		quant_spec spw = spx;
+		spw.is_unsigned = 0;
+		fwd_dequant(X, N, K, &spx, Xh);
+		fwd_dequant(A.w, M, K, &spw, B.w);
+		int zeros = 0;
+		for (int i = 0; i < N * K; i++)
+			zeros += Xh[i] == 0.0f && X[i] != 0.0f;
+		ck_assert_int_gt(zeros, N * K / 4);
+
+		linear_scratch s1 = {0}, s2 = {0};
+		hdqt_rng r1, r2;
+		hdqt_rng_seed(&r1, 4, 1);
+		hdqt_rng_seed(&r2, 4, 1);
+		ck_assert_int_eq(linear_backward(&A, X, unsig, dY, N, &q, &s1, &r1, dX1), 0);
+		memcpy(g1, A.gw, sizeof(float) * M * K);
+		hdqt_qconfig q0 = q;
+		q0.bwd_fwdq = 0;
+		ck_assert_int_eq(linear_backward(&B, Xh, unsig, dY, N, &q0, &s2, &r2, dX2), 0);
+		ck_assert_mem_eq(g1, B.gw, sizeof(float) * M * K);
+		ck_assert_mem_eq(dX1, dX2, sizeof(float) * N * K);
+		/* and the float operands give another gradient */
+		hdqt_rng_seed(&r1, 4, 1);
+		ck_assert_int_eq(linear_backward(&A, X, unsig, dY, N, &q0, &s1, &r1, dX1), 0);
+		ck_assert(memcmp(g1, A.gw, sizeof(float) * M * K) != 0);
+		linear_scratch_free(&s1);
+		linear_scratch_free(&s2);
+		linear_free(&A);
+		linear_free(&B);
+	}
+	free(X);
+	free(dY);
+	free(Xh);
+	free(g1);
+	free(dX1);
+	free(dX2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("model");
@@ -341,9 +468,11 @@ int main(void)
 	tcase_add_test(tc, test_weight_cache_is_transparent);
 	tcase_add_test(tc, test_fp32_grad_finite_difference);
 	tcase_add_test(tc, test_quantised_grads_align);
+	tcase_add_test(tc, test_backward_uses_forward_values);
 	tcase_add_test(tc, test_learns_separable_every_mode);
 	tcase_add_test(tc, test_reproducible);
 	tcase_add_test(tc, test_blob_round_trip_and_corruption);
+	tcase_add_test(tc, test_blob_v1_loads);
 	tcase_add_test(tc, test_head_growth_keeps_rows);
 	tcase_add_test(tc, test_bad_input_rejected);
 	tcase_add_test(tc, test_distillation_gradient);

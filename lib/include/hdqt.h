@@ -74,6 +74,9 @@ typedef struct hdqt_qconfig {
 	int sr_weight;     /* stochastic rounding of H.W in grad-input (paper: nearest) */
 	int sr_act;        /* stochastic rounding of H.X in grad-weight (paper: stochastic) */
 	int signed_act;    /* quantise hidden activations with the signed range */
+	int bwd_fwdq;      /* backward products take the forward's quantised X and W (the
+			    * values the forward multiplied, as the paper's code does),
+			    * not the float ones */
 } hdqt_qconfig;
 
 /* Fill *q with the defaults of a mode (4-bit inputs, 8-bit accumulators, tile 32). */
