@@ -18,12 +18,53 @@ int quant_qmax(const quant_spec *sp)
 	return sp->is_unsigned ? (1 << sp->bits) - 1 : (1 << (sp->bits - 1)) - 1;
 }
 
-/* Sum of squares in 8 interleaved lanes combined in a fixed order: the
- * result does not depend on which clone ran. */
-HDQT_CLONES static double sum_sq(const float *x, long n)
+#if HDQT_X86_64
+#include <immintrin.h>
+
+/* The two reductions below keep 8 lanes (lane l takes elements i = l mod 8)
+ * and combine them in a fixed order, so the AVX2 paths, which hold the lanes
+ * in registers, give the scalar loops' results exactly.  GCC does not
+ * vectorise the scalar forms (a max with NaN semantics, double sums). */
+__attribute__((target("avx2"))) static long max_abs_avx2(const float *x, long n, float mx[8])
+{
+	const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	__m256 acc = _mm256_setzero_ps();
+	long i = 0;
+	for (; i + 8 <= n; i += 8)
+		/* max_ps returns its second operand when one is NaN: as the
+		 * scalar "a > m ? a : m" keeps m. */
+		acc = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), absmask), acc);
+	_mm256_storeu_ps(mx, acc);
+	return i;
+}
+
+__attribute__((target("avx2"))) static long sum_sq_avx2(const float *x, long n, double acc[8])
+{
+	__m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+	long i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 v = _mm256_loadu_ps(x + i);
+		__m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+		__m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+		lo = _mm256_add_pd(lo, _mm256_mul_pd(a, a));
+		hi = _mm256_add_pd(hi, _mm256_mul_pd(b, b));
+	}
+	_mm256_storeu_pd(acc, lo);
+	_mm256_storeu_pd(acc + 4, hi);
+	return i;
+}
+#define HAVE_AVX2_RT() __builtin_cpu_supports("avx2")
+#else
+#define HAVE_AVX2_RT() 0
+#define max_abs_avx2(x, n, mx) 0L
+#define sum_sq_avx2(x, n, acc) 0L
+#endif
+
+/* Sum of squares in 8 interleaved lanes combined in a fixed order. */
+static double sum_sq(const float *x, long n, int simd)
 {
 	double acc[8] = {0};
-	long i = 0;
+	long i = simd && HAVE_AVX2_RT() ? sum_sq_avx2(x, n, acc) : 0;
 	for (; i + 8 <= n; i += 8)
 		for (int l = 0; l < 8; l++)
 			acc[l] += (double)x[i + l] * (double)x[i + l];
@@ -32,10 +73,10 @@ HDQT_CLONES static double sum_sq(const float *x, long n)
 	return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 
-HDQT_CLONES static float max_abs(const float *x, long n)
+static float max_abs(const float *x, long n, int simd)
 {
 	float mx[8] = {0};
-	long i = 0;
+	long i = simd && HAVE_AVX2_RT() ? max_abs_avx2(x, n, mx) : 0;
 	for (; i + 8 <= n; i += 8)
 		for (int l = 0; l < 8; l++) {
 			float a = fabsf(x[i + l]);
@@ -51,11 +92,11 @@ HDQT_CLONES static float max_abs(const float *x, long n)
 	return m;
 }
 
-static float group_range(const float *x, long n, const quant_spec *sp)
+float quant_range(const float *x, long n, const quant_spec *sp, int simd)
 {
-	float mx = max_abs(x, n);
+	float mx = max_abs(x, n, simd);
 	if (sp->clip_sigma > 0.0f) {
-		double ss = sum_sq(x, n);
+		double ss = sum_sq(x, n, simd);
 		float lim = sp->clip_sigma * (float)sqrt(ss / (double)(n > 0 ? n : 1));
 		return lim < mx ? lim : mx;
 	}
@@ -63,8 +104,6 @@ static float group_range(const float *x, long n, const quant_spec *sp)
 }
 
 #if HDQT_X86_64
-#include <immintrin.h>
-
 /* 8 lanes of the scalar rounding: clamp with min/max (the same as the
  * ternaries for finite values), add the bias (+ 0.5 or + u), truncate.
  * Returns how many elements it did; the scalar loop does the rest. */
@@ -144,14 +183,14 @@ void quant_rows(const float *x, int rows, int cols, const quant_spec *sp,
 	if (sp->per_row) {
 		for (int r = 0; r < rows; r++) {
 			const float *xr = x + (long)r * cols;
-			float range = group_range(xr, cols, sp);
+			float range = quant_range(xr, cols, sp, 1);
 			float step = range > 0.0f ? range / qmax : 1.0f;
 			scale[r] = step;
 			quant_group(xr, cols, step, sp, rng, q + (long)r * cols);
 		}
 		return;
 	}
-	float range = group_range(x, (long)rows * cols, sp);
+	float range = quant_range(x, (long)rows * cols, sp, 1);
 	float step = range > 0.0f ? range / qmax : 1.0f;
 	for (int r = 0; r < rows; r++)
 		scale[r] = step;

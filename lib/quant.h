@@ -15,6 +15,10 @@ typedef struct quant_spec {
 	int stochastic;   /* floor(x/s + u), u ~ U[0,1): unbiased */
 } quant_spec;
 
+/* The range a group of n values is quantised over: clip * max-abs, or
+ * min(max-abs, clip_sigma * rms).  simd 0 forces the portable loops (tests
+ * compare them with the AVX2 paths, which give the same float). */
+float quant_range(const float *x, long n, const quant_spec *sp, int simd);
 /* Largest quantised magnitude for the spec (e.g. 7 signed / 15 unsigned at 4 bits). */
 int quant_qmax(const quant_spec *sp);
 /* Quantise x (rows x cols, row-major) into q; scale[r] receives the step of

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <math.h>
+#include <string.h>
 
 #include "hdqt.h"
 #include "quant.h"
@@ -142,6 +143,33 @@ START_TEST(test_sigma_clip)
 }
 END_TEST
 
+/* The AVX2 reductions give the portable loops' range to the bit, for every
+ * length (tails of 0..7) and both range rules; and the range is what its
+ * definition says. */
+START_TEST(test_range_simd_matches_scalar)
+{
+	enum { NMAX = 1100 };
+	static float x[NMAX];
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 77, 0);
+	for (int i = 0; i < NMAX; i++)
+		x[i] = hdqt_rng_normal(&r) * (i % 97 == 5 ? 40.0f : 1.0f);
+	const quant_spec specs[] = {{.bits = 4, .clip = 0.975f}, {.bits = 4, .clip = 1.0f, .clip_sigma = 3.0f}};
+	for (int si = 0; si < 2; si++)
+		for (int n = 1; n < NMAX; n += (n < 40 ? 1 : 37)) {
+			float a = quant_range(x, n, &specs[si], 1), b = quant_range(x, n, &specs[si], 0);
+			ck_assert_msg(memcmp(&a, &b, sizeof(a)) == 0, "spec %d n %d: %.9g vs %.9g", si, n, a, b);
+			double mx = 0, ss = 0;
+			for (int i = 0; i < n; i++) {
+				mx = fabs(x[i]) > mx ? fabs(x[i]) : mx;
+				ss += (double)x[i] * x[i];
+			}
+			double want = si == 0 ? 0.975 * mx : fmin(mx, 3.0 * sqrt(ss / n));
+			ck_assert_msg(fabs(a - want) <= 1e-5 * want, "spec %d n %d: %.9g, want %.9g", si, n, a, want);
+		}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("quant");
@@ -153,6 +181,7 @@ int main(void)
 	tcase_add_test(tc, test_per_row_scales);
 	tcase_add_test(tc, test_nearest_matches_formula_random);
 	tcase_add_test(tc, test_sigma_clip);
+	tcase_add_test(tc, test_range_simd_matches_scalar);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }
