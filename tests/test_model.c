@@ -6,6 +6,7 @@
 
 #include "hdqt.h"
 #include "model.h"
+#include "fwht.h"
 #include "quant.h"
 #include "testutil.h"
 
@@ -379,19 +380,31 @@ START_TEST(test_weight_cache_is_transparent)
 }
 END_TEST
 
-/* Dequantised values of x under sp: what the forward multiplied. */
-static void fwd_dequant(const float *x, int R, int K, const quant_spec *sp, float *out)
+/* Dequantised values of x under sp: what the forward multiplied.  blk > 1:
+ * the forward rotated x by H first, so rotate, quantise, dequantise and
+ * rotate back (H H = blk I). */
+static void fwd_dequant(const float *x, int R, int K, const quant_spec *sp, int blk, float *out)
 {
 	int8_t *q = malloc((size_t)R * K);
-	float *sc = malloc(sizeof(float) * R);
+	float *sc = malloc(sizeof(float) * R), *xr = malloc(sizeof(float) * R * K);
 	ck_assert_ptr_nonnull(q);
 	ck_assert_ptr_nonnull(sc);
-	quant_rows(x, R, K, sp, NULL, q, sc);
+	ck_assert_ptr_nonnull(xr);
+	memcpy(xr, x, sizeof(float) * R * K);
+	if (blk > 1)
+		fwht_rows(xr, R, K, blk);
+	quant_rows(xr, R, K, sp, NULL, q, sc);
 	for (int i = 0; i < R; i++)
 		for (int k = 0; k < K; k++)
 			out[i * K + k] = (float)q[i * K + k] * sc[i];
+	if (blk > 1) {
+		fwht_rows(out, R, K, blk);
+		for (int i = 0; i < R * K; i++)
+			out[i] *= 1.0f / (float)blk;
+	}
 	free(q);
 	free(sc);
+	free(xr);
 }
 
 /* Under bwd_fwdq the backward equals the float backward run on the values
@@ -406,7 +419,10 @@ START_TEST(test_backward_uses_forward_values)
 	float *dX1 = malloc(sizeof(float) * N * K), *dX2 = malloc(sizeof(float) * N * K);
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 9, 0);
-	for (int unsig = 0; unsig < 2; unsig++) {
+	/* case 0, 1: hdqt-paper with signed / non-negative X; case 2: hdqt with
+	 * per-row scales and the forward Hadamard rotation (blocks of 16) */
+	for (int cs = 0; cs < 3; cs++) {
+		const int unsig = cs == 1;
 		for (int i = 0; i < N * K; i++) {
 			float v = hdqt_rng_normal(&r) * (i % 17 == 0 ? 12.0f : 1.0f);
 			X[i] = unsig ? fabsf(v) : v;
@@ -419,17 +435,26 @@ START_TEST(test_backward_uses_forward_values)
 		for (int i = 0; i < M * K; i++)
 			A.w[i] = 0.2f * hdqt_rng_normal(&r);
 		hdqt_qconfig q;
-		hdqt_qconfig_default(&q, HDQT_MODE_HDQT_PAPER);
-		ck_assert_int_eq(q.bwd_fwdq, 1);
-		quant_spec spx = {.bits = q.bits, .is_unsigned = unsig, .clip = q.fwd_clip};
+		hdqt_qconfig_default(&q, cs < 2 ? HDQT_MODE_HDQT_PAPER : HDQT_MODE_HDQT);
+		ck_assert_int_eq(q.bwd_fwdq, cs < 2);
+		const int blk = cs == 2 ? fwht_block(K, q.had_max) : 1;
+		if (cs == 2) {
+			q.fwd_hadamard = 1;
+			q.bwd_fwdq = 1;
+			ck_assert_int_eq(blk, 16);
+		}
+		quant_spec spx = {.bits = q.bits, .is_unsigned = unsig, .clip = q.fwd_clip,
+				  .clip_sigma = q.fwd_clip_sigma, .per_row = q.fwd_gran == HDQT_SCALE_ROW};
 		quant_spec spw = spx;
 		spw.is_unsigned = 0;
-		fwd_dequant(X, N, K, &spx, Xh);
-		fwd_dequant(A.w, M, K, &spw, B.w);
-		int zeros = 0;
-		for (int i = 0; i < N * K; i++)
-			zeros += Xh[i] == 0.0f && X[i] != 0.0f;
-		ck_assert_int_gt(zeros, N * K / 4);
+		fwd_dequant(X, N, K, &spx, blk, Xh);
+		fwd_dequant(A.w, M, K, &spw, blk, B.w);
+		if (cs < 2) {
+			int zeros = 0;
+			for (int i = 0; i < N * K; i++)
+				zeros += Xh[i] == 0.0f && X[i] != 0.0f;
+			ck_assert_int_gt(zeros, N * K / 4);
+		}
 
 		linear_scratch s1 = {0}, s2 = {0};
 		hdqt_rng r1, r2;
