@@ -210,7 +210,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 		case O_INIT: bad = parse_int(optarg, 1, 1000, &o->init_classes); break;
 		case O_INC: bad = parse_int(optarg, 1, 1000, &o->increment); break;
 		case 'M': bad = parse_int(optarg, 0, 1000000, &o->memory); break;
-		case 'e': bad = parse_int(optarg, 0, 100000, &o->epochs); break;
+		case 'e': bad = parse_int(optarg, 1, 100000, &o->epochs); break;
 		case 's': bad = parse_int(optarg, 1, 16, &o->seeds); break;
 		case 'j': bad = parse_int(optarg, 1, 256, &o->jobs); break;
 		case 'J': o->json = 1; break;
@@ -440,7 +440,11 @@ static int prepare(shared *sh, const opts *o)
 {
 	hdqt_dataset ds;
 	struct stat st;
-	int is_dir = stat(o->data, &st) == 0 && S_ISDIR(st.st_mode);
+	if (stat(o->data, &st) != 0) {
+		fprintf(stderr, "hdqt-eval: %s: %s\n", o->data, strerror(errno));
+		return HDQT_EIO;
+	}
+	int is_dir = S_ISDIR(st.st_mode);
 	int rc = is_dir ? hdqt_hapt_load(o->data, o->window, o->hop, &ds) : hdqt_csv_load(o->data, &ds);
 	if (rc < 0) {
 		fprintf(stderr, "hdqt-eval: cannot load %s: %s\n", o->data, hdqt_strerror(rc));
@@ -641,7 +645,19 @@ static void summarise(shared *sh, group *g)
 	}
 }
 
-static void print_json_group(shared *sh, group *g, double wall, long rss)
+/* The fp32 group of the same method, the reference of the gaps; NULL if
+ * fp32 did not run or g is fp32. */
+static const group *fp32_ref(const group *gs, int ng, const group *g)
+{
+	if (g->mode == HDQT_MODE_FP32)
+		return NULL;
+	for (int k = 0; k < ng; k++)
+		if (gs[k].mode == HDQT_MODE_FP32 && gs[k].method == g->method)
+			return &gs[k];
+	return NULL;
+}
+
+static void print_json_group(shared *sh, group *g, const group *ref, double wall, long rss)
 {
 	hdqt_qconfig gq;
 	make_qconfig(sh->o, g->mode, &gq);
@@ -666,6 +682,16 @@ static void print_json_group(shared *sh, group *g, double wall, long rss)
 	json_agg("last_accuracy", g->last, 1);
 	json_agg("last_accuracy_nme", g->last_nme, 1);
 	json_agg("forgetting", g->forget, 1);
+	if (ref) {
+		/* Differences of the means in percentage points (NaN, e.g. NME of
+		 * LwF, is written as null). */
+		double d = g->aia.mean - ref->aia.mean, dn = g->aia_nme.mean - ref->aia_nme.mean;
+		printf("\"gap_to_fp32_pp\": {\"avg_incremental_accuracy\": ");
+		printf(isnan(d) ? "null" : "%.3f", d);
+		printf(", \"avg_incremental_accuracy_nme\": ");
+		printf(isnan(dn) ? "null" : "%.3f", dn);
+		printf("}, ");
+	}
 	printf("\"diverged_runs\": [");
 	for (int s = 0, first = 1; s < g->n; s++)
 		if (g->r[s]->diverged_task) {
@@ -708,6 +734,22 @@ static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 			printf("  (%d of %d runs diverged: loss not finite)", g->diverged, g->n);
 		printf("\n");
 	}
+	int gaps = 0;
+	for (int i = 0; i < ng; i++) {
+		const group *ref = fp32_ref(gs, ng, &gs[i]);
+		if (!ref)
+			continue;
+		double dn = gs[i].aia_nme.mean - ref->aia_nme.mean;
+		char nme[16] = "-";
+		if (!isnan(dn))
+			snprintf(nme, sizeof(nme), "%+.2f", dn);
+		printf("%s %s %s %+.2f / %s", gaps ? "," : "gap to fp32 in avg-inc, pp (logits / NME):",
+		       hdqt_mode_name(gs[i].mode), hdqt_cl_method_name(gs[i].method),
+		       gs[i].aia.mean - ref->aia.mean, nme);
+		gaps++;
+	}
+	if (gaps)
+		printf("\n");
 	printf("(accuracy %% on held-out users, mean ± std over %d seed(s); wall %.1f s, peak RSS %ld kB)\n",
 	       gs[0].n, wall, rss);
 }
@@ -834,13 +876,13 @@ int main(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &ru);
 	if (o.json) {
 		if (ng == 1) {
-			print_json_group(&sh, &gs[0], wall, ru.ru_maxrss);
+			print_json_group(&sh, &gs[0], NULL, wall, ru.ru_maxrss);
 		} else {
 			printf("{\"runs\": [");
 			for (int k = 0; k < ng; k++) {
 				if (k)
 					printf(", ");
-				print_json_group(&sh, &gs[k], wall, ru.ru_maxrss);
+				print_json_group(&sh, &gs[k], fp32_ref(gs, ng, &gs[k]), wall, ru.ru_maxrss);
 			}
 			printf("], \"wall_s\": %.2f, \"peak_rss_kb\": %ld}", wall, ru.ru_maxrss);
 		}
