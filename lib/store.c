@@ -436,6 +436,20 @@ fail:
 	return rc;
 }
 
+/* Room for one more row in a list read from a statement: v itself while
+ * cnt < *cap, else v grown to twice *cap (first rows at the start); NULL
+ * when out of memory (v stays valid for the caller to free). */
+static void *grow_rows(void *v, int cnt, int *cap, size_t elem, int first)
+{
+	if (cnt < *cap)
+		return v;
+	int nc = *cap ? *cap * 2 : first;
+	void *q = realloc(v, elem * (size_t)nc);
+	if (q)
+		*cap = nc;
+	return q;
+}
+
 int hdqt_store_class_list(hdqt_store *s, hdqt_store_class **out, int *n)
 {
 	if (!s || !out || !n)
@@ -448,15 +462,12 @@ int hdqt_store_class_list(hdqt_store *s, hdqt_store_class **out, int *n)
 	hdqt_store_class *v = NULL;
 	int cnt = 0, cap = 0;
 	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
-		if (cnt == cap) {
-			cap = cap ? cap * 2 : 16;
-			hdqt_store_class *q = realloc(v, sizeof(*v) * cap);
-			if (!q) {
-				rc = SQLITE_NOMEM;
-				break;
-			}
-			v = q;
+		void *q = grow_rows(v, cnt, &cap, sizeof(*v), 16);
+		if (!q) {
+			rc = SQLITE_NOMEM;
+			break;
 		}
+		v = q;
 		read_class(p, &v[cnt++]);
 	}
 	sqlite3_finalize(p);
@@ -817,15 +828,12 @@ int hdqt_store_learned_classes(hdqt_store *s, int64_t **ids, int *n)
 	int64_t *v = NULL;
 	int cnt = 0, cap = 0;
 	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
-		if (cnt == cap) {
-			cap = cap ? cap * 2 : 16;
-			int64_t *q = realloc(v, sizeof(*v) * cap);
-			if (!q) {
-				rc = SQLITE_NOMEM;
-				break;
-			}
-			v = q;
+		void *q = grow_rows(v, cnt, &cap, sizeof(*v), 16);
+		if (!q) {
+			rc = SQLITE_NOMEM;
+			break;
 		}
+		v = q;
 		v[cnt++] = sqlite3_column_int64(p, 0);
 	}
 	sqlite3_finalize(p);
@@ -938,15 +946,12 @@ int hdqt_store_model_list(hdqt_store *s, hdqt_store_model **out, int *n)
 	hdqt_store_model *v = NULL;
 	int cnt = 0, cap = 0;
 	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
-		if (cnt == cap) {
-			cap = cap ? cap * 2 : 8;
-			hdqt_store_model *q = realloc(v, sizeof(*v) * cap);
-			if (!q) {
-				rc = SQLITE_NOMEM;
-				break;
-			}
-			v = q;
+		void *q = grow_rows(v, cnt, &cap, sizeof(*v), 8);
+		if (!q) {
+			rc = SQLITE_NOMEM;
+			break;
 		}
+		v = q;
 		hdqt_store_model *m = &v[cnt++];
 		m->version = sqlite3_column_int64(p, 0);
 		m->created = sqlite3_column_int64(p, 1);
