@@ -32,6 +32,7 @@
 #define MAX_SEGS 4096
 #define NAME_MAX_LEN 64 /* = HDQT_CLASS_NAME_MAX */
 #define MAX_NAMES 64
+#define MAX_BATCH 4096  /* --batch upper bound = the daemon's default daemon.max_batch */
 
 typedef struct seg { int exp, act, a, b; } seg; /* 0-based inclusive rows */
 
@@ -58,8 +59,8 @@ typedef struct state {
 	char names[MAX_NAMES][NAME_MAX_LEN + 1];  /* activity id -> name */
 	/* pending batch */
 	cJSON *items;
-	char truth[512][NAME_MAX_LEN + 1];
-	double when[512];
+	char truth[MAX_BATCH][NAME_MAX_LEN + 1]; /* one per item: --batch is at most MAX_BATCH */
+	double when[MAX_BATCH];
 	int n_items;
 	/* figures */
 	long windows, sent, predicted, correct, labelled;
@@ -461,7 +462,7 @@ int main(int argc, char **argv)
 			o->hop = (int)x;
 			break;
 		case 'b':
-			if (num_arg("--batch", optarg, 1, 4096, &x) < 0)
+			if (num_arg("--batch", optarg, 1, MAX_BATCH, &x) < 0)
 				return 2;
 			o->batch = (int)x;
 			break;
@@ -483,7 +484,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hdqt-sensor: --send needs --label NAME or --labels FILE\n");
 		return 2;
 	}
-	if (o->hop < 1 || o->rate < 0 || o->batch < 0 || o->batch > 4096) {
+	if (o->hop < 1 || o->rate < 0 || o->batch < 0 || o->batch > MAX_BATCH) {
 		fprintf(stderr, "hdqt-sensor: --hop, --rate or --batch out of range\n");
 		return 2;
 	}

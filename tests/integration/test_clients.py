@@ -185,6 +185,27 @@ class TestSensor(ClientCase):
         self.assertLessEqual(pending, sent + 8)
 
 
+    def test_batch_over_512(self):
+        # --batch accepts up to 4096; the per-item arrays once held 512 (segfault).
+        # --hop 16 cuts ~1100 windows from one file: one batch of 1000, then the rest.
+        with hdqt_client.Client(self.d.sock) as c:
+            c.add_class("WALKING")
+            c.add_class("LAYING")
+        for label, path in (("WALKING", TEST_FILE), ("LAYING", TRAIN_FILES[0])):
+            r = self.run_tool(SENSOR, "--send", "--label", label, "--hop", "16", "--batch", "1000",
+                              "--json", path)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertGreater(json.loads(r.stdout)["sent"], 1000)
+        self.assertEqual(self.run_tool(CTL, "train", "--wait").returncode, 0)
+        r = self.run_tool(SENSOR, "--predict", "--label", "WALKING", "--hop", "16", "--batch", "1000",
+                          "--json", TEST_FILE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        res = json.loads(r.stdout)
+        self.assertGreater(res["predicted"], 1000)
+        self.assertEqual(res["predicted"], res["windows"])
+        self.assertEqual(res["labelled"], res["predicted"])
+
+
 class TestLibraries(ClientCase):
     def test_python_client_and_example(self):
         r = self.run_tool(sys.executable, os.path.join(SRC, "clients", "python", "example.py"), HAPT)
