@@ -9,9 +9,11 @@
  * Labels come from a constant --label or an HAPT-style labels file
  * (exp,user,activity,start,end; windows lie inside one labelled segment,
  * exactly as lib/dataset.c cuts them).  --rate replays at the recorded
- * 50 Hz; the default is as fast as possible.  A batch of samples is
- * resent after a reconnection until hdqtd acknowledges it, so no sample
- * is lost when the daemon restarts.
+ * 50 Hz; the default is as fast as possible.  A request that fails for a
+ * reason that may pass (hdqtd restarting, busy, database locked) is sent
+ * again with backoff for up to --retry-max seconds, so no sample is lost
+ * when the daemon restarts; one that can never pass (unknown class, over
+ * daemon.max_message, ...) ends the run with status 1 (call_retry).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -47,7 +49,7 @@ typedef struct opts {
 	double rate;           /* readings per second; 0 = as fast as possible */
 	int window, hop, batch;
 	int quiet, json;
-	double retry_s;
+	double retry_s;        /* --retry-max (--retry: its old name) */
 } opts;
 
 typedef struct state {
@@ -93,7 +95,8 @@ static void usage(FILE *f)
 		"  --rate HZ|max      replay at HZ readings per second (HAPT: 50; default max)\n"
 		"  --window N --hop N window length and hop in readings (128, 64)\n"
 		"  --batch N          windows per request (default 64; 1 with --rate)\n"
-		"  --retry SEC        keep reconnecting this long when hdqtd goes away (60)\n"
+		"  --retry-max SEC    resend a failed request for at most SEC seconds when the\n"
+		"                     failure may pass (hdqtd away, busy, locked); 0: never (60)\n"
 		"  --quiet            only the summary;  --json  the summary as JSON\n");
 }
 
@@ -159,52 +162,117 @@ static int wanted(const state *s, const char *name)
 
 /* ---- talking to hdqtd ---- */
 
-static int reconnect(state *s)
+static const char *sock_name(const state *s)
 {
-	double until = now_s() + s->o.retry_s;
-	hdqt_client_close(s->cl);
-	s->cl = NULL;
-	int warned = 0;
-	while (!stop) {
-		if (hdqt_client_connect(&s->cl, s->o.sock, 120000) == 0) {
-			if (warned)
-				fprintf(stderr, "hdqt-sensor: reconnected to %s\n",
-					s->o.sock ? s->o.sock : hdqt_client_default_socket());
-			return 0;
-		}
-		if (now_s() > until) {
-			fprintf(stderr, "hdqt-sensor: cannot connect to hdqtd at %s: %s\n",
-				s->o.sock ? s->o.sock : hdqt_client_default_socket(), strerror(errno));
-			return -1;
-		}
-		if (!warned++)
-			fprintf(stderr, "hdqt-sensor: hdqtd unreachable; retrying for %.0f s\n",
-				s->o.retry_s);
-		usleep(250000);
-	}
-	return -1;
+	return s->o.sock ? s->o.sock : hdqt_client_default_socket();
 }
 
-/* Call, reconnecting and retrying on transport errors (the request is
- * idempotent from the caller's point of view: a batch is acknowledged
- * once).  params is kept by the caller. */
+/* Whether a failed call may pass if sent again later.  Transport failures
+ * (nothing listening, connection lost, no reply in time) and the daemon's
+ * transient states are; errors about the request itself repeat forever, so
+ * they are reported once and end the run (exit status 1).  A request over
+ * daemon.max_message (-32009) is one of those: a smaller --batch fits.
+ * -32005 is a configured limit: the pending cap clears after a round, but
+ * a batch over daemon.max_batch never passes (the daemon's message names
+ * the limit; if the wording changes, the bounded retry still ends). */
+static int retryable(int rc, const char *msg)
+{
+	switch (rc) {
+	case HDQT_EIO:       /* cannot connect, connection lost, EOF */
+	case HDQT_ECANCELED: /* no reply within the timeout */
+	case HDQT_RPC_STORAGE:
+	case HDQT_RPC_SHUTTING_DOWN:
+	case HDQT_RPC_BUSY:
+	case HDQT_RPC_TOO_MANY_CONNECTIONS:
+	case HDQT_RPC_INTERNAL_ERROR: /* out of memory in hdqtd */
+		return 1;
+	case HDQT_RPC_LIMIT:
+		return !strstr(msg, "max_batch");
+	default: /* parse/invalid request/params, unknown class, forbidden, too large, ... */
+		return 0;
+	}
+}
+
+/* Whether the connection is still usable after this failure. */
+static int keeps_connection(int rc)
+{
+	return rc == HDQT_RPC_STORAGE || rc == HDQT_RPC_BUSY || rc == HDQT_RPC_LIMIT ||
+	       rc == HDQT_RPC_INTERNAL_ERROR;
+}
+
+/* Sleep up to sec, in short steps so that SIGINT/SIGTERM end it early. */
+static void nap(double sec)
+{
+	double until = now_s() + sec;
+	while (!stop) {
+		double left = until - now_s();
+		if (left <= 0)
+			break;
+		struct timespec ts = {0, (long)(1e9 * (left < 0.1 ? left : 0.1))};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Call method, sending the same request again after a retryable failure
+ * (reconnecting when the connection is gone) with exponential backoff:
+ * 100 ms doubling to 5 s, each wait drawn from its upper half (jitter, so
+ * that sensors that lost the same daemon do not come back in step), for at
+ * most --retry-max seconds from the first failure (0: no retry).
+ *
+ * Resending is NOT idempotent: when a reply is lost (daemon killed after
+ * its commit, timeout), the batch may already be stored and is stored
+ * again (at least once).
+ * params is kept by the caller.  Returns 0 or the last error (< 0). */
 static int call_retry(state *s, const char *method, const cJSON *params, cJSON **res)
 {
+	double deadline = 0, delay = 0.1;
+	int failures = 0;
 	for (;;) {
-		if (!s->cl && reconnect(s) < 0)
-			return -1;
-		int rc = hdqt_client_call(s->cl, method, cJSON_Duplicate(params, 1), res);
-		if (rc == 0)
-			return 0;
-		if (rc < -1000) {
-			fprintf(stderr, "hdqt-sensor: %s: %s\n", method, hdqt_client_errmsg(s->cl));
+		int rc;
+		char why[400];
+		if (!s->cl && (rc = hdqt_client_connect(&s->cl, s->o.sock, 120000)) < 0) {
+			if (rc != HDQT_EIO) { /* a bad socket path, out of memory */
+				fprintf(stderr, "hdqt-sensor: cannot connect to hdqtd at %s: %s\n",
+					sock_name(s), hdqt_strerror(rc));
+				return rc;
+			}
+			snprintf(why, sizeof(why), "cannot connect to hdqtd at %s: %s", sock_name(s),
+				 strerror(errno));
+		} else {
+			rc = hdqt_client_call(s->cl, method, cJSON_Duplicate(params, 1), res);
+			if (rc == 0) {
+				if (failures)
+					fprintf(stderr, "hdqt-sensor: reconnected to %s; %s sent\n",
+						sock_name(s), method);
+				return 0;
+			}
+			snprintf(why, sizeof(why), "%s", hdqt_client_errmsg(s->cl));
+		}
+		if (!retryable(rc, why)) {
+			fprintf(stderr, "hdqt-sensor: %s: %s (%s; not retried)%s\n", method, why,
+				rc < -1000 ? hdqt_rpc_code_name(rc) : hdqt_strerror(rc),
+				rc == HDQT_RPC_TOO_LARGE || rc == HDQT_RPC_LIMIT
+					? "; a smaller --batch may fit" : "");
 			return rc;
 		}
-		fprintf(stderr, "hdqt-sensor: %s\n", hdqt_client_errmsg(s->cl));
-		hdqt_client_close(s->cl);
-		s->cl = NULL;
-		if (stop)
-			return -1;
+		if (s->cl && !keeps_connection(rc)) {
+			hdqt_client_close(s->cl);
+			s->cl = NULL;
+		}
+		double now = now_s();
+		if (!failures++)
+			deadline = now + s->o.retry_s;
+		if (stop || now >= deadline) {
+			fprintf(stderr, "hdqt-sensor: %s: %s; giving up%s\n", method, why,
+				s->o.retry_s > 0 ? " (--retry-max reached)" : " (--retry-max 0)");
+			return rc;
+		}
+		double wait = delay * (0.5 + 0.5 * drand48());
+		if (wait > deadline - now)
+			wait = deadline - now;
+		fprintf(stderr, "hdqt-sensor: %s: %s; retrying in %.1f s\n", method, why, wait);
+		nap(wait);
+		delay = delay * 2 > 5.0 ? 5.0 : delay * 2;
 	}
 }
 
@@ -412,7 +480,8 @@ int main(int argc, char **argv)
 		{"exp", required_argument, NULL, 'e'},     {"classes", required_argument, NULL, 'c'},
 		{"rate", required_argument, NULL, 'r'},    {"window", required_argument, NULL, 'w'},
 		{"hop", required_argument, NULL, 'H'},     {"batch", required_argument, NULL, 'b'},
-		{"retry", required_argument, NULL, 'R'},   {"quiet", no_argument, NULL, 'q'},
+		{"retry-max", required_argument, NULL, 'R'}, {"retry", required_argument, NULL, 'R'},
+		{"quiet", no_argument, NULL, 'q'},
 		{"json", no_argument, NULL, 'j'},          {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -467,7 +536,7 @@ int main(int argc, char **argv)
 			o->batch = (int)x;
 			break;
 		case 'R':
-			if (num_arg("--retry", optarg, 0, 1e6, &o->retry_s) < 0)
+			if (num_arg("--retry-max", optarg, 0, 1e6, &o->retry_s) < 0)
 				return 2;
 			break;
 		case 'q': o->quiet = 1; break;
@@ -501,6 +570,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	s->items = cJSON_CreateArray();
 	s->t0 = now_s();
+	srand48((long)getpid() ^ (long)time(NULL)); /* backoff jitter only */
 	int rc = 0;
 	if (optind >= argc)
 		rc = run_file(s, "-");

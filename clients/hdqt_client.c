@@ -4,6 +4,7 @@
  * with the framing of proto/ (one JSON text per line).
  */
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -188,27 +189,31 @@ static int take_event(hdqt_client *c, cJSON *m)
 	return 1;
 }
 
-int hdqt_client_call(hdqt_client *c, const char *method, cJSON *params, cJSON **result)
+/* 1 if v or anything inside it is a NaN or infinite number: cJSON would
+ * print it as null (and other writers as NaN, which is not JSON), so such a
+ * request is refused before it is sent. */
+static int has_nonfinite(const cJSON *v)
 {
-	if (!c || !method || !result) {
-		cJSON_Delete(params);
-		return HDQT_EINVAL;
-	}
-	*result = NULL;
-	const int64_t id = c->next_id++;
-	cJSON *req = hdqt_rpc_request(method, params, id);
-	size_t len;
-	char *s = req ? hdqt_rpc_print(req, &len) : NULL;
-	cJSON_Delete(req);
-	if (!s)
-		return seterr(c, HDQT_ENOMEM, "out of memory");
-	int rc = write_all(c, s, len);
-	free(s);
-	if (rc < 0)
-		return rc;
+	if (cJSON_IsNumber(v))
+		return !isfinite(v->valuedouble);
+	for (const cJSON *k = v ? v->child : NULL; k; k = k->next)
+		if (has_nonfinite(k))
+			return 1;
+	return 0;
+}
+
+/* The answer to request id: skips events (queued) and late replies to
+ * earlier, timed-out calls.  An error reply with a null id is taken as the
+ * answer: hdqtd sends those for what it could not attribute to a request
+ * (a parse error, a line over daemon.max_message, a refused connection),
+ * and replies come in request order, so it answers the oldest request still
+ * waiting, which in this blocking client is this one. */
+static int read_reply(hdqt_client *c, int64_t id, int timeout_ms, cJSON **result)
+{
 	for (;;) {
 		char *line;
-		if ((rc = read_line(c, c->timeout_ms > 0 ? c->timeout_ms : -1, &line)) < 0)
+		int rc = read_line(c, timeout_ms, &line);
+		if (rc < 0)
 			return rc;
 		cJSON *m = cJSON_Parse(line);
 		if (!m)
@@ -227,10 +232,11 @@ int hdqt_client_call(hdqt_client *c, const char *method, cJSON *params, cJSON **
 			const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
 			const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
 			int cd = cJSON_IsNumber(code) ? code->valueint : HDQT_RPC_INTERNAL_ERROR;
-			seterr(c, cd < -1000 ? cd : HDQT_RPC_INTERNAL_ERROR, "%s",
-			       cJSON_IsString(msg) ? msg->valuestring : "error");
+			if (cd > -1000) /* not a JSON-RPC code: never confuse it with HDQT_E* */
+				cd = HDQT_RPC_INTERNAL_ERROR;
+			seterr(c, cd, "%s", cJSON_IsString(msg) ? msg->valuestring : "error");
 			cJSON_Delete(m);
-			return cd < -1000 ? cd : HDQT_RPC_INTERNAL_ERROR;
+			return cd;
 		}
 		cJSON *r = cJSON_DetachItemFromObjectCaseSensitive(m, "result");
 		cJSON_Delete(m);
@@ -239,6 +245,46 @@ int hdqt_client_call(hdqt_client *c, const char *method, cJSON *params, cJSON **
 		*result = r;
 		return 0;
 	}
+}
+
+int hdqt_client_call(hdqt_client *c, const char *method, cJSON *params, cJSON **result)
+{
+	if (!c || !method || !result) {
+		cJSON_Delete(params);
+		return HDQT_EINVAL;
+	}
+	*result = NULL;
+	if (has_nonfinite(params)) {
+		cJSON_Delete(params);
+		return seterr(c, HDQT_ERANGE, "%s: a parameter is NaN or infinite (JSON has no such "
+			      "numbers); not sent", method);
+	}
+	const int64_t id = c->next_id++;
+	cJSON *req = hdqt_rpc_request(method, params, id);
+	size_t len;
+	char *s = req ? hdqt_rpc_print(req, &len) : NULL;
+	cJSON_Delete(req);
+	if (!s)
+		return seterr(c, HDQT_ENOMEM, "out of memory");
+	int rc = write_all(c, s, len);
+	free(s);
+	if (rc < 0) {
+		/* hdqtd may have answered before it closed: a line over
+		 * daemon.max_message gets -32009 and the connection closes while
+		 * we are still writing.  Its reply is still readable; report it
+		 * rather than the broken pipe, so the caller can tell a request
+		 * that can never pass from a daemon that went away. */
+		char werr[sizeof(c->err)];
+		memcpy(werr, c->err, sizeof(werr));
+		int rr = read_reply(c, id, 1000, result);
+		if (rr < -1000)
+			return rr;
+		cJSON_Delete(*result);
+		*result = NULL;
+		memcpy(c->err, werr, sizeof(werr));
+		return rc;
+	}
+	return read_reply(c, id, c->timeout_ms > 0 ? c->timeout_ms : -1, result);
 }
 
 int hdqt_client_next_event(hdqt_client *c, int timeout_ms, cJSON **event)

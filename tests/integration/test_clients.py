@@ -4,6 +4,8 @@
 real hdqtd.  Needs HDQTCTL, HDQT_SENSOR, HDQT_CLIENT_EXAMPLE (paths)."""
 import json
 import os
+import sqlite3
+import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +35,16 @@ class ClientCase(unittest.TestCase):
 
     def tearDown(self):
         self.d.cleanup()
+
+    def restart_daemon(self, *sets):
+        """Replace the daemon of setUp with one started with these settings."""
+        self.d.cleanup()
+        self.d = Daemon(*FAST, *sets).start()
+        self.env = dict(os.environ, HDQTD_SOCKET=self.d.sock)
+
+    def pending(self):
+        with hdqt_client.Client(self.d.sock) as c:
+            return c.status()["samples_pending"]
 
     def run_tool(self, *args, stdin=None, env=None, timeout=300):
         return subprocess.run(list(args), input=stdin, capture_output=True, text=True,
@@ -204,6 +216,85 @@ class TestSensor(ClientCase):
         self.assertGreater(res["predicted"], 1000)
         self.assertEqual(res["predicted"], res["windows"])
         self.assertEqual(res["labelled"], res["predicted"])
+
+
+    def test_request_over_max_message_is_not_retried(self):
+        # A batch of 1000 windows (~1.7 MB) can never pass a 4 kB daemon.max_message:
+        # hdqtd answers -32009 and closes; resending it reconnected hundreds of times.
+        self.restart_daemon("daemon.max_message=4096")
+        with hdqt_client.Client(self.d.sock) as c:
+            c.add_class("WALKING")
+        t0 = time.time()
+        try:
+            r = self.run_tool(SENSOR, "--send", "--label", "WALKING", "--hop", "16", "--batch", "1000",
+                              "--retry", "60", TEST_FILE, timeout=30)
+        except subprocess.TimeoutExpired:
+            self.fail("hdqt-sensor kept resending a request over daemon.max_message: %d warnings"
+                      % self.d.read_log().count("message exceeds"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertLess(time.time() - t0, 10)
+        self.assertIn("max_message", r.stderr)
+        self.assertIn("not retried", r.stderr)
+        self.assertLessEqual(self.d.read_log().count("message exceeds"), 3)
+        self.assertEqual(self.pending(), 0)
+
+    def test_retries_what_may_pass_later(self):
+        # (1) hdqtd not listening yet when the sensor starts: it is started within --retry-max.
+        with hdqt_client.Client(self.d.sock) as c:
+            c.add_class("WALKING")
+        self.d.stop()
+        p = subprocess.Popen([SENSOR, "--send", "--label", "WALKING", "--retry-max", "30", TEST_FILE],
+                             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        self.d.start()
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("retrying in", err)
+        sent = int(out.split()[0])
+        self.assertGreater(sent, 200)
+        self.assertEqual(self.pending(), sent)
+        # (2) -32006 too_many_connections: retried until a connection slot frees up
+        # (the sensor gave up at once).
+        self.restart_daemon("daemon.max_connections=1")
+        with hdqt_client.Client(self.d.sock) as c:
+            c.add_class("WALKING")
+        holder = self.d.client()
+        holder.call("status")
+        p = subprocess.Popen([SENSOR, "--send", "--label", "WALKING", "--retry-max", "30", TEST_FILE],
+                             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        holder.close()
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("too many connections", err)
+        self.assertEqual(self.pending(), int(out.split()[0]))
+        # (3) --retry-max 0: no retry
+        holder = self.d.client()
+        holder.call("status")
+        r = self.run_tool(SENSOR, "--send", "--label", "WALKING", "--retry-max", "0", TEST_FILE,
+                          timeout=30)
+        holder.close()
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("giving up", r.stderr)
+        self.assertNotIn("retrying", r.stderr)
+
+    def test_retries_when_the_database_is_locked(self):
+        # -32007 storage ("database is locked" past the store's 5 s busy timeout)
+        # is retried: the sensor used to exit and drop the batch.
+        with hdqt_client.Client(self.d.sock) as c:
+            c.add_class("WALKING")
+        db = sqlite3.connect(self.d.db, timeout=10, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        p = subprocess.Popen([SENSOR, "--send", "--label", "WALKING", "--retry-max", "60", TEST_FILE],
+                             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(6.5)
+        db.execute("ROLLBACK")
+        db.close()
+        out, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("database", err)
+        self.assertIn("retrying in", err)
+        self.assertEqual(self.pending(), int(out.split()[0]))
 
 
 class TestLibraries(ClientCase):
