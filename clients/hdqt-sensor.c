@@ -64,8 +64,11 @@ typedef struct state {
 	char truth[MAX_BATCH][NAME_MAX_LEN + 1]; /* one per item: --batch is at most MAX_BATCH */
 	double when[MAX_BATCH];
 	int n_items;
+	/* batch ids: "<host>-<pid>-<start, ns since the epoch>-<sequence>" */
+	char id_prefix[48];
+	unsigned long long batch_seq;
 	/* figures */
-	long windows, sent, predicted, correct, labelled;
+	long windows, sent, duplicates, predicted, correct, labelled;
 	long per_hit[MAX_NAMES], per_n[MAX_NAMES];
 	double t0;
 } state;
@@ -219,9 +222,11 @@ static void nap(double sec)
  * that sensors that lost the same daemon do not come back in step), for at
  * most --retry-max seconds from the first failure (0: no retry).
  *
- * Resending is NOT idempotent: when a reply is lost (daemon killed after
- * its commit, timeout), the batch may already be stored and is stored
- * again (at least once).
+ * A resend is not idempotent by itself: when a reply is lost (daemon
+ * killed after its commit, timeout), the batch may already be stored.
+ * sample.add requests carry a batch_id (flush), which hdqtd uses to store
+ * the batch once and to answer the resend with "duplicate": true; a daemon
+ * without batch ids ignores it and may store such a batch twice.
  * params is kept by the caller.  Returns 0 or the last error (< 0). */
 static int call_retry(state *s, const char *method, const cJSON *params, cJSON **res)
 {
@@ -276,6 +281,28 @@ static int call_retry(state *s, const char *method, const cJSON *params, cJSON *
 	}
 }
 
+/* The prefix of this run's batch ids: unique per host and run (pid and start
+ * time), made of printable ASCII only (the host name is filtered and cut so
+ * that the whole id fits in HDQT_CLIENT_BATCH_ID_MAX bytes). */
+static void batch_id_init(state *s)
+{
+	char host[256] = "";
+	if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
+		snprintf(host, sizeof(host), "host");
+	host[15] = '\0';
+	for (char *p = host; *p; p++)
+		if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+			*p = '_';
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* 15 + 1 + 7 (pid_max 2^22) + 1 + 19 + 1 = 44 bytes, 20 left for the sequence */
+	snprintf(s->id_prefix, sizeof(s->id_prefix), "%s-%d-%lld", host, (int)getpid(),
+		 (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+}
+
+/* Send the pending batch.  A sample.add batch gets the next batch id here,
+ * once: every resend by call_retry carries the same id, so hdqtd stores the
+ * batch once even when an acknowledgement was lost ("duplicate": true). */
 static int flush(state *s)
 {
 	if (s->n_items == 0)
@@ -283,6 +310,11 @@ static int flush(state *s)
 	cJSON *params = cJSON_CreateObject();
 	cJSON_AddItemToObject(params, s->o.predict ? "inputs" : "samples", s->items);
 	s->items = cJSON_CreateArray();
+	if (!s->o.predict) {
+		char id[HDQT_CLIENT_BATCH_ID_MAX + 1];
+		snprintf(id, sizeof(id), "%s-%llu", s->id_prefix, ++s->batch_seq);
+		cJSON_AddStringToObject(params, "batch_id", id);
+	}
 	cJSON *res = NULL;
 	int rc = call_retry(s, s->o.predict ? "predict" : "sample.add", params, &res);
 	cJSON_Delete(params);
@@ -290,6 +322,8 @@ static int flush(state *s)
 		return rc;
 	if (!s->o.predict) {
 		s->sent += s->n_items;
+		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "duplicate")))
+			s->duplicates++;
 	} else {
 		const cJSON *p;
 		int i = 0;
@@ -570,6 +604,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	s->items = cJSON_CreateArray();
 	s->t0 = now_s();
+	batch_id_init(s);
 	srand48((long)getpid() ^ (long)time(NULL)); /* backoff jitter only */
 	int rc = 0;
 	if (optind >= argc)
@@ -582,9 +617,9 @@ int main(int argc, char **argv)
 		char accs[32] = "null";
 		if (acc >= 0)
 			snprintf(accs, sizeof(accs), "%.2f", acc);
-		printf("{\"windows\":%ld,\"sent\":%ld,\"predicted\":%ld,\"labelled\":%ld,"
-		       "\"accuracy\":%s,\"seconds\":%.2f,\"per_class\":{", s->windows, s->sent,
-		       s->predicted, s->labelled, accs, dt);
+		printf("{\"windows\":%ld,\"sent\":%ld,\"duplicate_batches\":%ld,\"predicted\":%ld,"
+		       "\"labelled\":%ld,\"accuracy\":%s,\"seconds\":%.2f,\"per_class\":{",
+		       s->windows, s->sent, s->duplicates, s->predicted, s->labelled, accs, dt);
 		int first = 1;
 		for (int a = 0; a < MAX_NAMES; a++)
 			if (s->per_n[a]) {

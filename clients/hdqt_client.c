@@ -320,3 +320,46 @@ int hdqt_client_next_event(hdqt_client *c, int timeout_ms, cJSON **event)
 		cJSON_Delete(m);
 	}
 }
+
+int hdqt_client_batch_id_valid(const char *id)
+{
+	if (!id)
+		return 0;
+	size_t n = strlen(id);
+	if (n < 1 || n > HDQT_CLIENT_BATCH_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)id[i] < 0x21 || (unsigned char)id[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+int hdqt_client_sample_add(hdqt_client *c, cJSON *samples, const char *batch_id, cJSON **result)
+{
+	const char *bad = NULL;
+	if (!c || !result)
+		bad = "invalid argument";
+	else if (!cJSON_IsArray(samples))
+		bad = "samples must be an array";
+	else if (batch_id && !hdqt_client_batch_id_valid(batch_id))
+		bad = "batch_id must be 1-64 bytes of printable ASCII without spaces";
+	if (bad) {
+		cJSON_Delete(samples);
+		if (result)
+			*result = NULL;
+		return c ? seterr(c, HDQT_EINVAL, "sample.add: %s", bad) : HDQT_EINVAL;
+	}
+	cJSON *params = cJSON_CreateObject();
+	if (!params || !cJSON_AddItemToObject(params, "samples", samples)) {
+		cJSON_Delete(params);
+		cJSON_Delete(samples);
+		*result = NULL;
+		return seterr(c, HDQT_ENOMEM, "out of memory");
+	}
+	if (batch_id && !cJSON_AddStringToObject(params, "batch_id", batch_id)) {
+		cJSON_Delete(params);
+		*result = NULL;
+		return seterr(c, HDQT_ENOMEM, "out of memory");
+	}
+	return hdqt_client_call(c, "sample.add", params, result);
+}

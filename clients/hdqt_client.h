@@ -27,8 +27,26 @@ void hdqt_client_close(hdqt_client *c);
 
 /* Call method with params (taken; NULL for none).  On 0, *result holds the
  * result (free with cJSON_Delete).  Event notifications that arrive first
- * are queued for hdqt_client_next_event (at most 1024; older ones dropped). */
+ * are queued for hdqt_client_next_event (at most 1024; older ones dropped).
+ * HDQT_ERANGE, and nothing sent, if params hold a NaN or infinite number
+ * (JSON cannot carry them).  An error reply with a null id (hdqtd could not
+ * tie it to a request: parse error, line over daemon.max_message, refused
+ * connection) is this call's answer. */
 int hdqt_client_call(hdqt_client *c, const char *method, cJSON *params, cJSON **result);
+/* sample.add: samples (a JSON array of {"class": ..., "features"|"window": ...};
+ * taken) stored all or nothing, under batch_id when it is not NULL: 1 to
+ * HDQT_CLIENT_BATCH_ID_MAX bytes of printable ASCII without spaces (0x21..0x7e),
+ * chosen by the caller, unique per logical batch and the same in every
+ * resend of it.  hdqtd stores a batch id once: a resend of a stored batch is
+ * acknowledged without storing again, with "duplicate": true in *result
+ * ({"accepted": N, "samples_pending": P[, "duplicate": true]}), so a batch
+ * whose reply was lost can be sent again safely.  HDQT_EINVAL (samples
+ * freed, nothing sent) for a malformed batch_id or samples not an array. */
+#define HDQT_CLIENT_BATCH_ID_MAX 64
+int hdqt_client_sample_add(hdqt_client *c, cJSON *samples, const char *batch_id, cJSON **result);
+/* 1 if id is a well-formed batch id (see hdqt_client_sample_add), else 0. */
+int hdqt_client_batch_id_valid(const char *id);
+
 /* Message of the last failure on this client. */
 const char *hdqt_client_errmsg(const hdqt_client *c);
 

@@ -36,7 +36,9 @@ static void usage(FILE *f)
 		"  classes                     the classes with pending samples and accuracy\n"
 		"  add-class NAME...           announce new classes\n"
 		"  remove-class NAME           deactivate a class\n"
-		"  add-sample CLASS [F,F,...]  one sample of 166 features (or CSV lines on stdin)\n"
+		"  add-sample [--batch-id ID] CLASS [F,F,...]\n"
+		"                              one sample of 166 features (or CSV lines on stdin),\n"
+		"                              stored once under ID when given (resend-safe)\n"
 		"  predict [F,F,...]           classify features (or CSV lines on stdin)\n"
 		"  predict --window FILE       classify the first window of a raw CSV (ax..gz)\n"
 		"  train [--wait]              start a round (and follow it to the end)\n"
@@ -317,6 +319,16 @@ static int cmd_predict(hdqt_client *c, int argc, char **argv, int i)
 
 static int cmd_add_sample(hdqt_client *c, int argc, char **argv, int i)
 {
+	const char *batch_id = NULL;
+	if (i + 1 < argc && !strcmp(argv[i], "--batch-id")) {
+		batch_id = argv[i + 1];
+		i += 2;
+		if (!hdqt_client_batch_id_valid(batch_id)) {
+			fprintf(stderr, "hdqtctl: --batch-id: 1-%d bytes of printable ASCII without "
+				"spaces\n", HDQT_CLIENT_BATCH_ID_MAX);
+			return EXIT_USAGE;
+		}
+	}
 	if (i >= argc) {
 		fprintf(stderr, "hdqtctl: add-sample needs a class\n");
 		return EXIT_USAGE;
@@ -324,14 +336,18 @@ static int cmd_add_sample(hdqt_client *c, int argc, char **argv, int i)
 	cJSON *samples = read_inputs(argc, argv, i + 1, argv[i]);
 	if (!samples)
 		return EXIT_USAGE;
-	cJSON *params = cJSON_CreateObject();
-	cJSON_AddItemToObject(params, "samples", samples);
 	cJSON *r;
-	int rc = rpc(c, "sample.add", params, &r);
-	if (rc)
-		return rc;
+	int rc = hdqt_client_sample_add(c, samples, batch_id, &r);
+	if (rc < 0) {
+		fprintf(stderr, "hdqtctl: sample.add: %s\n", hdqt_client_errmsg(c));
+		return rc < -1000 ? EXIT_RPC : EXIT_CONNECT;
+	}
+	const cJSON *dup = cJSON_GetObjectItemCaseSensitive(r, "duplicate");
 	if (json_out)
 		print_json(r);
+	else if (cJSON_IsTrue(dup))
+		printf("batch %s was stored before (%.0f samples): not stored again, %.0f pending\n",
+		       batch_id, num(r, "accepted", 0), num(r, "samples_pending", 0));
 	else
 		printf("%.0f samples stored, %.0f pending\n", num(r, "accepted", 0),
 		       num(r, "samples_pending", 0));

@@ -17,11 +17,20 @@ import os
 import socket
 import time
 
-__all__ = ["Client", "RpcError", "default_socket"]
+__all__ = ["Client", "RpcError", "default_socket", "valid_batch_id"]
 
 
 def default_socket():
     return os.environ.get("HDQTD_SOCKET") or "/run/hdqtd/hdqtd.sock"
+
+
+BATCH_ID_MAX = 64
+
+
+def valid_batch_id(batch_id):
+    """Whether batch_id is 1-64 characters from "!" to "~" (printable ASCII, no space)."""
+    return (isinstance(batch_id, str) and 1 <= len(batch_id) <= BATCH_ID_MAX
+            and all("!" <= ch <= "~" for ch in batch_id))
 
 
 class RpcError(Exception):
@@ -111,8 +120,25 @@ class Client:
     def classes(self):
         return self.call("class.list")["classes"]
 
+    def sample_add(self, samples, batch_id=None):
+        """Store samples (dicts {"class": NAME, "features": [...]} or {"class", "window"})
+        in one request, all or nothing; returns {"accepted", "samples_pending"}.
+
+        batch_id (1-64 characters of printable ASCII without spaces, chosen by the
+        caller, unique per logical batch) makes a resend safe: hdqtd stores a batch
+        id once and answers a resend of a stored batch with "duplicate": True
+        (and the original batch's "accepted"), storing nothing again."""
+        params = {"samples": list(samples)}
+        if batch_id is not None:
+            if not valid_batch_id(batch_id):
+                raise ValueError("batch_id must be 1-64 characters of printable ASCII without "
+                                 "spaces, not %r" % (batch_id,))
+            params["batch_id"] = batch_id
+        return self.call("sample.add", params)
+
     def add_samples(self, samples, chunk=500):
-        """samples: dicts {"class": NAME, "features": [...]} or {"class", "window"}."""
+        """samples: dicts {"class": NAME, "features": [...]} or {"class", "window"}.
+        Sent in requests of chunk samples, without batch ids (see sample_add)."""
         samples = list(samples)
         total = 0
         for i in range(0, len(samples), chunk):

@@ -26,6 +26,61 @@ LABELS = os.path.join(HAPT, "labels.csv")
 TRAIN_FILES = [os.path.join(HAPT, f) for f in ("exp01_user01.csv.gz", "exp05_user03.csv.gz")]
 TEST_FILE = os.path.join(HAPT, "exp03_user02.csv.gz")
 FAST = ["training.auto=no", "training.epochs=30", "model.hidden=128,128"]
+FEATURES = [[((i * (k + 3)) % 11) / 11.0 - 0.5 for i in range(166)] for k in range(3)]
+
+
+class LoseOneAck:
+    """A relay between a client and the real hdqtd that loses one acknowledgement.
+
+    Each request line goes to hdqtd and hdqtd's reply comes back, except for the
+    drop_nth sample.add: hdqtd has committed it and answered, but the relay
+    closes the client's connection instead of passing the reply on, as when
+    hdqtd is killed between its commit and its reply.  Not a fake server: every
+    reply the client gets comes from the real daemon; only the crash's timing is
+    made deterministic."""
+
+    def __init__(self, daemon_sock, path, drop_nth=2):
+        self.daemon_sock, self.drop_nth = daemon_sock, drop_nth
+        self.batch_ids = []     # the batch_id of every sample.add seen, in order
+        self.lost = None        # the reply that was not passed on
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(8)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.srv.close()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn):
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.connect(self.daemon_sock)
+        down_r, up_r = conn.makefile("rb"), up.makefile("rb")
+        try:
+            for line in down_r:
+                up.sendall(line)
+                reply = up_r.readline()
+                if not reply:
+                    break
+                msg = json.loads(line)
+                if msg.get("method") == "sample.add":
+                    self.batch_ids.append(msg.get("params", {}).get("batch_id"))
+                    if len(self.batch_ids) == self.drop_nth:
+                        self.lost = json.loads(reply)
+                        break
+                conn.sendall(reply)
+        finally:
+            down_r.close()
+            up_r.close()
+            conn.close()
+            up.close()
 
 
 class ClientCase(unittest.TestCase):
@@ -101,6 +156,27 @@ class TestHdqtctl(ClientCase):
         r = self.ctl("--help")
         self.assertEqual(r.returncode, 0)
         self.assertIn("add-class", r.stdout)
+
+    def test_add_sample_batch_id(self):
+        # hdqtctl add-sample --batch-id goes through libhdqt-client's hdqt_client_sample_add.
+        self.assertEqual(self.ctl("add-class", "WALKING").returncode, 0)
+        lines = "".join(",".join(str(x) for x in f) + "\n" for f in FEATURES)
+        r = self.ctl("add-sample", "--batch-id", "ctl-batch-1", "WALKING", stdin=lines)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("3 samples stored", r.stdout)
+        r = self.ctl("--json", "add-sample", "--batch-id", "ctl-batch-1", "WALKING", stdin=lines)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        res = json.loads(r.stdout)
+        self.assertIs(res.get("duplicate"), True, res)
+        self.assertEqual((res["accepted"], res["samples_pending"]), (3, 3))
+        r = self.ctl("add-sample", "--batch-id", "ctl-batch-1", "WALKING", stdin=lines)
+        self.assertIn("not stored again", r.stdout)
+        r = self.ctl("add-sample", "--batch-id", "bad id", "WALKING", stdin=lines)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--batch-id", r.stderr)
+        r = self.ctl("add-sample", "--batch-id", "ctl-batch-2", "WALKING", stdin=lines)
+        self.assertIn("3 samples stored, 6 pending", r.stdout)
+        self.assertEqual(json.loads(self.ctl("--json", "status").stdout)["samples_pending"], 6)
 
     def test_train_wait_watch_models_rollback(self):
         self.ctl("add-class", "WALKING", "LAYING")
@@ -297,6 +373,32 @@ class TestSensor(ClientCase):
         self.assertEqual(self.pending(), int(out.split()[0]))
 
 
+    def test_lost_ack_is_not_stored_twice(self):
+        # Every sample.add carries a batch id, the same in the resend of a batch whose
+        # acknowledgement was lost; hdqtd stores it once and answers "duplicate": true.
+        with hdqt_client.Client(self.d.sock) as c:
+            c.add_class("WALKING")
+        relay = LoseOneAck(self.d.sock, os.path.join(self.d.dir, "relay.sock"), drop_nth=2)
+        try:
+            r = self.run_tool(SENSOR, "--socket", os.path.join(self.d.dir, "relay.sock"), "--send",
+                              "--label", "WALKING", "--batch", "64", "--retry-max", "30", "--json",
+                              TEST_FILE, timeout=120)
+        finally:
+            relay.close()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        res = json.loads(r.stdout)
+        ids = relay.batch_ids
+        self.assertGreaterEqual(len(ids), 4, ids)
+        for i in ids:
+            self.assertRegex(i or "", r"^[!-~]{1,64}$")
+        self.assertEqual(ids[1], ids[2], "the resend carries the same batch id")
+        self.assertEqual(len(set(ids)), len(ids) - 1, "one id per batch")
+        self.assertEqual(ids[0].rsplit("-", 1)[0], ids[-1].rsplit("-", 1)[0])
+        self.assertEqual(relay.lost["result"]["accepted"], 64)
+        self.assertEqual(res["duplicate_batches"], 1)
+        self.assertEqual(self.pending(), res["sent"])   # exactly once
+
+
 class TestLibraries(ClientCase):
     def test_python_client_and_example(self):
         r = self.run_tool(sys.executable, os.path.join(SRC, "clients", "python", "example.py"), HAPT)
@@ -319,6 +421,27 @@ class TestLibraries(ClientCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("no model", r.stderr)
 
+
+    def test_python_sample_add_batch_id(self):
+        samples = [{"class": "WALKING", "features": f} for f in FEATURES]
+        with hdqt_client.Client(self.d.sock) as c:
+            c.add_class("WALKING")
+            r = c.sample_add(samples, batch_id="py-batch-1")
+            self.assertEqual(r["accepted"], 3)
+            self.assertFalse(r.get("duplicate", False))
+            r = c.sample_add(samples, batch_id="py-batch-1")   # a resend
+            self.assertIs(r.get("duplicate"), True, r)
+            self.assertEqual(r["accepted"], 3)
+            self.assertEqual(r["samples_pending"], 3)
+            self.assertEqual(c.status()["samples_pending"], 3)
+            r = c.sample_add(samples[:1], batch_id="py-batch-2")
+            self.assertFalse(r.get("duplicate", False))
+            self.assertEqual(r["samples_pending"], 4)
+            self.assertEqual(c.sample_add(samples[:1])["samples_pending"], 5)   # no id: stored
+            for bad in ("", "has space", "x" * 65, "caf\u00e9", 7):
+                with self.assertRaises(ValueError):
+                    c.sample_add(samples, batch_id=bad)
+            self.assertEqual(c.status()["samples_pending"], 5)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
