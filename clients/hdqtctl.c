@@ -69,7 +69,9 @@ static int rpc(hdqt_client *c, const char *method, cJSON *params, cJSON **res)
 	int rc = hdqt_client_call(c, method, params, res);
 	if (rc < 0) {
 		fprintf(stderr, "hdqtctl: %s: %s\n", method, hdqt_client_errmsg(c));
-		return rc < -1000 ? EXIT_RPC : EXIT_CONNECT;
+		/* HDQT_ERANGE/EINVAL: refused by the library before sending (NaN, ...) */
+		return rc < -1000 ? EXIT_RPC
+		       : rc == HDQT_ERANGE || rc == HDQT_EINVAL ? EXIT_USAGE : EXIT_CONNECT;
 	}
 	return 0;
 }
@@ -194,6 +196,11 @@ static cJSON *parse_features(const char *s, char *err, size_t errlen)
 		double v = strtod(p, &end);
 		if (end == p) {
 			snprintf(err, errlen, "not a number near '%.10s'", p);
+			return NULL;
+		}
+		if (!isfinite((float)v)) { /* NaN, inf, or beyond the float range */
+			snprintf(err, errlen, "feature %d: '%.*s' is not a finite number", n + 1,
+				 (int)(end - p) < 20 ? (int)(end - p) : 20, p);
 			return NULL;
 		}
 		if (n > HDQT_FEAT_DIM) {

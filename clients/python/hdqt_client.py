@@ -9,8 +9,9 @@
         print(c.predict(window=rows)["class"])
 
 Errors that hdqtd returns raise RpcError (with .code, see proto/PROTOCOL.md);
-transport problems raise OSError.  One Client is one connection; use it
-from one thread at a time.
+transport problems raise OSError; parameters that JSON cannot carry (NaN,
+infinities) raise ValueError before anything is sent.  One Client is one
+connection; use it from one thread at a time.
 """
 import json
 import os
@@ -54,6 +55,7 @@ class Client:
         self._sock.connect(self.path)
         self._buf = b""
         self._id = 0
+        self._outstanding = []   # ids sent and not answered yet, oldest first
         self._events = []
 
     def close(self):
@@ -76,36 +78,84 @@ class Client:
             if len(self._buf) > self.MAX_LINE:
                 raise ConnectionError("reply too long")
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        # hdqtd speaks UTF-8, but a reply may echo bytes that are not (a class
+        # name stored by an older daemon): decode leniently (U+FFFD) so that one
+        # bad name cannot make status, class.list, predict and events all fail.
+        return json.loads(line.decode("utf-8", errors="replace"))
+
+    @staticmethod
+    def _error(m):
+        e = m.get("error")
+        if not isinstance(e, dict):
+            e = {"message": str(e)}
+        return RpcError(e.get("code", -32603), e.get("message", "error"), e.get("data"))
+
+    def _answer(self, m):
+        """The id of the request that message m answers (None: not a response).
+        An error with a null id is one hdqtd could not tie to a request (a
+        parse error, a line over daemon.max_message, a refused connection);
+        replies come in request order, so it answers the oldest request still
+        waiting for its reply."""
+        rid = m.get("id")
+        if rid is None and "error" in m:
+            rid = self._outstanding[0] if self._outstanding else None
+        if rid in self._outstanding:
+            self._outstanding.remove(rid)
+        return rid
 
     def call(self, method, params=None):
-        """Call a method; returns its result or raises RpcError."""
-        self._id += 1
-        msg = {"jsonrpc": "2.0", "method": method, "id": self._id}
+        """Call a method; returns its result or raises RpcError.  ValueError,
+        and nothing sent, when params hold NaN or an infinity (not JSON)."""
+        msg = {"jsonrpc": "2.0", "method": method, "id": self._id + 1}
         if params is not None:
             msg["params"] = params
-        self._sock.sendall(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        try:
+            data = json.dumps(msg, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        except ValueError as e:
+            raise ValueError("%s: a parameter is NaN or infinite, which JSON cannot carry (%s); "
+                             "not sent" % (method, e)) from None
+        self._id += 1
+        rid = self._id
+        self._outstanding.append(rid)
+        try:
+            self._sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # hdqtd may have answered before it closed (-32009 for a line over
+            # daemon.max_message): that answer says more than the broken pipe.
+            try:
+                m = self._read_msg(1.0)
+            except (OSError, ValueError):
+                m = None
+            if isinstance(m, dict) and "error" in m and self._answer(m) == rid:
+                raise self._error(m) from None
+            raise
         while True:
             m = self._read_msg(self.timeout)
-            if isinstance(m, dict) and m.get("method") == "event":
+            if not isinstance(m, dict):
+                continue
+            if m.get("method") == "event":
                 self._events.append(m.get("params", {}))
                 del self._events[:-1024]   # bounded
                 continue
-            if m.get("id") != self._id:
-                continue
+            if self._answer(m) != rid:
+                continue   # a late reply to an earlier, timed-out call
             if "error" in m:
-                e = m["error"]
-                raise RpcError(e.get("code", -32603), e.get("message", "error"), e.get("data"))
+                raise self._error(m)
             return m["result"]
 
     def next_event(self, timeout=None):
-        """The next event notification's params (after subscribe())."""
+        """The next event notification's params (after subscribe()).  An error
+        with a null id (e.g. -32006 when the connection was refused) raises."""
         if self._events:
             return self._events.pop(0)
         while True:
             m = self._read_msg(timeout)
-            if isinstance(m, dict) and m.get("method") == "event":
+            if not isinstance(m, dict):
+                continue
+            if m.get("method") == "event":
                 return m.get("params", {})
+            if m.get("id") is None and "error" in m:
+                raise self._error(m)
 
     # -- convenience --
     def status(self):

@@ -443,5 +443,105 @@ class TestLibraries(ClientCase):
                     c.sample_add(samples, batch_id=bad)
             self.assertEqual(c.status()["samples_pending"], 5)
 
+    def test_python_nan_is_refused_before_sending(self):
+        # json.dumps wrote NaN (not JSON); hdqtd answered a parse error with a null
+        # id, which the client ignored: it waited for its timeout.
+        nan, inf = float("nan"), float("inf")
+        with hdqt_client.Client(self.d.sock, timeout=5) as c:
+            c.add_class("WALKING")
+            t0 = time.time()
+            with self.assertRaises(ValueError) as e:
+                c.predict(features=[nan] * 166)
+            self.assertIn("NaN", str(e.exception))
+            with self.assertRaises(ValueError):
+                c.sample_add([{"class": "WALKING", "features": [inf] * 166}])
+            self.assertLess(time.time() - t0, 1.0)
+            self.assertEqual(c.status()["samples_pending"], 0)   # the connection still works
+
+    def test_python_null_id_error_is_the_answer(self):
+        # hdqtd's errors with a null id (a refused connection, a line over
+        # daemon.max_message) answer the request waiting: RpcError, not a
+        # ConnectionError or BrokenPipeError after the close.
+        self.restart_daemon("daemon.max_connections=1", "daemon.max_message=65536")
+        holder = self.d.client()
+        holder.call("status")
+        with hdqt_client.Client(self.d.sock, timeout=5) as c:
+            with self.assertRaises(hdqt_client.RpcError) as e:
+                c.status()
+            self.assertEqual(e.exception.code, -32006)
+        holder.close()
+        time.sleep(0.2)
+        samples = [{"class": "WALKING", "features": FEATURES[0]}] * 2000   # ~3 MB
+        with hdqt_client.Client(self.d.sock, timeout=5) as c:
+            c.add_class("WALKING")
+            with self.assertRaises(hdqt_client.RpcError) as e:
+                c.sample_add(samples)
+            self.assertEqual(e.exception.code, -32009)
+            self.assertIn("max_message", e.exception.message)
+
+    def test_python_survives_invalid_utf8_in_replies(self):
+        # A tiny fake server, only because the real hdqtd (which now rejects class
+        # names that are not UTF-8) will not produce this malformed output: replies
+        # carrying a class name of invalid UTF-8 bytes, as an older daemon echoed
+        # them.  Every Python client call used to raise UnicodeDecodeError.
+        path = os.path.join(self.d.dir, "fake.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(1)
+        bad = b"\xff\xfeBAD\xc3("
+
+        def serve():
+            conn, _ = srv.accept()
+            with conn, conn.makefile("rb") as f:
+                for line in f:
+                    req = json.loads(line)
+                    rid = json.dumps(req["id"]).encode()
+                    method = req["method"]
+                    if method in ("status", "class.list"):
+                        res = b'{"classes":[{"name":"' + bad + b'","label":0}],"samples_pending":0}'
+                    elif method == "predict":
+                        res = (b'{"class":"' + bad + b'","label":0,"confidence":0.9,"top":[{"class":"'
+                               + bad + b'","confidence":0.9}],"model_version":1}')
+                    else:
+                        res = b'{"subscribed":true}'
+                    conn.sendall(b'{"jsonrpc":"2.0","result":' + res + b',"id":' + rid + b'}\n')
+                    if method == "events.subscribe":
+                        conn.sendall(b'{"jsonrpc":"2.0","method":"event","params":'
+                                     b'{"type":"class.added","name":"' + bad + b'"}}\n')
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            with hdqt_client.Client(path, timeout=5) as c:
+                self.assertIn("\ufffd", c.status()["classes"][0]["name"])
+                self.assertIn("BAD", c.classes()[0]["name"])
+                self.assertIn("\ufffd", c.predict(features=[0.0] * 166)["class"])
+                c.subscribe()
+                self.assertIn("\ufffd", c.next_event(timeout=5)["name"])
+        finally:
+            srv.close()
+
+    def test_c_library_refuses_nan(self):
+        # libhdqt-client: a NaN parameter is refused before sending (cJSON printed it
+        # as null, which hdqtd rejected as a malformed feature vector).
+        r = self.run_tool(EXAMPLE, ",".join(["nan"] * 166))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("NaN or infinite", r.stderr)
+        self.assertIn("not sent", r.stderr)
+        r = self.run_tool(CTL, "predict", ",".join(["nan"] * 166))
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("not a finite number", r.stderr)
+        r = self.run_tool(CTL, "add-sample", "WALKING", ",".join(["1e999"] * 166))
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("not a finite number", r.stderr)
+        # an error with a null id (a refused connection) is the call's answer
+        self.restart_daemon("daemon.max_connections=1")
+        holder = self.d.client()
+        holder.call("status")
+        r = self.run_tool(EXAMPLE, timeout=30)
+        holder.close()
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("too many connections", r.stderr)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
