@@ -26,13 +26,20 @@ void hdqtd_config_default(hdqtd_config *c)
 	c->max_message = 4u << 20;
 	c->max_write_queue = 4u << 20; /* with max_message: at most 8 MiB per client */
 	c->max_batch = 4096;
+	c->max_rpc_batch = 64;
+	c->max_connections_per_uid = 16;
+	c->admin_reserved = 4;
+	c->idle_timeout_s = 600;
+	c->partial_timeout_s = 30;
+	c->write_timeout_s = 60;
+	c->max_memory = 256u << 20;
 	c->n_hidden = 2;
 	c->hidden[0] = c->hidden[1] = 512;
 	c->quant = HDQT_MODE_HDQT;
 	c->bits = 4;
 	c->acc_bits = 8;
 	c->window = 128;
-	c->norm_clip = 0;
+	c->norm_clip = 10; /* a sample far outside the training data cannot blow up training */
 	c->seed = 1;
 	c->strategy = HDQT_CL_ICARL;
 	c->memory = 200;
@@ -47,7 +54,7 @@ void hdqtd_config_default(hdqtd_config *c)
 	c->validation_per_class = 100;
 	c->regression_margin = 5.0;
 	c->sync_full = 1;
-	c->max_bytes = 0;
+	c->max_bytes = 2LL << 30; /* bounds the start-up check and the disk used */
 	c->max_pending_per_class = 100000;
 	c->keep_models = 10;
 }
@@ -164,16 +171,32 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	}
 	INT_KEY("daemon", "max_connections", max_connections, 1, 65536)
 	INT_KEY("daemon", "max_batch", max_batch, 1, 1000000)
+	INT_KEY("daemon", "max_rpc_batch", max_rpc_batch, 1, 1024)
+	INT_KEY("daemon", "max_connections_per_uid", max_connections_per_uid, 1, 65536)
+	INT_KEY("daemon", "admin_reserved", admin_reserved, 0, 65536)
 	if (!strcmp(section, "daemon") &&
-	    (!strcmp(key, "max_message") || !strcmp(key, "max_write_queue"))) {
+	    (!strcmp(key, "idle_timeout") || !strcmp(key, "partial_timeout") ||
+	     !strcmp(key, "write_timeout"))) {
+		double *t = !strcmp(key, "idle_timeout")    ? &c->idle_timeout_s
+			    : !strcmp(key, "partial_timeout") ? &c->partial_timeout_s
+							      : &c->write_timeout_s;
+		if (parse_double(value, 0, 1e9, t) < 0)
+			return fail(err, errlen, section, key, "expected seconds >= 0 (0 = no timeout)");
+		return 0;
+	}
+	if (!strcmp(section, "daemon") &&
+	    (!strcmp(key, "max_message") || !strcmp(key, "max_write_queue") ||
+	     !strcmp(key, "max_memory"))) {
 		int64_t x;
 		if (parse_size(value, 1024, 1LL << 30, &x) < 0)
 			return fail(err, errlen, section, key,
 				    "expected a size from 1K to 1G (suffix K, M or G)");
 		if (!strcmp(key, "max_message"))
 			c->max_message = (size_t)x;
-		else
+		else if (!strcmp(key, "max_write_queue"))
 			c->max_write_queue = (size_t)x;
+		else
+			c->max_memory = (size_t)x;
 		return 0;
 	}
 	/* [model] */
@@ -329,6 +352,9 @@ int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen)
 		return fail(err, errlen, "model", "window", "must be even");
 	if (c->max_write_queue < c->max_message)
 		return fail(err, errlen, "daemon", "max_write_queue", "must be >= daemon.max_message");
+	if (c->max_memory < c->max_message + c->max_write_queue)
+		return fail(err, errlen, "daemon", "max_memory",
+			    "must hold at least one client's max_message + max_write_queue");
 	return 0;
 }
 
@@ -368,6 +394,13 @@ cJSON *hdqtd_config_json(const hdqtd_config *c)
 	cJSON_AddNumberToObject(d, "max_message", (double)c->max_message);
 	cJSON_AddNumberToObject(d, "max_write_queue", (double)c->max_write_queue);
 	cJSON_AddNumberToObject(d, "max_batch", c->max_batch);
+	cJSON_AddNumberToObject(d, "max_rpc_batch", c->max_rpc_batch);
+	cJSON_AddNumberToObject(d, "max_connections_per_uid", c->max_connections_per_uid);
+	cJSON_AddNumberToObject(d, "admin_reserved", c->admin_reserved);
+	cJSON_AddNumberToObject(d, "idle_timeout", c->idle_timeout_s);
+	cJSON_AddNumberToObject(d, "partial_timeout", c->partial_timeout_s);
+	cJSON_AddNumberToObject(d, "write_timeout", c->write_timeout_s);
+	cJSON_AddNumberToObject(d, "max_memory", (double)c->max_memory);
 	cJSON_AddStringToObject(m, "hidden", hidden);
 	cJSON_AddStringToObject(m, "quant", hdqt_mode_name(c->quant));
 	cJSON_AddNumberToObject(m, "bits", c->bits);

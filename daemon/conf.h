@@ -21,7 +21,14 @@ typedef struct hdqtd_config {
 	int max_connections;
 	size_t max_message;        /* bytes per JSON-RPC line */
 	size_t max_write_queue;    /* unread reply bytes before a client is dropped */
-	int max_batch;             /* samples / inputs / batch entries per message */
+	int max_batch;             /* samples / inputs per request; units of work per line */
+	int max_rpc_batch;         /* entries of one JSON-RPC batch */
+	int max_connections_per_uid; /* for non-admin peers */
+	int admin_reserved;        /* connection slots non-admin peers cannot take */
+	double idle_timeout_s;     /* close a connection silent this long (0 = never) */
+	double partial_timeout_s;  /* a started line must be complete within this (0 = never) */
+	double write_timeout_s;    /* drop a client that reads none of its replies this long */
+	size_t max_memory;         /* bytes all connections may buffer together */
 	/* [model] */
 	int n_hidden, hidden[HDQT_MAX_LAYERS];
 	hdqt_mode quant;

@@ -18,6 +18,14 @@
 #include "hdqt_proto.h"
 #include "hdqt_store.h"
 #include "trainer.h"
+#include "writer.h"
+
+/* Plausibility bounds of inputs (PROTOCOL.md): raw readings are g and rad/s
+ * of an IMU (real ones saturate near 16 g and 35 rad/s); features are what
+ * such windows give, with a wide margin.  Beyond them a value is a broken
+ * sensor or an attack, and it could make training diverge. */
+#define HDQTD_READING_MAX 1000.0
+#define HDQTD_FEATURE_MAX 1e9
 
 typedef struct hdqtd_conn hdqtd_conn;
 
@@ -25,7 +33,8 @@ typedef struct hdqtd {
 	uv_loop_t *loop;
 	hdqtd_config cfg;
 	char config_path[4096];
-	hdqt_store *store;
+	hdqt_store *store;          /* the loop's connection: reads only */
+	hdqtd_writer *writer;       /* every write a client asks for */
 	hdqtd_trainer *trainer;
 	hdqt_feat *feat;
 
@@ -40,11 +49,21 @@ typedef struct hdqtd {
 	 * that must not be predicted. */
 	unsigned char *learned;
 	int n_learned;
+	/* Counts kept up to date by the writes and rounds that change them, so
+	 * that no request counts the backlog (pending[label]). */
+	int64_t pending_total, quarantined, n_exemplars, n_validation;
+	int64_t pending[HDQT_MAX_CLASSES];
+	int exclusive;              /* rollback / quarantine jobs in flight: no round starts */
+	char *describe;             /* the OpenRPC document, printed once */
+	size_t describe_len;
+	char **sets;                /* --set overrides, re-applied on SIGHUP */
+	int n_sets;
 
 	uv_pipe_t listener;
 	int listening, socket_activated, bound;
 	hdqtd_conn *conns;
 	int n_conns;
+	int n_unprivileged;         /* connections of non-admin peers */
 	uint64_t conn_seq;
 
 	uv_signal_t sig_term, sig_int, sig_hup;
@@ -55,6 +74,7 @@ typedef struct hdqtd {
 	double last_round_end;
 	int64_t pending_baseline;   /* pending samples left by the last unsuccessful round */
 	int stopping;
+	int stop_timer_open;
 	gid_t admin_gid;
 	int admin_gid_set;
 } hdqtd;
@@ -66,11 +86,26 @@ struct hdqtd_conn {
 	hdqt_linebuf lb;
 	uint64_t id;
 	int subscribed;
-	int closing;
+	int closing;                /* uv_close called */
+	int finishing;              /* no more reading: close once replies are written */
+	int shut;                   /* uv_shutdown called */
 	int reading;
+	int paused;                 /* too many unread replies: resumed by on_write */
+	int eof;                    /* the peer shut down its side */
+	int overflow;               /* a line over max_message: error, then finish */
+	int busy;                   /* a request is on the writer thread */
+	int dead;                   /* closed while busy: the writer's completion frees it */
 	int admin;                  /* may call state-changing methods */
 	pid_t pid;
 	uid_t uid;
+	double last_active, partial_since;  /* monotonic seconds (0: no partial line) */
+	double last_written;        /* a write completed */
+	/* The line being answered: its parsed message, the next batch entry to
+	 * run, and a batch's replies so far as text ("[r1,r2]"). */
+	cJSON *msg, *cursor;
+	int batch, over, n_out;
+	char *out;
+	size_t out_len, out_cap;
 };
 
 double hdqtd_now(void);
@@ -80,13 +115,22 @@ int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen);
 void hdqtd_server_close(hdqtd *d);
 /* Close every connection now, dropping replies not yet written. */
 void hdqtd_server_drop_all(hdqtd *d);
+/* Once a second: idle and partial-line timeouts. */
+void hdqtd_server_tick(hdqtd *d);
+/* The reply (NULL for a notification) of c's request that went to the
+ * writer thread; on the loop thread.  Frees c if it was closed meanwhile. */
+void hdqtd_conn_complete(hdqtd_conn *c, cJSON *resp);
 /* Send a notification to every subscribed connection. */
 void hdqtd_broadcast(hdqtd *d, cJSON *event);
 
 /* methods.c */
-/* Handle one request object; returns the response, or NULL for a notification. */
-cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, const cJSON *req);
+/* Handle one request object; returns the response, or NULL for a
+ * notification, or sets *async when the reply comes later through
+ * hdqtd_conn_complete (a database write on the writer thread). */
+cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async);
 int hdqtd_reload_classes(hdqtd *d);
 int hdqtd_load_model(hdqtd *d);
+/* Read the counts of pending and quarantined samples (start-up). */
+int hdqtd_load_counts(hdqtd *d);
 void hdqtd_maybe_train(hdqtd *d);
 extern const hdqtd_trainer_cb hdqtd_trainer_callbacks;

@@ -1,23 +1,30 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include "log.h"
 
-/* Set once at start-up, before any thread exists; read-only afterwards. */
-static int log_level = LOG_INFO;
+/* The level changes on SIGHUP while the training and writer threads log:
+ * atomic.  The prefix is set once at start-up, before any thread exists. */
+static atomic_int log_level = LOG_INFO;
 static int log_prefix = 1;
 
 void hdqtd_log_init(int level)
 {
-	log_level = level;
+	atomic_store(&log_level, level);
 	log_prefix = !isatty(STDERR_FILENO);
+}
+
+void hdqtd_log_set_level(int level)
+{
+	atomic_store(&log_level, level);
 }
 
 void hdqtd_log(int prio, const char *fmt, ...)
 {
-	if (prio > log_level)
+	if (prio > atomic_load(&log_level))
 		return;
 	char msg[1024];
 	va_list ap;

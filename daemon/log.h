@@ -6,4 +6,6 @@
 #include <syslog.h>
 
 void hdqtd_log_init(int level);
+/* Change the level at run time (any thread may be logging). */
+void hdqtd_log_set_level(int level);
 void hdqtd_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

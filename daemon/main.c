@@ -27,6 +27,14 @@ static void notify(const char *msg)
 #endif
 }
 
+/* During the start-up check of the database: ask systemd for 10 s more
+ * each second, so that a large file does not trip TimeoutStartSec. */
+static void extend_start_timeout(void *arg)
+{
+	(void)arg;
+	notify("EXTEND_TIMEOUT_USEC=10000000");
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -42,36 +50,100 @@ static void usage(FILE *f)
 
 static void shutdown_all(hdqtd *d, const char *why);
 
+/* Apply the --set overrides (SECTION.KEY=VALUE) over c; 0 or -1 with err. */
+static int apply_sets(hdqtd_config *c, char **sets, int n, char *err, size_t errlen)
+{
+	for (int i = 0; i < n; i++) {
+		char buf[4200];
+		snprintf(buf, sizeof(buf), "%s", sets[i]);
+		char *dot = strchr(buf, '.'), *eq = strchr(buf, '=');
+		if (!dot || !eq || dot > eq) {
+			snprintf(err, errlen, "--set expects SECTION.KEY=VALUE, got '%s'", sets[i]);
+			return -1;
+		}
+		*dot = *eq = '\0';
+		char e2[512];
+		if (hdqtd_config_set(c, buf, dot + 1, eq + 1, e2, sizeof(e2)) < 0) {
+			snprintf(err, errlen, "--set %s", e2);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Keys SIGHUP applies at once; every other change waits for a restart. */
+static const char *const reloadable[] = {
+	"daemon.log_level", "daemon.max_connections", "daemon.max_batch", "daemon.max_rpc_batch",
+	"daemon.max_connections_per_uid", "daemon.admin_reserved", "daemon.idle_timeout",
+	"daemon.partial_timeout", "daemon.write_timeout", "training.auto", "training.auto_min_samples",
+	"training.auto_interval",
+};
+
+static void reload(hdqtd *d)
+{
+	if (!d->config_path[0]) {
+		hdqtd_log(LOG_NOTICE, "SIGHUP: no configuration file to reload");
+		return;
+	}
+	/* The file over the defaults, then the command line's overrides again,
+	 * as at start: an override keeps winning over the file. */
+	hdqtd_config n;
+	hdqtd_config_default(&n);
+	char err[600];
+	if (hdqtd_config_load(&n, d->config_path, err, sizeof(err)) < 0 ||
+	    apply_sets(&n, d->sets, d->n_sets, err, sizeof(err)) < 0 ||
+	    hdqtd_config_check(&n, err, sizeof(err)) < 0) {
+		hdqtd_log(LOG_ERR, "SIGHUP: configuration not reloaded: %s", err);
+		return;
+	}
+	/* Compare key by key through the JSON view, so that no key is missed. */
+	cJSON *was = hdqtd_config_json(&d->cfg), *now = hdqtd_config_json(&n);
+	int pending = 0;
+	const cJSON *sec, *key;
+	cJSON_ArrayForEach(sec, now) {
+		const cJSON *osec = cJSON_GetObjectItemCaseSensitive(was, sec->string);
+		cJSON_ArrayForEach(key, sec) {
+			const cJSON *okey = cJSON_GetObjectItemCaseSensitive(osec, key->string);
+			if (okey && cJSON_Compare(okey, key, 1))
+				continue;
+			char name[128];
+			snprintf(name, sizeof(name), "%s.%s", sec->string, key->string);
+			int live = 0;
+			for (size_t i = 0; i < sizeof(reloadable) / sizeof(reloadable[0]); i++)
+				live |= !strcmp(reloadable[i], name);
+			if (!live && !strcmp(name, "daemon.socket") && d->socket_activated)
+				continue; /* ignored under socket activation anyway */
+			char *v = cJSON_PrintUnformatted(key);
+			hdqtd_log(live ? LOG_NOTICE : LOG_WARNING, "SIGHUP: %s = %s%s", name, v ? v : "?",
+				  live ? "" : ": takes effect at the next restart");
+			cJSON_free(v);
+			pending += !live;
+		}
+	}
+	cJSON_Delete(was);
+	cJSON_Delete(now);
+	d->cfg.log_level = n.log_level;
+	d->cfg.max_connections = n.max_connections;
+	d->cfg.max_batch = n.max_batch;
+	d->cfg.max_rpc_batch = n.max_rpc_batch;
+	d->cfg.max_connections_per_uid = n.max_connections_per_uid;
+	d->cfg.admin_reserved = n.admin_reserved;
+	d->cfg.idle_timeout_s = n.idle_timeout_s;
+	d->cfg.partial_timeout_s = n.partial_timeout_s;
+	d->cfg.write_timeout_s = n.write_timeout_s;
+	d->cfg.auto_train = n.auto_train;
+	d->cfg.auto_min_samples = n.auto_min_samples;
+	d->cfg.auto_interval_s = n.auto_interval_s;
+	hdqtd_log_set_level(n.log_level);
+	hdqtd_log(LOG_NOTICE, "configuration reloaded from %s%s", d->config_path,
+		  pending ? " (some keys wait for a restart)" : "");
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	hdqtd *d = h->data;
 	if (signum == SIGHUP) {
-		if (!d->config_path[0]) {
-			hdqtd_log(LOG_NOTICE, "SIGHUP: no configuration file to reload");
-			return;
-		}
-		hdqtd_config n = d->cfg;
-		char err[512];
-		if (hdqtd_config_load(&n, d->config_path, err, sizeof(err)) < 0 ||
-		    hdqtd_config_check(&n, err, sizeof(err)) < 0) {
-			hdqtd_log(LOG_ERR, "SIGHUP: configuration not reloaded: %s", err);
-			return;
-		}
-		/* What the loop can change on the fly; the rest needs a restart. */
-		d->cfg.log_level = n.log_level;
-		d->cfg.max_connections = n.max_connections;
-		d->cfg.max_batch = n.max_batch;
-		d->cfg.auto_train = n.auto_train;
-		d->cfg.auto_min_samples = n.auto_min_samples;
-		d->cfg.auto_interval_s = n.auto_interval_s;
-		hdqtd_log_init(n.log_level);
-		if (strcmp(n.socket, d->cfg.socket) || strcmp(n.db, d->cfg.db) ||
-		    n.quant != d->cfg.quant || n.n_hidden != d->cfg.n_hidden ||
-		    n.epochs != d->cfg.epochs || n.strategy != d->cfg.strategy ||
-		    n.memory != d->cfg.memory || n.window != d->cfg.window)
-			hdqtd_log(LOG_WARNING, "SIGHUP: socket, database, model and training keys "
-				  "take effect at the next restart");
-		hdqtd_log(LOG_NOTICE, "configuration reloaded from %s", d->config_path);
+		reload(d);
 		return;
 	}
 	shutdown_all(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -83,6 +155,7 @@ static void on_tick(uv_timer_t *t)
 	if (d->watchdog_usec)
 		notify("WATCHDOG=1");
 	hdqtd_maybe_train(d);
+	hdqtd_server_tick(d);
 	char st[160];
 	hdqtd_progress p;
 	hdqtd_trainer_progress(d->trainer, &p);
@@ -111,17 +184,22 @@ static void shutdown_all(hdqtd *d, const char *why)
 	d->stopping = 1;
 	hdqtd_log(LOG_NOTICE, "%s: shutting down", why);
 	notify("STOPPING=1");
-	/* Requests already read have been answered (they run synchronously);
-	 * a running round is canceled and its samples stay pending. */
+	/* From here no method runs (dispatch answers "shutting down"); a write
+	 * already on the writer thread completes and is answered.  A running
+	 * round is canceled and its samples stay pending. */
 	hdqtd_trainer_stop(d->trainer);
 	d->trainer = NULL;
 	hdqtd_server_close(d);
 	/* Replies are flushed before each connection closes, but a client
 	 * that never reads must not hold the daemon up: 5 s, then drop. */
-	uv_timer_init(d->loop, &d->stop_timer);
-	d->stop_timer.data = d;
-	uv_timer_start(&d->stop_timer, on_stop_timer, 5000, 0);
-	uv_unref((uv_handle_t *)&d->stop_timer);
+	if (uv_timer_init(d->loop, &d->stop_timer) == 0) {
+		d->stop_timer_open = 1;
+		d->stop_timer.data = d;
+		uv_timer_start(&d->stop_timer, on_stop_timer, 5000, 0);
+		uv_unref((uv_handle_t *)&d->stop_timer);
+	} else {
+		hdqtd_server_drop_all(d);
+	}
 	uv_close((uv_handle_t *)&d->tick, NULL);
 	uv_close((uv_handle_t *)&d->sig_term, NULL);
 	uv_close((uv_handle_t *)&d->sig_int, NULL);
@@ -140,7 +218,7 @@ static int configure(hdqtd *d, int argc, char **argv)
 	};
 	hdqtd_config_default(&d->cfg);
 	const char *config = NULL, *sock = NULL, *db = NULL;
-	char *sets[64];
+	static char *sets[64];
 	int nsets = 0, check_only = 0, c;
 	while ((c = getopt_long(argc, argv, "c:s:d:fh", opts, NULL)) != -1) {
 		switch (c) {
@@ -166,7 +244,7 @@ static int configure(hdqtd *d, int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	char err[512];
+	char err[600];
 	if (!config && access(HDQT_SYSCONFDIR "/hdqtd/hdqtd.conf", R_OK) == 0)
 		config = HDQT_SYSCONFDIR "/hdqtd/hdqtd.conf";
 	if (config) {
@@ -176,20 +254,23 @@ static int configure(hdqtd *d, int argc, char **argv)
 			return 2;
 		}
 	}
-	for (int i = 0; i < nsets; i++) {
-		char buf[4200];
-		snprintf(buf, sizeof(buf), "%s", sets[i]);
-		char *dot = strchr(buf, '.'), *eq = strchr(buf, '=');
-		if (!dot || !eq || dot > eq) {
-			fprintf(stderr, "hdqtd: --set expects SECTION.KEY=VALUE, got '%s'\n", sets[i]);
-			return 2;
-		}
-		*dot = *eq = '\0';
-		if (hdqtd_config_set(&d->cfg, buf, dot + 1, eq + 1, err, sizeof(err)) < 0) {
-			fprintf(stderr, "hdqtd: invalid configuration: --set %s\n", err);
-			return 2;
-		}
+	if (apply_sets(&d->cfg, sets, nsets, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hdqtd: invalid configuration: %s\n", err);
+		return 2;
 	}
+	d->sets = sets; /* argv strings: valid for the whole run */
+	d->n_sets = nsets;
+	/* --socket and --db are overrides like --set, re-applied on SIGHUP. */
+	static char sock_set[200], db_set[4200];
+	if (sock && nsets < 64) {
+		snprintf(sock_set, sizeof(sock_set), "daemon.socket=%s", sock);
+		sets[nsets++] = sock_set;
+	}
+	if (db && nsets < 64) {
+		snprintf(db_set, sizeof(db_set), "daemon.database=%s", db);
+		sets[nsets++] = db_set;
+	}
+	d->n_sets = nsets;
 	if ((sock && hdqtd_config_set(&d->cfg, "daemon", "socket", sock, err, sizeof(err)) < 0) ||
 	    (db && hdqtd_config_set(&d->cfg, "daemon", "database", db, err, sizeof(err)) < 0) ||
 	    hdqtd_config_check(&d->cfg, err, sizeof(err)) < 0) {
@@ -232,12 +313,14 @@ int main(int argc, char **argv)
 	hdqt_store_opts so;
 	hdqtd_config_store_opts(&d->cfg, &so);
 	so.busy_timeout_ms = 5000;
+	so.check_progress = extend_start_timeout; /* quick_check reads the whole file */
 	int rc = hdqt_store_open(&d->store, d->cfg.db, &so, err, sizeof(err));
 	if (rc < 0) {
 		hdqtd_log(LOG_ERR, "database %s: %s", d->cfg.db, err);
 		goto out;
 	}
-	if ((rc = hdqtd_reload_classes(d)) < 0 || (rc = hdqtd_load_model(d)) < 0) {
+	if ((rc = hdqtd_reload_classes(d)) < 0 || (rc = hdqtd_load_model(d)) < 0 ||
+	    (rc = hdqtd_load_counts(d)) < 0) {
 		hdqtd_log(LOG_ERR, "database %s: %s", d->cfg.db,
 			  rc == HDQT_EFORMAT ? "the current model does not take this build's features"
 					     : hdqt_store_errmsg(d->store));
@@ -249,6 +332,10 @@ int main(int argc, char **argv)
 	}
 	d->loop = uv_default_loop();
 	d->started = hdqtd_now();
+	if (hdqtd_writer_start(&d->writer, d->loop, &d->cfg, err, sizeof(err)) < 0) {
+		hdqtd_log(LOG_ERR, "database writer: %s", err);
+		goto out;
+	}
 	hdqtd_trainer_cb cb = hdqtd_trainer_callbacks;
 	cb.arg = d;
 	if (hdqtd_trainer_start(&d->trainer, d->loop, &d->cfg, &cb, err, sizeof(err)) < 0) {
@@ -268,24 +355,24 @@ int main(int argc, char **argv)
 		uv_loop_close(d->loop);
 		goto out;
 	}
-	uv_signal_init(d->loop, &d->sig_term);
-	uv_signal_init(d->loop, &d->sig_int);
-	uv_signal_init(d->loop, &d->sig_hup);
-	d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
-	uv_signal_start(&d->sig_term, on_signal, SIGTERM);
-	uv_signal_start(&d->sig_int, on_signal, SIGINT);
-	uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
 	uint64_t tick_ms = 1000;
 #if HAVE_LIBSYSTEMD
 	if (sd_watchdog_enabled(0, &d->watchdog_usec) > 0 && d->watchdog_usec / 2000 < tick_ms)
 		tick_ms = d->watchdog_usec / 2000 ? d->watchdog_usec / 2000 : 1;
 #endif
-	uv_timer_init(d->loop, &d->tick);
-	d->tick.data = d;
-	uv_timer_start(&d->tick, on_tick, tick_ms, tick_ms);
-
-	int64_t pend = 0;
-	hdqt_store_samples_pending_count(d->store, -1, &pend);
+	d->sig_term.data = d->sig_int.data = d->sig_hup.data = d->tick.data = d;
+	if ((rc = uv_signal_init(d->loop, &d->sig_term)) < 0 ||
+	    (rc = uv_signal_init(d->loop, &d->sig_int)) < 0 ||
+	    (rc = uv_signal_init(d->loop, &d->sig_hup)) < 0 || (rc = uv_timer_init(d->loop, &d->tick)) < 0 ||
+	    (rc = uv_signal_start(&d->sig_term, on_signal, SIGTERM)) < 0 ||
+	    (rc = uv_signal_start(&d->sig_int, on_signal, SIGINT)) < 0 ||
+	    (rc = uv_signal_start(&d->sig_hup, on_signal, SIGHUP)) < 0 ||
+	    (rc = uv_timer_start(&d->tick, on_tick, tick_ms, tick_ms)) < 0) {
+		/* Cannot happen short of running out of file descriptors. */
+		hdqtd_log(LOG_ERR, "signal and timer handles: %s", uv_strerror(rc));
+		goto out;
+	}
+	const int64_t pend = d->pending_total;
 	hdqtd_log(LOG_NOTICE, "hdqtd %s ready on %s%s: database %s, model %lld, %d classes, %lld samples "
 		  "pending, %s %d/%d-bit, %s, kernel %s", HDQT_VERSION, d->cfg.socket,
 		  d->socket_activated ? " (socket activation)" : "", d->cfg.db,
@@ -299,7 +386,7 @@ int main(int argc, char **argv)
 
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	status = 0;
-	if (d->stopping && !uv_is_closing((uv_handle_t *)&d->stop_timer)) {
+	if (d->stopping && d->stop_timer_open && !uv_is_closing((uv_handle_t *)&d->stop_timer)) {
 		/* Every client left in time: the unreferenced timer is still open. */
 		uv_close((uv_handle_t *)&d->stop_timer, NULL);
 		uv_run(d->loop, UV_RUN_DEFAULT);
@@ -310,6 +397,8 @@ int main(int argc, char **argv)
 		hdqtd_log(LOG_WARNING, "loop closed with handles open: %s", uv_strerror(close_rc));
 	hdqtd_log(LOG_NOTICE, "stopped");
 out:
+	hdqtd_writer_free(d->writer); /* no job is left once uv_run returned */
+	free(d->describe);
 	hdqt_store_close(d->store);
 	hdqt_model_free(d->model);
 	hdqt_feat_free(d->feat);

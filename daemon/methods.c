@@ -3,6 +3,16 @@
  * JSON-RPC methods (proto/PROTOCOL.md).  Each handler validates everything
  * before it changes anything, so a request that fails changed nothing; a
  * request that succeeded has been committed to the database.
+ *
+ * Reads run on the loop thread.  Writes are jobs for the writer thread
+ * (writer.h): the handler checks what it can on the loop, submits a job
+ * and returns with *async set; the job's done() applies the result to the
+ * loop's state (class cache, counts, serving model) and hands the reply to
+ * the connection.  Until then the job owns its data; the request's params
+ * stay alive because the connection keeps its line until the reply.
+ * Counts of pending samples are kept here, changed by exactly the writes
+ * and rounds that change them; a rollback or quarantine change is never in
+ * flight together with a round (d->exclusive), so no delta is lost.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -113,6 +123,34 @@ static void refresh_learned(hdqtd *d)
 	d->n_learned = C;
 }
 
+static int label_of_id(hdqtd *d, int64_t class_id)
+{
+	for (int i = 0; i < d->n_classes; i++)
+		if (d->classes[i].id == class_id)
+			return d->classes[i].label;
+	return -1;
+}
+
+int hdqtd_load_counts(hdqtd *d)
+{
+	int64_t *ids = NULL, *cnt = NULL;
+	int n = 0;
+	int rc = hdqt_store_pending_by_class(d->store, &ids, &cnt, &n);
+	if (rc < 0)
+		return rc;
+	memset(d->pending, 0, sizeof(d->pending));
+	d->pending_total = 0;
+	for (int i = 0; i < n; i++) {
+		int l = label_of_id(d, ids[i]);
+		if (l >= 0 && l < HDQT_MAX_CLASSES)
+			d->pending[l] += cnt[i];
+		d->pending_total += cnt[i];
+	}
+	free(ids);
+	free(cnt);
+	return hdqt_store_quarantine_count(d->store, &d->quarantined);
+}
+
 /* May label be predicted: active, and learned when that is known. */
 static int predictable(hdqtd *d, int label)
 {
@@ -158,6 +196,8 @@ int hdqtd_load_model(hdqtd *d)
 		free(ms);
 	}
 	refresh_learned(d);
+	if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
+		hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
 	return 0;
 }
 
@@ -171,9 +211,8 @@ static cJSON *class_json(hdqtd *d, const hdqt_store_class *c, int detail)
 	cJSON_AddBoolToObject(o, "active", c->active);
 	cJSON_AddNumberToObject(o, "created", (double)c->created);
 	if (detail) {
-		int64_t pend = 0;
-		if (hdqt_store_samples_pending_count(d->store, c->id, &pend) == 0)
-			cJSON_AddNumberToObject(o, "samples_pending", (double)pend);
+		if (c->label >= 0 && c->label < HDQT_MAX_CLASSES)
+			cJSON_AddNumberToObject(o, "samples_pending", (double)d->pending[c->label]);
 		const cJSON *per = cJSON_GetObjectItemCaseSensitive(d->metrics, "per_class");
 		const cJSON *acc = cJSON_GetArrayItem(per, c->label);
 		cJSON_AddBoolToObject(o, "trained", d->model && c->label < hdqt_model_n_classes(d->model) &&
@@ -221,7 +260,8 @@ static const char *str_param(const cJSON *params, const char *key)
 }
 
 /* features or window of one input object -> out[HDQT_FEAT_DIM]. */
-static int input_features(hdqtd *d, const cJSON *o, float *out, reply *r, const char *what)
+static int input_features_with(hdqt_feat *feat, int window, const cJSON *o, float *out, reply *r,
+			       const char *what)
 {
 	const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "features");
 	const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "window");
@@ -236,6 +276,13 @@ static int input_features(hdqtd *d, const cJSON *o, float *out, reply *r, const 
 			fail(r, HDQT_RPC_INVALID_PARAMS, "%s: features[%d] is not a finite number", what, bad);
 			return -1;
 		}
+		for (int i = 0; n == HDQT_FEAT_DIM && i < n; i++)
+			if (fabsf(out[i]) > HDQTD_FEATURE_MAX) {
+				fail(r, HDQT_RPC_INVALID_PARAMS,
+				     "%s: features[%d] = %g is outside the plausible range +-%g", what, i,
+				     (double)out[i], HDQTD_FEATURE_MAX);
+				return -1;
+			}
 		if (n != HDQT_FEAT_DIM) {
 			fail(r, HDQT_RPC_INVALID_PARAMS,
 			     "%s: features must be an array of %d numbers (got %s)", what, HDQT_FEAT_DIM,
@@ -245,7 +292,7 @@ static int input_features(hdqtd *d, const cJSON *o, float *out, reply *r, const 
 		}
 		return 0;
 	}
-	const int W = d->cfg.window;
+	const int W = window;
 	float *rows = malloc(sizeof(float) * (size_t)W * 6);
 	if (!rows) {
 		fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
@@ -253,20 +300,329 @@ static int input_features(hdqtd *d, const cJSON *o, float *out, reply *r, const 
 	}
 	char err[160];
 	int rc = hdqt_rpc_window(w, W, 6, rows, err, sizeof(err));
-	if (rc == 0)
-		rc = hdqt_feat_extract(d->feat, rows, out);
-	else
+	if (rc < 0)
 		fail(r, HDQT_RPC_INVALID_PARAMS, "%s: %s", what, err);
+	for (int i = 0; rc == 0 && i < W * 6; i++)
+		if (fabsf(rows[i]) > HDQTD_READING_MAX) {
+			fail(r, HDQT_RPC_INVALID_PARAMS,
+			     "%s: window row %d column %d = %g is outside the plausible range +-%g "
+			     "(readings are g and rad/s)", what, i / 6, i % 6, (double)rows[i],
+			     HDQTD_READING_MAX);
+			rc = HDQT_ERANGE;
+		}
+	if (rc == 0)
+		rc = hdqt_feat_extract(feat, rows, out);
 	free(rows);
 	if (rc < 0 && r->code == 0)
-		fail(r, HDQT_RPC_INVALID_PARAMS, "%s: window readings must be finite and within +-1e6",
-		     what);
+		fail(r, HDQT_RPC_INVALID_PARAMS, "%s: window readings must be finite numbers", what);
 	return rc < 0 ? -1 : 0;
+}
+
+static int input_features(hdqtd *d, const cJSON *o, float *out, reply *r, const char *what)
+{
+	return input_features_with(d->feat, d->cfg.window, o, out, r, what);
+}
+
+/* ---- jobs for the writer thread ---- */
+
+enum { JOB_SAMPLES, JOB_CLASS_ADD, JOB_CLASS_REMOVE, JOB_ROLLBACK, JOB_QUARANTINE };
+
+typedef struct mjob {
+	hdqtd_job job;
+	hdqtd *d;
+	hdqtd_conn *c;
+	cJSON *id;                /* the request's id (copy); NULL: a notification */
+	int notify, kind, window, exclusive;
+	reply r;                  /* set by run() on failure */
+	int rc;                   /* store result */
+	char err[256];            /* the writer store's message */
+	/* JOB_SAMPLES: params stay owned by the connection's line */
+	const cJSON *list, *one;
+	int n, n_bad_label;
+	int64_t *ids;             /* class id per sample */
+	int *labels;
+	float *X;
+	char batch_id[HDQT_BATCH_ID_MAX + 1];
+	int64_t dup;
+	/* JOB_CLASS_*: the class list after the change */
+	char name[HDQT_CLASS_NAME_MAX + 1];
+	int reactivate;
+	hdqt_store_class *classes;
+	int n_classes;
+	/* JOB_ROLLBACK */
+	int64_t version, prev;
+	/* JOB_QUARANTINE */
+	int release;
+	int64_t *qids;
+	int nq;
+	int64_t changed;
+	int64_t *pc_ids, *pc_cnt; /* pending per class afterwards */
+	int n_pc;
+	int64_t quarantined;
+} mjob;
+
+static void job_free(mjob *j)
+{
+	cJSON_Delete(j->id);
+	free(j->ids);
+	free(j->labels);
+	free(j->X);
+	free(j->classes);
+	free(j->qids);
+	free(j->pc_ids);
+	free(j->pc_cnt);
+	free(j);
+}
+
+static void job_done(hdqtd_job *hj);
+
+/* Start j on the writer; the request is answered by job_done. */
+static cJSON *submit(hdqtd *d, hdqtd_conn *c, mjob *j, const cJSON *id, int notify, int *async)
+{
+	j->d = d;
+	j->c = c;
+	j->notify = notify;
+	if (!notify && !(j->id = id ? cJSON_Duplicate(id, 1) : cJSON_CreateNull())) {
+		job_free(j);
+		return hdqt_rpc_error(id, HDQT_RPC_INTERNAL_ERROR, "out of memory", NULL);
+	}
+	j->job.done = job_done;
+	if (j->exclusive)
+		d->exclusive++;
+	hdqtd_writer_submit(d->writer, &j->job);
+	*async = 1;
+	return NULL;
+}
+
+static void store_failed(mjob *j, hdqt_store *s, int rc)
+{
+	j->rc = rc;
+	snprintf(j->err, sizeof(j->err), "%s", hdqt_store_errmsg(s));
+}
+
+static void run_samples(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
+{
+	mjob *j = (mjob *)hj;
+	const cJSON *it = j->list ? j->list->child : j->one;
+	for (int i = 0; i < j->n; i++, it = it->next) {
+		char what[48];
+		snprintf(what, sizeof(what), j->list ? "samples[%d]" : "sample", i);
+		if (input_features_with(f, j->window, it, j->X + (size_t)i * HDQT_FEAT_DIM, &j->r, what) < 0)
+			return;
+	}
+	int rc = hdqt_store_samples_add_batch(s, j->ids, j->X, j->n, HDQT_FEAT_DIM,
+					      j->batch_id[0] ? j->batch_id : NULL, &j->dup);
+	if (rc < 0)
+		store_failed(j, s, rc);
+}
+
+static void run_class(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
+{
+	(void)f;
+	mjob *j = (mjob *)hj;
+	int rc;
+	if (j->kind == JOB_CLASS_REMOVE || j->reactivate)
+		rc = hdqt_store_class_set_active(s, j->name, j->kind == JOB_CLASS_ADD);
+	else
+		rc = hdqt_store_class_add(s, j->name, NULL);
+	if (rc < 0) {
+		store_failed(j, s, rc);
+		return;
+	}
+	/* The change is committed: a failed re-read must not turn it into an
+	 * error reply; the loop then keeps its old cache and says so. */
+	if (hdqt_store_class_list(s, &j->classes, &j->n_classes) < 0) {
+		j->classes = NULL;
+		snprintf(j->err, sizeof(j->err), "%s", hdqt_store_errmsg(s));
+	}
+}
+
+static void run_rollback(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
+{
+	(void)f;
+	mjob *j = (mjob *)hj;
+	int rc = hdqt_store_model_rollback(s, j->version);
+	if (rc < 0)
+		store_failed(j, s, rc);
+}
+
+static void run_quarantine(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
+{
+	(void)f;
+	mjob *j = (mjob *)hj;
+	int rc = hdqt_store_quarantine_resolve(s, j->qids, j->nq, j->release, &j->changed);
+	if (rc < 0) {
+		store_failed(j, s, rc);
+		return;
+	}
+	/* No round runs meanwhile (d->exclusive): these counts are exact. */
+	if (hdqt_store_pending_by_class(s, &j->pc_ids, &j->pc_cnt, &j->n_pc) < 0 ||
+	    hdqt_store_quarantine_count(s, &j->quarantined) < 0) {
+		j->n_pc = -1;
+		snprintf(j->err, sizeof(j->err), "%s", hdqt_store_errmsg(s));
+	}
+}
+
+/* The store's error as a reply (message taken from the writer's connection). */
+static void job_store_fail(mjob *j)
+{
+	reply *r = &j->r;
+	if (j->rc == HDQT_EFULL)
+		fail(r, HDQT_RPC_LIMIT, "storage limit reached: %s", j->err);
+	else if (j->rc == HDQT_ERANGE || j->rc == HDQT_EINVAL)
+		fail(r, HDQT_RPC_INVALID_PARAMS, "%s", j->err);
+	else if (j->rc == HDQT_ENOTFOUND && j->kind == JOB_ROLLBACK)
+		fail(r, HDQT_RPC_NOT_FOUND, "no stored model version %lld", (long long)j->version);
+	else if (j->rc == HDQT_EEXIST && j->kind == JOB_CLASS_ADD)
+		fail(r, HDQT_RPC_CLASS_EXISTS, "class \"%s\" exists", j->name);
+	else {
+		hdqtd_log(LOG_ERR, "database: %s", j->err);
+		fail(r, HDQT_RPC_STORAGE, "database error (nothing was changed): %s", j->err);
+	}
+}
+
+static void apply_classes(hdqtd *d, mjob *j)
+{
+	if (!j->classes) {
+		hdqtd_log(LOG_ERR, "reloading classes after \"%s\": %s", j->name, j->err);
+		return;
+	}
+	free(d->classes);
+	d->classes = j->classes;
+	d->n_classes = j->n_classes;
+	j->classes = NULL;
+}
+
+static cJSON *done_samples(hdqtd *d, mjob *j)
+{
+	if (j->dup) {
+		hdqtd_log(LOG_INFO, "sample.add: batch \"%s\" was stored before: acknowledged again",
+			  j->batch_id);
+	} else {
+		for (int i = 0; i < j->n; i++)
+			if (j->labels[i] >= 0 && j->labels[i] < HDQT_MAX_CLASSES)
+				d->pending[j->labels[i]]++;
+		d->pending_total += j->n;
+	}
+	cJSON *o = cJSON_CreateObject();
+	if (!o)
+		return NULL;
+	cJSON_AddNumberToObject(o, "accepted", j->dup ? (double)j->dup : j->n);
+	cJSON_AddNumberToObject(o, "samples_pending", (double)d->pending_total);
+	if (j->batch_id[0])
+		cJSON_AddBoolToObject(o, "duplicate", j->dup != 0);
+	return o;
+}
+
+static cJSON *done_class(hdqtd *d, mjob *j)
+{
+	apply_classes(d, j);
+	const int add = j->kind == JOB_CLASS_ADD;
+	const hdqt_store_class *now = class_by_name(d, j->name);
+	hdqtd_log(LOG_INFO, "class \"%s\" %s%s", j->name,
+		  add ? (j->reactivate ? "reactivated" : "added") : "removed", now ? "" : " (not cached)");
+	cJSON *ev = cJSON_CreateObject();
+	if (ev) {
+		cJSON_AddStringToObject(ev, "name", j->name);
+		if (add && now)
+			cJSON_AddNumberToObject(ev, "label", now->label);
+	}
+	hdqtd_broadcast(d, hdqt_rpc_event(add ? "class.added" : "class.removed", ev));
+	return now ? class_json(d, now, 0) : fail(&j->r, HDQT_RPC_STORAGE, "class vanished");
+}
+
+static cJSON *done_rollback(hdqtd *d, mjob *j)
+{
+	int rc = hdqtd_load_model(d);
+	if (rc < 0)
+		return fail(&j->r, HDQT_RPC_STORAGE, "model %lld is current in the database, but loading "
+			    "it failed (%s); restart hdqtd", (long long)j->version, hdqt_strerror(rc));
+	hdqtd_log(LOG_NOTICE, "model rolled back from version %lld to %lld", (long long)j->prev,
+		  (long long)j->version);
+	cJSON *ev = cJSON_CreateObject();
+	if (ev) {
+		cJSON_AddNumberToObject(ev, "model_version", (double)j->version);
+		cJSON_AddNumberToObject(ev, "previous", (double)j->prev);
+		cJSON_AddStringToObject(ev, "reason", "rollback");
+	}
+	hdqtd_broadcast(d, hdqt_rpc_event("model.swapped", ev));
+	cJSON *o = cJSON_CreateObject();
+	if (o)
+		cJSON_AddNumberToObject(o, "model_version", (double)j->version);
+	return o;
+}
+
+static cJSON *done_quarantine(hdqtd *d, mjob *j)
+{
+	if (j->n_pc >= 0) {
+		memset(d->pending, 0, sizeof(d->pending));
+		d->pending_total = 0;
+		for (int i = 0; i < j->n_pc; i++) {
+			int l = label_of_id(d, j->pc_ids[i]);
+			if (l >= 0 && l < HDQT_MAX_CLASSES)
+				d->pending[l] += j->pc_cnt[i];
+			d->pending_total += j->pc_cnt[i];
+		}
+		d->quarantined = j->quarantined;
+	} else {
+		hdqtd_log(LOG_ERR, "recounting samples: %s", j->err);
+	}
+	hdqtd_log(LOG_NOTICE, "%lld quarantined samples %s", (long long)j->changed,
+		  j->release ? "released (pending again)" : "dropped");
+	cJSON *o = cJSON_CreateObject();
+	if (o) {
+		cJSON_AddNumberToObject(o, j->release ? "released" : "dropped", (double)j->changed);
+		cJSON_AddNumberToObject(o, "samples_quarantined", (double)d->quarantined);
+		cJSON_AddNumberToObject(o, "samples_pending", (double)d->pending_total);
+	}
+	return o;
+}
+
+static void job_done(hdqtd_job *hj)
+{
+	mjob *j = (mjob *)hj;
+	hdqtd *d = j->d;
+	cJSON *res = NULL;
+	if (j->exclusive)
+		d->exclusive--;
+	if (j->r.code == 0 && j->rc < 0)
+		job_store_fail(j);
+	if (j->r.code == 0) {
+		switch (j->kind) {
+		case JOB_SAMPLES: res = done_samples(d, j); break;
+		case JOB_CLASS_ADD:
+		case JOB_CLASS_REMOVE: res = done_class(d, j); break;
+		case JOB_ROLLBACK: res = done_rollback(d, j); break;
+		default: res = done_quarantine(d, j); break;
+		}
+	}
+	cJSON *resp = NULL;
+	if (!j->notify) {
+		if (res)
+			resp = hdqt_rpc_result(j->id, res);
+		else
+			resp = hdqt_rpc_error(j->id, j->r.code ? j->r.code : HDQT_RPC_INTERNAL_ERROR,
+					      j->r.code ? j->r.msg : "out of memory", NULL);
+	} else {
+		cJSON_Delete(res);
+	}
+	const int samples_added = j->kind == JOB_SAMPLES && j->r.code == 0 && !j->dup;
+	hdqtd_conn *c = j->c;
+	job_free(j);
+	hdqtd_conn_complete(c, resp);
+	if (samples_added)
+		hdqtd_maybe_train(d);
 }
 
 /* ---- methods ---- */
 
-static cJSON *m_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+typedef struct call {
+	const cJSON *id;
+	int notify;
+	int *async;
+} call;
+
+static cJSON *m_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	cJSON *o = cJSON_CreateObject(), *cls = cJSON_CreateArray();
 	if (!o || !cls) {
@@ -283,12 +639,10 @@ static cJSON *m_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	for (int i = 0; i < d->n_classes; i++)
 		cJSON_AddItemToArray(cls, class_json(d, &d->classes[i], 1));
 	cJSON_AddItemToObject(o, "classes", cls);
-	int64_t pend = 0, ne = 0, nv = 0;
-	hdqt_store_samples_pending_count(d->store, -1, &pend);
-	cJSON_AddNumberToObject(o, "samples_pending", (double)pend);
-	hdqt_store_counts(d->store, &ne, &nv);
-	cJSON_AddNumberToObject(o, "exemplars", (double)ne);
-	cJSON_AddNumberToObject(o, "validation_samples", (double)nv);
+	cJSON_AddNumberToObject(o, "samples_pending", (double)d->pending_total);
+	cJSON_AddNumberToObject(o, "samples_quarantined", (double)d->quarantined);
+	cJSON_AddNumberToObject(o, "exemplars", (double)d->n_exemplars);
+	cJSON_AddNumberToObject(o, "validation_samples", (double)d->n_validation);
 	cJSON_AddItemToObject(o, "training", training_json(d));
 	const cJSON *acc = cJSON_GetObjectItemCaseSensitive(d->metrics, "validation_accuracy");
 	if (cJSON_IsNumber(acc) && acc->valuedouble >= 0)
@@ -305,46 +659,34 @@ static cJSON *m_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	return o;
 }
 
-static cJSON *m_class_add(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_class_add(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	const char *name = str_param(p, "name");
 	if (!name)
 		return fail(r, HDQT_RPC_INVALID_PARAMS, "params.name must be a string");
+	size_t nl = strlen(name);
+	int printable = nl >= 1 && nl <= HDQT_CLASS_NAME_MAX && hdqt_utf8_valid(name, nl) == nl;
+	for (size_t i = 0; printable && i < nl; i++)
+		printable = (unsigned char)name[i] >= 0x20 && name[i] != 0x7f;
+	if (!printable)
+		return fail(r, HDQT_RPC_INVALID_PARAMS,
+			    "class name must be 1 to %d bytes of printable UTF-8", HDQT_CLASS_NAME_MAX);
 	const hdqt_store_class *old = class_by_name(d, name);
 	if (old && old->active)
 		return fail(r, HDQT_RPC_CLASS_EXISTS, "class \"%s\" exists (label %d)", name, old->label);
 	if (!old && d->n_classes >= HDQT_MAX_CLASSES)
 		return fail(r, HDQT_RPC_LIMIT, "hdqtd holds at most %d classes", HDQT_MAX_CLASSES);
-	int rc;
-	hdqt_store_class nc;
-	if (old)
-		rc = hdqt_store_class_set_active(d->store, name, 1);
-	else
-		rc = hdqt_store_class_add(d->store, name, &nc);
-	if (rc == HDQT_EEXIST)
-		return fail(r, HDQT_RPC_CLASS_EXISTS, "class \"%s\" exists", name);
-	if (rc == HDQT_EINVAL)
-		return fail(r, HDQT_RPC_INVALID_PARAMS,
-			    "class name must be 1 to %d bytes of printable text", HDQT_CLASS_NAME_MAX);
-	if (rc < 0)
-		return store_fail(d, r, rc);
-	if (hdqtd_reload_classes(d) < 0)
-		hdqtd_log(LOG_ERR, "reloading classes: %s", hdqt_store_errmsg(d->store));
-	const hdqt_store_class *now = class_by_name(d, name);
-	if (!now)
-		return fail(r, HDQT_RPC_STORAGE, "class vanished");
-	hdqtd_log(LOG_INFO, "class \"%s\" %s (label %d)", name, old ? "reactivated" : "added",
-		  now->label);
-	cJSON *ev = cJSON_CreateObject();
-	if (ev) {
-		cJSON_AddStringToObject(ev, "name", name);
-		cJSON_AddNumberToObject(ev, "label", now->label);
-	}
-	hdqtd_broadcast(d, hdqt_rpc_event("class.added", ev));
-	return class_json(d, now, 0);
+	mjob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+	j->kind = JOB_CLASS_ADD;
+	j->job.run = run_class;
+	j->reactivate = old != NULL;
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	return submit(d, c, j, k->id, k->notify, k->async);
 }
 
-static cJSON *m_class_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_class_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON *a = cJSON_AddArrayToObject(o, "classes");
@@ -357,7 +699,7 @@ static cJSON *m_class_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	return o;
 }
 
-static cJSON *m_class_remove(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_class_remove(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	const char *name = str_param(p, "name");
 	if (!name)
@@ -365,22 +707,19 @@ static cJSON *m_class_remove(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	const hdqt_store_class *old = class_by_name(d, name);
 	if (!old || !old->active)
 		return fail(r, HDQT_RPC_UNKNOWN_CLASS, "no active class \"%s\"", name);
-	int rc = hdqt_store_class_set_active(d->store, name, 0);
-	if (rc < 0)
-		return store_fail(d, r, rc);
-	hdqtd_reload_classes(d);
-	hdqtd_log(LOG_INFO, "class \"%s\" removed", name);
-	cJSON *ev = cJSON_CreateObject();
-	if (ev)
-		cJSON_AddStringToObject(ev, "name", name);
-	hdqtd_broadcast(d, hdqt_rpc_event("class.removed", ev));
-	const hdqt_store_class *now = class_by_name(d, name);
-	return now ? class_json(d, now, 0) : fail(r, HDQT_RPC_STORAGE, "class vanished");
+	mjob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+	j->kind = JOB_CLASS_REMOVE;
+	j->job.run = run_class;
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	return submit(d, c, j, k->id, k->notify, k->async);
 }
 
-static cJSON *m_sample_add(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_sample_add(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "samples");
+	const cJSON *bid = cJSON_GetObjectItemCaseSensitive(p, "batch_id");
 	int n;
 	if (list) {
 		if (!cJSON_IsArray(list) || (n = cJSON_GetArraySize(list)) == 0)
@@ -391,56 +730,55 @@ static cJSON *m_sample_add(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	} else {
 		n = 1;
 	}
+	if (bid) {
+		size_t bl = cJSON_IsString(bid) ? strlen(bid->valuestring) : 0;
+		int ok = bl >= 1 && bl <= HDQT_BATCH_ID_MAX;
+		for (size_t i = 0; ok && i < bl; i++)
+			ok = bid->valuestring[i] >= 0x21 && bid->valuestring[i] <= 0x7e;
+		if (!ok)
+			return fail(r, HDQT_RPC_INVALID_PARAMS, "params.batch_id must be a string of 1 to %d "
+				    "printable ASCII characters without spaces", HDQT_BATCH_ID_MAX);
+	}
 	if (n > d->cfg.max_batch)
 		return fail(r, HDQT_RPC_LIMIT, "%d samples exceed daemon.max_batch (%d)", n,
 			    d->cfg.max_batch);
-	float *X = malloc(sizeof(float) * (size_t)n * HDQT_FEAT_DIM);
-	int64_t *ids = malloc(sizeof(int64_t) * (size_t)n);
-	if (!X || !ids) {
-		free(X);
-		free(ids);
+	mjob *j = calloc(1, sizeof(*j));
+	if (!j || !(j->X = malloc(sizeof(float) * (size_t)n * HDQT_FEAT_DIM)) ||
+	    !(j->ids = malloc(sizeof(int64_t) * (size_t)n)) ||
+	    !(j->labels = malloc(sizeof(int) * (size_t)n))) {
+		if (j)
+			job_free(j);
 		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
 	}
-	int i = 0;
+	/* Classes are checked here, against the loop's cache; the numbers are
+	 * read and windows turned into features on the writer thread. */
 	const cJSON *s = list ? list->child : p;
-	for (; i < n; i++, s = s->next) {
+	for (int i = 0; i < n; i++, s = s->next) {
 		char what[48];
 		snprintf(what, sizeof(what), list ? "samples[%d]" : "sample", i);
 		const char *name = cJSON_IsObject(s) ? str_param(s, "class") : NULL;
-		if (!name) {
+		const hdqt_store_class *cl = name ? class_by_name(d, name) : NULL;
+		if (!name)
 			fail(r, HDQT_RPC_INVALID_PARAMS, "%s: \"class\" must be a class name", what);
-			break;
-		}
-		const hdqt_store_class *k = class_by_name(d, name);
-		if (!k || !k->active) {
+		else if (!cl || !cl->active)
 			fail(r, HDQT_RPC_UNKNOWN_CLASS, "%s: unknown class \"%s\" (add it with class.add)",
 			     what, name);
-			break;
+		if (r->code) {
+			job_free(j);
+			return NULL;
 		}
-		ids[i] = k->id;
-		if (input_features(d, s, X + (size_t)i * HDQT_FEAT_DIM, r, what) < 0)
-			break;
+		j->ids[i] = cl->id;
+		j->labels[i] = cl->label;
 	}
-	cJSON *o = NULL;
-	if (i == n) {
-		int rc = hdqt_store_samples_add(d->store, ids, X, n, HDQT_FEAT_DIM);
-		if (rc < 0) {
-			store_fail(d, r, rc);
-		} else {
-			int64_t pend = 0;
-			hdqt_store_samples_pending_count(d->store, -1, &pend);
-			o = cJSON_CreateObject();
-			if (o) {
-				cJSON_AddNumberToObject(o, "accepted", n);
-				cJSON_AddNumberToObject(o, "samples_pending", (double)pend);
-			}
-		}
-	}
-	free(X);
-	free(ids);
-	if (o)
-		hdqtd_maybe_train(d);
-	return o;
+	j->kind = JOB_SAMPLES;
+	j->job.run = run_samples;
+	j->n = n;
+	j->list = list;
+	j->one = list ? NULL : p;
+	j->window = d->cfg.window;
+	if (bid)
+		snprintf(j->batch_id, sizeof(j->batch_id), "%s", bid->valuestring);
+	return submit(d, c, j, k->id, k->notify, k->async);
 }
 
 static int cmp_desc(const void *a, const void *b, void *arg)
@@ -494,15 +832,16 @@ static cJSON *prediction_json(hdqtd *d, const float *logits, int C, int top_k)
 	return o;
 }
 
-static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	int top_k = 3;
 	const cJSON *tk = cJSON_GetObjectItemCaseSensitive(p, "top_k");
 	if (tk) {
-		if (!cJSON_IsNumber(tk) || tk->valuedouble != (double)(int)tk->valuedouble ||
-		    tk->valueint < 1 || tk->valueint > 100)
+		/* Range first: converting 1e300 to int is undefined behaviour. */
+		if (!cJSON_IsNumber(tk) || !(tk->valuedouble >= 1 && tk->valuedouble <= 100) ||
+		    tk->valuedouble != floor(tk->valuedouble))
 			return fail(r, HDQT_RPC_INVALID_PARAMS, "top_k must be an integer in [1, 100]");
-		top_k = tk->valueint;
+		top_k = (int)tk->valuedouble;
 	}
 	const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(p, "inputs");
 	int n = 1;
@@ -560,41 +899,41 @@ static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 
 static cJSON *start_round(hdqtd *d, reply *r, int explicit)
 {
-	int64_t pend = 0;
-	int rc = hdqt_store_samples_pending_count(d->store, -1, &pend);
-	if (rc < 0)
-		return store_fail(d, r, rc);
 	cJSON *o = cJSON_CreateObject();
 	if (!o)
 		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
-	if (pend == 0) {
+	if (d->pending_total == 0) {
 		cJSON_AddBoolToObject(o, "started", 0);
 		cJSON_AddStringToObject(o, "reason", "no pending samples");
 		return o;
 	}
-	if ((rc = hdqtd_trainer_request(d->trainer)) < 0) {
+	if (d->exclusive) {
+		cJSON_Delete(o);
+		return fail(r, HDQT_RPC_BUSY, "a rollback or quarantine change is being written; try again");
+	}
+	if (hdqtd_trainer_request(d->trainer) < 0) {
 		cJSON_Delete(o);
 		return fail(r, HDQT_RPC_BUSY, "a training round is already running");
 	}
 	hdqtd_log(LOG_INFO, "training round requested (%s, %lld samples pending)",
-		  explicit ? "train" : "auto", (long long)pend);
+		  explicit ? "train" : "auto", (long long)d->pending_total);
 	cJSON_AddBoolToObject(o, "started", 1);
-	cJSON_AddNumberToObject(o, "samples", (double)pend);
+	cJSON_AddNumberToObject(o, "samples", (double)d->pending_total);
 	return o;
 }
 
-static cJSON *m_train(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_train(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	return start_round(d, r, 1);
 }
 
-static cJSON *m_train_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_train_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	cJSON *o = training_json(d);
 	return o ? o : fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
 }
 
-static cJSON *m_train_cancel(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_train_cancel(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	cJSON *o = cJSON_CreateObject();
 	if (!o)
@@ -603,7 +942,7 @@ static cJSON *m_train_cancel(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	return o;
 }
 
-static cJSON *m_model_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_model_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	hdqt_store_model *ms = NULL;
 	int n = 0;
@@ -612,8 +951,8 @@ static cJSON *m_model_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 		return store_fail(d, r, rc);
 	cJSON *o = cJSON_CreateObject();
 	cJSON *a = cJSON_AddArrayToObject(o, "models");
-	for (int k = 0; a && k < n; k++) {
-		const int i = ms[0].version < ms[n - 1].version ? n - 1 - k : k; /* newest first */
+	for (int q = 0; a && q < n; q++) {
+		const int i = ms[0].version < ms[n - 1].version ? n - 1 - q : q; /* newest first */
 		cJSON *m = cJSON_CreateObject();
 		if (!m)
 			break;
@@ -629,41 +968,120 @@ static cJSON *m_model_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	return a ? o : (cJSON_Delete(o), fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory"));
 }
 
-static cJSON *m_model_rollback(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+/* A round or another exclusive change in flight: refuse, so that the loop's
+ * view, the database and the events cannot disagree. */
+static int exclusive_busy(hdqtd *d, reply *r)
+{
+	hdqtd_progress pr;
+	hdqtd_trainer_progress(d->trainer, &pr);
+	if (pr.running) {
+		fail(r, HDQT_RPC_BUSY, "a training round is running; cancel it first");
+		return 1;
+	}
+	if (d->exclusive) {
+		fail(r, HDQT_RPC_BUSY, "another rollback or quarantine change is being written");
+		return 1;
+	}
+	return 0;
+}
+
+static cJSON *m_model_rollback(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, "version");
 	if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 9e15 ||
 	    v->valuedouble != floor(v->valuedouble))
 		return fail(r, HDQT_RPC_INVALID_PARAMS, "params.version must be a positive integer");
-	hdqtd_progress pr;
-	hdqtd_trainer_progress(d->trainer, &pr);
-	if (pr.running)
-		return fail(r, HDQT_RPC_BUSY, "a training round is running; cancel it first");
-	int64_t ver = (int64_t)v->valuedouble, prev = d->model_version;
-	int rc = hdqt_store_model_rollback(d->store, ver);
-	if (rc == HDQT_ENOTFOUND)
-		return fail(r, HDQT_RPC_NOT_FOUND, "no stored model version %lld", (long long)ver);
+	if (exclusive_busy(d, r))
+		return NULL;
+	mjob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+	j->kind = JOB_ROLLBACK;
+	j->job.run = run_rollback;
+	j->exclusive = 1;
+	j->version = (int64_t)v->valuedouble;
+	j->prev = d->model_version;
+	return submit(d, c, j, k->id, k->notify, k->async);
+}
+
+static cJSON *m_quarantine_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
+{
+	hdqt_store_qsample *q = NULL;
+	int n = 0;
+	int rc = hdqt_store_quarantine_list(d->store, 1000, &q, &n);
 	if (rc < 0)
 		return store_fail(d, r, rc);
-	if ((rc = hdqtd_load_model(d)) < 0)
-		return fail(r, HDQT_RPC_STORAGE, "loading model %lld: %s", (long long)ver,
-			    hdqt_strerror(rc));
-	hdqtd_log(LOG_NOTICE, "model rolled back from version %lld to %lld", (long long)prev,
-		  (long long)ver);
-	cJSON *ev = cJSON_CreateObject();
-	if (ev) {
-		cJSON_AddNumberToObject(ev, "model_version", (double)ver);
-		cJSON_AddNumberToObject(ev, "previous", (double)prev);
-		cJSON_AddStringToObject(ev, "reason", "rollback");
-	}
-	hdqtd_broadcast(d, hdqt_rpc_event("model.swapped", ev));
 	cJSON *o = cJSON_CreateObject();
-	if (o)
-		cJSON_AddNumberToObject(o, "model_version", (double)ver);
+	cJSON *a = cJSON_AddArrayToObject(o, "samples");
+	for (int i = 0; a && i < n; i++) {
+		cJSON *e = cJSON_CreateObject();
+		if (!e)
+			break;
+		const hdqt_store_class *cl = NULL;
+		for (int m = 0; m < d->n_classes && !cl; m++)
+			if (d->classes[m].id == q[i].class_id)
+				cl = &d->classes[m];
+		cJSON_AddNumberToObject(e, "id", (double)q[i].id);
+		cJSON_AddStringToObject(e, "class", cl ? cl->name : "?");
+		cJSON_AddNumberToObject(e, "created", (double)q[i].created);
+		cJSON_AddItemToArray(a, e);
+	}
+	free(q);
+	if (!a) {
+		cJSON_Delete(o);
+		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+	}
+	cJSON_AddNumberToObject(o, "total", (double)d->quarantined);
 	return o;
 }
 
-static cJSON *m_subscribe(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *quarantine_change(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k,
+				int release)
+{
+	const cJSON *ids = cJSON_GetObjectItemCaseSensitive(p, "ids");
+	const cJSON *all = cJSON_GetObjectItemCaseSensitive(p, "all");
+	if (!ids == !cJSON_IsTrue(all))
+		return fail(r, HDQT_RPC_INVALID_PARAMS, "give \"ids\" (an array of sample ids) or "
+			    "\"all\": true");
+	int n = ids ? (cJSON_IsArray(ids) ? cJSON_GetArraySize(ids) : -1) : 0;
+	if (n < 0 || (ids && n == 0) || n > d->cfg.max_batch)
+		return fail(r, HDQT_RPC_INVALID_PARAMS, "ids must be an array of 1 to %d sample ids",
+			    d->cfg.max_batch);
+	if (exclusive_busy(d, r))
+		return NULL;
+	mjob *j = calloc(1, sizeof(*j));
+	if (!j || (n && !(j->qids = malloc(sizeof(int64_t) * (size_t)n)))) {
+		free(j);
+		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+	}
+	int i = 0;
+	for (const cJSON *e = ids ? ids->child : NULL; e; e = e->next, i++) {
+		if (!cJSON_IsNumber(e) || e->valuedouble < 1 || e->valuedouble > 9e15 ||
+		    e->valuedouble != floor(e->valuedouble)) {
+			job_free(j);
+			return fail(r, HDQT_RPC_INVALID_PARAMS, "ids[%d] is not a sample id", i);
+		}
+		j->qids[i] = (int64_t)e->valuedouble;
+	}
+	j->nq = n;
+	j->kind = JOB_QUARANTINE;
+	j->job.run = run_quarantine;
+	j->exclusive = 1;
+	j->release = release;
+	return submit(d, c, j, k->id, k->notify, k->async);
+}
+
+static cJSON *m_quarantine_drop(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
+{
+	return quarantine_change(d, c, p, r, k, 0);
+}
+
+static cJSON *m_quarantine_release(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
+{
+	return quarantine_change(d, c, p, r, k, 1);
+}
+
+static cJSON *m_subscribe(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	c->subscribed = 1;
 	cJSON *o = cJSON_CreateObject();
@@ -672,7 +1090,7 @@ static cJSON *m_subscribe(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	return o;
 }
 
-static cJSON *m_unsubscribe(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_unsubscribe(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	c->subscribed = 0;
 	cJSON *o = cJSON_CreateObject();
@@ -681,19 +1099,27 @@ static cJSON *m_unsubscribe(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
 	return o;
 }
 
-static cJSON *m_config_get(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_config_get(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
 	cJSON *o = hdqtd_config_json(&d->cfg);
 	return o ? o : fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
 }
 
-static cJSON *m_describe(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r)
+static cJSON *m_describe(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
-	cJSON *o = cJSON_Parse(hdqt_rpc_description);
-	return o ? o : fail(r, HDQT_RPC_INTERNAL_ERROR, "description unavailable");
+	/* Parsed and printed once; each reply embeds the text as is. */
+	if (!d->describe) {
+		cJSON *o = cJSON_Parse(hdqt_rpc_description);
+		d->describe = o ? cJSON_PrintUnformatted(o) : NULL;
+		cJSON_Delete(o);
+		if (!d->describe)
+			return fail(r, HDQT_RPC_INTERNAL_ERROR, "description unavailable");
+	}
+	cJSON *raw = cJSON_CreateRaw(d->describe);
+	return raw ? raw : fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
 }
 
-typedef cJSON *(*method_fn)(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r);
+typedef cJSON *(*method_fn)(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k);
 static const struct method {
 	const char *name;
 	method_fn fn;
@@ -710,6 +1136,9 @@ static const struct method {
 	{"train.cancel", m_train_cancel, 1},
 	{"model.list", m_model_list, 0},
 	{"model.rollback", m_model_rollback, 1},
+	{"quarantine.list", m_quarantine_list, 0},
+	{"quarantine.drop", m_quarantine_drop, 1},
+	{"quarantine.release", m_quarantine_release, 1},
 	{"events.subscribe", m_subscribe, 0},
 	{"events.unsubscribe", m_unsubscribe, 0},
 	{"config.get", m_config_get, 0},
@@ -717,15 +1146,17 @@ static const struct method {
 	{"rpc.discover", m_describe, 0},
 };
 
-cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, const cJSON *req)
+cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async)
 {
-	/* Validate the envelope (JSON-RPC 2.0, section 4). */
+	*async = 0;
+	/* Validate the envelope (JSON-RPC 2.0, section 4).  Member names are
+	 * case-sensitive: a notification carrying "ID" is still one. */
 	const cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
 	const cJSON *ver = cJSON_GetObjectItemCaseSensitive(req, "jsonrpc");
 	const cJSON *meth = cJSON_GetObjectItemCaseSensitive(req, "method");
 	const cJSON *params = cJSON_GetObjectItemCaseSensitive(req, "params");
 	int bad_id = 0;
-	if (id && !cJSON_IsString(id) && !cJSON_IsNumber(id) && !cJSON_IsNull(id)) {
+	if (id && !cJSON_IsString(id) && !cJSON_IsNumber(id) && !cJSON_IsNull(id) && !cJSON_IsRaw(id)) {
 		id = NULL; /* an invalid id is answered with a null id */
 		bad_id = 1;
 	}
@@ -734,7 +1165,7 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, const cJSON *req)
 		return hdqt_rpc_error(id, HDQT_RPC_INVALID_REQUEST,
 				      "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": ...}",
 				      NULL);
-	const int notify = !cJSON_HasObjectItem(req, "id");
+	const int notify = id == NULL && !cJSON_GetObjectItemCaseSensitive(req, "id");
 	if (params && !cJSON_IsObject(params) &&
 	    !(cJSON_IsArray(params) && cJSON_GetArraySize(params) == 0)) {
 		if (cJSON_IsArray(params))
@@ -753,18 +1184,22 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, const cJSON *req)
 			m = &methods[i];
 	if (!m) {
 		char msg[160];
-		snprintf(msg, sizeof(msg), "method not found: %.100s", meth->valuestring);
+		snprintf(msg, sizeof(msg), "method not found: %.*s",
+			 (int)hdqt_utf8_prefix(meth->valuestring, 100), meth->valuestring);
 		return notify ? NULL : hdqt_rpc_error(id, HDQT_RPC_METHOD_NOT_FOUND, msg, NULL);
 	}
 	reply r = {0};
+	call k = {id, notify, async};
 	cJSON *res;
-	if (d->stopping && m->admin)
+	if (d->stopping)
 		res = fail(&r, HDQT_RPC_SHUTTING_DOWN, "hdqtd is shutting down");
 	else if (m->admin && !c->admin)
 		res = fail(&r, HDQT_RPC_FORBIDDEN, "%s needs membership of group \"%s\"", m->name,
 			   d->cfg.admin_group);
 	else
-		res = m->fn(d, c, params ? params : NULL, &r);
+		res = m->fn(d, c, params ? params : NULL, &r, &k);
+	if (*async)
+		return NULL;
 	if (notify) {
 		cJSON_Delete(res);
 		return NULL;
@@ -780,16 +1215,13 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, const cJSON *req)
 
 void hdqtd_maybe_train(hdqtd *d)
 {
-	if (!d->cfg.auto_train || d->stopping)
+	if (!d->cfg.auto_train || d->stopping || d->exclusive)
 		return;
 	hdqtd_progress p;
 	hdqtd_trainer_progress(d->trainer, &p);
 	if (p.running)
 		return;
-	int64_t pend = 0;
-	if (hdqt_store_samples_pending_count(d->store, -1, &pend) < 0)
-		return;
-	if (pend - d->pending_baseline < d->cfg.auto_min_samples)
+	if (d->pending_total - d->pending_baseline < d->cfg.auto_min_samples)
 		return;
 	if (d->last_round_end > 0 && hdqtd_now() - d->last_round_end < d->cfg.auto_interval_s)
 		return;
@@ -826,10 +1258,17 @@ static void cb_finished(void *arg, hdqtd_round_result *res)
 {
 	hdqtd *d = arg;
 	d->last_round_end = hdqtd_now();
-	int64_t pend = 0;
-	hdqt_store_samples_pending_count(d->store, -1, &pend);
-	/* Auto rounds wait for new samples after a round that left its own pending. */
-	d->pending_baseline = res->outcome == HDQTD_ROUND_ACCEPTED ? 0 : pend;
+	/* The samples the round took out of the backlog (learned, held out or
+	 * quarantined), by label: the counts follow exactly. */
+	for (int l = 0; l < HDQT_MAX_CLASSES; l++) {
+		d->pending[l] -= res->consumed[l];
+		d->pending_total -= res->consumed[l];
+	}
+	d->quarantined += res->quarantined;
+	/* Auto rounds wait for new samples after a round that left its own
+	 * pending (a round that quarantined samples may try the rest at once). */
+	d->pending_baseline = res->outcome == HDQTD_ROUND_ACCEPTED || res->quarantined ? 0
+										      : d->pending_total;
 	const int prio = res->outcome == HDQTD_ROUND_FAILED ? LOG_ERR
 		       : res->outcome == HDQTD_ROUND_REJECTED ? LOG_WARNING : LOG_INFO;
 	hdqtd_log(prio, "round %lld %s in %.1f s: %d samples, %d classes, validation %.2f%% "
@@ -837,6 +1276,19 @@ static void cb_finished(void *arg, hdqtd_round_result *res)
 		  hdqtd_outcome_name(res->outcome), res->seconds, res->samples, res->classes,
 		  res->val_acc, res->prev_acc, res->reason[0] ? ": " : "", res->reason);
 	int64_t prev = d->model_version;
+	if (res->quarantined) {
+		hdqtd_log(LOG_WARNING, "round %lld: %d samples quarantined (%s); list them with "
+			  "quarantine.list, then quarantine.drop or quarantine.release",
+			  (long long)res->round, res->quarantined, res->reason);
+		cJSON *qe = cJSON_CreateObject();
+		if (qe) {
+			cJSON_AddNumberToObject(qe, "round", (double)res->round);
+			cJSON_AddNumberToObject(qe, "samples", res->quarantined);
+			cJSON_AddNumberToObject(qe, "samples_quarantined", (double)d->quarantined);
+			cJSON_AddStringToObject(qe, "reason", res->reason);
+		}
+		hdqtd_broadcast(d, hdqt_rpc_event("samples.quarantined", qe));
+	}
 	if (res->outcome == HDQTD_ROUND_ACCEPTED) {
 		if (res->model) {
 			hdqt_model_free(d->model);
@@ -845,6 +1297,8 @@ static void cb_finished(void *arg, hdqtd_round_result *res)
 			d->model_version = res->model_version;
 			set_metrics(d, res->metrics);
 			refresh_learned(d);
+			if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
+				hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
 		} else if (hdqtd_load_model(d) < 0) {
 			hdqtd_log(LOG_ERR, "loading the new model failed; still serving %lld",
 				  (long long)prev);

@@ -1,17 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The Unix-socket server: connections, line framing, back-pressure.
+ * The Unix-socket server: connections, line framing, back-pressure, limits.
  *
- * Requests are handled synchronously on the loop thread, in order, one line
- * at a time.  A client that sends faster than it reads has its reading
- * paused while its unread replies exceed a high-water mark, and is dropped
- * when they exceed daemon.max_write_queue (notifications do not wait for
- * it); a line longer than daemon.max_message gets one error reply and the
- * connection is closed, because the stream cannot be resynchronised.
+ * A connection answers its lines strictly in order, one at a time.  A line
+ * is a request, a notification or a batch; a request whose method writes
+ * the database is handed to the writer thread (writer.c) and the
+ * connection reads nothing more until its reply is queued, so replies keep
+ * the order of the requests.  Lines are taken from the connection's buffer
+ * only while its unread replies stay under a high-water mark; otherwise
+ * reading pauses and resumes when the client has read them (on_write).
+ *
+ * Invariant: every complete line read before EOF, an oversized line or
+ * shutdown gets its reply (or, once stop has begun, a "shutting down"
+ * error: no method runs after stop begins).  Once a connection is being
+ * finished (conn_finish) nothing restarts reading on it.
+ *
+ * Limits (docs/reliability.md): a line over max_message gets one error and
+ * closes the stream (it cannot be resynchronised); a JSON-RPC batch holds at
+ * most max_rpc_batch entries and a line at most max_batch units of work
+ * (inputs, samples, classes listed); a reply over max_write_queue is
+ * replaced by an error; a client whose unread replies exceed
+ * max_write_queue is dropped; idle and half-sent lines time out; one uid
+ * holds at most max_connections_per_uid connections and non-admin peers
+ * leave admin_reserved slots free; what all connections buffer together
+ * stays under max_memory.
  */
 #include <errno.h>
 #include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,10 +49,17 @@ typedef struct write_req {
 } write_req;
 
 static void conn_close(hdqtd_conn *c);
+static void conn_drain(hdqtd_conn *c);
+static void line_continue(hdqtd_conn *c);
 
 static size_t queued(hdqtd_conn *c)
 {
 	return uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+}
+
+static unsigned long long cid(const hdqtd_conn *c)
+{
+	return (unsigned long long)c->id;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -52,12 +74,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void set_reading(hdqtd_conn *c, int on)
 {
-	if (c->closing || c->reading == on)
+	/* A connection being finished or closed is never read again. */
+	if (c->closing || (on && (c->finishing || c->eof || c->overflow)) || c->reading == on)
 		return;
 	int rc = on ? uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read)
 		    : uv_read_stop((uv_stream_t *)&c->pipe);
-	if (rc == 0)
+	if (rc == 0) {
 		c->reading = on;
+	} else {
+		hdqtd_log(LOG_WARNING, "client %llu: %s: %s", cid(c), on ? "uv_read_start" : "uv_read_stop",
+			  uv_strerror(rc));
+		conn_close(c);
+	}
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -69,26 +97,29 @@ static void on_write(uv_write_t *req, int status)
 	if (!c || c->closing)
 		return;
 	if (status < 0) {
-		hdqtd_log(LOG_DEBUG, "client %llu: write: %s", (unsigned long long)c->id,
-			  uv_strerror(status));
+		hdqtd_log(LOG_DEBUG, "client %llu: write: %s", cid(c), uv_strerror(status));
 		conn_close(c);
 		return;
 	}
-	/* Resume a paused reader once its replies have drained. */
-	if (!c->reading && queued(c) < c->d->cfg.max_write_queue / 4)
-		set_reading(c, 1);
+	c->last_written = hdqtd_now();
+	/* Resume a paused connection once its replies have drained. */
+	if (c->paused && queued(c) < c->d->cfg.max_write_queue / 4) {
+		c->paused = 0;
+		conn_drain(c);
+	}
 }
 
 /* Queue bytes (taken) for the client. */
 static int conn_send(hdqtd_conn *c, char *data, size_t len)
 {
-	if (c->closing) {
+	if (c->closing || c->shut) {
 		free(data);
 		return -1;
 	}
 	if (queued(c) + len > c->d->cfg.max_write_queue) {
-		hdqtd_log(LOG_WARNING, "client %llu: %zu bytes of replies unread: disconnecting",
-			  (unsigned long long)c->id, queued(c));
+		hdqtd_log(LOG_WARNING, "client %llu: %zu bytes of replies unread, %zu more to send: "
+			  "disconnecting (daemon.max_write_queue = %zu)", cid(c), queued(c), len,
+			  c->d->cfg.max_write_queue);
 		free(data);
 		conn_close(c);
 		return -1;
@@ -108,6 +139,7 @@ static int conn_send(hdqtd_conn *c, char *data, size_t len)
 		conn_close(c);
 		return -1;
 	}
+	c->last_active = hdqtd_now();
 	return 0;
 }
 
@@ -123,11 +155,24 @@ static int conn_send_json(hdqtd_conn *c, cJSON *msg)
 	return conn_send(c, s, len);
 }
 
+static void conn_free(hdqtd_conn *c)
+{
+	hdqt_linebuf_free(&c->lb);
+	cJSON_Delete(c->msg);
+	free(c->out);
+	free(c);
+}
+
 static void on_closed(uv_handle_t *h)
 {
 	hdqtd_conn *c = h->data;
-	hdqt_linebuf_free(&c->lb);
-	free(c);
+	/* A request on the writer thread still points at c: the writer's
+	 * completion frees it (hdqtd_conn_complete). */
+	if (c->busy) {
+		c->dead = 1;
+		return;
+	}
+	conn_free(c);
 }
 
 static void conn_close(hdqtd_conn *c)
@@ -143,7 +188,9 @@ static void conn_close(hdqtd_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	d->n_conns--;
-	hdqtd_log(LOG_DEBUG, "client %llu: closed", (unsigned long long)c->id);
+	if (!c->admin)
+		d->n_unprivileged--;
+	hdqtd_log(LOG_DEBUG, "client %llu: closed", cid(c));
 	uv_close((uv_handle_t *)&c->pipe, on_closed);
 }
 
@@ -157,9 +204,17 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 		conn_close(c);
 }
 
+/* No more reading; close once every reply is written (after a request on
+ * the writer thread has been answered). */
 static void conn_finish(hdqtd_conn *c)
 {
+	if (c->closing)
+		return;
+	c->finishing = 1;
 	set_reading(c, 0);
+	if (c->busy || c->shut)
+		return;
+	c->shut = 1;
 	uv_shutdown_t *req = malloc(sizeof(*req));
 	if (!req || uv_shutdown(req, (uv_stream_t *)&c->pipe, on_shutdown) < 0) {
 		free(req);
@@ -167,126 +222,373 @@ static void conn_finish(hdqtd_conn *c)
 	}
 }
 
-/* One line: a request, a notification or a batch. */
+/* ---- one line ---- */
+
+/* Work a request costs, for the per-line budget: the inputs or samples it
+ * carries, the classes a listing prints, a large constant for the
+ * description.  Unknown methods and malformed entries cost 1. */
+static long entry_cost(hdqtd *d, const cJSON *req)
+{
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(req, "method");
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(req, "params");
+	if (!cJSON_IsString(m))
+		return 1;
+	const char *name = m->valuestring;
+	if (!strcmp(name, "predict") || !strcmp(name, "sample.add")) {
+		const cJSON *a = cJSON_GetObjectItemCaseSensitive(p, !strcmp(name, "predict") ? "inputs"
+											: "samples");
+		int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 1;
+		return n > 1 ? n : 1;
+	}
+	if (!strcmp(name, "status") || !strcmp(name, "class.list"))
+		return 1 + d->n_classes;
+	if (!strcmp(name, "rpc.describe") || !strcmp(name, "rpc.discover"))
+		return 64;
+	if (!strcmp(name, "model.list") || !strcmp(name, "quarantine.list"))
+		return 16;
+	return 1;
+}
+
+/* Replace a numeric id by the bytes the client sent (cJSON keeps numbers as
+ * doubles: 1e15 + 1 or 1e400 would come back changed). */
+static void keep_raw_id(cJSON *req, const char *text, size_t len)
+{
+	cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
+	hdqt_span sp;
+	if (!cJSON_IsNumber(id) || hdqt_json_member(text, len, "id", &sp) < 0 || sp.len > 64)
+		return;
+	char raw[72];
+	memcpy(raw, text + sp.off, sp.len);
+	raw[sp.len] = '\0';
+	cJSON *r = cJSON_CreateRaw(raw);
+	if (r && !cJSON_ReplaceItemInObjectCaseSensitive(req, "id", r))
+		cJSON_Delete(r);
+}
+
+static void line_error(hdqtd_conn *c, int code, const char *msg)
+{
+	conn_send_json(c, hdqt_rpc_error(NULL, code, msg, NULL));
+}
+
+/* Parse one line and start answering it. */
 static void handle_line(hdqtd_conn *c, const char *line, size_t len)
 {
 	hdqtd *d = c->d;
 	if (len == 0)
 		return; /* blank lines are tolerated between messages */
+	size_t ok = hdqt_utf8_valid(line, len);
+	if (ok != len) {
+		char m[96];
+		snprintf(m, sizeof(m), "parse error: not valid UTF-8 (byte %zu)", ok);
+		line_error(c, HDQT_RPC_PARSE_ERROR, m);
+		return;
+	}
 	cJSON *msg = cJSON_ParseWithLength(line, len);
 	if (!msg) {
-		conn_send_json(c, hdqt_rpc_error(NULL, HDQT_RPC_PARSE_ERROR, "parse error: not valid JSON",
-						 NULL));
+		line_error(c, HDQT_RPC_PARSE_ERROR, "parse error: not valid JSON");
 		return;
 	}
-	if (!cJSON_IsArray(msg)) {
-		cJSON *resp = hdqtd_dispatch(d, c, msg);
-		if (resp)
-			conn_send_json(c, resp);
-		cJSON_Delete(msg);
-		return;
+	long cost = 0;
+	if (cJSON_IsArray(msg)) {
+		int n = cJSON_GetArraySize(msg);
+		if (n == 0) {
+			cJSON_Delete(msg);
+			line_error(c, HDQT_RPC_INVALID_REQUEST, "invalid request: empty batch");
+			return;
+		}
+		if (n > d->cfg.max_rpc_batch) {
+			cJSON_Delete(msg);
+			char m[128];
+			snprintf(m, sizeof(m), "invalid request: batch of %d exceeds daemon.max_rpc_batch (%d)",
+				 n, d->cfg.max_rpc_batch);
+			line_error(c, HDQT_RPC_INVALID_REQUEST, m);
+			return;
+		}
+		hdqt_span sp[n];
+		int ns = hdqt_json_elements(line, len, sp, n);
+		int i = 0;
+		for (cJSON *e = msg->child; e; e = e->next, i++) {
+			cost += entry_cost(d, e);
+			if (ns == n && cJSON_IsObject(e))
+				keep_raw_id(e, line + sp[i].off, sp[i].len);
+		}
+	} else {
+		cost = entry_cost(d, msg);
+		if (cJSON_IsObject(msg))
+			keep_raw_id(msg, line, len);
 	}
-	int n = cJSON_GetArraySize(msg);
-	if (n == 0) {
+	if (cost > d->cfg.max_batch) {
+		const int code = cJSON_IsArray(msg) ? HDQT_RPC_INVALID_REQUEST : HDQT_RPC_LIMIT;
 		cJSON_Delete(msg);
-		conn_send_json(c, hdqt_rpc_error(NULL, HDQT_RPC_INVALID_REQUEST,
-						 "invalid request: empty batch", NULL));
-		return;
-	}
-	if (n > d->cfg.max_batch) {
-		cJSON_Delete(msg);
-		char m[96];
-		snprintf(m, sizeof(m), "invalid request: batch of %d exceeds daemon.max_batch (%d)", n,
+		char m[160];
+		snprintf(m, sizeof(m), "invalid request: the message asks for %ld units of work "
+			 "(inputs, samples, classes listed), more than daemon.max_batch (%d)", cost,
 			 d->cfg.max_batch);
-		conn_send_json(c, hdqt_rpc_error(NULL, HDQT_RPC_INVALID_REQUEST, m, NULL));
+		line_error(c, code, m);
 		return;
 	}
-	cJSON *out = cJSON_CreateArray();
-	const cJSON *req;
-	cJSON_ArrayForEach(req, msg) {
-		cJSON *resp = hdqtd_dispatch(d, c, req);
-		if (resp && out)
-			cJSON_AddItemToArray(out, resp);
-		else
-			cJSON_Delete(resp);
+	c->msg = msg;
+	c->batch = cJSON_IsArray(msg);
+	c->cursor = c->batch ? msg->child : msg;
+	c->over = 0;
+	c->out_len = 0;
+	c->n_out = 0;
+	line_continue(c);
+}
+
+/* A reply of the current line (NULL: a notification). */
+static void line_add(hdqtd_conn *c, cJSON *resp)
+{
+	if (!resp)
+		return;
+	const size_t limit = c->d->cfg.max_write_queue;
+	size_t len;
+	char *s = hdqt_rpc_print(resp, &len);
+	if (s && len + c->out_len + 2 > limit) {
+		/* The reply would be dropped with the connection: answer an error
+		 * instead, and in a batch run nothing more. */
+		free(s);
+		char m[200];
+		snprintf(m, sizeof(m), "the reply (%zu bytes%s) exceeds daemon.max_write_queue (%zu); "
+			 "ask for fewer inputs or a smaller top_k", len + c->out_len,
+			 c->batch ? " with the batch's earlier replies" : "", limit);
+		hdqtd_log(LOG_INFO, "client %llu: %s", cid(c), m);
+		const cJSON *id = cJSON_GetObjectItemCaseSensitive(resp, "id");
+		cJSON *e = hdqt_rpc_error(id, HDQT_RPC_LIMIT, m, NULL);
+		s = hdqt_rpc_print(e, &len);
+		cJSON_Delete(e);
+		c->over = c->batch;
 	}
-	cJSON_Delete(msg);
-	if (!out) {
+	cJSON_Delete(resp);
+	if (!s) {
 		conn_close(c);
 		return;
 	}
-	if (cJSON_GetArraySize(out) == 0) { /* only notifications: nothing is sent */
-		cJSON_Delete(out);
+	if (!c->batch) {
+		conn_send(c, s, len);
 		return;
 	}
-	conn_send_json(c, out);
+	/* Batch: "[r1,r2,...]\n", built as text so its size is known. */
+	size_t need = c->out_len + len + 2;
+	if (need > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		while (cap < need)
+			cap *= 2;
+		char *o = realloc(c->out, cap);
+		if (!o) {
+			free(s);
+			conn_close(c);
+			return;
+		}
+		c->out = o;
+		c->out_cap = cap;
+	}
+	if (c->n_out == 0)
+		c->out[c->out_len++] = '[';
+	else
+		c->out[c->out_len - 1] = ','; /* the previous reply's closing slot */
+	memcpy(c->out + c->out_len, s, len - 1);
+	c->out_len += len - 1;
+	c->out[c->out_len++] = ']';
+	c->n_out++;
+	free(s);
+}
+
+/* Run the current line's requests until one goes to the writer thread. */
+static void line_continue(hdqtd_conn *c)
+{
+	hdqtd *d = c->d;
+	while (c->cursor && !c->closing) {
+		cJSON *req = c->cursor;
+		c->cursor = c->batch ? req->next : NULL;
+		if (c->over) {
+			const cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
+			if (cJSON_IsObject(req) && id)
+				line_add(c, hdqt_rpc_error(id, HDQT_RPC_LIMIT,
+							   "not run: the batch's reply reached "
+							   "daemon.max_write_queue", NULL));
+			continue;
+		}
+		int async = 0;
+		cJSON *resp = hdqtd_dispatch(d, c, req, &async);
+		if (async) {
+			c->busy = 1;
+			set_reading(c, 0); /* nothing more is read until the reply is queued */
+			return;
+		}
+		line_add(c, resp);
+	}
+	if (c->batch && c->n_out > 0 && !c->closing) {
+		char *o = c->out;
+		size_t n = c->out_len + 1;
+		if (n > c->out_cap && !(o = realloc(c->out, n))) {
+			conn_close(c);
+		} else {
+			o[n - 1] = '\n';
+			c->out = NULL;
+			c->out_cap = 0;
+			conn_send(c, o, n);
+		}
+	}
+	c->out_len = 0;
+	c->n_out = 0;
+	cJSON_Delete(c->msg);
+	c->msg = NULL;
+}
+
+void hdqtd_conn_complete(hdqtd_conn *c, cJSON *resp)
+{
+	c->busy = 0;
+	if (c->dead) {
+		cJSON_Delete(resp);
+		conn_free(c);
+		return;
+	}
+	if (c->closing) {
+		cJSON_Delete(resp);
+		return;
+	}
+	line_add(c, resp);
+	line_continue(c);
+	if (!c->busy && !c->closing) {
+		if (c->finishing)
+			conn_finish(c);
+		else
+			conn_drain(c);
+	}
+}
+
+/* Answer buffered lines while the client reads its replies; then read more,
+ * or finish after EOF / an oversized line. */
+static void conn_drain(hdqtd_conn *c)
+{
+	size_t len;
+	char *line;
+	for (;;) {
+		if (c->closing || c->busy || c->msg)
+			return;
+		if (queued(c) > c->d->cfg.max_write_queue / 2) {
+			c->paused = 1;
+			set_reading(c, 0);
+			return;
+		}
+		if (!(line = hdqt_linebuf_next(&c->lb, &len)))
+			break;
+		handle_line(c, line, len);
+	}
+	if (c->overflow) {
+		char m[128];
+		snprintf(m, sizeof(m), "message exceeds daemon.max_message (%zu bytes); closing",
+			 c->d->cfg.max_message);
+		line_error(c, HDQT_RPC_TOO_LARGE, m);
+		conn_finish(c);
+		return;
+	}
+	if (c->eof || c->finishing) {
+		conn_finish(c);
+		return;
+	}
+	set_reading(c, 1);
+}
+
+static size_t memory_in_use(hdqtd *d)
+{
+	size_t n = 0;
+	for (hdqtd_conn *c = d->conns; c; c = c->next)
+		n += c->lb.cap + queued(c) + c->out_cap;
+	return n;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	hdqtd_conn *c = s->data;
+	if (nread == 0) { /* EAGAIN: nothing to do */
+		free(buf->base);
+		return;
+	}
 	if (nread < 0) {
 		free(buf->base);
-		if (nread != UV_EOF)
-			hdqtd_log(LOG_DEBUG, "client %llu: read: %s", (unsigned long long)c->id,
-				  uv_strerror((int)nread));
-		else if (hdqt_linebuf_partial(&c->lb) > 0)
-			hdqtd_log(LOG_INFO, "client %llu: disconnected in the middle of a message "
-				  "(%zu bytes dropped)", (unsigned long long)c->id,
-				  hdqt_linebuf_partial(&c->lb));
-		/* EOF: finish writing what is queued, then close. */
-		if (nread == UV_EOF)
-			conn_finish(c);
-		else
+		if (nread != UV_EOF) {
+			hdqtd_log(LOG_DEBUG, "client %llu: read: %s", cid(c), uv_strerror((int)nread));
 			conn_close(c);
+			return;
+		}
+		/* EOF (the client may have only shut down its writing side): answer
+		 * every complete line, then close. */
+		if (hdqt_linebuf_partial(&c->lb) > 0)
+			hdqtd_log(LOG_INFO, "client %llu: disconnected in the middle of a message "
+				  "(%zu bytes dropped)", cid(c), hdqt_linebuf_partial(&c->lb));
+		set_reading(c, 0);
+		c->eof = 1;
+		conn_drain(c);
 		return;
 	}
-	if (nread == 0) {
-		free(buf->base);
-		return;
-	}
+	int had_partial = hdqt_linebuf_partial(&c->lb) > 0;
 	int rc = hdqt_linebuf_feed(&c->lb, buf->base, (size_t)nread);
 	free(buf->base);
+	c->last_active = hdqtd_now();
 	if (rc == HDQT_EFULL) {
-		char m[128];
-		snprintf(m, sizeof(m), "message exceeds daemon.max_message (%zu bytes); closing",
-			 c->d->cfg.max_message);
-		hdqtd_log(LOG_WARNING, "client %llu: %s", (unsigned long long)c->id, m);
+		hdqtd_log(LOG_WARNING, "client %llu: message exceeds daemon.max_message (%zu bytes); closing",
+			  cid(c), c->d->cfg.max_message);
 		/* Lines complete before the oversized one still get their replies. */
-		conn_send_json(c, hdqt_rpc_error(NULL, HDQT_RPC_TOO_LARGE, m, NULL));
-		if (!c->closing)
-			conn_finish(c);
-		return;
-	}
-	if (rc < 0) {
+		set_reading(c, 0);
+		c->overflow = 1;
+	} else if (rc < 0) {
 		conn_close(c);
 		return;
 	}
-	size_t len;
-	char *line;
-	while (!c->closing && (line = hdqt_linebuf_next(&c->lb, &len)))
-		handle_line(c, line, len);
-	/* Back-pressure: stop reading while replies pile up. */
-	if (!c->closing && queued(c) > c->d->cfg.max_write_queue / 2)
-		set_reading(c, 0);
+	if (hdqt_linebuf_partial(&c->lb) == 0)
+		c->partial_since = 0;
+	else if (!had_partial || c->partial_since == 0)
+		c->partial_since = c->last_active;
+	if (memory_in_use(c->d) > c->d->cfg.max_memory) {
+		hdqtd_log(LOG_WARNING, "client %llu: connections buffer more than daemon.max_memory "
+			  "(%zu bytes): closing this one", cid(c), c->d->cfg.max_memory);
+		line_error(c, HDQT_RPC_LIMIT, "hdqtd's buffer memory (daemon.max_memory) is exhausted; "
+			   "closing");
+		conn_finish(c);
+		return;
+	}
+	conn_drain(c);
 }
 
-static int peer_is_admin(hdqtd *d, uid_t uid, gid_t gid)
+/* ---- access ---- */
+
+/* Admin: uid 0, hdqtd's own uid, or admin_group among the peer's groups as
+ * the kernel saw them at connect (SO_PEERGROUPS: the real supplementary
+ * groups, no NSS lookup on the loop). */
+static int peer_is_admin(hdqtd *d, int fd, uid_t uid, gid_t gid)
 {
 	if (!d->admin_gid_set || uid == 0 || uid == geteuid() || gid == d->admin_gid)
 		return 1;
-	struct passwd pw, *pp = NULL;
-	char buf[4096];
-	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &pp) != 0 || !pp)
-		return 0;
 	gid_t groups[256];
-	int ng = 256;
-	if (getgrouplist(pp->pw_name, pp->pw_gid, groups, &ng) < 0)
+	socklen_t len = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+		/* ERANGE: more than 256 groups; ENOPROTOOPT: kernel before 4.13.
+		 * Either way the supplementary groups are unknown: not admin. */
+		hdqtd_log(LOG_DEBUG, "SO_PEERGROUPS: %s", strerror(errno));
 		return 0;
-	for (int i = 0; i < ng; i++)
+	}
+	for (size_t i = 0; i < len / sizeof(gid_t); i++)
 		if (groups[i] == d->admin_gid)
 			return 1;
 	return 0;
+}
+
+/* Slots non-admin peers may take: admin_reserved stay free for admins,
+ * but at least one slot is left (a tiny max_connections keeps working). */
+static int unprivileged_slots(const hdqtd *d)
+{
+	int n = d->cfg.max_connections - d->cfg.admin_reserved;
+	return n >= 1 ? n : 1;
+}
+
+static int conns_of_uid(hdqtd *d, uid_t uid)
+{
+	int n = 0;
+	for (hdqtd_conn *c = d->conns; c; c = c->next)
+		n += c->uid == uid;
+	return n;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -312,38 +614,87 @@ static void on_connection(uv_stream_t *server, int status)
 		uv_close((uv_handle_t *)&c->pipe, on_closed);
 		return;
 	}
+	uv_os_fd_t fd;
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	int known = uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 &&
+		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0;
+	if (known) {
+		c->pid = cred.pid;
+		c->uid = cred.uid;
+		c->admin = peer_is_admin(d, fd, cred.uid, cred.gid);
+	} else {
+		c->uid = (uid_t)-1;
+		c->admin = !d->admin_gid_set;
+	}
+	int same_uid = conns_of_uid(d, c->uid);
 	c->next = d->conns;
 	if (d->conns)
 		d->conns->prev = c;
 	d->conns = c;
 	d->n_conns++;
-	uv_os_fd_t fd;
-	struct ucred cred;
-	socklen_t cl = sizeof(cred);
-	if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 &&
-	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
-		c->pid = cred.pid;
-		c->uid = cred.uid;
-		c->admin = peer_is_admin(d, cred.uid, cred.gid);
-	} else {
-		c->admin = !d->admin_gid_set;
-	}
-	hdqtd_log(LOG_DEBUG, "client %llu: connected (pid %d, uid %u)", (unsigned long long)c->id,
-		  (int)c->pid, (unsigned)c->uid);
-	if (d->n_conns > d->cfg.max_connections || d->stopping) {
-		int code = d->stopping ? HDQT_RPC_SHUTTING_DOWN : HDQT_RPC_TOO_MANY_CONNECTIONS;
-		char m[128];
-		snprintf(m, sizeof(m), d->stopping ? "hdqtd is shutting down"
-						   : "too many connections (daemon.max_connections = %d)",
+	if (!c->admin)
+		d->n_unprivileged++;
+	c->last_active = hdqtd_now();
+	hdqtd_log(LOG_DEBUG, "client %llu: connected (pid %d, uid %u%s)", cid(c), (int)c->pid,
+		  (unsigned)c->uid, c->admin ? ", admin" : "");
+	char m[160] = "";
+	int code = HDQT_RPC_TOO_MANY_CONNECTIONS;
+	if (d->stopping) {
+		code = HDQT_RPC_SHUTTING_DOWN;
+		snprintf(m, sizeof(m), "hdqtd is shutting down");
+	} else if (d->n_conns > d->cfg.max_connections) {
+		snprintf(m, sizeof(m), "too many connections (daemon.max_connections = %d)",
 			 d->cfg.max_connections);
+	} else if (!c->admin && d->n_unprivileged > unprivileged_slots(d)) {
+		snprintf(m, sizeof(m), "too many connections: the last %d of daemon.max_connections "
+			 "(%d) are kept for admin peers (daemon.admin_reserved)", d->cfg.admin_reserved,
+			 d->cfg.max_connections);
+	} else if (!c->admin && same_uid >= d->cfg.max_connections_per_uid) {
+		snprintf(m, sizeof(m), "too many connections from uid %u "
+			 "(daemon.max_connections_per_uid = %d)", (unsigned)c->uid,
+			 d->cfg.max_connections_per_uid);
+	}
+	if (m[0]) {
 		if (!d->stopping)
-			hdqtd_log(LOG_WARNING, "client %llu refused: %s", (unsigned long long)c->id, m);
-		c->reading = 0;
+			hdqtd_log(LOG_WARNING, "client %llu (uid %u) refused: %s", cid(c), (unsigned)c->uid, m);
 		if (conn_send_json(c, hdqt_rpc_error(NULL, code, m, NULL)) == 0)
 			conn_finish(c);
 		return;
 	}
 	set_reading(c, 1);
+}
+
+void hdqtd_server_tick(hdqtd *d)
+{
+	const double now = hdqtd_now();
+	for (hdqtd_conn *c = d->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->closing || c->finishing || c->busy)
+			continue;
+		const char *why = NULL;
+		if (d->cfg.partial_timeout_s > 0 && c->partial_since > 0 &&
+		    now - c->partial_since > d->cfg.partial_timeout_s)
+			why = "a message was not completed within daemon.partial_timeout";
+		else if (d->cfg.idle_timeout_s > 0 && !c->subscribed && queued(c) == 0 &&
+			 now - c->last_active > d->cfg.idle_timeout_s)
+			why = "idle for longer than daemon.idle_timeout";
+		if (!why && d->cfg.write_timeout_s > 0 && queued(c) > 0 &&
+		    now - (c->last_written > c->last_active ? c->last_written : c->last_active) >
+			    d->cfg.write_timeout_s) {
+			/* Replies queued and none read for that long: the client is
+			 * stuck; what it pins is freed. */
+			hdqtd_log(LOG_WARNING, "client %llu: %zu bytes of replies unread for longer than "
+				  "daemon.write_timeout: disconnecting", cid(c), queued(c));
+			conn_close(c);
+			continue;
+		}
+		if (!why)
+			continue;
+		hdqtd_log(LOG_INFO, "client %llu: %s: closing", cid(c), why);
+		line_error(c, HDQT_RPC_LIMIT, why);
+		conn_finish(c);
+	}
 }
 
 int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen)
@@ -424,10 +775,13 @@ void hdqtd_server_close(hdqtd *d)
 		if (d->bound)
 			unlink(d->cfg.socket);
 	}
-	/* Replies already queued are written before each connection closes. */
+	/* Lines already read are answered ("shutting down" once stop has
+	 * begun); replies queued are written before each connection closes. */
 	for (hdqtd_conn *c = d->conns, *next; c; c = next) {
 		next = c->next;
-		conn_finish(c);
+		c->finishing = 1;
+		set_reading(c, 0);
+		conn_drain(c);
 	}
 }
 

@@ -11,6 +11,13 @@
  *   5. commit model, exemplars and the samples' new state in one
  *      transaction, then hand the model to the loop thread.
  * A crash or cancel before step 5 leaves every sample pending.
+ * A round that diverges three times (non-finite loss, each time with
+ * another seed) quarantines its outlying samples (or, when none stands
+ * out, all of them), so that one poisoned sample cannot stop training.
+ *
+ * Hand-over: the result belongs to the trainer until on_async takes it;
+ * the round stays "running" until the loop's finished callback has applied
+ * it, so a train or rollback in that window is refused, never lost.
  */
 #include <math.h>
 #include <pthread.h>
@@ -35,6 +42,7 @@ struct hdqtd_trainer {
 	pthread_cond_t cv;
 	/* under mu */
 	int requested, quit;
+	int finishing;              /* result handed over, not yet applied by the loop */
 	hdqtd_progress prog;
 	int started_pending, progress_pending;
 	hdqtd_round_result *done;   /* finished round not yet given to the loop */
@@ -45,6 +53,12 @@ const char *hdqtd_outcome_name(int o)
 {
 	static const char *const n[] = {"accepted", "rejected", "canceled", "failed", "empty"};
 	return o >= 0 && o <= HDQTD_ROUND_EMPTY ? n[o] : "?";
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return x < y ? -1 : x > y;
 }
 
 static double mono_s(void)
@@ -75,6 +89,13 @@ static void on_async(uv_async_t *h)
 			t->cb.finished(t->cb.arg, r);
 		hdqt_model_free(r->model);
 		free(r);
+		/* Applied: only now is the trainer idle for the loop. */
+		pthread_mutex_lock(&t->mu);
+		t->finishing = 0;
+		t->prog.running = 0;
+		t->prog.canceling = 0;
+		t->prog.rounds++;
+		pthread_mutex_unlock(&t->mu);
 	}
 }
 
@@ -82,7 +103,7 @@ int hdqtd_trainer_request(hdqtd_trainer *t)
 {
 	pthread_mutex_lock(&t->mu);
 	int rc = 0;
-	if (t->requested || t->prog.running || t->quit)
+	if (t->requested || t->prog.running || t->finishing || t->quit)
 		rc = HDQT_EBUSY;
 	else {
 		/* Visible as running from now on, so that train.status right after
@@ -100,8 +121,10 @@ int hdqtd_trainer_request(hdqtd_trainer *t)
 int hdqtd_trainer_cancel(hdqtd_trainer *t)
 {
 	pthread_mutex_lock(&t->mu);
-	int running = t->prog.running || t->requested;
-	if (t->requested) { /* not picked up by the thread yet */
+	int running = (t->prog.running && !t->finishing) || t->requested;
+	if (t->finishing) {
+		/* done: nothing to cancel */
+	} else if (t->requested) { /* not picked up by the thread yet */
 		t->requested = 0;
 		t->prog.running = 0;
 	} else if (t->prog.running) {
@@ -114,6 +137,10 @@ int hdqtd_trainer_cancel(hdqtd_trainer *t)
 
 void hdqtd_trainer_progress(hdqtd_trainer *t, hdqtd_progress *p)
 {
+	if (!t) {
+		memset(p, 0, sizeof(*p));
+		return;
+	}
 	pthread_mutex_lock(&t->mu);
 	*p = t->prog;
 	pthread_mutex_unlock(&t->mu);
@@ -311,7 +338,7 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 		memcpy(mc.hidden, c->hidden, sizeof(int) * c->n_hidden);
 		rc = hdqt_model_new(&m, &mc, &q, c->seed);
 		if (rc == 0)
-			rc = hdqt_model_fit_norm(m, TX, nt, c->norm_clip);
+			rc = hdqt_model_fit_norm_robust(m, TX, nt, c->norm_clip);
 	}
 	if (rc < 0) {
 		hdqt_model_free(m);
@@ -396,18 +423,8 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 		 c->epochs);
 	if ((rc = hdqt_model_save(nm, &blob, &blen)) < 0)
 		goto fail_rc;
-	if (!accept) {
-		rc = hdqt_store_model_save(t->store, blob, blen, cfgjson, res->metrics, 0,
-					   &res->model_version);
-		if (rc < 0) {
-			snprintf(res->reason, sizeof(res->reason), "storing the model: %s",
-				 hdqt_store_errmsg(t->store));
-			goto out;
-		}
-		res->outcome = HDQTD_ROUND_REJECTED;
-		goto out;
-	}
-	/* The new memory, labels mapped back to class ids. */
+	/* The new memory, labels mapped back to class ids (stored with the
+	 * version also when it is rejected: a rollback to it brings it back). */
 	int mn = hdqt_memory_size(hdqt_cl_memory(cl));
 	MX = malloc(sizeof(float) * (size_t)(mn > 0 ? mn : 1) * d);
 	my = malloc(sizeof(int) * (size_t)(mn > 0 ? mn : 1));
@@ -419,16 +436,27 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 	hdqt_memory_export(hdqt_cl_memory(cl), MX, my);
 	for (int i = 0; i < mn; i++)
 		mcls[i] = id_of(&rd, my[i]);
+	/* A rejected round changes no sample: they stay pending. */
 	hdqt_store_round sr = {
 		.blob = blob, .blob_len = blen, .config_json = cfgjson, .metrics_json = res->metrics,
-		.make_current = 1, .learned = learned, .n_learned = nt, .holdout = holdout,
-		.n_holdout = nh, .exemplar_class = mcls, .exemplars = MX, .n_exemplars = mn, .dim = d,
-		.validation_per_class = c->validation_per_class,
+		.make_current = accept, .learned = learned, .n_learned = accept ? nt : 0,
+		.holdout = holdout, .n_holdout = accept ? nh : 0, .exemplar_class = mcls,
+		.exemplars = MX, .n_exemplars = mn, .dim = d,
+		.validation_per_class = accept ? c->validation_per_class : 0,
 	};
 	if ((rc = hdqt_store_round_commit(t->store, &sr, &res->model_version)) < 0) {
 		snprintf(res->reason, sizeof(res->reason), "storing the round: %s",
 			 hdqt_store_errmsg(t->store));
 		goto out;
+	}
+	if (!accept) {
+		res->outcome = HDQTD_ROUND_REJECTED;
+		goto out;
+	}
+	for (int i = 0; i < rd.np; i++) {
+		int l = label_of(&rd, rd.pcls[i]);
+		if (l >= 0 && l < HDQT_MAX_CLASSES)
+			res->consumed[l]++;
 	}
 	if ((rc = hdqt_model_clone(nm, &res->model)) < 0) {
 		/* Stored and current in the database; the loop reloads it. */
@@ -454,6 +482,81 @@ out:
 	free(holdout);
 	free(mcls);
 	free(blob);
+}
+
+/* Median of the n values v (reordered). */
+static float median(float *v, int n)
+{
+	/* Insertion into a sorted copy would be O(n^2); n is at most
+	 * max_round_samples, so sort. */
+	qsort(v, (size_t)n, sizeof(float), cmp_float);
+	return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* After three divergences: quarantine the round's samples that have a
+ * feature more than QUARANTINE_Z robust standard deviations (1.4826 MAD)
+ * from the round's median, or all of its samples when none does.  The
+ * pending samples read again are the round's: no other round or
+ * quarantine change runs meanwhile, and new samples come after them. */
+#define QUARANTINE_Z 1e4
+static void quarantine(hdqtd_trainer *t, hdqtd_round_result *res)
+{
+	const int d = HDQT_FEAT_DIM;
+	round_data rd = {0};
+	float *col = NULL;
+	unsigned char *bad = NULL;
+	int64_t *ids = NULL;
+	if (hdqt_store_class_list(t->store, &rd.classes, &rd.n_classes) < 0 ||
+	    hdqt_store_samples_pending(t->store, d, t->cfg.max_round_samples, &rd.P, &rd.pid, &rd.pcls,
+				       &rd.np) < 0) {
+		hdqtd_log(LOG_ERR, "round %lld: reading its samples for quarantine: %s",
+			  (long long)res->round, hdqt_store_errmsg(t->store));
+		goto out;
+	}
+	if (rd.np == 0)
+		goto out;
+	col = malloc(sizeof(float) * (size_t)rd.np);
+	bad = calloc((size_t)rd.np, 1);
+	ids = malloc(sizeof(int64_t) * (size_t)rd.np);
+	if (!col || !bad || !ids)
+		goto out;
+	int nbad = 0;
+	for (int j = 0; j < d; j++) {
+		for (int i = 0; i < rd.np; i++)
+			col[i] = rd.P[(size_t)i * d + j];
+		const float med = median(col, rd.np);
+		for (int i = 0; i < rd.np; i++)
+			col[i] = fabsf(rd.P[(size_t)i * d + j] - med);
+		const double sd = 1.4826 * median(col, rd.np) + 1e-6 * fabs((double)med) + 1e-12;
+		for (int i = 0; i < rd.np; i++)
+			if (!bad[i] && fabs((double)rd.P[(size_t)i * d + j] - med) > QUARANTINE_Z * sd) {
+				bad[i] = 1;
+				nbad++;
+			}
+	}
+	int n = 0;
+	for (int i = 0; i < rd.np; i++)
+		if (bad[i] || nbad == 0)
+			ids[n++] = rd.pid[i];
+	if (hdqt_store_quarantine(t->store, ids, n) < 0) {
+		hdqtd_log(LOG_ERR, "round %lld: quarantining %d samples: %s", (long long)res->round, n,
+			  hdqt_store_errmsg(t->store));
+		goto out;
+	}
+	for (int i = 0; i < rd.np; i++)
+		if (bad[i] || nbad == 0) {
+			int l = label_of(&rd, rd.pcls[i]);
+			if (l >= 0 && l < HDQT_MAX_CLASSES)
+				res->consumed[l]++;
+		}
+	res->quarantined = n;
+	snprintf(res->reason, sizeof(res->reason), "training diverged (non-finite loss) three times; "
+		 "%d %s quarantined", n, nbad ? "outlying samples" : "samples of the round (none stood out)");
+out:
+	round_data_free(&rd);
+	free(col);
+	free(bad);
+	free(ids);
 }
 
 static void *thread_main(void *arg)
@@ -499,6 +602,8 @@ static void *thread_main(void *arg)
 				hdqtd_log(LOG_WARNING, "round %lld diverged (attempt %d); retrying with "
 					  "another seed", (long long)run, attempt + 1);
 			}
+			if (r->diverged && !atomic_load(&t->cancel))
+				quarantine(t, r);
 			char fig[640];
 			snprintf(fig, sizeof(fig), "{\"reason\":\"%s\",\"metrics\":%s}",
 				 r->outcome == HDQTD_ROUND_REJECTED ? "regression" : "",
@@ -508,17 +613,15 @@ static void *thread_main(void *arg)
 					  (long long)run, hdqt_store_errmsg(t->store));
 		}
 		pthread_mutex_lock(&t->mu);
-		t->prog.running = 0;
-		t->prog.canceling = 0;
-		t->prog.rounds++;
 		if (r) {
-			/* The loop takes results one at a time; a round cannot finish
-			 * before the loop has seen the previous one start, but be safe. */
-			if (t->done) {
-				hdqt_model_free(t->done->model);
-				free(t->done);
-			}
+			/* No request is taken while a result waits (finishing), so
+			 * t->done is free: the loop has applied the previous one. */
 			t->done = r;
+			t->finishing = 1;
+		} else {
+			t->prog.running = 0; /* out of memory: nothing to hand over */
+			t->prog.canceling = 0;
+			t->prog.rounds++;
 		}
 		pthread_mutex_unlock(&t->mu);
 		uv_async_send(&t->async);
@@ -536,7 +639,8 @@ int hdqtd_trainer_start(hdqtd_trainer **out, uv_loop_t *loop, const hdqtd_config
 	t->cb = *cb;
 	hdqt_store_opts so;
 	hdqtd_config_store_opts(cfg, &so);
-	so.busy_timeout_ms = 10000; /* a round's commit may wait for the loop's writes */
+	so.busy_timeout_ms = 10000; /* a round's commit may wait for the writer's */
+	so.quick_check = 0;         /* the loop's connection checked the file */
 	int rc = hdqt_store_open(&t->store, cfg->db, &so, err, errlen);
 	if (rc < 0) {
 		free(t);

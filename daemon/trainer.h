@@ -42,6 +42,10 @@ typedef struct hdqtd_round_result {
 	double seconds;
 	char metrics[512];        /* as stored with the model */
 	char reason[256];
+	/* Samples the round took out of the backlog, by label: learned and held
+	 * out (ACCEPTED) or quarantined (FAILED after diverging). */
+	int64_t consumed[HDQT_MAX_CLASSES];
+	int quarantined;
 } hdqtd_round_result;
 
 typedef struct hdqtd_trainer_cb {
@@ -57,8 +61,13 @@ int hdqtd_trainer_start(hdqtd_trainer **out, uv_loop_t *loop, const hdqtd_config
 			const hdqtd_trainer_cb *cb, char *err, size_t errlen);
 /* Ask for a round; HDQT_EBUSY if one is running or queued. */
 int hdqtd_trainer_request(hdqtd_trainer *t);
-/* Cancel the running round (1 if one was running). */
+/* Cancel the running round (1 if one was running; 0 also when the round
+ * has finished and only waits for the loop to take its result). */
 int hdqtd_trainer_cancel(hdqtd_trainer *t);
+/* A round counts as running from the request until the loop thread has
+ * applied its result (the finished callback has returned): "idle" means
+ * the loop's view, the database and the events agree.  t may be NULL
+ * (stopped): then idle. */
 void hdqtd_trainer_progress(hdqtd_trainer *t, hdqtd_progress *p);
 /* Cancel, join the thread, close its handle (on the loop thread). */
 void hdqtd_trainer_stop(hdqtd_trainer *t);

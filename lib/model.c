@@ -271,6 +271,66 @@ int hdqt_model_fit_norm(hdqt_model *m, const float *X, int n, float clip)
 	return rc;
 }
 
+static int cmp_f32(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return x < y ? -1 : x > y;
+}
+
+static float median_of(float *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(float), cmp_f32);
+	return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int hdqt_model_fit_norm_robust(hdqt_model *m, const float *X, int n, float clip)
+{
+	const int d = m->cfg.n_in;
+	if (!X || n < 1 || !finite_all(X, (size_t)n * d))
+		return HDQT_ERANGE;
+	float *mean = malloc(sizeof(float) * d), *sd = malloc(sizeof(float) * d);
+	float *col = malloc(sizeof(float) * (size_t)n);
+	if (!mean || !sd || !col) {
+		free(mean);
+		free(sd);
+		free(col);
+		return HDQT_ENOMEM;
+	}
+	for (int j = 0; j < d; j++) {
+		for (int i = 0; i < n; i++)
+			col[i] = X[(size_t)i * d + j];
+		const double med = median_of(col, n);
+		for (int i = 0; i < n; i++)
+			col[i] = (float)fabs(X[(size_t)i * d + j] - med);
+		/* A value this far out is a broken sensor, not a tail: it would set
+		 * the scale of the feature for every other sample. */
+		const double lim = 1e3 * (1.4826 * median_of(col, n) + 1e-6 * fabs(med) + 1e-12);
+		double s = 0.0, ss = 0.0;
+		int k = 0;
+		for (int i = 0; i < n; i++) {
+			const double x = X[(size_t)i * d + j];
+			if (fabs(x - med) <= lim) {
+				s += x;
+				k++;
+			}
+		}
+		const double mu = s / k; /* k >= 1: the median's own sample is kept */
+		for (int i = 0; i < n; i++) {
+			const double x = X[(size_t)i * d + j];
+			if (fabs(x - med) <= lim)
+				ss += (x - mu) * (x - mu);
+		}
+		const double v = ss / k;
+		mean[j] = (float)mu;
+		sd[j] = v > 1e-12 ? (float)sqrt(v) : 1.0f;
+	}
+	int rc = hdqt_model_set_norm(m, mean, sd, clip);
+	free(mean);
+	free(sd);
+	free(col);
+	return rc;
+}
+
 int hdqt_model_add_classes(hdqt_model *m, int k)
 {
 	if (k < 1 || m->cfg.n_classes + k > HDQT_MAX_CLASSES)

@@ -43,7 +43,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_SAMPLE_GET] = "SELECT class_id, created, dim, features FROM samples WHERE id = ?",
 	[ST_SAMPLE_DEL] = "DELETE FROM samples WHERE id = ?",
 	[ST_VALID_ADD] = "INSERT INTO validation(class_id, created, dim, features) VALUES(?, ?, ?, ?)",
-	[ST_EXEMPLAR_ADD] = "INSERT INTO exemplars(class_id, rank, dim, features) VALUES(?, ?, ?, ?)",
+	[ST_EXEMPLAR_ADD] = "INSERT INTO exemplars(class_id, rank, dim, features, model_version) "
+			    "VALUES(?, ?, ?, ?, ?)",
 	[ST_MODEL_ADD] = "INSERT INTO models(created, config, blob, current, metrics) "
 			 "VALUES(?, ?, ?, 0, ?)",
 };
@@ -81,6 +82,18 @@ static const char *const migrations[HDQT_STORE_SCHEMA] = {
 	"CREATE TABLE runs(id INTEGER PRIMARY KEY, started INTEGER NOT NULL, ended INTEGER,"
 	" outcome TEXT, figures TEXT NOT NULL DEFAULT '{}');"
 	"UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+	/* 2 -> 3: batch ids (exactly-once sample.add), exemplar memory per model
+	 * version (rollback restores it); quarantined samples have learned = 2 */
+	"CREATE TABLE batches(seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+	" n INTEGER NOT NULL, created INTEGER NOT NULL);"
+	"CREATE TABLE exemplars3(model_version INTEGER NOT NULL,"
+	" class_id INTEGER NOT NULL REFERENCES classes(id), rank INTEGER NOT NULL,"
+	" dim INTEGER NOT NULL, features BLOB NOT NULL, PRIMARY KEY(model_version, class_id, rank));"
+	"INSERT INTO exemplars3 SELECT COALESCE((SELECT version FROM models WHERE current = 1), 0),"
+	" class_id, rank, dim, features FROM exemplars;"
+	"DROP TABLE exemplars;"
+	"ALTER TABLE exemplars3 RENAME TO exemplars;"
+	"UPDATE meta SET value = '3' WHERE key = 'schema_version';",
 };
 
 void hdqt_store_opts_default(hdqt_store_opts *o)
@@ -90,6 +103,7 @@ void hdqt_store_opts_default(hdqt_store_opts *o)
 	o->keep_models = 5;
 	o->keep_learned = 1;
 	o->busy_timeout_ms = 5000;
+	o->quick_check = 1;
 }
 
 static int seterr(hdqt_store *s, int rc, const char *fmt, ...)
@@ -119,7 +133,15 @@ static int sqlerr(hdqt_store *s, int rc, const char *what)
 	case SQLITE_IOERR:
 		/* A write past RLIMIT_FSIZE or onto a full disk surfaces as an I/O
 		 * error with errno EFBIG/ENOSPC. */
-		out = (errno == EFBIG || errno == ENOSPC) ? HDQT_EFULL : HDQT_EIO;
+		{
+			/* SQLite keeps the errno of the failed system call when it
+			 * knows it (errno itself may have been changed since); for
+			 * WAL writes it reports 0, and errno is still the write's. */
+			int e = s->db ? sqlite3_system_errno(s->db) : 0;
+			if (e == 0)
+				e = errno;
+			out = (e == EFBIG || e == ENOSPC) ? HDQT_EFULL : HDQT_EIO;
+		}
 		break;
 	default: out = HDQT_EIO; break;
 	}
@@ -166,6 +188,32 @@ static sqlite3_stmt *stmt(hdqt_store *s, int i)
 static int64_t now_s(void)
 {
 	return (int64_t)time(NULL);
+}
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+struct check_clock {
+	void (*fn)(void *);
+	void *arg;
+	double last;
+};
+
+/* SQLite progress handler during quick_check: the caller's callback about
+ * once a second; never interrupts (returns 0). */
+static int check_tick(void *arg)
+{
+	struct check_clock *c = arg;
+	double t = mono_s();
+	if (t - c->last >= 1.0) {
+		c->last = t;
+		c->fn(c->arg);
+	}
+	return 0;
 }
 
 static int single_int(hdqt_store *s, const char *sql, int64_t *out)
@@ -252,8 +300,13 @@ int hdqt_store_open(hdqt_store **out, const char *path, const hdqt_store_opts *o
 	sqlite3_extended_result_codes(s->db, 1);
 	sqlite3_busy_timeout(s->db, o.busy_timeout_ms);
 	/* quick_check reads every page: a damaged or foreign file fails here,
-	 * before anything is written to it. */
-	{
+	 * before anything is written to it.  It takes seconds per GB on a cold
+	 * cache, so the caller can ask for progress calls (hdqtd extends
+	 * systemd's start timeout with them) or skip it on a second connection. */
+	if (o.quick_check) {
+		struct check_clock ck = {o.check_progress, o.check_arg, mono_s()};
+		if (o.check_progress)
+			sqlite3_progress_handler(s->db, 10000, check_tick, &ck);
 		sqlite3_stmt *p;
 		rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check", -1, &p, NULL);
 		if (rc == SQLITE_OK) {
@@ -264,6 +317,7 @@ int hdqt_store_open(hdqt_store **out, const char *path, const hdqt_store_opts *o
 			}
 			sqlite3_finalize(p);
 		}
+		sqlite3_progress_handler(s->db, 0, NULL, NULL);
 		if (rc != SQLITE_OK) {
 			rc = sqlerr(s, rc, "integrity check");
 			goto fail;
@@ -281,7 +335,30 @@ int hdqt_store_open(hdqt_store **out, const char *path, const hdqt_store_opts *o
 		goto fail;
 	}
 	if (!o.read_only) {
-		if ((rc = exec(s, "PRAGMA journal_mode = WAL", "journal_mode")) < 0)
+		/* journal_mode answers the mode in force, which stays "delete" when
+		 * WAL cannot be had (e.g. no shared memory): then refuse, since the
+		 * daemon's reader and writer connections rely on WAL. */
+		char mode[16] = "";
+		sqlite3_stmt *p;
+		rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &p, NULL);
+		if (rc == SQLITE_OK) {
+			if ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+				snprintf(mode, sizeof(mode), "%s", (const char *)sqlite3_column_text(p, 0));
+				rc = SQLITE_OK;
+			}
+			sqlite3_finalize(p);
+		}
+		if (rc != SQLITE_OK) {
+			rc = sqlerr(s, rc, "journal_mode");
+			goto fail;
+		}
+		if (strcmp(mode, "wal") != 0) {
+			rc = seterr(s, HDQT_EIO, "journal_mode: WAL refused (mode %s)", mode);
+			goto fail;
+		}
+		/* Truncate the WAL after checkpoints instead of letting it keep
+		 * its largest size for ever. */
+		if ((rc = exec(s, "PRAGMA journal_size_limit = 16777216", "journal_size_limit")) < 0)
 			goto fail;
 		if ((rc = exec(s, o.sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
 			       "synchronous")) < 0)
@@ -539,16 +616,81 @@ static int insert_samples(hdqt_store *s, const int64_t *class_ids, const float *
 	return 0;
 }
 
+/* Bytes the database's pages hold (free pages not counted). */
+static int used_bytes(hdqt_store *s, int64_t *used)
+{
+	int64_t pages = 0, freel = 0, size = 0;
+	int rc;
+	if ((rc = single_int(s, "PRAGMA page_count", &pages)) < 0 ||
+	    (rc = single_int(s, "PRAGMA freelist_count", &freel)) < 0 ||
+	    (rc = single_int(s, "PRAGMA page_size", &size)) < 0)
+		return rc;
+	*used = (pages - freel) * size;
+	return 0;
+}
+
 int hdqt_store_samples_add(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d)
+{
+	return hdqt_store_samples_add_batch(s, class_ids, X, n, d, NULL, NULL);
+}
+
+int hdqt_store_samples_add_batch(hdqt_store *s, const int64_t *class_ids, const float *X, int n,
+				 int d, const char *batch_id, int64_t *dup)
 {
 	if (!s || !class_ids || !X || n < 1 || d < 1 || d > HDQT_MAX_DIM)
 		return HDQT_EINVAL;
+	if (dup)
+		*dup = 0;
+	if (batch_id) {
+		size_t bl = strlen(batch_id);
+		if (bl < 1 || bl > HDQT_BATCH_ID_MAX)
+			return seterr(s, HDQT_EINVAL, "batch id must be 1 to %d bytes", HDQT_BATCH_ID_MAX);
+		for (size_t i = 0; i < bl; i++)
+			if (batch_id[i] < 0x21 || batch_id[i] > 0x7e)
+				return seterr(s, HDQT_EINVAL, "batch id must be printable ASCII without spaces");
+	}
 	for (size_t i = 0; i < (size_t)n * d; i++)
 		if (!isfinite(X[i]))
 			return seterr(s, HDQT_ERANGE, "sample %zu has a NaN or infinite feature", i / d);
 	int rc = begin(s);
 	if (rc < 0)
 		return rc;
+	if (batch_id) {
+		sqlite3_stmt *q;
+		if ((rc = sqlite3_prepare_v2(s->db, "SELECT n FROM batches WHERE id = ?", -1, &q, NULL)) !=
+		    SQLITE_OK) {
+			rc = sqlerr(s, rc, "batch lookup");
+			goto fail;
+		}
+		sqlite3_bind_text(q, 1, batch_id, -1, SQLITE_STATIC);
+		int r = sqlite3_step(q);
+		int64_t had = r == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+		sqlite3_finalize(q);
+		if (r != SQLITE_ROW && r != SQLITE_DONE) {
+			rc = sqlerr(s, r, "batch lookup");
+			goto fail;
+		}
+		if (had >= 0) { /* a resend of a stored batch: acknowledge, add nothing */
+			rollback(s);
+			if (dup)
+				*dup = had > 0 ? had : 1;
+			return 0;
+		}
+	}
+	if (s->o.max_bytes > 0) {
+		/* Keep an eighth of the cap for training rounds, which must be
+		 * able to commit (and so free the samples they learned). */
+		int64_t used = 0;
+		const int64_t want = (int64_t)n * (int64_t)(sizeof(float) * d + 48);
+		if ((rc = used_bytes(s, &used)) < 0)
+			goto fail;
+		if (used + want > s->o.max_bytes - s->o.max_bytes / 8) {
+			rc = seterr(s, HDQT_EFULL, "the database holds %lld of store.max_bytes = %lld bytes; "
+				    "an eighth is kept free for training rounds (train, or raise the cap)",
+				    (long long)used, (long long)s->o.max_bytes);
+			goto fail;
+		}
+	}
 	/* Check classes and per-class caps inside the transaction. */
 	for (int i = 0; i < n; i++) {
 		int seen = 0;
@@ -586,8 +728,185 @@ int hdqt_store_samples_add(hdqt_store *s, const int64_t *class_ids, const float 
 	}
 	if ((rc = insert_samples(s, class_ids, X, n, d)) < 0)
 		goto fail;
+	if (batch_id) {
+		sqlite3_stmt *q;
+		if ((rc = sqlite3_prepare_v2(s->db, "INSERT INTO batches(id, n, created) VALUES(?, ?, ?)",
+					     -1, &q, NULL)) != SQLITE_OK) {
+			rc = sqlerr(s, rc, "batch insert");
+			goto fail;
+		}
+		sqlite3_bind_text(q, 1, batch_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int(q, 2, n);
+		sqlite3_bind_int64(q, 3, now_s());
+		int r = sqlite3_step(q);
+		sqlite3_finalize(q);
+		if (r != SQLITE_DONE) {
+			rc = sqlerr(s, r, "batch insert");
+			goto fail;
+		}
+		/* Remember the newest 100000 batch ids (a resend comes within
+		 * minutes, not after 100000 further batches). */
+		char sql[128];
+		snprintf(sql, sizeof(sql), "DELETE FROM batches WHERE seq <= %lld",
+			 (long long)sqlite3_last_insert_rowid(s->db) - 100000);
+		if ((rc = exec(s, sql, "batch prune")) < 0)
+			goto fail;
+	}
 	if ((rc = commit(s)) < 0)
 		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return rc;
+}
+
+int hdqt_store_pending_by_class(hdqt_store *s, int64_t **class_ids, int64_t **counts, int *n)
+{
+	if (!s || !class_ids || !counts || !n)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT class_id, COUNT(*) FROM samples WHERE learned = 0 "
+				    "GROUP BY class_id", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "pending counts");
+	int64_t *ids = NULL, *cnt = NULL;
+	int k = 0, cap = 0;
+	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+		int c2 = cap;
+		void *q = grow_rows(ids, k, &cap, sizeof(*ids), 16);
+		void *q2 = q ? grow_rows(cnt, k, &c2, sizeof(*cnt), 16) : NULL;
+		if (q)
+			ids = q;
+		if (q2)
+			cnt = q2;
+		if (!q || !q2) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		ids[k] = sqlite3_column_int64(p, 0);
+		cnt[k++] = sqlite3_column_int64(p, 1);
+	}
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE) {
+		free(ids);
+		free(cnt);
+		return sqlerr(s, rc, "pending counts");
+	}
+	*class_ids = ids;
+	*counts = cnt;
+	*n = k;
+	return 0;
+}
+
+/* ---- quarantine ---- */
+
+int hdqt_store_quarantine(hdqt_store *s, const int64_t *ids, int n)
+{
+	if (!s || n < 0 || (n > 0 && !ids))
+		return HDQT_EINVAL;
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	sqlite3_stmt *p;
+	if ((rc = sqlite3_prepare_v2(s->db, "UPDATE samples SET learned = 2 WHERE id = ? AND learned = 0",
+				     -1, &p, NULL)) != SQLITE_OK) {
+		rc = sqlerr(s, rc, "quarantine");
+		goto fail;
+	}
+	for (int i = 0; i < n; i++) {
+		sqlite3_reset(p);
+		sqlite3_bind_int64(p, 1, ids[i]);
+		int r = sqlite3_step(p);
+		if (r != SQLITE_DONE) {
+			sqlite3_finalize(p);
+			rc = sqlerr(s, r, "quarantine");
+			goto fail;
+		}
+	}
+	sqlite3_finalize(p);
+	if ((rc = commit(s)) < 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return rc;
+}
+
+int hdqt_store_quarantine_count(hdqt_store *s, int64_t *count)
+{
+	if (!s || !count)
+		return HDQT_EINVAL;
+	return single_int(s, "SELECT COUNT(*) FROM samples WHERE learned = 2", count);
+}
+
+int hdqt_store_quarantine_list(hdqt_store *s, int max, hdqt_store_qsample **out, int *n)
+{
+	if (!s || max < 0 || !out || !n)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT id, class_id, created FROM samples WHERE learned = 2 "
+				    "ORDER BY id LIMIT ?", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "quarantine list");
+	sqlite3_bind_int(p, 1, max);
+	hdqt_store_qsample *v = NULL;
+	int cnt = 0, cap = 0;
+	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+		void *q = grow_rows(v, cnt, &cap, sizeof(*v), 16);
+		if (!q) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		v = q;
+		v[cnt].id = sqlite3_column_int64(p, 0);
+		v[cnt].class_id = sqlite3_column_int64(p, 1);
+		v[cnt++].created = sqlite3_column_int64(p, 2);
+	}
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return sqlerr(s, rc, "quarantine list");
+	}
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+int hdqt_store_quarantine_resolve(hdqt_store *s, const int64_t *ids, int n, int release,
+				  int64_t *done)
+{
+	if (!s || n < 0 || !done)
+		return HDQT_EINVAL;
+	*done = 0;
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	const char *sql = release ? (ids ? "UPDATE samples SET learned = 0 WHERE id = ? AND learned = 2"
+					 : "UPDATE samples SET learned = 0 WHERE learned = 2")
+				  : (ids ? "DELETE FROM samples WHERE id = ? AND learned = 2"
+					 : "DELETE FROM samples WHERE learned = 2");
+	sqlite3_stmt *p;
+	if ((rc = sqlite3_prepare_v2(s->db, sql, -1, &p, NULL)) != SQLITE_OK) {
+		rc = sqlerr(s, rc, "quarantine");
+		goto fail;
+	}
+	int64_t total = 0;
+	for (int i = 0; i < (ids ? n : 1); i++) {
+		sqlite3_reset(p);
+		if (ids)
+			sqlite3_bind_int64(p, 1, ids[i]);
+		int r = sqlite3_step(p);
+		if (r != SQLITE_DONE) {
+			sqlite3_finalize(p);
+			rc = sqlerr(s, r, "quarantine");
+			goto fail;
+		}
+		total += sqlite3_changes(s->db);
+	}
+	sqlite3_finalize(p);
+	if ((rc = commit(s)) < 0)
+		goto fail;
+	*done = total;
 	return 0;
 fail:
 	rollback(s);
@@ -735,7 +1054,22 @@ int hdqt_store_samples_learned(hdqt_store *s, const int64_t *ids, int n)
 
 /* ---- exemplars and validation ---- */
 
-static int exemplars_tx(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d);
+static int exemplars_tx(hdqt_store *s, int64_t version, const int64_t *class_ids, const float *X,
+			int n, int d);
+
+/* The current model's version, 0 when there is none (exemplars written
+ * before the first model, as unit tests do, belong to version 0). */
+static int current_version(hdqt_store *s, int64_t *v)
+{
+	int rc = single_int(s, "SELECT version FROM models WHERE current = 1", v);
+	if (rc == HDQT_ENOTFOUND) {
+		*v = 0;
+		return 0;
+	}
+	return rc;
+}
+
+#define CUR_VERSION "COALESCE((SELECT version FROM models WHERE current = 1), 0)"
 
 int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const float *X, int n,
 				 int d)
@@ -748,17 +1082,22 @@ int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const 
 	int rc = begin(s);
 	if (rc < 0)
 		return rc;
-	if ((rc = exemplars_tx(s, class_ids, X, n, d)) < 0 || (rc = commit(s)) < 0) {
+	int64_t v = 0;
+	if ((rc = current_version(s, &v)) < 0 || (rc = exemplars_tx(s, v, class_ids, X, n, d)) < 0 ||
+	    (rc = commit(s)) < 0) {
 		rollback(s);
 		return rc;
 	}
 	return 0;
 }
 
-static int exemplars_tx(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d)
+static int exemplars_tx(hdqt_store *s, int64_t version, const int64_t *class_ids, const float *X,
+			int n, int d)
 {
 	int rc;
-	if ((rc = exec(s, "DELETE FROM exemplars", "exemplars clear")) < 0)
+	char sql[96];
+	snprintf(sql, sizeof(sql), "DELETE FROM exemplars WHERE model_version = %lld", (long long)version);
+	if ((rc = exec(s, sql, "exemplars clear")) < 0)
 		goto fail;
 	for (int i = 0; i < n; i++) {
 		int rank = 0;
@@ -773,6 +1112,7 @@ static int exemplars_tx(hdqt_store *s, const int64_t *class_ids, const float *X,
 		sqlite3_bind_int(p, 2, rank);
 		sqlite3_bind_int(p, 3, d);
 		sqlite3_bind_blob(p, 4, X + (size_t)i * d, (int)(sizeof(float) * d), SQLITE_STATIC);
+		sqlite3_bind_int64(p, 5, version);
 		int r = sqlite3_step(p);
 		sqlite3_reset(p);
 		if (r != SQLITE_DONE) {
@@ -799,8 +1139,8 @@ static int load_table(hdqt_store *s, const char *sql, int d, float **X, int64_t 
 
 int hdqt_store_exemplars_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n)
 {
-	return load_table(s, "SELECT class_id, dim, features FROM exemplars ORDER BY class_id, rank", d, X,
-			  class_ids, n);
+	return load_table(s, "SELECT class_id, dim, features FROM exemplars WHERE model_version = "
+			  CUR_VERSION " ORDER BY class_id, rank", d, X, class_ids, n);
 }
 
 int hdqt_store_validation_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n)
@@ -812,7 +1152,8 @@ int hdqt_store_counts(hdqt_store *s, int64_t *exemplars, int64_t *validation)
 {
 	if (!s || !exemplars || !validation)
 		return HDQT_EINVAL;
-	int rc = single_int(s, "SELECT COUNT(*) FROM exemplars", exemplars);
+	int rc = single_int(s, "SELECT COUNT(*) FROM exemplars WHERE model_version = " CUR_VERSION,
+			    exemplars);
 	return rc < 0 ? rc : single_int(s, "SELECT COUNT(*) FROM validation", validation);
 }
 
@@ -821,8 +1162,12 @@ int hdqt_store_learned_classes(hdqt_store *s, int64_t **ids, int *n)
 	if (!s || !ids || !n)
 		return HDQT_EINVAL;
 	sqlite3_stmt *p;
-	int rc = sqlite3_prepare_v2(s->db, "SELECT class_id FROM exemplars UNION "
-				    "SELECT class_id FROM validation", -1, &p, NULL);
+	/* A class missing from the current version's memory was not learned
+	 * by it (e.g. learned after the version a rollback went back to). */
+	int rc = sqlite3_prepare_v2(s->db, "SELECT DISTINCT class_id FROM exemplars WHERE model_version = "
+				    CUR_VERSION " UNION SELECT class_id FROM validation WHERE NOT EXISTS "
+				    "(SELECT 1 FROM exemplars WHERE model_version = " CUR_VERSION ")",
+				    -1, &p, NULL);
 	if (rc != SQLITE_OK)
 		return sqlerr(s, rc, "learned classes");
 	int64_t *v = NULL;
@@ -867,10 +1212,29 @@ int hdqt_store_model_save(hdqt_store *s, const uint8_t *blob, size_t len, const 
 	return 0;
 }
 
+/* Keep the newest keep versions and the current one; exemplar memories go
+ * with their versions. */
+static int prune_models(hdqt_store *s, int keep)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM models WHERE current = 0 AND version NOT IN "
+		 "(SELECT version FROM models ORDER BY version DESC LIMIT %d)", keep);
+	int rc = exec(s, sql, "model prune");
+	if (rc == 0)
+		rc = exec(s, "DELETE FROM exemplars WHERE model_version <> 0 AND model_version NOT IN "
+			  "(SELECT version FROM models)", "exemplar prune");
+	return rc;
+}
+
 static int model_tx(hdqt_store *s, const uint8_t *blob, size_t len, const char *config_json,
 		    const char *metrics_json, int make_current, int64_t *version)
 {
-	int rc = 0;
+	/* Make room first: with a full database the insert must not be what
+	 * fails, the versions it would prune are gone anyway. */
+	int rc = prune_models(s, s->o.keep_models > 1 ? s->o.keep_models - 1 : 1);
+	if (rc < 0)
+		return rc;
 	sqlite3_stmt *p = stmt(s, ST_MODEL_ADD);
 	if (!p) {
 		rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
@@ -893,12 +1257,7 @@ static int model_tx(hdqt_store *s, const uint8_t *blob, size_t len, const char *
 		if ((rc = exec(s, sql, "model current")) < 0)
 			goto fail;
 	}
-	/* Keep the newest keep_models versions and the current one. */
-	char sql[256];
-	snprintf(sql, sizeof(sql),
-		 "DELETE FROM models WHERE current = 0 AND version NOT IN "
-		 "(SELECT version FROM models ORDER BY version DESC LIMIT %d)", s->o.keep_models);
-	if ((rc = exec(s, sql, "model prune")) < 0)
+	if ((rc = prune_models(s, s->o.keep_models)) < 0)
 		goto fail;
 	if (version)
 		*version = v;
@@ -1104,10 +1463,9 @@ int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *v
 	int rc = begin(s);
 	if (rc < 0)
 		return rc;
-	if ((rc = model_tx(s, r->blob, r->blob_len, r->config_json, r->metrics_json, r->make_current,
-			   version)) < 0 ||
-	    (rc = exemplars_tx(s, r->exemplar_class, r->exemplars, r->n_exemplars, r->dim)) < 0 ||
-	    (rc = learned_tx(s, r->learned, r->n_learned, s->o.keep_learned)) < 0 ||
+	/* Free space first (learned samples, old validation rows, pruned
+	 * versions), then write the model and its memory. */
+	if ((rc = learned_tx(s, r->learned, r->n_learned, s->o.keep_learned)) < 0 ||
 	    (rc = learned_tx(s, r->holdout, r->n_holdout, 1)) < 0)
 		goto fail;
 	if (r->validation_per_class > 0) {
@@ -1120,8 +1478,15 @@ int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *v
 		if ((rc = exec(s, sql, "validation prune")) < 0)
 			goto fail;
 	}
+	int64_t v = 0;
+	if ((rc = model_tx(s, r->blob, r->blob_len, r->config_json, r->metrics_json, r->make_current,
+			   &v)) < 0 ||
+	    (rc = exemplars_tx(s, v, r->exemplar_class, r->exemplars, r->n_exemplars, r->dim)) < 0)
+		goto fail;
 	if ((rc = commit(s)) < 0)
 		goto fail;
+	if (version)
+		*version = v;
 	return 0;
 fail:
 	rollback(s);

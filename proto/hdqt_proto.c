@@ -70,19 +70,25 @@ int hdqt_linebuf_feed(hdqt_linebuf *lb, const char *data, size_t n)
 	}
 	/* Every line (the held partial one continued by data, and each line
 	 * within data) must fit in max bytes.  Callers drain complete lines
-	 * with next() after each feed, so what is held is one partial line. */
-	size_t run = lb->len;
+	 * with next() after each feed, so what is held is one partial line.
+	 * On overflow the complete lines before the oversized one are still
+	 * appended, so that they can be answered before the stream is given up. */
+	size_t run = lb->len, take = n;
+	int full = 0;
 	for (const char *p = data, *end = data + n; p < end;) {
 		const char *q = memchr(p, '\n', (size_t)(end - p));
 		size_t seg = (size_t)((q ? q : end) - p);
-		if (run + seg > lb->max)
-			return HDQT_EFULL;
+		if (run + seg > lb->max) {
+			take = (size_t)(p - data);
+			full = 1;
+			break;
+		}
 		if (!q)
 			break;
 		run = 0;
 		p = q + 1;
 	}
-	size_t need = lb->len + n + 1;
+	size_t need = lb->len + take + 1;
 	if (need > lb->cap) {
 		size_t cap = lb->cap ? lb->cap : 4096;
 		while (cap < need)
@@ -93,9 +99,10 @@ int hdqt_linebuf_feed(hdqt_linebuf *lb, const char *data, size_t n)
 		lb->buf = b;
 		lb->cap = cap;
 	}
-	memcpy(lb->buf + lb->len, data, n);
-	lb->len += n;
-	return 0;
+	if (take)
+		memcpy(lb->buf + lb->len, data, take);
+	lb->len += take;
+	return full ? HDQT_EFULL : 0;
 }
 
 char *hdqt_linebuf_next(hdqt_linebuf *lb, size_t *len)
@@ -326,4 +333,165 @@ cJSON *hdqt_rpc_float_array(const float *x, int n)
 		}
 	}
 	return a;
+}
+
+/* ---- text checks ---- */
+
+size_t hdqt_utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+	while (i < n) {
+		unsigned c = p[i];
+		size_t k;
+		unsigned min;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xe0) == 0xc0) {
+			k = 1, min = 0x80, c &= 0x1f;
+		} else if ((c & 0xf0) == 0xe0) {
+			k = 2, min = 0x800, c &= 0x0f;
+		} else if ((c & 0xf8) == 0xf0) {
+			k = 3, min = 0x10000, c &= 0x07;
+		} else {
+			return i;
+		}
+		if (k >= n - i)
+			return i;
+		for (size_t j = 1; j <= k; j++) {
+			if ((p[i + j] & 0xc0) != 0x80)
+				return i;
+			c = (c << 6) | (p[i + j] & 0x3f);
+		}
+		/* Overlong forms, UTF-16 surrogates and code points past U+10FFFF
+		 * are not UTF-8 (RFC 3629, section 3). */
+		if (c < min || (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+			return i;
+		i += k + 1;
+	}
+	return n;
+}
+
+size_t hdqt_utf8_prefix(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n <= max)
+		return n;
+	/* Back up over continuation bytes so that no character is cut. */
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--;
+	return max;
+}
+
+/* ---- raw member spans (exact id echo) ---- */
+
+static const char *skip_ws(const char *p, const char *e)
+{
+	while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+		p++;
+	return p;
+}
+
+static const char *skip_string(const char *p, const char *e)
+{
+	for (p++; p < e; p++) {
+		if (*p == '\\')
+			p++;
+		else if (*p == '"')
+			return p + 1;
+	}
+	return NULL;
+}
+
+/* The end of the JSON value starting at p (text already accepted by cJSON). */
+static const char *skip_value(const char *p, const char *e)
+{
+	p = skip_ws(p, e);
+	if (p >= e)
+		return NULL;
+	if (*p == '"')
+		return skip_string(p, e);
+	if (*p == '{' || *p == '[') {
+		int depth = 0;
+		while (p < e) {
+			if (*p == '"') {
+				if (!(p = skip_string(p, e)))
+					return NULL;
+				continue;
+			}
+			if (*p == '{' || *p == '[')
+				depth++;
+			else if (*p == '}' || *p == ']') {
+				if (--depth == 0)
+					return p + 1;
+			}
+			p++;
+		}
+		return NULL;
+	}
+	while (p < e && !strchr(",]} \t\r\n", *p))
+		p++;
+	return p;
+}
+
+int hdqt_json_elements(const char *text, size_t len, hdqt_span *out, int max)
+{
+	const char *p = skip_ws(text, text + len), *e = text + len;
+	if (p >= e || *p != '[')
+		return HDQT_EINVAL;
+	p = skip_ws(p + 1, e);
+	int n = 0;
+	if (p < e && *p == ']')
+		return 0;
+	while (p < e) {
+		const char *q = skip_value(p, e);
+		if (!q)
+			return HDQT_EINVAL;
+		p = skip_ws(p, e);
+		if (n < max) {
+			out[n].off = (size_t)(p - text);
+			out[n].len = (size_t)(q - p);
+		}
+		n++;
+		p = skip_ws(q, e);
+		if (p < e && *p == ',') {
+			p = skip_ws(p + 1, e);
+			continue;
+		}
+		break;
+	}
+	return n;
+}
+
+int hdqt_json_member(const char *text, size_t len, const char *key, hdqt_span *out)
+{
+	const char *p = skip_ws(text, text + len), *e = text + len;
+	const size_t kl = strlen(key);
+	if (p >= e || *p != '{')
+		return HDQT_EINVAL;
+	p = skip_ws(p + 1, e);
+	while (p < e && *p == '"') {
+		const char *k = p, *ke = skip_string(p, e);
+		if (!ke)
+			return HDQT_EINVAL;
+		p = skip_ws(ke, e);
+		if (p >= e || *p != ':')
+			return HDQT_EINVAL;
+		p = skip_ws(p + 1, e);
+		const char *ve = skip_value(p, e);
+		if (!ve)
+			return HDQT_EINVAL;
+		if ((size_t)(ke - k) == kl + 2 && memcmp(k + 1, key, kl) == 0) {
+			out->off = (size_t)(p - text);
+			out->len = (size_t)(ve - p);
+			return 0;
+		}
+		p = skip_ws(ve, e);
+		if (p < e && *p == ',')
+			p = skip_ws(p + 1, e);
+		else
+			break;
+	}
+	return HDQT_ENOTFOUND;
 }

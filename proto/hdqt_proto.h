@@ -93,6 +93,27 @@ int hdqt_rpc_window(const cJSON *arr, int rows, int cols, float *out, char *err,
 /* An array of floats as a JSON array (NULL on allocation failure). */
 cJSON *hdqt_rpc_float_array(const float *x, int n);
 
+/* ---- text ---------------------------------------------------------------- */
+
+/* Length of the longest valid UTF-8 prefix of s[0..n) (n when all of it is
+ * valid: no overlong forms, surrogates or code points past U+10FFFF). */
+size_t hdqt_utf8_valid(const char *s, size_t n);
+/* Bytes of the NUL-terminated s to keep to cut it to at most max bytes
+ * without splitting a UTF-8 character. */
+size_t hdqt_utf8_prefix(const char *s, size_t max);
+
+/* A byte range of a JSON text. */
+typedef struct hdqt_span {
+	size_t off, len;
+} hdqt_span;
+/* Spans of the elements of the JSON array text (already parsed by cJSON);
+ * returns their count (spans beyond max are not stored) or HDQT_EINVAL. */
+int hdqt_json_elements(const char *text, size_t len, hdqt_span *out, int max);
+/* Span of the value of the first member named exactly key (no escapes) of
+ * the JSON object text; HDQT_ENOTFOUND, HDQT_EINVAL if not an object.
+ * Used to echo request ids byte for byte (cJSON keeps numbers as doubles). */
+int hdqt_json_member(const char *text, size_t len, const char *key, hdqt_span *out);
+
 /* The machine-readable description (OpenRPC document), proto/hdqt-rpc.json. */
 extern const char hdqt_rpc_description[];
 

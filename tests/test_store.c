@@ -300,10 +300,177 @@ START_TEST(test_counts_and_learned_classes)
 	ck_assert_int_eq(hdqt_store_counts(s, &ne, &nv), 0);
 	ck_assert_int_eq(ne, 2);
 	ck_assert_int_eq(nv, 1);
+	/* The current model's memory tells what it learned: a, not c (whose
+	 * only trace is a held-out sample, e.g. of a version rolled back). */
 	ck_assert_int_eq(hdqt_store_learned_classes(s, &ids, &n), 0);
-	ck_assert_int_eq(n, 2);
-	ck_assert((ids[0] == a.id && ids[1] == c.id) || (ids[0] == c.id && ids[1] == a.id));
+	ck_assert_int_eq(n, 1);
+	ck_assert(ids[0] == a.id);
 	free(ids);
+	/* A model without memory (LwF): the validation samples tell. */
+	hdqt_store_round r2 = {.blob = blob, .blob_len = 4, .make_current = 1, .dim = 2};
+	ck_assert_int_eq(hdqt_store_round_commit(s, &r2, NULL), 0);
+	ck_assert_int_eq(hdqt_store_counts(s, &ne, &nv), 0);
+	ck_assert_int_eq(ne, 0);
+	ck_assert_int_eq(hdqt_store_learned_classes(s, &ids, &n), 0);
+	ck_assert_int_eq(n, 1);
+	ck_assert(ids[0] == c.id);
+	free(ids);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+/* Regression (review finding 11): a rollback followed by a round deleted
+ * for ever the exemplars of classes the rolled-back model did not know. */
+START_TEST(test_exemplars_follow_rollback)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "ex.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class a, b;
+	ck_assert_int_eq(hdqt_store_class_add(s, "a", &a), 0);
+	ck_assert_int_eq(hdqt_store_class_add(s, "b", &b), 0);
+	uint8_t blob[4] = {1, 2, 3, 4};
+	float E1[2] = {1, 1}, E2[4] = {1, 1, 2, 2}, E3[2] = {5, 5};
+	int64_t c1[1] = {a.id}, c2[2] = {a.id, b.id}, c3[1] = {a.id};
+	int64_t v1, v2, v3;
+	hdqt_store_round r = {.blob = blob, .blob_len = 4, .make_current = 1, .exemplar_class = c1,
+			      .exemplars = E1, .n_exemplars = 1, .dim = 2};
+	ck_assert_int_eq(hdqt_store_round_commit(s, &r, &v1), 0);
+	r.exemplar_class = c2, r.exemplars = E2, r.n_exemplars = 2;
+	ck_assert_int_eq(hdqt_store_round_commit(s, &r, &v2), 0);
+	ck_assert_int_eq(hdqt_store_model_rollback(s, v1), 0);
+	float *X;
+	int64_t *cl;
+	int n;
+	ck_assert_int_eq(hdqt_store_exemplars_load(s, 2, &X, &cl, &n), 0);
+	ck_assert_int_eq(n, 1);
+	ck_assert(cl[0] == a.id && X[0] == 1);
+	free(X);
+	free(cl);
+	/* A round from version 1 writes its own memory ... */
+	r.exemplar_class = c3, r.exemplars = E3, r.n_exemplars = 1;
+	ck_assert_int_eq(hdqt_store_round_commit(s, &r, &v3), 0);
+	/* ... and version 2 keeps b's exemplars: rolling forward restores them. */
+	ck_assert_int_eq(hdqt_store_model_rollback(s, v2), 0);
+	ck_assert_int_eq(hdqt_store_exemplars_load(s, 2, &X, &cl, &n), 0);
+	ck_assert_int_eq(n, 2);
+	ck_assert(cl[1] == b.id && X[2] == 2);
+	free(X);
+	free(cl);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+/* Regression (finding 9): a batch id stored once acknowledges a resend
+ * without storing it again. */
+START_TEST(test_batch_id_once)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "bid.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class a;
+	ck_assert_int_eq(hdqt_store_class_add(s, "a", &a), 0);
+	float X[6] = {1, 2, 3, 4, 5, 6};
+	int64_t ids[3] = {a.id, a.id, a.id}, dup = -1, cnt = 0;
+	ck_assert_int_eq(hdqt_store_samples_add_batch(s, ids, X, 3, 2, "box1-7", &dup), 0);
+	ck_assert_int_eq(dup, 0);
+	ck_assert_int_eq(hdqt_store_samples_add_batch(s, ids, X, 3, 2, "box1-7", &dup), 0);
+	ck_assert_int_eq(dup, 3);
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, 3);
+	ck_assert_int_eq(hdqt_store_samples_add_batch(s, ids, X, 3, 2, "has space", &dup), HDQT_EINVAL);
+	ck_assert_int_eq(hdqt_store_samples_add_batch(s, ids, X, 3, 2, "box1-8", &dup), 0);
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, 6);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+/* Regression (finding 7): a store at its size cap could never commit a
+ * round again (the model was inserted before the learned samples were
+ * deleted); now sample.add keeps headroom and the round frees first. */
+START_TEST(test_full_store_still_trains)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "full.db");
+	hdqt_store_opts o;
+	hdqt_store_opts_default(&o);
+	o.max_bytes = 1 << 20;
+	o.keep_learned = 0;
+	hdqt_store *s = open_ok(p, &o);
+	hdqt_store_class a;
+	ck_assert_int_eq(hdqt_store_class_add(s, "a", &a), 0);
+	enum { D = 166, N = 50 };
+	static float X[N * D];
+	int64_t ids[N];
+	for (int i = 0; i < N; i++)
+		ids[i] = a.id;
+	int rc, k = 0;
+	while ((rc = hdqt_store_samples_add(s, ids, X, N, D)) == 0)
+		k++;
+	ck_assert_int_eq(rc, HDQT_EFULL);
+	ck_assert_int_gt(k, 0);
+	float *PX;
+	int64_t *pid, *pc;
+	int np;
+	ck_assert_int_eq(hdqt_store_samples_pending(s, D, 1000000, &PX, &pid, &pc, &np), 0);
+	static uint8_t blob[64 * 1024];
+	hdqt_store_round r = {.blob = blob, .blob_len = sizeof(blob), .make_current = 1,
+			      .learned = pid, .n_learned = np, .dim = D};
+	ck_assert_int_eq(hdqt_store_round_commit(s, &r, NULL), 0);
+	free(PX);
+	free(pid);
+	free(pc);
+	ck_assert_int_eq(hdqt_store_samples_add(s, ids, X, N, D), 0);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
+/* Quarantined samples are not pending; they can be listed, released, dropped. */
+START_TEST(test_quarantine)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "q.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class a;
+	ck_assert_int_eq(hdqt_store_class_add(s, "a", &a), 0);
+	float X[8] = {0};
+	int64_t ids[4] = {a.id, a.id, a.id, a.id}, cnt = 0, done = 0;
+	ck_assert_int_eq(hdqt_store_samples_add(s, ids, X, 4, 2), 0);
+	float *PX;
+	int64_t *pid, *pc;
+	int np;
+	ck_assert_int_eq(hdqt_store_samples_pending(s, 2, 10, &PX, &pid, &pc, &np), 0);
+	ck_assert_int_eq(hdqt_store_quarantine(s, pid, 2), 0);
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, 2);
+	ck_assert_int_eq(hdqt_store_quarantine_count(s, &cnt), 0);
+	ck_assert_int_eq(cnt, 2);
+	hdqt_store_qsample *q;
+	int nq;
+	ck_assert_int_eq(hdqt_store_quarantine_list(s, 10, &q, &nq), 0);
+	ck_assert_int_eq(nq, 2);
+	ck_assert(q[0].id == pid[0] && q[0].class_id == a.id);
+	free(q);
+	ck_assert_int_eq(hdqt_store_quarantine_resolve(s, pid, 1, 1, &done), 0);
+	ck_assert_int_eq(done, 1);
+	ck_assert_int_eq(hdqt_store_quarantine_resolve(s, NULL, 0, 0, &done), 0);
+	ck_assert_int_eq(done, 1);
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, -1, &cnt), 0);
+	ck_assert_int_eq(cnt, 3);
+	ck_assert_int_eq(hdqt_store_quarantine_count(s, &cnt), 0);
+	ck_assert_int_eq(cnt, 0);
+	free(PX);
+	free(pid);
+	free(pc);
 	hdqt_store_close(s);
 	rm_tmp();
 }
@@ -318,7 +485,7 @@ START_TEST(test_migration_from_v1_fixture)
 	snprintf(cmd, sizeof(cmd), "cp '%s/tests/fixtures/store-v1.db' '%s'", root ? root : ".", p);
 	ck_assert_int_eq(system(cmd), 0);
 	hdqt_store *s = open_ok(p, NULL);
-	ck_assert_int_eq(hdqt_store_schema_version(s), 2);
+	ck_assert_int_eq(hdqt_store_schema_version(s), HDQT_STORE_SCHEMA);
 	hdqt_store_class c;
 	ck_assert_int_eq(hdqt_store_class_get(s, "sitting", &c), 0);
 	ck_assert_int_eq(c.label, 1);
@@ -679,6 +846,10 @@ int main(void)
 	tcase_add_test(tc, test_samples_and_validation);
 	tcase_add_test(tc, test_exemplars_models_runs_backup);
 	tcase_add_test(tc, test_counts_and_learned_classes);
+	tcase_add_test(tc, test_exemplars_follow_rollback);
+	tcase_add_test(tc, test_batch_id_once);
+	tcase_add_test(tc, test_full_store_still_trains);
+	tcase_add_test(tc, test_quarantine);
 	tcase_add_test(tc, test_migration_from_v1_fixture);
 	tcase_add_test(tc, test_refuses_newer_and_corrupt);
 	tcase_add_test(tc, test_sigkill_keeps_acknowledged);

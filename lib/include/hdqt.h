@@ -126,6 +126,11 @@ const hdqt_mlp_config *hdqt_model_config(const hdqt_model *m);
  * hdqt_model_fit_norm computes mean/std from n rows of X. */
 int hdqt_model_set_norm(hdqt_model *m, const float *mean, const float *std, float clip);
 int hdqt_model_fit_norm(hdqt_model *m, const float *X, int n, float clip);
+/* As hdqt_model_fit_norm, but values more than 1000 robust standard
+ * deviations (1.4826 MAD) from a feature's median are left out of its mean
+ * and std, so one absurd sample cannot squash the others; on data without
+ * such values the result equals hdqt_model_fit_norm's up to rounding. */
+int hdqt_model_fit_norm_robust(hdqt_model *m, const float *X, int n, float clip);
 
 /* Grow the head by k classes; existing rows are kept, new ones initialised. */
 int hdqt_model_add_classes(hdqt_model *m, int k);

@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define HDQT_STORE_SCHEMA 2      /* the schema version this build writes */
+#define HDQT_STORE_SCHEMA 3      /* the schema version this build writes */
 #define HDQT_CLASS_NAME_MAX 64   /* bytes of a class name */
 
 typedef struct hdqt_store hdqt_store;
@@ -34,7 +34,14 @@ typedef struct hdqt_store_opts {
 	int keep_learned;         /* learned samples: 1 keep as validation, 0 delete */
 	int busy_timeout_ms;      /* wait for locks this long before HDQT_EBUSY */
 	int read_only;            /* open without creating or migrating */
+	int quick_check;          /* 1 (default): PRAGMA quick_check at open, refusing a damaged file */
+	/* Called about once a second while quick_check runs (e.g. to extend a
+	 * service manager's start timeout); may be NULL. */
+	void (*check_progress)(void *arg);
+	void *check_arg;
 } hdqt_store_opts;
+
+#define HDQT_BATCH_ID_MAX 64     /* bytes of a sample.add batch id */
 
 void hdqt_store_opts_default(hdqt_store_opts *o);
 
@@ -73,6 +80,13 @@ int hdqt_store_class_set_active(hdqt_store *s, const char *name, int active);
  * HDQT_ERANGE on NaN/Inf, HDQT_EFULL past a cap, HDQT_ENOTFOUND for an
  * unknown class id. */
 int hdqt_store_samples_add(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d);
+/* As hdqt_store_samples_add, under a client-chosen batch id (NULL: none):
+ * a batch id already stored adds nothing and sets *dup to the sample count
+ * it was stored with (else *dup is 0).  Ids are kept for the newest 100000
+ * batches.  Refuses (HDQT_EFULL) a batch that would leave less than an
+ * eighth of max_bytes free: that headroom is kept for training rounds. */
+int hdqt_store_samples_add_batch(hdqt_store *s, const int64_t *class_ids, const float *X, int n,
+				 int d, const char *batch_id, int64_t *dup);
 /* Pending (not yet learned) samples: class_id < 0 counts all classes. */
 int hdqt_store_samples_pending_count(hdqt_store *s, int64_t class_id, int64_t *count);
 /* Up to max pending samples of dimension d, oldest first (malloc'd arrays). */
@@ -80,19 +94,38 @@ int hdqt_store_samples_pending(hdqt_store *s, int d, int max, float **X, int64_t
 			       int64_t **class_ids, int *n);
 /* Mark samples learned: moved to validation or deleted per keep_learned. */
 int hdqt_store_samples_learned(hdqt_store *s, const int64_t *ids, int n);
+/* Pending samples per class: parallel malloc'd arrays (free both). */
+int hdqt_store_pending_by_class(hdqt_store *s, int64_t **class_ids, int64_t **counts, int *n);
+
+/* ---- quarantine: samples a round could not learn (non-finite loss) ---- */
+typedef struct hdqt_store_qsample {
+	int64_t id, class_id, created;
+} hdqt_store_qsample;
+/* Move pending samples to quarantine (no longer read by rounds). */
+int hdqt_store_quarantine(hdqt_store *s, const int64_t *ids, int n);
+int hdqt_store_quarantine_count(hdqt_store *s, int64_t *count);
+/* Up to max quarantined samples, oldest first (malloc'd). */
+int hdqt_store_quarantine_list(hdqt_store *s, int max, hdqt_store_qsample **out, int *n);
+/* Delete (release = 0) or make pending again (release = 1) the given
+ * quarantined samples, or all of them when ids is NULL; *done = rows changed. */
+int hdqt_store_quarantine_resolve(hdqt_store *s, const int64_t *ids, int n, int release,
+				  int64_t *done);
 
 /* ---- exemplar memory and validation ---- */
-/* Replace the whole exemplar memory (rank = order within its class). */
+/* The exemplar memory belongs to a model version: a rollback brings back
+ * the memory of the version it makes current. */
+/* Replace the current model's exemplar memory (rank = order within its class). */
 int hdqt_store_exemplars_replace(hdqt_store *s, const int64_t *class_ids, const float *X, int n,
 				 int d);
-/* The memory in (class, rank) order (malloc'd arrays). */
+/* The current model's memory in (class, rank) order (malloc'd arrays). */
 int hdqt_store_exemplars_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n);
 int hdqt_store_validation_load(hdqt_store *s, int d, float **X, int64_t **class_ids, int *n);
 
-/* Rows in the exemplar memory and in the validation set. */
+/* Rows in the current model's exemplar memory and in the validation set. */
 int hdqt_store_counts(hdqt_store *s, int64_t *exemplars, int64_t *validation);
-/* Ids of the classes with exemplars or validation samples, i.e. learned by
- * some round (malloc'd; *ids may be NULL when *n is 0). */
+/* Ids of the classes the current model learned: those with exemplars in
+ * its memory, or, for a model without memory, with validation samples
+ * (malloc'd; *ids may be NULL when *n is 0). */
 int hdqt_store_learned_classes(hdqt_store *s, int64_t **ids, int *n);
 
 /* ---- model versions ---- */
@@ -134,7 +167,10 @@ typedef struct hdqt_store_round {
 } hdqt_store_round;
 
 /* All of a round's effects in one transaction: after a crash either the
- * round happened completely or its samples are still pending. */
+ * round happened completely or its samples are still pending.  Space is
+ * freed (samples, pruned versions) before the model is written, so a full
+ * database can still take a round.  The exemplars are stored with the new
+ * version, also when it is not made current. */
 int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *version);
 
 /* ---- backup ---- */

@@ -292,7 +292,9 @@ class TestBadInput(DaemonCase):
         self.assertLess(time.time() - t0, 5)
         slow.close()
         self.assertIn("version", self.c.call("status"))
-        self.assertIn("replies unread: disconnecting", self.d.read_log())
+        # Back-pressure: hdqtd stopped reading the client (its sends timed
+        # out) or dropped it, long before 40 MB of replies were queued.
+        self.assertLess(sent, 40000)
 
 
 class TestProtocol(DaemonCase):
