@@ -202,7 +202,9 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	/* [model] */
 	if (!strcmp(section, "model") && !strcmp(key, "hidden")) {
 		int n = 0, w[HDQT_MAX_LAYERS];
-		char buf[256];
+		char buf[1024];
+		if (strlen(value) >= sizeof(buf))
+			return fail(err, errlen, section, key, "too long (at most 1023 bytes)");
 		snprintf(buf, sizeof(buf), "%s", value);
 		char *save = NULL;
 		for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
@@ -298,11 +300,16 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	return fail(err, errlen, section, key, "unknown key");
 }
 
+#define MAX_KEYS 128         /* distinct section.key pairs remembered per file */
+#define MAX_LINE (64 << 10)  /* longest line of the file */
+
 struct load_ctx {
 	hdqtd_config *c;
 	char *err;
 	size_t errlen;
 	int failed;
+	int n_seen;
+	char seen[MAX_KEYS][80];
 };
 
 static int ini_cb(void *user, const char *section, const char *name, const char *value)
@@ -310,6 +317,17 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 	struct load_ctx *x = user;
 	if (x->failed)
 		return 0;
+	/* A key given twice is a mistake (which one did the operator mean?). */
+	char k[80];
+	snprintf(k, sizeof(k), "%s.%s", section, name);
+	for (int i = 0; i < x->n_seen; i++)
+		if (!strcmp(x->seen[i], k)) {
+			snprintf(x->err, x->errlen, "%s: given more than once", k);
+			x->failed = 1;
+			return 0;
+		}
+	if (x->n_seen < MAX_KEYS)
+		snprintf(x->seen[x->n_seen++], sizeof(x->seen[0]), "%s", k);
 	if (hdqtd_config_set(x->c, section, name, value, x->err, x->errlen) < 0) {
 		x->failed = 1;
 		return 0;
@@ -317,10 +335,51 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 	return 1;
 }
 
+/* The number (1-based) of the first line longer than max bytes, 0 if none;
+ * -1 if the file cannot be read. */
+static int long_line(const char *path, size_t max)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	int ch, line = 1, found = 0;
+	size_t run = 0;
+	while ((ch = getc(f)) != EOF && !found) {
+		if (ch == '\n') {
+			line++;
+			run = 0;
+		} else if (++run > max) {
+			found = line;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
 int hdqtd_config_load(hdqtd_config *c, const char *path, char *err, size_t errlen)
 {
-	struct load_ctx x = {c, err, errlen, 0};
-	int line = ini_parse(path, ini_cb, &x);
+	struct load_ctx *x = calloc(1, sizeof(*x));
+	if (!x) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		return HDQT_ENOMEM;
+	}
+	*x = (struct load_ctx){.c = c, .err = err, .errlen = errlen};
+	/* Debian's inih reads lines of at most 200 bytes by default: let it
+	 * grow its line buffer (these knobs are the library's own, set before
+	 * any thread exists), and say so plainly when a line is too long. */
+	ini_use_stack = false;
+	ini_allow_realloc = true;
+	ini_max_line = MAX_LINE + 3;
+	ini_allow_multiline = false; /* an indented line is not a continuation */
+	int ll = long_line(path, MAX_LINE);
+	if (ll > 0) {
+		snprintf(err, errlen, "%s:%d: line longer than %d bytes", path, ll, MAX_LINE);
+		free(x);
+		return HDQT_EINVAL;
+	}
+	int line = ini_parse(path, ini_cb, x);
+	const int failed = x->failed;
+	free(x);
 	if (line == -1) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno ? errno : ENOENT));
 		return HDQT_EIO;
@@ -330,7 +389,7 @@ int hdqtd_config_load(hdqtd_config *c, const char *path, char *err, size_t errle
 		return HDQT_ENOMEM;
 	}
 	if (line > 0) {
-		if (x.failed) {
+		if (failed) {
 			char msg[512];
 			snprintf(msg, sizeof(msg), "%s:%d: %s", path, line, err);
 			snprintf(err, errlen, "%s", msg);

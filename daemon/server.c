@@ -341,7 +341,9 @@ static void line_add(hdqtd_conn *c, cJSON *resp)
 {
 	if (!resp)
 		return;
-	const size_t limit = c->d->cfg.max_write_queue;
+	/* A batch keeps half of the queue for the errors that answer the
+	 * entries after the limit (at most max_rpc_batch short ones). */
+	const size_t limit = c->batch ? c->d->cfg.max_write_queue / 2 : c->d->cfg.max_write_queue;
 	size_t len;
 	char *s = hdqt_rpc_print(resp, &len);
 	if (s && len + c->out_len + 2 > limit) {
@@ -523,7 +525,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn_drain(c);
 		return;
 	}
-	int had_partial = hdqt_linebuf_partial(&c->lb) > 0;
 	int rc = hdqt_linebuf_feed(&c->lb, buf->base, (size_t)nread);
 	free(buf->base);
 	c->last_active = hdqtd_now();
@@ -537,10 +538,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn_close(c);
 		return;
 	}
-	if (hdqt_linebuf_partial(&c->lb) == 0)
-		c->partial_since = 0;
-	else if (!had_partial || c->partial_since == 0)
-		c->partial_since = c->last_active;
 	if (memory_in_use(c->d) > c->d->cfg.max_memory) {
 		hdqtd_log(LOG_WARNING, "client %llu: connections buffer more than daemon.max_memory "
 			  "(%zu bytes): closing this one", cid(c), c->d->cfg.max_memory);
@@ -550,6 +547,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	conn_drain(c);
+	/* What is left unanswered is a line still arriving: time it from its
+	 * first byte (a client trickling bytes does not restart the clock). */
+	if (!c->closing && !c->paused && !c->busy) {
+		if (hdqt_linebuf_partial(&c->lb) == 0)
+			c->partial_since = 0;
+		else if (c->partial_since == 0)
+			c->partial_since = c->last_active;
+	}
 }
 
 /* ---- access ---- */
@@ -670,7 +675,7 @@ void hdqtd_server_tick(hdqtd *d)
 	const double now = hdqtd_now();
 	for (hdqtd_conn *c = d->conns, *next; c; c = next) {
 		next = c->next;
-		if (c->closing || c->finishing || c->busy)
+		if (c->closing || c->finishing || c->busy || c->paused)
 			continue;
 		const char *why = NULL;
 		if (d->cfg.partial_timeout_s > 0 && c->partial_since > 0 &&
