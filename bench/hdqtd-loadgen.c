@@ -5,7 +5,9 @@
  * Starts hdqtd on a temporary socket and database, ingests HAPT feature
  * vectors (batched and one per request), trains a first model, then
  * measures predictions per second and p50/p99 latency with 1 and 32
- * clients, idle and while a (deliberately endless) training round runs.
+ * clients, idle, while a (deliberately endless) training round runs, and
+ * while another client streams sample.add requests of 4096 samples (the
+ * writes run on hdqtd's writer thread, so predictions should not wait).
  * Prints a table, or one JSON object with --json.
  */
 #include <errno.h>
@@ -180,8 +182,44 @@ static int cmpd(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Streams sample.add requests of 4096 samples until `until`. */
+typedef struct streamer {
+	const char *sock;
+	const hdqt_dataset *ds;
+	double until;
+	long samples;
+	int errors;
+} streamer;
+
+static void *stream_worker(void *arg)
+{
+	streamer *s = arg;
+	conn c;
+	char *req = malloc((size_t)4096 * 2600 + 4096);
+	if (!req || conn_open(&c, s->sock) < 0) {
+		free(req);
+		s->errors++;
+		return NULL;
+	}
+	for (int from = 0; now_s() < s->until; from = (from + 997) % (s->ds->n / 2 + 1)) {
+		int k;
+		size_t n = sample_add(req, s->ds, from, s->ds->n, 4096, &k);
+		if (k < 4096 && from > 0) /* too few windows left: start again from the top */
+			n = sample_add(req, s->ds, 0, s->ds->n, 4096, &k);
+		if (k == 0 || call(&c, req, n) < 0) {
+			s->errors++;
+			break;
+		}
+		s->samples += k;
+	}
+	free(req);
+	conn_close(&c);
+	return NULL;
+}
+
 typedef struct result {
 	int clients, training;
+	int streaming;
 	double per_s, p50_ms, p99_ms;
 	int errors;
 } result;
@@ -228,6 +266,7 @@ out:
 
 static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs)
 {
+	/* Messages of 4096 samples (about 10 MB) for the streaming phase. */
 	char sock[512], db[512], ep[64], logp[512];
 	snprintf(sock, sizeof(sock), "%s/hdqtd.sock", dir);
 	snprintf(db, sizeof(db), "%s/hdqtd.db", dir);
@@ -240,7 +279,9 @@ static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs
 		FILE *f = freopen(logp, "a", stderr);
 		(void)f;
 		execl(hdqtd, hdqtd, "--socket", sock, "--db", db, "--set", "training.auto=no", "--set",
-		      ep, "--set", "store.sync=full", (char *)NULL);
+		      ep, "--set", "store.sync=full", "--set", "daemon.max_message=16M", "--set",
+		      "daemon.max_write_queue=16M", "--set", "store.max_pending_per_class=0",
+		      (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 400; i++) {
@@ -365,7 +406,7 @@ int main(int argc, char **argv)
 	stop_daemon(pid);
 
 	/* Prediction latency, idle and during an endless round. */
-	result res[4];
+	result res[6];
 	int nres = 0;
 	pid = start_daemon(hdqtd, dir, "1000000");
 	if (pid < 0 || conn_open(&c, sock) < 0)
@@ -385,29 +426,47 @@ int main(int argc, char **argv)
 	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"train.status\"}");
 	int was_training = strstr(c.buf, "\"running\"") != NULL;
 	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"train.cancel\"}");
+	wait_idle(&c);
+	/* Predictions while another client streams 4096-sample batches. */
+	double streamed = 0;
+	for (int k = 0; k < 2; k++) {
+		streamer st = {.sock = sock, .ds = &ds, .until = now_s() + secs + 0.5};
+		pthread_t th;
+		pthread_create(&th, NULL, stream_worker, &st);
+		usleep(300000);
+		res[nres] = run_predict(sock, &ds, k ? 32 : 1, secs);
+		res[nres++].streaming = 1;
+		pthread_join(th, NULL);
+		errors += st.errors;
+		streamed += st.samples / (secs + 0.5) / 2;
+	}
 	conn_close(&c);
 	stop_daemon(pid);
 
 	if (json) {
 		printf("{\"ingest_batch100_samples_per_s\":%.0f,\"ingest_single_samples_per_s\":%.0f,"
-		       "\"first_round_s\":%.2f,\"training_confirmed\":%s,\"predict\":[",
-		       ingest_batch, ingest_single, first_round, was_training ? "true" : "false");
+		       "\"first_round_s\":%.2f,\"training_confirmed\":%s,\"streamed_samples_per_s\":%.0f,"
+		       "\"predict\":[", ingest_batch, ingest_single, first_round,
+		       was_training ? "true" : "false", streamed);
 		for (int i = 0; i < nres; i++)
-			printf("%s{\"clients\":%d,\"training\":%s,\"per_s\":%.0f,\"p50_ms\":%.3f,"
-			       "\"p99_ms\":%.3f,\"errors\":%d}", i ? "," : "", res[i].clients,
-			       res[i].training ? "true" : "false", res[i].per_s, res[i].p50_ms,
+			printf("%s{\"clients\":%d,\"training\":%s,\"streaming\":%s,\"per_s\":%.0f,"
+			       "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%d}", i ? "," : "",
+			       res[i].clients, res[i].training ? "true" : "false",
+			       res[i].streaming ? "true" : "false", res[i].per_s, res[i].p50_ms,
 			       res[i].p99_ms, res[i].errors);
 		printf("],\"errors\":%d}\n", errors);
 	} else {
 		printf("ingest: %.0f samples/s in batches of 100, %.0f samples/s one per request "
 		       "(store.sync=full)\n", ingest_batch, ingest_single);
 		printf("first round (%d samples, 30 epochs): %.2f s\n", sent + single, first_round);
-		printf("%-8s %-9s %12s %9s %9s %7s\n", "clients", "training", "predict/s", "p50 ms",
-		       "p99 ms", "errors");
+		printf("%-8s %-9s %-10s %12s %9s %9s %7s\n", "clients", "training", "streaming",
+		       "predict/s", "p50 ms", "p99 ms", "errors");
 		for (int i = 0; i < nres; i++)
-			printf("%-8d %-9s %12.0f %9.3f %9.3f %7d\n", res[i].clients,
-			       res[i].training ? (was_training ? "yes" : "yes?") : "no", res[i].per_s,
-			       res[i].p50_ms, res[i].p99_ms, res[i].errors);
+			printf("%-8d %-9s %-10s %12.0f %9.3f %9.3f %7d\n", res[i].clients,
+			       res[i].training ? (was_training ? "yes" : "yes?") : "no",
+			       res[i].streaming ? "yes" : "no", res[i].per_s, res[i].p50_ms,
+			       res[i].p99_ms, res[i].errors);
+		printf("streaming client: %.0f samples/s in sample.add requests of 4096\n", streamed);
 	}
 	free(req);
 	hdqt_dataset_free(&ds);

@@ -270,53 +270,70 @@ static void line_error(hdqtd_conn *c, int code, const char *msg)
 	conn_send_json(c, hdqt_rpc_error(NULL, code, msg, NULL));
 }
 
-/* Parse one line and start answering it. */
-static void handle_line(hdqtd_conn *c, const char *line, size_t len)
+/* A line parsed: the message, or the error that answers it. */
+typedef struct parsed {
+	cJSON *msg;
+	int code;
+	char err[128];
+} parsed;
+
+/* UTF-8 check, JSON parse, batch length, exact ids: no daemon state, so
+ * that a long line can be parsed off the loop thread. */
+static void parse_line(const char *line, size_t len, int max_rpc_batch, parsed *p)
 {
-	hdqtd *d = c->d;
-	if (len == 0)
-		return; /* blank lines are tolerated between messages */
+	p->msg = NULL;
+	p->code = 0;
 	size_t ok = hdqt_utf8_valid(line, len);
 	if (ok != len) {
-		char m[96];
-		snprintf(m, sizeof(m), "parse error: not valid UTF-8 (byte %zu)", ok);
-		line_error(c, HDQT_RPC_PARSE_ERROR, m);
+		p->code = HDQT_RPC_PARSE_ERROR;
+		snprintf(p->err, sizeof(p->err), "parse error: not valid UTF-8 (byte %zu)", ok);
 		return;
 	}
 	cJSON *msg = cJSON_ParseWithLength(line, len);
 	if (!msg) {
-		line_error(c, HDQT_RPC_PARSE_ERROR, "parse error: not valid JSON");
+		p->code = HDQT_RPC_PARSE_ERROR;
+		snprintf(p->err, sizeof(p->err), "parse error: not valid JSON");
 		return;
 	}
-	long cost = 0;
 	if (cJSON_IsArray(msg)) {
 		int n = cJSON_GetArraySize(msg);
-		if (n == 0) {
+		if (n == 0 || n > max_rpc_batch) {
 			cJSON_Delete(msg);
-			line_error(c, HDQT_RPC_INVALID_REQUEST, "invalid request: empty batch");
-			return;
-		}
-		if (n > d->cfg.max_rpc_batch) {
-			cJSON_Delete(msg);
-			char m[128];
-			snprintf(m, sizeof(m), "invalid request: batch of %d exceeds daemon.max_rpc_batch (%d)",
-				 n, d->cfg.max_rpc_batch);
-			line_error(c, HDQT_RPC_INVALID_REQUEST, m);
+			p->code = HDQT_RPC_INVALID_REQUEST;
+			if (n == 0)
+				snprintf(p->err, sizeof(p->err), "invalid request: empty batch");
+			else
+				snprintf(p->err, sizeof(p->err), "invalid request: batch of %d exceeds "
+					 "daemon.max_rpc_batch (%d)", n, max_rpc_batch);
 			return;
 		}
 		hdqt_span sp[n];
 		int ns = hdqt_json_elements(line, len, sp, n);
 		int i = 0;
-		for (cJSON *e = msg->child; e; e = e->next, i++) {
-			cost += entry_cost(d, e);
+		for (cJSON *e = msg->child; e; e = e->next, i++)
 			if (ns == n && cJSON_IsObject(e))
 				keep_raw_id(e, line + sp[i].off, sp[i].len);
-		}
-	} else {
-		cost = entry_cost(d, msg);
-		if (cJSON_IsObject(msg))
-			keep_raw_id(msg, line, len);
+	} else if (cJSON_IsObject(msg)) {
+		keep_raw_id(msg, line, len);
 	}
+	p->msg = msg;
+}
+
+/* Check a parsed line against the work budget and start answering it. */
+static void start_line(hdqtd_conn *c, parsed *p)
+{
+	hdqtd *d = c->d;
+	if (!p->msg) {
+		line_error(c, p->code, p->err);
+		return;
+	}
+	cJSON *msg = p->msg;
+	long cost = 0;
+	if (cJSON_IsArray(msg))
+		for (cJSON *e = msg->child; e; e = e->next)
+			cost += entry_cost(d, e);
+	else
+		cost = entry_cost(d, msg);
 	if (cost > d->cfg.max_batch) {
 		const int code = cJSON_IsArray(msg) ? HDQT_RPC_INVALID_REQUEST : HDQT_RPC_LIMIT;
 		cJSON_Delete(msg);
@@ -334,6 +351,70 @@ static void handle_line(hdqtd_conn *c, const char *line, size_t len)
 	c->out_len = 0;
 	c->n_out = 0;
 	line_continue(c);
+}
+
+/* Lines longer than this are parsed on a thread-pool thread: a 10 MB
+ * sample.add takes tens of milliseconds to parse, which other clients'
+ * predictions must not wait for. */
+#define BIG_LINE (64u << 10)
+
+typedef struct parse_job {
+	uv_work_t work;
+	hdqtd_conn *c;
+	const char *line;   /* in c's line buffer, untouched while c is busy */
+	size_t len;
+	int max_rpc_batch;
+	parsed p;
+} parse_job;
+
+static void parse_work(uv_work_t *w)
+{
+	parse_job *j = w->data;
+	parse_line(j->line, j->len, j->max_rpc_batch, &j->p);
+}
+
+static void after_io(hdqtd_conn *c);
+
+static void parse_done(uv_work_t *w, int status)
+{
+	(void)status; /* never canceled */
+	parse_job *j = w->data;
+	hdqtd_conn *c = j->c;
+	parsed p = j->p;
+	free(j);
+	c->busy = 0;
+	if (c->dead || c->closing) {
+		cJSON_Delete(p.msg);
+		if (c->dead)
+			conn_free(c);
+		return;
+	}
+	start_line(c, &p);
+	after_io(c);
+}
+
+/* Parse one line and start answering it. */
+static void handle_line(hdqtd_conn *c, const char *line, size_t len)
+{
+	if (len == 0)
+		return; /* blank lines are tolerated between messages */
+	if (len > BIG_LINE) {
+		parse_job *j = calloc(1, sizeof(*j));
+		if (j) {
+			*j = (parse_job){.c = c, .line = line, .len = len,
+					 .max_rpc_batch = c->d->cfg.max_rpc_batch};
+			j->work.data = j;
+			if (uv_queue_work(c->d->loop, &j->work, parse_work, parse_done) == 0) {
+				c->busy = 1;
+				set_reading(c, 0);
+				return;
+			}
+			free(j); /* cannot happen; parse here instead */
+		}
+	}
+	parsed p;
+	parse_line(line, len, c->d->cfg.max_rpc_batch, &p);
+	start_line(c, &p);
 }
 
 /* A reply of the current line (NULL: a notification). */
@@ -452,6 +533,12 @@ void hdqtd_conn_complete(hdqtd_conn *c, cJSON *resp)
 	}
 	line_add(c, resp);
 	line_continue(c);
+	after_io(c);
+}
+
+/* After work off the loop: go on with the connection's lines. */
+static void after_io(hdqtd_conn *c)
+{
 	if (!c->busy && !c->closing) {
 		if (c->finishing)
 			conn_finish(c);
