@@ -409,6 +409,12 @@ class TestSchema(DaemonCase):
         check("model.rollback", c.call("model.rollback", {"version": ev["model_version"]}))
         check("train.cancel", c.call("train.cancel"))
         check("config.get", c.call("config.get"))
+        b = {"samples": window_samples(wins[:3]), "batch_id": "schema-1"}
+        check("sample.add", c.call("sample.add", b))
+        self.assertTrue(check("sample.add", c.call("sample.add", b))["duplicate"])
+        check("quarantine.list", c.call("quarantine.list"))
+        check("quarantine.release", c.call("quarantine.release", {"all": True}))
+        check("quarantine.drop", c.call("quarantine.drop", {"ids": [1]}))
         check("class.remove", c.call("class.remove", {"name": "LAYING"}))
         check("events.unsubscribe", c.call("events.unsubscribe"))
         check("events.subscribe", c.call("events.subscribe"))
