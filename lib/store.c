@@ -200,7 +200,7 @@ static double mono_s(void)
 struct check_clock {
 	void (*fn)(void *);
 	void *arg;
-	double last;
+	double last, every;
 };
 
 /* SQLite progress handler during quick_check: the caller's callback about
@@ -209,7 +209,7 @@ static int check_tick(void *arg)
 {
 	struct check_clock *c = arg;
 	double t = mono_s();
-	if (t - c->last >= 1.0) {
+	if (t - c->last >= c->every) {
 		c->last = t;
 		c->fn(c->arg);
 	}
@@ -304,7 +304,8 @@ int hdqt_store_open(hdqt_store **out, const char *path, const hdqt_store_opts *o
 	 * cache, so the caller can ask for progress calls (hdqtd extends
 	 * systemd's start timeout with them) or skip it on a second connection. */
 	if (o.quick_check) {
-		struct check_clock ck = {o.check_progress, o.check_arg, mono_s()};
+		struct check_clock ck = {o.check_progress, o.check_arg, mono_s(),
+					 o.check_interval_s > 0 ? o.check_interval_s : 1.0};
 		if (o.check_progress)
 			sqlite3_progress_handler(s->db, 10000, check_tick, &ck);
 		sqlite3_stmt *p;

@@ -433,6 +433,48 @@ START_TEST(test_full_store_still_trains)
 }
 END_TEST
 
+static void count_call(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+/* Regression (finding 12): the start-up check can report progress (hdqtd
+ * extends systemd's start timeout with it) and can be skipped on the
+ * daemon's second and third connections. */
+START_TEST(test_check_progress)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "chk.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class a;
+	ck_assert_int_eq(hdqt_store_class_add(s, "a", &a), 0);
+	enum { D = 166, N = 500 };
+	static float X[N * D];
+	int64_t ids[N];
+	for (int i = 0; i < N; i++)
+		ids[i] = a.id;
+	for (int k = 0; k < 4; k++)
+		ck_assert_int_eq(hdqt_store_samples_add(s, ids, X, N, D), 0);
+	hdqt_store_close(s);
+	hdqt_store_opts o;
+	hdqt_store_opts_default(&o);
+	int calls = 0;
+	o.check_progress = count_call;
+	o.check_arg = &calls;
+	o.check_interval_s = 1e-9;
+	s = open_ok(p, &o);
+	hdqt_store_close(s);
+	ck_assert_int_gt(calls, 0);
+	calls = 0;
+	o.quick_check = 0;
+	s = open_ok(p, &o);
+	hdqt_store_close(s);
+	ck_assert_int_eq(calls, 0);
+	rm_tmp();
+}
+END_TEST
+
 /* Quarantined samples are not pending; they can be listed, released, dropped. */
 START_TEST(test_quarantine)
 {
@@ -850,6 +892,7 @@ int main(void)
 	tcase_add_test(tc, test_batch_id_once);
 	tcase_add_test(tc, test_full_store_still_trains);
 	tcase_add_test(tc, test_quarantine);
+	tcase_add_test(tc, test_check_progress);
 	tcase_add_test(tc, test_migration_from_v1_fixture);
 	tcase_add_test(tc, test_refuses_newer_and_corrupt);
 	tcase_add_test(tc, test_sigkill_keeps_acknowledged);

@@ -39,6 +39,7 @@ typedef struct hdqt_store_opts {
 	 * service manager's start timeout); may be NULL. */
 	void (*check_progress)(void *arg);
 	void *check_arg;
+	double check_interval_s;  /* between check_progress calls (0: 1 s) */
 } hdqt_store_opts;
 
 #define HDQT_BATCH_ID_MAX 64     /* bytes of a sample.add batch id */

@@ -515,15 +515,14 @@ class TestStore(unittest.TestCase):
         finally:
             d.cleanup()
 
-    def test_default_size_cap_and_wal_limit(self):
-        """12, 21: a default size cap bounds the start-up check; the WAL is
-        truncated (journal_size_limit)."""
+    def test_default_size_cap(self):
+        """12: no default size cap: start-up checks of a multi-GB database
+        could overrun systemd's start timeout (the progress calls that
+        extend it are tested in test_store's test_check_progress)."""
         d = Daemon(*FAST).start()
         try:
             cfg = d.client().call("config.get")
             self.assertEqual(cfg["store"]["max_bytes"], 2 << 30)
-            self.assertIn("EXTEND_TIMEOUT_USEC", open(os.path.join(os.path.dirname(__file__), "..", "..",
-                                                                   "daemon", "main.c")).read())
         finally:
             d.cleanup()
 
