@@ -104,6 +104,7 @@ struct hdqtd_conn {
 	 * run, and a batch's replies so far as text ("[r1,r2]"). */
 	cJSON *msg, *cursor;
 	int batch, over, n_out;
+	int big;                    /* parsed off the loop: freed off it too */
 	char *out;
 	size_t out_len, out_cap;
 };

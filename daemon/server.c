@@ -390,6 +390,8 @@ static void parse_done(uv_work_t *w, int status)
 		return;
 	}
 	start_line(c, &p);
+	if (c->msg)
+		c->big = 1;
 	after_io(c);
 }
 
@@ -477,6 +479,37 @@ static void line_add(hdqtd_conn *c, cJSON *resp)
 	free(s);
 }
 
+/* Freeing the tree of a 10 MB line takes milliseconds: a thread-pool
+ * thread does it (nothing refers to it any more). */
+typedef struct free_job {
+	uv_work_t work;
+	cJSON *msg;
+} free_job;
+
+static void free_work(uv_work_t *w)
+{
+	cJSON_Delete(((free_job *)w->data)->msg);
+}
+
+static void free_done(uv_work_t *w, int status)
+{
+	(void)status;
+	free(w->data);
+}
+
+static void free_later(hdqtd *d, cJSON *msg)
+{
+	free_job *j = malloc(sizeof(*j));
+	if (j) {
+		j->msg = msg;
+		j->work.data = j;
+		if (uv_queue_work(d->loop, &j->work, free_work, free_done) == 0)
+			return;
+		free(j);
+	}
+	cJSON_Delete(msg);
+}
+
 /* Run the current line's requests until one goes to the writer thread. */
 static void line_continue(hdqtd_conn *c)
 {
@@ -515,8 +548,12 @@ static void line_continue(hdqtd_conn *c)
 	}
 	c->out_len = 0;
 	c->n_out = 0;
-	cJSON_Delete(c->msg);
+	if (c->big)
+		free_later(c->d, c->msg);
+	else
+		cJSON_Delete(c->msg);
 	c->msg = NULL;
+	c->big = 0;
 }
 
 void hdqtd_conn_complete(hdqtd_conn *c, cJSON *resp)
