@@ -8,6 +8,9 @@
 #include "config.h"
 #include "fwht.h"
 #include "simd.h"
+#if HDQT_AARCH64 /* issue 14 */
+#include "simd_arm.h"
+#endif
 
 #if HDQT_X86_64
 #include <immintrin.h>
@@ -56,6 +59,11 @@ void fwht_rows(float *x, int rows, int len, int blk)
 #if HDQT_X86_64
 	if (blk >= 8 && __builtin_cpu_supports("avx2")) {
 		fwht_rows_avx2(x, rows, len, blk);
+		return;
+	}
+#elif HDQT_AARCH64 /* issue 14: NEON rows (simd_arm.c) */
+	if (blk >= 4) {
+		simd_arm_fwht_rows(x, rows, len, blk);
 		return;
 	}
 #endif

@@ -16,6 +16,8 @@
  *       value of each tile accumulator, which cancels the offset exactly.
  * A tile is a whole number of 4-byte groups, so the SIMD path needs
  * tile % 4 == 0 (or one tile); other shapes use the reference.
+ * The aarch64 kernels (fn_s8) multiply signed bytes (SDOT, SMULL), so they
+ * take the same layout with off = 0: Ap holds A's own bytes, corr is zero.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -114,13 +116,19 @@ long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, in
 
 static const gemm_kernel kernels[] = {
 #if HDQT_X86_64
-	{"avx512vnni", gemm_x86_avx512vnni, 8},
-	{"avxvnni", gemm_x86_avxvnni, 8},
+	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL},
+	{"avxvnni", gemm_x86_avxvnni, 8, NULL},
 	/* maddubs adds two u8*s8 products in int16: exact only while
 	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
-	{"avx2", gemm_x86_avx2, 7},
+	{"avx2", gemm_x86_avx2, 7, NULL},
 #endif
-	{"scalar", NULL, 8},
+#if HDQT_AARCH64
+	/* Both exact for 8-bit operands: SDOT sums in int32; the NEON path
+	 * flushes its 16-bit partial sums as often as the bits require. */
+	{"dotprod", NULL, 8, gemm_arm_dotprod},
+	{"neon", NULL, 8, gemm_arm_neon},
+#endif
+	{"scalar", NULL, 8, NULL},
 };
 #define N_KERNELS (sizeof(kernels) / sizeof(kernels[0]))
 
@@ -134,7 +142,42 @@ static int kernel_supported(const gemm_kernel *k)
 	if (k->fn == gemm_x86_avx2)
 		return gemm_x86_avx2_supported();
 #endif
+#if HDQT_AARCH64
+	if (k->fn_s8 == gemm_arm_dotprod)
+		return gemm_arm_dotprod_supported();
+	if (k->fn_s8 == gemm_arm_neon)
+		return gemm_arm_neon_supported();
+#endif
 	return 1;
+}
+
+/* Which packed layout kernel k takes for these operands: 0 none (the
+ * reference runs), 1 offset-corrected A (fn), 2 A's own bytes (fn_s8). */
+enum { LAYOUT_NONE = 0, LAYOUT_OFFSET = 1, LAYOUT_RAW = 2 };
+static int kernel_layout(const gemm_kernel *k, const gemm_params *p, int tile, int J, int K)
+{
+	if ((!k->fn && !k->fn_s8) || p->bits > k->max_bits || (tile % 4 != 0 && tile < K) || J <= 0)
+		return LAYOUT_NONE;
+	return k->fn_s8 ? LAYOUT_RAW : LAYOUT_OFFSET;
+}
+
+/* Largest |a * b| under gemm_params' operand ranges (for fn_s8). */
+static int max_product(const gemm_params *p)
+{
+	const int qb = (1 << (p->bits - 1)) - 1;
+	const int qa = p->a_signed ? qb : (1 << p->bits) - 1;
+	return qa * qb;
+}
+
+static void run_kernel(const gemm_kernel *k, const uint8_t *Ap, const int8_t *Bp,
+		       const int32_t *corr, int I, int J, int K4, int tile4, int ntiles,
+		       const gemm_params *p, int32_t *C)
+{
+	const int32_t hi = (1 << (p->acc_bits - 1)) - 1, lo = -(1 << (p->acc_bits - 1));
+	if (k->fn_s8)
+		k->fn_s8((const int8_t *)Ap, Bp, I, J, K4, tile4, ntiles, max_product(p), lo, hi, C);
+	else
+		k->fn(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
 }
 
 /* Process-wide dispatch state: written once by pthread_once (or by the
@@ -229,14 +272,14 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 	if (rc < 0)
 		return rc;
 	const gemm_kernel *kern = get_kernel();
-	if (!kern->fn || p->bits > kern->max_bits || (tile % 4 != 0 && tile < K) || I == 0 ||
-	    J == 0)
+	const int layout = kernel_layout(kern, p, tile, J, K);
+	if (layout == LAYOUT_NONE || I == 0)
 		return gemm_q_ref(A, B, I, J, K, p, C);
 
 	const int K4 = (K + 3) / 4, J16 = (J + 15) / 16;
 	const int tile4 = (tile >= K) ? K4 : tile / 4;
 	const int ntiles = (K4 + tile4 - 1) / tile4;
-	const int off = p->a_signed ? 1 << (p->bits - 1) : 0;
+	const int off = p->a_signed && layout == LAYOUT_OFFSET ? 1 << (p->bits - 1) : 0;
 	size_t szA = (size_t)I * K4 * 4, szB = (size_t)J16 * K4 * 64;
 	size_t szC = (size_t)J16 * ntiles * 16 * sizeof(int32_t);
 	size_t szA_al = (szA + 63) & ~(size_t)63, szB_al = (szB + 63) & ~(size_t)63;
@@ -249,8 +292,7 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 
 	pack_a(A, I, K, K4, off, Ap);
 	pack_b(B, J, K, K4, tile4, ntiles, off, Bp, corr);
-	const int32_t hi = (1 << (p->acc_bits - 1)) - 1, lo = -(1 << (p->acc_bits - 1));
-	kern->fn(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+	run_kernel(kern, Ap, Bp, corr, I, J, K4, tile4, ntiles, p, C);
 	return 0;
 }
 
@@ -261,7 +303,7 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 	if (rc < 0)
 		return rc;
 	const gemm_kernel *kern = get_kernel();
-	const int use = kern->fn && p->bits <= kern->max_bits && (tile % 4 == 0 || tile >= K) && J > 0;
+	const int use = kernel_layout(kern, p, tile, J, K);
 	const int K4 = (K + 3) / 4, J16 = (J + 15) / 16;
 	const int tile4 = (tile >= K) ? K4 : (tile / 4 > 0 ? tile / 4 : 1);
 	const int ntiles = (K4 + tile4 - 1) / tile4;
@@ -286,7 +328,7 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 	pb->K4 = K4;
 	pb->tile4 = tile4;
 	pb->ntiles = ntiles;
-	pb->off = p->a_signed ? 1 << (p->bits - 1) : 0;
+	pb->off = p->a_signed && use == LAYOUT_OFFSET ? 1 << (p->bits - 1) : 0;
 	pb->kernel = use;
 	pb->p = *p;
 	if (use)
@@ -297,8 +339,8 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 int gemm_packed_matches(const gemm_packed *pb, int J, int K, const gemm_params *p)
 {
 	const gemm_kernel *kern = get_kernel();
-	int tile = p->tile < K ? p->tile : K;
-	int use = kern->fn && p->bits <= kern->max_bits && (tile % 4 == 0 || tile >= K) && J > 0;
+	int tile = p->tile == 0 || p->tile > K ? K : p->tile;
+	int use = kernel_layout(kern, p, tile, J, K);
 	return pb->mem && pb->J == J && pb->K == K && pb->p.tile == p->tile &&
 	       pb->p.acc_bits == p->acc_bits && pb->p.bits == p->bits &&
 	       pb->p.a_signed == p->a_signed && pb->kernel == use;
@@ -309,21 +351,22 @@ int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, in
 	if (!pb || !pb->mem)
 		return HDQT_EINVAL;
 	const int J = pb->J, K = pb->K;
-	if (!pb->kernel || I == 0)
-		return gemm_q_ref(A, pb->raw, I, J, K, &pb->p, C);
 	int tile;
 	int rc = check_shape(I, J, K, &pb->p, &tile);
 	if (rc < 0)
 		return rc;
 	const gemm_kernel *kern = get_kernel();
+	/* A packing made under another kernel (a test or bench switched
+	 * kernels since) is not this kernel's layout: the reference runs. */
+	if (!pb->kernel || I == 0 || kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel)
+		return gemm_q_ref(A, pb->raw, I, J, K, &pb->p, C);
 	size_t szA = (size_t)I * pb->K4 * 4;
 	uint8_t *base = ws_get(ws, szA + 64);
 	if (!base)
 		return HDQT_ENOMEM;
 	uint8_t *Ap = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
 	pack_a(A, I, K, pb->K4, pb->off, Ap);
-	const int32_t hi = (1 << (pb->p.acc_bits - 1)) - 1, lo = -(1 << (pb->p.acc_bits - 1));
-	kern->fn(Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo, hi, C);
+	run_kernel(kern, Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, &pb->p, C);
 	return 0;
 }
 

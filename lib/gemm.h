@@ -64,10 +64,18 @@ void gemm_transpose_ref(const float *in, int rows, int cols, float *out);
 typedef void (*gemm_kern_fn)(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
 			     int I, int J, int K4, int tile4, int ntiles,
 			     int32_t lo, int32_t hi, int32_t *C);
+/* Kernels on unshifted signed bytes (aarch64): Ap holds A itself (off = 0,
+ * corr unused and zero), multiplied as s8 x s8.  maxprod bounds |a * b|
+ * from the operand bits (gemm_params' ranges), for kernels that keep
+ * partial sums narrower than int32. */
+typedef void (*gemm_kern_s8_fn)(const int8_t *Ap, const int8_t *Bp, int I, int J, int K4,
+				int tile4, int ntiles, int maxprod, int32_t lo, int32_t hi,
+				int32_t *C);
 typedef struct gemm_kernel {
 	const char *name;
-	gemm_kern_fn fn;     /* NULL: the scalar reference */
+	gemm_kern_fn fn;     /* NULL (and fn_s8 NULL): the scalar reference */
 	int max_bits;        /* widest operands the kernel is exact for */
+	gemm_kern_s8_fn fn_s8; /* set instead of fn: packed without the offset */
 } gemm_kernel;
 
 /* Variants compiled for x86-64 (gemm_x86.c); supported() checks the CPU. */
@@ -83,3 +91,13 @@ void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *cor
 			 int32_t *C);
 void gemm_x86_transpose(const float *in, int rows, int cols, float *out);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
+
+/* Variants compiled for aarch64 (gemm_arm.c, gemm_arm_dot.c): NEON v8.0
+ * widening multiplies, and the ARMv8.2 dot product (SDOT).  supported()
+ * reads getauxval(AT_HWCAP). */
+int gemm_arm_neon_supported(void);
+int gemm_arm_dotprod_supported(void);
+void gemm_arm_neon(const int8_t *Ap, const int8_t *Bp, int I, int J, int K4, int tile4,
+		   int ntiles, int maxprod, int32_t lo, int32_t hi, int32_t *C);
+void gemm_arm_dotprod(const int8_t *Ap, const int8_t *Bp, int I, int J, int K4, int tile4,
+		      int ntiles, int maxprod, int32_t lo, int32_t hi, int32_t *C);

@@ -1,10 +1,22 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "gemm.h"
 #include "hdqt.h"
+#include "model.h"
+#include "quant.h"
 #include "testutil.h"
+#if HDQT_AARCH64
+#include "simd_arm.h"
+#endif
+
+/* Every kernel variant of every architecture; those this CPU lacks are
+ * skipped (hdqt_kernel_select refuses them). */
+static const char *const variants[] = {"scalar", "avx2", "avxvnni", "avx512vnni", "neon", "dotprod"};
+#define N_VARIANTS (sizeof(variants) / sizeof(variants[0]))
 
 static void fill(int8_t *x, int n, int lo, int hi, hdqt_rng *r)
 {
@@ -98,12 +110,12 @@ END_TEST
 /* Every kernel this CPU supports gives the reference's integers exactly. */
 START_TEST(test_simd_matches_reference)
 {
-	const char *names[] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
+	const char *const *names = variants;
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 5, 0);
 	gemm_ws ws = {0};
 	int tested = 0;
-	for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
+	for (size_t n = 0; n < N_VARIANTS; n++) {
 		if (hdqt_kernel_select(names[n]) != 0)
 			continue;
 		tested++;
@@ -153,6 +165,246 @@ START_TEST(test_simd_matches_reference)
 	ck_assert_int_ge(tested, 1);
 }
 END_TEST
+
+/* gemm_q and the packed path under the active kernel against gemm_q_ref;
+ * returns 0 or aborts with the shape.  A within the operand range, or at
+ * its extremes (every product the largest: the worst case for narrow
+ * partial sums) when extreme is set. */
+static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int K,
+				    const gemm_params *p, int extreme)
+{
+	const int qb = (1 << (p->bits - 1)) - 1, qa = p->a_signed ? qb : (1 << p->bits) - 1;
+	int8_t *A = malloc((size_t)I * K), *B = malloc((size_t)J * K);
+	int32_t *C0 = malloc(sizeof(int32_t) * I * J), *C1 = malloc(sizeof(int32_t) * I * J);
+	if (extreme) {
+		const int s = (int)hdqt_rng_below(r, 2) ? 1 : -1;
+		memset(A, qa, (size_t)I * K);
+		memset(B, (int8_t)(s * qb), (size_t)J * K);
+	} else {
+		fill(A, I * K, p->a_signed ? -qa : 0, qa, r);
+		fill(B, J * K, -qb, qb, r);
+	}
+	ck_assert_int_eq(gemm_q_ref(A, B, I, J, K, p, C0), 0);
+	ck_assert_int_eq(gemm_q(ws, A, B, I, J, K, p, C1), 0);
+	if (memcmp(C0, C1, sizeof(int32_t) * I * J) != 0)
+		ck_abort_msg("%s: I=%d J=%d K=%d tile=%d acc=%d bits=%d signed=%d extreme=%d",
+			     hdqt_kernel_name(), I, J, K, p->tile, p->acc_bits, p->bits, p->a_signed,
+			     extreme);
+	gemm_packed pb = {0};
+	ck_assert_int_eq(gemm_pack(&pb, B, J, K, p), 0);
+	ck_assert_int_eq(gemm_q_packed(ws, A, I, &pb, C1), 0);
+	if (memcmp(C0, C1, sizeof(int32_t) * I * J) != 0)
+		ck_abort_msg("%s packed: I=%d J=%d K=%d tile=%d acc=%d bits=%d signed=%d", hdqt_kernel_name(),
+			     I, J, K, p->tile, p->acc_bits, p->bits, p->a_signed);
+	gemm_packed_free(&pb);
+	free(A);
+	free(B);
+	free(C0);
+	free(C1);
+}
+
+/* Every variant on this machine, on the model's own products (hdqtd's
+ * default 166 features, 512-wide hidden layers, batch 128: forward with
+ * tile 32, grad-weight over the batch and grad-input over 512 with the
+ * whole reduction as one tile), on random shapes with tiles 8 and 32 for
+ * every operand width, signed and unsigned A, and on extreme operands
+ * with long tiles (the NEON path's 16-bit partial sums must flush). */
+START_TEST(test_variants_model_and_tile_shapes)
+{
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 14, 0);
+	gemm_ws ws = {0};
+	int tested = 0;
+	for (size_t n = 0; n < N_VARIANTS; n++) {
+		if (hdqt_kernel_select(variants[n]) != 0)
+			continue;
+		tested++;
+		const struct { int I, J, K, tile; } model[] = {
+			{128, 512, 166, 32}, {128, 512, 512, 32}, {128, 6, 512, 32},
+			{512, 166, 128, 0},  {128, 166, 512, 0},  {128, 512, 166, 8},
+		};
+		for (size_t m = 0; m < sizeof(model) / sizeof(model[0]); m++)
+			for (int sg = 0; sg < 2; sg++) {
+				gemm_params p = {.tile = model[m].tile, .acc_bits = 8, .bits = 4,
+						 .a_signed = sg};
+				check_shape_against_ref(&ws, &r, model[m].I, model[m].J, model[m].K, &p, 0);
+			}
+		for (int it = 0; it < 56; it++) {
+			const int bits = 2 + it % 7, sg = (it / 7) & 1;
+			gemm_params p = {.tile = (it / 14) & 1 ? 32 : 8, .acc_bits = (it / 28) ? 16 : 8,
+					 .bits = sg || bits < 8 ? bits : 7, .a_signed = sg};
+			int I = 1 + (int)hdqt_rng_below(&r, 9), J = 1 + (int)hdqt_rng_below(&r, 40);
+			int K = 1 + (int)hdqt_rng_below(&r, 200);
+			check_shape_against_ref(&ws, &r, I, J, K, &p, 0);
+		}
+		/* Whole-reduction tiles of extreme products with wide accumulators:
+		 * sums far beyond int16 (2048 * 127 * 127), every width. */
+		for (int bits = 2; bits <= 8; bits++)
+			for (int sg = 0; sg < 2; sg++) {
+				if (!sg && bits == 8)
+					continue;
+				gemm_params p = {.tile = 0, .acc_bits = 24, .bits = bits, .a_signed = sg};
+				check_shape_against_ref(&ws, &r, 3, 17, 2048, &p, 1);
+				p.tile = 32;
+				p.acc_bits = 16;
+				check_shape_against_ref(&ws, &r, 3, 17, 300, &p, 1);
+			}
+	}
+	gemm_ws_free(&ws);
+	hdqt_kernel_select(variants[0]);
+	ck_assert_int_ge(tested, 2);
+}
+END_TEST
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return h;
+}
+#define FNV0 14695981039346656037ull
+
+/* Cross-architecture reproducibility (docs/arm.md): the same seed gives the
+ * same integers on x86-64 and aarch64 under every kernel.  The constants
+ * were computed on x86-64 (scripts/arm.sh runs this suite under qemu for
+ * aarch64).  1. a fixed-seed tile-clamped GEMM; 2. one fixed-seed training
+ * step of the default recipe (hdqt: Hadamard rotations, per-row scales,
+ * stochastic rounding), whose quantised weights (4-bit, per-row, nearest)
+ * are hashed. */
+#define REPRO_GEMM_SUM 0xa5a062f4f0b5ed56ull
+#define REPRO_STEP_QSUM 0xa16abd69c49b4ad1ull
+/* The step's float weights too: equal on x86-64 (every kernel, AVX2 passes
+ * or not) and aarch64 with Debian 12's glibc, whose expf/logf (the loss) are
+ * the same portable code on both; another libm may change only this one. */
+#define REPRO_STEP_FSUM 0x24344e8761eb3585ull
+START_TEST(test_repro_across_architectures)
+{
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 2024, 0);
+	enum { I = 37, J = 70, K = 166 };
+	static int8_t A[I * K], B[J * K];
+	static int32_t C[I * J];
+	fill(A, I * K, 0, 15, &r);
+	fill(B, J * K, -7, 7, &r);
+	gemm_params p = {.tile = 32, .acc_bits = 8, .bits = 4, .a_signed = 0};
+	gemm_ws ws = {0};
+	uint64_t gsum[N_VARIANTS] = {0};
+	for (size_t n = 0; n < N_VARIANTS; n++) {
+		if (hdqt_kernel_select(variants[n]) != 0)
+			continue;
+		ck_assert_int_eq(gemm_q(&ws, A, B, I, J, K, &p, C), 0);
+		gsum[n] = fnv1a(FNV0, C, sizeof(C));
+		printf("repro: gemm %s %016llx\n", variants[n], (unsigned long long)gsum[n]);
+	}
+	gemm_ws_free(&ws);
+
+	/* One training step: integer inputs turned into exact floats, weights
+	 * from the model's integer-seeded uniform initialisation. */
+	enum { N = 64, F = 166, H = 128, NC = 6 };
+	static float X[N * F];
+	static int y[N];
+	for (int i = 0; i < N * F; i++)
+		X[i] = (float)((int)hdqt_rng_below(&r, 2001) - 1000) / 256.0f;
+	for (int i = 0; i < N; i++)
+		y[i] = (int)hdqt_rng_below(&r, NC);
+	hdqt_mlp_config c = {.n_in = F, .n_hidden = 2, .hidden = {H, H}, .n_classes = NC};
+	hdqt_qconfig q;
+	hdqt_qconfig_default(&q, HDQT_MODE_HDQT);
+	hdqt_sgd o;
+	hdqt_sgd_default(&o);
+	uint64_t qsum[N_VARIANTS] = {0}, fsum[N_VARIANTS] = {0};
+	for (size_t n = 0; n < N_VARIANTS; n++) {
+		if (hdqt_kernel_select(variants[n]) != 0)
+			continue;
+		hdqt_model *m;
+		ck_assert_int_eq(hdqt_model_new(&m, &c, &q, 7), 0);
+		hdqt_model_seed(m, 8);
+		hdqt_batch b = {.X = X, .y = y, .n = N};
+		float loss;
+		ck_assert_int_eq(hdqt_model_train_step(m, &b, &o, 0.05f, &loss), 0);
+		uint64_t hq = FNV0, hf = FNV0;
+		for (int l = 0; l < m->n_layers; l++) {
+			const linear *L = &m->L[l];
+			quant_spec sp = {.bits = 4, .clip = 1.0f, .per_row = 1};
+			int8_t *qw = malloc((size_t)L->in * L->out);
+			float *sc = malloc(sizeof(float) * L->out);
+			quant_rows(L->w, L->out, L->in, &sp, NULL, qw, sc);
+			hq = fnv1a(hq, qw, (size_t)L->in * L->out);
+			hf = fnv1a(hf, L->w, sizeof(float) * L->in * L->out);
+			free(qw);
+			free(sc);
+		}
+		qsum[n] = hq;
+		fsum[n] = hf;
+		printf("repro: step %s quantised %016llx float %016llx loss %.9g\n", variants[n],
+		       (unsigned long long)hq, (unsigned long long)hf, loss);
+		hdqt_model_free(m);
+	}
+	hdqt_kernel_select(variants[0]);
+	for (size_t n = 0; n < N_VARIANTS; n++) {
+		if (!gsum[n])
+			continue;
+		ck_assert_msg(gsum[n] == REPRO_GEMM_SUM, "gemm checksum %016llx under %s",
+			      (unsigned long long)gsum[n], variants[n]);
+		ck_assert_msg(qsum[n] == REPRO_STEP_QSUM, "step checksum %016llx under %s",
+			      (unsigned long long)qsum[n], variants[n]);
+		ck_assert_msg(fsum[n] == REPRO_STEP_FSUM, "float weights checksum %016llx under %s",
+			      (unsigned long long)fsum[n], variants[n]);
+	}
+}
+END_TEST
+
+#if HDQT_AARCH64
+/* The NEON element-wise passes against the portable formulas, NaN rules
+ * included (quant.c and fwht.c's own tests cover them through the public
+ * functions; these reach the tails and NaN lanes directly). */
+START_TEST(test_simd_arm_passes)
+{
+	enum { NX = 203 };
+	float x[NX];
+	uint16_t u[NX];
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 3, 0);
+	for (int i = 0; i < NX; i++) {
+		x[i] = hdqt_rng_normal(&r) * 9.0f;
+		u[i] = (uint16_t)hdqt_rng_u32(&r);
+	}
+	x[5] = __builtin_nanf("");
+	x[17] = -__builtin_inff();
+	float mx[8] = {0}, want[8] = {0};
+	long done = simd_arm_max_abs(x, NX, mx);
+	ck_assert_int_eq(done, NX / 8 * 8);
+	for (long i = 0; i < done; i++) {
+		float a = __builtin_fabsf(x[i]);
+		want[i % 8] = a > want[i % 8] ? a : want[i % 8];
+	}
+	ck_assert_mem_eq(mx, want, sizeof(mx));
+	double acc[8] = {0}, wacc[8] = {0};
+	x[5] = 1.0f;
+	x[17] = 3.0f;
+	simd_arm_sum_sq(x, NX, acc);
+	for (long i = 0; i < done; i++)
+		wacc[i % 8] += (double)x[i] * (double)x[i];
+	ck_assert_mem_eq(acc, wacc, sizeof(acc));
+	x[5] = __builtin_nanf("");
+	for (int st = 0; st < 2; st++) {
+		int8_t q[NX];
+		const float inv = 0.7f, qmin = st ? -7.0f : 0.0f, qmax = st ? 7.0f : 15.0f;
+		long k = simd_arm_round(x, NX, inv, qmin, qmax, 512.0f, st ? u : NULL, q);
+		ck_assert_int_eq(k, done);
+		for (long i = 0; i < k; i++) {
+			float v = x[i] * inv;
+			v = v > qmin ? v : qmin;
+			v = v < qmax ? v : qmax;
+			int w = st ? (int)(v + (float)u[i] * (1.0f / 65536.0f) + 512.0f) - 512
+				   : (int)(v + 512.5f) - 512;
+			ck_assert_int_eq(q[i], w);
+		}
+	}
+}
+END_TEST
+#endif
 
 START_TEST(test_f32_gemm)
 {
@@ -207,6 +459,11 @@ int main(void)
 	tcase_add_test(tc, test_clamp_triggers);
 	tcase_add_test(tc, test_overflow_rejected);
 	tcase_add_test(tc, test_simd_matches_reference);
+	tcase_add_test(tc, test_variants_model_and_tile_shapes);
+	tcase_add_test(tc, test_repro_across_architectures);
+#if HDQT_AARCH64
+	tcase_add_test(tc, test_simd_arm_passes);
+#endif
 	tcase_add_test(tc, test_f32_gemm);
 	tcase_add_test(tc, test_transpose);
 	suite_add_tcase(s, tc);
