@@ -34,7 +34,7 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double bench_train(hdqt_mode mode, double min_s, double *ms_per_step)
+static double bench_train(hdqt_mode mode, int threads, double min_s, double *ms_per_step)
 {
 	hdqt_mlp_config c = {.n_in = 166, .n_hidden = 2, .hidden = {512, 512}, .n_classes = 12};
 	hdqt_qconfig q;
@@ -42,6 +42,10 @@ static double bench_train(hdqt_mode mode, double min_s, double *ms_per_step)
 	hdqt_model *m;
 	if (hdqt_model_new(&m, &c, &q, 1) < 0)
 		return -1;
+	if (hdqt_model_set_threads(m, threads) < 0) {
+		hdqt_model_free(m);
+		return -1;
+	}
 	enum { B = 128, NB = 8 };
 	float *X = malloc(sizeof(float) * B * NB * 166);
 	int *y = malloc(sizeof(int) * B * NB);
@@ -219,8 +223,10 @@ int main(int argc, char **argv)
 	int json = 0;
 	double min_s = 1.0;
 	const char *kernel = NULL;
+	int threads = 1, train_only = 0;
 	static const struct option lo[] = {{"json", 0, 0, 'j'}, {"seconds", 1, 0, 's'},
 					   {"kernel", 1, 0, 'k'}, {"kernel-name", 0, 0, 'n'},
+					   {"threads", 1, 0, 't'}, {"train-only", 0, 0, 'T'},
 					   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -234,9 +240,21 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'k': kernel = optarg; break;
+		case 't': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+			if (*end || v < 1 || v > 64) {
+				fprintf(stderr, "hdqt-bench: --threads must be an integer in [1, 64]\n");
+				return 2;
+			}
+			threads = (int)v;
+			break;
+		}
+		case 'T': train_only = 1; break;
 		case 'n': printf("%s\n", hdqt_kernel_name()); return 0;
 		case 'h':
-			printf("usage: hdqt-bench [--json] [--seconds S] [--kernel NAME] [--kernel-name]\n");
+			printf("usage: hdqt-bench [--json] [--seconds S] [--kernel NAME] [--kernel-name]\n"
+			       "                  [--threads N] [--train-only]\n");
 			return 0;
 		default: return 2;
 		}
@@ -248,7 +266,21 @@ int main(int argc, char **argv)
 	const char *train_kernel = hdqt_kernel_name();
 	double sps[HDQT_MODE_COUNT], ms[HDQT_MODE_COUNT];
 	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
-		sps[mde] = bench_train((hdqt_mode)mde, min_s, &ms[mde]);
+		sps[mde] = bench_train((hdqt_mode)mde, threads, min_s, &ms[mde]);
+	if (train_only) {
+		if (json) {
+			printf("{\"kernel\": \"%s\", \"threads\": %d, \"modes\": {", train_kernel, threads);
+			for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
+				printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f}",
+				       mde ? ", " : "", hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
+			printf("}}\n");
+		} else {
+			for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
+				printf("  %-11s %9.0f samples/s  %7.3f ms/step  (%d threads)\n",
+				       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], threads);
+		}
+		return 0;
+	}
 	static const char *const kernels[] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
 	double gm[4], gm_small[4];
 	for (int k = 0; k < 4; k++) {
@@ -268,7 +300,8 @@ int main(int argc, char **argv)
 	double ing_full = bench_store(1, 500, min_s / 2), ing_norm = bench_store(0, 500, min_s / 2);
 	double ing_one = bench_store(1, 1, min_s / 2);
 	if (json) {
-		printf("{\"kernel\": \"%s\", \"model\": \"166-512-512-12\", \"batch\": 128, \"modes\": {", train_kernel);
+		printf("{\"kernel\": \"%s\", \"model\": \"166-512-512-12\", \"batch\": 128, \"threads\": %d, "
+		       "\"modes\": {", train_kernel, threads);
 		for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
 			printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f}", mde ? ", " : "",
 			       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
@@ -285,7 +318,8 @@ int main(int argc, char **argv)
 		       "\"batch1_sync_full\": %.0f}}\n", ing_full, ing_norm, ing_one);
 		return 0;
 	}
-	printf("training step, 166-512-512-12, batch 128, kernel %s, one thread:\n", train_kernel);
+	printf("training step, 166-512-512-12, batch 128, kernel %s, %d thread%s:\n", train_kernel, threads,
+	       threads == 1 ? "" : "s");
 	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
 		printf("  %-11s %9.0f samples/s  %7.3f ms/step\n", hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
 	printf("tile-clamped int GEMM (4-bit operands, 8-bit acc, tile 32), GMAC/s:\n");

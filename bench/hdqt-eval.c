@@ -29,7 +29,7 @@ typedef struct opts {
 	int n_modes;
 	hdqt_cl_method methods[HDQT_CL_COUNT];
 	int n_methods;
-	int bits, acc_bits, tile, init_classes, increment, memory, epochs, seeds, jobs, json;
+	int bits, acc_bits, tile, init_classes, increment, memory, epochs, seeds, jobs, threads, json;
 	int hidden[HDQT_MAX_LAYERS], n_hidden;
 	int drop[64], n_drop, drop_set;
 	float lr, norm_clip, lr_gamma, kd_lambda;
@@ -93,6 +93,7 @@ static void usage(FILE *f)
 		"  --lr-step E         multiply the learning rate by --lr-gamma (0.1) every E epochs (0 = never)\n"
 		"  --seeds K           seeds 1..K (3)\n"
 		"  --jobs J            parallel runs (number of CPUs)\n"
+		"  --threads T         threads per run (1); results do not depend on it\n"
 		"  --drop-classes LIST labels left out (HAPT default 8; CSV default none)\n"
 		"  --norm-clip C       clip standardised inputs at +-C (0 = off)\n"
 		"  --window N --hop N  HAPT windowing (128, 64)\n"
@@ -158,6 +159,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->epochs = 100;
 	o->seeds = 3;
 	o->jobs = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	o->threads = 1;
 	o->hidden[0] = o->hidden[1] = 512;
 	o->n_hidden = 2;
 	o->lr = 0.01f;
@@ -168,13 +170,14 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->fwd_had = o->fwd_gran = o->bwd_gran = o->bwd_tile = o->had_max = o->bwd_fwdq = -1;
 	o->fwd_clip = o->fwd_sigma = -1;
 	enum { O_INIT = 256, O_INC, O_ACC, O_DROP, O_FWDH, O_FWDG, O_BWDG, O_FWDC, O_FWDS,
-	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL, O_BFQ };
+	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL, O_BFQ, O_THREADS };
 	static const struct option lo[] = {
 		{"data", 1, 0, 'd'}, {"quant", 1, 0, 'q'}, {"method", 1, 0, 'm'},
 		{"bits", 1, 0, 'b'}, {"acc-bits", 1, 0, O_ACC}, {"tile", 1, 0, 't'},
 		{"init-classes", 1, 0, O_INIT}, {"increment", 1, 0, O_INC},
 		{"memory", 1, 0, 'M'}, {"epochs", 1, 0, 'e'}, {"hidden", 1, 0, 'H'},
 		{"seeds", 1, 0, 's'}, {"jobs", 1, 0, 'j'}, {"json", 0, 0, 'J'},
+		{"threads", 1, 0, O_THREADS},
 		{"plot", 1, 0, 'p'}, {"lr", 1, 0, 'l'}, {"lr-step", 1, 0, O_LRSTEP},
 		{"lr-gamma", 1, 0, O_LRGAMMA}, {"kd-lambda", 1, 0, O_KDL}, {"drop-classes", 1, 0, O_DROP},
 		{"fwd-hadamard", 1, 0, O_FWDH}, {"fwd-gran", 1, 0, O_FWDG},
@@ -213,6 +216,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 		case 'e': bad = parse_int(optarg, 1, 100000, &o->epochs); break;
 		case 's': bad = parse_int(optarg, 1, 16, &o->seeds); break;
 		case 'j': bad = parse_int(optarg, 1, 256, &o->jobs); break;
+		case O_THREADS: bad = parse_int(optarg, 1, 64, &o->threads); break;
 		case 'J': o->json = 1; break;
 		case 'p': o->plot = optarg; break;
 		case 'l': bad = parse_float(optarg, 0.0f, 10.0f, &o->lr); break;
@@ -349,6 +353,8 @@ static void do_run(shared *sh, run_result *r)
 		rc = hdqt_model_new(&m, &mc, &q, (uint64_t)r->seed * 1000003u);
 	if (rc == 0)
 		rc = hdqt_model_set_norm(m, sh->mean, sh->std, o->norm_clip);
+	if (rc == 0)
+		rc = hdqt_model_set_threads(m, o->threads);
 	hdqt_cl_config cc;
 	hdqt_cl_config_default(&cc);
 	cc.method = r->method;

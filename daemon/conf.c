@@ -251,6 +251,7 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	INT_KEY("training", "memory", memory, 0, 1000000)
 	INT_KEY("training", "epochs", epochs, 1, 1000000)
 	INT_KEY("training", "batch", batch, 1, 65536)
+	INT_KEY("training", "threads", threads, 0, 64)
 	BOOL_KEY("training", "auto", auto_train)
 	INT_KEY("training", "auto_min_samples", auto_min_samples, 1, 100000000)
 	INT_KEY("training", "max_round_samples", max_round_samples, 1, 10000000)
@@ -471,6 +472,7 @@ cJSON *hdqtd_config_json(const hdqtd_config *c)
 	cJSON_AddNumberToObject(t, "memory", c->memory);
 	cJSON_AddNumberToObject(t, "epochs", c->epochs);
 	cJSON_AddNumberToObject(t, "batch", c->batch);
+	cJSON_AddNumberToObject(t, "threads", c->threads);
 	cJSON_AddNumberToObject(t, "lr", c->lr);
 	cJSON_AddBoolToObject(t, "auto", c->auto_train);
 	cJSON_AddNumberToObject(t, "auto_min_samples", c->auto_min_samples);

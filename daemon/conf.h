@@ -39,6 +39,7 @@ typedef struct hdqtd_config {
 	/* [training] */
 	hdqt_cl_method strategy;
 	int memory, epochs, batch;
+	int threads;               /* training threads (0: all cores but one when more than two) */
 	float lr;
 	int auto_train;            /* start rounds by itself */
 	int auto_min_samples;      /* ... when this many samples are pending */

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hdqt_data.h"
 #include "hdqt_store.h"
@@ -231,6 +232,17 @@ static int64_t id_of(const round_data *r, int label)
 	return -1;
 }
 
+/* training.threads, or by default all cores but one (which the loop keeps
+ * for predictions) where there are more than two, else one.  Results do
+ * not depend on it. */
+static int training_threads(const hdqtd_config *c)
+{
+	if (c->threads > 0)
+		return c->threads;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 2 ? (int)(n - 1 < 64 ? n - 1 : 64) : 1;
+}
+
 static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 {
 	const hdqtd_config *c = &t->cfg;
@@ -340,6 +352,8 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 		if (rc == 0)
 			rc = hdqt_model_fit_norm_robust(m, TX, nt, c->norm_clip);
 	}
+	if (rc == 0)
+		rc = hdqt_model_set_threads(m, training_threads(c));
 	if (rc < 0) {
 		hdqt_model_free(m);
 		snprintf(res->reason, sizeof(res->reason), "model: %s", hdqt_strerror(rc));

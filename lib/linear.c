@@ -85,7 +85,12 @@ void linear_scratch_free(linear_scratch *s)
 	free(s->sa);
 	free(s->sb);
 	gemm_ws_free(&s->ws);
+	for (int i = 0; i < POOL_MAX_THREADS; i++)
+		gemm_ws_free(&s->wws[i]);
+	gemm_packed_free(&s->bpack);
+	pool *keep = s->pool;
 	memset(s, 0, sizeof(*s));
+	s->pool = keep;
 }
 
 static void *grow(void **p, size_t *cap, size_t n)
@@ -103,18 +108,140 @@ static void *grow(void **p, size_t *cap, size_t n)
 #define SF(s, i, n) ((float *)grow((void **)&(s)->f[i], &(s)->fcap[i], (size_t)(n) * sizeof(float)))
 #define SQ(s, i, n) ((int8_t *)grow((void **)&(s)->q[i], &(s)->qcap[i], (size_t)(n)))
 
-/* out (I x J) = c * sa[i] * sb[j] / div: integer products back to floats. */
-static void rescale(const int32_t *c, const float *sa, const float *sb, int I, int J, float div,
-		    float *out)
+/* ---- parallel loops: every split is over rows, in blocks of 4 rows (the
+ * float kernels' register blocking), so results do not depend on the
+ * number of threads ---- */
+
+/* Rows [r0, r1) of task t of a loop over R rows cut into n tasks. */
+static int ntasks(const linear_scratch *s, int R)
 {
-	const float inv = 1.0f / div;
-	for (int i = 0; i < I; i++) {
-		const float si = sa[i] * inv;
-		const int32_t *ci = c + (size_t)i * J;
-		float *oi = out + (size_t)i * J;
-		for (int j = 0; j < J; j++)
-			oi[j] = (float)ci[j] * si * sb[j];
+	const int th = pool_size(s->pool);
+	if (th == 1 || R < 8)
+		return 1;
+	int n = 4 * th, blocks = (R + 3) / 4;
+	return n < blocks ? n : blocks;
+}
+
+static void task_rows(int R, int n, int t, int *r0, int *r1)
+{
+	const int blocks = (R + 3) / 4;
+	int b0 = (int)((long)blocks * t / n), b1 = (int)((long)blocks * (t + 1) / n);
+	*r0 = b0 * 4 < R ? b0 * 4 : R;
+	*r1 = b1 * 4 < R ? b1 * 4 : R;
+}
+
+typedef struct par {
+	linear_scratch *s;
+	int R, n, J, K, blk, rc;
+	const float *x;
+	float *y;
+	const float *sa, *sb;
+	float inv, step;
+	const int32_t *c;
+	int32_t *cc;
+	const int8_t *qa;
+	int8_t *q;
+	float *scale;
+	const quant_spec *sp;
+	uint64_t seed;
+	const gemm_packed *pb;
+} par;
+
+static void rescale_task(void *arg, int t, int w)
+{
+	(void)w;
+	par *p = arg;
+	int r0, r1;
+	task_rows(p->R, p->n, t, &r0, &r1);
+	for (int i = r0; i < r1; i++) {
+		const float si = p->sa[i] * p->inv;
+		const int32_t *ci = p->c + (size_t)i * p->J;
+		float *oi = p->y + (size_t)i * p->J;
+		for (int j = 0; j < p->J; j++)
+			oi[j] = (float)ci[j] * si * p->sb[j];
 	}
+}
+
+/* out (I x J) = c * sa[i] * sb[j] / div: integer products back to floats. */
+static void rescale(linear_scratch *s, const int32_t *c, const float *sa, const float *sb, int I,
+		    int J, float div, float *out)
+{
+	par p = {.s = s, .R = I, .n = ntasks(s, I), .J = J, .c = c, .sa = sa, .sb = sb,
+		 .inv = 1.0f / div, .y = out};
+	pool_run(s->pool, p.n, rescale_task, &p);
+}
+
+static void quant_task(void *arg, int t, int w)
+{
+	(void)w;
+	par *p = arg;
+	int r0, r1;
+	task_rows(p->R, p->n, t, &r0, &r1);
+	quant_rows_part(p->x, r0, r1, p->K, p->sp, p->seed, p->step, p->q, p->scale);
+}
+
+/* quant_rows over the pool: the same codes for every thread count. */
+static void quant_par(linear_scratch *s, const float *x, int R, int K, const quant_spec *sp,
+		      hdqt_rng *rng, int8_t *q, float *scale)
+{
+	par p = {.s = s, .R = R, .n = ntasks(s, R), .K = K, .x = x, .sp = sp, .q = q, .scale = scale};
+	p.step = sp->per_row ? 0.0f : quant_tensor_step(x, R, K, sp);
+	p.seed = sp->stochastic ? quant_seed(rng) : 0;
+	pool_run(s->pool, p.n, quant_task, &p);
+}
+
+static void fwht_task(void *arg, int t, int w)
+{
+	(void)w;
+	par *p = arg;
+	int r0, r1;
+	task_rows(p->R, p->n, t, &r0, &r1);
+	if (r1 > r0)
+		fwht_rows(p->y + (size_t)r0 * p->K, r1 - r0, p->K, p->blk);
+}
+
+static void fwht_par(linear_scratch *s, float *x, int R, int K, int blk)
+{
+	par p = {.s = s, .R = R, .n = ntasks(s, R), .K = K, .y = x, .blk = blk};
+	pool_run(s->pool, p.n, fwht_task, &p);
+}
+
+static void gemm_task(void *arg, int t, int w)
+{
+	par *p = arg;
+	int r0, r1;
+	task_rows(p->R, p->n, t, &r0, &r1);
+	if (r1 > r0) {
+		int rc = gemm_q_packed(&p->s->wws[w], p->qa + (size_t)r0 * p->pb->K, r1 - r0, p->pb,
+				       p->cc + (size_t)r0 * p->pb->J);
+		if (rc < 0)
+			p->rc = rc; /* any failure: the caller reports one */
+	}
+}
+
+/* C (I x J) = A . B^T with B packed, rows of A over the pool. */
+static int gemm_par(linear_scratch *s, const int8_t *qa, int I, const gemm_packed *pb, int32_t *c)
+{
+	par p = {.s = s, .R = I, .n = ntasks(s, I), .qa = qa, .pb = pb, .cc = c};
+	pool_run(s->pool, p.n, gemm_task, &p);
+	return p.rc;
+}
+
+static void f32_task(void *arg, int t, int w)
+{
+	(void)w;
+	par *p = arg;
+	int r0, r1;
+	task_rows(p->R, p->n, t, &r0, &r1);
+	if (r1 > r0)
+		gemm_f32_nn(p->x + (size_t)r0 * p->K, p->sb, r1 - r0, p->J, p->K, p->y + (size_t)r0 * p->J);
+}
+
+/* Float C (I x J) = A (I x K) . B (K x J), rows of A over the pool. */
+static void f32_par(linear_scratch *s, const float *A, const float *B, int I, int J, int K, float *C)
+{
+	par p = {.s = s, .R = I, .n = ntasks(s, I), .x = A, .sb = B, .J = J, .K = K, .y = C};
+	pool_run(s->pool, p.n, f32_task, &p);
 }
 
 static int qproduct(const float *a, int I, const float *b, int J, int K, int tile,
@@ -127,14 +254,18 @@ static int qproduct(const float *a, int I, const float *b, int J, int K, int til
 	float *sb = grow((void **)&s->sb, &s->sbcap, (size_t)J * sizeof(float));
 	if (!qa || !qb || !c || !sa || !sb)
 		return HDQT_ENOMEM;
-	quant_rows(a, I, K, spa, rng, qa, sa);
-	quant_rows(b, J, K, spb, rng, qb, sb);
+	quant_par(s, a, I, K, spa, rng, qa, sa);
+	quant_par(s, b, J, K, spb, rng, qb, sb);
 	gemm_params gp = {.tile = tile, .acc_bits = q->acc_bits, .bits = q->bits,
 			  .a_signed = !spa->is_unsigned};
-	int rc = gemm_q(&s->ws, qa, qb, I, J, K, &gp, c);
+	/* Packed once, then the rows of A over the pool: the same integers as
+	 * gemm_q (gemm_pack's contract). */
+	int rc = gemm_pack(&s->bpack, qb, J, K, &gp);
+	if (rc == 0)
+		rc = gemm_par(s, qa, I, &s->bpack, c);
 	if (rc < 0)
 		return rc;
-	rescale(c, sa, sb, I, J, div, out);
+	rescale(s, c, sa, sb, I, J, div, out);
 	return 0;
 }
 
@@ -169,8 +300,8 @@ static int fwd_values(const float *a, int R, int K, const quant_spec *sp, int bl
 	if (out != a)
 		memcpy(out, a, (size_t)R * K * sizeof(float));
 	if (blk > 1)
-		fwht_rows(out, R, K, blk);
-	quant_rows(out, R, K, sp, NULL, qa, sc);
+		fwht_par(s, out, R, K, blk);
+	quant_par(s, out, R, K, sp, NULL, qa, sc);
 	for (int i = 0; i < R; i++) {
 		const int8_t *qi = qa + (size_t)i * K;
 		float *oi = out + (size_t)i * K;
@@ -178,7 +309,7 @@ static int fwd_values(const float *a, int R, int K, const quant_spec *sp, int bl
 			oi[k] = (float)qi[k] * sc[i];
 	}
 	if (blk > 1) {
-		fwht_rows(out, R, K, blk);
+		fwht_par(s, out, R, K, blk);
 		const float inv = 1.0f / (float)blk;
 		for (size_t i = 0; i < (size_t)R * K; i++)
 			out[i] *= inv;
@@ -200,7 +331,7 @@ static int weight_operand(linear *L, const quant_spec *spw, const gemm_params *g
 		if (!fw)
 			return HDQT_ENOMEM;
 		memcpy(fw, L->w, (size_t)M * K * sizeof(float));
-		fwht_rows(fw, M, K, blk);
+		fwht_par(s, fw, M, K, blk);
 		wa = fw;
 	}
 	int8_t *qb = SQ(s, 1, (size_t)M * K);
@@ -208,7 +339,7 @@ static int weight_operand(linear *L, const quant_spec *spw, const gemm_params *g
 	if (!qb || !sc)
 		return HDQT_ENOMEM;
 	L->wscale = sc;
-	quant_rows(wa, M, K, spw, NULL, qb, sc);
+	quant_par(s, wa, M, K, spw, NULL, qb, sc);
 	int rc = gemm_pack(&L->wpack, qb, M, K, gp);
 	if (rc < 0)
 		return rc;
@@ -225,7 +356,7 @@ int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 		if (!wt)
 			return HDQT_ENOMEM;
 		gemm_transpose(L->w, M, K, wt);
-		gemm_f32_nn(X, wt, N, M, K, Y);
+		f32_par(s, X, wt, N, M, K, Y);
 		return 0;
 	}
 	const float *xa = X;
@@ -238,7 +369,7 @@ int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 			if (!fx)
 				return HDQT_ENOMEM;
 			memcpy(fx, X, (size_t)N * K * sizeof(float));
-			fwht_rows(fx, N, K, blk);
+			fwht_par(s, fx, N, K, blk);
 			xa = fx;
 			div = (float)blk;
 			x_unsigned = 0; /* rotated activations take both signs */
@@ -256,10 +387,10 @@ int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 	float *sa = grow((void **)&s->sa, &s->sacap, (size_t)N * sizeof(float));
 	if (!qa || !c || !sa)
 		return HDQT_ENOMEM;
-	quant_rows(xa, N, K, &spx, NULL, qa, sa);
-	if ((rc = gemm_q_packed(&s->ws, qa, N, &L->wpack, c)) < 0)
+	quant_par(s, xa, N, K, &spx, NULL, qa, sa);
+	if ((rc = gemm_par(s, qa, N, &L->wpack, c)) < 0)
 		return rc;
-	rescale(c, sa, L->wscale, N, M, div, Y);
+	rescale(s, c, sa, L->wscale, N, M, div, Y);
 	return 0;
 }
 
@@ -289,9 +420,9 @@ int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, 
 		return HDQT_ENOMEM;
 	if (q->mode == HDQT_MODE_FP32) {
 		gemm_transpose(dY, N, M, t);            /* dY^T: M x N */
-		gemm_f32_nn(t, X, M, K, N, L->gw);      /* M x K */
+		f32_par(s, t, X, M, K, N, L->gw);       /* M x K */
 		if (dX)
-			gemm_f32_nn(dY, W, N, K, M, dX);
+			f32_par(s, dY, W, N, K, M, dX);
 		return 0;
 	}
 	const int per_row = q->bwd_gran == HDQT_SCALE_ROW;
@@ -333,8 +464,8 @@ int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, 
 		gemm_transpose(X, N, K, u2);   /* K x N */
 	}
 	if (blkN > 1) {
-		fwht_rows(t2, M, Np, blkN);
-		fwht_rows(u2, K, Np, blkN);
+		fwht_par(s, t2, M, Np, blkN);
+		fwht_par(s, u2, K, Np, blkN);
 	}
 	rc = qproduct(t2, M, u2, K, Np, q->bwd_tile, &sp_g, &sp_x, q, s, rng, (float)blkN, L->gw);
 	if (rc < 0 || !dX)
@@ -348,8 +479,8 @@ int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, 
 	memcpy(g, dY, (size_t)N * M * sizeof(float));
 	gemm_transpose(W, M, K, u); /* K x M */
 	if (blkM > 1) {
-		fwht_rows(g, N, M, blkM);
-		fwht_rows(u, K, M, blkM);
+		fwht_par(s, g, N, M, blkM);
+		fwht_par(s, u, K, M, blkM);
 	}
 	return qproduct(g, N, u, K, M, q->bwd_tile, &sp_g, &sp_w, q, s, rng, (float)blkM, dX);
 }

@@ -4,6 +4,7 @@
 
 #include "gemm.h"
 #include "hdqt.h"
+#include "pool.h"
 
 typedef struct linear {
 	int in, out;  /* K, M */
@@ -32,6 +33,11 @@ typedef struct linear_scratch {
 	float *sa, *sb;
 	size_t sacap, sbcap;
 	gemm_ws ws;
+	/* Threads (NULL: the caller's only; not owned), a packing workspace
+	 * per thread, and B of the backward products packed once. */
+	pool *pool;
+	gemm_ws wws[POOL_MAX_THREADS];
+	gemm_packed bpack;
 } linear_scratch;
 
 int linear_init(linear *L, int in, int out);

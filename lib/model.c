@@ -169,7 +169,31 @@ void hdqt_model_free(hdqt_model *m)
 	free(m->mean);
 	free(m->std);
 	linear_scratch_free(&m->s);
+	pool_free(m->pool);
 	free(m);
+}
+
+int hdqt_model_set_threads(hdqt_model *m, int threads)
+{
+	if (!m || threads < 1 || threads > POOL_MAX_THREADS)
+		return HDQT_EINVAL;
+	if (pool_size(m->pool) == threads)
+		return 0;
+	pool *p = NULL;
+	if (threads > 1) {
+		int rc = pool_new(&p, threads);
+		if (rc < 0)
+			return rc;
+	}
+	pool_free(m->pool);
+	m->pool = p;
+	m->s.pool = p;
+	return 0;
+}
+
+int hdqt_model_threads(const hdqt_model *m)
+{
+	return m ? pool_size(m->pool) : 1;
 }
 
 int hdqt_model_clone(const hdqt_model *m, hdqt_model **out)
@@ -193,6 +217,10 @@ int hdqt_model_clone(const hdqt_model *m, hdqt_model **out)
 	memcpy(c->std, m->std, (size_t)m->cfg.n_in * sizeof(float));
 	c->norm_clip = m->norm_clip;
 	c->rng = m->rng;
+	if ((rc = hdqt_model_set_threads(c, pool_size(m->pool))) < 0) {
+		hdqt_model_free(c);
+		return rc;
+	}
 	*out = c;
 	return 0;
 }
@@ -427,6 +455,40 @@ __attribute__((target("avx2"))) static size_t sgd_avx2(float *w, float *v, const
 #define sgd_avx2(w, v, g, n, mu, wd, lr) 0
 #endif
 
+/* Element-wise loops over the pool: chunks of 4096 elements, so the
+ * SIMD and scalar parts of each element are those of a serial run. */
+typedef struct ew {
+	float *a, *v;
+	const float *b, *g;
+	size_t n;
+	float mu, wd, lr;
+	int op;
+} ew;
+
+enum { EW_CHUNK = 4096, EW_RELU, EW_RELU_BACK, EW_SGD };
+
+static void relu(float *a, size_t n);
+static void relu_back(float *dx, const float *a, size_t n);
+static void sgd_update(float *w, float *v, const float *g, size_t n, float mu, float wd, float lr);
+
+static void ew_task(void *arg, int t, int w)
+{
+	(void)w;
+	const ew *e = arg;
+	size_t i0 = (size_t)t * EW_CHUNK, len = e->n - i0 < EW_CHUNK ? e->n - i0 : EW_CHUNK;
+	if (e->op == EW_RELU)
+		relu(e->a + i0, len);
+	else if (e->op == EW_RELU_BACK)
+		relu_back(e->a + i0, e->b + i0, len);
+	else
+		sgd_update(e->a + i0, e->v + i0, e->g + i0, len, e->mu, e->wd, e->lr);
+}
+
+static void ew_run(hdqt_model *m, ew *e)
+{
+	pool_run(m->pool, (int)((e->n + EW_CHUNK - 1) / EW_CHUNK), ew_task, e);
+}
+
 static void relu(float *a, size_t n)
 {
 	size_t i = HAVE_AVX2() ? relu_avx2(a, n) : 0;
@@ -484,7 +546,7 @@ static int forward_cached(hdqt_model *m, const float *X, int n)
 		if (rc < 0)
 			return rc;
 		if (l < m->n_layers - 1)
-			relu(m->act[l + 1], (size_t)n * m->L[l].out);
+			ew_run(m, &(ew){.op = EW_RELU, .a = m->act[l + 1], .n = (size_t)n * m->L[l].out});
 	}
 	return 0;
 }
@@ -600,7 +662,8 @@ int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o,
 			return rc;
 		if (l > 0) {
 			/* ReLU: act[l] is the ReLU output feeding layer l. */
-			relu_back(dX, m->act[l], (size_t)n * m->L[l].in);
+			ew_run(m, &(ew){.op = EW_RELU_BACK, .a = dX, .b = m->act[l],
+					.n = (size_t)n * m->L[l].in});
 			float *t = m->grad[0];
 			m->grad[0] = m->grad[1];
 			m->grad[1] = t;
@@ -609,8 +672,9 @@ int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o,
 	}
 	for (int l = 0; l < m->n_layers; l++) {
 		linear *Ly = &m->L[l];
-		sgd_update(Ly->w, Ly->v, Ly->gw, (size_t)Ly->in * Ly->out, o->momentum,
-			   o->weight_decay, lr);
+		ew_run(m, &(ew){.op = EW_SGD, .a = Ly->w, .v = Ly->v, .g = Ly->gw,
+				.n = (size_t)Ly->in * Ly->out, .mu = o->momentum, .wd = o->weight_decay,
+				.lr = lr});
 		linear_touch(Ly);
 	}
 	if (loss)

@@ -19,6 +19,7 @@ struct hdqt_model {
 	float *act[HDQT_MAX_LAYERS + 1]; /* act[l]: input of layer l; act[n_layers]: logits */
 	float *grad[2];
 	linear_scratch s;
+	pool *pool;             /* hdqt_model_set_threads (NULL: one thread) */
 };
 
 /* Allocate an empty model with weights zeroed (used by new, clone and load). */

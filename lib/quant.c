@@ -183,23 +183,43 @@ HDQT_CLONES static void quant_group(const float *x, long n, float step, const qu
 	}
 }
 
+uint64_t quant_seed(hdqt_rng *rng)
+{
+	if (!rng)
+		return 0;
+	uint64_t hi = rng_next(rng);
+	return hi << 32 | rng_next(rng);
+}
+
+float quant_tensor_step(const float *x, int rows, int cols, const quant_spec *sp)
+{
+	const float qmax = (float)quant_qmax(sp);
+	float range = quant_range(x, (long)rows * cols, sp, 1);
+	return range > 0.0f ? range / qmax : 1.0f;
+}
+
+void quant_rows_part(const float *x, int r0, int r1, int cols, const quant_spec *sp,
+		     uint64_t seed, float step, int8_t *q, float *scale)
+{
+	const float qmax = (float)quant_qmax(sp);
+	for (int r = r0; r < r1; r++) {
+		const float *xr = x + (long)r * cols;
+		float st = step;
+		if (sp->per_row) {
+			float range = quant_range(xr, cols, sp, 1);
+			st = range > 0.0f ? range / qmax : 1.0f;
+		}
+		scale[r] = st;
+		hdqt_rng rr;
+		if (sp->stochastic)
+			hdqt_rng_seed(&rr, seed, (uint64_t)r); /* row r's own stream */
+		quant_group(xr, cols, st, sp, sp->stochastic ? &rr : NULL, q + (long)r * cols);
+	}
+}
+
 void quant_rows(const float *x, int rows, int cols, const quant_spec *sp,
 		hdqt_rng *rng, int8_t *q, float *scale)
 {
-	const float qmax = (float)quant_qmax(sp);
-	if (sp->per_row) {
-		for (int r = 0; r < rows; r++) {
-			const float *xr = x + (long)r * cols;
-			float range = quant_range(xr, cols, sp, 1);
-			float step = range > 0.0f ? range / qmax : 1.0f;
-			scale[r] = step;
-			quant_group(xr, cols, step, sp, rng, q + (long)r * cols);
-		}
-		return;
-	}
-	float range = quant_range(x, (long)rows * cols, sp, 1);
-	float step = range > 0.0f ? range / qmax : 1.0f;
-	for (int r = 0; r < rows; r++)
-		scale[r] = step;
-	quant_group(x, (long)rows * cols, step, sp, rng, q);
+	const float step = sp->per_row ? 0.0f : quant_tensor_step(x, rows, cols, sp);
+	quant_rows_part(x, 0, rows, cols, sp, sp->stochastic ? quant_seed(rng) : 0, step, q, scale);
 }

@@ -27,3 +27,13 @@ int quant_qmax(const quant_spec *sp);
  * stochastic. */
 void quant_rows(const float *x, int rows, int cols, const quant_spec *sp,
 		hdqt_rng *rng, int8_t *q, float *scale);
+
+/* The pieces of quant_rows, for callers that split the rows over threads:
+ * one seed is drawn per call, and row r's stochastic stream is seeded from
+ * (seed, r), so the codes are the same however the rows are split.
+ * quant_tensor_step is the per-tensor step (unused with per_row);
+ * quant_rows_part quantises rows [r0, r1) and sets their scale[]. */
+uint64_t quant_seed(hdqt_rng *rng);
+float quant_tensor_step(const float *x, int rows, int cols, const quant_spec *sp);
+void quant_rows_part(const float *x, int r0, int r1, int cols, const quant_spec *sp,
+		     uint64_t seed, float step, int8_t *q, float *scale);

@@ -179,6 +179,54 @@ START_TEST(test_reproducible)
 }
 END_TEST
 
+/* Threads change nothing: every mode, 1 to 4 threads, a batch that is not
+ * a multiple of the row blocks, a few steps: weights and logits bit for
+ * bit the same. */
+START_TEST(test_threads_bit_identical)
+{
+	enum { N = 101, D = 166, H = 96, C = 7, STEPS = 3 };
+	static float X[N * D];
+	static int y[N];
+	blobs(X, y, N, D, C, 5);
+	const hdqt_mode modes[] = {HDQT_MODE_FP32, HDQT_MODE_INT, HDQT_MODE_HDQT_PAPER, HDQT_MODE_HDQT};
+	for (size_t k = 0; k < sizeof(modes) / sizeof(modes[0]); k++) {
+		hdqt_model *ref = make(modes[k], D, H, C, 21);
+		ck_assert_int_eq(hdqt_model_fit_norm(ref, X, N, 0.0f), 0);
+		hdqt_model *m[4];
+		for (int t = 0; t < 4; t++) {
+			ck_assert_int_eq(hdqt_model_clone(ref, &m[t]), 0);
+			ck_assert_int_eq(hdqt_model_set_threads(m[t], t + 1), 0);
+			ck_assert_int_eq(hdqt_model_threads(m[t]), t + 1);
+		}
+		hdqt_sgd o;
+		hdqt_sgd_default(&o);
+		hdqt_batch b = {.X = X, .y = y, .n = N};
+		for (int st = 0; st < STEPS; st++)
+			for (int t = 0; t < 4; t++)
+				ck_assert_int_eq(hdqt_model_train_step(m[t], &b, &o, 0.05f, NULL), 0);
+		static float lg[4][N * C];
+		for (int t = 0; t < 4; t++)
+			ck_assert_int_eq(hdqt_model_forward(m[t], X, N, lg[t]), 0);
+		for (int t = 1; t < 4; t++) {
+			for (int l = 0; l < m[0]->n_layers; l++)
+				ck_assert_msg(memcmp(m[0]->L[l].w, m[t]->L[l].w,
+						     sizeof(float) * m[0]->L[l].in * m[0]->L[l].out) == 0,
+					      "mode %s, %d threads: layer %d weights differ",
+					      hdqt_mode_name(modes[k]), t + 1, l);
+			ck_assert_msg(memcmp(lg[0], lg[t], sizeof(lg[0])) == 0, "mode %s, %d threads: logits",
+				      hdqt_mode_name(modes[k]), t + 1);
+		}
+		for (int t = 0; t < 4; t++)
+			hdqt_model_free(m[t]);
+		hdqt_model_free(ref);
+	}
+	hdqt_model *m = make(HDQT_MODE_HDQT, 8, 8, 2, 1);
+	ck_assert_int_eq(hdqt_model_set_threads(m, 0), HDQT_EINVAL);
+	ck_assert_int_eq(hdqt_model_set_threads(m, 65), HDQT_EINVAL);
+	hdqt_model_free(m);
+}
+END_TEST
+
 START_TEST(test_blob_round_trip_and_corruption)
 {
 	enum { N = 32, D = 10, C = 3 };
@@ -496,6 +544,7 @@ int main(void)
 	tcase_add_test(tc, test_backward_uses_forward_values);
 	tcase_add_test(tc, test_learns_separable_every_mode);
 	tcase_add_test(tc, test_reproducible);
+	tcase_add_test(tc, test_threads_bit_identical);
 	tcase_add_test(tc, test_blob_round_trip_and_corruption);
 	tcase_add_test(tc, test_blob_v1_loads);
 	tcase_add_test(tc, test_head_growth_keeps_rows);

@@ -126,6 +126,12 @@ const hdqt_mlp_config *hdqt_model_config(const hdqt_model *m);
  * hdqt_model_fit_norm computes mean/std from n rows of X. */
 int hdqt_model_set_norm(hdqt_model *m, const float *mean, const float *std, float clip);
 int hdqt_model_fit_norm(hdqt_model *m, const float *X, int n, float clip);
+/* Threads for training steps and forward passes (1 by default, at most 64;
+ * a clone inherits the count).  Work is split over output rows and
+ * elements, never over a reduction: results are bit-identical for every
+ * count.  HDQT_EINVAL, or HDQT_ENOMEM if the threads cannot be started. */
+int hdqt_model_set_threads(hdqt_model *m, int threads);
+int hdqt_model_threads(const hdqt_model *m);
 /* As hdqt_model_fit_norm, but values more than 1000 robust standard
  * deviations (1.4826 MAD) from a feature's median are left out of its mean
  * and std, so one absurd sample cannot squash the others; on data without
