@@ -190,13 +190,32 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 	float norm_clip = get_f32(&r);
 	if (r.err)
 		return HDQT_ECORRUPT;
-	/* Sizes are validated by model_alloc; then the remaining length must match
-	 * exactly before anything large is read. */
+	/* The weights are in the blob, so the declared sizes must account for
+	 * exactly the bytes left before anything is allocated: otherwise a
+	 * 150-byte blob with a valid CRC declaring 65536-wide layers makes
+	 * model_alloc reserve gigabytes (found by tests/fuzz/fuzz_blob.c).  The
+	 * first layer's input is padded as model_alloc pads it. */
+	if (c.n_in < 1 || c.n_in > HDQT_MAX_DIM || c.n_classes < 1 || c.n_classes > HDQT_MAX_CLASSES)
+		return HDQT_ECORRUPT;
+	size_t need = 2 * (size_t)c.n_in + 4;
+	size_t fan_in = (q.mode != HDQT_MODE_FP32 && q.fwd_hadamard) ? ((size_t)c.n_in + 31) / 32 * 32
+								    : (size_t)c.n_in;
+	for (int l = 0; l <= c.n_hidden; l++) {
+		int o = l == c.n_hidden ? c.n_classes : c.hidden[l];
+		if (o < 1 || o > HDQT_MAX_DIM)
+			return HDQT_ECORRUPT;
+		need += fan_in * (size_t)o;
+		fan_in = (size_t)o;
+	}
+	if ((r.n - r.off) % 4 != 0 || (r.n - r.off) / 4 != need)
+		return HDQT_ECORRUPT;
+	/* Sizes are validated by model_alloc; the remaining length is checked
+	 * again against the layers it made before anything large is read. */
 	hdqt_model *m;
 	int rc = model_alloc(&m, &c, &q);
 	if (rc < 0)
 		return rc == HDQT_ENOMEM ? rc : HDQT_ECORRUPT;
-	size_t need = 2 * (size_t)c.n_in + 4;
+	need = 2 * (size_t)c.n_in + 4;
 	for (int l = 0; l < m->n_layers; l++)
 		need += (size_t)m->L[l].in * m->L[l].out;
 	if ((r.n - r.off) / 4 != need || (r.n - r.off) % 4 != 0) {

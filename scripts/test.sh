@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # The whole test suite, twice: a normal -Dwerror=true build and an
-# AddressSanitizer + UndefinedBehaviorSanitizer build.  Installs missing
-# packages first (scripts/deps.sh).  Build trees: build-ci/ and build-asan/.
+# AddressSanitizer + UndefinedBehaviorSanitizer build; then the libFuzzer
+# targets (tests/fuzz/) in a clang build, build-fuzz/.  Installs missing
+# packages first (scripts/deps.sh).  Build trees: build-ci/, build-asan/, build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -28,9 +29,20 @@ echo "== ASan + UBSan build =="
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run_suite build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
+echo "== fuzz build (clang libFuzzer, ASan + UBSan): corpus regression + short campaigns =="
+# Its own build tree, build-fuzz/, with clang; only the fuzz targets are
+# built and only suite 'fuzz' runs (scripts/fuzz.sh runs longer campaigns).
+# -Dwerror=false: clang warns where gcc does not, and werror is the gcc builds' job.
+if [ ! -f build-fuzz/build.ninja ]; then
+	CC=clang meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=true -Dtests=false \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false
+fi
+ninja -C build-fuzz $(scripts/fuzz.sh --list | sed 's|^|tests/fuzz/fuzz_|')
+meson test -C build-fuzz --no-rebuild --suite fuzz --print-errorlogs --num-processes 2
 
-# One closing line over both builds, counted from meson's JSON test logs.
-python3 - build-ci/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
+# One closing line over the three builds, counted from meson's JSON test logs.
+python3 - build-ci/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
+	build-fuzz/meson-logs/testlog.json <<'PY'
 import json, sys
 passed = failed = skipped = 0
 for path in sys.argv[1:]:
