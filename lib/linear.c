@@ -21,9 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "fwht.h"
 #include "linear.h"
 #include "quant.h"
+#include "blas.h"
 
 int linear_init(linear *L, int in, int out)
 {
@@ -244,6 +246,16 @@ static void f32_par(linear_scratch *s, const float *A, const float *B, int I, in
 	pool_run(s->pool, p.n, f32_task, &p);
 }
 
+#if HAVE_CBLAS
+/* The fp32 reference through BLAS, on as many BLAS threads as the pool has
+ * (results do not depend on it: blas.c). */
+static void blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, const float *A, int lda,
+		     const float *B, int ldb, float *C)
+{
+	blas_sgemm(ta, tb, I, J, K, A, lda, B, ldb, C, pool_size(s->pool));
+}
+#endif
+
 static int qproduct(const float *a, int I, const float *b, int J, int K, int tile,
 		    const quant_spec *spa, const quant_spec *spb, const hdqt_qconfig *q,
 		    linear_scratch *s, hdqt_rng *rng, float div, float *out)
@@ -352,6 +364,10 @@ int linear_forward(linear *L, const float *X, int N, int x_unsigned,
 {
 	const int K = L->in, M = L->out;
 	if (q->mode == HDQT_MODE_FP32) {
+#if HAVE_CBLAS
+		blas_par(s, 0, 1, N, M, K, X, K, L->w, K, Y); /* X W^T */
+		return 0;
+#endif
 		float *wt = SF(s, 0, (size_t)K * M);
 		if (!wt)
 			return HDQT_ENOMEM;
@@ -419,6 +435,12 @@ int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, 
 	if (!t || !u)
 		return HDQT_ENOMEM;
 	if (q->mode == HDQT_MODE_FP32) {
+#if HAVE_CBLAS
+		blas_par(s, 1, 0, M, K, N, dY, M, X, K, L->gw); /* dY^T X */
+		if (dX)
+			blas_par(s, 0, 0, N, K, M, dY, M, W, K, dX); /* dY W */
+		return 0;
+#endif
 		gemm_transpose(dY, N, M, t);            /* dY^T: M x N */
 		f32_par(s, t, X, M, K, N, L->gw);       /* M x K */
 		if (dX)
