@@ -592,6 +592,30 @@ class TestConnections(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_memory_budget(self):
+        """10: partial lines and queued replies of all clients had no common
+        bound (4 MiB each, 64 clients)."""
+        d = Daemon(*FAST, "daemon.max_message=256K", "daemon.max_write_queue=256K",
+                   "daemon.max_memory=600K").start()
+        try:
+            ks = [d.client() for _ in range(3)]
+            for k in ks[:2]:
+                k.send_raw(b'{"x":"' + b"y" * (200 << 10))   # 200 KiB held, not complete
+            time.sleep(0.3)
+            ks[2].send_raw(b'{"x":"' + b"y" * (200 << 10))   # one more passes the budget
+            m = ks[2].read_msg()
+            self.assertEqual(m["error"]["code"], -32005)
+            self.assertIn("max_memory", m["error"]["message"])
+            with self.assertRaises((EOFError, ConnectionError)):
+                ks[2].read_msg()
+            c = d.client()
+            self.assertIn("version", c.call("status"))   # the others are served
+            for k in ks[:2]:
+                k.send_raw(b'"}\n')
+                self.assertEqual(k.read_msg()["error"]["code"], -32600)
+        finally:
+            d.cleanup()
+
     @unittest.skipUnless(os.geteuid() == 0, "connects as user nobody")
     def test_per_uid_cap_and_admin_slots(self):
         """10: one non-admin uid could take every connection slot."""
