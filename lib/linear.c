@@ -25,6 +25,7 @@
 #include "fwht.h"
 #include "linear.h"
 #include "quant.h"
+#include "simd.h"
 #include "blas.h"
 
 int linear_init(linear *L, int in, int out)
@@ -149,19 +150,29 @@ typedef struct par {
 	const gemm_packed *pb;
 } par;
 
+/* Rows [r0, r1): out = c * (sa[i] / div) * sb[j].  Locals and restrict:
+ * through the task's struct, every store could alias it and nothing would
+ * vectorise. */
+HDQT_CLONES static void rescale_rows(const int32_t *restrict c, const float *restrict sa,
+				     const float *restrict sb, int r0, int r1, int J, float inv,
+				     float *restrict out)
+{
+	for (int i = r0; i < r1; i++) {
+		const float si = sa[i] * inv;
+		const int32_t *ci = c + (size_t)i * J;
+		float *oi = out + (size_t)i * J;
+		for (int j = 0; j < J; j++)
+			oi[j] = (float)ci[j] * si * sb[j];
+	}
+}
+
 static void rescale_task(void *arg, int t, int w)
 {
 	(void)w;
-	par *p = arg;
+	const par *p = arg;
 	int r0, r1;
 	task_rows(p->R, p->n, t, &r0, &r1);
-	for (int i = r0; i < r1; i++) {
-		const float si = p->sa[i] * p->inv;
-		const int32_t *ci = p->c + (size_t)i * p->J;
-		float *oi = p->y + (size_t)i * p->J;
-		for (int j = 0; j < p->J; j++)
-			oi[j] = (float)ci[j] * si * p->sb[j];
-	}
+	rescale_rows(p->c, p->sa, p->sb, r0, r1, p->J, p->inv, p->y);
 }
 
 /* out (I x J) = c * sa[i] * sb[j] / div: integer products back to floats. */
