@@ -29,6 +29,12 @@ echo "== ASan + UBSan build =="
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run_suite build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
+echo "== portable build (-Dsimd=false: no kernels, no clones): unit suites =="
+if [ ! -f build-portable/build.ninja ]; then
+	meson setup build-portable -Dwerror=true --buildtype=debugoptimized -Dsimd=false
+fi
+ninja -C build-portable
+meson test -C build-portable --suite unit --suite slow --print-errorlogs --num-processes 2
 echo "== fuzz build (clang libFuzzer, ASan + UBSan): corpus regression + short campaigns =="
 # Its own build tree, build-fuzz/, with clang; only the fuzz targets are
 # built and only suite 'fuzz' runs (scripts/fuzz.sh runs longer campaigns).
@@ -49,7 +55,7 @@ bash scripts/arm.sh || arm_rc=$?
 
 # One closing line over the three builds, counted from meson's JSON test logs.
 python3 - build-ci/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
-	build-fuzz/meson-logs/testlog.json build-arm64/meson-logs/arm-*.json <<'PY'
+	build-portable/meson-logs/testlog.json build-fuzz/meson-logs/testlog.json build-arm64/meson-logs/arm-*.json <<'PY'
 import json, sys
 passed = failed = skipped = 0
 for path in sys.argv[1:]:
