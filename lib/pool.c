@@ -4,10 +4,11 @@
  *
  * One 64-bit ticket holds the run's generation (high half) and the next
  * task (low half).  A worker claims a task with a compare-and-swap that
- * succeeds only for the current generation, so a worker that wakes late
- * can never run a task of a finished run with that run's (stale) function;
- * fn and arg are written before the generation is published and read only
- * after a successful claim.  The caller counts finished tasks and returns
+ * succeeds only for the current generation.  Before a run writes fn, arg
+ * and ntasks it closes the previous generation (next task = CLOSED), so a
+ * worker that read the old ticket can no longer claim anything with it and
+ * run a new task twice or with a stale count; the new generation is then
+ * published, and fn and arg are read only after a successful claim.  The caller counts finished tasks and returns
  * when all are done.  Idle workers spin briefly (a training step has tens
  * of parallel regions a few microseconds apart), then sleep on a condition
  * variable, so an idle daemon burns no CPU.
@@ -40,7 +41,7 @@ struct pool {
 	atomic_int done;          /* tasks finished in this run */
 	atomic_int sleepers;
 	atomic_int quit;
-	int ntasks;
+	atomic_uint ntasks;
 	pool_fn fn;
 	void *arg;
 	pthread_mutex_t mu;
@@ -52,12 +53,14 @@ typedef struct worker_arg {
 	int id;
 } worker_arg;
 
+#define CLOSED 0xffffffffu /* the next task of a generation that takes no more claims */
+
 /* Claim and run tasks of generation gen until none is left. */
 static void run_tasks(pool *p, uint32_t gen, int worker)
 {
 	for (;;) {
 		uint64_t t = atomic_load(&p->ticket);
-		if ((uint32_t)(t >> 32) != gen || (int)(uint32_t)t >= p->ntasks)
+		if ((uint32_t)(t >> 32) != gen || (uint32_t)t >= atomic_load(&p->ntasks))
 			return;
 		if (!atomic_compare_exchange_weak(&p->ticket, &t, t + 1))
 			continue;
@@ -161,11 +164,12 @@ void pool_run(pool *p, int n, pool_fn fn, void *arg)
 			fn(arg, i, 0);
 		return;
 	}
+	const uint32_t old = (uint32_t)(atomic_load(&p->ticket) >> 32), gen = old + 1;
+	atomic_store(&p->ticket, (uint64_t)old << 32 | CLOSED); /* no claim of the old run succeeds */
 	p->fn = fn;
 	p->arg = arg;
-	p->ntasks = n;
+	atomic_store(&p->ntasks, (unsigned)n);
 	atomic_store(&p->done, 0);
-	const uint32_t gen = (uint32_t)(atomic_load(&p->ticket) >> 32) + 1;
 	atomic_store(&p->ticket, (uint64_t)gen << 32); /* publishes fn, arg, ntasks */
 	wake_all(p);
 	run_tasks(p, gen, 0);
