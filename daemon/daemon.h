@@ -64,6 +64,8 @@ typedef struct hdqtd {
 	hdqtd_conn *conns;
 	int n_conns;
 	int n_unprivileged;         /* connections of non-admin peers */
+	int big_active;             /* long lines parsed or being parsed (tree slots in use) */
+	hdqtd_conn *big_wait;       /* connections waiting for a tree slot, in order */
 	uint64_t conn_seq;
 
 	uv_signal_t sig_term, sig_int, sig_hup;
@@ -104,7 +106,11 @@ struct hdqtd_conn {
 	 * run, and a batch's replies so far as text ("[r1,r2]"). */
 	cJSON *msg, *cursor;
 	int batch, over, n_out;
-	int big;                    /* parsed off the loop: freed off it too */
+	int big;                    /* a long line: parsed and freed off the loop, holds a tree slot */
+	size_t tree_bytes;          /* its tree, as counted against max_memory */
+	hdqtd_conn *big_next;       /* waiting for a tree slot (d->big_wait) */
+	const char *wait_line;      /* ... with this line of its buffer */
+	size_t wait_len;
 	char *out;
 	size_t out_len, out_cap;
 };

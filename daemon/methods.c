@@ -471,6 +471,8 @@ static void job_store_fail(mjob *j)
 		fail(r, HDQT_RPC_LIMIT, "storage limit reached: %s", j->err);
 	else if (j->rc == HDQT_ERANGE || j->rc == HDQT_EINVAL)
 		fail(r, HDQT_RPC_INVALID_PARAMS, "%s", j->err);
+	else if (j->rc == HDQT_ENOTFOUND && j->kind == JOB_SAMPLES)
+		fail(r, HDQT_RPC_UNKNOWN_CLASS, "%s (nothing was stored)", j->err);
 	else if (j->rc == HDQT_ENOTFOUND && j->kind == JOB_ROLLBACK)
 		fail(r, HDQT_RPC_NOT_FOUND, "no stored model version %lld", (long long)j->version);
 	else if (j->rc == HDQT_EEXIST && j->kind == JOB_CLASS_ADD)
@@ -832,38 +834,9 @@ static cJSON *prediction_json(hdqtd *d, const float *logits, int C, int top_k)
 	return o;
 }
 
-static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
+/* The forward pass and reply of a predict whose inputs are in X (taken). */
+static cJSON *predict_reply(hdqtd *d, float *X, int n, int many, int top_k, reply *r)
 {
-	int top_k = 3;
-	const cJSON *tk = cJSON_GetObjectItemCaseSensitive(p, "top_k");
-	if (tk) {
-		/* Range first: converting 1e300 to int is undefined behaviour. */
-		if (!cJSON_IsNumber(tk) || !(tk->valuedouble >= 1 && tk->valuedouble <= 100) ||
-		    tk->valuedouble != floor(tk->valuedouble))
-			return fail(r, HDQT_RPC_INVALID_PARAMS, "top_k must be an integer in [1, 100]");
-		top_k = (int)tk->valuedouble;
-	}
-	const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(p, "inputs");
-	int n = 1;
-	if (inputs) {
-		if (!cJSON_IsArray(inputs) || (n = cJSON_GetArraySize(inputs)) == 0)
-			return fail(r, HDQT_RPC_INVALID_PARAMS, "params.inputs must be a non-empty array");
-		if (n > d->cfg.max_batch)
-			return fail(r, HDQT_RPC_LIMIT, "%d inputs exceed daemon.max_batch (%d)", n,
-				    d->cfg.max_batch);
-	}
-	float *X = malloc(sizeof(float) * (size_t)n * HDQT_FEAT_DIM);
-	if (!X)
-		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
-	const cJSON *s = inputs ? inputs->child : p;
-	for (int i = 0; i < n; i++, s = s->next) {
-		char what[48];
-		snprintf(what, sizeof(what), inputs ? "inputs[%d]" : "input", i);
-		if (input_features(d, s, X + (size_t)i * HDQT_FEAT_DIM, r, what) < 0) {
-			free(X);
-			return NULL;
-		}
-	}
 	if (!d->model) {
 		free(X);
 		return fail(r, HDQT_RPC_NO_MODEL, "no model yet: add classes and samples, then train");
@@ -884,7 +857,7 @@ static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call 
 		return fail(r, HDQT_RPC_INTERNAL_ERROR, "inference: %s", hdqt_strerror(rc));
 	}
 	cJSON *o;
-	if (!inputs) {
+	if (!many) {
 		o = prediction_json(d, logits, C, top_k);
 	} else {
 		o = cJSON_CreateObject();
@@ -895,6 +868,122 @@ static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call 
 	}
 	free(logits);
 	return o ? o : fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+}
+
+/* Raw windows of a predict are turned into features on a thread-pool
+ * thread (about 0.25 ms each: 1000 of them would stall the loop); the
+ * forward pass and the reply follow on the loop.  The request's params
+ * stay alive: the connection keeps its line until the reply. */
+#define PREDICT_WINDOWS_ON_LOOP 4
+
+typedef struct pjob {
+	uv_work_t work;
+	hdqtd *d;
+	hdqtd_conn *c;
+	cJSON *id;
+	int notify, n, many, top_k, window;
+	const cJSON *first;
+	float *X;
+	reply r;
+} pjob;
+
+static void pjob_work(uv_work_t *w)
+{
+	pjob *j = w->data;
+	hdqt_feat *f = NULL;
+	if (hdqt_feat_new(&f, j->window) < 0) {
+		fail(&j->r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	const cJSON *s = j->first;
+	for (int i = 0; i < j->n; i++, s = s->next) {
+		char what[48];
+		snprintf(what, sizeof(what), j->many ? "inputs[%d]" : "input", i);
+		if (input_features_with(f, j->window, s, j->X + (size_t)i * HDQT_FEAT_DIM, &j->r, what) < 0)
+			break;
+	}
+	hdqt_feat_free(f);
+}
+
+static void pjob_done(uv_work_t *w, int status)
+{
+	(void)status; /* never canceled */
+	pjob *j = w->data;
+	cJSON *res = NULL;
+	if (j->r.code == 0 && !j->c->dead) {
+		res = predict_reply(j->d, j->X, j->n, j->many, j->top_k, &j->r);
+		j->X = NULL;
+	}
+	cJSON *resp = NULL;
+	if (!j->notify && !j->c->dead) {
+		if (res)
+			resp = hdqt_rpc_result(j->id, res);
+		else
+			resp = hdqt_rpc_error(j->id, j->r.code ? j->r.code : HDQT_RPC_INTERNAL_ERROR,
+					      j->r.code ? j->r.msg : "out of memory", NULL);
+	} else {
+		cJSON_Delete(res);
+	}
+	hdqtd_conn *c = j->c;
+	cJSON_Delete(j->id);
+	free(j->X);
+	free(j);
+	hdqtd_conn_complete(c, resp);
+}
+
+static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
+{
+	int top_k = 3;
+	const cJSON *tk = cJSON_GetObjectItemCaseSensitive(p, "top_k");
+	if (tk) {
+		/* Range first: converting 1e300 to int is undefined behaviour. */
+		if (!cJSON_IsNumber(tk) || !(tk->valuedouble >= 1 && tk->valuedouble <= 100) ||
+		    tk->valuedouble != floor(tk->valuedouble))
+			return fail(r, HDQT_RPC_INVALID_PARAMS, "top_k must be an integer in [1, 100]");
+		top_k = (int)tk->valuedouble;
+	}
+	const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(p, "inputs");
+	int n = 1;
+	if (inputs) {
+		if (!cJSON_IsArray(inputs) || (n = cJSON_GetArraySize(inputs)) == 0)
+			return fail(r, HDQT_RPC_INVALID_PARAMS, "params.inputs must be a non-empty array");
+		if (n > d->cfg.max_batch)
+			return fail(r, HDQT_RPC_LIMIT, "%d inputs exceed daemon.max_batch (%d)", n,
+				    d->cfg.max_batch);
+	}
+	const cJSON *first = inputs ? inputs->child : p;
+	int windows = 0;
+	for (const cJSON *s = first; s && windows <= PREDICT_WINDOWS_ON_LOOP; s = inputs ? s->next : NULL)
+		windows += cJSON_GetObjectItemCaseSensitive(s, "window") != NULL;
+	float *X = malloc(sizeof(float) * (size_t)n * HDQT_FEAT_DIM);
+	if (!X)
+		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+	if (windows > PREDICT_WINDOWS_ON_LOOP) {
+		pjob *j = calloc(1, sizeof(*j));
+		if (j && (k->notify || (j->id = k->id ? cJSON_Duplicate(k->id, 1) : cJSON_CreateNull()))) {
+			*j = (pjob){.d = d, .c = c, .id = j->id, .notify = k->notify, .n = n,
+				    .many = inputs != NULL, .top_k = top_k, .window = d->cfg.window,
+				    .first = first, .X = X};
+			j->work.data = j;
+			if (uv_queue_work(d->loop, &j->work, pjob_work, pjob_done) == 0) {
+				*k->async = 1;
+				return NULL;
+			}
+			cJSON_Delete(j->id);
+		}
+		free(j);
+		/* cannot happen short of memory: extract here */
+	}
+	const cJSON *s = first;
+	for (int i = 0; i < n; i++, s = s->next) {
+		char what[48];
+		snprintf(what, sizeof(what), inputs ? "inputs[%d]" : "input", i);
+		if (input_features(d, s, X + (size_t)i * HDQT_FEAT_DIM, r, what) < 0) {
+			free(X);
+			return NULL;
+		}
+	}
+	return predict_reply(d, X, n, inputs != NULL, top_k, r);
 }
 
 static cJSON *start_round(hdqtd *d, reply *r, int explicit)

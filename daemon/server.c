@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,13 @@ typedef struct write_req {
 
 static void conn_close(hdqtd_conn *c);
 static void conn_drain(hdqtd_conn *c);
+static void tree_release(hdqtd_conn *c, cJSON *msg);
+static size_t conn_memory(hdqtd_conn *c);
+static void free_later(hdqtd *d, cJSON *msg);
+
+/* A parsed number array takes about this many bytes of cJSON nodes per
+ * byte of text ("0.1," is 4 bytes, its node 64). */
+#define TREE_FACTOR 48
 static void line_continue(hdqtd_conn *c);
 
 static size_t queued(hdqtd_conn *c)
@@ -130,6 +138,8 @@ static int conn_send(hdqtd_conn *c, char *data, size_t len)
 		conn_close(c);
 		return -1;
 	}
+	if (queued(c) == 0)
+		c->last_written = hdqtd_now(); /* the write timeout counts from here */
 	w->buf = data;
 	uv_buf_t b = uv_buf_init(data, (unsigned)len);
 	int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
@@ -234,9 +244,13 @@ static long entry_cost(hdqtd *d, const cJSON *req)
 	if (!cJSON_IsString(m))
 		return 1;
 	const char *name = m->valuestring;
-	if (!strcmp(name, "predict") || !strcmp(name, "sample.add")) {
-		const cJSON *a = cJSON_GetObjectItemCaseSensitive(p, !strcmp(name, "predict") ? "inputs"
-											: "samples");
+	if (!strcmp(name, "sample.add")) {
+		const cJSON *a = cJSON_GetObjectItemCaseSensitive(p, "samples");
+		int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 1;
+		return n > 1 ? n : 1;
+	}
+	if (!strcmp(name, "predict")) {
+		const cJSON *a = cJSON_GetObjectItemCaseSensitive(p, "inputs");
 		int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 1;
 		return n > 1 ? n : 1;
 	}
@@ -260,6 +274,13 @@ static void keep_raw_id(cJSON *req, const char *text, size_t len)
 	char raw[72];
 	memcpy(raw, text + sp.off, sp.len);
 	raw[sp.len] = '\0';
+	/* The raw scan compares key bytes; cJSON decodes escapes ("\u0069d"),
+	 * so use the text only if it is the number cJSON read. */
+	char *e;
+	double v = strtod(raw, &e);
+	if (*e || !((raw[0] >= '0' && raw[0] <= '9') || raw[0] == '-') ||
+	    !(v == id->valuedouble || (isinf(v) && isinf(id->valuedouble))))
+		return;
 	cJSON *r = cJSON_CreateRaw(raw);
 	if (r && !cJSON_ReplaceItemInObjectCaseSensitive(req, "id", r))
 		cJSON_Delete(r);
@@ -289,10 +310,19 @@ static void parse_line(const char *line, size_t len, int max_rpc_batch, parsed *
 		snprintf(p->err, sizeof(p->err), "parse error: not valid UTF-8 (byte %zu)", ok);
 		return;
 	}
-	cJSON *msg = cJSON_ParseWithLength(line, len);
+	const char *end = NULL;
+	cJSON *msg = cJSON_ParseWithLengthOpts(line, len, &end, 0);
+	/* One JSON text per line: anything but white space after it is an
+	 * error (cJSON stops at the end of the first value). */
+	while (msg && end && end < line + len && (*end == ' ' || *end == '\t' || *end == '\r'))
+		end++;
+	if (msg && end && end < line + len) {
+		cJSON_Delete(msg);
+		msg = NULL;
+	}
 	if (!msg) {
 		p->code = HDQT_RPC_PARSE_ERROR;
-		snprintf(p->err, sizeof(p->err), "parse error: not valid JSON");
+		snprintf(p->err, sizeof(p->err), "parse error: not valid JSON (one JSON text per line)");
 		return;
 	}
 	if (cJSON_IsArray(msg)) {
@@ -336,7 +366,7 @@ static void start_line(hdqtd_conn *c, parsed *p)
 		cost = entry_cost(d, msg);
 	if (cost > d->cfg.max_batch) {
 		const int code = cJSON_IsArray(msg) ? HDQT_RPC_INVALID_REQUEST : HDQT_RPC_LIMIT;
-		cJSON_Delete(msg);
+		tree_release(c, msg);
 		char m[160];
 		snprintf(m, sizeof(m), "invalid request: the message asks for %ld units of work "
 			 "(inputs, samples, classes listed), more than daemon.max_batch (%d)", cost,
@@ -381,18 +411,91 @@ static void parse_done(uv_work_t *w, int status)
 	parse_job *j = w->data;
 	hdqtd_conn *c = j->c;
 	parsed p = j->p;
+	hdqtd *d = c->d;
 	free(j);
 	c->busy = 0;
-	if (c->dead || c->closing) {
-		cJSON_Delete(p.msg);
+	if (c->dead || c->closing || !p.msg) {
+		if (p.msg)
+			tree_release(c, p.msg);
+		else
+			tree_release(c, NULL); /* a parse error: only the slot */
 		if (c->dead)
 			conn_free(c);
+		else if (!c->closing)
+			start_line(c, &p); /* answers the parse error */
+		if (!c->dead && !c->closing)
+			after_io(c);
+		(void)d;
 		return;
 	}
 	start_line(c, &p);
-	if (c->msg)
-		c->big = 1;
 	after_io(c);
+}
+
+/* Start parsing c's long line on the thread pool (a tree slot is held). */
+static void start_parse(hdqtd_conn *c, const char *line, size_t len)
+{
+	parse_job *j = calloc(1, sizeof(*j));
+	c->busy = 1;
+	set_reading(c, 0);
+	c->big = 1;
+	c->tree_bytes = len * TREE_FACTOR;
+	c->d->big_active++;
+	if (j) {
+		*j = (parse_job){.c = c, .line = line, .len = len,
+				 .max_rpc_batch = c->d->cfg.max_rpc_batch};
+		j->work.data = j;
+		if (uv_queue_work(c->d->loop, &j->work, parse_work, parse_done) == 0)
+			return;
+		free(j);
+	}
+	/* Cannot happen short of memory: parse here instead. */
+	c->busy = 0;
+	parsed p;
+	parse_line(line, len, c->d->cfg.max_rpc_batch, &p);
+	if (!p.msg)
+		tree_release(c, NULL);
+	start_line(c, &p);
+}
+
+/* Parsed long lines held at once: their trees are counted against
+ * max_memory (TREE_FACTOR times the line), at least one. */
+static int tree_slots(const hdqtd *d)
+{
+	size_t per = d->cfg.max_message * TREE_FACTOR;
+	size_t n = per ? d->cfg.max_memory / per : 1;
+	return n >= 1 ? (int)(n < 64 ? n : 64) : 1;
+}
+
+/* Free a message (a long line's off the loop) and give its slot to the
+ * next connection waiting with a long line. */
+static void tree_release(hdqtd_conn *c, cJSON *msg)
+{
+	hdqtd *d = c->d;
+	if (!c->big) {
+		cJSON_Delete(msg);
+		return;
+	}
+	if (msg)
+		free_later(d, msg);
+	c->big = 0;
+	c->tree_bytes = 0;
+	d->big_active--;
+	while (d->big_wait && d->big_active < tree_slots(d)) {
+		hdqtd_conn *w = d->big_wait;
+		d->big_wait = w->big_next;
+		w->big_next = NULL;
+		w->busy = 0;
+		if (w->dead) {
+			conn_free(w);
+			continue;
+		}
+		if (w->closing)
+			continue;
+		start_parse(w, w->wait_line, w->wait_len);
+		if (!w->busy) /* parsed here after all */
+			after_io(w);
+	}
 }
 
 /* Parse one line and start answering it. */
@@ -401,18 +504,23 @@ static void handle_line(hdqtd_conn *c, const char *line, size_t len)
 	if (len == 0)
 		return; /* blank lines are tolerated between messages */
 	if (len > BIG_LINE) {
-		parse_job *j = calloc(1, sizeof(*j));
-		if (j) {
-			*j = (parse_job){.c = c, .line = line, .len = len,
-					 .max_rpc_batch = c->d->cfg.max_rpc_batch};
-			j->work.data = j;
-			if (uv_queue_work(c->d->loop, &j->work, parse_work, parse_done) == 0) {
-				c->busy = 1;
-				set_reading(c, 0);
-				return;
-			}
-			free(j); /* cannot happen; parse here instead */
+		hdqtd *d = c->d;
+		if (d->big_active < tree_slots(d)) {
+			start_parse(c, line, len);
+			return;
 		}
+		/* Wait for a slot; the line stays in c's buffer, which is not fed
+		 * while c is busy. */
+		c->busy = 1;
+		set_reading(c, 0);
+		c->wait_line = line;
+		c->wait_len = len;
+		c->big_next = NULL;
+		hdqtd_conn **pp = &d->big_wait;
+		while (*pp)
+			pp = &(*pp)->big_next;
+		*pp = c;
+		return;
 	}
 	parsed p;
 	parse_line(line, len, c->d->cfg.max_rpc_batch, &p);
@@ -429,7 +537,9 @@ static void line_add(hdqtd_conn *c, cJSON *resp)
 	const size_t limit = c->batch ? c->d->cfg.max_write_queue / 2 : c->d->cfg.max_write_queue;
 	size_t len;
 	char *s = hdqt_rpc_print(resp, &len);
-	if (s && len + c->out_len + 2 > limit) {
+	/* Counting what the client has not read yet: a reply that would take the
+	 * queue over its limit would drop the connection without a word. */
+	if (s && len + c->out_len + 2 + (c->batch ? 0 : queued(c)) > limit) {
 		/* The reply would be dropped with the connection: answer an error
 		 * instead, and in a batch run nothing more. */
 		free(s);
@@ -548,12 +658,9 @@ static void line_continue(hdqtd_conn *c)
 	}
 	c->out_len = 0;
 	c->n_out = 0;
-	if (c->big)
-		free_later(c->d, c->msg);
-	else
-		cJSON_Delete(c->msg);
+	cJSON *msg = c->msg;
 	c->msg = NULL;
-	c->big = 0;
+	tree_release(c, msg);
 }
 
 void hdqtd_conn_complete(hdqtd_conn *c, cJSON *resp)
@@ -617,11 +724,19 @@ static void conn_drain(hdqtd_conn *c)
 	set_reading(c, 1);
 }
 
+/* Bytes a connection holds in buffers: its line buffer, its unread replies,
+ * a batch reply being built.  Parsed long lines are bounded apart, by their
+ * slots (tree_slots). */
+static size_t conn_memory(hdqtd_conn *c)
+{
+	return c->lb.cap + queued(c) + c->out_cap;
+}
+
 static size_t memory_in_use(hdqtd *d)
 {
 	size_t n = 0;
 	for (hdqtd_conn *c = d->conns; c; c = c->next)
-		n += c->lb.cap + queued(c) + c->out_cap;
+		n += conn_memory(c);
 	return n;
 }
 
@@ -649,9 +764,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn_drain(c);
 		return;
 	}
+	/* A line is still arriving when the last byte read is not its end:
+	 * time it from its first read (trickling bytes does not restart the
+	 * clock); whether earlier lines wait for their replies is no matter. */
+	const int ends_line = buf->base[nread - 1] == '\n';
 	int rc = hdqt_linebuf_feed(&c->lb, buf->base, (size_t)nread);
 	free(buf->base);
 	c->last_active = hdqtd_now();
+	if (ends_line)
+		c->partial_since = 0;
+	else if (c->partial_since == 0)
+		c->partial_since = c->last_active;
 	if (rc == HDQT_EFULL) {
 		hdqtd_log(LOG_WARNING, "client %llu: message exceeds daemon.max_message (%zu bytes); closing",
 			  cid(c), c->d->cfg.max_message);
@@ -663,22 +786,25 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	if (memory_in_use(c->d) > c->d->cfg.max_memory) {
+		/* Over budget: the connection holding the most goes, not whoever
+		 * happened to read next. */
+		hdqtd_conn *big = c;
+		for (hdqtd_conn *k = c->d->conns; k; k = k->next)
+			if (!k->closing && conn_memory(k) > conn_memory(big))
+				big = k;
 		hdqtd_log(LOG_WARNING, "client %llu: connections buffer more than daemon.max_memory "
-			  "(%zu bytes): closing this one", cid(c), c->d->cfg.max_memory);
-		line_error(c, HDQT_RPC_LIMIT, "hdqtd's buffer memory (daemon.max_memory) is exhausted; "
-			   "closing");
-		conn_finish(c);
-		return;
+			  "(%zu bytes); closing the one holding most (%zu bytes)", cid(big),
+			  c->d->cfg.max_memory, conn_memory(big));
+		line_error(big, HDQT_RPC_LIMIT, "hdqtd's buffer memory (daemon.max_memory) is exhausted "
+			   "and this connection holds the most; closing");
+		big->eof = 1; /* answer nothing more */
+		if (!big->busy) /* a parse job may point into a busy one's buffer */
+			hdqt_linebuf_free(&big->lb);
+		conn_finish(big);
+		if (big == c)
+			return;
 	}
 	conn_drain(c);
-	/* What is left unanswered is a line still arriving: time it from its
-	 * first byte (a client trickling bytes does not restart the clock). */
-	if (!c->closing && !c->paused && !c->busy) {
-		if (hdqt_linebuf_partial(&c->lb) == 0)
-			c->partial_since = 0;
-		else if (c->partial_since == 0)
-			c->partial_since = c->last_active;
-	}
 }
 
 /* ---- access ---- */
@@ -799,18 +925,13 @@ void hdqtd_server_tick(hdqtd *d)
 	const double now = hdqtd_now();
 	for (hdqtd_conn *c = d->conns, *next; c; c = next) {
 		next = c->next;
-		if (c->closing || c->finishing || c->busy || c->paused)
+		if (c->closing)
 			continue;
-		const char *why = NULL;
-		if (d->cfg.partial_timeout_s > 0 && c->partial_since > 0 &&
-		    now - c->partial_since > d->cfg.partial_timeout_s)
-			why = "a message was not completed within daemon.partial_timeout";
-		else if (d->cfg.idle_timeout_s > 0 && !c->subscribed && queued(c) == 0 &&
-			 now - c->last_active > d->cfg.idle_timeout_s)
-			why = "idle for longer than daemon.idle_timeout";
-		if (!why && d->cfg.write_timeout_s > 0 && queued(c) > 0 &&
-		    now - (c->last_written > c->last_active ? c->last_written : c->last_active) >
-			    d->cfg.write_timeout_s) {
+		/* Replies queued and none read for that long: the client is stuck
+		 * (also when paused for it, or half-closed and never reading);
+		 * what it pins is freed. */
+		if (d->cfg.write_timeout_s > 0 && queued(c) > 0 &&
+		    now - c->last_written > d->cfg.write_timeout_s) {
 			/* Replies queued and none read for that long: the client is
 			 * stuck; what it pins is freed. */
 			hdqtd_log(LOG_WARNING, "client %llu: %zu bytes of replies unread for longer than "
@@ -818,6 +939,15 @@ void hdqtd_server_tick(hdqtd *d)
 			conn_close(c);
 			continue;
 		}
+		if (c->finishing || c->busy)
+			continue; /* on its way out, or waiting for the daemon itself */
+		const char *why = NULL;
+		if (d->cfg.partial_timeout_s > 0 && c->reading && c->partial_since > 0 &&
+		    now - c->partial_since > d->cfg.partial_timeout_s)
+			why = "a message was not completed within daemon.partial_timeout";
+		else if (d->cfg.idle_timeout_s > 0 && !c->subscribed && queued(c) == 0 && !c->paused &&
+			 now - c->last_active > d->cfg.idle_timeout_s)
+			why = "idle for longer than daemon.idle_timeout";
 		if (!why)
 			continue;
 		hdqtd_log(LOG_INFO, "client %llu: %s: closing", cid(c), why);

@@ -269,6 +269,12 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 			 hdqt_store_errmsg(t->store));
 		goto out;
 	}
+	/* The round's samples, for a quarantine after three divergences. */
+	free(res->pids);
+	if ((res->pids = malloc(sizeof(int64_t) * (size_t)rd.np)) != NULL) {
+		memcpy(res->pids, rd.pid, sizeof(int64_t) * (size_t)rd.np);
+		res->n_pids = rd.np;
+	}
 	if (rd.np == 0) {
 		res->outcome = HDQTD_ROUND_EMPTY;
 		snprintf(res->reason, sizeof(res->reason), "no pending samples");
@@ -409,6 +415,8 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 
 	/* Validation, and the regression guard. */
 	float per[HDQT_MAX_CLASSES];
+	for (int l = 0; l < HDQT_MAX_CLASSES; l++)
+		per[l] = NAN; /* stays so without validation samples */
 	hdqt_model *nm = hdqt_cl_model(cl);
 	res->val_acc = accuracy(nm, VX, vy, nvx, classes_after, per);
 	res->prev_acc = cur ? accuracy(cur, VX, vy, nvx, classes_after, NULL) : -1;
@@ -472,7 +480,10 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 		if (l >= 0 && l < HDQT_MAX_CLASSES)
 			res->consumed[l]++;
 	}
-	if ((rc = hdqt_model_clone(nm, &res->model)) < 0) {
+	/* The serving copy predicts on the loop thread: one thread. */
+	if ((rc = hdqt_model_clone(nm, &res->model)) < 0 ||
+	    (rc = hdqt_model_set_threads(res->model, 1)) < 0) {
+		hdqt_model_free(res->model);
 		/* Stored and current in the database; the loop reloads it. */
 		res->model = NULL;
 	}
@@ -526,6 +537,25 @@ static void quarantine(hdqtd_trainer *t, hdqtd_round_result *res)
 		hdqtd_log(LOG_ERR, "round %lld: reading its samples for quarantine: %s",
 			  (long long)res->round, hdqt_store_errmsg(t->store));
 		goto out;
+	}
+	/* Only the samples this round read: a sensor may have added more
+	 * meanwhile (they come after, but LIMIT may not have cut them). */
+	{
+		int k = 0;
+		for (int i = 0; i < rd.np; i++) {
+			int mine = 0;
+			for (int j = 0; j < res->n_pids && !mine; j++)
+				mine = res->pids[j] == rd.pid[i];
+			if (!mine)
+				continue;
+			if (k != i) {
+				memcpy(rd.P + (size_t)k * d, rd.P + (size_t)i * d, sizeof(float) * d);
+				rd.pid[k] = rd.pid[i];
+				rd.pcls[k] = rd.pcls[i];
+			}
+			k++;
+		}
+		rd.np = k;
 	}
 	if (rd.np == 0)
 		goto out;
@@ -608,6 +638,7 @@ static void *thread_main(void *arg)
 			/* 4-bit training with 8-bit accumulators can, rarely, diverge;
 			 * another stochastic-rounding stream usually does not. */
 			for (int attempt = 0; attempt < 3; attempt++) {
+				free(r->pids);
 				memset(r, 0, sizeof(*r));
 				r->round = run;
 				run_round(t, r, attempt);
@@ -618,6 +649,9 @@ static void *thread_main(void *arg)
 			}
 			if (r->diverged && !atomic_load(&t->cancel))
 				quarantine(t, r);
+			free(r->pids); /* the loop gets the result without them */
+			r->pids = NULL;
+			r->n_pids = 0;
 			char fig[640];
 			snprintf(fig, sizeof(fig), "{\"reason\":\"%s\",\"metrics\":%s}",
 				 r->outcome == HDQTD_ROUND_REJECTED ? "regression" : "",

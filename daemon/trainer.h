@@ -46,6 +46,8 @@ typedef struct hdqtd_round_result {
 	 * out (ACCEPTED) or quarantined (FAILED after diverging). */
 	int64_t consumed[HDQT_MAX_CLASSES];
 	int quarantined;
+	int64_t *pids;            /* the pending samples the round read (trainer-private) */
+	int n_pids;
 } hdqtd_round_result;
 
 typedef struct hdqtd_trainer_cb {

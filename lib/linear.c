@@ -18,6 +18,7 @@
  * ones.  With bwd_hadamard off (the ablation) blk = 1 and nothing is divided.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,7 +136,8 @@ static void task_rows(int R, int n, int t, int *r0, int *r1)
 
 typedef struct par {
 	linear_scratch *s;
-	int R, n, J, K, blk, rc;
+	int R, n, J, K, blk;
+	atomic_int rc;
 	const float *x;
 	float *y;
 	const float *sa, *sb;
@@ -228,7 +230,7 @@ static void gemm_task(void *arg, int t, int w)
 		int rc = gemm_q_packed(&p->s->wws[w], p->qa + (size_t)r0 * p->pb->K, r1 - r0, p->pb,
 				       p->cc + (size_t)r0 * p->pb->J);
 		if (rc < 0)
-			p->rc = rc; /* any failure: the caller reports one */
+			atomic_store(&p->rc, rc); /* any failure: the caller reports one */
 	}
 }
 
@@ -237,7 +239,7 @@ static int gemm_par(linear_scratch *s, const int8_t *qa, int I, const gemm_packe
 {
 	par p = {.s = s, .R = I, .n = ntasks(s, I), .qa = qa, .pb = pb, .cc = c};
 	pool_run(s->pool, p.n, gemm_task, &p);
-	return p.rc;
+	return atomic_load(&p.rc);
 }
 
 static void f32_task(void *arg, int t, int w)

@@ -37,7 +37,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_SAMPLE_ADD] = "INSERT INTO samples(class_id, created, dim, features) VALUES(?, ?, ?, ?)",
 	[ST_SAMPLE_COUNT_CLASS] = "SELECT COUNT(*) FROM samples WHERE learned = 0 AND class_id = ?",
 	[ST_SAMPLE_COUNT_ALL] = "SELECT COUNT(*) FROM samples WHERE learned = 0",
-	[ST_CLASS_EXISTS] = "SELECT 1 FROM classes WHERE id = ?",
+	[ST_CLASS_EXISTS] = "SELECT active FROM classes WHERE id = ?",
 	[ST_PENDING] = "SELECT id, class_id, dim, features FROM samples WHERE learned = 0 "
 		       "ORDER BY id LIMIT ?",
 	[ST_SAMPLE_GET] = "SELECT class_id, created, dim, features FROM samples WHERE id = ?",
@@ -711,6 +711,17 @@ int hdqt_store_samples_add_batch(hdqt_store *s, const int64_t *class_ids, const 
 			rc = r == SQLITE_DONE ? seterr(s, HDQT_ENOTFOUND, "unknown class id %lld",
 						       (long long)class_ids[i])
 					      : sqlerr(s, r, "class lookup");
+			goto fail;
+		}
+		/* A class removed after the caller checked it (a class.remove
+		 * ahead in the writer's queue) takes no samples. */
+		sqlite3_stmt *pa = stmt(s, ST_CLASS_EXISTS);
+		sqlite3_bind_int64(pa, 1, class_ids[i]);
+		const int active = pa && sqlite3_step(pa) == SQLITE_ROW && sqlite3_column_int(pa, 0);
+		if (pa)
+			sqlite3_reset(pa);
+		if (!active) {
+			rc = seterr(s, HDQT_ENOTFOUND, "class id %lld was removed", (long long)class_ids[i]);
 			goto fail;
 		}
 		if (s->o.max_pending_per_class > 0) {
