@@ -234,7 +234,7 @@ static int configure(hdqtd *d, int argc, char **argv)
 			}
 			sets[nsets++] = optarg;
 			break;
-		case 'V': printf("hdqtd %s\n", HDQT_VERSION); return 0;
+		case 'V': printf("hdqtd %s (kernel %s)\n", HDQT_VERSION, hdqt_kernel_name()); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -837,6 +837,14 @@ class TestConfig(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_version_names_the_kernel(self):
+        """hdqtd --version names the integer kernel in use (issue 14: also on ARM)."""
+        r = subprocess.run([HDQTD, "--version"], capture_output=True, text=True, timeout=30)
+        self.assertRegex(r.stdout, r"^hdqtd \S+ \(kernel \w+\)$")
+        r = subprocess.run([HDQTD, "--version"], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, HDQT_KERNEL="scalar"))
+        self.assertIn("(kernel scalar)", r.stdout)
+
     def test_ini_errors_are_clear(self):
         """19: a line over 200 bytes was a "syntax error"; model.hidden was cut
         at 255 bytes; duplicate keys silently took the last value."""
