@@ -376,6 +376,21 @@ static void job_free(mjob *j)
 
 static void job_done(hdqtd_job *hj);
 
+/* The response of a request answered after work off the loop: the result
+ * (taken), else the failure in r; NULL for a notification (or nobody to
+ * answer). */
+static cJSON *late_reply(const cJSON *id, int no_reply, cJSON *res, const reply *r)
+{
+	if (no_reply) {
+		cJSON_Delete(res);
+		return NULL;
+	}
+	if (res)
+		return hdqt_rpc_result(id, res);
+	return hdqt_rpc_error(id, r->code ? r->code : HDQT_RPC_INTERNAL_ERROR,
+			      r->code ? r->msg : "out of memory", NULL);
+}
+
 /* Start j on the writer; the request is answered by job_done. */
 static cJSON *submit(hdqtd *d, hdqtd_conn *c, mjob *j, const cJSON *id, int notify, int *async)
 {
@@ -598,16 +613,7 @@ static void job_done(hdqtd_job *hj)
 		default: res = done_quarantine(d, j); break;
 		}
 	}
-	cJSON *resp = NULL;
-	if (!j->notify) {
-		if (res)
-			resp = hdqt_rpc_result(j->id, res);
-		else
-			resp = hdqt_rpc_error(j->id, j->r.code ? j->r.code : HDQT_RPC_INTERNAL_ERROR,
-					      j->r.code ? j->r.msg : "out of memory", NULL);
-	} else {
-		cJSON_Delete(res);
-	}
+	cJSON *resp = late_reply(j->id, j->notify, res, &j->r);
 	const int samples_added = j->kind == JOB_SAMPLES && j->r.code == 0 && !j->dup;
 	hdqtd_conn *c = j->c;
 	job_free(j);
@@ -914,16 +920,7 @@ static void pjob_done(uv_work_t *w, int status)
 		res = predict_reply(j->d, j->X, j->n, j->many, j->top_k, &j->r);
 		j->X = NULL;
 	}
-	cJSON *resp = NULL;
-	if (!j->notify && !j->c->dead) {
-		if (res)
-			resp = hdqt_rpc_result(j->id, res);
-		else
-			resp = hdqt_rpc_error(j->id, j->r.code ? j->r.code : HDQT_RPC_INTERNAL_ERROR,
-					      j->r.code ? j->r.msg : "out of memory", NULL);
-	} else {
-		cJSON_Delete(res);
-	}
+	cJSON *resp = late_reply(j->id, j->notify || j->c->dead, res, &j->r);
 	hdqtd_conn *c = j->c;
 	cJSON_Delete(j->id);
 	free(j->X);
