@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# hdqt training step against PyTorch fp32, side by side on this machine:
+# hdqt-bench --train-only and bench/torch_step.py (Debian's python3-torch,
+# installed here if missing; the test command never needs it) alternately,
+# ROUNDS times each (default 3) at 1 and 2 threads (PyTorch at the best of its
+# intra-op / OpenBLAS thread settings for that many cores); prints the best of each,
+# their ratio, and one JSON line.  Usage: scripts/bench.sh [ROUNDS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+secs=${2:-2}
+if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "bench.sh: needs python3-torch: apt-get install python3-torch" >&2
+		exit 1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-torch >/dev/null
+fi
+if [ ! -f build-rel/build.ninja ]; then
+	meson setup build-rel --buildtype=release >/dev/null
+fi
+ninja -C build-rel bench/hdqt-bench >/dev/null
+/usr/bin/python3 - "$rounds" "$secs" <<'PY'
+import json, os, subprocess, sys
+rounds, secs = int(sys.argv[1]), sys.argv[2]
+best = {}
+for r in range(rounds):
+    for t in (1, 2):
+        h = json.loads(subprocess.run(["build-rel/bench/hdqt-bench", "--train-only", "--json",
+                                       "--threads", str(t), "--seconds", secs],
+                                      check=True, capture_output=True, text=True).stdout)
+        # PyTorch at its best for t cores: its intra-op threads and
+        # OpenBLAS's each set to t or to 1 (they multiply otherwise).
+        p = {"train_samples_per_s": 0}
+        for tt, bt in ({(t, t), (t, 1), (1, t)}):
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(bt), OMP_NUM_THREADS=str(tt))
+            q = json.loads(subprocess.run(["/usr/bin/python3", "bench/torch_step.py", "--threads",
+                                           str(tt), "--seconds", secs], check=True,
+                                          capture_output=True, text=True, env=env).stdout)
+            p = q if q["train_samples_per_s"] > p["train_samples_per_s"] else p
+        for mode, v in h["modes"].items():
+            k = (mode, t)
+            best[k] = max(best.get(k, 0), v["train_samples_per_s"])
+        best[("pytorch-fp32", t)] = max(best.get(("pytorch-fp32", t), 0), p["train_samples_per_s"])
+out = {"rounds": rounds, "model": "166-512-512-12", "batch": 128, "best_samples_per_s": {}, "ratio_to_pytorch": {}}
+for t in (1, 2):
+    torch_sps = best[("pytorch-fp32", t)]
+    print("%d thread%s: PyTorch fp32 %.0f samples/s" % (t, "" if t == 1 else "s", torch_sps))
+    for mode in ("fp32", "int", "hdqt-paper", "hdqt"):
+        v = best[(mode, t)]
+        print("  %-11s %8.0f samples/s  %.2fx PyTorch" % (mode, v, v / torch_sps))
+        out["best_samples_per_s"]["%s@%d" % (mode, t)] = v
+        out["ratio_to_pytorch"]["%s@%d" % (mode, t)] = round(v / torch_sps, 3)
+    out["best_samples_per_s"]["pytorch-fp32@%d" % t] = torch_sps
+print(json.dumps(out))
+PY
