@@ -269,6 +269,28 @@ static void blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, con
 }
 #endif
 
+/* Two independent transposes at once (one per thread): each whole, so the
+ * result is the serial one whatever the thread count. */
+typedef struct tr2 {
+	const float *in[2];
+	int rows[2], cols[2];
+	float *out[2];
+} tr2;
+
+static void transpose_task(void *arg, int t, int w)
+{
+	(void)w;
+	const tr2 *p = arg;
+	gemm_transpose(p->in[t], p->rows[t], p->cols[t], p->out[t]);
+}
+
+static void transpose2(linear_scratch *s, const float *a, int ar, int ac, float *at, const float *b,
+		       int br, int bc, float *bt)
+{
+	tr2 p = {{a, b}, {ar, br}, {ac, bc}, {at, bt}};
+	pool_run(s->pool, 2, transpose_task, &p);
+}
+
 static int qproduct(const float *a, int I, const float *b, int J, int K, int tile,
 		    const quant_spec *spa, const quant_spec *spb, const hdqt_qconfig *q,
 		    linear_scratch *s, hdqt_rng *rng, float div, float *out)
@@ -492,11 +514,9 @@ int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, 
 		memset(pg + (size_t)N * M, 0, (size_t)(Np - N) * M * sizeof(float));
 		memcpy(px, X, (size_t)N * K * sizeof(float));
 		memset(px + (size_t)N * K, 0, (size_t)(Np - N) * K * sizeof(float));
-		gemm_transpose(pg, Np, M, t2); /* M x Np */
-		gemm_transpose(px, Np, K, u2); /* K x Np */
+		transpose2(s, pg, Np, M, t2, px, Np, K, u2); /* M x Np, K x Np */
 	} else {
-		gemm_transpose(dY, N, M, t2);  /* M x N */
-		gemm_transpose(X, N, K, u2);   /* K x N */
+		transpose2(s, dY, N, M, t2, X, N, K, u2);   /* M x N, K x N */
 	}
 	if (blkN > 1) {
 		fwht_par(s, t2, M, Np, blkN);
