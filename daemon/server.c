@@ -89,6 +89,10 @@ static void set_reading(hdqtd_conn *c, int on)
 		    : uv_read_stop((uv_stream_t *)&c->pipe);
 	if (rc == 0) {
 		c->reading = on;
+		/* While not read, a half-sent line is the daemon's doing, not the
+		 * client's: its clock starts again. */
+		if (on && c->partial_since > 0)
+			c->partial_since = hdqtd_now();
 	} else {
 		hdqtd_log(LOG_WARNING, "client %llu: %s: %s", cid(c), on ? "uv_read_start" : "uv_read_stop",
 			  uv_strerror(rc));
@@ -168,7 +172,11 @@ static int conn_send_json(hdqtd_conn *c, cJSON *msg)
 static void conn_free(hdqtd_conn *c)
 {
 	hdqt_linebuf_free(&c->lb);
-	cJSON_Delete(c->msg);
+	cJSON *msg = c->msg;
+	c->msg = NULL;
+	/* A long line's tree slot goes back (and its tree is freed off the
+	 * loop) also when the connection died while its request ran. */
+	tree_release(c, msg);
 	free(c->out);
 	free(c);
 }
@@ -263,6 +271,37 @@ static long entry_cost(hdqtd *d, const cJSON *req)
 	return 1;
 }
 
+/* RFC 8259's number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+ * (cJSON also reads "01", "1." and "-.5", which must not be echoed). */
+static int json_number(const char *p)
+{
+	if (*p == '-')
+		p++;
+	if (*p == '0')
+		p++;
+	else if (*p >= '1' && *p <= '9')
+		while (*p >= '0' && *p <= '9')
+			p++;
+	else
+		return 0;
+	if (*p == '.') {
+		if (!(*++p >= '0' && *p <= '9'))
+			return 0;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	if (*p == 'e' || *p == 'E') {
+		p++;
+		if (*p == '+' || *p == '-')
+			p++;
+		if (!(*p >= '0' && *p <= '9'))
+			return 0;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	return *p == '\0';
+}
+
 /* Replace a numeric id by the bytes the client sent (cJSON keeps numbers as
  * doubles: 1e15 + 1 or 1e400 would come back changed). */
 static void keep_raw_id(cJSON *req, const char *text, size_t len)
@@ -278,7 +317,7 @@ static void keep_raw_id(cJSON *req, const char *text, size_t len)
 	 * so use the text only if it is the number cJSON read. */
 	char *e;
 	double v = strtod(raw, &e);
-	if (*e || !((raw[0] >= '0' && raw[0] <= '9') || raw[0] == '-') ||
+	if (*e || !json_number(raw) ||
 	    !(v == id->valuedouble || (isinf(v) && isinf(id->valuedouble))))
 		return;
 	cJSON *r = cJSON_CreateRaw(raw);
@@ -532,14 +571,15 @@ static void line_add(hdqtd_conn *c, cJSON *resp)
 {
 	if (!resp)
 		return;
-	/* A batch keeps half of the queue for the errors that answer the
-	 * entries after the limit (at most max_rpc_batch short ones). */
-	const size_t limit = c->batch ? c->d->cfg.max_write_queue / 2 : c->d->cfg.max_write_queue;
+	const size_t limit = c->d->cfg.max_write_queue;
 	size_t len;
 	char *s = hdqt_rpc_print(resp, &len);
 	/* Counting what the client has not read yet: a reply that would take the
 	 * queue over its limit would drop the connection without a word. */
-	if (s && len + c->out_len + 2 + (c->batch ? 0 : queued(c)) > limit) {
+	size_t room = 0; /* a batch: the errors that may follow (under 200 bytes each) */
+	for (const cJSON *e = c->batch ? c->cursor : NULL; e; e = e->next)
+		room += 200;
+	if (s && len + c->out_len + 2 + queued(c) + room > limit) {
 		/* The reply would be dropped with the connection: answer an error
 		 * instead, and in a batch run nothing more. */
 		free(s);
@@ -767,12 +807,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	/* A line is still arriving when the last byte read is not its end:
 	 * time it from its first read (trickling bytes does not restart the
 	 * clock); whether earlier lines wait for their replies is no matter. */
-	const int ends_line = buf->base[nread - 1] == '\n';
+	const char *nl = memrchr(buf->base, '\n', (size_t)nread);
+	const int ends_line = nl == buf->base + nread - 1;
 	int rc = hdqt_linebuf_feed(&c->lb, buf->base, (size_t)nread);
 	free(buf->base);
 	c->last_active = hdqtd_now();
-	if (ends_line)
-		c->partial_since = 0;
+	/* A newline completes the line that was arriving: the clock starts
+	 * again with the bytes after it, if any. */
+	if (nl)
+		c->partial_since = ends_line ? 0 : c->last_active;
 	else if (c->partial_since == 0)
 		c->partial_since = c->last_active;
 	if (rc == HDQT_EFULL) {
@@ -788,10 +831,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (memory_in_use(c->d) > c->d->cfg.max_memory) {
 		/* Over budget: the connection holding the most goes, not whoever
 		 * happened to read next. */
-		hdqtd_conn *big = c;
+		hdqtd_conn *big = c->busy ? NULL : c;
 		for (hdqtd_conn *k = c->d->conns; k; k = k->next)
-			if (!k->closing && conn_memory(k) > conn_memory(big))
-				big = k;
+			if (!k->closing && !k->finishing && !k->busy &&
+			    (!big || conn_memory(k) > conn_memory(big)))
+				big = k; /* only one whose buffers closing frees now */
+		if (!big) {
+			conn_drain(c);
+			return;
+		}
 		hdqtd_log(LOG_WARNING, "client %llu: connections buffer more than daemon.max_memory "
 			  "(%zu bytes); closing the one holding most (%zu bytes)", cid(big),
 			  c->d->cfg.max_memory, conn_memory(big));

@@ -56,6 +56,12 @@ const char *hdqtd_outcome_name(int o)
 	return o >= 0 && o <= HDQTD_ROUND_EMPTY ? n[o] : "?";
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 static int cmp_float(const void *a, const void *b)
 {
 	float x = *(const float *)a, y = *(const float *)b;
@@ -540,13 +546,16 @@ static void quarantine(hdqtd_trainer *t, hdqtd_round_result *res)
 	}
 	/* Only the samples this round read: a sensor may have added more
 	 * meanwhile (they come after, but LIMIT may not have cut them). */
+	if (res->n_pids == 0) {
+		hdqtd_log(LOG_ERR, "round %lld: its samples are unknown (out of memory): nothing "
+			  "quarantined", (long long)res->round);
+		goto out;
+	}
+	qsort(res->pids, (size_t)res->n_pids, sizeof(int64_t), cmp_id);
 	{
 		int k = 0;
 		for (int i = 0; i < rd.np; i++) {
-			int mine = 0;
-			for (int j = 0; j < res->n_pids && !mine; j++)
-				mine = res->pids[j] == rd.pid[i];
-			if (!mine)
+			if (!bsearch(&rd.pid[i], res->pids, (size_t)res->n_pids, sizeof(int64_t), cmp_id))
 				continue;
 			if (k != i) {
 				memcpy(rd.P + (size_t)k * d, rd.P + (size_t)i * d, sizeof(float) * d);

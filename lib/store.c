@@ -706,6 +706,9 @@ int hdqt_store_samples_add_batch(hdqt_store *s, const int64_t *class_ids, const 
 		}
 		sqlite3_bind_int64(p, 1, class_ids[i]);
 		int r = sqlite3_step(p);
+		/* A class removed after the caller checked it (a class.remove
+		 * ahead in the writer's queue) takes no samples. */
+		const int active = r == SQLITE_ROW && sqlite3_column_int(p, 0);
 		sqlite3_reset(p);
 		if (r != SQLITE_ROW) {
 			rc = r == SQLITE_DONE ? seterr(s, HDQT_ENOTFOUND, "unknown class id %lld",
@@ -713,13 +716,6 @@ int hdqt_store_samples_add_batch(hdqt_store *s, const int64_t *class_ids, const 
 					      : sqlerr(s, r, "class lookup");
 			goto fail;
 		}
-		/* A class removed after the caller checked it (a class.remove
-		 * ahead in the writer's queue) takes no samples. */
-		sqlite3_stmt *pa = stmt(s, ST_CLASS_EXISTS);
-		sqlite3_bind_int64(pa, 1, class_ids[i]);
-		const int active = pa && sqlite3_step(pa) == SQLITE_ROW && sqlite3_column_int(pa, 0);
-		if (pa)
-			sqlite3_reset(pa);
 		if (!active) {
 			rc = seterr(s, HDQT_ENOTFOUND, "class id %lld was removed", (long long)class_ids[i]);
 			goto fail;

@@ -701,6 +701,54 @@ class TestReview(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_partial_clock_for_pipelined_lines(self):
+        """R2 again (second review): a client streaming lines in writes that
+        end mid-line never restarted the clock and was dropped."""
+        d = Daemon(*FAST, "daemon.partial_timeout=1").start()
+        try:
+            c = d.client(timeout=30)
+
+            def line(i):
+                t = json.dumps({"jsonrpc": "2.0", "id": i, "method": "train.status"})
+                return (t + " " * (500 - len(t)) + "\n").encode()   # 501 bytes
+            stream = b"".join(line(i) for i in range(60))
+            for off in range(0, len(stream), 500):   # every write ends mid-line
+                c.send_raw(stream[off:off + 500])
+                time.sleep(0.05)
+            got = [c.read_msg() for _ in range(60)]   # 3 s of lines, each done in 0.05 s
+            self.assertEqual([m.get("id") for m in got], list(range(60)))
+        finally:
+            d.cleanup()
+
+    def test_tree_slot_comes_back_when_the_client_leaves(self):
+        """Second review, 1: a client closing while its long line's request
+        ran off the loop kept the only tree slot for ever: every later line
+        over 64 KiB waited."""
+        d = Daemon(*FAST, "daemon.max_message=32M", "daemon.max_write_queue=32M").start()
+        try:
+            w = d.client(timeout=20)
+
+            def long_status(i):
+                w.send_raw((json.dumps({"jsonrpc": "2.0", "id": i, "method": "status",
+                                        "params": {"pad": "x" * 70000}}) + "\n").encode())
+                return w.read_msg()
+            self.assertIn("result", long_status(1))
+            for delay in (0.3, 0.6, 1.0):
+                v = d.client()
+                win = [[0.1] * 6 for _ in range(128)]
+                data = b"".join((json.dumps({"jsonrpc": "2.0", "id": 100 + i, "method": "rpc.describe"})
+                                 + "\n").encode() for i in range(20))
+                data += (json.dumps({"jsonrpc": "2.0", "id": 7, "method": "predict",
+                                     "params": {"inputs": [{"window": win}] * 4000}},
+                                    separators=(",", ":")) + "\n").encode()
+                v.send_raw(data)
+                time.sleep(delay)   # during the parse, or during the feature job
+                v.sock.close()
+                time.sleep(1.5)
+                self.assertIn("result", long_status(2))   # a slot is free again
+        finally:
+            d.cleanup()
+
     def test_write_timeout_applies_to_paused_clients(self):
         """R3: a client paused for its unread replies (the very case of
         write_timeout) or half-closed and never reading was never dropped."""
