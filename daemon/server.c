@@ -450,21 +450,17 @@ static void parse_done(uv_work_t *w, int status)
 	parse_job *j = w->data;
 	hdqtd_conn *c = j->c;
 	parsed p = j->p;
-	hdqtd *d = c->d;
 	free(j);
 	c->busy = 0;
 	if (c->dead || c->closing || !p.msg) {
-		if (p.msg)
-			tree_release(c, p.msg);
-		else
-			tree_release(c, NULL); /* a parse error: only the slot */
-		if (c->dead)
+		tree_release(c, p.msg); /* the tree, if any, and the slot */
+		if (c->dead) {
 			conn_free(c);
-		else if (!c->closing)
+		} else if (!c->closing) {
+			p.msg = NULL;
 			start_line(c, &p); /* answers the parse error */
-		if (!c->dead && !c->closing)
 			after_io(c);
-		(void)d;
+		}
 		return;
 	}
 	start_line(c, &p);
