@@ -79,7 +79,17 @@ static double bench_train(hdqt_mode mode, int threads, double min_s, double *ms_
 	return (double)steps * B / t;
 }
 
+static double bench_gemm_tile(const char *kernel, int I, int J, int K, int tile, double min_s);
+
 static double bench_gemm(const char *kernel, int I, int J, int K, double min_s)
+{
+	return bench_gemm_tile(kernel, I, J, K, 32, min_s);
+}
+
+/* C (I x J) = A (I x K) . B^T with 4-bit operands and 8-bit tiles of
+ * `tile`, through gemm_q (packing included, as the backward products run);
+ * GMAC/s. */
+static double bench_gemm_tile(const char *kernel, int I, int J, int K, int tile, double min_s)
 {
 	if (hdqt_kernel_select(kernel) < 0)
 		return -1;
@@ -92,7 +102,7 @@ static double bench_gemm(const char *kernel, int I, int J, int K, double min_s)
 	for (int i = 0; i < J * K; i++)
 		Bm[i] = (int8_t)((int)hdqt_rng_below(&r, 15) - 7);
 	gemm_ws ws = {0};
-	gemm_params p = {.tile = 32, .acc_bits = 8, .bits = 4, .a_signed = 0};
+	gemm_params p = {.tile = tile, .acc_bits = 8, .bits = 4, .a_signed = 0};
 	gemm_q(&ws, A, Bm, I, J, K, &p, C);
 	long n = 0;
 	double t0 = now_s(), t;
@@ -314,6 +324,26 @@ int main(int argc, char **argv)
 			}
 		printf("}, \"int8_peak_gmacs_per_core\": {\"avx512vnni\": %.1f, \"avxvnni\": %.1f}, ", peak512, peak256);
 		printf("\"fwht_melem_per_s\": %.1f, ", fw);
+		/* The model's own products (166-512-512-12, batch 128) under the
+		 * training kernel: forward tile 8, backward tile 32. */
+		static const struct { const char *what; int I, J, K, tile; } shp[] = {
+			{"forward 128x512x166", 128, 512, 166, 8}, {"forward 128x512x512", 128, 512, 512, 8},
+			{"grad-weight 512x512x128", 512, 512, 128, 32},
+			{"grad-weight 512x166x128", 512, 166, 128, 32},
+			{"grad-input 128x166x512", 128, 166, 512, 32},
+			{"grad-input 128x512x512", 128, 512, 512, 32},
+		};
+		const double peak = peak512 > 0 ? peak512 : peak256;
+		printf("\"int8_peak_gmacs\": %.1f, \"gemm\": [", peak);
+		for (size_t i = 0; i < sizeof(shp) / sizeof(shp[0]); i++) {
+			double g = bench_gemm_tile(train_kernel, shp[i].I, shp[i].J, shp[i].K, shp[i].tile,
+						   min_s / 4);
+			printf("%s{\"kernel\": \"%s\", \"shape\": \"%s\", \"tile\": %d, \"gmacs\": %.1f, "
+			       "\"of_peak\": %.3f}", i ? ", " : "", train_kernel, shp[i].what, shp[i].tile, g,
+			       peak > 0 ? g / peak : -1.0);
+		}
+		hdqt_kernel_select(train_kernel);
+		printf("], ");
 		printf("\"store_ingest_samples_per_s\": {\"batch500_sync_full\": %.0f, \"batch500_sync_normal\": %.0f, "
 		       "\"batch1_sync_full\": %.0f}}\n", ing_full, ing_norm, ing_one);
 		return 0;
