@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,12 +72,25 @@ static int apply_sets(hdqtd_config *c, char **sets, int n, char *err, size_t err
 	return 0;
 }
 
-/* Keys SIGHUP applies at once; every other change waits for a restart. */
-static const char *const reloadable[] = {
-	"daemon.log_level", "daemon.max_connections", "daemon.max_batch", "daemon.max_rpc_batch",
-	"daemon.max_connections_per_uid", "daemon.admin_reserved", "daemon.idle_timeout",
-	"daemon.partial_timeout", "daemon.write_timeout", "training.auto", "training.auto_min_samples",
-	"training.auto_interval",
+/* Keys SIGHUP applies at once, with the field each one sets; every other
+ * change waits for a restart.  One table names and copies them. */
+#define LIVE(name, field) {name, offsetof(hdqtd_config, field), sizeof(((hdqtd_config *)0)->field)}
+static const struct live_key {
+	const char *name;
+	size_t off, size;
+} reloadable[] = {
+	LIVE("daemon.log_level", log_level),
+	LIVE("daemon.max_connections", max_connections),
+	LIVE("daemon.max_batch", max_batch),
+	LIVE("daemon.max_rpc_batch", max_rpc_batch),
+	LIVE("daemon.max_connections_per_uid", max_connections_per_uid),
+	LIVE("daemon.admin_reserved", admin_reserved),
+	LIVE("daemon.idle_timeout", idle_timeout_s),
+	LIVE("daemon.partial_timeout", partial_timeout_s),
+	LIVE("daemon.write_timeout", write_timeout_s),
+	LIVE("training.auto", auto_train),
+	LIVE("training.auto_min_samples", auto_min_samples),
+	LIVE("training.auto_interval", auto_interval_s),
 };
 
 static void reload(hdqtd *d)
@@ -110,7 +124,7 @@ static void reload(hdqtd *d)
 			snprintf(name, sizeof(name), "%s.%s", sec->string, key->string);
 			int live = 0;
 			for (size_t i = 0; i < sizeof(reloadable) / sizeof(reloadable[0]); i++)
-				live |= !strcmp(reloadable[i], name);
+				live |= !strcmp(reloadable[i].name, name);
 			if (!live && !strcmp(name, "daemon.socket") && d->socket_activated)
 				continue; /* ignored under socket activation anyway */
 			char *v = cJSON_PrintUnformatted(key);
@@ -122,18 +136,9 @@ static void reload(hdqtd *d)
 	}
 	cJSON_Delete(was);
 	cJSON_Delete(now);
-	d->cfg.log_level = n.log_level;
-	d->cfg.max_connections = n.max_connections;
-	d->cfg.max_batch = n.max_batch;
-	d->cfg.max_rpc_batch = n.max_rpc_batch;
-	d->cfg.max_connections_per_uid = n.max_connections_per_uid;
-	d->cfg.admin_reserved = n.admin_reserved;
-	d->cfg.idle_timeout_s = n.idle_timeout_s;
-	d->cfg.partial_timeout_s = n.partial_timeout_s;
-	d->cfg.write_timeout_s = n.write_timeout_s;
-	d->cfg.auto_train = n.auto_train;
-	d->cfg.auto_min_samples = n.auto_min_samples;
-	d->cfg.auto_interval_s = n.auto_interval_s;
+	for (size_t i = 0; i < sizeof(reloadable) / sizeof(reloadable[0]); i++)
+		memcpy((char *)&d->cfg + reloadable[i].off, (const char *)&n + reloadable[i].off,
+		       reloadable[i].size);
 	hdqtd_log_set_level(n.log_level);
 	hdqtd_log(LOG_NOTICE, "configuration reloaded from %s%s", d->config_path,
 		  pending ? " (some keys wait for a restart)" : "");
