@@ -13,7 +13,7 @@
 #include "model.h"
 
 #define BLOB_MAGIC "HDQTMDL1"
-#define BLOB_VERSION 2u /* 2: + qconfig.bwd_fwdq; 1 still loads */
+#define BLOB_VERSION 3u /* 2: + qconfig.bwd_fwdq; 3: + HadaNets' knobs; 1 and 2 still load */
 #define HDR 16
 
 typedef struct wbuf { uint8_t *p; size_t n, cap; int err; } wbuf;
@@ -107,6 +107,14 @@ int hdqt_model_save(const hdqt_model *m, uint8_t **blob, size_t *len)
 	put_i32(&w, q->sr_act);
 	put_i32(&w, q->signed_act);
 	put_i32(&w, q->bwd_fwdq);
+	put_i32(&w, q->beta_w);
+	put_i32(&w, q->beta_a);
+	put_i32(&w, q->bin_layers);
+	put_i32(&w, q->edges);
+	put_i32(&w, q->act_bin);
+	put_f32(&w, q->ste_clip);
+	put_i32(&w, q->mean_term);
+	put_i32(&w, q->w_centre);
 	put_f32(&w, m->norm_clip);
 	for (int i = 0; i < c->n_in; i++)
 		put_f32(&w, m->mean[i]);
@@ -144,7 +152,7 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 		return HDQT_ECORRUPT;
 	rbuf r = {blob, len - 4, 8, 0};
 	uint32_t ver = get_u32(&r), plen = get_u32(&r);
-	if (ver != 1u && ver != BLOB_VERSION)
+	if (ver < 1u || ver > BLOB_VERSION)
 		return HDQT_EVERSION;
 	if ((size_t)plen != len - HDR - 4)
 		return HDQT_ECORRUPT;
@@ -155,6 +163,9 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 
 	hdqt_mlp_config c = {0};
 	hdqt_qconfig q;
+	/* Fields a version predates keep the defaults (versions 1 and 2 knew
+	 * no HadaNets recipe, so their knobs are never read). */
+	hdqt_qconfig_default(&q, HDQT_MODE_HDQT);
 	c.n_in = get_i32(&r);
 	c.n_hidden = get_i32(&r);
 	if (r.err || c.n_hidden < 0 || c.n_hidden >= HDQT_MAX_LAYERS)
@@ -187,6 +198,16 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 		hdqt_qconfig_default(&d, (int)q.mode >= 0 && q.mode < HDQT_MODE_COUNT ? q.mode : HDQT_MODE_HDQT);
 		q.bwd_fwdq = d.bwd_fwdq;
 	}
+	if (ver >= 3u) {
+		q.beta_w = get_i32(&r);
+		q.beta_a = get_i32(&r);
+		q.bin_layers = (hdqt_bin_layers)get_i32(&r);
+		q.edges = (hdqt_mode)get_i32(&r);
+		q.act_bin = (hdqt_act_bin)get_i32(&r);
+		q.ste_clip = get_f32(&r);
+		q.mean_term = get_i32(&r);
+		q.w_centre = get_i32(&r);
+	}
 	float norm_clip = get_f32(&r);
 	if (r.err)
 		return HDQT_ECORRUPT;
@@ -198,8 +219,11 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 	if (c.n_in < 1 || c.n_in > HDQT_MAX_DIM || c.n_classes < 1 || c.n_classes > HDQT_MAX_CLASSES)
 		return HDQT_ECORRUPT;
 	size_t need = 2 * (size_t)c.n_in + 4;
-	size_t fan_in = (q.mode != HDQT_MODE_FP32 && q.fwd_hadamard) ? ((size_t)c.n_in + 31) / 32 * 32
-								    : (size_t)c.n_in;
+	if (hdqt_qconfig_check(&q) < 0)
+		return HDQT_ECORRUPT;
+	hdqt_qconfig q0;
+	model_layer_qconfig(&q, 0, c.n_hidden + 1, &q0);
+	size_t fan_in = (size_t)model_in_pad(&q0, c.n_in);
 	for (int l = 0; l <= c.n_hidden; l++) {
 		int o = l == c.n_hidden ? c.n_classes : c.hidden[l];
 		if (o < 1 || o > HDQT_MAX_DIM)

@@ -30,6 +30,10 @@ static const char *const mode_names[HDQT_MODE_COUNT] = {
 	[HDQT_MODE_INT] = "int",
 	[HDQT_MODE_HDQT_PAPER] = "hdqt-paper",
 	[HDQT_MODE_HDQT] = "hdqt",
+	[HDQT_MODE_HADANET] = "hadanet",
+	[HDQT_MODE_HADANET_PAPER] = "hadanet-paper",
+	[HDQT_MODE_XNOR] = "xnor",
+	[HDQT_MODE_HBWN] = "hbwn",
 };
 
 int hdqt_mode_parse(const char *s, hdqt_mode *out)
@@ -50,4 +54,10 @@ const char *hdqt_mode_name(hdqt_mode m)
 	if ((int)m < 0 || m >= HDQT_MODE_COUNT)
 		return "?";
 	return mode_names[m];
+}
+
+int hdqt_mode_is_hadanet(hdqt_mode m)
+{
+	return m == HDQT_MODE_HADANET || m == HDQT_MODE_HADANET_PAPER || m == HDQT_MODE_XNOR ||
+	       m == HDQT_MODE_HBWN;
 }

@@ -18,6 +18,7 @@ typedef struct linear {
 	gemm_packed wpack;
 	float *wscale;
 	int wcached;
+	struct linear_bin *bin; /* HadaNets' packed binary weights (linear_hadanet.c) */
 } linear;
 
 static inline void linear_touch(linear *L) { L->wcached = 0; }
@@ -38,6 +39,7 @@ typedef struct linear_scratch {
 	pool *pool;
 	gemm_ws wws[POOL_MAX_THREADS];
 	gemm_packed bpack;
+	void *bin; /* HadaNets' scratch (linear_hadanet.c) */
 } linear_scratch;
 
 int linear_init(linear *L, int in, int out);

@@ -24,6 +24,15 @@ void hdqt_qconfig_default(hdqt_qconfig *q, hdqt_mode mode)
 	q->sr_grad = 1;
 	q->sr_weight = 0;
 	q->sr_act = 1;
+	/* HadaNets' knobs (read only by those recipes). */
+	q->beta_w = 32;
+	q->beta_a = 32;
+	q->bin_layers = HDQT_BIN_INNER;
+	q->edges = HDQT_MODE_FP32;
+	q->act_bin = HDQT_ACT_MASK;
+	q->ste_clip = 1.0f;
+	q->mean_term = 1;
+	q->w_centre = 0;
 	switch (mode) {
 	case HDQT_MODE_FP32:
 		break;
@@ -43,6 +52,26 @@ void hdqt_qconfig_default(hdqt_qconfig *q, hdqt_mode mode)
 		q->bwd_tile = 0;
 		q->bwd_hadamard = 1;
 		q->bwd_fwdq = 1;
+		break;
+	case HDQT_MODE_HADANET:
+		/* beta 32 both: whole words for the kernel.  See README
+		 * "HadaNets" for the measurements behind these choices. */
+		q->edges = HDQT_MODE_HDQT;
+		q->act_bin = HDQT_ACT_CENTRE;
+		break;
+	case HDQT_MODE_HADANET_PAPER:
+		/* The paper's best setting: beta_w 16, beta_a 2, first and last
+		 * layers in fp32, sign(0) = 0. */
+		q->beta_w = 16;
+		q->beta_a = 2;
+		break;
+	case HDQT_MODE_XNOR:
+		q->beta_w = 0;
+		q->beta_a = 0;
+		break;
+	case HDQT_MODE_HBWN:
+		q->beta_w = 0;
+		q->beta_a = 1;
 		break;
 	case HDQT_MODE_HDQT:
 	default:
@@ -82,7 +111,41 @@ int hdqt_qconfig_check(const hdqt_qconfig *q)
 	    (q->bwd_gran != HDQT_SCALE_TENSOR && q->bwd_gran != HDQT_SCALE_ROW) ||
 	    (q->bwd_fwdq != 0 && q->bwd_fwdq != 1))
 		return HDQT_EINVAL;
+	if (hdqt_mode_is_hadanet(q->mode)) {
+		const int lo = q->beta_a < q->beta_w ? q->beta_a : q->beta_w;
+		const int hi = q->beta_a < q->beta_w ? q->beta_w : q->beta_a;
+		/* segments must nest (0 is the whole row, which always does) */
+		if (q->beta_w < 0 || q->beta_a < 0 || q->beta_w > HDQT_MAX_DIM ||
+		    q->beta_a > HDQT_MAX_DIM || (lo > 0 && hi % lo != 0) ||
+		    (q->bin_layers != HDQT_BIN_INNER && q->bin_layers != HDQT_BIN_ALL) ||
+		    (q->edges != HDQT_MODE_FP32 && q->edges != HDQT_MODE_HDQT) ||
+		    (int)q->act_bin < HDQT_ACT_SIGN || q->act_bin > HDQT_ACT_CENTRE ||
+		    !(q->ste_clip >= 0.0f) || isinf(q->ste_clip) ||
+		    (q->mean_term != 0 && q->mean_term != 1) || (q->w_centre != 0 && q->w_centre != 1))
+			return HDQT_EINVAL;
+	}
 	return 0;
+}
+
+void model_layer_qconfig(const hdqt_qconfig *q, int l, int n_layers, hdqt_qconfig *out)
+{
+	if (!hdqt_mode_is_hadanet(q->mode) ||
+	    q->bin_layers == HDQT_BIN_ALL || (l > 0 && l < n_layers - 1)) {
+		*out = *q;
+		return;
+	}
+	hdqt_qconfig_default(out, q->edges);
+	out->bits = q->bits;
+	out->acc_bits = q->acc_bits;
+}
+
+int model_in_pad(const hdqt_qconfig *q0, int n_in)
+{
+	/* A forward Hadamard over 166 features would use blocks of 2; padding the
+	 * input with zero features to a multiple of 32 buys a useful block. */
+	if (q0->mode != HDQT_MODE_FP32 && !hdqt_mode_is_hadanet(q0->mode) && q0->fwd_hadamard)
+		return (n_in + 31) / 32 * 32;
+	return n_in;
 }
 
 static int check_cfg(const hdqt_mlp_config *c)
@@ -106,10 +169,9 @@ int model_alloc(hdqt_model **out, const hdqt_mlp_config *cfg, const hdqt_qconfig
 	m->cfg = *cfg;
 	m->q = *q;
 	m->n_layers = cfg->n_hidden + 1;
-	/* A forward Hadamard over 166 features would use blocks of 2; padding the
-	 * input with zero features to a multiple of 32 buys a useful block. */
-	m->in_pad = (q->mode != HDQT_MODE_FP32 && q->fwd_hadamard) ? (cfg->n_in + 31) / 32 * 32
-								    : cfg->n_in;
+	for (int l = 0; l < m->n_layers; l++)
+		model_layer_qconfig(q, l, m->n_layers, &m->lq[l]);
+	m->in_pad = model_in_pad(&m->lq[0], cfg->n_in);
 	m->mean = calloc((size_t)cfg->n_in, sizeof(float));
 	m->std = malloc((size_t)cfg->n_in * sizeof(float));
 	int rc = (m->mean && m->std) ? 0 : HDQT_ENOMEM;
@@ -542,7 +604,7 @@ static int forward_cached(hdqt_model *m, const float *X, int n)
 		return rc;
 	normalise(m, X, n, m->act[0]);
 	for (int l = 0; l < m->n_layers; l++) {
-		rc = linear_forward(&m->L[l], m->act[l], n, l > 0, &m->q, &m->s, m->act[l + 1]);
+		rc = linear_forward(&m->L[l], m->act[l], n, l > 0, &m->lq[l], &m->s, m->act[l + 1]);
 		if (rc < 0)
 			return rc;
 		if (l < m->n_layers - 1)
@@ -657,7 +719,7 @@ int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o,
 	/* Backward: gradients first, weights updated only once all succeeded. */
 	for (int l = m->n_layers - 1; l >= 0; l--) {
 		float *dX = l > 0 ? m->grad[1] : NULL;
-		rc = linear_backward(&m->L[l], m->act[l], l > 0, g, n, &m->q, &m->s, &m->rng, dX);
+		rc = linear_backward(&m->L[l], m->act[l], l > 0, g, n, &m->lq[l], &m->s, &m->rng, dX);
 		if (rc < 0)
 			return rc;
 		if (l > 0) {

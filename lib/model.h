@@ -8,6 +8,7 @@
 struct hdqt_model {
 	hdqt_mlp_config cfg;
 	hdqt_qconfig q;
+	hdqt_qconfig lq[HDQT_MAX_LAYERS]; /* each layer's recipe (model_layer_qconfig) */
 	int n_layers;           /* cfg.n_hidden + 1 */
 	int in_pad;             /* K of the first layer (>= n_in) */
 	linear L[HDQT_MAX_LAYERS];
@@ -22,5 +23,10 @@ struct hdqt_model {
 	pool *pool;             /* hdqt_model_set_threads (NULL: one thread) */
 };
 
+/* The recipe layer l of n_layers runs under q: q itself, or for a HadaNets
+ * recipe's layers left unbinarised its edge recipe (with q's bits). */
+void model_layer_qconfig(const hdqt_qconfig *q, int l, int n_layers, hdqt_qconfig *out);
+/* K of the first layer for n_in features under layer 0's recipe. */
+int model_in_pad(const hdqt_qconfig *q0, int n_in);
 /* Allocate an empty model with weights zeroed (used by new, clone and load). */
 int model_alloc(hdqt_model **out, const hdqt_mlp_config *cfg, const hdqt_qconfig *q);

@@ -273,6 +273,28 @@ END_TEST
 
 /* A version-1 blob (before qconfig.bwd_fwdq) still loads, with the flag of
  * its mode; version 2 keeps a non-default flag. */
+/* blob with drop bytes at off removed, as format version ver (length and
+ * CRC fixed); malloc'd. */
+static uint8_t *old_version(const uint8_t *blob, size_t len, size_t off, size_t drop, int ver,
+			    size_t *out_len)
+{
+	uint8_t *v = malloc(len - drop);
+	if (!v)
+		return NULL;
+	memcpy(v, blob, off);
+	memcpy(v + off, blob + off + drop, len - off - drop);
+	const size_t n = len - drop;
+	v[8] = (uint8_t)ver;
+	uint32_t plen = (uint32_t)(n - 16 - 4);
+	for (int i = 0; i < 4; i++)
+		v[12 + i] = (uint8_t)(plen >> (8 * i));
+	uint32_t crc = (uint32_t)crc32(0L, v, (uInt)(n - 4));
+	for (int i = 0; i < 4; i++)
+		v[n - 4 + i] = (uint8_t)(crc >> (8 * i));
+	*out_len = n;
+	return v;
+}
+
 START_TEST(test_blob_v1_loads)
 {
 	enum { N = 16, D = 10, C = 3, H = 24 };
@@ -288,21 +310,13 @@ START_TEST(test_blob_v1_loads)
 	ck_assert_int_eq(hdqt_model_load(blob, len, &m2), 0);
 	ck_assert_int_eq(hdqt_model_qconfig(m2)->bwd_fwdq, 0);
 	hdqt_model_free(m2);
-	/* Rewrite as version 1: drop the flag (after 19 + n_hidden i32 fields of
-	 * the 16-byte header), fix the payload length and the CRC. */
+	/* Rewrite as version 1: drop the flag and version 3's eight HadaNets
+	 * fields (after 19 + n_hidden i32 fields of the 16-byte header), fix
+	 * the payload length and the CRC. */
 	const size_t off = 16 + 4 * (19 + 2);
-	uint8_t *v1 = malloc(len - 4);
+	size_t len1;
+	uint8_t *v1 = old_version(blob, len, off, 4 + 32, 1, &len1);
 	ck_assert_ptr_nonnull(v1);
-	memcpy(v1, blob, off);
-	memcpy(v1 + off, blob + off + 4, len - off - 4);
-	size_t len1 = len - 4;
-	v1[8] = 1;
-	uint32_t plen = (uint32_t)(len1 - 16 - 4);
-	for (int i = 0; i < 4; i++)
-		v1[12 + i] = (uint8_t)(plen >> (8 * i));
-	uint32_t crc = (uint32_t)crc32(0L, v1, (uInt)(len1 - 4));
-	for (int i = 0; i < 4; i++)
-		v1[len1 - 4 + i] = (uint8_t)(crc >> (8 * i));
 	ck_assert_int_eq(hdqt_model_load(v1, len1, &m2), 0);
 	ck_assert_int_eq(hdqt_model_qconfig(m2)->bwd_fwdq, 1);
 	ck_assert_int_eq(hdqt_model_forward(m, X, N, l0), 0);
@@ -310,6 +324,15 @@ START_TEST(test_blob_v1_loads)
 	ck_assert_mem_eq(l0, l1, sizeof(l0));
 	hdqt_model_free(m2);
 	free(v1);
+	/* Version 2: the flag kept, no HadaNets fields. */
+	uint8_t *v2 = old_version(blob, len, off + 4, 32, 2, &len1);
+	ck_assert_ptr_nonnull(v2);
+	ck_assert_int_eq(hdqt_model_load(v2, len1, &m2), 0);
+	ck_assert_int_eq(hdqt_model_qconfig(m2)->bwd_fwdq, 0);
+	ck_assert_int_eq(hdqt_model_forward(m2, X, N, l1), 0);
+	ck_assert_mem_eq(l0, l1, sizeof(l0));
+	hdqt_model_free(m2);
+	free(v2);
 	free(blob);
 	hdqt_model_free(m);
 }

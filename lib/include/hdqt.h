@@ -45,12 +45,35 @@ typedef enum {
 	HDQT_MODE_INT,        /* integer path with the Hadamard transform off (ablation) */
 	HDQT_MODE_HDQT_PAPER, /* Schiemer et al.'s recipe as published */
 	HDQT_MODE_HDQT,       /* this project's best integer recipe */
+	/* HadaNets (Akhauri 2019): delta (.) sign(X), binary products */
+	HDQT_MODE_HADANET,       /* beta_w = beta_a = 32, every layer binary but the edges (4-bit hdqt) */
+	HDQT_MODE_HADANET_PAPER, /* beta_w 16, beta_a 2, edges fp32: the paper's best setting */
+	HDQT_MODE_XNOR,          /* the XNOR-Net end point: beta = the whole row for both */
+	HDQT_MODE_HBWN,          /* binary weights (whole-row delta), full-precision activations */
 	HDQT_MODE_COUNT
 } hdqt_mode;
 
-/* Parse "fp32", "int", "hdqt-paper" or "hdqt"; HDQT_EINVAL otherwise. */
+/* Parse "fp32", "int", "hdqt-paper", "hdqt", "hadanet", "hadanet-paper",
+ * "xnor" or "hbwn"; HDQT_EINVAL otherwise. */
 int hdqt_mode_parse(const char *s, hdqt_mode *out);
 const char *hdqt_mode_name(hdqt_mode m);
+/* 1 for the HadaNets recipes (binary products), 0 otherwise. */
+int hdqt_mode_is_hadanet(hdqt_mode m);
+
+/* HadaNets: which layers are binarised; the others run the edge recipe. */
+typedef enum {
+	HDQT_BIN_INNER = 0, /* all but the first and the last layer (the paper) */
+	HDQT_BIN_ALL,       /* every layer */
+} hdqt_bin_layers;
+
+/* HadaNets: how an activation segment becomes off + c * sign.  The
+ * paper's sign(0) = 0 cannot be one bit; on the non-negative outputs of
+ * ReLU, delta * [x > 0] is off = c = delta / 2 with the bit of x <= 0. */
+typedef enum {
+	HDQT_ACT_SIGN = 0, /* delta * sign(x), sign(0) = +1: off = 0 */
+	HDQT_ACT_MASK,     /* delta * [x > 0] on non-negative inputs (the paper's sign(0) = 0) */
+	HDQT_ACT_CENTRE,   /* mu + c * sign(x - mu), mu the segment mean, c = mean |x - mu| */
+} hdqt_act_bin;
 
 typedef enum {
 	HDQT_SCALE_TENSOR = 0, /* one max-abs scale for the whole tensor */
@@ -77,6 +100,15 @@ typedef struct hdqt_qconfig {
 	int bwd_fwdq;      /* backward products take the forward's quantised X and W (the
 			    * values the forward multiplied, as the paper's code does),
 			    * not the float ones */
+	/* HadaNets only (ignored by the other recipes): */
+	int beta_w, beta_a;    /* segment lengths along the reduction; 0 = the whole row */
+	hdqt_bin_layers bin_layers;
+	hdqt_mode edges;       /* recipe of the layers not binarised: fp32 or hdqt */
+	hdqt_act_bin act_bin;  /* on non-negative inputs (signed ones always use sign) */
+	float ste_clip;        /* sign's straight-through gradient passes where |x| <= ste_clip
+				* (Eq. 5; 0: everywhere) */
+	int mean_term;         /* weight gradient gets the segment mean's term (Eq. 6) */
+	int w_centre;          /* binarise W - mean of its row (the author's code) */
 } hdqt_qconfig;
 
 /* Fill *q with the defaults of a mode (4-bit inputs, 8-bit accumulators, tile 32). */

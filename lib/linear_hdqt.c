@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The HDQT family: the fp32 reference and the integer recipes int,
+ * hdqt-paper and hdqt.
+ *
+ * Forward (Schiemer et al., Sec. 3.1): X and W quantised to b bits with a
+ * max-abs scale (times fwd_clip), tile-clamped integer product, rescale.
+ * The hdqt recipe may rotate both operands by a block Hadamard H along the
+ * reduction first: (X H)(W H)^T = blk * X W^T, which spreads outliers over
+ * the block before quantisation (as QuaRot-style methods do), and may use
+ * per-row scales, which keep the inner product integer.
+ *
+ * Backward (Sec. 3.2, Eq. 6-7), with H block-diagonal Sylvester:
+ *   dX = Q_sr(dY H_M) . Q(H_M W) / blk_M
+ *   dW = Q_sr(dY^T H_N) . Q_sr(H_N X) / blk_N
+ * The straight-through estimator passes gradients through the quantisers.
+ * With bwd_fwdq, X and W above are the values the forward multiplied
+ * (quantised and dequantised), as in the paper's code; otherwise the float
+ * ones.  With bwd_hadamard off (the ablation) blk = 1 and nothing is divided.
+ *
+ * Cached between steps: the forward weight codes, packed (L->wpack).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fwht.h"
+#include "linear_impl.h"
+#include "quant.h"
+
+static int qproduct(const float *a, int I, const float *b, int J, int K, int tile,
+		    const quant_spec *spa, const quant_spec *spb, const hdqt_qconfig *q,
+		    linear_scratch *s, hdqt_rng *rng, float div, float *out)
+{
+	int8_t *qa = SQ(s, 0, (size_t)I * K), *qb = SQ(s, 1, (size_t)J * K);
+	int32_t *c = linear_grow_mem((void **)&s->c, &s->ccap, (size_t)I * J * sizeof(int32_t));
+	float *sa = linear_grow_mem((void **)&s->sa, &s->sacap, (size_t)I * sizeof(float));
+	float *sb = linear_grow_mem((void **)&s->sb, &s->sbcap, (size_t)J * sizeof(float));
+	if (!qa || !qb || !c || !sa || !sb)
+		return HDQT_ENOMEM;
+	linear_quant_par(s, a, I, K, spa, rng, qa, sa);
+	linear_quant_par(s, b, J, K, spb, rng, qb, sb);
+	gemm_params gp = {.tile = tile, .acc_bits = q->acc_bits, .bits = q->bits,
+			  .a_signed = !spa->is_unsigned};
+	/* Packed once, then the rows of A over the pool: the same integers as
+	 * gemm_q (gemm_pack's contract). */
+	int rc = gemm_pack(&s->bpack, qb, J, K, &gp);
+	if (rc == 0)
+		rc = linear_gemm_par(s, qa, I, &s->bpack, c);
+	if (rc < 0)
+		return rc;
+	linear_rescale(s, c, sa, sb, I, J, div, out);
+	return 0;
+}
+
+/* The forward quantisers of X and W.  x_unsigned: X is non-negative and not
+ * rotated. */
+static void fwd_specs(const hdqt_qconfig *q, int x_unsigned, quant_spec *spx, quant_spec *spw)
+{
+	/* 8-bit unsigned codes do not fit the int8 operand type: use the signed grid. */
+	quant_spec sp = {.bits = q->bits, .is_unsigned = x_unsigned && !q->signed_act && q->bits < 8,
+			 .clip = q->fwd_clip, .clip_sigma = q->fwd_clip_sigma,
+			 .per_row = q->fwd_gran == HDQT_SCALE_ROW, .stochastic = 0};
+	*spx = sp;
+	*spw = sp;
+	spw->is_unsigned = 0;
+}
+
+/* out (R x K) = the values the forward multiplied for a (R x K): a rotated
+ * by the forward Hadamard block blk when blk > 1, quantised with sp
+ * (round-to-nearest, so the codes are the forward's), dequantised and
+ * rotated back (H H = blk I).  The straight-through estimator's gradient
+ * dY^T Q(X) then follows the product the forward computed: with one
+ * max-abs scale per tensor about half of the standardised inputs quantise
+ * to zero, and a gradient built from the float X moves weights the
+ * forward does not see. */
+static int fwd_values(const float *a, int R, int K, const quant_spec *sp, int blk,
+		      linear_scratch *s, float *out)
+{
+	int8_t *qa = SQ(s, 0, (size_t)R * K);
+	float *sc = linear_grow_mem((void **)&s->sa, &s->sacap, (size_t)R * sizeof(float));
+	if (!qa || !sc)
+		return HDQT_ENOMEM;
+	if (out != a)
+		memcpy(out, a, (size_t)R * K * sizeof(float));
+	if (blk > 1)
+		linear_fwht_par(s, out, R, K, blk);
+	linear_quant_par(s, out, R, K, sp, NULL, qa, sc);
+	for (int i = 0; i < R; i++) {
+		const int8_t *qi = qa + (size_t)i * K;
+		float *oi = out + (size_t)i * K;
+		for (int k = 0; k < K; k++)
+			oi[k] = (float)qi[k] * sc[i];
+	}
+	if (blk > 1) {
+		linear_fwht_par(s, out, R, K, blk);
+		const float inv = 1.0f / (float)blk;
+		for (size_t i = 0; i < (size_t)R * K; i++)
+			out[i] *= inv;
+	}
+	return 0;
+}
+
+/* The forward weight operand: codes packed in L->wpack, scales in L->wscale,
+ * recomputed only after linear_touch() or a change of recipe. */
+static int weight_operand(linear *L, const quant_spec *spw, const gemm_params *gp, int blk,
+			  linear_scratch *s)
+{
+	const int K = L->in, M = L->out;
+	if (L->wcached && gemm_packed_matches(&L->wpack, M, K, gp))
+		return 0;
+	const float *wa = L->w;
+	if (blk > 1) {
+		float *fw = SF(s, 1, (size_t)M * K);
+		if (!fw)
+			return HDQT_ENOMEM;
+		memcpy(fw, L->w, (size_t)M * K * sizeof(float));
+		linear_fwht_par(s, fw, M, K, blk);
+		wa = fw;
+	}
+	int8_t *qb = SQ(s, 1, (size_t)M * K);
+	float *sc = realloc(L->wscale, sizeof(float) * (size_t)M);
+	if (!qb || !sc)
+		return HDQT_ENOMEM;
+	L->wscale = sc;
+	linear_quant_par(s, wa, M, K, spw, NULL, qb, sc);
+	int rc = gemm_pack(&L->wpack, qb, M, K, gp);
+	if (rc < 0)
+		return rc;
+	L->wcached = 1;
+	return 0;
+}
+
+static int hdqt_forward(linear *L, const float *X, int N, int x_unsigned, const hdqt_qconfig *q,
+			linear_scratch *s, float *Y)
+{
+	const int K = L->in, M = L->out;
+	if (q->mode == HDQT_MODE_FP32)
+		return linear_fp32_forward(s, X, N, L->w, M, K, Y);
+	const float *xa = X;
+	float div = 1.0f;
+	int blk = 1;
+	if (q->fwd_hadamard) {
+		blk = fwht_block(K, q->had_max);
+		if (blk > 1) {
+			float *fx = SF(s, 0, (size_t)N * K);
+			if (!fx)
+				return HDQT_ENOMEM;
+			memcpy(fx, X, (size_t)N * K * sizeof(float));
+			linear_fwht_par(s, fx, N, K, blk);
+			xa = fx;
+			div = (float)blk;
+			x_unsigned = 0; /* rotated activations take both signs */
+		}
+	}
+	quant_spec spx, spw;
+	fwd_specs(q, x_unsigned, &spx, &spw);
+	gemm_params gp = {.tile = q->tile, .acc_bits = q->acc_bits, .bits = q->bits,
+			  .a_signed = !spx.is_unsigned};
+	int rc = weight_operand(L, &spw, &gp, blk, s);
+	if (rc < 0)
+		return rc;
+	int8_t *qa = SQ(s, 0, (size_t)N * K);
+	int32_t *c = linear_grow_mem((void **)&s->c, &s->ccap, (size_t)N * M * sizeof(int32_t));
+	float *sa = linear_grow_mem((void **)&s->sa, &s->sacap, (size_t)N * sizeof(float));
+	if (!qa || !c || !sa)
+		return HDQT_ENOMEM;
+	linear_quant_par(s, xa, N, K, &spx, NULL, qa, sa);
+	if ((rc = linear_gemm_par(s, qa, N, &L->wpack, c)) < 0)
+		return rc;
+	linear_rescale(s, c, sa, L->wscale, N, M, div, Y);
+	return 0;
+}
+
+static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float *dY, int N,
+			 const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX)
+{
+	const int K = L->in, M = L->out;
+	const float *W = L->w;
+	if (q->mode != HDQT_MODE_FP32 && q->bwd_fwdq) {
+		const int blk = q->fwd_hadamard ? fwht_block(K, q->had_max) : 1;
+		quant_spec spx, spw;
+		fwd_specs(q, x_unsigned && blk == 1, &spx, &spw);
+		float *xh = SF(s, 4, (size_t)N * K), *wh = SF(s, 5, (size_t)M * K);
+		if (!xh || !wh)
+			return HDQT_ENOMEM;
+		int rc = fwd_values(X, N, K, &spx, blk, s, xh);
+		if (rc == 0 && dX)
+			rc = fwd_values(L->w, M, K, &spw, blk, s, wh);
+		if (rc < 0)
+			return rc;
+		X = xh;
+		W = wh;
+	}
+	float *t = SF(s, 2, (size_t)M * N);
+	float *u = SF(s, 3, (size_t)K * (N > M ? N : M));
+	if (!t || !u)
+		return HDQT_ENOMEM;
+	if (q->mode == HDQT_MODE_FP32)
+		return linear_fp32_backward(s, X, dY, W, N, M, K, L->gw, dX);
+	const int per_row = q->bwd_gran == HDQT_SCALE_ROW;
+	quant_spec sp_g = {.bits = q->bits, .is_unsigned = 0, .clip = 1.0f, .clip_sigma = 0.0f,
+			   .per_row = per_row, .stochastic = q->sr_grad};
+	quant_spec sp_w = sp_g, sp_x = sp_g;
+	sp_w.stochastic = q->sr_weight;
+	sp_x.stochastic = q->sr_act;
+	int rc;
+
+	/* grad-weight: reduction over the batch.  A batch of, say, 122 rows
+	 * has no Hadamard block larger than 2, and without the transform the
+	 * 4-bit gradient product loses too much (training diverged), so the
+	 * batch is padded with zero rows to a multiple of a power-of-two
+	 * block: zero rows add nothing to dY^T X. */
+	int blkN = 1, Np = N;
+	if (q->bwd_hadamard) {
+		int p2 = 1;
+		while (p2 < N && p2 < q->had_max)
+			p2 <<= 1;
+		Np = (N + p2 - 1) / p2 * p2;
+		blkN = fwht_block(Np, q->had_max);
+	}
+	float *t2 = t, *u2 = u;
+	if (Np != N) {
+		float *pg = SF(s, 0, (size_t)Np * M), *px = SF(s, 1, (size_t)Np * K);
+		t2 = SF(s, 2, (size_t)M * Np);
+		u2 = SF(s, 3, (size_t)K * (Np > M ? Np : M));
+		if (!pg || !px || !t2 || !u2)
+			return HDQT_ENOMEM;
+		memcpy(pg, dY, (size_t)N * M * sizeof(float));
+		memset(pg + (size_t)N * M, 0, (size_t)(Np - N) * M * sizeof(float));
+		memcpy(px, X, (size_t)N * K * sizeof(float));
+		memset(px + (size_t)N * K, 0, (size_t)(Np - N) * K * sizeof(float));
+		linear_transpose2(s, pg, Np, M, t2, px, Np, K, u2); /* M x Np, K x Np */
+	} else {
+		linear_transpose2(s, dY, N, M, t2, X, N, K, u2);   /* M x N, K x N */
+	}
+	if (blkN > 1) {
+		linear_fwht_par(s, t2, M, Np, blkN);
+		linear_fwht_par(s, u2, K, Np, blkN);
+	}
+	rc = qproduct(t2, M, u2, K, Np, q->bwd_tile, &sp_g, &sp_x, q, s, rng, (float)blkN, L->gw);
+	if (rc < 0 || !dX)
+		return rc;
+
+	/* grad-input: reduction over the output dimension. */
+	int blkM = q->bwd_hadamard ? fwht_block(M, q->had_max) : 1;
+	t = s->f[2]; /* (re)fetched: the padding above may have grown them */
+	u = s->f[3];
+	float *g = t; /* reuse: N x M */
+	memcpy(g, dY, (size_t)N * M * sizeof(float));
+	gemm_transpose(W, M, K, u); /* K x M */
+	if (blkM > 1) {
+		linear_fwht_par(s, g, N, M, blkM);
+		linear_fwht_par(s, u, K, M, blkM);
+	}
+	return qproduct(g, N, u, K, M, q->bwd_tile, &sp_g, &sp_w, q, s, rng, (float)blkM, dX);
+}
+
+static void hdqt_release(linear *L)
+{
+	gemm_packed_free(&L->wpack);
+	free(L->wscale);
+	L->wscale = NULL;
+	L->wcached = 0;
+}
+
+const linear_family linear_hdqt_family = {
+	.name = "hdqt",
+	.forward = hdqt_forward,
+	.backward = hdqt_backward,
+	.release = hdqt_release,
+};

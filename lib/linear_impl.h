@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside the linear layer: the interface each quantisation family
+ * implements, and the shared loops they are built from (lib/linear.c).
+ * Every parallel loop splits rows in blocks of 4, never a reduction, so
+ * results do not depend on the number of threads.
+ */
+#pragma once
+
+#include "config.h"
+#include "linear.h"
+#include "quant.h"
+
+/* A quantisation family: its forward product, its backward products, and
+ * what it caches between steps on the layer (released by release()). */
+typedef struct linear_family {
+	const char *name;
+	int (*forward)(linear *L, const float *X, int N, int x_unsigned, const hdqt_qconfig *q,
+		       linear_scratch *s, float *Y);
+	int (*backward)(linear *L, const float *X, int x_unsigned, const float *dY, int N,
+			const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX);
+	void (*release)(linear *L);
+} linear_family;
+
+extern const linear_family linear_hdqt_family;    /* fp32, int, hdqt-paper, hdqt */
+extern const linear_family linear_hadanet_family; /* hadanet, hadanet-paper, xnor, hbwn */
+
+void linear_hadanet_scratch_free(linear_scratch *s);
+
+/* Grow-only scratch buffer; NULL on allocation failure (*p unchanged). */
+void *linear_grow_mem(void **p, size_t *cap, size_t n);
+#define SF(s, i, n) ((float *)linear_grow_mem((void **)&(s)->f[i], &(s)->fcap[i], (size_t)(n) * sizeof(float)))
+#define SQ(s, i, n) ((int8_t *)linear_grow_mem((void **)&(s)->q[i], &(s)->qcap[i], (size_t)(n)))
+
+/* Tasks for a loop over R rows on s's pool, and rows [r0, r1) of task t. */
+int linear_ntasks(const linear_scratch *s, int R);
+void linear_task_rows(int R, int n, int t, int *r0, int *r1);
+
+void linear_quant_par(linear_scratch *s, const float *x, int R, int K, const quant_spec *sp,
+		      hdqt_rng *rng, int8_t *q, float *scale);
+void linear_fwht_par(linear_scratch *s, float *x, int R, int K, int blk);
+int linear_gemm_par(linear_scratch *s, const int8_t *qa, int I, const gemm_packed *pb, int32_t *c);
+void linear_f32_par(linear_scratch *s, const float *A, const float *B, int I, int J, int K, float *C);
+#if HAVE_CBLAS
+void linear_blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, const float *A, int lda,
+		     const float *B, int ldb, float *C);
+#endif
+void linear_transpose2(linear_scratch *s, const float *a, int ar, int ac, float *at, const float *b,
+		       int br, int bc, float *bt);
+void linear_rescale(linear_scratch *s, const int32_t *c, const float *sa, const float *sb, int I,
+		    int J, float div, float *out);
+
+/* Float products: Y = X W^T; gw = dY^T X and (dX != NULL) dX = dY W. */
+int linear_fp32_forward(linear_scratch *s, const float *X, int N, const float *W, int M, int K,
+			float *Y);
+int linear_fp32_backward(linear_scratch *s, const float *X, const float *dY, const float *W, int N,
+			 int M, int K, float *gw, float *dX);
