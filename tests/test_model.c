@@ -188,7 +188,8 @@ START_TEST(test_threads_bit_identical)
 	static float X[N * D];
 	static int y[N];
 	blobs(X, y, N, D, C, 5);
-	const hdqt_mode modes[] = {HDQT_MODE_FP32, HDQT_MODE_INT, HDQT_MODE_HDQT_PAPER, HDQT_MODE_HDQT};
+	const hdqt_mode modes[] = {HDQT_MODE_FP32, HDQT_MODE_INT, HDQT_MODE_HDQT_PAPER, HDQT_MODE_HDQT,
+				   HDQT_MODE_HADANET, HDQT_MODE_HADANET_PAPER};
 	for (size_t k = 0; k < sizeof(modes) / sizeof(modes[0]); k++) {
 		hdqt_model *ref = make(modes[k], D, H, C, 21);
 		ck_assert_int_eq(hdqt_model_fit_norm(ref, X, N, 0.0f), 0);
