@@ -40,6 +40,9 @@ typedef struct opts {
 	float fwd_clip, fwd_sigma;
 	int window, hop;
 	int er_reservoir;
+	/* HadaNets knobs (hadanet modes only; -1: the recipe's) */
+	int beta_w, beta_a, bin_layers, edges, act_bin, mean_term, w_centre;
+	float ste_clip;
 	const char *dump;
 } opts;
 
@@ -78,7 +81,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: hdqt-eval --data DIR|CSV [options]\n"
-		"  --quant LIST        fp32,int,hdqt-paper,hdqt (default hdqt)\n"
+		"  --quant LIST        fp32,int,hdqt-paper,hdqt,hadanet,hadanet-paper,xnor,hbwn (default hdqt)\n"
 		"  --method LIST       icarl,er,lwf,finetune (default icarl)\n"
 		"  --bits B            matmul input bits (4)\n"
 		"  --acc-bits A        tile accumulator bits (8)\n"
@@ -103,6 +106,14 @@ static void usage(FILE *f)
 		"  --plot FILE.svg     accuracy per task for every run\n"
 		"  --bwd-fwdq 0|1      backward products on the forward's quantised X, W (1)\n"
 		"                      or on the float ones (0); any integer mode\n"
+		"HadaNets knobs (hadanet, hadanet-paper, xnor, hbwn; default: the recipe's):\n"
+		"  --beta-w N --beta-a N        segment lengths (0 = the whole row; 1 = full precision)\n"
+		"  --bin-layers inner|all       binarised layers (inner: all but the first and last)\n"
+		"  --edges fp32|hdqt            recipe of the other layers\n"
+		"  --act-bin sign|mask|centre   binarisation of non-negative activations\n"
+		"  --ste-clip C                 sign's gradient passes where |x| <= C (0 = everywhere)\n"
+		"  --mean-term 0|1              Eq. 6's segment-mean factor in the weight gradient\n"
+		"  --w-centre 0|1               binarise each weight row minus its mean\n"
 		"hdqt recipe ablation knobs (hdqt mode only):\n"
 		"  --fwd-hadamard 0|1 --fwd-gran tensor|row --bwd-gran tensor|row\n"
 		"  --fwd-clip F --fwd-sigma S --bwd-tile T --had-max H\n");
@@ -169,8 +180,11 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->hop = 64;
 	o->fwd_had = o->fwd_gran = o->bwd_gran = o->bwd_tile = o->had_max = o->bwd_fwdq = -1;
 	o->fwd_clip = o->fwd_sigma = -1;
+	o->beta_w = o->beta_a = o->bin_layers = o->edges = o->act_bin = o->mean_term = o->w_centre = -1;
+	o->ste_clip = -1;
 	enum { O_INIT = 256, O_INC, O_ACC, O_DROP, O_FWDH, O_FWDG, O_BWDG, O_FWDC, O_FWDS,
-	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL, O_BFQ, O_THREADS };
+	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL, O_BFQ, O_THREADS,
+	       O_BW, O_BA, O_BINL, O_EDGES, O_ACTB, O_STE, O_MEANT, O_WCEN };
 	static const struct option lo[] = {
 		{"data", 1, 0, 'd'}, {"quant", 1, 0, 'q'}, {"method", 1, 0, 'm'},
 		{"bits", 1, 0, 'b'}, {"acc-bits", 1, 0, O_ACC}, {"tile", 1, 0, 't'},
@@ -185,7 +199,10 @@ static int parse_opts(int argc, char **argv, opts *o)
 		{"fwd-sigma", 1, 0, O_FWDS}, {"bwd-tile", 1, 0, O_BWDT},
 		{"had-max", 1, 0, O_HADM}, {"bwd-fwdq", 1, 0, O_BFQ}, {"norm-clip", 1, 0, O_NCLIP},
 		{"window", 1, 0, O_WIN}, {"hop", 1, 0, O_HOP}, {"er-selection", 1, 0, O_ERSEL},
-		{"dump-features", 1, 0, O_DUMP}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+		{"dump-features", 1, 0, O_DUMP}, {"beta-w", 1, 0, O_BW}, {"beta-a", 1, 0, O_BA},
+		{"bin-layers", 1, 0, O_BINL}, {"edges", 1, 0, O_EDGES}, {"act-bin", 1, 0, O_ACTB},
+		{"ste-clip", 1, 0, O_STE}, {"mean-term", 1, 0, O_MEANT}, {"w-centre", 1, 0, O_WCEN},
+		{"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int c, li = 0;
 	while ((c = getopt_long(argc, argv, "", lo, &li)) != -1) {
 		int bad = 0;
@@ -256,6 +273,27 @@ static int parse_opts(int argc, char **argv, opts *o)
 			bad = !o->er_reservoir && strcmp(optarg, "random") != 0;
 			break;
 		case O_DUMP: o->dump = optarg; break;
+		case O_BW: bad = parse_int(optarg, 0, HDQT_MAX_DIM, &o->beta_w); break;
+		case O_BA: bad = parse_int(optarg, 0, HDQT_MAX_DIM, &o->beta_a); break;
+		case O_BINL:
+			o->bin_layers = strcmp(optarg, "inner") == 0 ? HDQT_BIN_INNER
+					: strcmp(optarg, "all") == 0 ? HDQT_BIN_ALL : -1;
+			bad = o->bin_layers < 0;
+			break;
+		case O_EDGES:
+			o->edges = strcmp(optarg, "fp32") == 0 ? HDQT_MODE_FP32
+				   : strcmp(optarg, "hdqt") == 0 ? HDQT_MODE_HDQT : -1;
+			bad = o->edges < 0;
+			break;
+		case O_ACTB:
+			o->act_bin = strcmp(optarg, "sign") == 0 ? HDQT_ACT_SIGN
+				     : strcmp(optarg, "mask") == 0 ? HDQT_ACT_MASK
+				     : strcmp(optarg, "centre") == 0 ? HDQT_ACT_CENTRE : -1;
+			bad = o->act_bin < 0;
+			break;
+		case O_STE: bad = parse_float(optarg, 0.0f, 1000.0f, &o->ste_clip); break;
+		case O_MEANT: bad = parse_int(optarg, 0, 1, &o->mean_term); break;
+		case O_WCEN: bad = parse_int(optarg, 0, 1, &o->w_centre); break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -285,6 +323,16 @@ static void make_qconfig(const opts *o, hdqt_mode mode, hdqt_qconfig *q)
 		q->tile = o->tile;
 	if (o->bwd_fwdq >= 0)
 		q->bwd_fwdq = o->bwd_fwdq;
+	if (hdqt_mode_is_hadanet(mode)) {
+		if (o->beta_w >= 0) q->beta_w = o->beta_w;
+		if (o->beta_a >= 0) q->beta_a = o->beta_a;
+		if (o->bin_layers >= 0) q->bin_layers = (hdqt_bin_layers)o->bin_layers;
+		if (o->edges >= 0) q->edges = (hdqt_mode)o->edges;
+		if (o->act_bin >= 0) q->act_bin = (hdqt_act_bin)o->act_bin;
+		if (o->ste_clip >= 0) q->ste_clip = o->ste_clip;
+		if (o->mean_term >= 0) q->mean_term = o->mean_term;
+		if (o->w_centre >= 0) q->w_centre = o->w_centre;
+	}
 	if (mode != HDQT_MODE_HDQT)
 		return;
 	if (o->fwd_had >= 0) q->fwd_hadamard = o->fwd_had;
