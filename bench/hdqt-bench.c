@@ -7,7 +7,9 @@
  *     the machine's measured int8 dot-product peak (a register-only
  *     vpdpbusd loop) on one core;
  *   - the fast Walsh-Hadamard transform, in M elements per second.
- * Single-threaded: one training thread is what the daemon uses.
+ *   - the HadaNets binary matrix multiply against the fastest fp32 GEMM
+ *     of the build (OpenBLAS when present), same shapes, one thread.
+ * Single-threaded unless --threads: one training thread is what the daemon uses.
  */
 #include <getopt.h>
 #include <math.h>
@@ -17,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bgemm.h"
+#include "blas.h"
 #include "config.h"
 #include "fwht.h"
 #include "gemm.h"
@@ -32,6 +36,109 @@ static double now_s(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Inference (forward of a batch of 128), samples per second. */
+static double bench_infer(hdqt_mode mode, double min_s)
+{
+	hdqt_mlp_config c = {.n_in = 166, .n_hidden = 2, .hidden = {512, 512}, .n_classes = 12};
+	hdqt_qconfig q;
+	hdqt_qconfig_default(&q, mode);
+	hdqt_model *m;
+	if (hdqt_model_new(&m, &c, &q, 1) < 0)
+		return -1;
+	enum { B = 128 };
+	float *X = malloc(sizeof(float) * B * 166), *lg = malloc(sizeof(float) * B * 12);
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 2, 0);
+	for (int i = 0; i < B * 166; i++)
+		X[i] = hdqt_rng_normal(&r);
+	long n = 0;
+	double t0 = now_s(), t;
+	hdqt_model_forward(m, X, B, lg);
+	do {
+		if (hdqt_model_forward(m, X, B, lg) < 0)
+			break;
+		n += B;
+		t = now_s() - t0;
+	} while (t < min_s);
+	hdqt_model_free(m);
+	free(X);
+	free(lg);
+	return n / (now_s() - t0);
+}
+
+/* Best of a few timings of one call, in microseconds. */
+#define BEST_US(expr, min_s, out)                                                                  \
+	do {                                                                                       \
+		double best_ = 1e30, t0_ = now_s();                                                 \
+		do {                                                                               \
+			double a_ = now_s();                                                       \
+			expr;                                                                      \
+			double d_ = now_s() - a_;                                                  \
+			best_ = d_ < best_ ? d_ : best_;                                           \
+		} while (now_s() - t0_ < (min_s));                                                 \
+		(out) = best_ * 1e6;                                                               \
+	} while (0)
+
+/* The binary matrix multiply (operands binarised and packed beforehand,
+ * as the layer keeps its weights) against the fp32 product X W^T of the
+ * same shape: N x K times (M x K)^T. */
+static void bench_binary(int beta, int N, int M, int K, double min_s, double *bin_us, double *f32_us)
+{
+	const int g = beta <= 0 || beta >= K ? K : beta;
+	bgemm_a a = {0};
+	bgemm_w w = {0};
+	float *X = malloc(sizeof(float) * (size_t)N * K), *W = malloc(sizeof(float) * (size_t)M * K);
+	float *Y = malloc(sizeof(float) * (size_t)N * M);
+	*bin_us = *f32_us = -1;
+	if (!X || !W || !Y || bgemm_a_alloc(&a, N, K, g, 1) < 0 || bgemm_w_alloc(&w, M, K, g) < 0)
+		goto out;
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 4, 0);
+	for (size_t i = 0; i < (size_t)N * K; i++)
+		X[i] = hdqt_rng_normal(&r);
+	for (size_t i = 0; i < (size_t)M * K; i++)
+		W[i] = hdqt_rng_normal(&r);
+	for (size_t i = 0; i < (size_t)N * a.nw; i++)
+		a.bits[i] = hdqt_rng_u32(&r);
+	for (size_t i = 0; i < (size_t)N * a.ns; i++) {
+		a.c[i] = hdqt_rng_uniform(&r);
+		a.mu[i] = hdqt_rng_uniform(&r);
+	}
+	uint32_t *bits = calloc((size_t)a.nw, 4);
+	float *c = malloc(sizeof(float) * (size_t)a.ns);
+	if (!bits || !c) {
+		free(bits);
+		free(c);
+		goto out;
+	}
+	for (int m = 0; m < M; m++) {
+		for (int i = 0; i < a.nw; i++)
+			bits[i] = hdqt_rng_u32(&r);
+		for (int s = 0; s < a.ns; s++)
+			c[s] = hdqt_rng_uniform(&r);
+		bgemm_w_set_row(&w, m, bits, c);
+	}
+	free(bits);
+	free(c);
+	BEST_US(bgemm_run(&a, &w, 0, a.R4, Y, M), min_s, *bin_us);
+#if HAVE_CBLAS
+	BEST_US(blas_sgemm(0, 1, N, M, K, X, K, W, K, Y, 1), min_s, *f32_us);
+#else
+	float *Wt = malloc(sizeof(float) * (size_t)M * K);
+	if (Wt) {
+		gemm_transpose(W, M, K, Wt);
+		BEST_US(gemm_f32_nn(X, Wt, N, M, K, Y), min_s, *f32_us);
+		free(Wt);
+	}
+#endif
+out:
+	bgemm_a_free(&a);
+	bgemm_w_free(&w);
+	free(X);
+	free(W);
+	free(Y);
 }
 
 static double bench_train(hdqt_mode mode, int threads, double min_s, double *ms_per_step)
@@ -291,6 +398,16 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
+	double ips[HDQT_MODE_COUNT];
+	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
+		ips[mde] = bench_infer((hdqt_mode)mde, min_s / 2);
+	static const struct { int N, M, K; const char *name; } bshp[] = {
+		{128, 512, 512, "128x512x512"}, {128, 512, 166, "128x166x512"}, {1024, 1024, 1024, "1024^3"}};
+	static const int betas[] = {16, 32, 64, 0};
+	double bus[3][4], fus[3][4];
+	for (int i = 0; i < 3; i++)
+		for (int b = 0; b < 4; b++)
+			bench_binary(betas[b], bshp[i].N, bshp[i].M, bshp[i].K, min_s / 4, &bus[i][b], &fus[i][b]);
 	static const char *const kernels[] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
 	double gm[4], gm_small[4];
 	for (int k = 0; k < 4; k++) {
@@ -313,9 +430,16 @@ int main(int argc, char **argv)
 		printf("{\"kernel\": \"%s\", \"model\": \"166-512-512-12\", \"batch\": 128, \"threads\": %d, "
 		       "\"modes\": {", train_kernel, threads);
 		for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
-			printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f}", mde ? ", " : "",
-			       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
-		printf("}, \"gemm_gmacs\": {");
+			printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f, "
+			       "\"infer_samples_per_s\": %.0f}", mde ? ", " : "",
+			       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], ips[mde]);
+		printf("}, \"binary_kernel\": \"%s\", \"binary_gemm\": [", bgemm_kernel_name());
+		for (int i = 0, first = 1; i < 3; i++)
+			for (int b = 0; b < 4; b++, first = 0)
+				printf("%s{\"beta\": %d, \"shape\": \"%s\", \"binary_us\": %.1f, \"fp32_us\": %.1f, "
+				       "\"speedup\": %.2f}", first ? "" : ", ", betas[b] ? betas[b] : bshp[i].K,
+				       bshp[i].name, bus[i][b], fus[i][b], fus[i][b] / bus[i][b]);
+		printf("], \"gemm_gmacs\": {");
 		for (int k = 0, first = 1; k < 4; k++)
 			if (gm[k] >= 0) {
 				printf("%s\"%s\": {\"128x512x512\": %.2f, \"512x166x128\": %.2f}", first ? "" : ", ",
@@ -351,7 +475,16 @@ int main(int argc, char **argv)
 	printf("training step, 166-512-512-12, batch 128, kernel %s, %d thread%s:\n", train_kernel, threads,
 	       threads == 1 ? "" : "s");
 	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
-		printf("  %-11s %9.0f samples/s  %7.3f ms/step\n", hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
+		printf("  %-13s %9.0f samples/s  %7.3f ms/step  inference %9.0f samples/s\n",
+		       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], ips[mde]);
+	printf("binary matrix multiply (%s) vs fp32 GEMM, one thread, us (speed-up):\n", bgemm_kernel_name());
+	for (int i = 0; i < 3; i++) {
+		printf("  %-12s", bshp[i].name);
+		for (int b = 0; b < 4; b++)
+			printf("  beta %4d: %8.1f / %8.1f (%.2fx)", betas[b] ? betas[b] : bshp[i].K, bus[i][b],
+			       fus[i][b], fus[i][b] / bus[i][b]);
+		printf("\n");
+	}
 	printf("tile-clamped int GEMM (4-bit operands, 8-bit acc, tile 32), GMAC/s:\n");
 	for (int k = 0; k < 4; k++)
 		if (gm[k] >= 0)

@@ -38,6 +38,7 @@ void hdqtd_config_default(hdqtd_config *c)
 	c->quant = HDQT_MODE_HDQT;
 	c->bits = 4;
 	c->acc_bits = 8;
+	c->beta_w = c->beta_a = -1;
 	c->window = 128;
 	c->norm_clip = 10; /* a sample far outside the training data cannot blow up training */
 	c->seed = 1;
@@ -222,11 +223,13 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	}
 	if (!strcmp(section, "model") && !strcmp(key, "quant")) {
 		if (hdqt_mode_parse(value, &c->quant) < 0)
-			return fail(err, errlen, section, key, "expected fp32, int, hdqt-paper or hdqt");
+			return fail(err, errlen, section, key, "expected fp32, int, hdqt-paper, hdqt, hadanet, hadanet-paper, xnor or hbwn");
 		return 0;
 	}
 	INT_KEY("model", "bits", bits, 2, 8)
 	INT_KEY("model", "acc_bits", acc_bits, 8, 24)
+	INT_KEY("model", "beta_w", beta_w, -1, HDQT_MAX_DIM)
+	INT_KEY("model", "beta_a", beta_a, -1, HDQT_MAX_DIM)
 	INT_KEY("model", "window", window, 16, 4096)
 	if (!strcmp(section, "model") && !strcmp(key, "norm_clip")) {
 		double x;
@@ -410,6 +413,17 @@ int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen)
 		return fail(err, errlen, "training", "memory", "iCaRL needs an exemplar memory >= 1");
 	if (c->window % 2)
 		return fail(err, errlen, "model", "window", "must be even");
+	if (hdqt_mode_is_hadanet(c->quant)) {
+		hdqt_qconfig q;
+		hdqt_qconfig_default(&q, c->quant);
+		if (c->beta_w >= 0)
+			q.beta_w = c->beta_w;
+		if (c->beta_a >= 0)
+			q.beta_a = c->beta_a;
+		if (hdqt_qconfig_check(&q) < 0)
+			return fail(err, errlen, "model", "beta_w",
+				    "beta_w and beta_a must nest (one a multiple of the other, or 0)");
+	}
 	if (c->max_write_queue < c->max_message)
 		return fail(err, errlen, "daemon", "max_write_queue", "must be >= daemon.max_message");
 	if (c->max_memory < c->max_message + c->max_write_queue)
@@ -465,6 +479,8 @@ cJSON *hdqtd_config_json(const hdqtd_config *c)
 	cJSON_AddStringToObject(m, "quant", hdqt_mode_name(c->quant));
 	cJSON_AddNumberToObject(m, "bits", c->bits);
 	cJSON_AddNumberToObject(m, "acc_bits", c->acc_bits);
+	cJSON_AddNumberToObject(m, "beta_w", c->beta_w);
+	cJSON_AddNumberToObject(m, "beta_a", c->beta_a);
 	cJSON_AddNumberToObject(m, "window", c->window);
 	cJSON_AddNumberToObject(m, "norm_clip", c->norm_clip);
 	cJSON_AddNumberToObject(m, "seed", (double)c->seed);

@@ -33,6 +33,7 @@ typedef struct hdqtd_config {
 	int n_hidden, hidden[HDQT_MAX_LAYERS];
 	hdqt_mode quant;
 	int bits, acc_bits;
+	int beta_w, beta_a; /* HadaNets segments (-1: the recipe's; 0: whole row) */
 	int window;                /* readings per raw window (feature extractor) */
 	float norm_clip;
 	uint64_t seed;

@@ -660,6 +660,20 @@ static cJSON *m_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *
 	cJSON_AddStringToObject(o, "quant", hdqt_mode_name(d->cfg.quant));
 	cJSON_AddStringToObject(o, "strategy", hdqt_cl_method_name(d->cfg.strategy));
 	cJSON_AddStringToObject(o, "kernel", hdqt_kernel_name());
+	cJSON_AddStringToObject(o, "binary_kernel", hdqt_binary_kernel_name());
+	if (d->model) {
+		/* the serving model's own recipe (it may predate the config) */
+		const hdqt_qconfig *mq = hdqt_model_qconfig(d->model);
+		cJSON *rq = cJSON_AddObjectToObject(o, "recipe");
+		if (rq) {
+			cJSON_AddStringToObject(rq, "quant", hdqt_mode_name(mq->mode));
+			cJSON_AddNumberToObject(rq, "bits", mq->bits);
+			if (hdqt_mode_is_hadanet(mq->mode)) {
+				cJSON_AddNumberToObject(rq, "beta_w", mq->beta_w);
+				cJSON_AddNumberToObject(rq, "beta_a", mq->beta_a);
+			}
+		}
+	}
 	cJSON_AddNumberToObject(o, "feature_dim", HDQT_FEAT_DIM);
 	cJSON_AddNumberToObject(o, "window", d->cfg.window);
 	cJSON_AddNumberToObject(o, "connections", d->n_conns);
@@ -1048,6 +1062,9 @@ static cJSON *m_model_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, ca
 		cJSON_AddNumberToObject(m, "bytes", (double)ms[i].blob_len);
 		cJSON *met = cJSON_Parse(ms[i].metrics);
 		cJSON_AddItemToObject(m, "metrics", met ? met : cJSON_CreateObject());
+		/* the recipe the version was trained with (quant, bits, segments, strategy) */
+		cJSON *cfg = ms[i].config[0] ? cJSON_Parse(ms[i].config) : NULL;
+		cJSON_AddItemToObject(m, "config", cfg ? cfg : cJSON_CreateObject());
 		cJSON_AddItemToArray(a, m);
 	}
 	free(ms);

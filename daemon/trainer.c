@@ -358,6 +358,10 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 		hdqt_qconfig_default(&q, c->quant);
 		q.bits = c->bits;
 		q.acc_bits = c->acc_bits;
+		if (c->beta_w >= 0)
+			q.beta_w = c->beta_w;
+		if (c->beta_a >= 0)
+			q.beta_a = c->beta_a;
 		hdqt_mlp_config mc = {.n_in = d, .n_hidden = c->n_hidden, .n_classes = classes_after};
 		memcpy(mc.hidden, c->hidden, sizeof(int) * c->n_hidden);
 		rc = hdqt_model_new(&m, &mc, &q, c->seed);
@@ -444,10 +448,16 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 			      isnan(per[l]) ? -1.0 : (double)per[l]);
 	if (o < (int)sizeof(res->metrics) - 2)
 		snprintf(res->metrics + o, sizeof(res->metrics) - o, "]}");
-	char cfgjson[256];
+	char cfgjson[320];
+	/* The recipe the model runs (a stored model keeps its own, whatever
+	 * the configuration says now), with HadaNets' segments. */
+	const hdqt_qconfig *mq = hdqt_model_qconfig(nm);
+	char betas[64] = "";
+	if (hdqt_mode_is_hadanet(mq->mode))
+		snprintf(betas, sizeof(betas), ",\"beta_w\":%d,\"beta_a\":%d", mq->beta_w, mq->beta_a);
 	snprintf(cfgjson, sizeof(cfgjson),
-		 "{\"quant\":\"%s\",\"bits\":%d,\"acc_bits\":%d,\"strategy\":\"%s\",\"epochs\":%d}",
-		 hdqt_mode_name(c->quant), c->bits, c->acc_bits, hdqt_cl_method_name(c->strategy),
+		 "{\"quant\":\"%s\",\"bits\":%d,\"acc_bits\":%d%s,\"strategy\":\"%s\",\"epochs\":%d}",
+		 hdqt_mode_name(mq->mode), mq->bits, mq->acc_bits, betas, hdqt_cl_method_name(c->strategy),
 		 c->epochs);
 	if ((rc = hdqt_model_save(nm, &blob, &blen)) < 0)
 		goto fail_rc;

@@ -199,6 +199,8 @@ static const bkernel *get(void)
 
 const char *bgemm_kernel_name(void) { return get()->name; }
 
+const char *hdqt_binary_kernel_name(void) { return bgemm_kernel_name(); }
+
 int bgemm_kernel_select(const char *name)
 {
 	get();

@@ -36,6 +36,8 @@
 struct linear_bin {
 	bgemm_w w;
 	int g, valid;
+	float *wmat;  /* or W~ materialised, for the float product of short segments */
+	int wmat_valid;
 };
 
 /* Scratch of the family beside linear_scratch's float buffers: the
@@ -234,6 +236,7 @@ static int weight_operand(linear *L, const hdqt_qconfig *q, int g, const bin_scr
 	if (L->wcached && b->valid && b->g == g && b->w.M == M && b->w.K == K)
 		return 0;
 	b->valid = 0;
+	b->wmat_valid = 0;
 	int rc = bgemm_w_alloc(&b->w, M, K, g);
 	if (rc < 0)
 		return rc;
@@ -296,13 +299,28 @@ static int hadanet_forward(linear *L, const float *X, int N, int x_unsigned, con
 	const int ba = seg_len(q->beta_a, K), bw = seg_len(q->beta_w, K);
 	if (g == 1 || !bgemm_fast(K, g)) {
 		/* Short segments: the same binarised values through the float product. */
-		float *xa = SF(s, 4, (size_t)N * K), *wa = SF(s, 5, (size_t)M * K);
-		if (!xa || !wa)
+		float *xa = SF(s, 4, (size_t)N * K);
+		if (!xa)
 			return HDQT_ENOMEM;
-		if ((rc = materialise(s, X, N, K, ba, rule, 0, 0.0f, xa, NULL)) < 0 ||
-		    (rc = materialise(s, L->w, M, K, bw, HDQT_ACT_SIGN, q->w_centre, 0.0f, wa, NULL)) < 0)
+		struct linear_bin *b = L->bin;
+		if (!b && !(b = L->bin = calloc(1, sizeof(*b))))
+			return HDQT_ENOMEM;
+		if (!L->wcached || !b->wmat_valid) {
+			/* W~ kept until the weights change, as the kernel path keeps its bits */
+			b->wmat_valid = 0;
+			free(b->wmat);
+			if (!(b->wmat = malloc(sizeof(float) * (size_t)M * K)))
+				return HDQT_ENOMEM;
+			if ((rc = materialise(s, L->w, M, K, bw, HDQT_ACT_SIGN, q->w_centre, 0.0f, b->wmat,
+					      NULL)) < 0)
+				return rc;
+			b->wmat_valid = 1;
+			b->valid = 0; /* the kernel's copy is not refreshed here */
+			L->wcached = 1;
+		}
+		if ((rc = materialise(s, X, N, K, ba, rule, 0, 0.0f, xa, NULL)) < 0)
 			return rc;
-		return linear_fp32_forward(s, xa, N, wa, M, K, Y);
+		return linear_fp32_forward(s, xa, N, b->wmat, M, K, Y);
 	}
 	bin_scratch *bs = scratch_of(s, K);
 	if (!bs)
@@ -395,6 +413,7 @@ static void hadanet_release(linear *L)
 {
 	if (L->bin) {
 		bgemm_w_free(&L->bin->w);
+		free(L->bin->wmat);
 		free(L->bin);
 		L->bin = NULL;
 	}

@@ -1306,8 +1306,8 @@ int hdqt_store_model_list(hdqt_store *s, hdqt_store_model **out, int *n)
 	if (!s || !out || !n)
 		return HDQT_EINVAL;
 	sqlite3_stmt *p;
-	int rc = sqlite3_prepare_v2(s->db, "SELECT version, created, current, length(blob), metrics "
-				    "FROM models ORDER BY version", -1, &p, NULL);
+	int rc = sqlite3_prepare_v2(s->db, "SELECT version, created, current, length(blob), metrics, "
+				    "config FROM models ORDER BY version", -1, &p, NULL);
 	if (rc != SQLITE_OK)
 		return sqlerr(s, rc, "prepare");
 	hdqt_store_model *v = NULL;
@@ -1325,6 +1325,8 @@ int hdqt_store_model_list(hdqt_store *s, hdqt_store_model **out, int *n)
 		m->current = sqlite3_column_int(p, 2);
 		m->blob_len = (size_t)sqlite3_column_int64(p, 3);
 		snprintf(m->metrics, sizeof(m->metrics), "%s", (const char *)sqlite3_column_text(p, 4));
+		const unsigned char *cf = sqlite3_column_text(p, 5);
+		snprintf(m->config, sizeof(m->config), "%s", cf ? (const char *)cf : "");
 	}
 	sqlite3_finalize(p);
 	if (rc != SQLITE_DONE) {

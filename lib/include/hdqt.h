@@ -234,6 +234,9 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out);
 const char *hdqt_kernel_name(void);
 /* Force a variant by name (tests/bench); HDQT_ENOTFOUND if unsupported here. */
 int hdqt_kernel_select(const char *name);
+/* The HadaNets binary matrix multiply's variant ("scalar", "avx2",
+ * "avx512", "avx512bitalg"; HDQT_BKERNEL forces one). */
+const char *hdqt_binary_kernel_name(void);
 
 #ifdef __cplusplus
 }

@@ -781,6 +781,44 @@ class TestAccess(unittest.TestCase):
             d.cleanup()
 
 
+class TestHadaNets(unittest.TestCase):
+    """model.quant = hadanet end to end: a round trains, predictions beat
+    chance through the binary kernel, status and model.list name the recipe
+    and its segments; segments that do not nest are refused at start-up."""
+
+    def test_hadanet_daemon(self):
+        wins = hapt_windows(activities={1, 4, 6})
+        train = [w for w in wins if w[1] not in TEST_USERS]
+        test = [w for w in wins if w[1] in TEST_USERS]
+        d = Daemon(*FAST, "model.quant=hadanet", "model.beta_a=64")
+        try:
+            d.start()
+            c = d.client()
+            for a in (1, 4, 6):
+                c.call("class.add", {"name": ACTIVITIES[a]})
+            send_samples(c, train)
+            ev = train_and_wait(c)
+            self.assertEqual(ev["outcome"], "accepted", ev)
+            acc = accuracy(c, test)
+            print("hadanet, 3 classes: held-out users %.1f%%" % acc)
+            self.assertGreater(acc, 70.0)  # chance: 33%
+            st = c.call("status")
+            self.assertEqual(st["recipe"], {"quant": "hadanet", "bits": 4, "beta_w": 32, "beta_a": 64})
+            self.assertIn(st["binary_kernel"], ("scalar", "avx2", "avx512", "avx512bitalg"))
+            models = c.call("model.list")["models"]
+            cur = [m for m in models if m["current"]][0]
+            self.assertEqual(cur["config"]["quant"], "hadanet")
+            self.assertEqual((cur["config"]["beta_w"], cur["config"]["beta_a"]), (32, 64))
+            c.close()
+        finally:
+            d.cleanup()
+        r = subprocess.run([HDQTD, "--set", "model.quant=hadanet", "--set", "model.beta_w=48",
+                            "--set", "model.beta_a=32", "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("model.beta_w", r.stderr)
+
+
 if __name__ == "__main__":
     # Run alone, a class that cannot run here reports "skipped" to meson (77)
     # instead of passing silently.
