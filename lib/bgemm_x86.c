@@ -7,6 +7,10 @@
  * 2 count, then the same two fused multiply-adds as bgemm_ref, lane for
  * lane: the results equal the reference's floats exactly.
  *
+ * d = n - 2 count is formed in float as fma(count, -2, n): both are small
+ * integers, so it is exact and equals the reference's (float)(n - 2 count),
+ * one instruction instead of a shift, a subtraction and a conversion.
+ *
  * Segments the kernels take (bgemm_fast): 16 bits (half a word), any
  * multiple of 32 (whole words), or the whole row.
  *   avx512:       VPOPCNTDQ on 32-bit lanes; 16-bit halves by masking.
@@ -60,14 +64,14 @@ static inline void seg_words(int K, int g, int ns, int nw, int s, int *w0, int *
 #define STEP512(s, n, c0, c1, c2, c3)                                                              \
 	do {                                                                                       \
 		const __m512 cw = _mm512_loadu_ps(wc + (size_t)(s) * 16);                          \
-		const __m512i nv = _mm512_set1_epi32(n);                                           \
-		acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(nv, _mm512_slli_epi32(c0, 1))), \
+		const __m512 nv = _mm512_set1_ps((float)(n)), m2 = _mm512_set1_ps(-2.0f);          \
+		acc0 = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), m2, nv),              \
 				       _mm512_mul_ps(_mm512_set1_ps(ac[(s)]), cw), acc0);          \
-		acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(nv, _mm512_slli_epi32(c1, 1))), \
+		acc1 = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), m2, nv),              \
 				       _mm512_mul_ps(_mm512_set1_ps(ac[ns + (s)]), cw), acc1);     \
-		acc2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(nv, _mm512_slli_epi32(c2, 1))), \
+		acc2 = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(c2), m2, nv),              \
 				       _mm512_mul_ps(_mm512_set1_ps(ac[2 * ns + (s)]), cw), acc2); \
-		acc3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(nv, _mm512_slli_epi32(c3, 1))), \
+		acc3 = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(c3), m2, nv),              \
 				       _mm512_mul_ps(_mm512_set1_ps(ac[3 * ns + (s)]), cw), acc3); \
 		if (mu) {                                                                          \
 			const __m512 sv = _mm512_loadu_ps(ws + (size_t)(s) * 16);                  \
