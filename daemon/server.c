@@ -209,6 +209,7 @@ static void conn_close(hdqtd_conn *c)
 	if (!c->admin)
 		d->n_unprivileged--;
 	hdqtd_log(LOG_DEBUG, "client %llu: closed", cid(c));
+	hdqtd_fleet_conn_closed(d, c->id);
 	uv_close((uv_handle_t *)&c->pipe, on_closed);
 }
 
@@ -568,6 +569,7 @@ static void line_add(hdqtd_conn *c, cJSON *resp)
 	if (!resp)
 		return;
 	const size_t limit = c->d->cfg.max_write_queue;
+	hdqtd_metrics_reply(&c->d->stats, c->method, resp);
 	size_t len;
 	char *s = hdqt_rpc_print(resp, &len);
 	/* Counting what the client has not read yet: a reply that would take the
@@ -932,6 +934,7 @@ static void on_connection(uv_stream_t *server, int status)
 		d->conns->prev = c;
 	d->conns = c;
 	d->n_conns++;
+	d->stats.connections_accepted++;
 	if (!c->admin)
 		d->n_unprivileged++;
 	c->last_active = hdqtd_now();

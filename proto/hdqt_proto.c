@@ -30,6 +30,8 @@ const char *hdqt_rpc_code_name(int code)
 	case HDQT_RPC_TOO_LARGE: return "too_large";
 	case HDQT_RPC_NOT_FOUND: return "not_found";
 	case HDQT_RPC_SHUTTING_DOWN: return "shutting_down";
+	case HDQT_RPC_INCOMPATIBLE: return "incompatible";
+	case HDQT_RPC_CORRUPT: return "corrupt";
 	default: return "error";
 	}
 }

@@ -35,6 +35,8 @@ enum {
 	HDQT_RPC_TOO_LARGE = -32009,       /* a message over the size limit (connection closed) */
 	HDQT_RPC_NOT_FOUND = -32010,       /* e.g. an unknown model version */
 	HDQT_RPC_SHUTTING_DOWN = -32011,
+	HDQT_RPC_INCOMPATIBLE = -32012,    /* a bundle of another dimension, window, recipe or classes */
+	HDQT_RPC_CORRUPT = -32013,         /* a bundle that fails its checksum or format checks */
 };
 
 /* A short name for a code ("parse_error", "unknown_class", ...). */
