@@ -194,72 +194,6 @@ static size_t chunk_max(const hdqtd *d)
 	return n > FLEET_CHUNK_MAX ? FLEET_CHUNK_MAX : n;
 }
 
-/* ---- base64 (RFC 4648, with padding) ---- */
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static char *b64_encode(const uint8_t *p, size_t n)
-{
-	char *o = malloc((n + 2) / 3 * 4 + 1), *q = o;
-	if (!o)
-		return NULL;
-	size_t i = 0;
-	for (; i + 2 < n; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-		*q++ = b64[v >> 18];
-		*q++ = b64[(v >> 12) & 63];
-		*q++ = b64[(v >> 6) & 63];
-		*q++ = b64[v & 63];
-	}
-	if (i < n) {
-		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
-		*q++ = b64[v >> 18];
-		*q++ = b64[(v >> 12) & 63];
-		*q++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-		*q++ = '=';
-	}
-	*q = 0;
-	return o;
-}
-
-static int b64_value(char ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	return ch == '+' ? 62 : ch == '/' ? 63 : -1;
-}
-
-/* Decode s (n chars, a multiple of 4) into out (room for n/4*3); the
- * decoded length, or -1 if s is not base64. */
-static long b64_decode(const char *s, size_t n, uint8_t *out)
-{
-	if (n % 4)
-		return -1;
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 4) {
-		int v[4], pad = 0;
-		for (int k = 0; k < 4; k++) {
-			if (s[i + k] == '=' && i + 4 == n && k >= 2) {
-				v[k] = 0;
-				pad++;
-			} else if (pad || (v[k] = b64_value(s[i + k])) < 0) {
-				return -1;
-			}
-		}
-		uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-		out[o++] = (uint8_t)(x >> 16);
-		if (pad < 2)
-			out[o++] = (uint8_t)(x >> 8);
-		if (pad < 1)
-			out[o++] = (uint8_t)x;
-	}
-	return (long)o;
-}
-
 static int u64_param(const cJSON *p, const char *key, double max, uint64_t *out, hdqtd_reply *r)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, key);
@@ -573,7 +507,7 @@ static void chunk_work(uv_work_t *w)
 	} else {
 		src = x->buf + j->offset;
 	}
-	j->data = b64_encode(src, j->length);
+	j->data = hdqt_base64_encode(src, j->length);
 	free(tmp);
 	if (!j->data)
 		hdqtd_fail(&j->r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
@@ -717,7 +651,7 @@ cJSON *hdqtd_m_import_chunk(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply
 	uint8_t *tmp = malloc(n / 4 * 3 + 3);
 	if (!tmp)
 		return hdqtd_fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
-	long got = b64_decode(data->valuestring, n, tmp);
+	long got = hdqt_base64_decode(data->valuestring, n, tmp);
 	if (got < 0 || got == 0 || (size_t)got > max || off + (uint64_t)got > x->size) {
 		free(tmp);
 		if (got <= 0)

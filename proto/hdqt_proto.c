@@ -497,3 +497,67 @@ int hdqt_json_member(const char *text, size_t len, const char *key, hdqt_span *o
 	}
 	return HDQT_ENOTFOUND;
 }
+
+/* ---- base64 (RFC 4648, with padding) ---- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *hdqt_base64_encode(const uint8_t *p, size_t n)
+{
+	char *o = malloc((n + 2) / 3 * 4 + 1), *q = o;
+	if (!o)
+		return NULL;
+	size_t i = 0;
+	for (; i + 2 < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+		*q++ = b64[v >> 18];
+		*q++ = b64[(v >> 12) & 63];
+		*q++ = b64[(v >> 6) & 63];
+		*q++ = b64[v & 63];
+	}
+	if (i < n) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+		*q++ = b64[v >> 18];
+		*q++ = b64[(v >> 12) & 63];
+		*q++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+		*q++ = '=';
+	}
+	*q = 0;
+	return o;
+}
+
+static int b64_value(char ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	return ch == '+' ? 62 : ch == '/' ? 63 : -1;
+}
+
+long hdqt_base64_decode(const char *s, size_t n, uint8_t *out)
+{
+	if (n % 4)
+		return -1;
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 4) {
+		int v[4], pad = 0;
+		for (int k = 0; k < 4; k++) {
+			if (s[i + k] == '=' && i + 4 == n && k >= 2) {
+				v[k] = 0;
+				pad++;
+			} else if (pad || (v[k] = b64_value(s[i + k])) < 0) {
+				return -1;
+			}
+		}
+		uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+		out[o++] = (uint8_t)(x >> 16);
+		if (pad < 2)
+			out[o++] = (uint8_t)(x >> 8);
+		if (pad < 1)
+			out[o++] = (uint8_t)x;
+	}
+	return (long)o;
+}
