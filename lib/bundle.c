@@ -92,6 +92,9 @@ int hdqt_bundle_read(const uint8_t *buf, size_t len, hdqt_bundle *b)
 	memset(b, 0, sizeof(*b));
 	if (!buf || len < HDQT_BUNDLE_HEADER + 4 || memcmp(buf, HDQT_BUNDLE_MAGIC, 8) != 0)
 		return HDQT_ECORRUPT;
+	/* Version 0 never existed: zeros are damage, not the future. */
+	if (get_u32(buf + 8) == 0)
+		return HDQT_ECORRUPT;
 	if (get_u32(buf + 8) != HDQT_BUNDLE_VERSION)
 		return HDQT_EVERSION;
 	const uint32_t man = get_u32(buf + 12), model = get_u32(buf + 16);
