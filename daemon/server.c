@@ -328,7 +328,11 @@ static void keep_raw_id(cJSON *req, const char *text, size_t len)
 
 static void line_error(hdqtd_conn *c, int code, const char *msg)
 {
-	conn_send_json(c, hdqt_rpc_error(NULL, code, msg, NULL));
+	/* Counted as a request that never named a method (metrics). */
+	cJSON *e = hdqt_rpc_error(NULL, code, msg, NULL);
+	hdqtd_metrics_request(&c->d->stats, NULL);
+	hdqtd_metrics_reply(&c->d->stats, NULL, e);
+	conn_send_json(c, e);
 }
 
 /* A line parsed: the message, or the error that answers it. */
@@ -666,6 +670,7 @@ static void line_continue(hdqtd_conn *c)
 		cJSON *req = c->cursor;
 		c->cursor = c->batch ? req->next : NULL;
 		if (c->over) {
+			c->method = NULL; /* not run: counted as no method's */
 			const cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
 			if (cJSON_IsObject(req) && id)
 				line_add(c, hdqt_rpc_error(id, HDQT_RPC_LIMIT,

@@ -275,11 +275,12 @@ class TestImportRefusals(unittest.TestCase):
             # the transfer's own CRC-32 disagrees with the bytes
             c = py(d)
             before = state(c)
-            i = c.call("model.import", {"size": len(self.bundle), "crc32": "%08x" %
-                                        (zlib.crc32(self.bundle) ^ 1)})
+            i = check("model.import", c.call("model.import", {"size": len(self.bundle), "crc32": "%08x"
+                                                              % (zlib.crc32(self.bundle) ^ 1)}))
             step = min(i["chunk_max"], len(self.bundle) // 2)
-            c.call("model.import_chunk", {"id": i["id"], "offset": 0,
-                                          "data": base64.b64encode(self.bundle[:step]).decode()})
+            r = c.call("model.import_chunk", {"id": i["id"], "offset": 0,
+                                              "data": base64.b64encode(self.bundle[:step]).decode()})
+            self.assertEqual(check("model.import_chunk", r), {"received": step, "size": len(self.bundle)})
             with self.assertRaises(hdqt_client.RpcError) as e:  # incomplete first
                 c.call("model.import_commit", {"id": i["id"]})
             self.assertEqual(e.exception.code, -32602)
@@ -403,6 +404,9 @@ class TestBackup(unittest.TestCase):
             self.assertTrue(os.path.exists(d.db + ".backup"))
             ch = check("backup.chunk", c.call("backup.chunk", {"id": r["id"], "offset": 0,
                                                                "length": 100}))
+            ec = check("model.export_chunk", c.call("model.export_chunk", {
+                "id": c.call("model.export")["id"], "offset": 0, "length": 8}))
+            self.assertEqual(base64.b64decode(ec["data"]), b"HDQTBDL1")
             self.assertEqual(base64.b64decode(ch["data"])[:16], b"SQLite format 3\0")
             self.assertFalse(ch["eof"])
             with self.assertRaises(RpcError) as e:
@@ -425,6 +429,12 @@ class TestBackup(unittest.TestCase):
                 time.sleep(0.05)
             r2 = c2.call("backup")
             self.assertNotEqual(r2["id"], r["id"])
+            self.assertEqual(check("transfer.close", c2.call("transfer.close", {"id": r2["id"]})),
+                             {"closed": True})
+            self.assertFalse(os.path.exists(d.db + ".backup"))
+            with self.assertRaises(RpcError) as e:
+                c2.call("transfer.close", {"id": r2["id"]})
+            self.assertEqual(e.exception.code, -32010)
             c2.close()
             # a copy left by a crash is removed at start-up
             d.kill9()
@@ -455,6 +465,8 @@ class TestMetrics(unittest.TestCase):
                     c.call("class.add", {"name": ""})
             with self.assertRaises(RpcError):
                 c.call("no.such.method")
+            c.send_raw(b"{not json\n")
+            self.assertEqual(c.read_msg()["error"]["code"], -32700)
             m = check("metrics", c.call("metrics"))
             self.assertEqual(m["predictions_total"], 30)
             self.assertEqual(m["rounds"]["accepted"], 1)
@@ -488,6 +500,8 @@ class TestMetrics(unittest.TestCase):
                                    method="class.add", code="-32602"), 3)
             self.assertEqual(value("hdqtd_request_errors", "hdqtd_request_errors_total",
                                    method="(unknown)", code="-32601"), 1)
+            self.assertEqual(value("hdqtd_request_errors", "hdqtd_request_errors_total",
+                                   method="(invalid)", code="-32700"), 1)
             self.assertEqual(value("hdqtd_predictions", "hdqtd_predictions_total"), 30)
             self.assertEqual(value("hdqtd_rounds", "hdqtd_rounds_total", outcome="accepted"), 1)
             self.assertEqual(value("hdqtd_model_version", "hdqtd_model_version"), 1)
