@@ -1424,11 +1424,18 @@ int hdqt_store_backup(hdqt_store *s, const char *path)
 	if (rc == SQLITE_OK) {
 		sqlite3_backup *b = sqlite3_backup_init(dst, "main", s->db, "main");
 		if (b) {
+			/* All pages in one step, i.e. one read transaction: a
+			 * backup done in steps restarts whenever another
+			 * connection writes in between, which under a steady
+			 * stream of samples could go on for ever.  In WAL mode
+			 * the reader blocks no writer meanwhile. */
+			int tries = 0;
 			do {
-				rc = sqlite3_backup_step(b, 256);
+				rc = sqlite3_backup_step(b, -1);
 				if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
 					sqlite3_sleep(10);
-			} while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+			} while ((rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) &&
+				 ++tries < 1000);
 			sqlite3_backup_finish(b);
 			if (rc == SQLITE_DONE)
 				rc = SQLITE_OK;

@@ -396,6 +396,52 @@ class TestBackup(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_backup_during_writes(self):
+        """Samples keep streaming in while the copy is taken: the backup
+        finishes, is intact, and holds a prefix of what was acknowledged."""
+        import threading
+        d = trained([1])
+        try:
+            stop = threading.Event()
+            acked = []
+
+            def stream():
+                c = d.client()
+                wins = train_set({1})[:20]
+                while not stop.is_set():
+                    c.call("sample.add", {"samples": [{"class": "WALKING", "window": r}
+                                                      for _, _, r in wins]})
+                    acked.append(len(wins))
+                c.close()
+            t = threading.Thread(target=stream)
+            t.start()
+            try:
+                time.sleep(0.3)
+                c = py(d)
+                copies = []
+                for _ in range(3):
+                    before = sum(acked)
+                    data, info = c.backup()
+                    copies.append((before, sum(acked), data))
+                c.close()
+            finally:
+                stop.set()
+                t.join()
+            self.assertGreater(sum(acked), copies[0][0])   # writes went on meanwhile
+            for before, after, data in copies:
+                f = os.path.join(d.dir, "copy.db")
+                open(f, "wb").write(data)
+                con = sqlite3.connect(f)
+                self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+                n = con.execute("SELECT COUNT(*) FROM samples WHERE learned = 0").fetchone()[0]
+                con.close()
+                os.unlink(f)
+                self.assertGreaterEqual(n, before)          # what was acknowledged before
+                self.assertLessEqual(n, after + 20)         # (one batch may be in flight)
+                self.assertEqual(n % 20, 0)                 # whole batches only
+        finally:
+            d.cleanup()
+
     def test_bounds(self):
         d = trained([1])
         try:
