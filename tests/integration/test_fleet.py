@@ -89,6 +89,13 @@ def trained(acts, *sets, chunk=150):
     return d
 
 
+def stop_clean(test, d):
+    """SIGTERM: exit status 0 and no sanitizer report (ASan builds check
+    leaks at exit, which a kill would skip)."""
+    test.assertEqual(d.stop(), 0, d.read_log()[-3000:])
+    test.assertNotIn("Sanitizer", d.read_log())
+
+
 def py(d):
     return hdqt_client.Client(d.sock, timeout=120)
 
@@ -184,6 +191,8 @@ class TestExportImport(unittest.TestCase):
             self.assertEqual(cb.metrics()["imports_total"], 1)
             ca.close()
             cb.close()
+            stop_clean(self, a)
+            stop_clean(self, b)
         finally:
             a.cleanup()
             b.cleanup()
@@ -323,6 +332,7 @@ class TestImportRefusals(unittest.TestCase):
                     time.sleep(0.05)
             self.assertEqual(state(c2), before)
             c2.close()
+            stop_clean(self, d)                        # open staging freed at exit
         finally:
             d.cleanup()
 
@@ -383,7 +393,7 @@ class TestBackup(unittest.TestCase):
             self.assertEqual(c.call("metrics")["backups_total"], 1)
             c.close()
             # Restore (docs/operator-guide.md): stop, replace, start.
-            d.stop()
+            stop_clean(self, d)
             for ext in ("", "-wal", "-shm"):
                 if os.path.exists(d.db + ext):
                     os.unlink(d.db + ext)
@@ -393,6 +403,7 @@ class TestBackup(unittest.TestCase):
             self.assertEqual(state(c), before)
             self.assertEqual(predictions(c, held), preds)
             c.close()
+            stop_clean(self, d)
         finally:
             d.cleanup()
 
@@ -488,7 +499,10 @@ class TestBackup(unittest.TestCase):
             d.start()
             self.assertFalse(os.path.exists(d.db + ".backup"))
             self.assertFalse(os.path.exists(d.db + ".backup.tmp"))
-            # not for non-admins
+            c3 = d.client()
+            c3.call("backup")                              # left open at stop: removed
+            stop_clean(self, d)
+            self.assertFalse(os.path.exists(d.db + ".backup"))
         finally:
             d.cleanup()
 
