@@ -171,6 +171,9 @@ int hdqtd_exclusive_busy(hdqtd *d, hdqtd_reply *r);
 cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async);
 int hdqtd_reload_classes(hdqtd *d);
 int hdqtd_load_model(hdqtd *d);
+/* Serve m (taken; loaded off the loop, one thread), stored as version with
+ * these metrics: the swap a round or an import hands to the loop. */
+void hdqtd_install_model(hdqtd *d, hdqt_model *m, int64_t version, const char *metrics_json);
 /* Read the counts of pending and quarantined samples (start-up). */
 int hdqtd_load_counts(hdqtd *d);
 void hdqtd_maybe_train(hdqtd *d);

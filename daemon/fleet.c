@@ -43,7 +43,7 @@
 #include "log.h"
 
 #define FLEET_BUNDLE_MAX (64u << 20) /* bytes of a bundle, exported or staged */
-#define FLEET_CHUNK_MAX (1u << 20)   /* raw bytes of one chunk at most */
+#define FLEET_CHUNK_MAX (256u << 10) /* raw bytes of one chunk at most */
 #define FLEET_IDLE_S 300.0           /* a session unused this long ends */
 #define BUNDLE_FORMAT "hdqt-model-bundle"
 
@@ -236,6 +236,8 @@ typedef struct fjob {
 	int64_t version, prev;
 	char (*created)[HDQT_CLASS_NAME_MAX + 1];
 	int n_created;
+	hdqt_model *model;          /* the imported model, ready to serve (loop takes it) */
+	char metrics[480];
 } fjob;
 
 static void fjob_free(fjob *j)
@@ -244,6 +246,7 @@ static void fjob_free(fjob *j)
 	cJSON_Delete(j->res);
 	free(j->data);
 	free(j->created);
+	hdqt_model_free(j->model);
 	free(j);
 }
 
@@ -868,21 +871,22 @@ static void run_import(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
 	const cJSON *per = cJSON_GetObjectItemCaseSensitive(met, "per_class");
 	int src_v = 0;
 	man_int(man, "model_version", 0, 2000000000, &src_v);
-	char metrics[480], config[256];
-	int o = snprintf(metrics, sizeof(metrics), "{\"imported\":true,\"source_version\":%d,"
+	char *metrics = j->metrics, config[256];
+	const size_t metrics_len = sizeof(j->metrics);
+	int o = snprintf(metrics, metrics_len, "{\"imported\":true,\"source_version\":%d,"
 			 "\"validation_accuracy\":%.2f,\"per_class\":[", src_v,
 			 cJSON_IsNumber(va) ? va->valuedouble : -1.0);
-	for (int l = 0; l < head && o < (int)sizeof(metrics) - 16; l++) {
+	for (int l = 0; l < head && o < (int)metrics_len - 16; l++) {
 		double a = -1;
 		for (int bl = 0; bl < C; bl++)
 			if (map[bl] == l && cJSON_IsNumber(cJSON_GetArrayItem(per, bl)))
 				a = cJSON_GetArrayItem(per, bl)->valuedouble;
-		o += snprintf(metrics + o, sizeof(metrics) - (size_t)o, "%s%.1f", l ? "," : "", a);
+		o += snprintf(metrics + o, metrics_len - (size_t)o, "%s%.1f", l ? "," : "", a);
 	}
-	if (o >= (int)sizeof(metrics) - 3)
-		snprintf(metrics, sizeof(metrics), "{\"imported\":true,\"source_version\":%d}", src_v);
+	if (o >= (int)metrics_len - 3)
+		snprintf(metrics, metrics_len, "{\"imported\":true,\"source_version\":%d}", src_v);
 	else
-		snprintf(metrics + o, sizeof(metrics) - (size_t)o, "]}");
+		snprintf(metrics + o, metrics_len - (size_t)o, "]}");
 	const cJSON *box = cJSON_GetObjectItemCaseSensitive(man, "box_id");
 	char boxs[40];
 	snprintf(boxs, sizeof(boxs), "%s", cJSON_IsString(box) ? box->valuestring : "?");
@@ -904,6 +908,11 @@ static void run_import(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
 		if (rc == HDQT_ERANGE)
 			BAD(HDQT_RPC_CORRUPT, "%s", hdqt_store_errmsg(s));
 		BAD(HDQT_RPC_STORAGE, "database error (nothing was changed): %s", hdqt_store_errmsg(s));
+	}
+	/* The serving copy, loaded here rather than on the loop (as a round's). */
+	if (hdqt_model_set_threads(m, 1) == 0) {
+		j->model = m;
+		m = NULL;
 	}
 	j->res = cJSON_CreateObject();
 	cJSON *cr = cJSON_AddArrayToObject(j->res, "classes_created");
@@ -973,7 +982,13 @@ static cJSON *apply_import(hdqtd *d, fjob *j)
 {
 	if (hdqtd_reload_classes(d) < 0)
 		hdqtd_log(LOG_ERR, "reloading classes after an import: %s", hdqt_store_errmsg(d->store));
-	int rc = hdqtd_load_model(d);
+	int rc = 0;
+	if (j->model) {
+		hdqtd_install_model(d, j->model, j->version, j->metrics);
+		j->model = NULL;
+	} else {
+		rc = hdqtd_load_model(d); /* no memory for the hand-over: read it back */
+	}
 	if (rc < 0) {
 		hdqtd_fail(&j->r, HDQT_RPC_STORAGE, "model %lld was imported and is current, but "
 			   "loading it failed (%s); restart hdqtd", (long long)j->version,

@@ -197,6 +197,17 @@ int hdqtd_load_model(hdqtd *d)
 	return 0;
 }
 
+void hdqtd_install_model(hdqtd *d, hdqt_model *m, int64_t version, const char *metrics_json)
+{
+	hdqt_model_free(d->model);
+	d->model = m; /* the swap: the next request sees the new model */
+	d->model_version = version;
+	set_metrics(d, metrics_json);
+	refresh_learned(d);
+	if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
+		hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
+}
+
 static cJSON *class_json(hdqtd *d, const hdqt_store_class *c, int detail)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -1401,14 +1412,8 @@ static void cb_finished(void *arg, hdqtd_round_result *res)
 	}
 	if (res->outcome == HDQTD_ROUND_ACCEPTED) {
 		if (res->model) {
-			hdqt_model_free(d->model);
-			d->model = res->model; /* the swap: the next request sees the new model */
+			hdqtd_install_model(d, res->model, res->model_version, res->metrics);
 			res->model = NULL;
-			d->model_version = res->model_version;
-			set_metrics(d, res->metrics);
-			refresh_learned(d);
-			if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
-				hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
 		} else if (hdqtd_load_model(d) < 0) {
 			hdqtd_log(LOG_ERR, "loading the new model failed; still serving %lld",
 				  (long long)prev);

@@ -526,38 +526,58 @@ char *hdqt_base64_encode(const uint8_t *p, size_t n)
 	return o;
 }
 
-static int b64_value(char ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	return ch == '+' ? 62 : ch == '/' ? 63 : -1;
-}
+/* Inverse of b64: the value of each byte, -1 for bytes outside the alphabet. */
+static const signed char b64_inv[256] = {
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+	-1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
 
 long hdqt_base64_decode(const char *s, size_t n, uint8_t *out)
 {
 	if (n % 4)
 		return -1;
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 4) {
-		int v[4], pad = 0;
-		for (int k = 0; k < 4; k++) {
-			if (s[i + k] == '=' && i + 4 == n && k >= 2) {
-				v[k] = 0;
-				pad++;
-			} else if (pad || (v[k] = b64_value(s[i + k])) < 0) {
-				return -1;
-			}
-		}
-		uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+	const unsigned char *u = (const unsigned char *)s;
+	size_t o = 0, full = n >= 4 ? n - 4 : 0;
+	/* Every quad but the last has no padding: four table look-ups. */
+	for (size_t i = 0; i < full; i += 4) {
+		int a = b64_inv[u[i]], b = b64_inv[u[i + 1]], c = b64_inv[u[i + 2]], d = b64_inv[u[i + 3]];
+		if ((a | b | c | d) < 0)
+			return -1;
+		uint32_t x = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
 		out[o++] = (uint8_t)(x >> 16);
-		if (pad < 2)
-			out[o++] = (uint8_t)(x >> 8);
-		if (pad < 1)
-			out[o++] = (uint8_t)x;
+		out[o++] = (uint8_t)(x >> 8);
+		out[o++] = (uint8_t)x;
 	}
+	if (n == 0)
+		return 0;
+	/* The last quad: "xx==", "xxx=" or "xxxx". */
+	const unsigned char *q = u + full;
+	int pad = q[3] == '=' ? (q[2] == '=' ? 2 : 1) : 0;
+	int v[4];
+	for (int k = 0; k < 4; k++) {
+		v[k] = k >= 4 - pad ? 0 : b64_inv[q[k]];
+		if (v[k] < 0)
+			return -1;
+	}
+	uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+	out[o++] = (uint8_t)(x >> 16);
+	if (pad < 2)
+		out[o++] = (uint8_t)(x >> 8);
+	if (pad < 1)
+		out[o++] = (uint8_t)x;
 	return (long)o;
 }
