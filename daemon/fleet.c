@@ -14,7 +14,7 @@
  * Bounds: one session of each kind daemon-wide; a bundle or staging area
  * of at most FLEET_BUNDLE_MAX bytes; a session belongs to the connection
  * that opened it and ends when that connection closes, when it has been
- * idle for FLEET_IDLE_S, or with transfer.close.  A backup's file lives
+ * unused for idle_bound() seconds, or with transfer.close.  A backup's file lives
  * in the state directory (the database's), the only place the sandboxed
  * daemon may write, and is removed when its session ends or at start-up.
  *
@@ -44,7 +44,7 @@
 
 #define FLEET_BUNDLE_MAX (64u << 20) /* bytes of a bundle, exported or staged */
 #define FLEET_CHUNK_MAX (256u << 10) /* raw bytes of one chunk at most */
-#define FLEET_IDLE_S 300.0           /* a session unused this long ends */
+#define FLEET_IDLE_S 300.0           /* a session unused this long ends (at most) */
 #define BUNDLE_FORMAT "hdqt-model-bundle"
 
 static const char *const xf_name[HDQTD_XFER_KINDS] = {"export", "import", "backup"};
@@ -63,6 +63,16 @@ struct hdqtd_xfer {
 };
 
 /* ---- sessions ---- */
+
+/* A session unused this long ends: daemon.idle_timeout when it is shorter
+ * than FLEET_IDLE_S, since a client that keeps its connection busy with
+ * other requests must not pin a 64 MiB staging area for longer than an
+ * idle one could pin its connection. */
+static double idle_bound(const hdqtd *d)
+{
+	const double t = d->cfg.idle_timeout_s;
+	return t > 0 && t < FLEET_IDLE_S ? t : FLEET_IDLE_S;
+}
 
 static void xfer_free(hdqtd_xfer *x)
 {
@@ -96,7 +106,7 @@ static hdqtd_xfer *xfer_new(hdqtd *d, hdqtd_conn *c, int kind, hdqtd_reply *r)
 	hdqtd_xfer *old = d->xfer[kind];
 	if (old && old->owner != c->id) {
 		hdqtd_fail(r, HDQT_RPC_BUSY, "another client's %s is in progress (one at a time; an "
-			   "unused one ends after %.0f s)", xf_name[kind], FLEET_IDLE_S);
+			   "unused one ends after %.0f s)", xf_name[kind], idle_bound(d));
 		return NULL;
 	}
 	if (old && old->busy) {
@@ -132,7 +142,7 @@ static hdqtd_xfer *xfer_get(hdqtd *d, hdqtd_conn *c, int kind, const cJSON *p, h
 	if (!x || x->owner != c->id || strcmp(x->id, id->valuestring) != 0) {
 		hdqtd_fail(r, HDQT_RPC_NOT_FOUND, "no %s \"%.60s\" on this connection (it ends with "
 			   "the connection, with transfer.close, or after %.0f s unused)", xf_name[kind],
-			   id->valuestring, FLEET_IDLE_S);
+			   id->valuestring, idle_bound(d));
 		return NULL;
 	}
 	if (x->busy) {
@@ -155,7 +165,7 @@ void hdqtd_fleet_tick(hdqtd *d)
 {
 	const double now = hdqtd_now();
 	for (int k = 0; k < HDQTD_XFER_KINDS; k++)
-		if (d->xfer[k] && !d->xfer[k]->busy && now - d->xfer[k]->last_used > FLEET_IDLE_S)
+		if (d->xfer[k] && !d->xfer[k]->busy && now - d->xfer[k]->last_used > idle_bound(d))
 			xfer_end(d, k, "unused for too long");
 }
 

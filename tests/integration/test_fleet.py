@@ -336,6 +336,35 @@ class TestImportRefusals(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_stale_staging_expires(self):
+        """A staging area nobody sends to ends after daemon.idle_timeout (at
+        most 300 s), also while its connection stays busy with other requests."""
+        d = Daemon(*FAST, "daemon.idle_timeout=2").start()
+        try:
+            c = d.client()
+            i = c.call("model.import", {"size": 100, "crc32": "00000000"})
+            c2 = d.client()
+            with self.assertRaises(RpcError) as e:
+                c2.call("model.import", {"size": 100, "crc32": "00000000"})
+            self.assertEqual(e.exception.code, -32003)
+            t0 = time.time()
+            while True:                    # c keeps its connection alive meanwhile
+                c.call("status")
+                c2.call("status")
+                try:
+                    c2.call("model.import", {"size": 100, "crc32": "00000000"})
+                    break
+                except RpcError:
+                    self.assertLess(time.time() - t0, 10)
+                    time.sleep(0.2)
+            self.assertGreater(time.time() - t0, 1.5)
+            with self.assertRaises(RpcError) as e:
+                c.call("model.import_chunk", {"id": i["id"], "offset": 0, "data": "AAAA"})
+            self.assertEqual(e.exception.code, -32010)
+            self.assertIn("unused", d.read_log())
+        finally:
+            d.cleanup()
+
     def test_incompatible_recipe(self):
         d = Daemon(*FAST, "model.quant=fp32").start()
         try:
