@@ -26,6 +26,7 @@
  * a round's commit.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stddef.h>
@@ -175,23 +176,44 @@ void hdqtd_fleet_free(hdqtd *d)
 		xfer_end(d, k, NULL);
 }
 
-static void backup_path(const hdqtd *d, char *out, size_t n)
+/* A name of its own per backup: a backup whose client left is still being
+ * written when the next one may start. */
+static void backup_path(const hdqtd *d, uint64_t seq, char *out, size_t n)
 {
-	snprintf(out, n, "%s.backup", d->cfg.db);
+	snprintf(out, n, "%s.backup-%llu", d->cfg.db, (unsigned long long)seq);
 }
 
 void hdqtd_fleet_cleanup(hdqtd *d)
 {
-	char p[4200], t[4210];
-	backup_path(d, p, sizeof(p));
-	snprintf(t, sizeof(t), "%s.tmp", p); /* hdqt_store_backup's temporary name */
-	for (int i = 0; i < 2; i++) {
-		const char *f = i ? t : p;
-		if (unlink(f) == 0)
-			hdqtd_log(LOG_INFO, "removed %s, left by a previous run's backup", f);
-		else if (errno != ENOENT)
-			hdqtd_log(LOG_WARNING, "removing %s: %s", f, strerror(errno));
+	/* Every DB.backup-N and its DB.backup-N.tmp (hdqt_store_backup's
+	 * temporary name) next to the database. */
+	char dir[4200], prefix[4200];
+	snprintf(dir, sizeof(dir), "%s", d->cfg.db);
+	char *slash = strrchr(dir, '/');
+	const char *base = slash ? slash + 1 : d->cfg.db;
+	snprintf(prefix, sizeof(prefix), "%s.backup-", base);
+	if (slash == dir)
+		dir[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		snprintf(dir, sizeof(dir), ".");
+	DIR *dh = opendir(dir);
+	if (!dh) {
+		hdqtd_log(LOG_WARNING, "looking for old backups in %s: %s", dir, strerror(errno));
+		return;
 	}
+	const size_t pl = strlen(prefix);
+	struct dirent *e;
+	while ((e = readdir(dh)) != NULL) {
+		if (strncmp(e->d_name, prefix, pl) != 0)
+			continue;
+		if (unlinkat(dirfd(dh), e->d_name, 0) == 0)
+			hdqtd_log(LOG_INFO, "removed %s/%s, left by a previous run's backup", dir, e->d_name);
+		else
+			hdqtd_log(LOG_WARNING, "removing %s/%s: %s", dir, e->d_name, strerror(errno));
+	}
+	closedir(dh);
 }
 
 /* Raw bytes per chunk: its base64 (4/3) plus the JSON around it must fit
@@ -1132,7 +1154,7 @@ cJSON *hdqtd_m_backup(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, h
 		xfer_end(d, HDQTD_XFER_BACKUP, NULL);
 		return NULL;
 	}
-	backup_path(d, x->path, sizeof(x->path));
+	backup_path(d, d->xfer_seq, x->path, sizeof(x->path));
 	x->busy = 1;
 	if (uv_queue_work(d->loop, &j->work, backup_work, backup_done) < 0) {
 		x->busy = 0; /* cannot happen with a valid loop */

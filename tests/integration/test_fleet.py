@@ -5,6 +5,7 @@ bundles that change nothing, rollback across an import, backup and restore,
 metrics through a real Prometheus text parser.  Needs HDQTD and HDQTCTL
 (paths); the Python client comes from clients/python."""
 import base64
+import glob
 import json
 import os
 import sqlite3
@@ -94,6 +95,11 @@ def stop_clean(test, d):
     leaks at exit, which a kill would skip)."""
     test.assertEqual(d.stop(), 0, d.read_log()[-3000:])
     test.assertNotIn("Sanitizer", d.read_log())
+
+
+def backups(d):
+    """The daemon's backup copies in its state directory."""
+    return glob.glob(glob.escape(d.db) + ".backup-*")
 
 
 def py(d):
@@ -418,7 +424,7 @@ class TestBackup(unittest.TestCase):
             self.assertEqual(con.execute("PRAGMA journal_mode").fetchone()[0], "delete")
             con.close()
             # the daemon's copy is gone once the client closed the transfer
-            self.assertFalse(os.path.exists(d.db + ".backup"))
+            self.assertFalse(backups(d))
             self.assertEqual(c.call("metrics")["backups_total"], 1)
             c.close()
             # Restore (docs/operator-guide.md): stop, replace, start.
@@ -487,7 +493,7 @@ class TestBackup(unittest.TestCase):
         try:
             c = d.client()
             r = check("backup", c.call("backup"))
-            self.assertTrue(os.path.exists(d.db + ".backup"))
+            self.assertTrue(backups(d))
             ch = check("backup.chunk", c.call("backup.chunk", {"id": r["id"], "offset": 0,
                                                                "length": 100}))
             ec = check("model.export_chunk", c.call("model.export_chunk", {
@@ -510,28 +516,30 @@ class TestBackup(unittest.TestCase):
             self.assertEqual(e.exception.code, -32010)
             c.close()                                     # disconnect removes the copy
             deadline = time.time() + 10
-            while os.path.exists(d.db + ".backup"):
+            while backups(d):
                 self.assertLess(time.time(), deadline)
                 time.sleep(0.05)
             r2 = c2.call("backup")
             self.assertNotEqual(r2["id"], r["id"])
             self.assertEqual(check("transfer.close", c2.call("transfer.close", {"id": r2["id"]})),
                              {"closed": True})
-            self.assertFalse(os.path.exists(d.db + ".backup"))
+            self.assertFalse(backups(d))
             with self.assertRaises(RpcError) as e:
                 c2.call("transfer.close", {"id": r2["id"]})
             self.assertEqual(e.exception.code, -32010)
             c2.close()
             # a copy left by a crash is removed at start-up
             d.kill9()
-            open(d.db + ".backup.tmp", "w").write("junk")
+            open(d.db + ".backup-7.tmp", "w").write("junk")
+            open(d.db + ".backup-8", "w").write("junk")
+            open(d.db + ".backups", "w").write("not ours")
             d.start()
-            self.assertFalse(os.path.exists(d.db + ".backup"))
-            self.assertFalse(os.path.exists(d.db + ".backup.tmp"))
+            self.assertFalse(backups(d))
+            self.assertTrue(os.path.exists(d.db + ".backups"))
             c3 = d.client()
             c3.call("backup")                              # left open at stop: removed
             stop_clean(self, d)
-            self.assertFalse(os.path.exists(d.db + ".backup"))
+            self.assertFalse(backups(d))
         finally:
             d.cleanup()
 
