@@ -8,6 +8,9 @@
         c.train(wait=True)
         print(c.predict(window=rows)["class"])
 
+Fleet operations (admin): bundle, info = c.export_model(); c.import_model(bundle,
+remap=False); db, info = c.backup(); c.metrics() (docs/bundle.md).
+
 Errors that hdqtd returns raise RpcError (with .code, see proto/PROTOCOL.md);
 transport problems raise OSError; parameters that JSON cannot carry (NaN,
 infinities) raise ValueError before anything is sent.  One Client is one
