@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "hdqt.h"
 #include "hdqt_client.h"
@@ -362,4 +363,167 @@ int hdqt_client_sample_add(hdqt_client *c, cJSON *samples, const char *batch_id,
 		return seterr(c, HDQT_ENOMEM, "out of memory");
 	}
 	return hdqt_client_call(c, "sample.add", params, result);
+}
+
+/* ---- fleet operations ---- */
+
+static void close_transfer(hdqt_client *c, const char *id)
+{
+	cJSON *p = cJSON_CreateObject(), *res = NULL;
+	if (!p || !cJSON_AddStringToObject(p, "id", id)) {
+		cJSON_Delete(p);
+		return;
+	}
+	char keep[sizeof(c->err)];
+	memcpy(keep, c->err, sizeof(keep)); /* the caller's failure stays the message */
+	if (hdqt_client_call(c, "transfer.close", p, &res) == 0)
+		cJSON_Delete(res);
+	memcpy(c->err, keep, sizeof(keep));
+}
+
+static int write_fd(int fd, const unsigned char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* start (model.export or backup), then chunk_method until size bytes went
+ * to fd, checking each chunk's place and the whole CRC-32. */
+static int download(hdqt_client *c, const char *start, const char *chunk_method, int fd,
+		    cJSON **info)
+{
+	cJSON *res = NULL;
+	int rc = hdqt_client_call(c, start, NULL, &res);
+	if (rc < 0)
+		return rc;
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(res, "id");
+	const cJSON *size = cJSON_GetObjectItemCaseSensitive(res, "size");
+	const cJSON *crc = cJSON_GetObjectItemCaseSensitive(res, "crc32");
+	const cJSON *cmax = cJSON_GetObjectItemCaseSensitive(res, "chunk_max");
+	if (!cJSON_IsString(id) || !cJSON_IsNumber(size) || size->valuedouble < 0 ||
+	    !cJSON_IsString(crc) || !cJSON_IsNumber(cmax) || cmax->valuedouble < 1) {
+		cJSON_Delete(res);
+		return seterr(c, HDQT_EFORMAT, "%s: unexpected reply", start);
+	}
+	const double total = size->valuedouble;
+	double off = 0;
+	uLong acc = crc32(0L, Z_NULL, 0);
+	while (rc == 0 && off < total) {
+		cJSON *p = cJSON_CreateObject(), *ch = NULL;
+		if (!p || !cJSON_AddStringToObject(p, "id", id->valuestring) ||
+		    !cJSON_AddNumberToObject(p, "offset", off) ||
+		    !cJSON_AddNumberToObject(p, "length", cmax->valuedouble)) {
+			cJSON_Delete(p);
+			rc = seterr(c, HDQT_ENOMEM, "out of memory");
+			break;
+		}
+		if ((rc = hdqt_client_call(c, chunk_method, p, &ch)) < 0)
+			break;
+		const cJSON *data = cJSON_GetObjectItemCaseSensitive(ch, "data");
+		const cJSON *o = cJSON_GetObjectItemCaseSensitive(ch, "offset");
+		size_t dl = cJSON_IsString(data) ? strlen(data->valuestring) : 0;
+		unsigned char *buf = dl ? malloc(dl / 4 * 3 + 3) : NULL;
+		long got = buf ? hdqt_base64_decode(data->valuestring, dl, buf) : -1;
+		if (got <= 0 || !cJSON_IsNumber(o) || o->valuedouble != off) {
+			rc = seterr(c, HDQT_ECORRUPT, "%s: bad chunk at offset %.0f", chunk_method, off);
+		} else if (write_fd(fd, buf, (size_t)got) < 0) {
+			rc = seterr(c, HDQT_EIO, "writing: %s", strerror(errno));
+		} else {
+			acc = crc32(acc, buf, (uInt)got);
+			off += (double)got;
+		}
+		free(buf);
+		cJSON_Delete(ch);
+	}
+	if (rc == 0) {
+		char hex[9];
+		snprintf(hex, sizeof(hex), "%08lx", (unsigned long)(acc & 0xffffffffUL));
+		if (off != total || strcmp(hex, crc->valuestring) != 0)
+			rc = seterr(c, HDQT_ECORRUPT, "%s: received %.0f bytes with CRC-32 %s, hdqtd "
+				    "announced %.0f with %s", start, off, hex, total, crc->valuestring);
+	}
+	close_transfer(c, id->valuestring);
+	if (rc == 0 && info)
+		*info = res;
+	else
+		cJSON_Delete(res);
+	return rc;
+}
+
+int hdqt_client_export(hdqt_client *c, int fd, cJSON **info)
+{
+	return download(c, "model.export", "model.export_chunk", fd, info);
+}
+
+int hdqt_client_backup(hdqt_client *c, int fd, cJSON **info)
+{
+	return download(c, "backup", "backup.chunk", fd, info);
+}
+
+int hdqt_client_import(hdqt_client *c, const unsigned char *bundle, size_t len, int remap,
+		       cJSON **result)
+{
+	if (!bundle || len == 0)
+		return seterr(c, HDQT_EINVAL, "model.import: empty bundle");
+	uLong crc = crc32(0L, Z_NULL, 0);
+	for (size_t o = 0; o < len; o += 1u << 30)
+		crc = crc32(crc, bundle + o, (uInt)(len - o < (1u << 30) ? len - o : (1u << 30)));
+	char hex[9];
+	snprintf(hex, sizeof(hex), "%08lx", (unsigned long)(crc & 0xffffffffUL));
+	cJSON *p = cJSON_CreateObject(), *res = NULL;
+	if (!p || !cJSON_AddNumberToObject(p, "size", (double)len) ||
+	    !cJSON_AddStringToObject(p, "crc32", hex)) {
+		cJSON_Delete(p);
+		return seterr(c, HDQT_ENOMEM, "out of memory");
+	}
+	int rc = hdqt_client_call(c, "model.import", p, &res);
+	if (rc < 0)
+		return rc;
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(res, "id");
+	const cJSON *cmax = cJSON_GetObjectItemCaseSensitive(res, "chunk_max");
+	if (!cJSON_IsString(id) || !cJSON_IsNumber(cmax) || cmax->valuedouble < 3) {
+		cJSON_Delete(res);
+		return seterr(c, HDQT_EFORMAT, "model.import: unexpected reply");
+	}
+	const size_t step = (size_t)cmax->valuedouble;
+	for (size_t off = 0; rc == 0 && off < len; off += step) {
+		size_t n = len - off < step ? len - off : step;
+		char *b64 = hdqt_base64_encode(bundle + off, n);
+		cJSON *q = cJSON_CreateObject(), *r = NULL;
+		if (!b64 || !q || !cJSON_AddStringToObject(q, "id", id->valuestring) ||
+		    !cJSON_AddNumberToObject(q, "offset", (double)off) ||
+		    !cJSON_AddStringToObject(q, "data", b64)) {
+			free(b64);
+			cJSON_Delete(q);
+			rc = seterr(c, HDQT_ENOMEM, "out of memory");
+			break;
+		}
+		free(b64);
+		if ((rc = hdqt_client_call(c, "model.import_chunk", q, &r)) == 0)
+			cJSON_Delete(r);
+	}
+	if (rc == 0) {
+		cJSON *q = cJSON_CreateObject();
+		if (!q || !cJSON_AddStringToObject(q, "id", id->valuestring) ||
+		    !cJSON_AddBoolToObject(q, "remap", remap != 0)) {
+			cJSON_Delete(q);
+			rc = seterr(c, HDQT_ENOMEM, "out of memory");
+		} else {
+			rc = hdqt_client_call(c, "model.import_commit", q, result);
+		}
+	}
+	/* Committed or refused, the daemon has ended the staging; after a
+	 * transport failure the connection's end does. */
+	if (rc <= -32000)
+		close_transfer(c, id->valuestring);
+	cJSON_Delete(res);
+	return rc;
 }

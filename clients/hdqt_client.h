@@ -47,6 +47,24 @@ int hdqt_client_sample_add(hdqt_client *c, cJSON *samples, const char *batch_id,
 /* 1 if id is a well-formed batch id (see hdqt_client_sample_add), else 0. */
 int hdqt_client_batch_id_valid(const char *id);
 
+/* ---- fleet operations (docs/bundle.md); they need access.admin_group ---- */
+
+/* model.export, every chunk written to fd as it arrives; the bytes are
+ * checked against the size and CRC-32 hdqtd announced (HDQT_ECORRUPT
+ * otherwise) and the transfer is closed.  *info (may be NULL) receives the
+ * model.export result (with the bundle's manifest).  HDQT_EIO if writing
+ * fd fails.  On failure fd may hold part of the bundle: write to a
+ * temporary file and rename it only on success. */
+int hdqt_client_export(hdqt_client *c, int fd, cJSON **info);
+/* backup: a consistent copy of hdqtd's database, as hdqt_client_export. */
+int hdqt_client_backup(hdqt_client *c, int fd, cJSON **info);
+/* Upload a bundle of len bytes and apply it (model.import_commit); remap:
+ * give the bundle's classes this box's labels instead of refusing.  On 0
+ * *result holds model.import_commit's result.  A refused bundle (-32012
+ * incompatible, -32013 corrupt) changed nothing. */
+int hdqt_client_import(hdqt_client *c, const unsigned char *bundle, size_t len, int remap,
+		       cJSON **result);
+
 /* Message of the last failure on this client. */
 const char *hdqt_client_errmsg(const hdqt_client *c);
 

@@ -7,12 +7,14 @@
  * 3 cannot reach hdqtd, 4 a waited-for training round was not accepted.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +50,12 @@ static void usage(FILE *f)
 		"  watch [--count N]           print events as they happen\n"
 		"  config                      the configuration in effect\n"
 		"  describe                    the protocol's machine-readable description\n"
+		"  export FILE                 write the current model as a bundle (docs/bundle.md)\n"
+		"  import FILE [--remap]       load a bundle as a new model version (--remap: give\n"
+		"                              its classes this box's labels instead of refusing)\n"
+		"  backup FILE                 a consistent copy of the database (restore: see\n"
+		"                              docs/operator-guide.md)\n"
+		"  metrics [--prometheus]      counters and histograms (Prometheus text format)\n"
 		"  call METHOD [JSON]          any method with raw JSON params\n"
 		"\n"
 		"The socket is --socket, else $HDQTD_SOCKET, else /run/hdqtd/hdqtd.sock.\n"
@@ -467,6 +475,258 @@ static int cmd_train(hdqt_client *c, int wait)
 	}
 }
 
+/* ---- fleet: export, import, backup, metrics ---- */
+
+static int fsync_dir_of(const char *path)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		dir[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		snprintf(dir, sizeof(dir), ".");
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/* export / backup FILE: written to FILE.tmp, fsynced, renamed, the folder
+ * fsynced, so FILE is either the whole checked copy or untouched. */
+static int cmd_download(hdqt_client *c, const char *cmd, const char *path)
+{
+	char tmp[4096];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		fprintf(stderr, "hdqtctl: %s: path too long\n", path);
+		return EXIT_USAGE;
+	}
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "hdqtctl: %s: %s\n", tmp, strerror(errno));
+		return EXIT_USAGE;
+	}
+	cJSON *info = NULL;
+	int rc = cmd[0] == 'e' ? hdqt_client_export(c, fd, &info) : hdqt_client_backup(c, fd, &info);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = HDQT_EIO;
+	if (close(fd) < 0 && rc == 0)
+		rc = HDQT_EIO;
+	if (rc == 0 && (rename(tmp, path) < 0 || fsync_dir_of(path) < 0))
+		rc = HDQT_EIO;
+	if (rc < 0) {
+		fprintf(stderr, "hdqtctl: %s: %s\n", cmd,
+			rc == HDQT_EIO ? strerror(errno) : hdqt_client_errmsg(c));
+		unlink(tmp);
+		cJSON_Delete(info);
+		return rc < -1000 ? EXIT_RPC : rc == HDQT_EIO ? EXIT_USAGE : EXIT_CONNECT;
+	}
+	if (json_out) {
+		print_json(info);
+	} else {
+		const cJSON *sz = cJSON_GetObjectItemCaseSensitive(info, "size");
+		const cJSON *crc = cJSON_GetObjectItemCaseSensitive(info, "crc32");
+		const cJSON *man = cJSON_GetObjectItemCaseSensitive(info, "manifest");
+		const cJSON *cls = cJSON_GetObjectItemCaseSensitive(man, "classes");
+		printf("%s: %.0f bytes, CRC-32 %s, model version %.0f", path, num(info, "size", 0),
+		       cJSON_IsString(crc) ? crc->valuestring : "?", num(info, "model_version", 0));
+		if (cJSON_IsArray(cls))
+			printf(", %d classes", cJSON_GetArraySize(cls));
+		printf("\n");
+		(void)sz;
+	}
+	cJSON_Delete(info);
+	return 0;
+}
+
+#define IMPORT_FILE_MAX (64u << 20) /* hdqtd's bundle limit */
+
+static int cmd_import(hdqt_client *c, const char *path, int remap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		fprintf(stderr, "hdqtctl: %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return EXIT_USAGE;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size < 1 || (uint64_t)st.st_size > IMPORT_FILE_MAX) {
+		fprintf(stderr, "hdqtctl: %s: not a bundle file of 1 to %u bytes\n", path,
+			IMPORT_FILE_MAX);
+		close(fd);
+		return EXIT_USAGE;
+	}
+	unsigned char *buf = malloc((size_t)st.st_size);
+	size_t got = 0;
+	while (buf && got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (!buf || got != (size_t)st.st_size) {
+		fprintf(stderr, "hdqtctl: %s: %s\n", path, buf ? "short read" : "out of memory");
+		free(buf);
+		return EXIT_USAGE;
+	}
+	cJSON *res = NULL;
+	int rc = hdqt_client_import(c, buf, got, remap, &res);
+	free(buf);
+	if (rc < 0) {
+		fprintf(stderr, "hdqtctl: import: %s\n", hdqt_client_errmsg(c));
+		return rc < -1000 ? EXIT_RPC : EXIT_CONNECT;
+	}
+	if (json_out) {
+		print_json(res);
+	} else {
+		const cJSON *src = cJSON_GetObjectItemCaseSensitive(res, "source");
+		const cJSON *box = cJSON_GetObjectItemCaseSensitive(src, "box_id");
+		const cJSON *cr = cJSON_GetObjectItemCaseSensitive(res, "classes_created");
+		printf("imported as model version %.0f (was %.0f) from box %s, model %.0f; %d classes "
+		       "created%s\n", num(res, "model_version", 0), num(res, "previous", 0),
+		       cJSON_IsString(box) ? box->valuestring : "?", num(src, "model_version", 0),
+		       cJSON_GetArraySize(cr), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "remapped"))
+						   ? ", labels remapped" : "");
+	}
+	cJSON_Delete(res);
+	return 0;
+}
+
+/* Label values: backslash, double quote and newline escaped (exposition format). */
+static void prom_label(const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			putchar('\\');
+		if (*s == '\n') {
+			fputs("\\n", stdout);
+			continue;
+		}
+		putchar(*s);
+	}
+}
+
+static void prom_head(const char *name, const char *type, const char *help)
+{
+	printf("# HELP hdqtd_%s %s\n# TYPE hdqtd_%s %s\n", name, help, name, type);
+}
+
+static void prom_value(const cJSON *v)
+{
+	if (cJSON_IsNumber(v))
+		printf("%.17g\n", v->valuedouble);
+	else
+		printf("NaN\n");
+}
+
+static void prom_scalar(const cJSON *m, const char *key, const char *name, const char *type,
+			const char *help)
+{
+	prom_head(name, type, help);
+	printf("hdqtd_%s ", name);
+	prom_value(cJSON_GetObjectItemCaseSensitive(m, key));
+}
+
+static void prom_histogram(const cJSON *m, const char *key, const char *help)
+{
+	const cJSON *h = cJSON_GetObjectItemCaseSensitive(m, key);
+	prom_head(key, "histogram", help);
+	const cJSON *b;
+	cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(h, "buckets")) {
+		printf("hdqtd_%s_bucket{le=\"%g\"} %.0f\n", key, num(b, "le", 0), num(b, "count", 0));
+	}
+	printf("hdqtd_%s_bucket{le=\"+Inf\"} %.0f\n", key, num(h, "count", 0));
+	printf("hdqtd_%s_sum %.17g\n", key, num(h, "sum", 0));
+	printf("hdqtd_%s_count %.0f\n", key, num(h, "count", 0));
+}
+
+/* The metrics result in the Prometheus text exposition format 0.0.4. */
+static void print_prometheus(const cJSON *m)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, "version");
+	prom_head("up", "gauge", "1 if hdqtd answered the metrics request.");
+	printf("hdqtd_up 1\n");
+	prom_head("build_info", "gauge", "hdqtd's version, as a label.");
+	printf("hdqtd_build_info{version=\"");
+	prom_label(cJSON_IsString(v) ? v->valuestring : "");
+	printf("\"} 1\n");
+	prom_scalar(m, "uptime_s", "uptime_seconds", "gauge", "Seconds since hdqtd started.");
+	prom_head("requests_total", "counter", "Requests by method.");
+	const cJSON *r, *e;
+	cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(m, "requests")) {
+		const cJSON *meth = cJSON_GetObjectItemCaseSensitive(r, "method");
+		printf("hdqtd_requests_total{method=\"");
+		prom_label(cJSON_IsString(meth) ? meth->valuestring : "");
+		printf("\"} %.0f\n", num(r, "count", 0));
+	}
+	prom_head("request_errors_total", "counter", "Error replies by method and JSON-RPC code.");
+	cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(m, "requests")) {
+		const cJSON *meth = cJSON_GetObjectItemCaseSensitive(r, "method");
+		cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "errors")) {
+			printf("hdqtd_request_errors_total{method=\"");
+			prom_label(cJSON_IsString(meth) ? meth->valuestring : "");
+			printf("\",code=\"%.0f\"} %.0f\n", num(e, "code", 0), num(e, "count", 0));
+		}
+	}
+	prom_scalar(m, "predictions_total", "predictions_total", "counter", "Inputs classified.");
+	prom_scalar(m, "samples_ingested_total", "samples_ingested_total", "counter",
+		    "Labelled samples stored (duplicates of a batch id not counted).");
+	prom_scalar(m, "samples_quarantined_total", "samples_quarantined_total", "counter",
+		    "Samples quarantined by diverging rounds.");
+	prom_head("rounds_total", "counter", "Training rounds by outcome.");
+	const cJSON *o;
+	cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(m, "rounds")) {
+		printf("hdqtd_rounds_total{outcome=\"");
+		prom_label(o->string);
+		printf("\"} ");
+		prom_value(o);
+	}
+	prom_histogram(m, "round_duration_seconds", "Duration of training rounds.");
+	prom_histogram(m, "predict_latency_seconds", "Time from a predict request to its reply.");
+	prom_scalar(m, "connections_accepted_total", "connections_accepted_total", "counter",
+		    "Client connections accepted.");
+	prom_scalar(m, "exports_total", "exports_total", "counter", "Model bundles exported.");
+	prom_scalar(m, "imports_total", "imports_total", "counter", "Model bundles imported.");
+	prom_scalar(m, "backups_total", "backups_total", "counter", "Database backups taken.");
+	prom_scalar(m, "model_version", "model_version", "gauge",
+		    "Serving model version (NaN before the first round).");
+	prom_scalar(m, "database_bytes", "database_bytes", "gauge",
+		    "Size of the database file and its write-ahead log.");
+	prom_scalar(m, "connections", "connections", "gauge", "Open client connections.");
+	prom_scalar(m, "classes", "classes", "gauge", "Classes known (active or not).");
+	prom_scalar(m, "samples_pending", "samples_pending", "gauge",
+		    "Samples waiting for the next round.");
+	prom_scalar(m, "samples_in_quarantine", "samples_in_quarantine", "gauge",
+		    "Samples in quarantine now.");
+	prom_scalar(m, "exemplars", "exemplars", "gauge", "Rows of the exemplar memory.");
+	prom_head("training", "gauge", "1 while a round runs.");
+	printf("hdqtd_training %d\n", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "training")));
+	prom_scalar(m, "validation_accuracy", "validation_accuracy_percent", "gauge",
+		    "Validation accuracy of the serving model (NaN if unknown).");
+}
+
+static int cmd_metrics(hdqt_client *c, int prometheus)
+{
+	cJSON *res = NULL;
+	int rc = rpc(c, "metrics", NULL, &res);
+	if (rc)
+		return rc;
+	if (prometheus)
+		print_prometheus(res);
+	else
+		print_json(res);
+	cJSON_Delete(res);
+	return fflush(stdout) == 0 && !ferror(stdout) ? 0 : EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -502,7 +762,8 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind++];
 	static const char *const known[] = {"status", "classes", "add-class", "remove-class",
 					    "add-sample", "predict", "train", "cancel", "models",
-					    "rollback", "watch", "config", "describe", "call"};
+					    "rollback", "watch", "config", "describe", "call", "export",
+					    "import", "backup", "metrics"};
 	int ok = 0;
 	for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
 		ok |= !strcmp(cmd, known[k]);
@@ -514,6 +775,15 @@ int main(int argc, char **argv)
 	hdqt_client *cl;
 	/* watch and train --wait may wait for long: no reply timeout there. */
 	int wait_long = !strcmp(cmd, "watch") || !strcmp(cmd, "train");
+	if (!strcmp(cmd, "export") || !strcmp(cmd, "import") || !strcmp(cmd, "backup")) {
+		/* Arguments first: a usage error needs no daemon. */
+		int remap = optind + 1 < argc && !strcmp(argv[optind + 1], "--remap");
+		if (optind >= argc || optind + 1 + (cmd[0] == 'i' && remap) != argc) {
+			fprintf(stderr, "hdqtctl: usage: hdqtctl %s FILE%s\n", cmd,
+				cmd[0] == 'i' ? " [--remap]" : "");
+			return EXIT_USAGE;
+		}
+	}
 	if (hdqt_client_connect(&cl, sock, wait_long ? 0 : timeout * 1000) < 0) {
 		fprintf(stderr, "hdqtctl: cannot connect to hdqtd at %s: %s\n",
 			sock ? sock : hdqt_client_default_socket(), strerror(errno));
@@ -566,7 +836,16 @@ int main(int argc, char **argv)
 		rc = cmd_simple(cl, "config.get", NULL, NULL);
 	else if (!strcmp(cmd, "describe"))
 		rc = cmd_simple(cl, "rpc.describe", NULL, NULL);
-	else if (!strcmp(cmd, "call")) {
+	else if (!strcmp(cmd, "export") || !strcmp(cmd, "backup"))
+		rc = cmd_download(cl, cmd, argv[optind]);
+	else if (!strcmp(cmd, "import"))
+		rc = cmd_import(cl, argv[optind], optind + 1 < argc);
+	else if (!strcmp(cmd, "metrics")) {
+		if (optind < argc && strcmp(argv[optind], "--prometheus") != 0)
+			fprintf(stderr, "hdqtctl: metrics takes only --prometheus\n");
+		else
+			rc = cmd_metrics(cl, optind < argc);
+	} else if (!strcmp(cmd, "call")) {
 		cJSON *p = NULL;
 		if (optind >= argc) {
 			fprintf(stderr, "hdqtctl: call needs a method\n");

@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "conf.h"
+#include "metrics.h"
 #include "hdqt.h"
 #include "hdqt_data.h"
 #include "hdqt_proto.h"
@@ -28,6 +29,11 @@
 #define HDQTD_FEATURE_MAX 1e9
 
 typedef struct hdqtd_conn hdqtd_conn;
+typedef struct hdqtd_xfer hdqtd_xfer;
+
+/* Transfer sessions (fleet.c): model export, model import, backup; at most
+ * one of each kind at a time, daemon-wide. */
+enum { HDQTD_XFER_EXPORT, HDQTD_XFER_IMPORT, HDQTD_XFER_BACKUP, HDQTD_XFER_KINDS };
 
 typedef struct hdqtd {
 	uv_loop_t *loop;
@@ -79,6 +85,9 @@ typedef struct hdqtd {
 	int stop_timer_open;
 	gid_t admin_gid;
 	int admin_gid_set;
+	hdqtd_metrics stats;        /* counters and histograms (metrics.h) */
+	hdqtd_xfer *xfer[HDQTD_XFER_KINDS];
+	uint64_t xfer_seq;
 } hdqtd;
 
 struct hdqtd_conn {
@@ -98,6 +107,7 @@ struct hdqtd_conn {
 	int busy;                   /* a request is on the writer thread */
 	int dead;                   /* closed while busy: the writer's completion frees it */
 	int admin;                  /* may call state-changing methods */
+	const char *method;         /* the request being answered (method table name; NULL: none) */
 	pid_t pid;
 	uid_t uid;
 	double last_active, partial_since;  /* monotonic seconds (0: no partial line) */
@@ -130,14 +140,60 @@ void hdqtd_conn_complete(hdqtd_conn *c, cJSON *resp);
 /* Send a notification to every subscribed connection. */
 void hdqtd_broadcast(hdqtd *d, cJSON *event);
 
+/* A method's failure, filled by a handler that returns NULL. */
+typedef struct hdqtd_reply {
+	cJSON *result;   /* on success */
+	int code;        /* on failure */
+	char msg[256];
+	cJSON *data;
+} hdqtd_reply;
+
+/* The request a handler answers: its id, whether it is a notification, and
+ * where to say that the reply comes later (hdqtd_conn_complete). */
+typedef struct hdqtd_call {
+	const cJSON *id;
+	int notify;
+	int *async;
+} hdqtd_call;
+
 /* methods.c */
+/* Set r's code and message; returns NULL (for `return hdqtd_fail(...)`). */
+cJSON *hdqtd_fail(hdqtd_reply *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The response of a request answered after work off the loop: the result
+ * (taken), else the failure in r; NULL for a notification. */
+cJSON *hdqtd_late_reply(const cJSON *id, int no_reply, cJSON *res, const hdqtd_reply *r);
+/* 1 (and r set) if a round or another exclusive change is in flight. */
+int hdqtd_exclusive_busy(hdqtd *d, hdqtd_reply *r);
+
 /* Handle one request object; returns the response, or NULL for a
  * notification, or sets *async when the reply comes later through
  * hdqtd_conn_complete (a database write on the writer thread). */
 cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async);
 int hdqtd_reload_classes(hdqtd *d);
 int hdqtd_load_model(hdqtd *d);
+/* Serve m (taken; loaded off the loop, one thread), stored as version with
+ * these metrics: the swap a round or an import hands to the loop. */
+void hdqtd_install_model(hdqtd *d, hdqt_model *m, int64_t version, const char *metrics_json);
 /* Read the counts of pending and quarantined samples (start-up). */
 int hdqtd_load_counts(hdqtd *d);
 void hdqtd_maybe_train(hdqtd *d);
 extern const hdqtd_trainer_cb hdqtd_trainer_callbacks;
+
+/* fleet.c: model export and import, backup (docs/bundle.md) */
+cJSON *hdqtd_m_model_export(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_export_chunk(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_model_import(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_import_chunk(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_import_commit(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_backup(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_backup_chunk(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_transfer_close(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_metrics(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+/* The connection with this id closed: its transfers end. */
+void hdqtd_fleet_conn_closed(hdqtd *d, uint64_t conn_id);
+/* Once a second: transfers idle for longer than their bound end. */
+void hdqtd_fleet_tick(hdqtd *d);
+/* Start-up: remove a backup file a previous run left behind. */
+void hdqtd_fleet_cleanup(hdqtd *d);
+/* After uv_run: free what is left. */
+void hdqtd_fleet_free(hdqtd *d);

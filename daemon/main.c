@@ -161,6 +161,7 @@ static void on_tick(uv_timer_t *t)
 		notify("WATCHDOG=1");
 	hdqtd_maybe_train(d);
 	hdqtd_server_tick(d);
+	hdqtd_fleet_tick(d);
 	char st[160];
 	hdqtd_progress p;
 	hdqtd_trainer_progress(d->trainer, &p);
@@ -312,6 +313,7 @@ int main(int argc, char **argv)
 	status = 1;
 	char err[512];
 	hdqtd_log_init(d->cfg.log_level);
+	hdqtd_metrics_init(&d->stats);
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Open the database and the serving state. */
@@ -331,6 +333,7 @@ int main(int argc, char **argv)
 					     : hdqt_store_errmsg(d->store));
 		goto out;
 	}
+	hdqtd_fleet_cleanup(d);
 	if ((rc = hdqt_feat_new(&d->feat, d->cfg.window)) < 0) {
 		hdqtd_log(LOG_ERR, "feature extractor: %s", hdqt_strerror(rc));
 		goto out;
@@ -403,6 +406,7 @@ int main(int argc, char **argv)
 	hdqtd_log(LOG_NOTICE, "stopped");
 out:
 	hdqtd_writer_free(d->writer); /* no job is left once uv_run returned */
+	hdqtd_fleet_free(d);
 	free(d->describe);
 	hdqt_store_close(d->store);
 	hdqt_model_free(d->model);

@@ -25,15 +25,10 @@
 #include "daemon.h"
 #include "log.h"
 
-typedef struct reply {
-	cJSON *result;   /* on success */
-	int code;        /* on failure */
-	char msg[256];
-	cJSON *data;
-} reply;
+typedef hdqtd_reply reply;
+typedef hdqtd_call call;
 
-static cJSON *fail(reply *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static cJSON *fail(reply *r, int code, const char *fmt, ...)
+cJSON *hdqtd_fail(reply *r, int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -42,6 +37,7 @@ static cJSON *fail(reply *r, int code, const char *fmt, ...)
 	r->code = code;
 	return NULL;
 }
+#define fail hdqtd_fail
 
 static cJSON *store_fail(hdqtd *d, reply *r, int rc)
 {
@@ -199,6 +195,17 @@ int hdqtd_load_model(hdqtd *d)
 	if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
 		hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
 	return 0;
+}
+
+void hdqtd_install_model(hdqtd *d, hdqt_model *m, int64_t version, const char *metrics_json)
+{
+	hdqt_model_free(d->model);
+	d->model = m; /* the swap: the next request sees the new model */
+	d->model_version = version;
+	set_metrics(d, metrics_json);
+	refresh_learned(d);
+	if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
+		hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
 }
 
 static cJSON *class_json(hdqtd *d, const hdqt_store_class *c, int detail)
@@ -379,7 +386,7 @@ static void job_done(hdqtd_job *hj);
 /* The response of a request answered after work off the loop: the result
  * (taken), else the failure in r; NULL for a notification (or nobody to
  * answer). */
-static cJSON *late_reply(const cJSON *id, int no_reply, cJSON *res, const reply *r)
+cJSON *hdqtd_late_reply(const cJSON *id, int no_reply, cJSON *res, const reply *r)
 {
 	if (no_reply) {
 		cJSON_Delete(res);
@@ -520,6 +527,7 @@ static cJSON *done_samples(hdqtd *d, mjob *j)
 			if (j->labels[i] >= 0 && j->labels[i] < HDQT_MAX_CLASSES)
 				d->pending[j->labels[i]]++;
 		d->pending_total += j->n;
+		d->stats.samples_ingested += (uint64_t)j->n;
 	}
 	cJSON *o = cJSON_CreateObject();
 	if (!o)
@@ -613,7 +621,7 @@ static void job_done(hdqtd_job *hj)
 		default: res = done_quarantine(d, j); break;
 		}
 	}
-	cJSON *resp = late_reply(j->id, j->notify, res, &j->r);
+	cJSON *resp = hdqtd_late_reply(j->id, j->notify, res, &j->r);
 	const int samples_added = j->kind == JOB_SAMPLES && j->r.code == 0 && !j->dup;
 	hdqtd_conn *c = j->c;
 	job_free(j);
@@ -623,12 +631,6 @@ static void job_done(hdqtd_job *hj)
 }
 
 /* ---- methods ---- */
-
-typedef struct call {
-	const cJSON *id;
-	int notify;
-	int *async;
-} call;
 
 static cJSON *m_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *k)
 {
@@ -876,6 +878,7 @@ static cJSON *predict_reply(hdqtd *d, float *X, int n, int many, int top_k, repl
 		free(logits);
 		return fail(r, HDQT_RPC_INTERNAL_ERROR, "inference: %s", hdqt_strerror(rc));
 	}
+	d->stats.predictions += (uint64_t)n;
 	cJSON *o;
 	if (!many) {
 		o = prediction_json(d, logits, C, top_k);
@@ -905,6 +908,7 @@ typedef struct pjob {
 	const cJSON *first;
 	float *X;
 	reply r;
+	double t0;
 } pjob;
 
 static void pjob_work(uv_work_t *w)
@@ -933,8 +937,10 @@ static void pjob_done(uv_work_t *w, int status)
 	if (j->r.code == 0 && !j->c->dead) {
 		res = predict_reply(j->d, j->X, j->n, j->many, j->top_k, &j->r);
 		j->X = NULL;
+		if (res)
+			hdqtd_metrics_observe(&j->d->stats.predict_seconds, hdqtd_now() - j->t0);
 	}
-	cJSON *resp = late_reply(j->id, j->notify || j->c->dead, res, &j->r);
+	cJSON *resp = hdqtd_late_reply(j->id, j->notify || j->c->dead, res, &j->r);
 	hdqtd_conn *c = j->c;
 	cJSON_Delete(j->id);
 	free(j->X);
@@ -974,7 +980,7 @@ static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call 
 		if (j && (k->notify || (j->id = k->id ? cJSON_Duplicate(k->id, 1) : cJSON_CreateNull()))) {
 			*j = (pjob){.d = d, .c = c, .id = j->id, .notify = k->notify, .n = n,
 				    .many = inputs != NULL, .top_k = top_k, .window = d->cfg.window,
-				    .first = first, .X = X};
+				    .first = first, .X = X, .t0 = hdqtd_now()};
 			j->work.data = j;
 			if (uv_queue_work(d->loop, &j->work, pjob_work, pjob_done) == 0) {
 				*k->async = 1;
@@ -1073,7 +1079,7 @@ static cJSON *m_model_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, ca
 
 /* A round or another exclusive change in flight: refuse, so that the loop's
  * view, the database and the events cannot disagree. */
-static int exclusive_busy(hdqtd *d, reply *r)
+int hdqtd_exclusive_busy(hdqtd *d, reply *r)
 {
 	hdqtd_progress pr;
 	hdqtd_trainer_progress(d->trainer, &pr);
@@ -1082,7 +1088,8 @@ static int exclusive_busy(hdqtd *d, reply *r)
 		return 1;
 	}
 	if (d->exclusive) {
-		fail(r, HDQT_RPC_BUSY, "another rollback or quarantine change is being written");
+		fail(r, HDQT_RPC_BUSY, "another rollback, quarantine change, export or import is "
+		     "being written");
 		return 1;
 	}
 	return 0;
@@ -1094,7 +1101,7 @@ static cJSON *m_model_rollback(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r
 	if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 9e15 ||
 	    v->valuedouble != floor(v->valuedouble))
 		return fail(r, HDQT_RPC_INVALID_PARAMS, "params.version must be a positive integer");
-	if (exclusive_busy(d, r))
+	if (hdqtd_exclusive_busy(d, r))
 		return NULL;
 	mjob *j = calloc(1, sizeof(*j));
 	if (!j)
@@ -1150,7 +1157,7 @@ static cJSON *quarantine_change(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *
 	if (n < 0 || (ids && n == 0) || n > d->cfg.max_batch)
 		return fail(r, HDQT_RPC_INVALID_PARAMS, "ids must be an array of 1 to %d sample ids",
 			    d->cfg.max_batch);
-	if (exclusive_busy(d, r))
+	if (hdqtd_exclusive_busy(d, r))
 		return NULL;
 	mjob *j = calloc(1, sizeof(*j));
 	if (!j || (n && !(j->qids = malloc(sizeof(int64_t) * (size_t)n)))) {
@@ -1245,6 +1252,15 @@ static const struct method {
 	{"events.subscribe", m_subscribe, 0},
 	{"events.unsubscribe", m_unsubscribe, 0},
 	{"config.get", m_config_get, 0},
+	{"model.export", hdqtd_m_model_export, 1},
+	{"model.export_chunk", hdqtd_m_export_chunk, 1},
+	{"model.import", hdqtd_m_model_import, 1},
+	{"model.import_chunk", hdqtd_m_import_chunk, 1},
+	{"model.import_commit", hdqtd_m_import_commit, 1},
+	{"backup", hdqtd_m_backup, 1},
+	{"backup.chunk", hdqtd_m_backup_chunk, 1},
+	{"transfer.close", hdqtd_m_transfer_close, 1},
+	{"metrics", hdqtd_m_metrics, 0},
 	{"rpc.describe", m_describe, 0},
 	{"rpc.discover", m_describe, 0},
 };
@@ -1263,8 +1279,15 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async)
 		id = NULL; /* an invalid id is answered with a null id */
 		bad_id = 1;
 	}
+	c->method = NULL;
 	if (!cJSON_IsObject(req) || !cJSON_IsString(ver) || strcmp(ver->valuestring, "2.0") != 0 ||
-	    !cJSON_IsString(meth) || bad_id)
+	    !cJSON_IsString(meth) || bad_id) {
+		hdqtd_metrics_request(&d->stats, NULL);
+		return hdqt_rpc_error(id, HDQT_RPC_INVALID_REQUEST,
+				      "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": ...}",
+				      NULL);
+	}
+	if (0)
 		return hdqt_rpc_error(id, HDQT_RPC_INVALID_REQUEST,
 				      "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": ...}",
 				      NULL);
@@ -1286,6 +1309,8 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async)
 		if (strcmp(methods[i].name, meth->valuestring) == 0)
 			m = &methods[i];
 	if (!m) {
+		c->method = "(unknown)";
+		hdqtd_metrics_request(&d->stats, c->method);
 		char msg[160];
 		snprintf(msg, sizeof(msg), "method not found: %.*s",
 			 (int)hdqt_utf8_prefix(meth->valuestring, 100), meth->valuestring);
@@ -1294,6 +1319,9 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async)
 	reply r = {0};
 	call k = {id, notify, async};
 	cJSON *res;
+	c->method = m->name;
+	hdqtd_metrics_request(&d->stats, m->name);
+	const double t0 = hdqtd_now();
 	if (d->stopping)
 		res = fail(&r, HDQT_RPC_SHUTTING_DOWN, "hdqtd is shutting down");
 	else if (m->admin && !c->admin)
@@ -1303,6 +1331,8 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async)
 		res = m->fn(d, c, params ? params : NULL, &r, &k);
 	if (*async)
 		return NULL;
+	if (m->fn == m_predict && res)
+		hdqtd_metrics_observe(&d->stats.predict_seconds, hdqtd_now() - t0);
 	if (notify) {
 		cJSON_Delete(res);
 		return NULL;
@@ -1368,6 +1398,11 @@ static void cb_finished(void *arg, hdqtd_round_result *res)
 		d->pending_total -= res->consumed[l];
 	}
 	d->quarantined += res->quarantined;
+	d->stats.samples_quarantined += (uint64_t)res->quarantined;
+	if (res->outcome >= 0 && res->outcome <= HDQTD_ROUND_EMPTY)
+		d->stats.rounds[res->outcome]++;
+	if (res->outcome != HDQTD_ROUND_EMPTY)
+		hdqtd_metrics_observe(&d->stats.round_seconds, res->seconds);
 	/* Auto rounds wait for new samples after a round that left its own
 	 * pending (a round that quarantined samples may try the rest at once). */
 	d->pending_baseline = res->outcome == HDQTD_ROUND_ACCEPTED || res->quarantined ? 0
@@ -1394,14 +1429,8 @@ static void cb_finished(void *arg, hdqtd_round_result *res)
 	}
 	if (res->outcome == HDQTD_ROUND_ACCEPTED) {
 		if (res->model) {
-			hdqt_model_free(d->model);
-			d->model = res->model; /* the swap: the next request sees the new model */
+			hdqtd_install_model(d, res->model, res->model_version, res->metrics);
 			res->model = NULL;
-			d->model_version = res->model_version;
-			set_metrics(d, res->metrics);
-			refresh_learned(d);
-			if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
-				hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
 		} else if (hdqtd_load_model(d) < 0) {
 			hdqtd_log(LOG_ERR, "loading the new model failed; still serving %lld",
 				  (long long)prev);

@@ -209,6 +209,7 @@ static void conn_close(hdqtd_conn *c)
 	if (!c->admin)
 		d->n_unprivileged--;
 	hdqtd_log(LOG_DEBUG, "client %llu: closed", cid(c));
+	hdqtd_fleet_conn_closed(d, c->id);
 	uv_close((uv_handle_t *)&c->pipe, on_closed);
 }
 
@@ -327,7 +328,11 @@ static void keep_raw_id(cJSON *req, const char *text, size_t len)
 
 static void line_error(hdqtd_conn *c, int code, const char *msg)
 {
-	conn_send_json(c, hdqt_rpc_error(NULL, code, msg, NULL));
+	/* Counted as a request that never named a method (metrics). */
+	cJSON *e = hdqt_rpc_error(NULL, code, msg, NULL);
+	hdqtd_metrics_request(&c->d->stats, NULL);
+	hdqtd_metrics_reply(&c->d->stats, NULL, e);
+	conn_send_json(c, e);
 }
 
 /* A line parsed: the message, or the error that answers it. */
@@ -568,6 +573,7 @@ static void line_add(hdqtd_conn *c, cJSON *resp)
 	if (!resp)
 		return;
 	const size_t limit = c->d->cfg.max_write_queue;
+	hdqtd_metrics_reply(&c->d->stats, c->method, resp);
 	size_t len;
 	char *s = hdqt_rpc_print(resp, &len);
 	/* Counting what the client has not read yet: a reply that would take the
@@ -664,6 +670,7 @@ static void line_continue(hdqtd_conn *c)
 		cJSON *req = c->cursor;
 		c->cursor = c->batch ? req->next : NULL;
 		if (c->over) {
+			c->method = NULL; /* not run: counted as no method's */
 			const cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
 			if (cJSON_IsObject(req) && id)
 				line_add(c, hdqt_rpc_error(id, HDQT_RPC_LIMIT,
@@ -932,6 +939,7 @@ static void on_connection(uv_stream_t *server, int status)
 		d->conns->prev = c;
 	d->conns = c;
 	d->n_conns++;
+	d->stats.connections_accepted++;
 	if (!c->admin)
 		d->n_unprivileged++;
 	c->last_active = hdqtd_now();

@@ -439,6 +439,36 @@ int hdqt_model_add_classes(hdqt_model *m, int k)
 	return 0;
 }
 
+int hdqt_model_remap_classes(hdqt_model *m, const int *map, int n_classes)
+{
+	linear *L = &m->L[m->n_layers - 1];
+	const int old = L->out;
+	if (!map || n_classes < old || n_classes > HDQT_MAX_CLASSES)
+		return HDQT_EINVAL;
+	unsigned char seen[HDQT_MAX_CLASSES] = {0};
+	for (int i = 0; i < old; i++) {
+		if (map[i] < 0 || map[i] >= n_classes || seen[map[i]])
+			return HDQT_EINVAL;
+		seen[map[i]] = 1;
+	}
+	linear nl;
+	memset(&nl, 0, sizeof(nl));
+	int rc = linear_init(&nl, L->in, n_classes);
+	if (rc < 0)
+		return rc;
+	/* Fresh rows from the same stream as a head grown to this size. */
+	hdqt_rng r;
+	hdqt_rng_seed(&r, (uint64_t)old * 7919u + 17u, 2);
+	init_rows(&nl, 0, &r, m->n_layers == 1 ? m->cfg.n_in : L->in);
+	for (int i = 0; i < old; i++)
+		memcpy(nl.w + (size_t)map[i] * L->in, L->w + (size_t)i * L->in, sizeof(float) * L->in);
+	linear_free(L);
+	*L = nl;
+	linear_touch(L);
+	m->cfg.n_classes = n_classes;
+	return 0;
+}
+
 /* Grow the activation and gradient buffers to n rows for the current
  * shapes (the head may have grown since the last call). */
 static int ensure_cap(hdqt_model *m, int n)

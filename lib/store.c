@@ -1426,11 +1426,18 @@ int hdqt_store_backup(hdqt_store *s, const char *path)
 	if (rc == SQLITE_OK) {
 		sqlite3_backup *b = sqlite3_backup_init(dst, "main", s->db, "main");
 		if (b) {
+			/* All pages in one step, i.e. one read transaction: a
+			 * backup done in steps restarts whenever another
+			 * connection writes in between, which under a steady
+			 * stream of samples could go on for ever.  In WAL mode
+			 * the reader blocks no writer meanwhile. */
+			int tries = 0;
 			do {
-				rc = sqlite3_backup_step(b, 256);
+				rc = sqlite3_backup_step(b, -1);
 				if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
 					sqlite3_sleep(10);
-			} while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+			} while ((rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) &&
+				 ++tries < 1000);
 			sqlite3_backup_finish(b);
 			if (rc == SQLITE_DONE)
 				rc = SQLITE_OK;
@@ -1454,6 +1461,86 @@ int hdqt_store_backup(hdqt_store *s, const char *path)
 		return seterr(s, HDQT_EIO, "backup to %s failed: %s", path, strerror(e));
 	}
 	return 0;
+}
+
+/* ---- a model import, atomically ---- */
+
+int hdqt_store_import_commit(hdqt_store *s, const hdqt_store_import *im, int64_t *version)
+{
+	if (!s || !im || !im->blob || im->blob_len == 0 || im->blob_len > (size_t)1 << 30 ||
+	    im->n_new < 0 || im->n_new > HDQT_MAX_CLASSES ||
+	    (im->n_new > 0 && (!im->new_names || !im->new_labels || !im->new_active)) ||
+	    im->n_exemplars < 0 || im->dim < 1 || im->dim > HDQT_MAX_DIM ||
+	    (im->n_exemplars > 0 && (!im->exemplar_label || !im->exemplars)))
+		return HDQT_EINVAL;
+	for (int i = 0; i < im->n_new; i++)
+		if (!valid_name(im->new_names[i]) || im->new_labels[i] < 0 ||
+		    im->new_labels[i] >= HDQT_MAX_CLASSES)
+			return seterr(s, HDQT_EINVAL, "import: class %d is malformed", i);
+	for (size_t i = 0; i < (size_t)im->n_exemplars * im->dim; i++)
+		if (!isfinite(im->exemplars[i]))
+			return seterr(s, HDQT_ERANGE, "exemplar %zu has a NaN or infinite feature",
+				      i / im->dim);
+	int64_t *cid = malloc(sizeof(int64_t) * ((size_t)im->n_exemplars + 1));
+	if (!cid)
+		return HDQT_ENOMEM;
+	int rc = begin(s);
+	if (rc < 0) {
+		free(cid);
+		return rc;
+	}
+	for (int i = 0; i < im->n_new; i++) {
+		sqlite3_stmt *p = stmt(s, ST_CLASS_ADD);
+		if (!p) {
+			rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
+			goto fail;
+		}
+		sqlite3_bind_text(p, 1, im->new_names[i], -1, SQLITE_STATIC);
+		sqlite3_bind_int64(p, 2, im->new_labels[i]);
+		sqlite3_bind_int64(p, 3, now_s());
+		int r = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (r != SQLITE_DONE) {
+			rc = sqlerr(s, r, "import: class add");
+			goto fail;
+		}
+		if (!im->new_active[i]) {
+			char sql[96];
+			snprintf(sql, sizeof(sql), "UPDATE classes SET active = 0 WHERE id = %lld",
+				 (long long)sqlite3_last_insert_rowid(s->db));
+			if ((rc = exec(s, sql, "import: class state")) < 0)
+				goto fail;
+		}
+	}
+	/* Labels to class ids, now that every class is in. */
+	int64_t last_label = -1, last_id = -1;
+	for (int i = 0; i < im->n_exemplars; i++) {
+		if (im->exemplar_label[i] != last_label) {
+			char sql[96];
+			snprintf(sql, sizeof(sql), "SELECT id FROM classes WHERE label = %d",
+				 im->exemplar_label[i]);
+			if ((rc = single_int(s, sql, &last_id)) < 0) {
+				if (rc == HDQT_ENOTFOUND)
+					seterr(s, rc, "import: no class has label %d", im->exemplar_label[i]);
+				goto fail;
+			}
+			last_label = im->exemplar_label[i];
+		}
+		cid[i] = last_id;
+	}
+	int64_t v = 0;
+	if ((rc = model_tx(s, im->blob, im->blob_len, im->config_json, im->metrics_json, 1, &v)) < 0 ||
+	    (rc = exemplars_tx(s, v, cid, im->exemplars, im->n_exemplars, im->dim)) < 0 ||
+	    (rc = commit(s)) < 0)
+		goto fail;
+	free(cid);
+	if (version)
+		*version = v;
+	return 0;
+fail:
+	rollback(s);
+	free(cid);
+	return rc;
 }
 
 /* ---- a training round, atomically ---- */

@@ -30,6 +30,8 @@ const char *hdqt_rpc_code_name(int code)
 	case HDQT_RPC_TOO_LARGE: return "too_large";
 	case HDQT_RPC_NOT_FOUND: return "not_found";
 	case HDQT_RPC_SHUTTING_DOWN: return "shutting_down";
+	case HDQT_RPC_INCOMPATIBLE: return "incompatible";
+	case HDQT_RPC_CORRUPT: return "corrupt";
 	default: return "error";
 	}
 }
@@ -494,4 +496,88 @@ int hdqt_json_member(const char *text, size_t len, const char *key, hdqt_span *o
 			break;
 	}
 	return HDQT_ENOTFOUND;
+}
+
+/* ---- base64 (RFC 4648, with padding) ---- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *hdqt_base64_encode(const uint8_t *p, size_t n)
+{
+	char *o = malloc((n + 2) / 3 * 4 + 1), *q = o;
+	if (!o)
+		return NULL;
+	size_t i = 0;
+	for (; i + 2 < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+		*q++ = b64[v >> 18];
+		*q++ = b64[(v >> 12) & 63];
+		*q++ = b64[(v >> 6) & 63];
+		*q++ = b64[v & 63];
+	}
+	if (i < n) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+		*q++ = b64[v >> 18];
+		*q++ = b64[(v >> 12) & 63];
+		*q++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+		*q++ = '=';
+	}
+	*q = 0;
+	return o;
+}
+
+/* Inverse of b64: the value of each byte, -1 for bytes outside the alphabet. */
+static const signed char b64_inv[256] = {
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+	-1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
+long hdqt_base64_decode(const char *s, size_t n, uint8_t *out)
+{
+	if (n % 4)
+		return -1;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t o = 0, full = n >= 4 ? n - 4 : 0;
+	/* Every quad but the last has no padding: four table look-ups. */
+	for (size_t i = 0; i < full; i += 4) {
+		int a = b64_inv[u[i]], b = b64_inv[u[i + 1]], c = b64_inv[u[i + 2]], d = b64_inv[u[i + 3]];
+		if ((a | b | c | d) < 0)
+			return -1;
+		uint32_t x = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+		out[o++] = (uint8_t)(x >> 16);
+		out[o++] = (uint8_t)(x >> 8);
+		out[o++] = (uint8_t)x;
+	}
+	if (n == 0)
+		return 0;
+	/* The last quad: "xx==", "xxx=" or "xxxx". */
+	const unsigned char *q = u + full;
+	int pad = q[3] == '=' ? (q[2] == '=' ? 2 : 1) : 0;
+	int v[4];
+	for (int k = 0; k < 4; k++) {
+		v[k] = k >= 4 - pad ? 0 : b64_inv[q[k]];
+		if (v[k] < 0)
+			return -1;
+	}
+	uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+	out[o++] = (uint8_t)(x >> 16);
+	if (pad < 2)
+		out[o++] = (uint8_t)(x >> 8);
+	if (pad < 1)
+		out[o++] = (uint8_t)x;
+	return (long)o;
 }

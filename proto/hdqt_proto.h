@@ -35,6 +35,8 @@ enum {
 	HDQT_RPC_TOO_LARGE = -32009,       /* a message over the size limit (connection closed) */
 	HDQT_RPC_NOT_FOUND = -32010,       /* e.g. an unknown model version */
 	HDQT_RPC_SHUTTING_DOWN = -32011,
+	HDQT_RPC_INCOMPATIBLE = -32012,    /* a bundle of another dimension, window, recipe or classes */
+	HDQT_RPC_CORRUPT = -32013,         /* a bundle that fails its checksum or format checks */
 };
 
 /* A short name for a code ("parse_error", "unknown_class", ...). */
@@ -116,6 +118,14 @@ int hdqt_json_member(const char *text, size_t len, const char *key, hdqt_span *o
 
 /* The machine-readable description (OpenRPC document), proto/hdqt-rpc.json. */
 extern const char hdqt_rpc_description[];
+
+/* ---- base64 (RFC 4648, with padding), for binary transfers ---------------- */
+
+/* n bytes as base64 text (malloc'd, NUL-terminated); NULL without memory. */
+char *hdqt_base64_encode(const uint8_t *p, size_t n);
+/* Decode n chars (a multiple of 4) into out (room for n / 4 * 3 bytes): the
+ * decoded length, or -1 if s is not padded base64. */
+long hdqt_base64_decode(const char *s, size_t n, uint8_t *out);
 
 #ifdef __cplusplus
 }

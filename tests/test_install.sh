@@ -58,6 +58,24 @@ else
 	echo "systemd-analyze not installed (scripts/deps.sh installs systemd)"; exit 1
 fi
 
+# The metrics service + timer (installed, not enabled) verify too, and the
+# script they run is installed executable.
+mu=$(find "$dest" -name hdqtd-metrics.service | head -1)
+mt=$(find "$dest" -name hdqtd-metrics.timer | head -1)
+ms=$(find "$dest" -path '*/hdqtd/hdqtd-metrics' | head -1)
+{ [ -n "$mu" ] && [ -n "$mt" ] && [ -x "$ms" ]; } \
+	|| { echo "missing: hdqtd-metrics.service, hdqtd-metrics.timer or its script"; exit 1; }
+grep -q "^ExecStart=/bin/sh ${ms#"$dest"} /var/lib/prometheus/node-exporter/hdqtd.prom$" "$mu" \
+	|| { echo "hdqtd-metrics.service does not run the installed script:"; grep ExecStart "$mu"; exit 1; }
+! grep -q '^WantedBy' "$mu" || { echo "hdqtd-metrics.service must be started by its timer"; exit 1; }
+v=$(mktemp -d /tmp/hdqtd-units-XXXXXX)
+cp "$mu" "$mt" "$v/"
+if ! out=$(systemd-analyze verify --man=no "$v/hdqtd-metrics.service" "$v/hdqtd-metrics.timer" 2>&1) \
+	|| [ -n "$out" ]; then
+	echo "systemd-analyze verify (metrics units):"; echo "$out"; rm -rf "$v"; exit 1
+fi
+rm -rf "$v"
+
 # The pkg-config file builds and links the client example against the tree.
 pcdir=$(dirname "$pc")
 cflags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$dest$prefix" --cflags libhdqt-client)

@@ -8,15 +8,20 @@
         c.train(wait=True)
         print(c.predict(window=rows)["class"])
 
+Fleet operations (admin): bundle, info = c.export_model(); c.import_model(bundle,
+remap=False); db, info = c.backup(); c.metrics() (docs/bundle.md).
+
 Errors that hdqtd returns raise RpcError (with .code, see proto/PROTOCOL.md);
 transport problems raise OSError; parameters that JSON cannot carry (NaN,
 infinities) raise ValueError before anything is sent.  One Client is one
 connection; use it from one thread at a time.
 """
+import base64
 import json
 import os
 import socket
 import time
+import zlib
 
 __all__ = ["Client", "RpcError", "default_socket", "valid_batch_id"]
 
@@ -230,3 +235,54 @@ class Client:
 
     def rollback(self, version):
         return self.call("model.rollback", {"version": int(version)})
+
+    # ---- fleet: export, import, backup, metrics (docs/bundle.md) ----
+
+    def _download(self, start, chunk_method, params=None):
+        """Run start (model.export or backup), then read every chunk; the
+        bytes, checked against the size and CRC-32 the daemon announced."""
+        info = self.call(start, params)
+        out = bytearray()
+        try:
+            while len(out) < info["size"]:
+                r = self.call(chunk_method, {"id": info["id"], "offset": len(out),
+                                             "length": info["chunk_max"]})
+                piece = base64.b64decode(r["data"], validate=True)
+                if r["offset"] != len(out) or len(piece) != r["length"] or not piece:
+                    raise RpcError(-32603, "short or misplaced chunk at %d" % len(out))
+                out += piece
+        finally:
+            try:
+                self.call("transfer.close", {"id": info["id"]})
+            except RpcError:
+                pass
+        if "%08x" % zlib.crc32(out) != info["crc32"]:
+            raise RpcError(-32013, "the received bytes do not match the announced CRC-32")
+        return bytes(out), info
+
+    def export_model(self):
+        """(bundle bytes, the model.export result with its manifest)."""
+        return self._download("model.export", "model.export_chunk")
+
+    def import_model(self, bundle, remap=False):
+        """Upload a bundle (bytes) and apply it; the model.import_commit result."""
+        info = self.call("model.import", {"size": len(bundle), "crc32": "%08x" % zlib.crc32(bundle)})
+        step = info["chunk_max"]
+        try:
+            for off in range(0, len(bundle), step):
+                self.call("model.import_chunk", {"id": info["id"], "offset": off,
+                                                 "data": base64.b64encode(bundle[off:off + step]).decode()})
+            return self.call("model.import_commit", {"id": info["id"], "remap": bool(remap)})
+        except RpcError:
+            try:
+                self.call("transfer.close", {"id": info["id"]})
+            except RpcError:
+                pass
+            raise
+
+    def backup(self):
+        """(database copy bytes, the backup result)."""
+        return self._download("backup", "backup.chunk")
+
+    def metrics(self):
+        return self.call("metrics")

@@ -172,6 +172,11 @@ int hdqt_model_fit_norm_robust(hdqt_model *m, const float *X, int n, float clip)
 
 /* Grow the head by k classes; existing rows are kept, new ones initialised. */
 int hdqt_model_add_classes(hdqt_model *m, int k);
+/* Move the head's rows: old row i becomes row map[i] of a head of n_classes
+ * rows (map injective, every entry in [0, n_classes)); rows no old row
+ * lands on are initialised as hdqt_model_add_classes would.  Momentum is
+ * reset.  HDQT_EINVAL for a bad map (nothing changed), HDQT_ENOMEM. */
+int hdqt_model_remap_classes(hdqt_model *m, const int *map, int n_classes);
 
 /* Inference in the model's recipe.  logits: n x n_classes.  Rejects NaN/Inf input
  * with HDQT_ERANGE.  Uses internal scratch: not re-entrant on one model. */

@@ -175,6 +175,25 @@ typedef struct hdqt_store_round {
  * version, also when it is not made current. */
 int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *version);
 
+/* ---- a model import (docs/bundle.md) ---- */
+typedef struct hdqt_store_import {
+	const uint8_t *blob;          /* the imported model: a new version, made current */
+	size_t blob_len;
+	const char *config_json, *metrics_json;
+	const char *const *new_names; /* classes to create, with these labels and states */
+	const int *new_labels, *new_active;
+	int n_new;
+	const int *exemplar_label;    /* the new version's memory, by label (all labels */
+	const float *exemplars;       /*   must exist once the new classes are in) */
+	int n_exemplars, dim;
+} hdqt_store_import;
+
+/* Create the classes, store the model as a new current version and its
+ * exemplar memory, in one transaction.  HDQT_EEXIST if a name or label is
+ * taken, HDQT_ENOTFOUND for an exemplar label no class has, HDQT_ERANGE
+ * for a non-finite feature; nothing changed on failure. */
+int hdqt_store_import_commit(hdqt_store *s, const hdqt_store_import *im, int64_t *version);
+
 /* ---- backup ---- */
 /* Online copy to path: written to path.tmp, fsynced, renamed, directory fsynced. */
 int hdqt_store_backup(hdqt_store *s, const char *path);

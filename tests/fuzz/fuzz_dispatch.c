@@ -81,6 +81,7 @@ static void daemon_open(void)
 	d = calloc(1, sizeof(*d));
 	CHECK(d);
 	hdqtd_config_default(&d->cfg);
+	hdqtd_metrics_init(&d->stats);
 	char err[512];
 	snprintf(dbpath, sizeof(dbpath), "/tmp/hdqt-fuzz-dispatch-%d-%u.db", (int)getpid(),
 		 generation++);
@@ -133,6 +134,7 @@ static void daemon_close(void)
 	d->trainer = NULL;
 	uv_run(&loop, UV_RUN_DEFAULT); /* the trainer's handle closes */
 	hdqtd_writer_free(d->writer);
+	hdqtd_fleet_free(d); /* transfers the input left open, and a backup's file */
 	free(d->describe);
 	hdqt_store_close(d->store);
 	hdqt_model_free(d->model);

@@ -4,6 +4,7 @@
 
 Run one class with `test_daemon.py TestCycle` (meson runs each class as its
 own test)."""
+import base64
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 import unittest
+import zlib
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hdqtd_harness import (ACTIVITIES, HDQTD, SRC, TEST_USERS, Client, Daemon, RpcError,
@@ -594,6 +596,17 @@ class TestSyscallFilter(unittest.TestCase):
             c.call("predict", {"window": wins[0][2]})
             c.call("model.list")
             c.call("status")
+            # export, import, backup, metrics (issue 16): files in the state directory
+            e = c.call("model.export")
+            data = base64.b64decode(c.call("model.export_chunk", {"id": e["id"], "offset": 0})["data"])
+            i = c.call("model.import", {"size": len(data), "crc32": "%08x" % zlib.crc32(data)})
+            c.call("model.import_chunk", {"id": i["id"], "offset": 0,
+                                          "data": base64.b64encode(data).decode()})
+            c.call("model.import_commit", {"id": i["id"]})
+            b = c.call("backup")
+            c.call("backup.chunk", {"id": b["id"], "offset": 0, "length": 4096})
+            c.call("transfer.close", {"id": b["id"]})
+            c.call("metrics")
             c.close()
             # signals go to the daemon itself, strace's child
             child = int(open("/proc/%d/task/%d/children" % (p.pid, p.pid)).read().split()[0])
