@@ -195,6 +195,21 @@ check "conffile-hdqtd.conf" sh -c "dpkg-deb -I '$(deb_of hdqtd)' conffiles | gre
 check "depends-clients-on-library" sh -c "dpkg-deb -f '$(deb_of hdqtd-clients)' Depends | grep -q 'libhdqt-client0 (>= $version)'"
 check "depends-dev-on-library" sh -c "dpkg-deb -f '$(deb_of libhdqt-client-dev)' Depends | grep -q 'libhdqt-client0 (= $version)'"
 check "depends-python3" sh -c "dpkg-deb -f '$(deb_of python3-hdqt-client)' Depends | grep -q python3"
+# What systemd does on install and upgrade (cannot run here when systemd is
+# not PID 1): start the socket only; try-restart the service after an upgrade,
+# never a plain start; nothing stopped before the upgrade (no preinst stop).
+ctl_of() { dpkg-deb -I "$(deb_of hdqtd)" "$1" 2>/dev/null || true; }
+unit_actions() {
+	local pi pre
+	pi=$(ctl_of postinst) pre=$(ctl_of preinst)
+	grep -q "deb-systemd-invoke start 'hdqtd.socket'" <<<"$pi" || { echo "postinst does not start hdqtd.socket"; return 1; }
+	if grep -Eq 'deb-systemd-invoke (start|restart|\$_dh_action) .*hdqtd\.service' <<<"$pi"; then
+		echo "postinst starts hdqtd.service"; return 1
+	fi
+	grep -q "deb-systemd-invoke try-restart .*'hdqtd.service'" <<<"$pi" || { echo "postinst does not try-restart hdqtd.service"; return 1; }
+	if grep -q 'deb-systemd-invoke stop' <<<"$pre"; then echo "preinst stops units before the upgrade"; return 1; fi
+}
+check "maintainer-scripts-unit-actions" unit_actions
 check "library-exports-client-api-only" sh -c "dpkg-deb --fsys-tarfile '$(deb_of libhdqt-client0)' |
 	tar -xO ./usr/lib/$ma/libhdqt-client.so.0.1.0 >'$scratch/lib.so' &&
 	nm -D --defined-only '$scratch/lib.so' | awk '{print \$3}' | grep -v '^hdqt_client_' | grep -q . && exit 1 || exit 0"
