@@ -130,10 +130,10 @@ else
 fi
 echo "   built in $(($(date +%s) - tb)) s"
 # build-deb/: the packages a box installs (apt-get install ./*.deb);
-# build-deb/extra/: the .changes, .buildinfo and -dbgsym packages.
+# build-deb/extra/: the whole upload (.changes, .buildinfo, every .deb with
+# the -dbgsym ones), as lintian and dput read it.
 mkdir -p "$out/extra"
-cp "$scratch"/*.changes "$scratch"/*.buildinfo "$out/extra/"
-cp "$scratch"/*-dbgsym_*.deb "$out/extra/" 2>/dev/null || true
+cp "$scratch"/*.changes "$scratch"/*.buildinfo "$scratch"/*.deb "$out/extra/"
 for f in "$scratch"/*.deb; do
 	case $f in *-dbgsym_*) ;; *) cp "$f" "$out/" ;; esac
 done
@@ -144,11 +144,13 @@ done
 
 # ---- 2. lintian ----------------------------------------------------------------
 echo "== lintian --pedantic (fails on E: and W:) =="
-lint=$(lintian --pedantic --display-info \
-	"$scratch"/hdqtd_"${version}"_*.changes 2>&1 | grep -v 'running with root privileges' || true)
+lint_rc=0
+lint=$(lintian --pedantic --display-info --show-overrides --fail-on error,warning \
+	"$out"/extra/hdqtd_"${version}"_*.changes 2>&1) || lint_rc=$?
+lint=$(grep -v 'running with root privileges' <<<"$lint" || true)
 [ -n "$lint" ] && echo "$lint" | sed 's/^/   /'
-if echo "$lint" | grep -q '^[EW]: '; then
-	record "lintian" FAIL "$(echo "$lint" | grep -c '^[EW]: ') errors or warnings"
+if [ $lint_rc -ne 0 ] || grep -q '^[EW]: ' <<<"$lint" || grep -q 'No packages selected\|^Skipping' <<<"$lint"; then
+	record "lintian" FAIL "exit $lint_rc, $(grep -c '^[EW]: ' <<<"$lint") errors or warnings"
 else
 	record "lintian" OK
 fi
