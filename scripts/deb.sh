@@ -10,9 +10,11 @@
 #      installed tools, the service user, the state directory, the units and
 #      their enablement, the -dev package (pkg-config builds the client
 #      example) and the Python module; the installed daemon serves one
-#      request as user hdqtd; a reinstall (the upgrade path of the
-#      maintainer scripts) keeps a changed conffile and the database;
-#   5. `apt-get purge`, and nothing of the packages is left.
+#      request as user hdqtd; an upgrade (the package repacked as a newer
+#      version with a new default config) keeps the edited conffile and
+#      the database;
+#   5. `apt-get remove` keeps the configuration and the database;
+#      `apt-get purge`, and nothing of the packages is left.
 # Prints one PASS/FAIL line per check and a closing PASS or FAIL; exits
 # non-zero on any failure.  Each check is also logged as a line of
 # build-deb/testlog.json (meson's format), which scripts/test.sh counts.
@@ -96,11 +98,22 @@ version=$(dpkg-parsechangelog -S Version)
 meson_version=$(sed -n "s/^ *version : '\([^']*\)'.*/\1/p" meson.build | head -1)
 check "changelog-version-is-meson-version" test "$version" = "$meson_version"
 
+# The packages dpkg still knows (installed, or removed with their conffiles
+# left): apt-get refuses a purge that names a package it does not know.
+present() {
+	local p
+	for p in "${PACKAGES[@]}"; do
+		case $(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null) in
+		ii* | rc* | i* | r*) echo "$p" ;;
+		esac
+	done
+}
 scratch=$(mktemp -d /tmp/hdqtd-deb-XXXXXX)
 installed=0
 cleanup() {
 	if [ $installed -eq 1 ]; then
-		apt-get purge -y -qq "${PACKAGES[@]}" >/dev/null 2>&1 || true
+		# shellcheck disable=SC2046
+		apt-get purge -y -qq $(present) >/dev/null 2>&1 || true
 	fi
 	rm -rf "$scratch"
 }
@@ -267,17 +280,39 @@ with hdqt_client.Client(sys.argv[1]) as c: c.status()" "$d/hdqtd.sock" || rc=1
 }
 check "installed-daemon-serves-as-hdqtd" serve
 
-# Upgrade path of the maintainer scripts (preinst upgrade, postinst configure
-# with the old version): a reinstall keeps the edited conffile and the database.
+# An upgrade: the same hdqtd package repacked as version VERSION+upgradetest
+# with a changed default hdqtd.conf (dpkg-deb, no second build), installed
+# as a fleet would (--force-confdef --force-confold): the maintainer
+# scripts' upgrade path runs, the locally edited conffile stays, the new
+# default lands beside it as hdqtd.conf.dpkg-dist, the database is untouched.
 echo "# local edit" >>/etc/hdqtd/hdqtd.conf
 db_sum=$(sha256sum /var/lib/hdqtd/hdqtd.db 2>/dev/null | cut -d' ' -f1)
-check "reinstall" sh -c "cd '$out' && apt-get install -y --reinstall -o Dpkg::Options::=--force-confold ./hdqtd_${version}_*.deb >'$out/reinstall.log' 2>&1"
-check "reinstall-keeps-conffile" grep -qx '# local edit' /etc/hdqtd/hdqtd.conf
-check "reinstall-keeps-database" sh -c "[ -n '$db_sum' ] && [ \"\$(sha256sum /var/lib/hdqtd/hdqtd.db | cut -d' ' -f1)\" = '$db_sum' ]"
+new=$version+upgradetest
+repack() {
+	local r=$scratch/repack
+	dpkg-deb -R "$(deb_of hdqtd)" "$r" &&
+		sed -i "s/^Version: .*/Version: $new/" "$r/DEBIAN/control" &&
+		echo "# a new default in $new" >>"$r/etc/hdqtd/hdqtd.conf" &&
+		dpkg-deb -b --root-owner-group "$r" "$scratch/hdqtd_${new}_upgrade.deb" >/dev/null
+}
+check "upgrade-repack" repack
+check "upgrade" sh -c "apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+	'$scratch/hdqtd_${new}_upgrade.deb' >'$out/upgrade.log' 2>&1"
+check "upgrade-version" sh -c "[ \"\$(dpkg-query -W -f='\${Version}' hdqtd)\" = '$new' ]"
+check "upgrade-keeps-edited-conffile" sh -c "grep -qx '# local edit' /etc/hdqtd/hdqtd.conf &&
+	! grep -q 'a new default' /etc/hdqtd/hdqtd.conf && grep -qx '# a new default in $new' /etc/hdqtd/hdqtd.conf.dpkg-dist"
+check "upgrade-keeps-database" sh -c "[ -n '$db_sum' ] && [ \"\$(sha256sum /var/lib/hdqtd/hdqtd.db | cut -d' ' -f1)\" = '$db_sum' ]"
+check "upgraded-daemon-runs" hdqtd --config /etc/hdqtd/hdqtd.conf --check-config
 
-# ---- 5. purge ------------------------------------------------------------------------
-echo "== apt-get purge =="
-check "apt-get-purge" sh -c "apt-get purge -y ${PACKAGES[*]} >'$out/purge.log' 2>&1"
+# ---- 5. remove, then purge -----------------------------------------------------------
+echo "== apt-get remove, apt-get purge =="
+# remove keeps the configuration and the database (for a reinstallation).
+check "apt-get-remove" sh -c "apt-get remove -y ${PACKAGES[*]} >'$out/remove.log' 2>&1"
+check "remove-keeps-conffile-and-database" sh -c "test ! -e /usr/sbin/hdqtd && grep -qx '# local edit' /etc/hdqtd/hdqtd.conf &&
+	test -f /var/lib/hdqtd/hdqtd.db && dpkg-query -W -f='\${Status}' hdqtd | grep -q config-files"
+to_purge=$(present | tr '\n' ' ')
+echo "   purging: $to_purge"
+check "apt-get-purge" sh -c "apt-get purge -y $to_purge >'$out/purge.log' 2>&1"
 installed=0
 gone() {
 	local p f left=()
