@@ -255,6 +255,7 @@ check "service-not-enabled" test ! -e /etc/systemd/system/multi-user.target.want
 check "python-module" /usr/bin/python3 -c 'import hdqt_client; assert hdqt_client.default_socket() == "/run/hdqtd/hdqtd.sock"'
 # The -dev package: pkg-config finds the library and header, the client
 # example builds, links and runs (and finds no daemon on a bogus socket).
+check "dev-pkg-config-requires-only-libcjson" sh -c '[ "$(pkg-config --print-requires --print-requires-private libhdqt-client | tr -d " \n")" = libcjson ]'
 check "dev-pkg-config-builds-example" sh -c "cc clients/examples/predict.c \$(pkg-config --cflags --libs libhdqt-client) -o '$scratch/example' &&
 	{ HDQTD_SOCKET=/nonexistent '$scratch/example' >/dev/null 2>&1; [ \$? -ne 0 ]; } &&
 	ldd '$scratch/example' | grep -q 'libhdqt-client.so.0 => .*/lib/$ma/libhdqt-client.so.0'"
