@@ -255,7 +255,19 @@ check "service-not-enabled" test ! -e /etc/systemd/system/multi-user.target.want
 check "python-module" /usr/bin/python3 -c 'import hdqt_client; assert hdqt_client.default_socket() == "/run/hdqtd/hdqtd.sock"'
 # The -dev package: pkg-config finds the library and header, the client
 # example builds, links and runs (and finds no daemon on a bogus socket).
-check "dev-pkg-config-requires-only-libcjson" sh -c '[ "$(pkg-config --print-requires --print-requires-private libhdqt-client | tr -d " \n")" = libcjson ]'
+# pkg-config needs every module of Requires and Requires.private even for
+# --cflags: the -dev package must depend on the package of each .pc file.
+pc_requires_met() {
+	local m pc owner deps bad=()
+	deps=$(dpkg-query -W -f='${Depends}' libhdqt-client-dev)
+	for m in $(pkg-config --print-requires --print-requires-private libhdqt-client | awk '{print $1}'); do
+		pc=$(pkg-config --variable=pcfiledir "$m")/$m.pc
+		owner=$(dpkg -S "$(readlink -f "$pc")" 2>/dev/null | head -1 | cut -d: -f1)
+		grep -Eq "(^|, )${owner:-none}( |,|$)" <<<"$deps" || bad+=("$m (${owner:-no package})")
+	done
+	[ ${#bad[@]} -eq 0 ] || { echo "libhdqt-client-dev does not depend on the packages of: ${bad[*]}"; return 1; }
+}
+check "dev-depends-cover-pc-requires" pc_requires_met
 check "dev-pkg-config-builds-example" sh -c "cc clients/examples/predict.c \$(pkg-config --cflags --libs libhdqt-client) -o '$scratch/example' &&
 	{ HDQTD_SOCKET=/nonexistent '$scratch/example' >/dev/null 2>&1; [ \$? -ne 0 ]; } &&
 	ldd '$scratch/example' | grep -q 'libhdqt-client.so.0 => .*/lib/$ma/libhdqt-client.so.0'"
