@@ -53,9 +53,21 @@ echo "== aarch64 cross build under qemu: every suite per kernel variant, daemon 
 arm_rc=0
 bash scripts/arm.sh || arm_rc=$?
 
+# ---- Debian packages (issue 16) -----------------------------------------------
+echo "== Debian packages: dpkg-buildpackage, lintian, contents, apt-get install, purge =="
+# Builds in a scratch copy under /tmp, keeps the .debs in build-deb/; each
+# check is logged in build-deb/testlog.json, counted below.
+deb_rc=0
+rm -f build-deb/testlog.json
+bash scripts/deb.sh || deb_rc=$?
+if [ ! -f build-deb/testlog.json ]; then
+	mkdir -p build-deb && echo '{"name": "deb", "result": "FAIL"}' >build-deb/testlog.json
+fi
+
 # One closing line over the three builds, counted from meson's JSON test logs.
 python3 - build-ci/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
-	build-portable/meson-logs/testlog.json build-fuzz/meson-logs/testlog.json build-arm64/meson-logs/arm-*.json <<'PY'
+	build-portable/meson-logs/testlog.json build-fuzz/meson-logs/testlog.json build-arm64/meson-logs/arm-*.json \
+	build-deb/testlog.json <<'PY'
 import json, sys
 passed = failed = skipped = 0
 for path in sys.argv[1:]:
@@ -70,4 +82,5 @@ for path in sys.argv[1:]:
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 sys.exit(1 if failed or passed == 0 else 0)
 PY
-exit $arm_rc
+[ $arm_rc -ne 0 ] && exit $arm_rc
+exit $deb_rc

@@ -17,7 +17,8 @@ need() { if [ ! -e "$1" ]; then echo "missing: ${1#"$dest"}"; fail=1; fi; }
 need "$sbin/hdqtd"
 for b in hdqtctl hdqt-sensor hdqt-eval hdqt-bench; do need "$bin/$b"; done
 need "$etc/hdqtd/hdqtd.conf"
-for m in man8/hdqtd.8 man1/hdqtctl.1 man1/hdqt-sensor.1 man5/hdqtd.conf.5; do need "$man/$m"; done
+for m in man8/hdqtd.8 man1/hdqtctl.1 man1/hdqt-sensor.1 man1/hdqt-eval.1 man1/hdqt-bench.1 \
+	man5/hdqtd.conf.5; do need "$man/$m"; done
 unit=$(find "$dest" -name hdqtd.service | head -1)
 sock=$(find "$dest" -name hdqtd.socket | head -1)
 pc=$(find "$dest" -name libhdqt-client.pc | head -1)
