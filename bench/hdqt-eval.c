@@ -61,6 +61,7 @@ typedef struct run_result {
 	double acc[MAX_TASKS], nme[MAX_TASKS];
 	double task_acc[MAX_TASKS][MAX_TASKS]; /* after task t, on classes of task j */
 	double sps;
+	hdqt_bin_stats bst[HDQT_MAX_LAYERS]; /* HadaNets: the final model on the training users */
 	int diverged_task; /* 1-based task whose training diverged (loss not finite), 0 if none */
 	int rc;
 } run_result;
@@ -458,6 +459,10 @@ static void do_run(shared *sh, run_result *r)
 		}
 		r->n_tasks = t + 1;
 	}
+	/* What binarisation does to the binarised layers' inputs, on the
+	 * training users (nothing here is chosen on the test users). */
+	if (rc == 0 && hdqt_mode_is_hadanet(r->mode))
+		rc = hdqt_model_bin_stats(hdqt_cl_model(cl), sh->train.X, sh->train.n, r->bst);
 	int trained_tasks = r->diverged_task ? r->diverged_task - 1 : r->n_tasks;
 	r->sps = trained_tasks ? sps_sum / trained_tasks : 0;
 	r->rc = rc;
@@ -654,6 +659,38 @@ typedef struct group {
 	int diverged;
 } group;
 
+/* Storage bits per weight and per activation of the products, averaged
+ * over the layers (weights by their count, activations by the layer's
+ * inputs): fp32 32, the hdqt family its bits, a binarised layer
+ * (beta + 32) / beta (one sign bit each, an fp32 delta per segment). */
+static void model_bits(const opts *o, hdqt_mode mode, int n_in, int classes, double *bw, double *ba)
+{
+	hdqt_qconfig q;
+	make_qconfig(o, mode, &q);
+	const int L = o->n_hidden + 1;
+	double wb = 0, wn = 0, ab = 0, an = 0;
+	for (int l = 0; l < L; l++) {
+		const int K = l == 0 ? n_in : o->hidden[l - 1], M = l == L - 1 ? classes : o->hidden[l];
+		double bitw, bita;
+		int binary = hdqt_mode_is_hadanet(mode) && (q.bin_layers == HDQT_BIN_ALL || (l > 0 && l < L - 1));
+		if (binary) {
+			const int gw = q.beta_w <= 0 || q.beta_w >= K ? K : q.beta_w;
+			const int ga = q.beta_a <= 0 || q.beta_a >= K ? K : q.beta_a;
+			bitw = gw == 1 ? 32 : (gw + 32.0) / gw;
+			bita = ga == 1 ? 32 : (ga + 32.0) / ga;
+		} else {
+			hdqt_mode m = hdqt_mode_is_hadanet(mode) ? q.edges : mode;
+			bitw = bita = m == HDQT_MODE_FP32 ? 32 : q.bits;
+		}
+		wb += bitw * K * M;
+		wn += (double)K * M;
+		ab += bita * K;
+		an += K;
+	}
+	*bw = wb / wn;
+	*ba = ab / an;
+}
+
 static void summarise(shared *sh, group *g)
 {
 	double aia[16], aian[16], last[16], lastn[16], fg[16], sps = 0;
@@ -753,6 +790,29 @@ static void print_json_group(shared *sh, group *g, const group *ref, double wall
 			first = 0;
 		}
 	printf("], ");
+	double bw, ba;
+	model_bits(sh->o, g->mode, sh->train.d, sh->C, &bw, &ba);
+	printf("\"bits_per_weight\": %.3f, \"bits_per_activation\": %.3f, ", bw, ba);
+	if (hdqt_mode_is_hadanet(g->mode)) {
+		printf("\"beta_w\": %d, \"beta_a\": %d, \"binarised\": [", gq.beta_w, gq.beta_a);
+		for (int l = 0, first = 1; l < HDQT_MAX_LAYERS; l++) {
+			if (!g->r[0]->bst[l].binary)
+				continue;
+			double z = 0, cut = 0, e[3] = {0, 0, 0};
+			for (int s = 0; s < g->n; s++) {
+				const hdqt_bin_stats *b = &g->r[s]->bst[l];
+				z += b->frac_zero / g->n;
+				cut += b->frac_cut / g->n;
+				for (int k = 0; k < 3; k++)
+					e[k] += b->rel_err[k] / g->n;
+			}
+			printf("%s{\"layer\": %d, \"frac_zero\": %.4f, \"frac_ste_cut\": %.4f, "
+			       "\"rel_err\": {\"sign\": %.4f, \"mask\": %.4f, \"centre\": %.4f}}",
+			       first ? "" : ", ", l, z, cut, e[0], e[1], e[2]);
+			first = 0;
+		}
+		printf("], ");
+	}
 	printf("\"train_samples_per_s\": %.0f, \"wall_s\": %.2f, \"peak_rss_kb\": %ld}", g->sps, wall, rss);
 }
 
@@ -783,7 +843,9 @@ static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 		fmt_agg(b, sizeof(b), g->aia_nme);
 		fmt_agg(c, sizeof(c), g->last);
 		fmt_agg(d, sizeof(d), g->forget);
-		printf("  %s  %s  %s  %s  %.0f", a, b, c, d, g->sps);
+		double bw, ba;
+		model_bits(sh->o, g->mode, sh->train.d, sh->C, &bw, &ba);
+		printf("  %s  %s  %s  %s  %.0f  bits/w %.2f bits/a %.2f", a, b, c, d, g->sps, bw, ba);
 		if (g->diverged)
 			printf("  (%d of %d runs diverged: loss not finite)", g->diverged, g->n);
 		printf("\n");
@@ -804,6 +866,26 @@ static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 	}
 	if (gaps)
 		printf("\n");
+	for (int i = 0; i < ng; i++) {
+		if (!hdqt_mode_is_hadanet(gs[i].mode))
+			continue;
+		for (int l = 0; l < HDQT_MAX_LAYERS; l++) {
+			if (!gs[i].r[0]->bst[l].binary)
+				continue;
+			double z = 0, cut = 0, e[3] = {0, 0, 0};
+			for (int s = 0; s < gs[i].n; s++) {
+				const hdqt_bin_stats *b = &gs[i].r[s]->bst[l];
+				z += b->frac_zero / gs[i].n;
+				cut += b->frac_cut / gs[i].n;
+				for (int k = 0; k < 3; k++)
+					e[k] += b->rel_err[k] / gs[i].n;
+			}
+			printf("%s %s layer %d input (training users): %.1f%% zeros, %.2f%% cut by the STE clip; "
+			       "|X~ - X| / |X|: sign %.3f, mask %.3f, centre %.3f\n",
+			       hdqt_mode_name(gs[i].mode), hdqt_cl_method_name(gs[i].method), l, 100 * z, 100 * cut,
+			       e[0], e[1], e[2]);
+		}
+	}
 	printf("(accuracy %% on held-out users, mean ± std over %d seed(s); wall %.1f s, peak RSS %ld kB)\n",
 	       gs[0].n, wall, rss);
 }

@@ -419,6 +419,44 @@ static void hadanet_release(linear *L)
 	}
 }
 
+int linear_hadanet_stats(linear_scratch *s, const float *X, int R, int K, int x_unsigned,
+			 const hdqt_qconfig *q, double acc[8])
+{
+	bin_scratch *bs = scratch_of(s, K);
+	if (!bs)
+		return HDQT_ENOMEM;
+	const int ba = seg_len(q->beta_a, K);
+	const hdqt_act_bin rule = act_rule(q, x_unsigned);
+	float *c, *off;
+	uint32_t *bits;
+	row_tmp(bs, 0, K, &c, &off, &bits);
+	for (int r = 0; r < R; r++) {
+		const float *x = X + (size_t)r * K;
+		for (int k = 0; k < K; k++) {
+			acc[0] += x[k] == 0.0f;
+			acc[5] += (double)x[k] * x[k];
+			if (x[k] < 0.0f)
+				acc[7] = 1;
+		}
+		acc[6] += K;
+		for (int rl = HDQT_ACT_SIGN; rl <= HDQT_ACT_CENTRE; rl++) {
+			if (rl == HDQT_ACT_MASK && acc[7] > 0)
+				continue;
+			bin_row(x, K, ba, (hdqt_act_bin)rl, 0, bits, c, off);
+			const float *o = rl == HDQT_ACT_SIGN ? NULL : off;
+			for (int k = 0; k < K; k++) {
+				const double e = (ba == 1 ? x[k] : bin_value(bits, c, o, k, ba)) - x[k];
+				acc[2 + rl] += e * e;
+				if (rl == (int)rule && ba > 1 && q->ste_clip > 0.0f) {
+					const float a = rl == HDQT_ACT_CENTRE ? x[k] - off[k / ba] : x[k];
+					acc[1] += fabsf(a) > q->ste_clip;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
 void linear_hadanet_scratch_free(linear_scratch *s)
 {
 	bin_scratch *bs = s->bin;

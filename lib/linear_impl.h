@@ -26,6 +26,12 @@ extern const linear_family linear_hdqt_family;    /* fp32, int, hdqt-paper, hdqt
 extern const linear_family linear_hadanet_family; /* hadanet, hadanet-paper, xnor, hbwn */
 
 void linear_hadanet_scratch_free(linear_scratch *s);
+/* Accumulate, over R rows of X (R x K) fed to a binarised layer under q:
+ * acc[0] zeros, acc[1] cut by the STE, acc[2..4] squared error of the
+ * sign / mask / centre rules (mask skipped once an input is negative),
+ * acc[5] squared norm, acc[6] elements, acc[7] 1 once an input is negative. */
+int linear_hadanet_stats(linear_scratch *s, const float *X, int R, int K, int x_unsigned,
+			 const hdqt_qconfig *q, double acc[8]);
 
 /* Grow-only scratch buffer; NULL on allocation failure (*p unchanged). */
 void *linear_grow_mem(void **p, size_t *cap, size_t n);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "linear_impl.h"
 #include "model.h"
 #include "simd.h"
 
@@ -677,6 +678,40 @@ int hdqt_model_forward(hdqt_model *m, const float *X, int n, float *logits)
 int hdqt_model_embed(hdqt_model *m, const float *X, int n, float *emb)
 {
 	return forward_chunks(m, X, n, emb, m ? m->n_layers - 1 : 0);
+}
+
+int hdqt_model_bin_stats(hdqt_model *m, const float *X, int n, hdqt_bin_stats st[HDQT_MAX_LAYERS])
+{
+	if (!m || !X || !st || n < 1)
+		return HDQT_EINVAL;
+	if (!finite_all(X, (size_t)n * m->cfg.n_in))
+		return HDQT_ERANGE;
+	double acc[HDQT_MAX_LAYERS][8];
+	memset(acc, 0, sizeof(acc));
+	memset(st, 0, sizeof(hdqt_bin_stats) * HDQT_MAX_LAYERS);
+	const int d = m->cfg.n_in;
+	for (int i = 0; i < n; i += CHUNK) {
+		const int b = n - i < CHUNK ? n - i : CHUNK;
+		int rc = forward_cached(m, X + (size_t)i * d, b);
+		for (int l = 0; rc == 0 && l < m->n_layers; l++)
+			if (hdqt_mode_is_hadanet(m->lq[l].mode))
+				rc = linear_hadanet_stats(&m->s, m->act[l], b, m->L[l].in, l > 0, &m->lq[l],
+							  acc[l]);
+		if (rc < 0)
+			return rc;
+	}
+	for (int l = 0; l < m->n_layers; l++) {
+		if (!hdqt_mode_is_hadanet(m->lq[l].mode))
+			continue;
+		const double *a = acc[l];
+		st[l].binary = 1;
+		st[l].frac_zero = a[0] / a[6];
+		st[l].frac_cut = a[1] / a[6];
+		for (int r = 0; r < 3; r++)
+			st[l].rel_err[r] = r == HDQT_ACT_MASK && a[7] > 0 ? -1.0
+					   : a[5] > 0 ? sqrt(a[2 + r] / a[5]) : 0.0;
+	}
+	return 0;
 }
 
 int hdqt_model_predict(hdqt_model *m, const float *X, int n, int *pred)

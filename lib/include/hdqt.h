@@ -186,6 +186,21 @@ int hdqt_model_embed(hdqt_model *m, const float *X, int n, float *emb);
 /* argmax predictions (n). */
 int hdqt_model_predict(hdqt_model *m, const float *X, int n, int *pred);
 
+/* HadaNets: what binarisation does to the inputs of the binarised layers
+ * on data X (n rows), for choosing and checking the recipe.  Per layer:
+ * binary (0 for layers in the edge recipe, whose other fields are 0),
+ * the fraction of inputs that are exactly zero, the fraction the sign's
+ * straight-through estimator cuts (|x - off| > ste_clip under the
+ * model's act_bin), and the relative error |X~ - X| / |X| of each
+ * act_bin rule (sign, mask, centre; mask only on non-negative inputs,
+ * else -1) at the model's beta_a. */
+typedef struct hdqt_bin_stats {
+	int binary;
+	double frac_zero, frac_cut;
+	double rel_err[3];
+} hdqt_bin_stats;
+int hdqt_model_bin_stats(hdqt_model *m, const float *X, int n, hdqt_bin_stats st[HDQT_MAX_LAYERS]);
+
 /* ---- training -------------------------------------------------------- */
 
 typedef struct hdqt_sgd {
