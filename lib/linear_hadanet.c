@@ -32,6 +32,7 @@
 
 #include "bgemm.h"
 #include "linear_impl.h"
+#include "simd.h"
 
 struct linear_bin {
 	bgemm_w w;
@@ -54,7 +55,7 @@ static bin_scratch *scratch_of(linear_scratch *s, int K)
 	bin_scratch *bs = s->bin;
 	if (!bs && !(bs = s->bin = calloc(1, sizeof(bin_scratch))))
 		return NULL;
-	const size_t stride = 2 * (size_t)K + (size_t)K / 32 + 1;
+	const size_t stride = 2 * (size_t)K + (size_t)K / 32 + 1 + (size_t)K / 4 + 1;
 	const size_t need = stride * (size_t)pool_size(s->pool) * sizeof(float);
 	if (!linear_grow_mem((void **)&bs->tmp, &bs->tmpcap, need))
 		return NULL;
@@ -69,6 +70,12 @@ static void row_tmp(const bin_scratch *bs, int w, int K, float **c, float **off,
 	*c = t;
 	*off = t + K;
 	*bits = (uint32_t *)(t + 2 * (size_t)K);
+}
+
+/* ... and after the bits, one byte per element (1 = the sign bit is set). */
+static uint8_t *row_neg(const bin_scratch *bs, int w, int K)
+{
+	return (uint8_t *)(bs->tmp + bs->stride * (size_t)w + 2 * (size_t)K + (size_t)K / 32 + 1);
 }
 
 /* Effective segment length of beta over K (0 or >= K: the whole row). */
@@ -101,34 +108,53 @@ static hdqt_act_bin act_rule(const hdqt_qconfig *q, int x_unsigned)
  * the row's mean first and do not add it back (the weights' w_centre).
  * Sums run in index order: the same floats on every path.
  */
+/* Sum over i < n of |(x[i] - a) - b| (abs) or (x[i] - a) - b: element i
+ * goes to lane i % 8, each lane adds in index order, the lanes are then
+ * added pairwise.  A fixed order (every path gives the same float) that a
+ * vectoriser can keep, where one running sum would be a serial chain. */
+HDQT_CLONES static float lane_sum(const float *restrict x, int n, float a, float b, int abs)
+{
+	float l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	int i = 0;
+	if (abs)
+		for (; i + 8 <= n; i += 8)
+			for (int j = 0; j < 8; j++)
+				l[j] += fabsf((x[i + j] - a) - b);
+	else
+		for (; i + 8 <= n; i += 8)
+			for (int j = 0; j < 8; j++)
+				l[j] += (x[i + j] - a) - b;
+	for (; i < n; i++)
+		l[i & 7] += abs ? fabsf((x[i] - a) - b) : (x[i] - a) - b;
+	return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
 static void bin_row(const float *x, int K, int beta, hdqt_act_bin rule, int centre_row,
-		    uint32_t *bits, float *c, float *off)
+		    uint32_t *bits, float *c, float *off, uint8_t *neg8)
 {
 	const int nw = (K + 31) / 32;
 	memset(bits, 0, (size_t)nw * 4);
-	float rm = 0.0f;
-	if (centre_row) {
-		float sum = 0.0f;
-		for (int k = 0; k < K; k++)
-			sum += x[k];
-		rm = sum / (float)K;
-	}
+	const float rm = centre_row ? lane_sum(x, K, 0.0f, 0.0f, 0) / (float)K : 0.0f;
 	for (int s = 0, k0 = 0; k0 < K; s++, k0 += beta) {
 		const int k1 = k0 + beta < K ? k0 + beta : K;
 		const float n = (float)(k1 - k0);
-		float mu = 0.0f, cs = 0.0f;
-		if (rule == HDQT_ACT_CENTRE) {
-			float sum = 0.0f;
-			for (int k = k0; k < k1; k++)
-				sum += x[k] - rm;
-			mu = sum / n;
-		}
-		float sa = 0.0f;
-		for (int k = k0; k < k1; k++) {
-			const float v = x[k] - rm - mu;
-			sa += fabsf(v);
-			const int neg = rule == HDQT_ACT_MASK ? !(v > 0.0f) : v < 0.0f;
-			bits[k >> 5] |= (uint32_t)neg << (k & 31);
+		float mu = rule == HDQT_ACT_CENTRE ? lane_sum(x + k0, k1 - k0, rm, 0.0f, 0) / n : 0.0f;
+		const float sa = lane_sum(x + k0, k1 - k0, rm, mu, 1);
+		float cs;
+		/* a word at a time in a register (|= into memory per element
+		 * made a store-to-load chain) */
+		for (int k = k0; k < k1;) {
+			const int e = (k | 31) + 1 < k1 ? (k | 31) + 1 : k1;
+			uint32_t wv = 0;
+			for (int i = k; i < e; i++) {
+				const float v = (x[i] - rm) - mu;
+				const uint32_t neg = rule == HDQT_ACT_MASK ? !(v > 0.0f) : v < 0.0f;
+				wv |= neg << (i & 31);
+				if (neg8)
+					neg8[i] = (uint8_t)neg;
+			}
+			bits[k >> 5] |= wv;
+			k = e;
 		}
 		cs = sa / n;
 		if (rule == HDQT_ACT_MASK) {
@@ -140,6 +166,32 @@ static void bin_row(const float *x, int K, int beta, hdqt_act_bin rule, int cent
 		if (off)
 			off[s] = mu;
 	}
+}
+
+/* out[i] = neg[i] ? lo : hi, as bit patterns: branch-free, so it
+ * vectorises (the values are copied, not computed: exact). */
+HDQT_CLONES static void select_seg(const uint8_t *restrict neg, int n, float hi, float lo,
+				   float *restrict out)
+{
+	uint32_t hb, lb;
+	memcpy(&hb, &hi, 4);
+	memcpy(&lb, &lo, 4);
+	const uint32_t x = hb ^ lb;
+	uint32_t *o = (uint32_t *)out;
+	for (int i = 0; i < n; i++)
+		o[i] = hb ^ (x & (0u - (uint32_t)neg[i]));
+}
+
+/* pass[i] = 1 where the sign's gradient passes: |x - sub| <= clip (clip 0: everywhere). */
+HDQT_CLONES static void pass_seg(const float *restrict x, int n, float sub, float clip,
+				 uint8_t *restrict pass)
+{
+	if (clip <= 0.0f) {
+		memset(pass, 1, (size_t)n);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		pass[i] = fabsf(x[i] - sub) <= clip;
 }
 
 /* The value the forward multiplies at k. */
@@ -178,16 +230,22 @@ static void mat_rows(const mat_job *j, int w, int r0, int r1)
 				memset(j->pass + (size_t)r * K, 1, (size_t)K);
 			continue;
 		}
-		bin_row(x, K, j->beta, j->rule, j->centre_row, bits, c, off);
-		const float *offp = j->rule == HDQT_ACT_SIGN ? NULL : off;
-		for (int k = 0; k < K; k++)
-			o[k] = bin_value(bits, c, offp, k, j->beta);
-		if (j->pass) {
-			uint8_t *p = j->pass + (size_t)r * K;
-			for (int k = 0; k < K; k++) {
+		uint8_t *neg = row_neg(j->bs, w, K);
+		bin_row(x, K, j->beta, j->rule, j->centre_row, bits, c, off, neg);
+		uint8_t *p = j->pass ? j->pass + (size_t)r * K : NULL;
+		/* Segment by segment (no division per element): the two values a
+		 * segment takes are off + c and off - c (= off + (-c): the floats
+		 * of bin_value). */
+		for (int s = 0, k0 = 0; k0 < K; s++, k0 += j->beta) {
+			const int k1 = k0 + j->beta < K ? k0 + j->beta : K;
+			const float os = j->rule == HDQT_ACT_SIGN ? 0.0f : off[s];
+			const float hi = j->rule == HDQT_ACT_SIGN ? c[s] : os + c[s];
+			const float lo = j->rule == HDQT_ACT_SIGN ? -c[s] : os - c[s];
+			select_seg(neg + k0, k1 - k0, hi, lo, o + k0);
+			if (p) {
 				/* |x - off| is the argument of sign (mask: x itself) */
-				const float a = j->rule == HDQT_ACT_CENTRE ? x[k] - off[k / j->beta] : x[k];
-				p[k] = j->clip <= 0.0f || fabsf(a) <= j->clip;
+				const float sub = j->rule == HDQT_ACT_CENTRE ? os : 0.0f;
+				pass_seg(x + k0, k1 - k0, sub, j->clip, p + k0);
 			}
 		}
 	}
@@ -245,7 +303,7 @@ static int weight_operand(linear *L, const hdqt_qconfig *q, int g, const bin_scr
 	uint32_t *bits;
 	row_tmp(bs, 0, K, &c, &cg, &bits);
 	for (int m = 0; m < M; m++) {
-		bin_row(L->w + (size_t)m * K, K, bw, HDQT_ACT_SIGN, q->w_centre, bits, c, NULL);
+		bin_row(L->w + (size_t)m * K, K, bw, HDQT_ACT_SIGN, q->w_centre, bits, c, NULL, NULL);
 		expand(c, K, bw, g, cg);
 		bgemm_w_set_row(&b->w, m, bits, cg);
 	}
@@ -280,7 +338,7 @@ static void fwd_task(void *arg, int t, int wk)
 	row_tmp(j->bs, wk, j->K, &c, &off, &unused);
 	for (int r = r0; r < r1; r++) {
 		bin_row(j->x + (size_t)r * j->K, j->K, j->ba, j->rule, 0, a->bits + (size_t)r * a->nw, c,
-			off);
+			off, NULL);
 		expand(c, j->K, j->ba, j->g, a->c + (size_t)r * a->ns);
 		if (a->mu)
 			expand(off, j->K, j->ba, j->g, a->mu + (size_t)r * a->ns);
@@ -362,12 +420,12 @@ static void ste_task(void *arg, int t, int w)
 			continue;
 		}
 		bin_row(j->x + (size_t)r * j->K, j->K, j->beta, HDQT_ACT_SIGN, j->centre_row, bits, c,
-			NULL);
-		for (int k = 0; k < j->K; k++) {
-			const int s = k / j->beta, k0 = s * j->beta;
-			const int n = j->K - k0 < j->beta ? j->K - k0 : j->beta;
-			const float f = 1.0f / (float)n + (p[k] ? c[s] : 0.0f);
-			g[k] *= f;
+			NULL, NULL);
+		for (int s = 0, k0 = 0; k0 < j->K; s++, k0 += j->beta) {
+			const int k1 = k0 + j->beta < j->K ? k0 + j->beta : j->K;
+			const float cut = 1.0f / (float)(k1 - k0), pass = cut + c[s];
+			for (int k = k0; k < k1; k++)
+				g[k] *= p[k] ? pass : cut;
 		}
 	}
 }
@@ -442,7 +500,7 @@ int linear_hadanet_stats(linear_scratch *s, const float *X, int R, int K, int x_
 		for (int rl = HDQT_ACT_SIGN; rl <= HDQT_ACT_CENTRE; rl++) {
 			if (rl == HDQT_ACT_MASK && acc[7] > 0)
 				continue;
-			bin_row(x, K, ba, (hdqt_act_bin)rl, 0, bits, c, off);
+			bin_row(x, K, ba, (hdqt_act_bin)rl, 0, bits, c, off, NULL);
 			const float *o = rl == HDQT_ACT_SIGN ? NULL : off;
 			for (int k = 0; k < K; k++) {
 				const double e = (ba == 1 ? x[k] : bin_value(bits, c, o, k, ba)) - x[k];
