@@ -165,6 +165,9 @@ static const bkernel kernels[] = {
 	{"avx512", bgemm_x86_avx512, bgemm_x86_avx512_supported},
 	{"avx2", bgemm_x86_avx2, bgemm_x86_avx2_supported},
 #endif
+#if HDQT_AARCH64
+	{"neon", bgemm_arm_neon, bgemm_arm_neon_supported},
+#endif
 	{"scalar", NULL, always},
 };
 #define N_KERNELS (sizeof(kernels) / sizeof(kernels[0]))

@@ -72,7 +72,7 @@ void bgemm_run(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int
 /* Does the active kernel handle segment g over K (else bgemm_run is the
  * reference)?  Callers with small segments may prefer a float product. */
 int bgemm_fast(int K, int g);
-/* "scalar", "avx2", "avx512" (VPOPCNTDQ) or "avx512bitalg"; forced by
+/* "scalar", "avx2", "avx512" (VPOPCNTDQ), "avx512bitalg" or "neon"; forced by
  * HDQT_BKERNEL (or HDQT_KERNEL=scalar) at start-up. */
 const char *bgemm_kernel_name(void);
 /* Force a variant (tests, bench); HDQT_ENOTFOUND if this CPU lacks it. */
@@ -86,3 +86,5 @@ int bgemm_x86_bitalg_supported(void);
 void bgemm_x86_avx2(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy);
 void bgemm_x86_avx512(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy);
 void bgemm_x86_bitalg(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy);
+int bgemm_arm_neon_supported(void);
+void bgemm_arm_neon(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy);

@@ -255,7 +255,7 @@ const char *hdqt_kernel_name(void);
 /* Force a variant by name (tests/bench); HDQT_ENOTFOUND if unsupported here. */
 int hdqt_kernel_select(const char *name);
 /* The HadaNets binary matrix multiply's variant ("scalar", "avx2",
- * "avx512", "avx512bitalg"; HDQT_BKERNEL forces one). */
+ * "avx512", "avx512bitalg", "neon"; HDQT_BKERNEL forces one). */
 const char *hdqt_binary_kernel_name(void);
 
 #ifdef __cplusplus
