@@ -423,6 +423,9 @@ int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen)
 		if (hdqt_qconfig_check(&q) < 0)
 			return fail(err, errlen, "model", "beta_w",
 				    "beta_w and beta_a must nest (one a multiple of the other, or 0)");
+		if (c->n_hidden < 2)
+			return fail(err, errlen, "model", "hidden",
+				    "a HadaNets recipe binarises the inner layers: it needs two hidden layers");
 	}
 	if (c->max_write_queue < c->max_message)
 		return fail(err, errlen, "daemon", "max_write_queue", "must be >= daemon.max_message");

@@ -286,42 +286,66 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 		snprintf(res->reason, sizeof(res->reason), "no pending samples");
 		goto out;
 	}
-	/* Split: every holdout_every-th sample of a class (by arrival) is held out. */
+	/* Split: every holdout_every-th sample of a class (by arrival) is held
+	 * out.  In place, without copies of the round's rows (a round of
+	 * 20,000 samples held three 13 MB copies): a first pass labels each
+	 * pending sample (-1: skipped, -2 - label: held out), then the
+	 * training rows are moved to the front of rd.P (TX) and the validation
+	 * rows kept and the held-out ones appended in rd.V (VX). */
 	lab = calloc((size_t)rd.n_classes + 1, sizeof(int));
 	y = malloc(sizeof(int) * (size_t)rd.np);
-	TX = malloc(sizeof(float) * (size_t)rd.np * d);
 	learned = malloc(sizeof(int64_t) * (size_t)rd.np);
 	holdout = malloc(sizeof(int64_t) * (size_t)rd.np);
-	vy = malloc(sizeof(int) * (size_t)(rd.nv + rd.np));
-	VX = malloc(sizeof(float) * (size_t)(rd.nv + rd.np) * d);
-	if (!lab || !y || !TX || !learned || !holdout || !vy || !VX) {
+	if (!lab || !y || !learned || !holdout) {
 		snprintf(res->reason, sizeof(res->reason), "out of memory");
 		goto out;
 	}
 	int nt = 0, nh = 0, nvx = 0, max_label = -1;
+	for (int i = 0; i < rd.np; i++) {
+		int l = label_of(&rd, rd.pcls[i]);
+		if (l < 0 || l >= HDQT_MAX_CLASSES) {
+			y[i] = -1; /* cannot happen: samples reference classes by foreign key */
+			continue;
+		}
+		int k = lab[l < rd.n_classes ? l : rd.n_classes]++;
+		int out_ = c->holdout_every > 1 && k % c->holdout_every == c->holdout_every - 1;
+		y[i] = out_ ? -2 - l : l;
+		nh += out_;
+	}
+	vy = malloc(sizeof(int) * (size_t)(rd.nv + nh + 1));
+	float *grown = realloc(rd.V, sizeof(float) * ((size_t)rd.nv + nh + 1) * d);
+	if (!vy || !grown) {
+		snprintf(res->reason, sizeof(res->reason), "out of memory");
+		goto out;
+	}
+	rd.V = grown;
 	for (int i = 0; i < rd.nv; i++) {
 		int l = label_of(&rd, rd.vcls[i]);
 		if (l < 0)
 			continue;
-		memcpy(VX + (size_t)nvx * d, rd.V + (size_t)i * d, sizeof(float) * d);
+		if (nvx != i)
+			memcpy(rd.V + (size_t)nvx * d, rd.V + (size_t)i * d, sizeof(float) * d);
 		vy[nvx++] = l;
 	}
+	nh = 0;
 	for (int i = 0; i < rd.np; i++) {
-		int l = label_of(&rd, rd.pcls[i]);
-		if (l < 0 || l >= HDQT_MAX_CLASSES)
-			continue; /* cannot happen: samples reference classes by foreign key */
-		int k = lab[l < rd.n_classes ? l : rd.n_classes]++;
-		if (c->holdout_every > 1 && k % c->holdout_every == c->holdout_every - 1) {
+		const int l = y[i];
+		if (l == -1)
+			continue;
+		if (l <= -2) { /* row i is read before any later move overwrites it (nt <= i) */
 			holdout[nh++] = rd.pid[i];
-			memcpy(VX + (size_t)nvx * d, rd.P + (size_t)i * d, sizeof(float) * d);
-			vy[nvx++] = l;
+			memcpy(rd.V + (size_t)nvx * d, rd.P + (size_t)i * d, sizeof(float) * d);
+			vy[nvx++] = -2 - l;
 		} else {
 			learned[nt] = rd.pid[i];
-			memcpy(TX + (size_t)nt * d, rd.P + (size_t)i * d, sizeof(float) * d);
-			y[nt++] = l;
+			if (nt != i)
+				memcpy(rd.P + (size_t)nt * d, rd.P + (size_t)i * d, sizeof(float) * d);
+			y[nt++] = l; /* nt <= i: y[i] was read above */
 			max_label = l > max_label ? l : max_label;
 		}
 	}
+	TX = rd.P;
+	VX = rd.V;
 	res->samples = nt;
 	res->holdout = nh;
 	res->val_samples = nvx;
@@ -516,8 +540,7 @@ out:
 	free(vy);
 	free(my);
 	free(lab);
-	free(TX);
-	free(VX);
+	/* TX and VX are rd.P and rd.V, freed with rd */
 	free(MX);
 	free(learned);
 	free(holdout);

@@ -28,7 +28,7 @@ static void *zgrow(void **mem, size_t *cap, size_t n)
 
 int bgemm_a_alloc(bgemm_a *a, int R, int K, int g, int with_mu)
 {
-	if (R < 0 || K < 1 || g < 1)
+	if (R < 1 || K < 1 || K > HDQT_MAX_DIM || g < 1)
 		return HDQT_EINVAL;
 	const int R4 = (R + 3) / 4 * 4, nw = (K + 31) / 32, ns = bgemm_nseg(K, g);
 	size_t nb = (size_t)R4 * nw * 4, nc = (size_t)R4 * ns * sizeof(float);
@@ -55,7 +55,7 @@ void bgemm_a_free(bgemm_a *a)
 
 int bgemm_w_alloc(bgemm_w *w, int M, int K, int g)
 {
-	if (M < 1 || K < 1 || g < 1)
+	if (M < 1 || K < 1 || K > HDQT_MAX_DIM || g < 1)
 		return HDQT_EINVAL;
 	const int M16 = (M + 15) / 16 * 16, nw = (K + 31) / 32, ns = bgemm_nseg(K, g);
 	size_t nb = (size_t)M16 * nw * 4, nc = (size_t)M16 * ns * sizeof(float);
@@ -95,7 +95,7 @@ static int popc_range(const uint32_t *a, const uint32_t *b, int lo, int hi)
 		const int wi = k >> 5, o = k & 31;
 		const int take = 32 - o < hi - k ? 32 - o : hi - k;
 		const uint32_t m = take == 32 ? ~0u : ((1u << take) - 1u) << o;
-		n += __builtin_popcount(((a ? a[wi] : 0u) ^ b[wi]) & m);
+		n += __builtin_popcount(((a ? a[wi] : 0u) ^ b[wi]) & m); /* bits past hi masked */
 		k += take;
 	}
 	return n;
@@ -104,8 +104,10 @@ static int popc_range(const uint32_t *a, const uint32_t *b, int lo, int hi)
 void bgemm_w_set_row(bgemm_w *w, int r, const uint32_t *bits, const float *c)
 {
 	const int b = r / 16, lane = r % 16;
+	/* bits past K must be zero: the kernels XOR whole words */
+	const uint32_t last = w->K % 32 ? (1u << (w->K % 32)) - 1u : ~0u;
 	for (int i = 0; i < w->nw; i++)
-		w->bits[((size_t)b * w->nw + i) * 16 + lane] = bits[i];
+		w->bits[((size_t)b * w->nw + i) * 16 + lane] = i == w->nw - 1 ? bits[i] & last : bits[i];
 	for (int s = 0; s < w->ns; s++) {
 		int lo, hi;
 		seg_range(w->K, w->g, s, &lo, &hi);
@@ -183,14 +185,17 @@ static void pick(void)
 	const char *all = getenv("HDQT_KERNEL");
 	if ((!force || !*force) && all && strcmp(all, "scalar") == 0)
 		force = "scalar";
-	for (size_t i = 0; i < N_KERNELS; i++) {
-		if (force && *force && strcmp(force, kernels[i].name) != 0)
-			continue;
+	/* a forced name this CPU has; otherwise (unknown, unsupported) the best */
+	for (size_t i = 0; force && *force && i < N_KERNELS; i++)
+		if (strcmp(force, kernels[i].name) == 0 && kernels[i].supported()) {
+			active = &kernels[i];
+			return;
+		}
+	for (size_t i = 0; i < N_KERNELS; i++)
 		if (kernels[i].supported()) {
 			active = &kernels[i];
 			return;
 		}
-	}
 	active = &kernels[N_KERNELS - 1];
 }
 
@@ -219,7 +224,7 @@ int bgemm_kernel_select(const char *name)
 
 int bgemm_fast(int K, int g)
 {
-	return get()->fn && (g >= K || g == 16 || g % 32 == 0);
+	return g >= K || g == 16 || g % 32 == 0;
 }
 
 void bgemm_run(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy)

@@ -69,8 +69,10 @@ void bgemm_w_get_row(const bgemm_w *w, int r, uint32_t *bits);
 void bgemm_ref(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy);
 void bgemm_run(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy);
 
-/* Does the active kernel handle segment g over K (else bgemm_run is the
- * reference)?  Callers with small segments may prefer a float product. */
+/* Is segment g over K one the kernels take (16, a multiple of 32, or the
+ * whole row)?  Then bgemm_run gives the same floats on every machine (a
+ * kernel, or the reference where there is none); callers with other
+ * segments may prefer a float product. */
 int bgemm_fast(int K, int g);
 /* "scalar", "avx2", "avx512" (VPOPCNTDQ), "avx512bitalg" or "neon"; forced by
  * HDQT_BKERNEL (or HDQT_KERNEL=scalar) at start-up. */
@@ -78,7 +80,7 @@ const char *bgemm_kernel_name(void);
 /* Force a variant (tests, bench); HDQT_ENOTFOUND if this CPU lacks it. */
 int bgemm_kernel_select(const char *name);
 
-/* Kernel signature: column blocks [b0, b1), rows [r0, r1) in steps of 4. */
+/* Kernel signature: rows [r0, r1) (r0 a multiple of 4), every column. */
 typedef void (*bgemm_fn)(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy);
 int bgemm_x86_avx2_supported(void);
 int bgemm_x86_avx512_supported(void);

@@ -68,7 +68,8 @@ static inline void store4(float *y, float32x4_t v, int n)
 
 void bgemm_arm_neon(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy)
 {
-	const int nw = a->nw, ns = a->ns, K = a->K, g = a->g, R = a->R;
+	const int nw = a->nw, ns = a->ns, K = a->K, g = a->g;
+	const int rend = r1 < a->R ? r1 : a->R; /* rows stored: [r0, min(r1, R)) */
 	const uint32x4_t low16 = vdupq_n_u32(0xffff);
 	for (int b = 0; b < w->M16 / 16; b++) {
 		for (int qt = 0; qt < 4; qt++) {
@@ -79,7 +80,7 @@ void bgemm_arm_neon(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y
 			const uint32_t *wb = w->bits + (size_t)b * nw * 16 + qt * 4;
 			const float *wc = w->c + (size_t)b * ns * 16 + qt * 4;
 			const float *ws = w->sw + (size_t)b * ns * 16 + qt * 4;
-			for (int r = r0; r < r1 && r < R; r += 4) {
+			for (int r = r0; r < rend; r += 4) {
 				const uint32_t *x0 = a->bits + (size_t)r * nw, *x1 = x0 + nw;
 				const uint32_t *x2 = x1 + nw, *x3 = x2 + nw;
 				const float *ac = a->c + (size_t)r * ns;
@@ -125,11 +126,11 @@ void bgemm_arm_neon(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y
 				}
 				float *y = Y + (size_t)r * ldy + col0;
 				store4(y, acc0, cols);
-				if (r + 1 < R)
+				if (r + 1 < rend)
 					store4(y + ldy, acc1, cols);
-				if (r + 2 < R)
+				if (r + 2 < rend)
 					store4(y + 2 * (size_t)ldy, acc2, cols);
-				if (r + 3 < R)
+				if (r + 3 < rend)
 					store4(y + 3 * (size_t)ldy, acc3, cols);
 			}
 		}

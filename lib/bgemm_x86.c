@@ -87,7 +87,8 @@ static inline void seg_words(int K, int g, int ns, int nw, int s, int *w0, int *
 #define KERNEL512(NAME, TARGET, POPC_HALVES)                                                       \
 	TARGET void NAME(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy)    \
 	{                                                                                          \
-		const int nw = a->nw, ns = a->ns, K = a->K, g = a->g, R = a->R;                    \
+		const int nw = a->nw, ns = a->ns, K = a->K, g = a->g;                              \
+		const int rend = r1 < a->R ? r1 : a->R; /* rows stored: [r0, min(r1, R)) */        \
 		const __m512i low16 = _mm512_set1_epi32(0xffff);                                   \
 		(void)low16;                                                                       \
 		for (int b = 0; b < w->M16 / 16; b++) {                                            \
@@ -96,7 +97,7 @@ static inline void seg_words(int K, int g, int ns, int nw, int s, int *w0, int *
 			const float *ws = w->sw + (size_t)b * ns * 16;                             \
 			const int cols = w->M - b * 16 < 16 ? w->M - b * 16 : 16;                  \
 			const __mmask16 km = (__mmask16)((1u << cols) - 1u);                       \
-			for (int r = r0; r < r1 && r < R; r += 4) {                                \
+			for (int r = r0; r < rend; r += 4) {                                \
 				const uint32_t *x0 = a->bits + (size_t)r * nw, *x1 = x0 + nw;      \
 				const uint32_t *x2 = x1 + nw, *x3 = x2 + nw;                       \
 				const float *ac = a->c + (size_t)r * ns;                           \
@@ -133,11 +134,11 @@ static inline void seg_words(int K, int g, int ns, int nw, int s, int *w0, int *
 				}                                                                  \
 				float *y = Y + (size_t)r * ldy + (size_t)b * 16;                   \
 				_mm512_mask_storeu_ps(y, km, acc0);                                \
-				if (r + 1 < R)                                                     \
+				if (r + 1 < rend)                                                     \
 					_mm512_mask_storeu_ps(y + ldy, km, acc1);                  \
-				if (r + 2 < R)                                                     \
+				if (r + 2 < rend)                                                     \
 					_mm512_mask_storeu_ps(y + 2 * (size_t)ldy, km, acc2);      \
-				if (r + 3 < R)                                                     \
+				if (r + 3 < rend)                                                     \
 					_mm512_mask_storeu_ps(y + 3 * (size_t)ldy, km, acc3);      \
 			}                                                                          \
 		}                                                                                  \
@@ -225,7 +226,8 @@ AVX2_T static inline void store8(float *y, __m256 v, int n)
 
 AVX2_T void bgemm_x86_avx2(const bgemm_a *a, const bgemm_w *w, int r0, int r1, float *Y, int ldy)
 {
-	const int nw = a->nw, ns = a->ns, K = a->K, g = a->g, R = a->R;
+	const int nw = a->nw, ns = a->ns, K = a->K, g = a->g;
+	const int rend = r1 < a->R ? r1 : a->R; /* rows stored: [r0, min(r1, R)) */
 	const __m256i low16 = _mm256_set1_epi32(0xffff);
 	for (int b = 0; b < w->M16 / 16; b++) {
 		for (int half = 0; half < 2; half++) {
@@ -237,7 +239,7 @@ AVX2_T void bgemm_x86_avx2(const bgemm_a *a, const bgemm_w *w, int r0, int r1, f
 			const uint32_t *wb = w->bits + (size_t)b * nw * 16 + half * 8;
 			const float *wc = w->c + (size_t)b * ns * 16 + half * 8;
 			const float *ws = w->sw + (size_t)b * ns * 16 + half * 8;
-			for (int r = r0; r < r1 && r < R; r += 4) {
+			for (int r = r0; r < rend; r += 4) {
 				const uint32_t *x0 = a->bits + (size_t)r * nw, *x1 = x0 + nw;
 				const uint32_t *x2 = x1 + nw, *x3 = x2 + nw;
 				const float *ac = a->c + (size_t)r * ns;
@@ -285,11 +287,11 @@ AVX2_T void bgemm_x86_avx2(const bgemm_a *a, const bgemm_w *w, int r0, int r1, f
 				}
 				float *y = Y + (size_t)r * ldy + col0;
 				store8(y, acc0, cols);
-				if (r + 1 < R)
+				if (r + 1 < rend)
 					store8(y + ldy, acc1, cols);
-				if (r + 2 < R)
+				if (r + 2 < rend)
 					store8(y + 2 * (size_t)ldy, acc2, cols);
-				if (r + 3 < R)
+				if (r + 3 < rend)
 					store8(y + 3 * (size_t)ldy, acc3, cols);
 			}
 		}

@@ -98,6 +98,10 @@ int hdqt_cl_resume(hdqt_cl *cl, int classes)
 hdqt_memory *hdqt_cl_memory(hdqt_cl *cl) { return cl->mem; }
 double hdqt_cl_samples_per_s(const hdqt_cl *cl) { return cl->sps; }
 
+/* hdqt_model_forward's inference chunk (lib/model.c CHUNK): the teacher's
+ * logits are computed in the same chunks. */
+#define TEACH_CHUNK 128
+
 static int uses_memory(hdqt_cl_method m) { return m == HDQT_CL_ER || m == HDQT_CL_ICARL; }
 static int uses_kd(hdqt_cl_method m) { return m == HDQT_CL_LWF || m == HDQT_CL_ICARL; }
 
@@ -114,9 +118,18 @@ static int select_herding(hdqt_cl *cl, const float *X, const int *y, int n, int 
 {
 	const int d = hdqt_model_n_in(cl->model), e = hdqt_model_embed_dim(cl->model);
 	int rc = 0;
-	float *rows = malloc(sizeof(float) * (size_t)n * d);
-	float *emb = malloc(sizeof(float) * (size_t)n * e);
-	int *idx = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+	/* Buffers for the largest new class, not for all n rows: the
+	 * embeddings of a 20,000-sample round were 41 MB. */
+	int kmax = 1;
+	for (int c = c0; c < c1; c++) {
+		int k = 0;
+		for (int i = 0; i < n; i++)
+			k += y[i] == c;
+		kmax = k > kmax ? k : kmax;
+	}
+	float *rows = malloc(sizeof(float) * (size_t)kmax * d);
+	float *emb = malloc(sizeof(float) * (size_t)kmax * e);
+	int *idx = malloc(sizeof(int) * (size_t)kmax);
 	float *sel = malloc(sizeof(float) * (size_t)(quota > 0 ? quota : 1) * d);
 	if (!rows || !emb || !idx || !sel)
 		rc = HDQT_ENOMEM;
@@ -235,25 +248,41 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 	const int kd = uses_kd(meth) && old > 0;
 	int rc = 0;
 
-	float *TX = malloc(sizeof(float) * (size_t)N * d);
-	int *Ty = malloc(sizeof(int) * (size_t)N);
+	/* The task's rows are X's and then the memory's, read in place: no
+	 * copy of X (for a daemon round of 20,000 samples that was 13 MB). */
+	float *MX = malloc(sizeof(float) * (size_t)(mem_n > 0 ? mem_n : 1) * d);
+	int *My = malloc(sizeof(int) * (size_t)(mem_n > 0 ? mem_n : 1));
+	float *CX = kd ? malloc(sizeof(float) * (size_t)TEACH_CHUNK * d) : NULL;
 	int *perm = malloc(sizeof(int) * (size_t)N);
 	float *teach = kd ? malloc(sizeof(float) * (size_t)N * hdqt_model_n_classes(m)) : NULL;
 	const int B = cl->cfg.batch;
 	float *bX = malloc(sizeof(float) * (size_t)B * d);
 	int *by = malloc(sizeof(int) * (size_t)B);
 	float *bT = kd ? malloc(sizeof(float) * (size_t)B * old) : NULL;
-	if (!TX || !Ty || !perm || !bX || !by || (kd && (!teach || !bT))) {
+	if (!MX || !My || !perm || !bX || !by || (kd && (!teach || !bT || !CX))) {
 		rc = HDQT_ENOMEM;
 		goto out;
 	}
-	memcpy(TX, X, sizeof(float) * (size_t)n * d);
-	memcpy(Ty, y, sizeof(int) * (size_t)n);
 	if (mem_n)
-		hdqt_memory_export(cl->mem, TX + (size_t)n * d, Ty + n);
+		hdqt_memory_export(cl->mem, MX, My);
+#define ROW(k) ((k) < n ? X + (size_t)(k) * d : MX + (size_t)((k) - n) * d)
+#define LABEL(k) ((k) < n ? y[k] : My[(k) - n])
 	const int head_before = hdqt_model_n_classes(m);
-	if (kd && (rc = hdqt_model_forward(m, TX, N, teach)) < 0)
-		goto out;
+	/* The old model's logits, in the chunks hdqt_model_forward cuts a
+	 * call into (so the same floats as one call over X and the memory
+	 * concatenated: under per-tensor scales an output depends on its
+	 * chunk); the chunk that straddles the two is gathered. */
+	for (int i = 0; kd && i < N; i += TEACH_CHUNK) {
+		const int b = N - i < TEACH_CHUNK ? N - i : TEACH_CHUNK;
+		const float *src = X + (size_t)i * d;
+		if (i + b > n) {
+			for (int r = 0; r < b; r++)
+				memcpy(CX + (size_t)r * d, ROW(i + r), sizeof(float) * d);
+			src = CX;
+		}
+		if ((rc = hdqt_model_forward(m, src, b, teach + (size_t)i * head_before)) < 0)
+			goto out;
+	}
 	if (classes_after > head_before && (rc = hdqt_model_add_classes(m, classes_after - head_before)) < 0)
 		goto out;
 	hdqt_model_reset_optimizer(m);
@@ -279,8 +308,8 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 			const int b = base + (bi < extra);
 			for (int r = 0; r < b; r++) {
 				int k = perm[s + r];
-				memcpy(bX + (size_t)r * d, TX + (size_t)k * d, sizeof(float) * d);
-				by[r] = Ty[k];
+				memcpy(bX + (size_t)r * d, ROW(k), sizeof(float) * d);
+				by[r] = LABEL(k);
 				if (kd)
 					memcpy(bT + (size_t)r * old, teach + (size_t)k * head_before,
 					       sizeof(float) * old);
@@ -319,9 +348,12 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 			goto out;
 	}
 	cl->trained = classes_after;
+#undef ROW
+#undef LABEL
 out:
-	free(TX);
-	free(Ty);
+	free(MX);
+	free(My);
+	free(CX);
 	free(perm);
 	free(teach);
 	free(bX);

@@ -38,8 +38,17 @@ struct linear_bin {
 	bgemm_w w;
 	int g, valid;
 	float *wmat;  /* or W~ materialised, for the float product of short segments */
+	size_t wmat_cap;
 	int wmat_valid;
+	int beta_w, w_centre; /* what the cached operand was built with */
 };
+
+/* The cache was built for this layer's shape and q's weight knobs. */
+static int bin_key_ok(const struct linear_bin *b, const linear *L, const hdqt_qconfig *q)
+{
+	return b->beta_w == q->beta_w && b->w_centre == q->w_centre && b->w.M == L->out &&
+	       b->w.K == L->in;
+}
 
 /* Scratch of the family beside linear_scratch's float buffers: the
  * activations' kernel operand, and per worker room for one row's bits and
@@ -129,8 +138,9 @@ HDQT_CLONES static float lane_sum(const float *restrict x, int n, float a, float
 	return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-static void bin_row(const float *x, int K, int beta, hdqt_act_bin rule, int centre_row,
-		    uint32_t *bits, float *c, float *off, uint8_t *neg8)
+/* Returns the row mean subtracted (0 without centre_row). */
+static float bin_row(const float *x, int K, int beta, hdqt_act_bin rule, int centre_row,
+		     uint32_t *bits, float *c, float *off, uint8_t *neg8)
 {
 	const int nw = (K + 31) / 32;
 	memset(bits, 0, (size_t)nw * 4);
@@ -166,6 +176,7 @@ static void bin_row(const float *x, int K, int beta, hdqt_act_bin rule, int cent
 		if (off)
 			off[s] = mu;
 	}
+	return rm;
 }
 
 /* out[i] = neg[i] ? lo : hi, as bit patterns: branch-free, so it
@@ -182,8 +193,9 @@ HDQT_CLONES static void select_seg(const uint8_t *restrict neg, int n, float hi,
 		o[i] = hb ^ (x & (0u - (uint32_t)neg[i]));
 }
 
-/* pass[i] = 1 where the sign's gradient passes: |x - sub| <= clip (clip 0: everywhere). */
-HDQT_CLONES static void pass_seg(const float *restrict x, int n, float sub, float clip,
+/* pass[i] = 1 where the sign's gradient passes: |(x - a) - b| <= clip
+ * (the argument of sign, as bin_row forms it; clip 0: everywhere). */
+HDQT_CLONES static void pass_seg(const float *restrict x, int n, float a, float b, float clip,
 				 uint8_t *restrict pass)
 {
 	if (clip <= 0.0f) {
@@ -191,7 +203,7 @@ HDQT_CLONES static void pass_seg(const float *restrict x, int n, float sub, floa
 		return;
 	}
 	for (int i = 0; i < n; i++)
-		pass[i] = fabsf(x[i] - sub) <= clip;
+		pass[i] = fabsf((x[i] - a) - b) <= clip;
 }
 
 /* The value the forward multiplies at k. */
@@ -231,7 +243,7 @@ static void mat_rows(const mat_job *j, int w, int r0, int r1)
 			continue;
 		}
 		uint8_t *neg = row_neg(j->bs, w, K);
-		bin_row(x, K, j->beta, j->rule, j->centre_row, bits, c, off, neg);
+		const float rm = bin_row(x, K, j->beta, j->rule, j->centre_row, bits, c, off, neg);
 		uint8_t *p = j->pass ? j->pass + (size_t)r * K : NULL;
 		/* Segment by segment (no division per element): the two values a
 		 * segment takes are off + c and off - c (= off + (-c): the floats
@@ -243,9 +255,9 @@ static void mat_rows(const mat_job *j, int w, int r0, int r1)
 			const float lo = j->rule == HDQT_ACT_SIGN ? -c[s] : os - c[s];
 			select_seg(neg + k0, k1 - k0, hi, lo, o + k0);
 			if (p) {
-				/* |x - off| is the argument of sign (mask: x itself) */
-				const float sub = j->rule == HDQT_ACT_CENTRE ? os : 0.0f;
-				pass_seg(x + k0, k1 - k0, sub, j->clip, p + k0);
+				/* the argument of sign: x - rm - off (mask: x itself) */
+				pass_seg(x + k0, k1 - k0, rm, j->rule == HDQT_ACT_CENTRE ? os : 0.0f, j->clip,
+					 p + k0);
 			}
 		}
 	}
@@ -291,7 +303,7 @@ static int weight_operand(linear *L, const hdqt_qconfig *q, int g, const bin_scr
 			return HDQT_ENOMEM;
 		L->bin = b;
 	}
-	if (L->wcached && b->valid && b->g == g && b->w.M == M && b->w.K == K)
+	if (L->wcached && b->valid && b->g == g && bin_key_ok(b, L, q))
 		return 0;
 	b->valid = 0;
 	b->wmat_valid = 0;
@@ -308,6 +320,8 @@ static int weight_operand(linear *L, const hdqt_qconfig *q, int g, const bin_scr
 		bgemm_w_set_row(&b->w, m, bits, cg);
 	}
 	b->g = g;
+	b->beta_w = q->beta_w;
+	b->w_centre = q->w_centre;
 	b->valid = 1;
 	L->wcached = 1;
 	return 0;
@@ -363,15 +377,23 @@ static int hadanet_forward(linear *L, const float *X, int N, int x_unsigned, con
 		struct linear_bin *b = L->bin;
 		if (!b && !(b = L->bin = calloc(1, sizeof(*b))))
 			return HDQT_ENOMEM;
-		if (!L->wcached || !b->wmat_valid) {
+		const int same = b->beta_w == q->beta_w && b->w_centre == q->w_centre &&
+				 b->wmat_cap == (size_t)M * K;
+		if (!L->wcached || !b->wmat_valid || !same) {
 			/* W~ kept until the weights change, as the kernel path keeps its bits */
 			b->wmat_valid = 0;
-			free(b->wmat);
-			if (!(b->wmat = malloc(sizeof(float) * (size_t)M * K)))
-				return HDQT_ENOMEM;
+			if (b->wmat_cap != (size_t)M * K) {
+				free(b->wmat);
+				b->wmat_cap = 0;
+				if (!(b->wmat = malloc(sizeof(float) * (size_t)M * K)))
+					return HDQT_ENOMEM;
+				b->wmat_cap = (size_t)M * K;
+			}
 			if ((rc = materialise(s, L->w, M, K, bw, HDQT_ACT_SIGN, q->w_centre, 0.0f, b->wmat,
 					      NULL)) < 0)
 				return rc;
+			b->beta_w = q->beta_w;
+			b->w_centre = q->w_centre;
 			b->wmat_valid = 1;
 			b->valid = 0; /* the kernel's copy is not refreshed here */
 			L->wcached = 1;

@@ -963,6 +963,12 @@ static int read_rows(hdqt_store *s, sqlite3_stmt *p, int with_id, int d, float *
 		return rc == -1 ? seterr(s, HDQT_EFORMAT, "stored feature vector is not %d floats", d)
 				: sqlerr(s, rc, "read");
 	}
+	/* Give back the doubling's slack (a round of 20,000 rows held 32,768). */
+	if (cnt > 0 && cnt < cap) {
+		float *fit = realloc(x, sizeof(float) * (size_t)cnt * d);
+		if (fit)
+			x = fit;
+	}
 	*X = x;
 	*n = cnt;
 	if (ids)
@@ -1326,7 +1332,9 @@ int hdqt_store_model_list(hdqt_store *s, hdqt_store_model **out, int *n)
 		m->blob_len = (size_t)sqlite3_column_int64(p, 3);
 		snprintf(m->metrics, sizeof(m->metrics), "%s", (const char *)sqlite3_column_text(p, 4));
 		const unsigned char *cf = sqlite3_column_text(p, 5);
-		snprintf(m->config, sizeof(m->config), "%s", cf ? (const char *)cf : "");
+		/* too long to keep whole: none, rather than a truncated text */
+		snprintf(m->config, sizeof(m->config), "%s",
+			 cf && strlen((const char *)cf) < sizeof(m->config) ? (const char *)cf : "");
 	}
 	sqlite3_finalize(p);
 	if (rc != SQLITE_DONE) {

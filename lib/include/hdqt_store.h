@@ -135,7 +135,7 @@ typedef struct hdqt_store_model {
 	int current;
 	size_t blob_len;
 	char metrics[512];   /* JSON, truncated to fit */
-	char config[320];    /* JSON: the recipe it was trained with ("" if none) */
+	char config[512];    /* JSON: the recipe it was trained with ("" if none or too long) */
 } hdqt_store_model;
 
 /* Store a blob; with make_current, mark it current in the same transaction.

@@ -16,6 +16,8 @@ static int write_model(const char *dir, const char *name, hdqt_mode mode, int n_
 	hdqt_qconfig q;
 	hdqt_qconfig_default(&q, mode);
 	q.fwd_hadamard = fwd_hadamard;
+	if (hdqt_mode_is_hadanet(mode) && fwd_hadamard) /* for HadaNets: every layer binary */
+		q.bin_layers = HDQT_BIN_ALL;
 	hdqt_mlp_config c = {.n_in = 6, .n_hidden = n_hidden, .hidden = {8, 4}, .n_classes = 3};
 	hdqt_model *m = NULL;
 	float X[4 * 6];
@@ -54,5 +56,7 @@ int main(int argc, char **argv)
 	return write_model(argv[1], "hdqt-6-8-4-3.bin", HDQT_MODE_HDQT, 2, 0) |
 	       write_model(argv[1], "fp32-6-8-3.bin", HDQT_MODE_FP32, 1, 0) |
 	       write_model(argv[1], "int-6-3.bin", HDQT_MODE_INT, 0, 0) |
-	       write_model(argv[1], "hdqt-paper-fwdhad-6-8-3.bin", HDQT_MODE_HDQT_PAPER, 1, 1);
+	       write_model(argv[1], "hdqt-paper-fwdhad-6-8-3.bin", HDQT_MODE_HDQT_PAPER, 1, 1) |
+	       write_model(argv[1], "hadanet-all-6-8-4-3.bin", HDQT_MODE_HADANET, 2, 1) |
+	       write_model(argv[1], "hadanet-paper-6-8-4-3.bin", HDQT_MODE_HADANET_PAPER, 2, 0);
 }
