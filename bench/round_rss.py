@@ -68,12 +68,14 @@ def main():
             c.call("sample.add", {"samples": [{"class": n, "features": x} for n, x in rows[i:i + 500]]})
         pid = d.proc.pid
         before = vm(pid, "VmHWM")
+        rss0 = vm(pid, "VmRSS")
         t0 = time.time()
         ev = hdqtd_harness.train_and_wait(c, timeout=3600)
         dt = time.time() - t0
         after = vm(pid, "VmHWM")
-        print("samples %d, round %s in %.1f s; daemon peak RSS before the round %.1f MB, after %.1f MB"
-              % (len(rows), ev.get("outcome"), dt, before / 1024, after / 1024))
+        print("samples %d, round %s in %.1f s; daemon RSS when the round starts %.1f MB (peak so far "
+              "%.1f MB), peak RSS after the round %.1f MB"
+              % (len(rows), ev.get("outcome"), dt, rss0 / 1024, before / 1024, after / 1024))
         if os.environ.get("ROUND_RSS_SMAPS"):
             top = {}
             name = None

@@ -20,6 +20,9 @@
  * it, so a train or rollback in that window is refused, never lost.
  */
 #include <math.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -265,6 +268,12 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 	double t0 = mono_s();
 	res->outcome = HDQTD_ROUND_FAILED;
 	res->val_acc = res->prev_acc = -1;
+#if defined(__GLIBC__)
+	/* What ingestion freed (parse trees, the writer's buffers, in the
+	 * threads' arenas) goes back to the system before the round's own
+	 * buffers are taken: the round's peak is then the round's. */
+	malloc_trim(0);
+#endif
 
 	if ((rc = hdqt_store_class_list(t->store, &rd.classes, &rd.n_classes)) < 0 ||
 	    (rc = hdqt_store_samples_pending(t->store, d, c->max_round_samples, &rd.P, &rd.pid,
@@ -546,6 +555,9 @@ out:
 	free(holdout);
 	free(mcls);
 	free(blob);
+#if defined(__GLIBC__)
+	malloc_trim(0); /* an idle box gives the round's memory back */
+#endif
 }
 
 /* Median of the n values v (reordered). */

@@ -140,7 +140,7 @@ static int select_herding(hdqt_cl *cl, const float *X, const int *y, int n, int 
 				memcpy(rows + (size_t)k++ * d, X + (size_t)i * d, sizeof(float) * d);
 		if ((rc = hdqt_model_embed(cl->model, rows, k, emb)) < 0)
 			break;
-		int got = hdqt_herding(emb, k, e, quota, idx);
+		int got = hdqt_herding_inplace(emb, k, e, quota, idx); /* emb is not needed after */
 		if (got < 0) {
 			rc = got;
 			break;

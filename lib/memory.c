@@ -113,17 +113,35 @@ int hdqt_memory_rebalance_to(hdqt_memory *m, int q)
 	return 0;
 }
 
+static int herd(const float *emb, float *z, int n, int e, int want, int *idx);
+
 int hdqt_herding(const float *emb, int n, int e, int want, int *idx)
 {
 	if (!emb || !idx || n < 0 || e < 1 || want < 0)
 		return HDQT_EINVAL;
+	float *z = malloc(sizeof(float) * ((size_t)n * e > 0 ? (size_t)n * e : 1));
+	if (!z)
+		return HDQT_ENOMEM;
+	int rc = herd(emb, z, n, e, want, idx);
+	free(z);
+	return rc;
+}
+
+int hdqt_herding_inplace(float *emb, int n, int e, int want, int *idx)
+{
+	if (!emb || !idx || n < 0 || e < 1 || want < 0)
+		return HDQT_EINVAL;
+	return herd(emb, emb, n, e, want, idx);
+}
+
+/* z (n x e) = the rows of emb normalised (z may be emb), then herding on z. */
+static int herd(const float *emb, float *z, int n, int e, int want, int *idx)
+{
 	if (want > n)
 		want = n;
-	float *z = malloc(sizeof(float) * (size_t)n * e);
 	double *mu = malloc(sizeof(double) * e), *acc = calloc((size_t)e, sizeof(double));
 	char *used = calloc((size_t)n > 0 ? (size_t)n : 1, 1);
-	if (!z || !mu || !acc || !used) {
-		free(z);
+	if (!mu || !acc || !used) {
 		free(mu);
 		free(acc);
 		free(used);
@@ -164,7 +182,6 @@ int hdqt_herding(const float *emb, int n, int e, int want, int *idx)
 		for (int j = 0; j < e; j++)
 			acc[j] += z[(size_t)best * e + j];
 	}
-	free(z);
 	free(mu);
 	free(acc);
 	free(used);

@@ -89,6 +89,8 @@ int hdqt_memory_quota(const hdqt_memory *m, int classes);
  * L2-normalised inside) so that the running mean of the first k best
  * approximates the class mean; writes the first `want` indices to idx. */
 int hdqt_herding(const float *emb, int n, int e, int want, int *idx);
+/* The same, normalising emb in place (no copy of it: emb is overwritten). */
+int hdqt_herding_inplace(float *emb, int n, int e, int want, int *idx);
 
 /* ---- class-incremental learner ---------------------------------------- */
 
