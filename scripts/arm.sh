@@ -4,7 +4,7 @@
 # (docs/arm.md).  Installs what it needs (arm64 architecture, the cross
 # compiler, qemu-user, the :arm64 -dev packages) when run as root, and fails
 # loudly otherwise -- it never skips.  Then:
-#   - every Check suite (unit + slow) under each kernel variant forced with
+#   - every Check suite (meson suites unit + slow) under each kernel variant forced with
 #     HDQT_KERNEL: dotprod on QEMU_CPU=max (has FEAT_DotProd), neon and scalar
 #     on max and on cortex-a72 (ARMv8.0, no dot product); each run is a meson
 #     test run whose log is build-arm64/meson-logs/arm-<kernel>-<cpu>.json;
@@ -58,7 +58,8 @@ T1=$(date +%s)
 # ---- tests under qemu --------------------------------------------------------------
 # The loader and libraries of libc6:arm64 (-L /), as the cross file's exe_wrapper.
 QEMU=(qemu-aarch64 -L /)
-SUITES=(fwht quant gemm model features cl store)
+# every unit and slow suite of tests/meson.build (a new suite joins by itself)
+SUITES=(--suite unit --suite slow)
 rm -f $LOGS/arm-*.json
 failed=0
 record() { # name result seconds: one line of meson's testlog format
