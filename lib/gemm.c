@@ -236,14 +236,15 @@ HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int off, u
 	}
 }
 
-HDQT_CLONES static void pack_b(const int8_t *B, int J, int K, int K4, int tile4, int ntiles,
-			       int off, int8_t *Bp, int32_t *corr)
+/* Column blocks [b0, b1) of B (16 columns each) into the kernel layout. */
+HDQT_CLONES static void pack_b_blocks(const int8_t *B, int J, int K, int K4, int tile4, int ntiles,
+				      int off, int8_t *Bp, int32_t *corr, int b0, int b1)
 {
-	const int J16 = (J + 15) / 16;
-	memset(Bp, 0, (size_t)J16 * K4 * 64);
-	memset(corr, 0, (size_t)J16 * ntiles * 16 * sizeof(int32_t));
+	memset(Bp + (size_t)b0 * K4 * 64, 0, (size_t)(b1 - b0) * K4 * 64);
+	memset(corr + (size_t)b0 * ntiles * 16, 0, (size_t)(b1 - b0) * ntiles * 16 * sizeof(int32_t));
 	const int kfull = K / 4;
-	for (int j = 0; j < J; j++) {
+	const int j1 = b1 * 16 < J ? b1 * 16 : J;
+	for (int j = b0 * 16; j < j1; j++) {
 		const int jb = j / 16, jl = j % 16;
 		const int8_t *s = B + (long)j * K;
 		int8_t *d = Bp + (size_t)jb * K4 * 64 + jl * 4;
@@ -262,6 +263,12 @@ HDQT_CLONES static void pack_b(const int8_t *B, int J, int K, int K4, int tile4,
 			cr[t * 16] = -off * sum;
 		}
 	}
+}
+
+static void pack_b(const int8_t *B, int J, int K, int K4, int tile4, int ntiles, int off, int8_t *Bp,
+		   int32_t *corr)
+{
+	pack_b_blocks(B, J, K, K4, tile4, ntiles, off, Bp, corr, 0, (J + 15) / 16);
 }
 
 int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
@@ -298,6 +305,19 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 
 int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p)
 {
+	int nb = gemm_pack_begin(pb, B, J, K, p);
+	if (nb > 0)
+		gemm_pack_blocks(pb, B, 0, nb);
+	return nb < 0 ? nb : 0;
+}
+
+void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1)
+{
+	pack_b_blocks(B, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off, pb->Bp, pb->corr, b0, b1);
+}
+
+int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p)
+{
 	int tile;
 	int rc = check_shape(1, J, K, p, &tile);
 	if (rc < 0)
@@ -307,7 +327,9 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 	const int K4 = (K + 3) / 4, J16 = (J + 15) / 16;
 	const int tile4 = (tile >= K) ? K4 : (tile / 4 > 0 ? tile / 4 : 1);
 	const int ntiles = (K4 + tile4 - 1) / tile4;
-	size_t szR = ((size_t)J * K + 63) & ~(size_t)63;
+	/* B's own bytes only where the reference will read them: a kernel
+	 * layout holds them too (gemm_q_packed unpacks it if it must). */
+	size_t szR = use ? 0 : ((size_t)J * K + 63) & ~(size_t)63;
 	size_t szB = use ? ((size_t)J16 * K4 * 64 + 63) & ~(size_t)63 : 0;
 	size_t szC = use ? (size_t)J16 * ntiles * 16 * sizeof(int32_t) : 0;
 	size_t need = szR + szB + szC + 64;
@@ -319,10 +341,11 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 		pb->cap = need;
 	}
 	uint8_t *base = (uint8_t *)(((uintptr_t)pb->mem + 63) & ~(uintptr_t)63);
-	pb->raw = (int8_t *)base;
+	pb->raw = use ? NULL : (int8_t *)base;
 	pb->Bp = (int8_t *)(base + szR);
 	pb->corr = (int32_t *)(base + szR + szB);
-	memcpy(pb->raw, B, (size_t)J * K);
+	if (!use)
+		memcpy(pb->raw, B, (size_t)J * K);
 	pb->J = J;
 	pb->K = K;
 	pb->K4 = K4;
@@ -331,9 +354,7 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 	pb->off = p->a_signed && use == LAYOUT_OFFSET ? 1 << (p->bits - 1) : 0;
 	pb->kernel = use;
 	pb->p = *p;
-	if (use)
-		pack_b(B, J, K, K4, tile4, ntiles, pb->off, pb->Bp, pb->corr);
-	return 0;
+	return use ? J16 : 0;
 }
 
 int gemm_packed_matches(const gemm_packed *pb, int J, int K, const gemm_params *p)
@@ -358,8 +379,19 @@ int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, in
 	const gemm_kernel *kern = get_kernel();
 	/* A packing made under another kernel (a test or bench switched
 	 * kernels since) is not this kernel's layout: the reference runs. */
-	if (!pb->kernel || I == 0 || kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel)
-		return gemm_q_ref(A, pb->raw, I, J, K, &pb->p, C);
+	if (!pb->kernel || I == 0 || kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel) {
+		if (pb->raw)
+			return gemm_q_ref(A, pb->raw, I, J, K, &pb->p, C);
+		/* B back out of the kernel layout (its bytes are B's) */
+		int8_t *raw = ws_get(ws, (size_t)J * K + 1);
+		if (!raw)
+			return HDQT_ENOMEM;
+		for (int j = 0; j < J; j++)
+			for (int k = 0; k < K; k++)
+				raw[(size_t)j * K + k] =
+					pb->Bp[(size_t)(j / 16) * pb->K4 * 64 + (size_t)(k / 4) * 64 + (j % 16) * 4 + k % 4];
+		return gemm_q_ref(A, raw, I, J, K, &pb->p, C);
+	}
 	size_t szA = (size_t)I * pb->K4 * 4;
 	uint8_t *base = ws_get(ws, szA + 64);
 	if (!base)

@@ -37,13 +37,19 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 typedef struct gemm_packed {
 	void *mem;
 	size_t cap;
-	int8_t *raw;          /* J x K codes, for the reference path */
+	int8_t *raw;          /* J x K codes for the reference path (NULL under a kernel layout) */
 	int8_t *Bp;           /* kernel layout */
 	int32_t *corr;
 	int J, K, K4, tile4, ntiles, off, kernel;
 	gemm_params p;
 } gemm_packed;
 int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p);
+/* gemm_pack in two steps, for callers that pack column blocks on several
+ * threads: begin sizes pb and returns the number of 16-column blocks to
+ * pack (0: the reference's copy is all there is), or an error; then
+ * gemm_pack_blocks(pb, B, b0, b1) for disjoint ranges covering them. */
+int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p);
+void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1);
 /* C = A . B^T with B from gemm_pack (same params); identical to gemm_q. */
 int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, int32_t *C);
 void gemm_packed_free(gemm_packed *pb);

@@ -279,6 +279,35 @@ void linear_transpose2(linear_scratch *s, const float *a, int ar, int ac, float 
 	pool_run(s->pool, 2, transpose_task, &p);
 }
 
+/* ---- packing B over the pool: disjoint column blocks, the same bytes ---- */
+
+typedef struct pack_job {
+	gemm_packed *pb;
+	const int8_t *B;
+	int nb, n;
+} pack_job;
+
+static void pack_task(void *arg, int t, int w)
+{
+	(void)w;
+	const pack_job *j = arg;
+	const int b0 = (int)((long)j->nb * t / j->n), b1 = (int)((long)j->nb * (t + 1) / j->n);
+	if (b1 > b0)
+		gemm_pack_blocks(j->pb, j->B, b0, b1);
+}
+
+int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, int K,
+		    const gemm_params *p)
+{
+	int nb = gemm_pack_begin(pb, B, J, K, p);
+	if (nb <= 0)
+		return nb;
+	const int th = pool_size(s->pool);
+	pack_job j = {.pb = pb, .B = B, .nb = nb, .n = th > 1 && nb >= 2 * th ? 2 * th : 1};
+	pool_run(s->pool, j.n, pack_task, &j);
+	return 0;
+}
+
 /* ---- the fp32 products, shared by the fp32 recipe and the families that
  * multiply in float (HadaNets' backward) ---- */
 

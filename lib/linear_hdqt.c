@@ -44,7 +44,7 @@ static int qproduct(const float *a, int I, const float *b, int J, int K, int til
 			  .a_signed = !spa->is_unsigned};
 	/* Packed once, then the rows of A over the pool: the same integers as
 	 * gemm_q (gemm_pack's contract). */
-	int rc = gemm_pack(&s->bpack, qb, J, K, &gp);
+	int rc = linear_pack_par(s, &s->bpack, qb, J, K, &gp);
 	if (rc == 0)
 		rc = linear_gemm_par(s, qa, I, &s->bpack, c);
 	if (rc < 0)
@@ -124,7 +124,7 @@ static int weight_operand(linear *L, const quant_spec *spw, const gemm_params *g
 		return HDQT_ENOMEM;
 	L->wscale = sc;
 	linear_quant_par(s, wa, M, K, spw, NULL, qb, sc);
-	int rc = gemm_pack(&L->wpack, qb, M, K, gp);
+	int rc = linear_pack_par(s, &L->wpack, qb, M, K, gp);
 	if (rc < 0)
 		return rc;
 	L->wcached = 1;

@@ -53,6 +53,9 @@ void linear_blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, con
 #endif
 void linear_transpose2(linear_scratch *s, const float *a, int ar, int ac, float *at, const float *b,
 		       int br, int bc, float *bt);
+/* gemm_pack with the column blocks packed on the pool (the same bytes). */
+int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, int K,
+		    const gemm_params *p);
 void linear_rescale(linear_scratch *s, const int32_t *c, const float *sa, const float *sb, int I,
 		    int J, float div, float *out);
 
