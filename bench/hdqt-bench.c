@@ -408,9 +408,11 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 3; i++)
 		for (int b = 0; b < 4; b++)
 			bench_binary(betas[b], bshp[i].N, bshp[i].M, bshp[i].K, min_s / 4, &bus[i][b], &fus[i][b]);
-	static const char *const kernels[] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
-	double gm[4], gm_small[4];
-	for (int k = 0; k < 4; k++) {
+	static const char *const kernels[] = {"scalar", "portable", "avx2", "avxvnni", "avx512vnni", "neon",
+					      "dotprod"};
+	enum { NK = sizeof(kernels) / sizeof(kernels[0]) };
+	double gm[NK], gm_small[NK];
+	for (int k = 0; k < NK; k++) {
 		gm[k] = bench_gemm(kernels[k], 128, 512, 512, min_s / 2);
 		gm_small[k] = bench_gemm(kernels[k], 512, 166, 128, min_s / 2);
 	}
@@ -440,7 +442,7 @@ int main(int argc, char **argv)
 				       "\"speedup\": %.2f}", first ? "" : ", ", betas[b] ? betas[b] : bshp[i].K,
 				       bshp[i].name, bus[i][b], fus[i][b], fus[i][b] / bus[i][b]);
 		printf("], \"gemm_gmacs\": {");
-		for (int k = 0, first = 1; k < 4; k++)
+		for (int k = 0, first = 1; k < NK; k++)
 			if (gm[k] >= 0) {
 				printf("%s\"%s\": {\"128x512x512\": %.2f, \"512x166x128\": %.2f}", first ? "" : ", ",
 				       kernels[k], gm[k], gm_small[k]);
@@ -486,7 +488,7 @@ int main(int argc, char **argv)
 		printf("\n");
 	}
 	printf("tile-clamped int GEMM (4-bit operands, 8-bit acc, tile 32), GMAC/s:\n");
-	for (int k = 0; k < 4; k++)
+	for (int k = 0; k < NK; k++)
 		if (gm[k] >= 0)
 			printf("  %-11s 128x512x512: %7.2f   512x166x128: %7.2f\n", kernels[k], gm[k], gm_small[k]);
 	if (peak512 > 0 || peak256 > 0)

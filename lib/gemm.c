@@ -116,19 +116,21 @@ long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, in
 
 static const gemm_kernel kernels[] = {
 #if HDQT_X86_64
-	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL},
-	{"avxvnni", gemm_x86_avxvnni, 8, NULL},
+	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0},
+	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0},
 	/* maddubs adds two u8*s8 products in int16: exact only while
 	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
-	{"avx2", gemm_x86_avx2, 7, NULL},
+	{"avx2", gemm_x86_avx2, 7, NULL, 0},
 #endif
 #if HDQT_AARCH64
 	/* Both exact for 8-bit operands: SDOT sums in int32; the NEON path
 	 * flushes its 16-bit partial sums as often as the bits require. */
-	{"dotprod", NULL, 8, gemm_arm_dotprod},
-	{"neon", NULL, 8, gemm_arm_neon},
+	{"dotprod", NULL, 8, gemm_arm_dotprod, 0},
+	{"neon", NULL, 8, gemm_arm_neon, 0},
 #endif
-	{"scalar", NULL, 8, NULL},
+	/* Every build has it: the choice where no architecture kernel runs. */
+	{"portable", NULL, 8, gemm_portable_s8, 1},
+	{"scalar", NULL, 8, NULL, 0},
 };
 #define N_KERNELS (sizeof(kernels) / sizeof(kernels[0]))
 
@@ -153,12 +155,12 @@ static int kernel_supported(const gemm_kernel *k)
 
 /* Which packed layout kernel k takes for these operands: 0 none (the
  * reference runs), 1 offset-corrected A (fn), 2 A's own bytes (fn_s8). */
-enum { LAYOUT_NONE = 0, LAYOUT_OFFSET = 1, LAYOUT_RAW = 2 };
+enum { LAYOUT_NONE = 0, LAYOUT_OFFSET = 1, LAYOUT_RAW = 2, LAYOUT_RAWT = 3 };
 static int kernel_layout(const gemm_kernel *k, const gemm_params *p, int tile, int J, int K)
 {
 	if ((!k->fn && !k->fn_s8) || p->bits > k->max_bits || (tile % 4 != 0 && tile < K) || J <= 0)
 		return LAYOUT_NONE;
-	return k->fn_s8 ? LAYOUT_RAW : LAYOUT_OFFSET;
+	return k->fn_s8 ? (k->tgroups ? LAYOUT_RAWT : LAYOUT_RAW) : LAYOUT_OFFSET;
 }
 
 /* Largest |a * b| under gemm_params' operand ranges (for fn_s8). */
@@ -238,7 +240,7 @@ HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int off, u
 
 /* Column blocks [b0, b1) of B (16 columns each) into the kernel layout. */
 HDQT_CLONES static void pack_b_blocks(const int8_t *B, int J, int K, int K4, int tile4, int ntiles,
-				      int off, int8_t *Bp, int32_t *corr, int b0, int b1)
+				      int off, int tg, int8_t *Bp, int32_t *corr, int b0, int b1)
 {
 	memset(Bp + (size_t)b0 * K4 * 64, 0, (size_t)(b1 - b0) * K4 * 64);
 	memset(corr + (size_t)b0 * ntiles * 16, 0, (size_t)(b1 - b0) * ntiles * 16 * sizeof(int32_t));
@@ -247,11 +249,17 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *B, int J, int K, int K4, int
 	for (int j = b0 * 16; j < j1; j++) {
 		const int jb = j / 16, jl = j % 16;
 		const int8_t *s = B + (long)j * K;
-		int8_t *d = Bp + (size_t)jb * K4 * 64 + jl * 4;
-		for (int k4 = 0; k4 < kfull; k4++)
-			memcpy(d + (size_t)k4 * 64, s + 4 * k4, 4);
-		for (int k = kfull * 4; k < K; k++)
-			d[(size_t)(k / 4) * 64 + (k % 4)] = s[k];
+		if (tg) { /* group = [4 bytes of k][16 columns] */
+			int8_t *d = Bp + (size_t)jb * K4 * 64 + jl;
+			for (int k = 0; k < K; k++)
+				d[(size_t)(k / 4) * 64 + (k % 4) * 16] = s[k];
+		} else {
+			int8_t *d = Bp + (size_t)jb * K4 * 64 + jl * 4;
+			for (int k4 = 0; k4 < kfull; k4++)
+				memcpy(d + (size_t)k4 * 64, s + 4 * k4, 4);
+			for (int k = kfull * 4; k < K; k++)
+				d[(size_t)(k / 4) * 64 + (k % 4)] = s[k];
+		}
 		if (!off)
 			continue;
 		int32_t *cr = corr + (size_t)jb * ntiles * 16 + jl;
@@ -265,10 +273,10 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *B, int J, int K, int K4, int
 	}
 }
 
-static void pack_b(const int8_t *B, int J, int K, int K4, int tile4, int ntiles, int off, int8_t *Bp,
-		   int32_t *corr)
+static void pack_b(const int8_t *B, int J, int K, int K4, int tile4, int ntiles, int off, int tg,
+		   int8_t *Bp, int32_t *corr)
 {
-	pack_b_blocks(B, J, K, K4, tile4, ntiles, off, Bp, corr, 0, (J + 15) / 16);
+	pack_b_blocks(B, J, K, K4, tile4, ntiles, off, tg, Bp, corr, 0, (J + 15) / 16);
 }
 
 int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
@@ -298,7 +306,7 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 	int32_t *corr = (int32_t *)((uint8_t *)Bp + szB_al);
 
 	pack_a(A, I, K, K4, off, Ap);
-	pack_b(B, J, K, K4, tile4, ntiles, off, Bp, corr);
+	pack_b(B, J, K, K4, tile4, ntiles, off, layout == LAYOUT_RAWT, Bp, corr);
 	run_kernel(kern, Ap, Bp, corr, I, J, K4, tile4, ntiles, p, C);
 	return 0;
 }
@@ -313,7 +321,8 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 
 void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1)
 {
-	pack_b_blocks(B, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off, pb->Bp, pb->corr, b0, b1);
+	pack_b_blocks(B, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off, pb->kernel == LAYOUT_RAWT,
+		      pb->Bp, pb->corr, b0, b1);
 }
 
 int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p)
@@ -389,7 +398,8 @@ int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, in
 		for (int j = 0; j < J; j++)
 			for (int k = 0; k < K; k++)
 				raw[(size_t)j * K + k] =
-					pb->Bp[(size_t)(j / 16) * pb->K4 * 64 + (size_t)(k / 4) * 64 + (j % 16) * 4 + k % 4];
+					pb->Bp[(size_t)(j / 16) * pb->K4 * 64 + (size_t)(k / 4) * 64 +
+					       (pb->kernel == LAYOUT_RAWT ? (k % 4) * 16 + j % 16 : (j % 16) * 4 + k % 4)];
 		return gemm_q_ref(A, raw, I, J, K, &pb->p, C);
 	}
 	size_t szA = (size_t)I * pb->K4 * 4;

@@ -82,6 +82,8 @@ typedef struct gemm_kernel {
 	gemm_kern_fn fn;     /* NULL (and fn_s8 NULL): the scalar reference */
 	int max_bits;        /* widest operands the kernel is exact for */
 	gemm_kern_s8_fn fn_s8; /* set instead of fn: packed without the offset */
+	int tgroups;         /* fn_s8 with each 4-byte group of B stored k-major:
+				[4 bytes of k][16 columns] (a compiler vectorises that) */
 } gemm_kernel;
 
 /* Variants compiled for x86-64 (gemm_x86.c); supported() checks the CPU. */
@@ -97,6 +99,11 @@ void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *cor
 			 int32_t *C);
 void gemm_x86_transpose(const float *in, int rows, int cols, float *out);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
+
+/* Plain C for any architecture, written to vectorise (gemm_portable.c),
+ * on the fn_s8 layout with k-major groups (tgroups). */
+void gemm_portable_s8(const int8_t *Ap, const int8_t *Bp, int I, int J, int K4, int tile4,
+		      int ntiles, int maxprod, int32_t lo, int32_t hi, int32_t *C);
 
 /* Variants compiled for aarch64 (gemm_arm.c, gemm_arm_dot.c): NEON v8.0
  * widening multiplies, and the ARMv8.2 dot product (SDOT).  supported()

@@ -15,7 +15,8 @@
 
 /* Every kernel variant of every architecture; those this CPU lacks are
  * skipped (hdqt_kernel_select refuses them). */
-static const char *const variants[] = {"scalar", "avx2", "avxvnni", "avx512vnni", "neon", "dotprod"};
+static const char *const variants[] = {"scalar", "avx2", "avxvnni", "avx512vnni", "neon", "dotprod",
+				       "portable"};
 #define N_VARIANTS (sizeof(variants) / sizeof(variants[0]))
 
 static void fill(int8_t *x, int n, int lo, int hi, hdqt_rng *r)
