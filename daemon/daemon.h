@@ -191,6 +191,12 @@ cJSON *hdqtd_m_transfer_close(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_rep
 cJSON *hdqtd_m_metrics(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
 /* The connection with this id closed: its transfers end. */
 void hdqtd_fleet_conn_closed(hdqtd *d, uint64_t conn_id);
+/* Bytes the transfer sessions hold (bundles, staging areas), all of them
+ * or those of one connection (conn_id != 0): they count against
+ * daemon.max_memory like the connections' buffers. */
+size_t hdqtd_fleet_memory(const hdqtd *d, uint64_t conn_id);
+/* What connections and sessions buffer together (server.c). */
+size_t hdqtd_memory_in_use(hdqtd *d);
 /* Once a second: transfers idle for longer than their bound end. */
 void hdqtd_fleet_tick(hdqtd *d);
 /* Start-up: remove a backup file a previous run left behind. */

@@ -155,6 +155,17 @@ static hdqtd_xfer *xfer_get(hdqtd *d, hdqtd_conn *c, int kind, const cJSON *p, h
 	return x;
 }
 
+size_t hdqtd_fleet_memory(const hdqtd *d, uint64_t conn_id)
+{
+	size_t n = 0;
+	for (int k = 0; k < HDQTD_XFER_KINDS; k++) {
+		const hdqtd_xfer *x = d->xfer[k];
+		if (x && x->buf && (conn_id == 0 || x->owner == conn_id))
+			n += x->size;
+	}
+	return n;
+}
+
 void hdqtd_fleet_conn_closed(hdqtd *d, uint64_t conn_id)
 {
 	for (int k = 0; k < HDQTD_XFER_KINDS; k++)
@@ -644,6 +655,13 @@ cJSON *hdqtd_m_model_import(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply
 	if (size > FLEET_BUNDLE_MAX)
 		return hdqtd_fail(r, HDQT_RPC_LIMIT, "%llu bytes exceed the bundle limit (%u bytes)",
 				  (unsigned long long)size, FLEET_BUNDLE_MAX);
+	/* The staging area is buffer memory like a connection's: refused
+	 * before it is taken when it would not fit daemon.max_memory. */
+	const size_t used = hdqtd_memory_in_use(d);
+	if (used > d->cfg.max_memory || (size_t)size > d->cfg.max_memory - used)
+		return hdqtd_fail(r, HDQT_RPC_LIMIT, "a staging area of %llu bytes would exceed "
+				  "daemon.max_memory (%zu bytes, %zu in use)", (unsigned long long)size,
+				  d->cfg.max_memory, used);
 	char *end = NULL;
 	unsigned long cv = cJSON_IsString(crc) ? strtoul(crc->valuestring, &end, 16) : 0;
 	if (!cJSON_IsString(crc) || strlen(crc->valuestring) != 8 || *end || cv > 0xffffffffUL)

@@ -770,17 +770,29 @@ static void conn_drain(hdqtd_conn *c)
 /* Bytes a connection holds in buffers: its line buffer, its unread replies,
  * a batch reply being built.  Parsed long lines are bounded apart, by their
  * slots (tree_slots). */
-static size_t conn_memory(hdqtd_conn *c)
+static size_t conn_buffers(hdqtd_conn *c)
 {
 	return c->lb.cap + queued(c) + c->out_cap;
 }
 
+/* A connection's buffers and the transfer sessions it owns (closing it
+ * ends them): what closing it gives back. */
+static size_t conn_memory(hdqtd_conn *c)
+{
+	return conn_buffers(c) + hdqtd_fleet_memory(c->d, c->id);
+}
+
 static size_t memory_in_use(hdqtd *d)
 {
-	size_t n = 0;
+	size_t n = hdqtd_fleet_memory(d, 0); /* every session, an orphaned one's too */
 	for (hdqtd_conn *c = d->conns; c; c = c->next)
-		n += conn_memory(c);
+		n += conn_buffers(c);
 	return n;
+}
+
+size_t hdqtd_memory_in_use(hdqtd *d)
+{
+	return memory_in_use(d);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)

@@ -371,6 +371,43 @@ class TestImportRefusals(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_staging_counts_against_max_memory(self):
+        """A staging area is buffer memory: one that would not fit in
+        daemon.max_memory beside what is buffered is refused before it is
+        taken, and changes nothing; one that fits is accepted."""
+        d = Daemon(*FAST, "daemon.max_memory=12M").start()
+        try:
+            c = py(d)
+            before = state(c)
+            with self.assertRaises(hdqt_client.RpcError) as e:
+                c.call("model.import", {"size": 13 << 20, "crc32": "00000000"})
+            self.assertEqual(e.exception.code, -32005, e.exception)
+            self.assertIn("daemon.max_memory", str(e.exception))
+            self.assertEqual(state(c), before)
+            c.call("model.import", {"size": 10 << 20, "crc32": "00000000"})
+            # The 10 MiB staged count: another client's 3 MiB line then puts
+            # the daemon over budget, and the connection holding most (the
+            # importer, with its staging area) is the one closed.
+            c2 = d.client()
+            c2.call("class.add", {"name": "WALKING"})
+            line = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "sample.add", "params": {
+                "samples": [{"class": "WALKING", "features": [0.1234567] * 166}] * 1900}})
+            self.assertGreater(len(line), 3 << 20)
+            c2.send_raw((line + "\n").encode())
+            self.assertIn("accepted", c2.reply(7)["result"])
+            with self.assertRaises(Exception):
+                for _ in range(20):
+                    c.call("status")
+                    time.sleep(0.1)
+            self.assertIn("daemon.max_memory", d.read_log())
+            c3 = py(d)  # the staging area went with its connection
+            c3.call("transfer.close", {"id": c3.call("model.import", {"size": 64,
+                                                                      "crc32": "00000000"})["id"]})
+            c3.close()
+            c2.close()
+        finally:
+            d.cleanup()
+
     def test_incompatible_recipe(self):
         d = Daemon(*FAST, "model.quant=fp32").start()
         try:
