@@ -38,6 +38,49 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The fraction of a training step spent in each of the engine's phases
+ * (its own timers, hdqt_model_profile), threads threads; frac[COUNT] is
+ * the rest (loss, normalisation, copies, scheduling). */
+static int bench_phases(hdqt_mode mode, int threads, double min_s, double frac[HDQT_PHASE_COUNT + 1])
+{
+	hdqt_mlp_config c = {.n_in = 166, .n_hidden = 2, .hidden = {512, 512}, .n_classes = 12};
+	hdqt_qconfig q;
+	hdqt_qconfig_default(&q, mode);
+	hdqt_model *m;
+	if (hdqt_model_new(&m, &c, &q, 1) < 0)
+		return -1;
+	enum { B = 128 };
+	float *X = malloc(sizeof(float) * B * 166);
+	int *y = malloc(sizeof(int) * B);
+	int rc = X && y && hdqt_model_set_threads(m, threads) == 0 ? 0 : -1;
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 2, 0);
+	for (int i = 0; rc == 0 && i < B * 166; i++)
+		X[i] = hdqt_rng_normal(&r);
+	for (int i = 0; rc == 0 && i < B; i++)
+		y[i] = (int)hdqt_rng_below(&r, 12);
+	hdqt_sgd o;
+	hdqt_sgd_default(&o);
+	hdqt_batch b = {.X = X, .y = y, .n = B};
+	for (int i = 0; rc == 0 && i < 5; i++)
+		rc = hdqt_model_train_step(m, &b, &o, o.lr, NULL);
+	hdqt_model_profile(m, 1);
+	double t0 = now_s(), t = 0;
+	while (rc == 0 && (t = now_s() - t0) < min_s)
+		rc = hdqt_model_train_step(m, &b, &o, o.lr, NULL);
+	double sec[HDQT_PHASE_COUNT], sum = 0;
+	hdqt_model_profile_read(m, sec);
+	for (int i = 0; i < HDQT_PHASE_COUNT; i++) {
+		frac[i] = t > 0 ? sec[i] / t : 0;
+		sum += frac[i];
+	}
+	frac[HDQT_PHASE_COUNT] = 1.0 - sum;
+	hdqt_model_free(m);
+	free(X);
+	free(y);
+	return rc;
+}
+
 /* Inference (forward of a batch of 128), samples per second. */
 static double bench_infer(hdqt_mode mode, double min_s)
 {
@@ -398,6 +441,11 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
+	static const hdqt_mode pmodes[] = {HDQT_MODE_FP32, HDQT_MODE_HDQT, HDQT_MODE_HADANET};
+	double pf[3][HDQT_PHASE_COUNT + 1];
+	for (int k = 0; k < 3; k++)
+		if (bench_phases(pmodes[k], threads, min_s / 2, pf[k]) < 0)
+			memset(pf[k], 0, sizeof(pf[k]));
 	double ips[HDQT_MODE_COUNT];
 	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
 		ips[mde] = bench_infer((hdqt_mode)mde, min_s / 2);
@@ -435,6 +483,13 @@ int main(int argc, char **argv)
 			printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f, "
 			       "\"infer_samples_per_s\": %.0f}", mde ? ", " : "",
 			       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], ips[mde]);
+		printf("}, \"phases\": {");
+		for (int k = 0; k < 3; k++) {
+			printf("%s\"%s\": {", k ? ", " : "", hdqt_mode_name(pmodes[k]));
+			for (int ph = 0; ph < HDQT_PHASE_COUNT; ph++)
+				printf("\"%s\": %.4f, ", hdqt_phase_name(ph), pf[k][ph]);
+			printf("\"other\": %.4f}", pf[k][HDQT_PHASE_COUNT]);
+		}
 		printf("}, \"binary_kernel\": \"%s\", \"binary_gemm\": [", bgemm_kernel_name());
 		for (int i = 0, first = 1; i < 3; i++)
 			for (int b = 0; b < 4; b++, first = 0)
@@ -479,6 +534,16 @@ int main(int argc, char **argv)
 	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
 		printf("  %-13s %9.0f samples/s  %7.3f ms/step  inference %9.0f samples/s\n",
 		       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], ips[mde]);
+	printf("fraction of a training step per phase (the engine's timers, %d thread%s):\n", threads,
+	       threads == 1 ? "" : "s");
+	for (int k = 0; k < 3; k++) {
+		printf("  %-8s", hdqt_mode_name(pmodes[k]));
+		for (int ph = 0; ph <= HDQT_PHASE_COUNT; ph++)
+			if (pf[k][ph] >= 0.005)
+				printf(" %s %.0f%%", ph < HDQT_PHASE_COUNT ? hdqt_phase_name(ph) : "other",
+				       100 * pf[k][ph]);
+		printf("\n");
+	}
 	printf("binary matrix multiply (%s) vs fp32 GEMM, one thread, us (speed-up):\n", bgemm_kernel_name());
 	for (int i = 0; i < 3; i++) {
 		printf("  %-12s", bshp[i].name);

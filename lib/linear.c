@@ -7,6 +7,7 @@
  */
 #include <math.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,13 @@ void linear_scratch_free(linear_scratch *s)
 	pool *keep = s->pool;
 	memset(s, 0, sizeof(*s));
 	s->pool = keep;
+}
+
+double linear_clock(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 void *linear_grow_mem(void **p, size_t *cap, size_t n)
@@ -169,9 +177,11 @@ static void rescale_task(void *arg, int t, int w)
 void linear_rescale(linear_scratch *s, const int32_t *c, const float *sa, const float *sb, int I,
 		    int J, float div, float *out)
 {
+	PHASE_BEGIN(s);
 	par p = {.s = s, .R = I, .n = linear_ntasks(s, I), .J = J, .c = c, .sa = sa, .sb = sb,
 		 .inv = 1.0f / div, .y = out};
 	pool_run(s->pool, p.n, rescale_task, &p);
+	PHASE_END(s, HDQT_PHASE_RESCALE);
 }
 
 static void quant_task(void *arg, int t, int w)
@@ -187,10 +197,12 @@ static void quant_task(void *arg, int t, int w)
 void linear_quant_par(linear_scratch *s, const float *x, int R, int K, const quant_spec *sp,
 		      hdqt_rng *rng, int8_t *q, float *scale)
 {
+	PHASE_BEGIN(s);
 	par p = {.s = s, .R = R, .n = linear_ntasks(s, R), .K = K, .x = x, .sp = sp, .q = q, .scale = scale};
 	p.step = sp->per_row ? 0.0f : quant_tensor_step(x, R, K, sp);
 	p.seed = sp->stochastic ? quant_seed(rng) : 0;
 	pool_run(s->pool, p.n, quant_task, &p);
+	PHASE_END(s, HDQT_PHASE_QUANT);
 }
 
 static void fwht_task(void *arg, int t, int w)
@@ -205,8 +217,10 @@ static void fwht_task(void *arg, int t, int w)
 
 void linear_fwht_par(linear_scratch *s, float *x, int R, int K, int blk)
 {
+	PHASE_BEGIN(s);
 	par p = {.s = s, .R = R, .n = linear_ntasks(s, R), .K = K, .y = x, .blk = blk};
 	pool_run(s->pool, p.n, fwht_task, &p);
+	PHASE_END(s, HDQT_PHASE_FWHT);
 }
 
 static void gemm_task(void *arg, int t, int w)
@@ -225,8 +239,10 @@ static void gemm_task(void *arg, int t, int w)
 /* C (I x J) = A . B^T with B packed, rows of A over the pool. */
 int linear_gemm_par(linear_scratch *s, const int8_t *qa, int I, const gemm_packed *pb, int32_t *c)
 {
+	PHASE_BEGIN(s);
 	par p = {.s = s, .R = I, .n = linear_ntasks(s, I), .qa = qa, .pb = pb, .cc = c};
 	pool_run(s->pool, p.n, gemm_task, &p);
+	PHASE_END(s, HDQT_PHASE_GEMM);
 	return atomic_load(&p.rc);
 }
 
@@ -275,8 +291,10 @@ static void transpose_task(void *arg, int t, int w)
 void linear_transpose2(linear_scratch *s, const float *a, int ar, int ac, float *at, const float *b,
 		       int br, int bc, float *bt)
 {
+	PHASE_BEGIN(s);
 	tr2 p = {{a, b}, {ar, br}, {ac, bc}, {at, bt}};
 	pool_run(s->pool, 2, transpose_task, &p);
+	PHASE_END(s, HDQT_PHASE_TRANSPOSE);
 }
 
 /* ---- packing B over the pool: disjoint column blocks, the same bytes ---- */
@@ -299,13 +317,15 @@ static void pack_task(void *arg, int t, int w)
 int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, int K,
 		    const gemm_params *p)
 {
+	PHASE_BEGIN(s);
 	int nb = gemm_pack_begin(pb, B, J, K, p);
-	if (nb <= 0)
-		return nb;
-	const int th = pool_size(s->pool);
-	pack_job j = {.pb = pb, .B = B, .nb = nb, .n = th > 1 && nb >= 2 * th ? 2 * th : 1};
-	pool_run(s->pool, j.n, pack_task, &j);
-	return 0;
+	if (nb > 0) {
+		const int th = pool_size(s->pool);
+		pack_job j = {.pb = pb, .B = B, .nb = nb, .n = th > 1 && nb >= 2 * th ? 2 * th : 1};
+		pool_run(s->pool, j.n, pack_task, &j);
+	}
+	PHASE_END(s, HDQT_PHASE_PACK);
+	return nb < 0 ? nb : 0;
 }
 
 /* ---- the fp32 products, shared by the fp32 recipe and the families that
@@ -314,37 +334,45 @@ int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, 
 int linear_fp32_forward(linear_scratch *s, const float *X, int N, const float *W, int M, int K,
 			float *Y)
 {
+	PHASE_BEGIN(s);
+	int rc = 0;
 #if HAVE_CBLAS
 	linear_blas_par(s, 0, 1, N, M, K, X, K, W, K, Y); /* X W^T */
-	return 0;
 #else
 	float *wt = SF(s, 0, (size_t)K * M);
-	if (!wt)
-		return HDQT_ENOMEM;
-	gemm_transpose(W, M, K, wt);
-	linear_f32_par(s, X, wt, N, M, K, Y);
-	return 0;
+	if (wt) {
+		gemm_transpose(W, M, K, wt);
+		linear_f32_par(s, X, wt, N, M, K, Y);
+	} else {
+		rc = HDQT_ENOMEM;
+	}
 #endif
+	PHASE_END(s, HDQT_PHASE_FLOAT_GEMM);
+	return rc;
 }
 
 int linear_fp32_backward(linear_scratch *s, const float *X, const float *dY, const float *W, int N,
 			 int M, int K, float *gw, float *dX)
 {
+	PHASE_BEGIN(s);
+	int rc = 0;
 #if HAVE_CBLAS
 	linear_blas_par(s, 1, 0, M, K, N, dY, M, X, K, gw); /* dY^T X */
 	if (dX)
 		linear_blas_par(s, 0, 0, N, K, M, dY, M, W, K, dX); /* dY W */
-	return 0;
 #else
 	float *t = SF(s, 2, (size_t)M * N);
-	if (!t)
-		return HDQT_ENOMEM;
-	gemm_transpose(dY, N, M, t);            /* dY^T: M x N */
-	linear_f32_par(s, t, X, M, K, N, gw);   /* M x K */
-	if (dX)
-		linear_f32_par(s, dY, W, N, K, M, dX);
-	return 0;
+	if (t) {
+		gemm_transpose(dY, N, M, t);          /* dY^T: M x N */
+		linear_f32_par(s, t, X, M, K, N, gw); /* M x K */
+		if (dX)
+			linear_f32_par(s, dY, W, N, K, M, dX);
+	} else {
+		rc = HDQT_ENOMEM;
+	}
 #endif
+	PHASE_END(s, HDQT_PHASE_FLOAT_GEMM);
+	return rc;
 }
 
 /* ---- dispatch ---- */

@@ -40,6 +40,8 @@ typedef struct linear_scratch {
 	gemm_ws wws[POOL_MAX_THREADS];
 	gemm_packed bpack;
 	void *bin; /* HadaNets' scratch (linear_hadanet.c) */
+	int profile;                   /* hdqt_model_profile: time the phases */
+	double prof[HDQT_PHASE_COUNT]; /* seconds per phase */
 } linear_scratch;
 
 int linear_init(linear *L, int in, int out);

@@ -279,7 +279,9 @@ static int materialise(linear_scratch *s, const float *x, int R, int K, int beta
 	if (!j.bs)
 		return HDQT_ENOMEM;
 	j.n = linear_ntasks(s, R);
+	PHASE_BEGIN(s);
 	pool_run(s->pool, j.n, mat_task, &j);
+	PHASE_END(s, HDQT_PHASE_BINARY);
 	return 0;
 }
 
@@ -405,14 +407,21 @@ static int hadanet_forward(linear *L, const float *X, int N, int x_unsigned, con
 	bin_scratch *bs = scratch_of(s, K);
 	if (!bs)
 		return HDQT_ENOMEM;
-	if ((rc = weight_operand(L, q, g, bs)) < 0)
-		return rc;
+	{
+		PHASE_BEGIN(s);
+		rc = weight_operand(L, q, g, bs);
+		PHASE_END(s, HDQT_PHASE_BINARY);
+		if (rc < 0)
+			return rc;
+	}
 	if ((rc = bgemm_a_alloc(&bs->a, N, K, g, rule != HDQT_ACT_SIGN)) < 0)
 		return rc;
 	fwd_job j = {.x = X, .N = N, .K = K, .ba = ba, .g = g, .rule = rule, .a = &bs->a,
 		     .w = &L->bin->w, .Y = Y, .M = M, .bs = bs};
 	j.n = linear_ntasks(s, N);
+	PHASE_BEGIN(s);
 	pool_run(s->pool, j.n, fwd_task, &j);
+	PHASE_END(s, HDQT_PHASE_BINARY);
 	return 0;
 }
 
@@ -460,7 +469,9 @@ static int ste(linear_scratch *s, float *g, const uint8_t *pass, const float *x,
 	if (!j.bs)
 		return HDQT_ENOMEM;
 	j.n = linear_ntasks(s, R);
+	PHASE_BEGIN(s);
 	pool_run(s->pool, j.n, ste_task, &j);
+	PHASE_END(s, HDQT_PHASE_BINARY);
 	return 0;
 }
 

@@ -247,8 +247,12 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 	t = s->f[2]; /* (re)fetched: the padding above may have grown them */
 	u = s->f[3];
 	float *g = t; /* reuse: N x M */
-	memcpy(g, dY, (size_t)N * M * sizeof(float));
-	gemm_transpose(W, M, K, u); /* K x M */
+	{
+		PHASE_BEGIN(s);
+		memcpy(g, dY, (size_t)N * M * sizeof(float));
+		gemm_transpose(W, M, K, u); /* K x M */
+		PHASE_END(s, HDQT_PHASE_TRANSPOSE);
+	}
 	if (blkM > 1) {
 		linear_fwht_par(s, g, N, M, blkM);
 		linear_fwht_par(s, u, K, M, blkM);

@@ -33,6 +33,16 @@ void linear_hadanet_scratch_free(linear_scratch *s);
 int linear_hadanet_stats(linear_scratch *s, const float *X, int R, int K, int x_unsigned,
 			 const hdqt_qconfig *q, double acc[8]);
 
+/* Phase timing (hdqt_model_profile): PHASE_BEGIN(s) in a block, then
+ * PHASE_END(s, HDQT_PHASE_x) adds the elapsed time when profiling. */
+double linear_clock(void);
+#define PHASE_BEGIN(s) const double phase_t0_ = (s)->profile ? linear_clock() : 0.0
+#define PHASE_END(s, ph)                                                                           \
+	do {                                                                                       \
+		if ((s)->profile)                                                                  \
+			(s)->prof[ph] += linear_clock() - phase_t0_;                               \
+	} while (0)
+
 /* Grow-only scratch buffer; NULL on allocation failure (*p unchanged). */
 void *linear_grow_mem(void **p, size_t *cap, size_t n);
 #define SF(s, i, n) ((float *)linear_grow_mem((void **)&(s)->f[i], &(s)->fcap[i], (size_t)(n) * sizeof(float)))

@@ -579,7 +579,38 @@ static void ew_task(void *arg, int t, int w)
 
 static void ew_run(hdqt_model *m, ew *e)
 {
+	linear_scratch *s = &m->s;
+	PHASE_BEGIN(s);
 	pool_run(m->pool, (int)((e->n + EW_CHUNK - 1) / EW_CHUNK), ew_task, e);
+	PHASE_END(s, HDQT_PHASE_ELEMENTWISE);
+}
+
+static const char *const phase_names[HDQT_PHASE_COUNT] = {
+	[HDQT_PHASE_QUANT] = "quantise",     [HDQT_PHASE_FWHT] = "hadamard",
+	[HDQT_PHASE_TRANSPOSE] = "transpose", [HDQT_PHASE_PACK] = "pack",
+	[HDQT_PHASE_GEMM] = "int_gemm",      [HDQT_PHASE_RESCALE] = "rescale",
+	[HDQT_PHASE_FLOAT_GEMM] = "float_gemm", [HDQT_PHASE_BINARY] = "binary",
+	[HDQT_PHASE_ELEMENTWISE] = "elementwise",
+};
+
+const char *hdqt_phase_name(int phase)
+{
+	return phase >= 0 && phase < HDQT_PHASE_COUNT ? phase_names[phase] : "?";
+}
+
+void hdqt_model_profile(hdqt_model *m, int on)
+{
+	if (!m)
+		return;
+	m->s.profile = on != 0;
+	if (on)
+		memset(m->s.prof, 0, sizeof(m->s.prof));
+}
+
+void hdqt_model_profile_read(const hdqt_model *m, double seconds[HDQT_PHASE_COUNT])
+{
+	for (int i = 0; i < HDQT_PHASE_COUNT; i++)
+		seconds[i] = m ? m->s.prof[i] : 0.0;
 }
 
 static void relu(float *a, size_t n)

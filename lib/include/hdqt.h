@@ -201,6 +201,27 @@ typedef struct hdqt_bin_stats {
 } hdqt_bin_stats;
 int hdqt_model_bin_stats(hdqt_model *m, const float *X, int n, hdqt_bin_stats st[HDQT_MAX_LAYERS]);
 
+/* Where a model's time goes (hdqt-bench's phase fractions): seconds per
+ * phase of its products and element-wise passes, summed over threads'
+ * wall time of each call (a pool call counts once).  Off by default; on,
+ * each phase reads the monotonic clock twice. */
+enum {
+	HDQT_PHASE_QUANT,       /* ranges and rounding to the integer grid */
+	HDQT_PHASE_FWHT,        /* Walsh-Hadamard transforms */
+	HDQT_PHASE_TRANSPOSE,   /* float transposes and copies of the backward */
+	HDQT_PHASE_PACK,        /* packing B for the integer kernel */
+	HDQT_PHASE_GEMM,        /* tile-clamped integer products */
+	HDQT_PHASE_RESCALE,     /* integer results back to floats */
+	HDQT_PHASE_FLOAT_GEMM,  /* float products (fp32, HadaNets' backward) */
+	HDQT_PHASE_BINARY,      /* HadaNets: binarisation and the binary product */
+	HDQT_PHASE_ELEMENTWISE, /* ReLU, its derivative, the SGD update */
+	HDQT_PHASE_COUNT
+};
+const char *hdqt_phase_name(int phase);
+/* on: reset the counters and start timing; off: stop. */
+void hdqt_model_profile(hdqt_model *m, int on);
+void hdqt_model_profile_read(const hdqt_model *m, double seconds[HDQT_PHASE_COUNT]);
+
 /* ---- training -------------------------------------------------------- */
 
 typedef struct hdqt_sgd {
