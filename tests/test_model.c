@@ -339,6 +339,55 @@ START_TEST(test_blob_v1_loads)
 }
 END_TEST
 
+/* The phase timers: off by default (nothing counted), on they see the
+ * phases each recipe has, and only those. */
+START_TEST(test_profile_phases)
+{
+	enum { N = 64, D = 40, H = 64, C = 4 };
+	static float X[N * D];
+	static int y[N];
+	blobs(X, y, N, D, C, 3);
+	const hdqt_mode modes[] = {HDQT_MODE_FP32, HDQT_MODE_HDQT, HDQT_MODE_HADANET};
+	for (int k = 0; k < 3; k++) {
+		hdqt_model *m = make(modes[k], D, H, C, 1);
+		hdqt_sgd o;
+		hdqt_sgd_default(&o);
+		hdqt_batch b = {.X = X, .y = y, .n = N};
+		double sec[HDQT_PHASE_COUNT];
+		ck_assert_int_eq(hdqt_model_train_step(m, &b, &o, 0.01f, NULL), 0);
+		hdqt_model_profile_read(m, sec);
+		for (int ph = 0; ph < HDQT_PHASE_COUNT; ph++)
+			ck_assert(sec[ph] == 0.0);
+		hdqt_model_profile(m, 1);
+		for (int i = 0; i < 3; i++)
+			ck_assert_int_eq(hdqt_model_train_step(m, &b, &o, 0.01f, NULL), 0);
+		hdqt_model_profile(m, 0);
+		hdqt_model_profile_read(m, sec);
+		for (int ph = 0; ph < HDQT_PHASE_COUNT; ph++)
+			ck_assert(sec[ph] >= 0.0 && sec[ph] < 10.0);
+		ck_assert(sec[HDQT_PHASE_ELEMENTWISE] > 0.0);
+		if (modes[k] == HDQT_MODE_FP32) {
+			ck_assert(sec[HDQT_PHASE_FLOAT_GEMM] > 0.0);
+			ck_assert(sec[HDQT_PHASE_GEMM] == 0.0 && sec[HDQT_PHASE_BINARY] == 0.0);
+		} else if (modes[k] == HDQT_MODE_HDQT) {
+			ck_assert(sec[HDQT_PHASE_GEMM] > 0.0 && sec[HDQT_PHASE_QUANT] > 0.0 &&
+				  sec[HDQT_PHASE_FWHT] > 0.0 && sec[HDQT_PHASE_PACK] > 0.0);
+			ck_assert(sec[HDQT_PHASE_FLOAT_GEMM] == 0.0 && sec[HDQT_PHASE_BINARY] == 0.0);
+		} else {
+			ck_assert(sec[HDQT_PHASE_BINARY] > 0.0 && sec[HDQT_PHASE_FLOAT_GEMM] > 0.0);
+		}
+		/* off: counting stopped */
+		double again[HDQT_PHASE_COUNT];
+		ck_assert_int_eq(hdqt_model_train_step(m, &b, &o, 0.01f, NULL), 0);
+		hdqt_model_profile_read(m, again);
+		ck_assert_mem_eq(sec, again, sizeof(sec));
+		ck_assert_str_eq(hdqt_phase_name(HDQT_PHASE_GEMM), "int_gemm");
+		ck_assert_str_eq(hdqt_phase_name(HDQT_PHASE_COUNT), "?");
+		hdqt_model_free(m);
+	}
+}
+END_TEST
+
 START_TEST(test_head_growth_keeps_rows)
 {
 	hdqt_model *m = make(HDQT_MODE_HDQT, 8, 16, 2, 1);
@@ -572,6 +621,7 @@ int main(void)
 	tcase_add_test(tc, test_blob_round_trip_and_corruption);
 	tcase_add_test(tc, test_blob_v1_loads);
 	tcase_add_test(tc, test_head_growth_keeps_rows);
+	tcase_add_test(tc, test_profile_phases);
 	tcase_add_test(tc, test_bad_input_rejected);
 	tcase_add_test(tc, test_distillation_gradient);
 	suite_add_tcase(s, tc);
