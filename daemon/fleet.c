@@ -160,7 +160,10 @@ size_t hdqtd_fleet_memory(const hdqtd *d, uint64_t conn_id)
 	size_t n = 0;
 	for (int k = 0; k < HDQTD_XFER_KINDS; k++) {
 		const hdqtd_xfer *x = d->xfer[k];
-		if (x && x->buf && (conn_id == 0 || x->owner == conn_id))
+		/* a busy session's fields belong to its job on the writer thread
+		 * until fjob_finish: not read here (an export's bundle is
+		 * counted, and checked, once the job hands it over) */
+		if (x && !x->busy && x->buf && (conn_id == 0 || x->owner == conn_id))
 			n += x->size;
 	}
 	return n;
@@ -322,6 +325,16 @@ static void fjob_finish(fjob *j, cJSON *res)
 	if (x) {
 		x->busy = 0;
 		x->last_used = hdqtd_now();
+		/* A built bundle is buffer memory from now on: one that does not
+		 * fit daemon.max_memory is refused here, not by closing its
+		 * client at its first chunk request. */
+		if (!x->orphan && !j->r.code && j->kind == FJ_EXPORT && x->buf) {
+			const size_t used = hdqtd_memory_in_use(d) - x->size; /* counted now */
+			if (used > d->cfg.max_memory || x->size > d->cfg.max_memory - used)
+				hdqtd_fail(&j->r, HDQT_RPC_LIMIT, "the bundle (%zu bytes) would exceed "
+					   "daemon.max_memory (%zu bytes, %zu in use)", x->size,
+					   d->cfg.max_memory, used);
+		}
 		if (x->orphan)
 			xfer_free(x);
 		else if (j->r.code && j->kind != FJ_CHUNK)
@@ -656,8 +669,12 @@ cJSON *hdqtd_m_model_import(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply
 		return hdqtd_fail(r, HDQT_RPC_LIMIT, "%llu bytes exceed the bundle limit (%u bytes)",
 				  (unsigned long long)size, FLEET_BUNDLE_MAX);
 	/* The staging area is buffer memory like a connection's: refused
-	 * before it is taken when it would not fit daemon.max_memory. */
-	const size_t used = hdqtd_memory_in_use(d);
+	 * before it is taken when it would not fit daemon.max_memory (less
+	 * this client's own idle staging area, which the new one replaces). */
+	size_t used = hdqtd_memory_in_use(d);
+	const hdqtd_xfer *mine = d->xfer[HDQTD_XFER_IMPORT];
+	if (mine && !mine->busy && mine->owner == c->id && mine->buf && used >= mine->size)
+		used -= mine->size;
 	if (used > d->cfg.max_memory || (size_t)size > d->cfg.max_memory - used)
 		return hdqtd_fail(r, HDQT_RPC_LIMIT, "a staging area of %llu bytes would exceed "
 				  "daemon.max_memory (%zu bytes, %zu in use)", (unsigned long long)size,

@@ -784,7 +784,7 @@ static size_t conn_memory(hdqtd_conn *c)
 
 static size_t memory_in_use(hdqtd *d)
 {
-	size_t n = hdqtd_fleet_memory(d, 0); /* every session, an orphaned one's too */
+	size_t n = hdqtd_fleet_memory(d, 0); /* the sessions (not an orphan its job still holds) */
 	for (hdqtd_conn *c = d->conns; c; c = c->next)
 		n += conn_buffers(c);
 	return n;
@@ -863,6 +863,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		big->eof = 1; /* answer nothing more */
 		if (!big->busy) /* a parse job may point into a busy one's buffer */
 			hdqt_linebuf_free(&big->lb);
+		/* its transfer sessions go now, not when its shutdown completes:
+		 * otherwise they stay counted and the next reader is closed too */
+		hdqtd_fleet_conn_closed(big->d, big->id);
 		conn_finish(big);
 		if (big == c)
 			return;

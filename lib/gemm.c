@@ -389,8 +389,8 @@ int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, in
 	/* A packing made under another kernel (a test or bench switched
 	 * kernels since) is not this kernel's layout: the reference runs. */
 	if (!pb->kernel || I == 0 || kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel) {
-		if (pb->raw)
-			return gemm_q_ref(A, pb->raw, I, J, K, &pb->p, C);
+		if (pb->raw || I == 0)
+			return gemm_q_ref(A, pb->raw ? pb->raw : pb->Bp, I, J, K, &pb->p, C);
 		/* B back out of the kernel layout (its bytes are B's) */
 		int8_t *raw = ws_get(ws, (size_t)J * K + 1);
 		if (!raw)

@@ -408,6 +408,24 @@ class TestImportRefusals(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_export_over_max_memory_refused(self):
+        """An export whose bundle would not fit daemon.max_memory is refused
+        with -32005 when built (not accepted and its client closed later)."""
+        d = trained([1, 6])
+        try:
+            d.stop()
+            d.start("daemon.max_message=65536", "daemon.max_write_queue=65536",
+                    "daemon.max_memory=131072")
+            c = py(d)
+            with self.assertRaises(hdqt_client.RpcError) as e:
+                c.call("model.export")
+            self.assertEqual(e.exception.code, -32005, e.exception)
+            self.assertIn("daemon.max_memory", str(e.exception))
+            c.call("status")  # the connection stays open
+            c.close()
+        finally:
+            d.cleanup()
+
     def test_incompatible_recipe(self):
         d = Daemon(*FAST, "model.quant=fp32").start()
         try:
