@@ -38,27 +38,41 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The fraction of a training step spent in each of the engine's phases
- * (its own timers, hdqt_model_profile), threads threads; frac[COUNT] is
- * the rest (loss, normalisation, copies, scheduling). */
-static int bench_phases(hdqt_mode mode, int threads, double min_s, double frac[HDQT_PHASE_COUNT + 1])
+/* The benchmarks' model (166-512-512-12, seed 1) in a recipe; NULL on error. */
+static hdqt_model *bench_model(hdqt_mode mode)
 {
 	hdqt_mlp_config c = {.n_in = 166, .n_hidden = 2, .hidden = {512, 512}, .n_classes = 12};
 	hdqt_qconfig q;
 	hdqt_qconfig_default(&q, mode);
 	hdqt_model *m;
-	if (hdqt_model_new(&m, &c, &q, 1) < 0)
+	return hdqt_model_new(&m, &c, &q, 1) < 0 ? NULL : m;
+}
+
+/* n x 166 standard normal features and (y != NULL) labels in [0, 12), seed 2. */
+static void bench_data(float *X, int *y, int n)
+{
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 2, 0);
+	for (int i = 0; i < n * 166; i++)
+		X[i] = hdqt_rng_normal(&r);
+	for (int i = 0; y && i < n; i++)
+		y[i] = (int)hdqt_rng_below(&r, 12);
+}
+
+/* The fraction of a training step spent in each of the engine's phases
+ * (its own timers, hdqt_model_profile), threads threads; frac[COUNT] is
+ * the rest (loss, normalisation, copies, scheduling). */
+static int bench_phases(hdqt_mode mode, int threads, double min_s, double frac[HDQT_PHASE_COUNT + 1])
+{
+	hdqt_model *m = bench_model(mode);
+	if (!m)
 		return -1;
 	enum { B = 128 };
 	float *X = malloc(sizeof(float) * B * 166);
 	int *y = malloc(sizeof(int) * B);
 	int rc = X && y && hdqt_model_set_threads(m, threads) == 0 ? 0 : -1;
-	hdqt_rng r;
-	hdqt_rng_seed(&r, 2, 0);
-	for (int i = 0; rc == 0 && i < B * 166; i++)
-		X[i] = hdqt_rng_normal(&r);
-	for (int i = 0; rc == 0 && i < B; i++)
-		y[i] = (int)hdqt_rng_below(&r, 12);
+	if (rc == 0)
+		bench_data(X, y, B);
 	hdqt_sgd o;
 	hdqt_sgd_default(&o);
 	hdqt_batch b = {.X = X, .y = y, .n = B};
@@ -84,18 +98,18 @@ static int bench_phases(hdqt_mode mode, int threads, double min_s, double frac[H
 /* Inference (forward of a batch of 128), samples per second. */
 static double bench_infer(hdqt_mode mode, double min_s)
 {
-	hdqt_mlp_config c = {.n_in = 166, .n_hidden = 2, .hidden = {512, 512}, .n_classes = 12};
-	hdqt_qconfig q;
-	hdqt_qconfig_default(&q, mode);
-	hdqt_model *m;
-	if (hdqt_model_new(&m, &c, &q, 1) < 0)
+	hdqt_model *m = bench_model(mode);
+	if (!m)
 		return -1;
 	enum { B = 128 };
 	float *X = malloc(sizeof(float) * B * 166), *lg = malloc(sizeof(float) * B * 12);
-	hdqt_rng r;
-	hdqt_rng_seed(&r, 2, 0);
-	for (int i = 0; i < B * 166; i++)
-		X[i] = hdqt_rng_normal(&r);
+	if (!X || !lg) {
+		free(X);
+		free(lg);
+		hdqt_model_free(m);
+		return -1;
+	}
+	bench_data(X, NULL, B);
 	long n = 0;
 	double t0 = now_s(), t;
 	hdqt_model_forward(m, X, B, lg);
@@ -186,25 +200,19 @@ out:
 
 static double bench_train(hdqt_mode mode, int threads, double min_s, double *ms_per_step)
 {
-	hdqt_mlp_config c = {.n_in = 166, .n_hidden = 2, .hidden = {512, 512}, .n_classes = 12};
-	hdqt_qconfig q;
-	hdqt_qconfig_default(&q, mode);
-	hdqt_model *m;
-	if (hdqt_model_new(&m, &c, &q, 1) < 0)
+	hdqt_model *m = bench_model(mode);
+	if (!m)
 		return -1;
-	if (hdqt_model_set_threads(m, threads) < 0) {
-		hdqt_model_free(m);
-		return -1;
-	}
 	enum { B = 128, NB = 8 };
 	float *X = malloc(sizeof(float) * B * NB * 166);
 	int *y = malloc(sizeof(int) * B * NB);
-	hdqt_rng r;
-	hdqt_rng_seed(&r, 2, 0);
-	for (int i = 0; i < B * NB * 166; i++)
-		X[i] = hdqt_rng_normal(&r);
-	for (int i = 0; i < B * NB; i++)
-		y[i] = (int)hdqt_rng_below(&r, 12);
+	if (!X || !y || hdqt_model_set_threads(m, threads) < 0) {
+		free(X);
+		free(y);
+		hdqt_model_free(m);
+		return -1;
+	}
+	bench_data(X, y, B * NB);
 	hdqt_sgd o;
 	hdqt_sgd_default(&o);
 	for (int i = 0; i < 5; i++) { /* warm-up: buffers grow to size */
