@@ -66,6 +66,12 @@ void hdqtd_broadcast(hdqtd *dd, cJSON *event)
 	answer(event); /* no connection here is subscribed: checked and dropped */
 }
 
+size_t hdqtd_memory_in_use(hdqtd *dd)
+{
+	/* no connection buffers here: what the transfer sessions hold */
+	return hdqtd_fleet_memory(dd, 0);
+}
+
 static void remove_db(void)
 {
 	char p[300];
