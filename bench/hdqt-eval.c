@@ -748,6 +748,19 @@ static const group *fp32_ref(const group *gs, int ng, const group *g)
 	return NULL;
 }
 
+/* Layer l's binarisation statistics, averaged over the group's runs. */
+static void bin_stats_mean(const group *g, int l, double *zero, double *cut, double err[3])
+{
+	*zero = *cut = err[0] = err[1] = err[2] = 0;
+	for (int s = 0; s < g->n; s++) {
+		const hdqt_bin_stats *b = &g->r[s]->bst[l];
+		*zero += b->frac_zero / g->n;
+		*cut += b->frac_cut / g->n;
+		for (int k = 0; k < 3; k++)
+			err[k] += b->rel_err[k] / g->n;
+	}
+}
+
 static void print_json_group(shared *sh, group *g, const group *ref, double wall, long rss)
 {
 	hdqt_qconfig gq;
@@ -798,14 +811,8 @@ static void print_json_group(shared *sh, group *g, const group *ref, double wall
 		for (int l = 0, first = 1; l < HDQT_MAX_LAYERS; l++) {
 			if (!g->r[0]->bst[l].binary)
 				continue;
-			double z = 0, cut = 0, e[3] = {0, 0, 0};
-			for (int s = 0; s < g->n; s++) {
-				const hdqt_bin_stats *b = &g->r[s]->bst[l];
-				z += b->frac_zero / g->n;
-				cut += b->frac_cut / g->n;
-				for (int k = 0; k < 3; k++)
-					e[k] += b->rel_err[k] / g->n;
-			}
+			double z, cut, e[3];
+			bin_stats_mean(g, l, &z, &cut, e);
 			printf("%s{\"layer\": %d, \"frac_zero\": %.4f, \"frac_ste_cut\": %.4f, "
 			       "\"rel_err\": {\"sign\": %.4f, \"mask\": %.4f, \"centre\": %.4f}}",
 			       first ? "" : ", ", l, z, cut, e[0], e[1], e[2]);
@@ -872,14 +879,8 @@ static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 		for (int l = 0; l < HDQT_MAX_LAYERS; l++) {
 			if (!gs[i].r[0]->bst[l].binary)
 				continue;
-			double z = 0, cut = 0, e[3] = {0, 0, 0};
-			for (int s = 0; s < gs[i].n; s++) {
-				const hdqt_bin_stats *b = &gs[i].r[s]->bst[l];
-				z += b->frac_zero / gs[i].n;
-				cut += b->frac_cut / gs[i].n;
-				for (int k = 0; k < 3; k++)
-					e[k] += b->rel_err[k] / gs[i].n;
-			}
+			double z, cut, e[3];
+			bin_stats_mean(&gs[i], l, &z, &cut, e);
 			printf("%s %s layer %d input (training users): %.1f%% zeros, %.2f%% cut by the STE clip; "
 			       "|X~ - X| / |X|: sign %.3f, mask %.3f, centre %.3f\n",
 			       hdqt_mode_name(gs[i].mode), hdqt_cl_method_name(gs[i].method), l, 100 * z, 100 * cut,
