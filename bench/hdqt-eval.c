@@ -155,6 +155,8 @@ static int parse_list_int(const char *s, int *out, int max, int lo, int hi)
 	return n;
 }
 
+static void make_qconfig(const opts *o, hdqt_mode mode, hdqt_qconfig *q);
+
 static int parse_opts(int argc, char **argv, opts *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -306,6 +308,17 @@ static int parse_opts(int argc, char **argv, opts *o)
 	if (optind < argc) {
 		fprintf(stderr, "hdqt-eval: unexpected argument '%s'\n", argv[optind]);
 		return -1;
+	}
+	/* A recipe the knobs make inconsistent (segments that do not nest) is a
+	 * usage error, said before any run starts. */
+	for (int i = 0; i < o->n_modes; i++) {
+		hdqt_qconfig q;
+		make_qconfig(o, o->modes[i], &q);
+		if (hdqt_qconfig_check(&q) < 0) {
+			fprintf(stderr, "hdqt-eval: the options make recipe %s invalid (beta_w and beta_a "
+				"must nest: one a multiple of the other, or 0)\n", hdqt_mode_name(o->modes[i]));
+			return -1;
+		}
 	}
 	if (!o->data) {
 		fprintf(stderr, "hdqt-eval: --data DIR|CSV is required\n");

@@ -228,8 +228,9 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	}
 	INT_KEY("model", "bits", bits, 2, 8)
 	INT_KEY("model", "acc_bits", acc_bits, 8, 24)
-	INT_KEY("model", "beta_w", beta_w, -1, HDQT_MAX_DIM)
-	INT_KEY("model", "beta_a", beta_a, -1, HDQT_MAX_DIM)
+	_Static_assert(HDQT_MAX_DIM == 65536, "model.beta_* bounds");
+	INT_KEY("model", "beta_w", beta_w, -1, 65536) /* HDQT_MAX_DIM, spelt out for the message */
+	INT_KEY("model", "beta_a", beta_a, -1, 65536)
 	INT_KEY("model", "window", window, 16, 4096)
 	if (!strcmp(section, "model") && !strcmp(key, "norm_clip")) {
 		double x;
