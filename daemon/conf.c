@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "conf.h"
+#include "hdqt_novelty.h"
 
 void hdqtd_config_default(hdqtd_config *c)
 {
@@ -58,6 +59,12 @@ void hdqtd_config_default(hdqtd_config *c)
 	c->max_bytes = 2LL << 30; /* bounds the start-up check and the disk used */
 	c->max_pending_per_class = 100000;
 	c->keep_models = 10;
+	c->novelty_kind = HDQT_NOVELTY_NME;
+	c->unknown_rate = 0.05;
+	c->keep_unknowns = 1000;
+	c->alert_count = 20;
+	c->alert_interval_s = 300;
+	c->group_similarity = 0.9;
 }
 
 static int fail(char *err, size_t errlen, const char *section, const char *key, const char *why)
@@ -295,6 +302,31 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	}
 	INT_KEY("store", "max_pending_per_class", max_pending_per_class, 0, 100000000)
 	INT_KEY("store", "keep_models", keep_models, 1, 100000)
+	/* [open_set] */
+	if (!strcmp(section, "open_set") && !strcmp(key, "score")) {
+		hdqt_novelty_kind k;
+		if (hdqt_novelty_kind_parse(value, &k) < 0)
+			return fail(err, errlen, section, key, "expected nme, energy or msp");
+		c->novelty_kind = (int)k;
+		return 0;
+	}
+	if (!strcmp(section, "open_set") && !strcmp(key, "unknown_rate")) {
+		if (parse_double(value, 0.001, 0.5, &c->unknown_rate) < 0)
+			return fail(err, errlen, section, key, "expected a fraction in [0.001, 0.5]");
+		return 0;
+	}
+	INT_KEY("open_set", "keep_unknowns", keep_unknowns, 0, HDQT_STORE_UNKNOWNS_MAX)
+	INT_KEY("open_set", "alert_count", alert_count, 1, 100000000)
+	if (!strcmp(section, "open_set") && !strcmp(key, "alert_interval")) {
+		if (parse_double(value, 0, 1e9, &c->alert_interval_s) < 0)
+			return fail(err, errlen, section, key, "expected seconds >= 0");
+		return 0;
+	}
+	if (!strcmp(section, "open_set") && !strcmp(key, "group_similarity")) {
+		if (parse_double(value, 0, 1, &c->group_similarity) < 0)
+			return fail(err, errlen, section, key, "expected a cosine in [0, 1]");
+		return 0;
+	}
 	/* [access] */
 	if (!strcmp(section, "access") && !strcmp(key, "admin_group")) {
 		if (strlen(value) >= sizeof(c->admin_group))
@@ -454,7 +486,8 @@ cJSON *hdqtd_config_json(const hdqtd_config *c)
 	cJSON *t = cJSON_AddObjectToObject(r, "training");
 	cJSON *s = cJSON_AddObjectToObject(r, "store");
 	cJSON *a = cJSON_AddObjectToObject(r, "access");
-	if (!r || !d || !m || !t || !s || !a) {
+	cJSON *os = cJSON_AddObjectToObject(r, "open_set");
+	if (!r || !d || !m || !t || !s || !a || !os) {
 		cJSON_Delete(r);
 		return NULL;
 	}
@@ -506,5 +539,11 @@ cJSON *hdqtd_config_json(const hdqtd_config *c)
 	cJSON_AddNumberToObject(s, "max_pending_per_class", c->max_pending_per_class);
 	cJSON_AddNumberToObject(s, "keep_models", c->keep_models);
 	cJSON_AddStringToObject(a, "admin_group", c->admin_group);
+	cJSON_AddStringToObject(os, "score", hdqt_novelty_kind_name((hdqt_novelty_kind)c->novelty_kind));
+	cJSON_AddNumberToObject(os, "unknown_rate", c->unknown_rate);
+	cJSON_AddNumberToObject(os, "keep_unknowns", c->keep_unknowns);
+	cJSON_AddNumberToObject(os, "alert_count", c->alert_count);
+	cJSON_AddNumberToObject(os, "alert_interval", c->alert_interval_s);
+	cJSON_AddNumberToObject(os, "group_similarity", c->group_similarity);
 	return r;
 }

@@ -54,6 +54,13 @@ typedef struct hdqtd_config {
 	int64_t max_bytes;
 	int max_pending_per_class;
 	int keep_models;
+	/* [open_set] */
+	int novelty_kind;          /* hdqt_novelty_kind */
+	double unknown_rate;       /* target false-unknown rate of the calibration */
+	int keep_unknowns;         /* unknown windows kept for the operator (0: none) */
+	int alert_count;           /* novelty.detected after this many new unknowns ... */
+	double alert_interval_s;   /* ... at most once in this long */
+	double group_similarity;   /* cosine above which unknowns form one group */
 	/* [access] */
 	char admin_group[64];      /* may call state-changing methods ("" = anyone who can connect) */
 } hdqtd_config;

@@ -30,6 +30,7 @@
 
 typedef struct hdqtd_conn hdqtd_conn;
 typedef struct hdqtd_xfer hdqtd_xfer;
+typedef struct hdqtd_openset hdqtd_openset;
 
 /* Transfer sessions (fleet.c): model export, model import, backup; at most
  * one of each kind at a time, daemon-wide. */
@@ -88,6 +89,7 @@ typedef struct hdqtd {
 	hdqtd_metrics stats;        /* counters and histograms (metrics.h) */
 	hdqtd_xfer *xfer[HDQTD_XFER_KINDS];
 	uint64_t xfer_seq;
+	hdqtd_openset *openset;     /* open-set calibration and unknown windows (openset.c) */
 } hdqtd;
 
 struct hdqtd_conn {
@@ -178,6 +180,24 @@ void hdqtd_install_model(hdqtd *d, hdqt_model *m, int64_t version, const char *m
 int hdqtd_load_counts(hdqtd *d);
 void hdqtd_maybe_train(hdqtd *d);
 extern const hdqtd_trainer_cb hdqtd_trainer_callbacks;
+
+/* openset.c: unknown flags, the unknown windows, their groups */
+int hdqtd_openset_new(hdqtd *d);
+void hdqtd_openset_free(hdqtd *d);
+/* Load the serving model's calibration (after every model change). */
+void hdqtd_openset_load(hdqtd *d);
+/* 1 when the score needs the prediction's embedding. */
+int hdqtd_openset_needs_embedding(const hdqtd *d);
+/* Add unknown, novelty and novelty_threshold to prediction o of input x
+ * (features) reported as label; keeps x when it is unknown. */
+void hdqtd_openset_annotate(hdqtd *d, cJSON *o, const float *x, const float *logits,
+			    const float *emb, int label);
+/* Send the unknown windows kept by annotate to the writer. */
+void hdqtd_openset_flush(hdqtd *d);
+cJSON *hdqtd_openset_status(hdqtd *d);
+cJSON *hdqtd_m_unknowns_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_unknowns_promote(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
+cJSON *hdqtd_m_unknowns_drop(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
 
 /* fleet.c: model export and import, backup (docs/bundle.md) */
 cJSON *hdqtd_m_model_export(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);

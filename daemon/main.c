@@ -326,6 +326,10 @@ int main(int argc, char **argv)
 		hdqtd_log(LOG_ERR, "database %s: %s", d->cfg.db, err);
 		goto out;
 	}
+	if ((rc = hdqtd_openset_new(d)) < 0) {
+		hdqtd_log(LOG_ERR, "out of memory");
+		goto out;
+	}
 	if ((rc = hdqtd_reload_classes(d)) < 0 || (rc = hdqtd_load_model(d)) < 0 ||
 	    (rc = hdqtd_load_counts(d)) < 0) {
 		hdqtd_log(LOG_ERR, "database %s: %s", d->cfg.db,
@@ -407,6 +411,7 @@ int main(int argc, char **argv)
 out:
 	hdqtd_writer_free(d->writer); /* no job is left once uv_run returned */
 	hdqtd_fleet_free(d);
+	hdqtd_openset_free(d);
 	free(d->describe);
 	hdqt_store_close(d->store);
 	hdqt_model_free(d->model);

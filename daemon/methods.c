@@ -192,6 +192,7 @@ int hdqtd_load_model(hdqtd *d)
 		free(ms);
 	}
 	refresh_learned(d);
+	hdqtd_openset_load(d);
 	if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
 		hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
 	return 0;
@@ -204,6 +205,7 @@ void hdqtd_install_model(hdqtd *d, hdqt_model *m, int64_t version, const char *m
 	d->model_version = version;
 	set_metrics(d, metrics_json);
 	refresh_learned(d);
+	hdqtd_openset_load(d);
 	if (hdqt_store_counts(d->store, &d->n_exemplars, &d->n_validation) < 0)
 		hdqtd_log(LOG_WARNING, "counting exemplars: %s", hdqt_store_errmsg(d->store));
 }
@@ -680,6 +682,7 @@ static cJSON *m_status(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call *
 	cJSON_AddNumberToObject(o, "window", d->cfg.window);
 	cJSON_AddNumberToObject(o, "connections", d->n_conns);
 	cJSON_AddStringToObject(o, "database", d->cfg.db);
+	cJSON_AddItemToObject(o, "open_set", hdqtd_openset_status(d));
 	return o;
 }
 
@@ -812,7 +815,8 @@ static int cmp_desc(const void *a, const void *b, void *arg)
 	return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static cJSON *prediction_json(hdqtd *d, const float *logits, int C, int top_k)
+static cJSON *prediction_json(hdqtd *d, const float *x, const float *logits, const float *emb, int C,
+			      int top_k)
 {
 	/* Softmax over the active classes only. */
 	float prob[HDQT_MAX_CLASSES];
@@ -853,6 +857,7 @@ static cJSON *prediction_json(hdqtd *d, const float *logits, int C, int top_k)
 	}
 	cJSON_AddItemToObject(o, "top", top);
 	cJSON_AddNumberToObject(o, "model_version", (double)d->model_version);
+	hdqtd_openset_annotate(d, o, x, logits, emb, idx[0]);
 	return o;
 }
 
@@ -871,25 +876,36 @@ static cJSON *predict_reply(hdqtd *d, float *X, int n, int many, int top_k, repl
 		free(X);
 		return fail(r, HDQT_RPC_NO_MODEL, "the model knows no active class");
 	}
+	/* The embedding comes from the same pass when the novelty score reads it. */
+	const int E = hdqtd_openset_needs_embedding(d) ? hdqt_model_embed_dim(d->model) : 0;
 	float *logits = malloc(sizeof(float) * (size_t)n * C);
-	int rc = logits ? hdqt_model_forward(d->model, X, n, logits) : HDQT_ENOMEM;
-	free(X);
+	float *emb = E ? malloc(sizeof(float) * (size_t)n * E) : NULL;
+	int rc = !logits || (E && !emb) ? HDQT_ENOMEM
+		 : E ? hdqt_model_forward_embed(d->model, X, n, logits, emb)
+		     : hdqt_model_forward(d->model, X, n, logits);
 	if (rc < 0) {
+		free(X);
 		free(logits);
+		free(emb);
 		return fail(r, HDQT_RPC_INTERNAL_ERROR, "inference: %s", hdqt_strerror(rc));
 	}
 	d->stats.predictions += (uint64_t)n;
 	cJSON *o;
 	if (!many) {
-		o = prediction_json(d, logits, C, top_k);
+		o = prediction_json(d, X, logits, emb, C, top_k);
 	} else {
 		o = cJSON_CreateObject();
 		cJSON *a = cJSON_AddArrayToObject(o, "predictions");
 		for (int i = 0; a && i < n; i++)
-			cJSON_AddItemToArray(a, prediction_json(d, logits + (size_t)i * C, C, top_k));
+			cJSON_AddItemToArray(a, prediction_json(d, X + (size_t)i * HDQT_FEAT_DIM,
+								logits + (size_t)i * C,
+								emb ? emb + (size_t)i * E : NULL, C, top_k));
 		cJSON_AddNumberToObject(o, "model_version", (double)d->model_version);
 	}
+	free(X);
 	free(logits);
+	free(emb);
+	hdqtd_openset_flush(d);
 	return o ? o : fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
 }
 
@@ -1261,6 +1277,9 @@ static const struct method {
 	{"backup.chunk", hdqtd_m_backup_chunk, 1},
 	{"transfer.close", hdqtd_m_transfer_close, 1},
 	{"metrics", hdqtd_m_metrics, 0},
+	{"unknowns.list", hdqtd_m_unknowns_list, 0},
+	{"unknowns.promote", hdqtd_m_unknowns_promote, 1},
+	{"unknowns.drop", hdqtd_m_unknowns_drop, 1},
 	{"rpc.describe", m_describe, 0},
 	{"rpc.discover", m_describe, 0},
 };

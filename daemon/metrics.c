@@ -133,6 +133,7 @@ int hdqtd_metrics_json(const hdqtd_metrics *m, cJSON *o)
 	cJSON_AddItemToObject(o, "round_duration_seconds", rs);
 	cJSON_AddItemToObject(o, "predict_latency_seconds", ps);
 	cJSON_AddNumberToObject(o, "predictions_total", (double)m->predictions);
+	cJSON_AddNumberToObject(o, "predictions_unknown_total", (double)m->predictions_unknown);
 	cJSON_AddNumberToObject(o, "samples_ingested_total", (double)m->samples_ingested);
 	cJSON_AddNumberToObject(o, "samples_quarantined_total", (double)m->samples_quarantined);
 	cJSON_AddNumberToObject(o, "connections_accepted_total", (double)m->connections_accepted);

@@ -34,7 +34,7 @@ typedef struct hdqtd_method_count {
 typedef struct hdqtd_metrics {
 	hdqtd_method_count m[HDQTD_METRICS_METHODS];
 	int n_methods;
-	uint64_t predictions, samples_ingested, samples_quarantined, connections_accepted;
+	uint64_t predictions, predictions_unknown, samples_ingested, samples_quarantined, connections_accepted;
 	uint64_t rounds[8];           /* by hdqtd_round_outcome */
 	uint64_t exports, imports, backups;
 	hdqtd_histogram round_seconds, predict_seconds;

@@ -35,6 +35,7 @@
 #include "hdqt_store.h"
 #include "log.h"
 #include "trainer.h"
+#include "hdqt_novelty.h"
 
 struct hdqtd_trainer {
 	hdqtd_config cfg;
@@ -252,6 +253,39 @@ static int training_threads(const hdqtd_config *c)
 	return n > 2 ? (int)(n - 1 < 64 ? n - 1 : 64) : 1;
 }
 
+/* The new model's open-set calibration on the round's validation rows
+ * (its blob in *out, NULL when there is none: no validation rows, or a
+ * failure, which costs the round nothing but the unknown flags).  A
+ * strategy without exemplars has no class means: the energy score then. */
+static void calibrate(const hdqtd_config *c, hdqt_model *m, const hdqt_memory *mem, int classes,
+		      const float *VX, int nvx, int64_t round, uint8_t **out, size_t *len)
+{
+	*out = NULL;
+	*len = 0;
+	if (nvx < 1) {
+		hdqtd_log(LOG_INFO, "round %lld: no validation samples: predictions carry no unknown flag",
+			  (long long)round);
+		return;
+	}
+	hdqt_novelty_kind kind = (hdqt_novelty_kind)c->novelty_kind;
+	hdqt_novelty *nv = NULL;
+	int rc = hdqt_novelty_fit(&nv, m, mem, classes, VX, nvx, kind, (float)c->unknown_rate);
+	if (rc == HDQT_ESTATE && kind == HDQT_NOVELTY_NME) {
+		kind = HDQT_NOVELTY_ENERGY;
+		rc = hdqt_novelty_fit(&nv, m, mem, classes, VX, nvx, kind, (float)c->unknown_rate);
+	}
+	if (rc == 0)
+		rc = hdqt_novelty_save(nv, out, len);
+	if (rc < 0)
+		hdqtd_log(LOG_WARNING, "round %lld: open-set calibration: %s", (long long)round,
+			  hdqt_strerror(rc));
+	else
+		hdqtd_log(LOG_INFO, "round %lld: open-set calibration (%s) on %d validation samples, "
+			  "pooled threshold %.4f", (long long)round, hdqt_novelty_kind_name(kind), nvx,
+			  hdqt_novelty_threshold(nv, -1));
+	hdqt_novelty_free(nv);
+}
+
 static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 {
 	const hdqtd_config *c = &t->cfg;
@@ -262,8 +296,8 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 	int *y = NULL, *vy = NULL, *my = NULL, *lab = NULL;
 	float *TX = NULL, *VX = NULL, *MX = NULL;
 	int64_t *learned = NULL, *holdout = NULL, *mcls = NULL;
-	uint8_t *blob = NULL;
-	size_t blen = 0;
+	uint8_t *blob = NULL, *nblob = NULL;
+	size_t blen = 0, nlen = 0;
 	int rc;
 	double t0 = mono_s();
 	res->outcome = HDQTD_ROUND_FAILED;
@@ -494,6 +528,7 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 		 c->epochs);
 	if ((rc = hdqt_model_save(nm, &blob, &blen)) < 0)
 		goto fail_rc;
+	calibrate(c, nm, hdqt_cl_memory(cl), classes_after, VX, nvx, res->round, &nblob, &nlen);
 	/* The new memory, labels mapped back to class ids (stored with the
 	 * version also when it is rejected: a rollback to it brings it back). */
 	int mn = hdqt_memory_size(hdqt_cl_memory(cl));
@@ -514,6 +549,7 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 		.holdout = holdout, .n_holdout = accept ? nh : 0, .exemplar_class = mcls,
 		.exemplars = MX, .n_exemplars = mn, .dim = d,
 		.validation_per_class = accept ? c->validation_per_class : 0,
+		.novelty = nblob, .novelty_len = nlen,
 	};
 	if ((rc = hdqt_store_round_commit(t->store, &sr, &res->model_version)) < 0) {
 		snprintf(res->reason, sizeof(res->reason), "storing the round: %s",
@@ -555,6 +591,7 @@ out:
 	free(holdout);
 	free(mcls);
 	free(blob);
+	free(nblob);
 #if defined(__GLIBC__)
 	malloc_trim(0); /* an idle box gives the round's memory back */
 #endif

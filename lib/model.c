@@ -711,6 +711,24 @@ int hdqt_model_embed(hdqt_model *m, const float *X, int n, float *emb)
 	return forward_chunks(m, X, n, emb, m ? m->n_layers - 1 : 0);
 }
 
+int hdqt_model_forward_embed(hdqt_model *m, const float *X, int n, float *logits, float *emb)
+{
+	if (!m || !X || !logits || !emb || n < 0)
+		return HDQT_EINVAL;
+	if (!finite_all(X, (size_t)n * m->cfg.n_in))
+		return HDQT_ERANGE;
+	const int d = m->cfg.n_in, C = m->cfg.n_classes, e = hdqt_model_embed_dim(m);
+	for (int i = 0; i < n; i += CHUNK) {
+		int b = n - i < CHUNK ? n - i : CHUNK;
+		int rc = forward_cached(m, X + (size_t)i * d, b);
+		if (rc < 0)
+			return rc;
+		memcpy(logits + (size_t)i * C, m->act[m->n_layers], (size_t)b * C * sizeof(float));
+		memcpy(emb + (size_t)i * e, m->act[m->n_layers - 1], (size_t)b * e * sizeof(float));
+	}
+	return 0;
+}
+
 int hdqt_model_bin_stats(hdqt_model *m, const float *X, int n, hdqt_bin_stats st[HDQT_MAX_LAYERS])
 {
 	if (!m || !X || !st || n < 1)

@@ -94,6 +94,12 @@ static const char *const migrations[HDQT_STORE_SCHEMA] = {
 	"DROP TABLE exemplars;"
 	"ALTER TABLE exemplars3 RENAME TO exemplars;"
 	"UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+	/* 3 -> 4: open-set calibration per model version, unknown windows */
+	"ALTER TABLE models ADD COLUMN novelty BLOB;"
+	"CREATE TABLE unknowns(id INTEGER PRIMARY KEY, created INTEGER NOT NULL,"
+	" model_version INTEGER NOT NULL, label INTEGER NOT NULL, score REAL NOT NULL,"
+	" dim INTEGER NOT NULL, features BLOB NOT NULL);"
+	"UPDATE meta SET value = '4' WHERE key = 'schema_version';",
 };
 
 void hdqt_store_opts_default(hdqt_store_opts *o)
@@ -1551,6 +1557,262 @@ fail:
 	return rc;
 }
 
+/* ---- open-set: calibration per version, unknown windows ---- */
+
+static int novelty_tx(hdqt_store *s, int64_t version, const uint8_t *blob, size_t len)
+{
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "UPDATE models SET novelty = ? WHERE version = ?", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "novelty");
+	sqlite3_bind_blob64(p, 1, blob, len, SQLITE_STATIC);
+	sqlite3_bind_int64(p, 2, version);
+	rc = sqlite3_step(p);
+	sqlite3_finalize(p);
+	return rc == SQLITE_DONE ? 0 : sqlerr(s, rc, "novelty");
+}
+
+int hdqt_store_model_novelty(hdqt_store *s, int64_t version, uint8_t **blob, size_t *len)
+{
+	if (!s || !blob || !len)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT novelty FROM models WHERE version = ?", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "prepare");
+	sqlite3_bind_int64(p, 1, version);
+	rc = sqlite3_step(p);
+	if (rc != SQLITE_ROW || sqlite3_column_type(p, 0) != SQLITE_BLOB) {
+		sqlite3_finalize(p);
+		return rc == SQLITE_ROW || rc == SQLITE_DONE
+			       ? seterr(s, HDQT_ENOTFOUND, "model %lld has no open-set calibration", (long long)version)
+			       : sqlerr(s, rc, "novelty");
+	}
+	size_t n = (size_t)sqlite3_column_bytes(p, 0);
+	uint8_t *b = malloc(n ? n : 1);
+	if (!b) {
+		sqlite3_finalize(p);
+		return HDQT_ENOMEM;
+	}
+	memcpy(b, sqlite3_column_blob(p, 0), n);
+	sqlite3_finalize(p);
+	*blob = b;
+	*len = n;
+	return 0;
+}
+
+static int unknowns_trim(hdqt_store *s, int keep)
+{
+	char sql[160];
+	snprintf(sql, sizeof(sql), "DELETE FROM unknowns WHERE id NOT IN "
+		 "(SELECT id FROM unknowns ORDER BY id DESC LIMIT %d)", keep);
+	return exec(s, sql, "unknowns trim");
+}
+
+int hdqt_store_unknowns_add(hdqt_store *s, const float *X, const int *labels, const float *scores,
+			    int n, int d, int64_t model_version, int keep)
+{
+	if (!s || n < 0 || (n > 0 && (!X || !labels || !scores)) || d < 1 || d > HDQT_MAX_DIM ||
+	    keep < 0 || keep > HDQT_STORE_UNKNOWNS_MAX)
+		return HDQT_EINVAL;
+	for (size_t i = 0; i < (size_t)n * d; i++)
+		if (!isfinite(X[i]))
+			return seterr(s, HDQT_ERANGE, "unknown window %zu has a NaN or infinite feature", i / d);
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	sqlite3_stmt *p = NULL;
+	rc = sqlite3_prepare_v2(s->db, "INSERT INTO unknowns(created, model_version, label, score, dim, "
+				"features) VALUES(?, ?, ?, ?, ?, ?)", -1, &p, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlerr(s, rc, "unknowns");
+		goto fail;
+	}
+	const int64_t t = now_s();
+	/* Only the newest keep are kept: older rows of the batch would go at once. */
+	for (int i = n > keep ? n - keep : 0; i < n; i++) {
+		sqlite3_bind_int64(p, 1, t);
+		sqlite3_bind_int64(p, 2, model_version);
+		sqlite3_bind_int(p, 3, labels[i]);
+		sqlite3_bind_double(p, 4, isfinite(scores[i]) ? scores[i] : 0.0);
+		sqlite3_bind_int(p, 5, d);
+		sqlite3_bind_blob(p, 6, X + (size_t)i * d, (int)(sizeof(float) * d), SQLITE_STATIC);
+		int r = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (r != SQLITE_DONE) {
+			rc = sqlerr(s, r, "unknowns insert");
+			goto fail;
+		}
+	}
+	sqlite3_finalize(p);
+	p = NULL;
+	if ((rc = unknowns_trim(s, keep)) < 0 || (rc = commit(s)) < 0)
+		goto fail;
+	return 0;
+fail:
+	sqlite3_finalize(p);
+	rollback(s);
+	return rc;
+}
+
+int hdqt_store_unknowns_count(hdqt_store *s, int64_t *n)
+{
+	if (!s || !n)
+		return HDQT_EINVAL;
+	return single_int(s, "SELECT COUNT(*) FROM unknowns", n);
+}
+
+int hdqt_store_unknowns_list(hdqt_store *s, int d, int max, hdqt_store_unknown **meta, float **X, int *n)
+{
+	if (!s || d < 1 || d > HDQT_MAX_DIM || max < 0 || !meta || !X || !n)
+		return HDQT_EINVAL;
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT id, created, model_version, label, score, dim, features "
+				    "FROM (SELECT * FROM unknowns ORDER BY id DESC LIMIT ?) ORDER BY id",
+				    -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "unknowns");
+	sqlite3_bind_int(p, 1, max);
+	hdqt_store_unknown *v = NULL;
+	float *x = NULL;
+	int cnt = 0, cap = 0;
+	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+		if (sqlite3_column_int(p, 5) != d || sqlite3_column_bytes(p, 6) != (int)(sizeof(float) * d))
+			continue; /* a row of another feature layout: not ours to show */
+		if (cnt == cap) {
+			int nc = cap ? cap * 2 : 64;
+			hdqt_store_unknown *nv = realloc(v, sizeof(*v) * (size_t)nc);
+			if (nv)
+				v = nv;
+			float *nx = realloc(x, sizeof(float) * (size_t)nc * d);
+			if (nx)
+				x = nx;
+			if (!nv || !nx) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			cap = nc;
+		}
+		v[cnt] = (hdqt_store_unknown){.id = sqlite3_column_int64(p, 0),
+					      .created = sqlite3_column_int64(p, 1),
+					      .model_version = sqlite3_column_int64(p, 2),
+					      .label = sqlite3_column_int(p, 3),
+					      .score = (float)sqlite3_column_double(p, 4)};
+		memcpy(x + (size_t)cnt * d, sqlite3_column_blob(p, 6), sizeof(float) * d);
+		cnt++;
+	}
+	sqlite3_finalize(p);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		free(x);
+		return sqlerr(s, rc, "unknowns");
+	}
+	*meta = v;
+	*X = x;
+	*n = cnt;
+	return 0;
+}
+
+/* Inside a transaction: delete the unknowns with these ids (all when
+ * ids is NULL), counting the rows removed. */
+static int unknowns_del(hdqt_store *s, const int64_t *ids, int n, int *done)
+{
+	if (!ids) {
+		int rc = exec(s, "DELETE FROM unknowns", "unknowns drop");
+		*done = rc == 0 ? sqlite3_changes(s->db) : 0;
+		return rc;
+	}
+	sqlite3_stmt *p;
+	int rc = sqlite3_prepare_v2(s->db, "DELETE FROM unknowns WHERE id = ?", -1, &p, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "unknowns drop");
+	*done = 0;
+	for (int i = 0; i < n; i++) {
+		sqlite3_bind_int64(p, 1, ids[i]);
+		rc = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (rc != SQLITE_DONE) {
+			sqlite3_finalize(p);
+			return sqlerr(s, rc, "unknowns drop");
+		}
+		*done += sqlite3_changes(s->db);
+	}
+	sqlite3_finalize(p);
+	return 0;
+}
+
+int hdqt_store_unknowns_drop(hdqt_store *s, const int64_t *ids, int n, int *done)
+{
+	if (!s || n < 0 || !done)
+		return HDQT_EINVAL;
+	int rc = begin(s);
+	if (rc < 0)
+		return rc;
+	if ((rc = unknowns_del(s, ids, n, done)) < 0 || (rc = commit(s)) < 0) {
+		rollback(s);
+		*done = 0;
+		return rc;
+	}
+	return 0;
+}
+
+int hdqt_store_unknowns_promote(hdqt_store *s, const char *name, const int64_t *ids, int n, int d,
+				hdqt_store_class *cls, int *created, int *moved)
+{
+	if (!s || !ids || n < 1 || d < 1 || d > HDQT_MAX_DIM || !cls || !created || !moved)
+		return HDQT_EINVAL;
+	*created = *moved = 0;
+	if (!valid_name(name))
+		return seterr(s, HDQT_EINVAL, "class name must be 1..%d bytes without control characters",
+			      HDQT_CLASS_NAME_MAX);
+	int rc = hdqt_store_class_get(s, name, cls);
+	if (rc == HDQT_ENOTFOUND) {
+		if ((rc = hdqt_store_class_add(s, name, cls)) < 0)
+			return rc;
+		*created = 1;
+	} else if (rc < 0) {
+		return rc;
+	}
+	/* The class exists now (creating it is its own transaction: a class
+	 * without samples is a valid state, as after class.add); the windows
+	 * move in one transaction: after a crash they are either still
+	 * unknown or pending samples of the class. */
+	rc = begin(s);
+	if (rc < 0)
+		return rc;
+	sqlite3_stmt *p = NULL;
+	rc = sqlite3_prepare_v2(s->db, "INSERT INTO samples(class_id, created, dim, features) "
+				"SELECT ?, created, dim, features FROM unknowns WHERE id = ? AND dim = ?",
+				-1, &p, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlerr(s, rc, "unknowns promote");
+		goto fail;
+	}
+	for (int i = 0; i < n; i++) {
+		sqlite3_bind_int64(p, 1, cls->id);
+		sqlite3_bind_int64(p, 2, ids[i]);
+		sqlite3_bind_int(p, 3, d);
+		int r = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (r != SQLITE_DONE) {
+			rc = sqlerr(s, r, "unknowns promote");
+			goto fail;
+		}
+		*moved += sqlite3_changes(s->db);
+	}
+	sqlite3_finalize(p);
+	p = NULL;
+	int gone;
+	if ((rc = unknowns_del(s, ids, n, &gone)) < 0 || (rc = commit(s)) < 0)
+		goto fail;
+	return 0;
+fail:
+	sqlite3_finalize(p);
+	rollback(s);
+	*moved = 0;
+	return rc;
+}
+
 /* ---- a training round, atomically ---- */
 
 int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *version)
@@ -1586,7 +1848,8 @@ int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *v
 	int64_t v = 0;
 	if ((rc = model_tx(s, r->blob, r->blob_len, r->config_json, r->metrics_json, r->make_current,
 			   &v)) < 0 ||
-	    (rc = exemplars_tx(s, v, r->exemplar_class, r->exemplars, r->n_exemplars, r->dim)) < 0)
+	    (rc = exemplars_tx(s, v, r->exemplar_class, r->exemplars, r->n_exemplars, r->dim)) < 0 ||
+	    (r->novelty && (rc = novelty_tx(s, v, r->novelty, r->novelty_len)) < 0))
 		goto fail;
 	if ((rc = commit(s)) < 0)
 		goto fail;

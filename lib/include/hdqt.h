@@ -183,6 +183,9 @@ int hdqt_model_remap_classes(hdqt_model *m, const int *map, int n_classes);
 int hdqt_model_forward(hdqt_model *m, const float *X, int n, float *logits);
 /* Penultimate-layer features (n x embed_dim), for NME / herding. */
 int hdqt_model_embed(hdqt_model *m, const float *X, int n, float *emb);
+/* Both of one pass: logits (n x n_classes) and embeddings (n x embed_dim),
+ * the same floats as hdqt_model_forward's and hdqt_model_embed's. */
+int hdqt_model_forward_embed(hdqt_model *m, const float *X, int n, float *logits, float *emb);
 /* argmax predictions (n). */
 int hdqt_model_predict(hdqt_model *m, const float *X, int n, int *pred);
 

@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define HDQT_STORE_SCHEMA 3      /* the schema version this build writes */
+#define HDQT_STORE_SCHEMA 4      /* the schema version this build writes */
 #define HDQT_CLASS_NAME_MAX 64   /* bytes of a class name */
 
 typedef struct hdqt_store hdqt_store;
@@ -166,6 +166,8 @@ typedef struct hdqt_store_round {
 	const float *exemplars;
 	int n_exemplars, dim;
 	int validation_per_class;     /* > 0: keep only the newest this many per class */
+	const uint8_t *novelty;       /* the new model's open-set calibration (NULL: none) */
+	size_t novelty_len;
 } hdqt_store_round;
 
 /* All of a round's effects in one transaction: after a crash either the
@@ -174,6 +176,36 @@ typedef struct hdqt_store_round {
  * database can still take a round.  The exemplars are stored with the new
  * version, also when it is not made current. */
 int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *version);
+
+/* ---- open-set prediction ---- */
+/* The open-set calibration stored with a version (hdqt_novelty_save's
+ * blob, malloc'd); HDQT_ENOTFOUND if it has none (older versions,
+ * imported models, rounds without validation samples). */
+int hdqt_store_model_novelty(hdqt_store *s, int64_t version, uint8_t **blob, size_t *len);
+
+/* Windows predictions called unknown, kept for the operator to look at and
+ * turn into a class: the newest `keep` are kept (at most this many). */
+#define HDQT_STORE_UNKNOWNS_MAX 100000
+typedef struct hdqt_store_unknown {
+	int64_t id, created, model_version;
+	int label;      /* the class it was closest to */
+	float score;    /* its novelty score */
+} hdqt_store_unknown;
+/* Store n windows (features of dimension d), then drop all but the newest
+ * keep.  HDQT_ERANGE on a non-finite feature (nothing stored). */
+int hdqt_store_unknowns_add(hdqt_store *s, const float *X, const int *labels, const float *scores,
+			    int n, int d, int64_t model_version, int keep);
+int hdqt_store_unknowns_count(hdqt_store *s, int64_t *n);
+/* The newest max windows of dimension d, oldest first (malloc'd arrays). */
+int hdqt_store_unknowns_list(hdqt_store *s, int d, int max, hdqt_store_unknown **meta, float **X, int *n);
+/* Delete the given windows (all when ids is NULL); *done = rows deleted. */
+int hdqt_store_unknowns_drop(hdqt_store *s, const int64_t *ids, int n, int *done);
+/* Turn windows into pending samples of class `name` (created when missing,
+ * *created = 1): their features become samples and they leave the store,
+ * in one transaction; *moved = windows moved (ids gone meanwhile are
+ * skipped).  *cls gets the class. */
+int hdqt_store_unknowns_promote(hdqt_store *s, const char *name, const int64_t *ids, int n, int d,
+				hdqt_store_class *cls, int *created, int *moved);
 
 /* ---- a model import (docs/bundle.md) ---- */
 typedef struct hdqt_store_import {

@@ -1,0 +1,462 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Open-set prediction: novelty scores and per-class thresholds.
+ *
+ * A score is high where a window looks unlike the classes the model knows.
+ * Three are offered because which one separates best depends on the
+ * features and the recipe; hdqt-eval --open-set measures them (README,
+ * "Open-set prediction").  The threshold of a class is the (1 - rate)
+ * quantile of the scores of held-out known windows the model predicts as
+ * that class: thresholds are per predicted class because that is what is
+ * known at inference, and pooled for classes with too few such windows,
+ * whose quantile would be noise.
+ *
+ * Blob: "HDQTNOV1", u32 version, u32 payload length, payload, u32 CRC-32 of
+ * everything before it; little-endian, bounds-checked like the model blob.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "hdqt_novelty.h"
+#include "model.h"
+
+#define NOV_MAGIC "HDQTNOV1"
+#define NOV_VERSION 1u
+#define NOV_HDR 16
+
+struct hdqt_novelty {
+	hdqt_novelty_kind kind;
+	int classes, e;
+	float rate;
+	float thr_all;
+	float *thr;   /* classes */
+	int *count;   /* calibration rows predicted as each class */
+	float *means; /* classes x e, unit rows (NME) */
+	unsigned char *present; /* class has a mean (exemplars) */
+};
+
+static const char *const kind_names[HDQT_NOVELTY_COUNT] = {"nme", "energy", "msp"};
+
+int hdqt_novelty_kind_parse(const char *s, hdqt_novelty_kind *out)
+{
+	for (int i = 0; s && i < HDQT_NOVELTY_COUNT; i++)
+		if (strcmp(s, kind_names[i]) == 0) {
+			*out = (hdqt_novelty_kind)i;
+			return 0;
+		}
+	return HDQT_EINVAL;
+}
+
+const char *hdqt_novelty_kind_name(hdqt_novelty_kind k)
+{
+	return (int)k >= 0 && k < HDQT_NOVELTY_COUNT ? kind_names[k] : "?";
+}
+
+static hdqt_novelty *nov_alloc(int classes, int e)
+{
+	hdqt_novelty *nv = calloc(1, sizeof(*nv));
+	if (!nv)
+		return NULL;
+	nv->classes = classes;
+	nv->e = e;
+	nv->thr = calloc((size_t)classes, sizeof(float));
+	nv->count = calloc((size_t)classes, sizeof(int));
+	nv->means = calloc((size_t)classes * e, sizeof(float));
+	nv->present = calloc((size_t)classes, 1);
+	if (!nv->thr || !nv->count || !nv->means || !nv->present) {
+		hdqt_novelty_free(nv);
+		return NULL;
+	}
+	return nv;
+}
+
+void hdqt_novelty_free(hdqt_novelty *nv)
+{
+	if (!nv)
+		return;
+	free(nv->thr);
+	free(nv->count);
+	free(nv->means);
+	free(nv->present);
+	free(nv);
+}
+
+hdqt_novelty_kind hdqt_novelty_get_kind(const hdqt_novelty *nv) { return nv->kind; }
+float hdqt_novelty_rate(const hdqt_novelty *nv) { return nv->rate; }
+int hdqt_novelty_classes(const hdqt_novelty *nv) { return nv->classes; }
+int hdqt_novelty_embed_dim(const hdqt_novelty *nv) { return nv->e; }
+
+float hdqt_novelty_threshold(const hdqt_novelty *nv, int c)
+{
+	return c >= 0 && c < nv->classes ? nv->thr[c] : nv->thr_all;
+}
+
+int hdqt_novelty_centre(const hdqt_novelty *nv, float *out)
+{
+	if (!nv || !out)
+		return HDQT_EINVAL;
+	int k = 0;
+	memset(out, 0, sizeof(float) * (size_t)nv->e);
+	for (int c = 0; c < nv->classes; c++) {
+		if (!nv->present[c])
+			continue;
+		k++;
+		for (int j = 0; j < nv->e; j++)
+			out[j] += nv->means[(size_t)c * nv->e + j];
+	}
+	if (!k)
+		return HDQT_ESTATE;
+	for (int j = 0; j < nv->e; j++)
+		out[j] /= (float)k;
+	return 0;
+}
+
+int hdqt_novelty_calib_count(const hdqt_novelty *nv, int c)
+{
+	return c >= 0 && c < nv->classes ? nv->count[c] : 0;
+}
+
+/* Scale v (n floats) to unit length; a zero vector stays zero. */
+static void unit(float *v, int n)
+{
+	double ss = 0;
+	for (int j = 0; j < n; j++)
+		ss += (double)v[j] * v[j];
+	const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+	for (int j = 0; j < n; j++)
+		v[j] *= inv;
+}
+
+static float score_row(const hdqt_novelty *nv, const float *logits, const float *emb)
+{
+	const int C = nv->classes;
+	if (nv->kind == HDQT_NOVELTY_NME) {
+		/* cos(z, mu) = z . mu / |z| for unit mu */
+		double zz = 0, best = -INFINITY;
+		for (int j = 0; j < nv->e; j++)
+			zz += (double)emb[j] * emb[j];
+		for (int c = 0; c < C; c++) {
+			if (!nv->present[c])
+				continue;
+			const float *mu = nv->means + (size_t)c * nv->e;
+			double v = 0;
+			for (int j = 0; j < nv->e; j++)
+				v += (double)emb[j] * mu[j];
+			best = v > best ? v : best;
+		}
+		/* A zero embedding (every ReLU off) is as far as it gets. */
+		return zz > 0 ? (float)(1.0 - best / sqrt(zz)) : 2.0f;
+	}
+	double mx = -INFINITY;
+	for (int c = 0; c < C; c++)
+		mx = logits[c] > mx ? logits[c] : mx;
+	double s = 0;
+	for (int c = 0; c < C; c++)
+		s += exp((double)logits[c] - mx);
+	if (nv->kind == HDQT_NOVELTY_ENERGY)
+		return (float)-(mx + log(s));
+	return (float)(1.0 - 1.0 / s); /* 1 - max softmax = 1 - exp(0) / s */
+}
+
+float hdqt_novelty_score1(const hdqt_novelty *nv, const float *logits, const float *emb, int pred,
+			  int *unknown)
+{
+	float s = score_row(nv, logits, emb);
+	if (unknown)
+		*unknown = !(s <= hdqt_novelty_threshold(nv, pred)); /* NaN: unknown */
+	return s;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+/* The smallest t with at most floor(rate * n) of the n sorted values above it. */
+static float quantile_above(const float *sorted, int n, float rate)
+{
+	int above = (int)floor((double)rate * n);
+	int k = n - 1 - above;
+	return sorted[k < 0 ? 0 : k];
+}
+
+static int argmax_n(const float *v, int n)
+{
+	int best = 0;
+	for (int c = 1; c < n; c++)
+		if (v[c] > v[best])
+			best = c;
+	return best;
+}
+
+#define SCORE_CHUNK 256
+
+int hdqt_novelty_score(const hdqt_novelty *nv, hdqt_model *m, const float *X, int n, int *pred,
+		       float *score, int *unknown)
+{
+	if (!nv || !m || !X || n < 0)
+		return HDQT_EINVAL;
+	const int K = hdqt_model_n_classes(m), e = hdqt_model_embed_dim(m), d = hdqt_model_n_in(m);
+	if (K < nv->classes || e != nv->e)
+		return HDQT_EINVAL;
+	float *lg = malloc(sizeof(float) * (size_t)SCORE_CHUNK * K);
+	float *em = malloc(sizeof(float) * (size_t)SCORE_CHUNK * e);
+	int rc = lg && em ? 0 : HDQT_ENOMEM;
+	for (int i = 0; rc == 0 && i < n; i += SCORE_CHUNK) {
+		const int b = n - i < SCORE_CHUNK ? n - i : SCORE_CHUNK;
+		if ((rc = hdqt_model_forward_embed(m, X + (size_t)i * d, b, lg, em)) < 0)
+			break;
+		for (int r = 0; r < b; r++) {
+			const float *l = lg + (size_t)r * K;
+			const int p = argmax_n(l, nv->classes);
+			int u;
+			const float s = hdqt_novelty_score1(nv, l, em + (size_t)r * e, p, &u);
+			if (pred)
+				pred[i + r] = p;
+			if (score)
+				score[i + r] = s;
+			if (unknown)
+				unknown[i + r] = u;
+		}
+	}
+	free(lg);
+	free(em);
+	return rc;
+}
+
+int hdqt_novelty_fit(hdqt_novelty **out, hdqt_model *m, const hdqt_memory *mem, int classes,
+		     const float *VX, int n, hdqt_novelty_kind kind, float rate)
+{
+	if (!out || !m || !VX || n < 1 || (int)kind < 0 || kind >= HDQT_NOVELTY_COUNT ||
+	    !(rate > 0 && rate < 1) || classes < 1 || classes > hdqt_model_n_classes(m) ||
+	    (kind == HDQT_NOVELTY_NME && !mem))
+		return HDQT_EINVAL;
+	const int e = hdqt_model_embed_dim(m);
+	if (kind == HDQT_NOVELTY_NME) {
+		int any = 0;
+		for (int c = 0; c < classes; c++) {
+			int k;
+			hdqt_memory_class(mem, c, &k);
+			any |= k > 0;
+		}
+		if (!any)
+			return HDQT_ESTATE;
+	}
+	hdqt_novelty *nv = nov_alloc(classes, e);
+	if (!nv)
+		return HDQT_ENOMEM;
+	nv->kind = kind;
+	nv->rate = rate;
+	int rc = 0;
+	/* Class means of unit exemplar embeddings, renormalised (iCaRL's NME). */
+	float *emb = NULL;
+	if (kind == HDQT_NOVELTY_NME) {
+		int kmax = 1;
+		for (int c = 0; c < classes; c++) {
+			int k;
+			hdqt_memory_class(mem, c, &k);
+			kmax = k > kmax ? k : kmax;
+		}
+		if (!(emb = malloc(sizeof(float) * (size_t)kmax * e)))
+			rc = HDQT_ENOMEM;
+		for (int c = 0; rc == 0 && c < classes; c++) {
+			int k;
+			const float *rows = hdqt_memory_class(mem, c, &k);
+			if (k < 1)
+				continue; /* e.g. announced, never taught: never the nearest */
+			if ((rc = hdqt_model_embed(m, rows, k, emb)) < 0)
+				break;
+			nv->present[c] = 1;
+			float *mu = nv->means + (size_t)c * e;
+			for (int i = 0; i < k; i++) {
+				unit(emb + (size_t)i * e, e);
+				for (int j = 0; j < e; j++)
+					mu[j] += emb[(size_t)i * e + j];
+			}
+			unit(mu, e);
+		}
+	}
+	free(emb);
+	int *pred = malloc(sizeof(int) * (size_t)n);
+	float *score = malloc(sizeof(float) * (size_t)n);
+	float *tmp = malloc(sizeof(float) * (size_t)n);
+	if (rc == 0 && (!pred || !score || !tmp))
+		rc = HDQT_ENOMEM;
+	/* Scores with a provisional infinite threshold: only pred and score. */
+	if (rc == 0)
+		rc = hdqt_novelty_score(nv, m, VX, n, pred, score, NULL);
+	if (rc == 0) {
+		memcpy(tmp, score, sizeof(float) * (size_t)n);
+		qsort(tmp, (size_t)n, sizeof(float), cmp_float);
+		nv->thr_all = quantile_above(tmp, n, rate);
+		for (int c = 0; c < classes; c++) {
+			int k = 0;
+			for (int i = 0; i < n; i++)
+				if (pred[i] == c)
+					tmp[k++] = score[i];
+			nv->count[c] = k;
+			if (k < HDQT_NOVELTY_MIN_PER_CLASS) {
+				nv->thr[c] = nv->thr_all;
+				continue;
+			}
+			qsort(tmp, (size_t)k, sizeof(float), cmp_float);
+			nv->thr[c] = quantile_above(tmp, k, rate);
+		}
+		if (!isfinite(nv->thr_all))
+			rc = HDQT_ERANGE;
+	}
+	free(pred);
+	free(score);
+	free(tmp);
+	if (rc < 0) {
+		hdqt_novelty_free(nv);
+		return rc;
+	}
+	*out = nv;
+	return 0;
+}
+
+double hdqt_auroc(const float *pos, int npos, const float *neg, int nneg)
+{
+	if (npos < 1 || nneg < 1)
+		return NAN;
+	/* Mann-Whitney U over the sorted negatives: for each positive, the
+	 * negatives below it plus half the ties. */
+	float *s = malloc(sizeof(float) * (size_t)nneg);
+	if (!s)
+		return NAN;
+	memcpy(s, neg, sizeof(float) * (size_t)nneg);
+	qsort(s, (size_t)nneg, sizeof(float), cmp_float);
+	double u = 0;
+	for (int i = 0; i < npos; i++) {
+		int lo = 0, hi = nneg; /* first index with s >= pos[i] */
+		while (lo < hi) {
+			int mid = (lo + hi) / 2;
+			if (s[mid] < pos[i])
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		int lt = lo;
+		lo = lt, hi = nneg; /* first index with s > pos[i] */
+		while (lo < hi) {
+			int mid = (lo + hi) / 2;
+			if (s[mid] <= pos[i])
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		u += lt + 0.5 * (lo - lt);
+	}
+	free(s);
+	return u / ((double)npos * nneg);
+}
+
+/* ---- serialisation ---- */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void putf(uint8_t *p, float f)
+{
+	uint32_t v;
+	memcpy(&v, &f, 4);
+	put32(p, v);
+}
+
+static float getf(const uint8_t *p)
+{
+	uint32_t v = get32(p);
+	float f;
+	memcpy(&f, &v, 4);
+	return f;
+}
+
+/* payload: kind, classes, e, rate, thr_all, thr[classes], count[classes], means */
+static size_t payload_len(int classes, int e)
+{
+	return 4 * (5 + 2 * (size_t)classes + (size_t)classes * e);
+}
+
+int hdqt_novelty_save(const hdqt_novelty *nv, uint8_t **blob, size_t *len)
+{
+	if (!nv || !blob || !len)
+		return HDQT_EINVAL;
+	const size_t pl = payload_len(nv->classes, nv->e), n = NOV_HDR + pl + 4;
+	uint8_t *p = malloc(n);
+	if (!p)
+		return HDQT_ENOMEM;
+	memcpy(p, NOV_MAGIC, 8);
+	put32(p + 8, NOV_VERSION);
+	put32(p + 12, (uint32_t)pl);
+	uint8_t *q = p + NOV_HDR;
+	put32(q, (uint32_t)nv->kind), q += 4;
+	put32(q, (uint32_t)nv->classes), q += 4;
+	put32(q, (uint32_t)nv->e), q += 4;
+	putf(q, nv->rate), q += 4;
+	putf(q, nv->thr_all), q += 4;
+	for (int c = 0; c < nv->classes; c++, q += 4)
+		putf(q, nv->thr[c]);
+	for (int c = 0; c < nv->classes; c++, q += 4)
+		put32(q, (uint32_t)nv->count[c]);
+	for (size_t i = 0; i < (size_t)nv->classes * nv->e; i++, q += 4)
+		putf(q, nv->means[i]);
+	put32(q, (uint32_t)crc32(0L, p, (uInt)(n - 4)));
+	*blob = p;
+	*len = n;
+	return 0;
+}
+
+int hdqt_novelty_load(const uint8_t *blob, size_t len, hdqt_novelty **out)
+{
+	if (!blob || !out)
+		return HDQT_EINVAL;
+	if (len < NOV_HDR + 4 + 20 || memcmp(blob, NOV_MAGIC, 8) != 0)
+		return HDQT_ECORRUPT;
+	const uint32_t ver = get32(blob + 8), pl = get32(blob + 12);
+	if (ver < 1u || ver > NOV_VERSION)
+		return HDQT_EVERSION;
+	if ((size_t)pl != len - NOV_HDR - 4 || (uint32_t)crc32(0L, blob, (uInt)(len - 4)) != get32(blob + len - 4))
+		return HDQT_ECORRUPT;
+	const uint8_t *q = blob + NOV_HDR;
+	const uint32_t kind = get32(q), classes = get32(q + 4), e = get32(q + 8);
+	if (kind >= HDQT_NOVELTY_COUNT || classes < 1 || classes > HDQT_MAX_CLASSES || e < 1 ||
+	    e > HDQT_MAX_DIM || payload_len((int)classes, (int)e) != pl)
+		return HDQT_ECORRUPT;
+	const float rate = getf(q + 12), thr_all = getf(q + 16);
+	if (!(rate > 0 && rate < 1) || !isfinite(thr_all))
+		return HDQT_ECORRUPT;
+	hdqt_novelty *nv = nov_alloc((int)classes, (int)e);
+	if (!nv)
+		return HDQT_ENOMEM;
+	nv->kind = (hdqt_novelty_kind)kind;
+	nv->rate = rate;
+	nv->thr_all = thr_all;
+	q += 20;
+	int bad = 0;
+	for (uint32_t c = 0; c < classes; c++, q += 4)
+		bad |= !isfinite(nv->thr[c] = getf(q));
+	for (uint32_t c = 0; c < classes; c++, q += 4)
+		bad |= (nv->count[c] = (int)get32(q)) < 0;
+	for (size_t i = 0; i < (size_t)classes * e; i++, q += 4)
+		bad |= !isfinite(nv->means[i] = getf(q));
+	for (uint32_t c = 0; c < classes; c++)
+		for (uint32_t j = 0; j < e && !nv->present[c]; j++)
+			nv->present[c] = nv->means[(size_t)c * e + j] != 0.0f;
+	if (bad) {
+		hdqt_novelty_free(nv);
+		return HDQT_ECORRUPT;
+	}
+	*out = nv;
+	return 0;
+}
