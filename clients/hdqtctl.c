@@ -56,6 +56,10 @@ static void usage(FILE *f)
 		"  backup FILE                 a consistent copy of the database (restore: see\n"
 		"                              docs/operator-guide.md)\n"
 		"  metrics [--prometheus]      counters and histograms (Prometheus text format)\n"
+		"  unknowns                    windows called unknown, grouped (largest first)\n"
+		"  unknowns promote GROUP CLASS  make a group's windows samples of CLASS (created\n"
+		"                              if missing); the next round learns them\n"
+		"  unknowns drop GROUP|all     delete unknown windows\n"
 		"  call METHOD [JSON]          any method with raw JSON params\n"
 		"\n"
 		"The socket is --socket, else $HDQTD_SOCKET, else /run/hdqtd/hdqtd.sock.\n"
@@ -189,6 +193,63 @@ static void show_models(const cJSON *r)
 	}
 }
 
+static void show_unknowns(const cJSON *r)
+{
+	printf("%.0f unknown windows (%.0f grouped under model %.0f)\n", num(r, "unknowns", 0),
+	       num(r, "grouped", 0), num(r, "model_version", 0));
+	printf("%-8s %6s %-20s %-20s %8s  %s\n", "group", "size", "first seen", "last seen", "novelty",
+	       "closest class");
+	const cJSON *g;
+	cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(r, "groups")) {
+		char a[32], b[32];
+		time_t t0 = (time_t)num(g, "first_seen", 0), t1 = (time_t)num(g, "last_seen", 0);
+		strftime(a, sizeof(a), "%Y-%m-%d %H:%M:%S", localtime(&t0));
+		strftime(b, sizeof(b), "%Y-%m-%d %H:%M:%S", localtime(&t1));
+		printf("%-8.0f %6.0f %-20s %-20s %8.4f  %s\n", num(g, "group", 0), num(g, "size", 0), a, b,
+		       num(g, "mean_novelty", 0), str(g, "closest_class", "-"));
+	}
+}
+
+static void show_promoted(const cJSON *r)
+{
+	printf("%.0f windows are now pending samples of %s class %s (label %.0f); %.0f unknown "
+	       "windows left\n", num(r, "samples", 0),
+	       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "created")) ? "the new" : "",
+	       str(r, "class", "?"), num(r, "label", -1), num(r, "unknowns", 0));
+}
+
+static void show_dropped(const cJSON *r)
+{
+	printf("%.0f windows dropped; %.0f unknown windows left\n", num(r, "dropped", 0),
+	       num(r, "unknowns", 0));
+}
+
+/* unknowns [promote GROUP CLASS | drop GROUP|all] */
+static int cmd_unknowns(hdqt_client *c, int argc, char **argv, int i)
+{
+	if (i >= argc)
+		return cmd_simple(c, "unknowns.list", NULL, show_unknowns);
+	const int promote = !strcmp(argv[i], "promote"), drop = !strcmp(argv[i], "drop");
+	char *end = NULL;
+	const long g = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+	const int all = drop && i + 1 < argc && !strcmp(argv[i + 1], "all");
+	if ((!promote && !drop) || argc != i + (promote ? 3 : 2) || (!all && (*end || g < 1))) {
+		fprintf(stderr, "hdqtctl: usage: hdqtctl unknowns [promote GROUP CLASS | drop GROUP|all]\n");
+		return EXIT_USAGE;
+	}
+	cJSON *p = cJSON_CreateObject();
+	if (!p)
+		return EXIT_USAGE;
+	if (all)
+		cJSON_AddBoolToObject(p, "all", 1);
+	else
+		cJSON_AddNumberToObject(p, "group", (double)g);
+	if (promote)
+		cJSON_AddStringToObject(p, "class", argv[i + 2]);
+	return cmd_simple(c, promote ? "unknowns.promote" : "unknowns.drop", p,
+			  promote ? show_promoted : show_dropped);
+}
+
 /* Numbers separated by commas/spaces -> array; n must be 166. */
 static cJSON *parse_features(const char *s, char *err, size_t errlen)
 {
@@ -279,6 +340,10 @@ static cJSON *read_inputs(int argc, char **argv, int i, const char *cls)
 
 static void show_prediction(const cJSON *p)
 {
+	/* An unknown window is said first: its class is only the nearest. */
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "unknown")))
+		printf("UNKNOWN (novelty %.4f > %.4f), nearest ", num(p, "novelty", NAN),
+		       num(p, "novelty_threshold", NAN));
 	printf("%s (%.1f%%)", str(p, "class", "?"), 100 * num(p, "confidence", 0));
 	const cJSON *t;
 	int k = 0;
@@ -763,7 +828,7 @@ int main(int argc, char **argv)
 	static const char *const known[] = {"status", "classes", "add-class", "remove-class",
 					    "add-sample", "predict", "train", "cancel", "models",
 					    "rollback", "watch", "config", "describe", "call", "export",
-					    "import", "backup", "metrics"};
+					    "import", "backup", "metrics", "unknowns"};
 	int ok = 0;
 	for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
 		ok |= !strcmp(cmd, known[k]);
@@ -845,6 +910,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "hdqtctl: metrics takes only --prometheus\n");
 		else
 			rc = cmd_metrics(cl, optind < argc);
+	} else if (!strcmp(cmd, "unknowns")) {
+		rc = cmd_unknowns(cl, argc, argv, optind);
 	} else if (!strcmp(cmd, "call")) {
 		cJSON *p = NULL;
 		if (optind >= argc) {
