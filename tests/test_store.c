@@ -364,6 +364,93 @@ START_TEST(test_exemplars_follow_rollback)
 }
 END_TEST
 
+/* Open-set (issue 17): the calibration goes with its version, unknown
+ * windows are bounded, persistent, promoted and dropped atomically. */
+START_TEST(test_novelty_and_unknowns)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "os.db");
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class a;
+	ck_assert_int_eq(hdqt_store_class_add(s, "a", &a), 0);
+	uint8_t blob[4] = {1, 2, 3, 4}, nov[3] = {7, 8, 9};
+	int64_t v1, v2;
+	hdqt_store_round r = {.blob = blob, .blob_len = 4, .make_current = 1, .dim = 2,
+			      .novelty = nov, .novelty_len = 3};
+	ck_assert_int_eq(hdqt_store_round_commit(s, &r, &v1), 0);
+	r.novelty = NULL;
+	ck_assert_int_eq(hdqt_store_round_commit(s, &r, &v2), 0);
+	uint8_t *got;
+	size_t len;
+	ck_assert_int_eq(hdqt_store_model_novelty(s, v1, &got, &len), 0);
+	ck_assert(len == 3 && memcmp(got, nov, 3) == 0);
+	free(got);
+	ck_assert_int_eq(hdqt_store_model_novelty(s, v2, &got, &len), HDQT_ENOTFOUND);
+	ck_assert_int_eq(hdqt_store_model_novelty(s, 999, &got, &len), HDQT_ENOTFOUND);
+
+	/* five windows, keep 3: the newest three stay, oldest first */
+	float X[5 * 2] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4};
+	int lab[5] = {0, 0, 0, 0, 0};
+	float sc[5] = {.1f, .2f, .3f, .4f, .5f};
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, X, lab, sc, 2, 2, v1, 3), 0);
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, X + 4, lab, sc + 2, 3, 2, v1, 3), 0);
+	int64_t cnt;
+	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt), 0);
+	ck_assert_int_eq(cnt, 3);
+	hdqt_store_unknown *u;
+	float *UX;
+	int n;
+	ck_assert_int_eq(hdqt_store_unknowns_list(s, 2, 100, &u, &UX, &n), 0);
+	ck_assert_int_eq(n, 3);
+	ck_assert(u[0].id < u[1].id && u[1].id < u[2].id);
+	ck_assert_float_eq(UX[0], 2.0f);
+	ck_assert_float_eq(u[2].score, 0.5f);
+	ck_assert_int_eq(u[0].model_version, v1);
+	int64_t ids[2] = {u[0].id, u[1].id}, last = u[2].id;
+	free(u);
+	free(UX);
+	/* a NaN window stores nothing of its batch */
+	float bad[4] = {1, NAN, 2, 2};
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, bad, lab, sc, 2, 2, v1, 3), HDQT_ERANGE);
+	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt), 0);
+	ck_assert_int_eq(cnt, 3);
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, X, lab, sc, 1, 2, v1, HDQT_STORE_UNKNOWNS_MAX + 1),
+			 HDQT_EINVAL);
+
+	/* promote two to a new class: pending samples with their features */
+	hdqt_store_class b;
+	int created, moved;
+	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "b", ids, 2, 2, &b, &created, &moved), 0);
+	ck_assert_int_eq(created, 1);
+	ck_assert_int_eq(moved, 2);
+	ck_assert_int_eq(hdqt_store_samples_pending_count(s, b.id, &cnt), 0);
+	ck_assert_int_eq(cnt, 2);
+	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt), 0);
+	ck_assert_int_eq(cnt, 1);
+	float *PX;
+	int64_t *pid, *pcl;
+	ck_assert_int_eq(hdqt_store_samples_pending(s, 2, 10, &PX, &pid, &pcl, &n), 0);
+	ck_assert_int_eq(n, 2);
+	ck_assert(PX[0] == 2.0f && PX[2] == 3.0f && pcl[0] == b.id);
+	free(PX);
+	free(pid);
+	free(pcl);
+	/* again: the ids are gone, nothing moves; an existing class is reused */
+	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "b", ids, 2, 2, &b, &created, &moved), 0);
+	ck_assert(created == 0 && moved == 0);
+	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "bad\x01", &last, 1, 2, &b, &created, &moved),
+			 HDQT_EINVAL);
+	int done;
+	ck_assert_int_eq(hdqt_store_unknowns_drop(s, &last, 1, &done), 0);
+	ck_assert_int_eq(done, 1);
+	ck_assert_int_eq(hdqt_store_unknowns_drop(s, NULL, 0, &done), 0);
+	ck_assert_int_eq(done, 0);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
 /* Regression (finding 9): a batch id stored once acknowledges a resend
  * without storing it again. */
 START_TEST(test_batch_id_once)
@@ -889,6 +976,7 @@ int main(void)
 	tcase_add_test(tc, test_exemplars_models_runs_backup);
 	tcase_add_test(tc, test_counts_and_learned_classes);
 	tcase_add_test(tc, test_exemplars_follow_rollback);
+	tcase_add_test(tc, test_novelty_and_unknowns);
 	tcase_add_test(tc, test_batch_id_once);
 	tcase_add_test(tc, test_full_store_still_trains);
 	tcase_add_test(tc, test_quarantine);
