@@ -38,7 +38,6 @@
  * training with the identity affine.
  */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -466,8 +465,6 @@ static int bic_correct(hdqt_cl *cl, const float *X, const int *y, int n, const f
 			B[c] = c < old ? 0.0f : beta;
 		}
 		rc = hdqt_model_set_logit_affine(m, A, B);
-		if (getenv("BIC_DEBUG"))
-			fprintf(stderr, "bic: old %d C %d nv %d alpha %.4f beta %.4f\n", old, C, nv, alpha, beta);
 	}
 	free(VX);
 	free(vy);
