@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * hdqt-eval: the class-incremental protocol on a dataset, printed as a
- * paper-style table or one JSON object.  Runs (quant mode x method x seed)
- * are independent and spread over --jobs threads; each has its own model,
- * memory and PRNG streams, so results do not depend on the thread count.
+ * paper-style table or one JSON object.  Runs (quant mode x method x seed
+ * x class order) are independent and spread over --jobs threads; each has
+ * its own model, memory and PRNG streams, so results do not depend on the
+ * thread count.
+ *
+ * Labels: the splits keep each sample's class as its index in the sorted
+ * list of the dataset's labels; a run maps that index to its arrival
+ * position under its class order (sh->rank), so one copy of the data
+ * serves every order.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,7 +27,10 @@
 #include "hdqt_data.h"
 
 #define MAX_TASKS 64
-#define MAX_RUNS 64
+/* Runs are allocated on the heap; the bound keeps a typo (--seeds 16
+ * --orders 64 over eight recipes) from asking for days of work. */
+#define MAX_RUNS 1024
+#define MAX_ORDERS 64
 
 typedef struct opts {
 	const char *data;
@@ -44,6 +53,9 @@ typedef struct opts {
 	int beta_w, beta_a, bin_layers, edges, act_bin, mean_term, w_centre;
 	float ste_clip;
 	const char *dump;
+	/* class order: 0 sorted labels, 1 --class-order LIST, 2 random */
+	int order_kind, orders;
+	int order_list[HDQT_MAX_CLASSES], n_order_list;
 } opts;
 
 typedef struct split {
@@ -56,9 +68,12 @@ typedef struct run_result {
 	hdqt_mode mode;
 	hdqt_cl_method method;
 	int seed;
+	int order;         /* index into shared.order_ids */
 	int n_tasks;
 	int seen[MAX_TASKS];
 	double acc[MAX_TASKS], nme[MAX_TASKS];
+	double f1_macro[MAX_TASKS], f1_micro[MAX_TASKS]; /* logits, on the seen classes */
+	double *class_forget; /* C, by sorted class index; NaN for the last task's classes */
 	double task_acc[MAX_TASKS][MAX_TASKS]; /* after task t, on classes of task j */
 	double sps;
 	hdqt_bin_stats bst[HDQT_MAX_LAYERS]; /* HadaNets: the final model on the training users */
@@ -70,9 +85,12 @@ typedef struct shared {
 	const opts *o;
 	split train, test;
 	int C, n_tasks, task_end[MAX_TASKS];
-	int class_ids[HDQT_MAX_CLASSES];
+	int class_ids[HDQT_MAX_CLASSES]; /* the labels, sorted: a split's class c is class_ids[c] */
+	int n_orders;
+	int order_ids[MAX_ORDERS][HDQT_MAX_CLASSES]; /* labels in arrival order, per class order */
+	int rank[MAX_ORDERS][HDQT_MAX_CLASSES];      /* sorted index -> arrival position */
 	float *mean, *std;
-	run_result runs[MAX_RUNS];
+	run_result *runs;
 	int n_runs, next, done_epochs, total_epochs;
 	pthread_mutex_t mu;
 	int tty;
@@ -83,7 +101,11 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: hdqt-eval --data DIR|CSV [options]\n"
 		"  --quant LIST        fp32,int,hdqt-paper,hdqt,hadanet,hadanet-paper,xnor,hbwn (default hdqt)\n"
-		"  --method LIST       icarl,er,lwf,finetune (default icarl)\n"
+		"  --method LIST       icarl,bic,er,lwf,finetune (default icarl)\n"
+		"  --class-order LIST|random  arrival order of the classes: their labels, comma-\n"
+		"                      separated (every class once), or a random order per --orders\n"
+		"                      index (default: labels in increasing order)\n"
+		"  --orders K          average over K random class orders (1; with a LIST, 1)\n"
 		"  --bits B            matmul input bits (4)\n"
 		"  --acc-bits A        tile accumulator bits (8)\n"
 		"  --tile T            forward reduction tile (recipe default: 32)\n"
@@ -155,6 +177,23 @@ static int parse_list_int(const char *s, int *out, int max, int lo, int hi)
 	return n;
 }
 
+/* --class-order LIST: comma-separated labels, at most HDQT_MAX_CLASSES;
+ * their count, or -1 (also for a list too long for the buffer). */
+static int parse_order_list(const char *s, int *out)
+{
+	char buf[8192];
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	snprintf(buf, sizeof(buf), "%s", s);
+	int n = 0;
+	for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (n == HDQT_MAX_CLASSES || parse_int(t, -1000000, 1000000, &out[n]) < 0)
+			return -1;
+		n++;
+	}
+	return n > 0 ? n : -1;
+}
+
 static void make_qconfig(const opts *o, hdqt_mode mode, hdqt_qconfig *q);
 
 static int parse_opts(int argc, char **argv, opts *o)
@@ -185,9 +224,10 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->fwd_clip = o->fwd_sigma = -1;
 	o->beta_w = o->beta_a = o->bin_layers = o->edges = o->act_bin = o->mean_term = o->w_centre = -1;
 	o->ste_clip = -1;
+	o->orders = 1;
 	enum { O_INIT = 256, O_INC, O_ACC, O_DROP, O_FWDH, O_FWDG, O_BWDG, O_FWDC, O_FWDS,
 	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL, O_BFQ, O_THREADS,
-	       O_BW, O_BA, O_BINL, O_EDGES, O_ACTB, O_STE, O_MEANT, O_WCEN };
+	       O_BW, O_BA, O_BINL, O_EDGES, O_ACTB, O_STE, O_MEANT, O_WCEN, O_CORDER, O_ORDERS };
 	static const struct option lo[] = {
 		{"data", 1, 0, 'd'}, {"quant", 1, 0, 'q'}, {"method", 1, 0, 'm'},
 		{"bits", 1, 0, 'b'}, {"acc-bits", 1, 0, O_ACC}, {"tile", 1, 0, 't'},
@@ -205,6 +245,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 		{"dump-features", 1, 0, O_DUMP}, {"beta-w", 1, 0, O_BW}, {"beta-a", 1, 0, O_BA},
 		{"bin-layers", 1, 0, O_BINL}, {"edges", 1, 0, O_EDGES}, {"act-bin", 1, 0, O_ACTB},
 		{"ste-clip", 1, 0, O_STE}, {"mean-term", 1, 0, O_MEANT}, {"w-centre", 1, 0, O_WCEN},
+		{"class-order", 1, 0, O_CORDER}, {"orders", 1, 0, O_ORDERS},
 		{"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int c, li = 0;
 	while ((c = getopt_long(argc, argv, "", lo, &li)) != -1) {
@@ -297,6 +338,16 @@ static int parse_opts(int argc, char **argv, opts *o)
 		case O_STE: bad = parse_float(optarg, 0.0f, 1000.0f, &o->ste_clip); break;
 		case O_MEANT: bad = parse_int(optarg, 0, 1, &o->mean_term); break;
 		case O_WCEN: bad = parse_int(optarg, 0, 1, &o->w_centre); break;
+		case O_CORDER:
+			if (strcmp(optarg, "random") == 0) {
+				o->order_kind = 2;
+			} else {
+				o->order_kind = 1;
+				o->n_order_list = parse_order_list(optarg, o->order_list);
+				bad = o->n_order_list < 0;
+			}
+			break;
+		case O_ORDERS: bad = parse_int(optarg, 1, MAX_ORDERS, &o->orders); break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -307,6 +358,27 @@ static int parse_opts(int argc, char **argv, opts *o)
 	}
 	if (optind < argc) {
 		fprintf(stderr, "hdqt-eval: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	if (o->order_kind == 1 && o->orders > 1) {
+		fprintf(stderr, "hdqt-eval: --orders %d needs --class-order random (a LIST is one order)\n",
+			o->orders);
+		return -1;
+	}
+	if (o->order_kind == 0 && o->orders > 1)
+		o->order_kind = 2; /* several orders can only be random ones */
+	for (int i = 0; i < o->n_order_list; i++)
+		for (int j = 0; j < i; j++)
+			if (o->order_list[i] == o->order_list[j]) {
+				fprintf(stderr, "hdqt-eval: --class-order: label %d appears twice\n",
+					o->order_list[i]);
+				return -1;
+			}
+	const long runs = (long)o->n_modes * o->n_methods * o->seeds * o->orders;
+	if (runs > MAX_RUNS) {
+		fprintf(stderr, "hdqt-eval: %ld runs (%d recipes x %d methods x %d seeds x %d orders) "
+			"exceed the limit of %d\n", runs, o->n_modes, o->n_methods, o->seeds, o->orders,
+			MAX_RUNS);
 		return -1;
 	}
 	/* A recipe the knobs make inconsistent (segments that do not nest) is a
@@ -394,6 +466,42 @@ static double accuracy(const int *pred, const int *y, int n, int c0, int c1)
 	return tot ? 100.0 * ok / tot : 0.0;
 }
 
+/* Macro- and micro-F1 (%) of n predictions of classes [0, C) against y:
+ * macro the mean over the classes that occur in y or pred of
+ * 2 TP / (2 TP + FP + FN), micro the same over the pooled counts.  With
+ * every prediction among the C seen classes, micro-F1 equals accuracy;
+ * it is reported because protocols quote it. */
+static void f1_scores(const int *pred, const int *y, int n, int C, double *macro, double *micro)
+{
+	int tp[HDQT_MAX_CLASSES] = {0}, fp[HDQT_MAX_CLASSES] = {0}, fn[HDQT_MAX_CLASSES] = {0};
+	C = C < HDQT_MAX_CLASSES ? C : HDQT_MAX_CLASSES;
+	for (int i = 0; i < n; i++) {
+		if (y[i] < 0 || y[i] >= C)
+			continue;
+		if (pred[i] == y[i]) {
+			tp[y[i]]++;
+		} else {
+			fn[y[i]]++;
+			if (pred[i] >= 0 && pred[i] < C)
+				fp[pred[i]]++;
+		}
+	}
+	double sum = 0;
+	long TP = 0, FP = 0, FN = 0;
+	int k = 0;
+	for (int c = 0; c < C; c++) {
+		TP += tp[c];
+		FP += fp[c];
+		FN += fn[c];
+		if (tp[c] + fp[c] + fn[c] == 0)
+			continue;
+		sum += 2.0 * tp[c] / (2.0 * tp[c] + fp[c] + fn[c]);
+		k++;
+	}
+	*macro = k ? 100.0 * sum / k : NAN;
+	*micro = TP + FP + FN ? 100.0 * 2.0 * TP / (2.0 * TP + FP + FN) : NAN;
+}
+
 static void do_run(shared *sh, run_result *r)
 {
 	const opts *o = sh->o;
@@ -410,7 +518,20 @@ static void do_run(shared *sh, run_result *r)
 	int *y = malloc(sizeof(int) * (size_t)sh->train.n);
 	float *tX = malloc(sizeof(float) * (size_t)sh->test.n * sh->test.d);
 	int *ty = malloc(sizeof(int) * (size_t)sh->test.n);
-	int rc = (pred && tpred && X && y && tX && ty) ? 0 : HDQT_ENOMEM;
+	/* This run's labels: arrival positions under its class order. */
+	const int *rank = sh->rank[r->order];
+	int *try_ = malloc(sizeof(int) * (size_t)sh->train.n);
+	int *tey = malloc(sizeof(int) * (size_t)sh->test.n);
+	double *best = malloc(sizeof(double) * (size_t)sh->C);
+	r->class_forget = malloc(sizeof(double) * (size_t)sh->C);
+	int rc = (pred && tpred && X && y && tX && ty && try_ && tey && best && r->class_forget) ? 0
+												: HDQT_ENOMEM;
+	for (int i = 0; rc == 0 && i < sh->train.n; i++)
+		try_[i] = rank[sh->train.y[i]];
+	for (int i = 0; rc == 0 && i < sh->test.n; i++)
+		tey[i] = rank[sh->test.y[i]];
+	for (int c = 0; rc == 0 && c < sh->C; c++)
+		best[c] = r->class_forget[c] = NAN;
 	if (rc == 0)
 		rc = hdqt_model_new(&m, &mc, &q, (uint64_t)r->seed * 1000003u);
 	if (rc == 0)
@@ -436,14 +557,14 @@ static void do_run(shared *sh, run_result *r)
 		int c0 = t ? sh->task_end[t - 1] : 0, c1 = sh->task_end[t];
 		int n = 0, tn = 0;
 		for (int i = 0; i < sh->train.n; i++)
-			if (sh->train.y[i] >= c0 && sh->train.y[i] < c1) {
+			if (try_[i] >= c0 && try_[i] < c1) {
 				memcpy(X + (size_t)n * d, sh->train.X + (size_t)i * d, sizeof(float) * d);
-				y[n++] = sh->train.y[i];
+				y[n++] = try_[i];
 			}
 		for (int i = 0; i < sh->test.n; i++)
-			if (sh->test.y[i] < c1) {
+			if (tey[i] < c1) {
 				memcpy(tX + (size_t)tn * d, sh->test.X + (size_t)i * d, sizeof(float) * d);
-				ty[tn++] = sh->test.y[i];
+				ty[tn++] = tey[i];
 			}
 		if (!r->diverged_task) {
 			rc = hdqt_cl_learn(cl, X, y, n, c1, progress, sh);
@@ -465,6 +586,24 @@ static void do_run(shared *sh, run_result *r)
 		r->acc[t] = accuracy(pred, ty, tn, 0, c1);
 		for (int j = 0; j <= t; j++)
 			r->task_acc[t][j] = accuracy(pred, ty, tn, j ? sh->task_end[j - 1] : 0, sh->task_end[j]);
+		f1_scores(pred, ty, tn, c1, &r->f1_macro[t], &r->f1_micro[t]);
+		/* Forgetting per class: its best accuracy before the last task
+		 * minus its accuracy after it (classes of the last task have none). */
+		for (int s = 0; s < sh->C; s++) {
+			const int a = rank[s];
+			if (a >= c1)
+				continue;
+			int have = 0;
+			for (int i = 0; i < tn && !have; i++)
+				have = ty[i] == a;
+			if (!have)
+				continue; /* no test sample of this class: no figure */
+			const double acc = accuracy(pred, ty, tn, a, a + 1);
+			if (t < sh->n_tasks - 1)
+				best[s] = isnan(best[s]) || acc > best[s] ? acc : best[s];
+			else if (!isnan(best[s]))
+				r->class_forget[s] = best[s] - acc;
+		}
 		r->nme[t] = NAN;
 		if (r->method == HDQT_CL_ICARL || r->method == HDQT_CL_ER) {
 			if (hdqt_cl_predict_nme(cl, tX, tn, tpred) == 0)
@@ -487,6 +626,9 @@ static void do_run(shared *sh, run_result *r)
 	free(y);
 	free(tX);
 	free(ty);
+	free(try_);
+	free(tey);
+	free(best);
 }
 
 static void *worker(void *arg)
@@ -632,6 +774,58 @@ static int prepare(shared *sh, const opts *o)
 	return 0;
 }
 
+/* The class orders: sorted labels, the --class-order LIST (checked here,
+ * once the labels are known: every class exactly once), or K random
+ * permutations, order k drawn from its own stream (seed 1993 + k, PyCIL's
+ * shuffle seed), so the same k gives the same order on every run.  -1 on
+ * a usage error (said on stderr). */
+static int setup_orders(shared *sh, const opts *o)
+{
+	const int C = sh->C;
+	sh->n_orders = o->order_kind == 2 ? o->orders : 1;
+	for (int k = 0; k < sh->n_orders; k++) {
+		int *ids = sh->order_ids[k];
+		memcpy(ids, sh->class_ids, sizeof(int) * (size_t)C);
+		if (o->order_kind == 1) {
+			for (int i = 0; i < o->n_order_list; i++) {
+				int found = 0;
+				for (int c = 0; c < C; c++)
+					found |= sh->class_ids[c] == o->order_list[i];
+				if (!found) {
+					fprintf(stderr, "hdqt-eval: --class-order: label %d is not a class of %s "
+						"(dropped, or absent)\n", o->order_list[i], o->data);
+					return -1;
+				}
+			}
+			for (int c = 0; c < C; c++) {
+				int found = 0;
+				for (int i = 0; i < o->n_order_list; i++)
+					found |= sh->class_ids[c] == o->order_list[i];
+				if (!found) {
+					fprintf(stderr, "hdqt-eval: --class-order: class %d is missing (the list "
+						"must name each of the %d classes once)\n", sh->class_ids[c], C);
+					return -1;
+				}
+			}
+			memcpy(ids, o->order_list, sizeof(int) * (size_t)C);
+		} else if (o->order_kind == 2) {
+			hdqt_rng rg;
+			hdqt_rng_seed(&rg, 1993u + (uint64_t)k, 11);
+			for (int i = C - 1; i > 0; i--) {
+				int j = (int)hdqt_rng_below(&rg, (uint32_t)(i + 1));
+				int t = ids[i];
+				ids[i] = ids[j];
+				ids[j] = t;
+			}
+		}
+		for (int a = 0; a < C; a++)
+			for (int c = 0; c < C; c++)
+				if (sh->class_ids[c] == ids[a])
+					sh->rank[k][c] = a;
+	}
+	return 0;
+}
+
 typedef struct agg { double mean, std; } agg;
 
 static agg aggregate(const double *v, int n)
@@ -661,13 +855,15 @@ static void json_agg(const char *key, agg a, int comma)
 		printf("\"%s\": {\"mean\": %.3f, \"std\": %.3f}%s", key, a.mean, a.std, comma ? ", " : "");
 }
 
-/* Per (mode, method) group: the metrics over seeds. */
+/* Per (mode, method) group: the metrics over seeds and class orders. */
 typedef struct group {
 	hdqt_mode mode;
 	hdqt_cl_method method;
-	run_result *r[16];
+	run_result *r[MAX_RUNS];
 	int n;
 	agg aia, aia_nme, last, last_nme, forget, task[MAX_TASKS], task_nme[MAX_TASKS];
+	agg f1_macro[MAX_TASKS], f1_micro[MAX_TASKS];
+	agg class_forget[HDQT_MAX_CLASSES]; /* by sorted class index */
 	double sps;
 	int diverged;
 } group;
@@ -706,7 +902,7 @@ static void model_bits(const opts *o, hdqt_mode mode, int n_in, int classes, dou
 
 static void summarise(shared *sh, group *g)
 {
-	double aia[16], aian[16], last[16], lastn[16], fg[16], sps = 0;
+	double aia[MAX_RUNS], aian[MAX_RUNS], last[MAX_RUNS], lastn[MAX_RUNS], fg[MAX_RUNS], sps = 0;
 	for (int s = 0; s < g->n; s++) {
 		run_result *r = g->r[s];
 		double a = 0, an = 0;
@@ -738,14 +934,24 @@ static void summarise(shared *sh, group *g)
 	g->last_nme = aggregate(lastn, g->n);
 	g->forget = aggregate(fg, g->n);
 	g->sps = sps / g->n;
+	double v[MAX_RUNS], vn[MAX_RUNS], vf[MAX_RUNS];
 	for (int t = 0; t < sh->n_tasks; t++) {
-		double v[16], vn[16];
 		for (int s = 0; s < g->n; s++) {
 			v[s] = g->r[s]->acc[t];
 			vn[s] = g->r[s]->nme[t];
+			vf[s] = g->r[s]->f1_micro[t];
 		}
 		g->task[t] = aggregate(v, g->n);
 		g->task_nme[t] = aggregate(vn, g->n);
+		g->f1_micro[t] = aggregate(vf, g->n);
+		for (int s = 0; s < g->n; s++)
+			vf[s] = g->r[s]->f1_macro[t];
+		g->f1_macro[t] = aggregate(vf, g->n);
+	}
+	for (int c = 0; c < sh->C; c++) {
+		for (int s = 0; s < g->n; s++)
+			v[s] = g->r[s]->class_forget[c];
+		g->class_forget[c] = aggregate(v, g->n);
 	}
 }
 
@@ -779,21 +985,37 @@ static void print_json_group(shared *sh, group *g, const group *ref, double wall
 	hdqt_qconfig gq;
 	make_qconfig(sh->o, g->mode, &gq);
 	printf("{\"quant\": \"%s\", \"method\": \"%s\", \"bits\": %d, \"acc_bits\": %d, \"tile\": %d, \"bwd_tile\": %d, "
-	       "\"kernel\": \"%s\", \"seeds\": %d, \"epochs\": %d, \"memory\": %d, \"classes\": %d, "
-	       "\"tasks\": [",
+	       "\"kernel\": \"%s\", \"seeds\": %d, \"orders\": %d, \"epochs\": %d, \"memory\": %d, "
+	       "\"classes\": %d, \"tasks\": [",
 	       hdqt_mode_name(g->mode), hdqt_cl_method_name(g->method), sh->o->bits, sh->o->acc_bits,
 	       g->mode == HDQT_MODE_FP32 ? 0 : gq.tile, g->mode == HDQT_MODE_FP32 ? 0 : gq.bwd_tile,
-	       hdqt_kernel_name(), g->n, sh->o->epochs, sh->o->memory, sh->C);
+	       hdqt_kernel_name(), sh->o->seeds, sh->n_orders, sh->o->epochs, sh->o->memory, sh->C);
+	/* seen_classes follow the first class order (class_orders has them all). */
 	for (int t = 0; t < sh->n_tasks; t++) {
 		printf("%s{\"seen_classes\": [", t ? ", " : "");
 		for (int c = 0; c < sh->task_end[t]; c++)
-			printf("%s%d", c ? ", " : "", sh->class_ids[c]);
+			printf("%s%d", c ? ", " : "", sh->order_ids[0][c]);
 		printf("], ");
 		json_agg("accuracy", g->task[t], 1);
-		json_agg("accuracy_nme", g->task_nme[t], 0);
+		json_agg("accuracy_nme", g->task_nme[t], 1);
+		json_agg("f1_macro", g->f1_macro[t], 1);
+		json_agg("f1_micro", g->f1_micro[t], 0);
 		printf("}");
 	}
-	printf("], ");
+	printf("], \"class_orders\": [");
+	for (int k = 0; k < sh->n_orders; k++) {
+		printf("%s[", k ? ", " : "");
+		for (int c = 0; c < sh->C; c++)
+			printf("%s%d", c ? ", " : "", sh->order_ids[k][c]);
+		printf("]");
+	}
+	printf("], \"forgetting_per_class\": {");
+	for (int c = 0; c < sh->C; c++) {
+		char key[32];
+		snprintf(key, sizeof(key), "%d", sh->class_ids[c]);
+		json_agg(key, g->class_forget[c], c < sh->C - 1);
+	}
+	printf("}, ");
 	json_agg("avg_incremental_accuracy", g->aia, 1);
 	json_agg("avg_incremental_accuracy_nme", g->aia_nme, 1);
 	json_agg("last_accuracy", g->last, 1);
@@ -870,6 +1092,35 @@ static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 			printf("  (%d of %d runs diverged: loss not finite)", g->diverged, g->n);
 		printf("\n");
 	}
+	/* The per-task F1 scores under the accuracies' columns, then each
+	 * class's forgetting. */
+	for (int i = 0; i < ng; i++) {
+		printf("%-11s %-9s", "  macro-F1", hdqt_cl_method_name(gs[i].method));
+		for (int t = 0; t < sh->n_tasks; t++)
+			printf("  %6.2f", gs[i].f1_macro[t].mean);
+		printf("  (%s)\n", hdqt_mode_name(gs[i].mode));
+		printf("%-11s %-9s", "  micro-F1", hdqt_cl_method_name(gs[i].method));
+		for (int t = 0; t < sh->n_tasks; t++)
+			printf("  %6.2f", gs[i].f1_micro[t].mean);
+		printf("  (%s)\n", hdqt_mode_name(gs[i].mode));
+	}
+	for (int i = 0; i < ng; i++) {
+		printf("forgetting per class, pp (%s %s):", hdqt_mode_name(gs[i].mode),
+		       hdqt_cl_method_name(gs[i].method));
+		for (int c = 0; c < sh->C; c++)
+			if (!isnan(gs[i].class_forget[c].mean))
+				printf(" %d: %.1f", sh->class_ids[c], gs[i].class_forget[c].mean);
+		printf("\n");
+	}
+	if (sh->o->order_kind != 0) {
+		printf("class order%s:", sh->n_orders > 1 ? "s" : "");
+		for (int k = 0; k < sh->n_orders; k++) {
+			printf("%s", k ? " |" : "");
+			for (int c = 0; c < sh->C; c++)
+				printf("%s%d", c ? "," : " ", sh->order_ids[k][c]);
+		}
+		printf("\n");
+	}
 	int gaps = 0;
 	for (int i = 0; i < ng; i++) {
 		const group *ref = fp32_ref(gs, ng, &gs[i]);
@@ -900,8 +1151,8 @@ static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 			       e[0], e[1], e[2]);
 		}
 	}
-	printf("(accuracy %% on held-out users, mean ± std over %d seed(s); wall %.1f s, peak RSS %ld kB)\n",
-	       gs[0].n, wall, rss);
+	printf("(accuracy %% on held-out users, mean ± std over %d run(s): %d seed(s) x %d class order(s); "
+	       "wall %.1f s, peak RSS %ld kB)\n", gs[0].n, sh->o->seeds, sh->n_orders, wall, rss);
 }
 
 static int write_svg(const char *path, shared *sh, group *gs, int ng)
@@ -956,10 +1207,11 @@ static int write_svg(const char *path, shared *sh, group *gs, int ng)
 
 int main(int argc, char **argv)
 {
-	opts o;
+	static opts o;
 	if (parse_opts(argc, argv, &o) < 0)
 		return 2;
-	shared sh;
+	/* static: the per-order tables are too large for the stack */
+	static shared sh;
 	memset(&sh, 0, sizeof(sh));
 	sh.o = &o;
 	pthread_mutex_init(&sh.mu, NULL);
@@ -970,18 +1222,25 @@ int main(int argc, char **argv)
 		return 1;
 	if (prc > 0)
 		return 0; /* --dump-features */
+	if (setup_orders(&sh, &o) < 0)
+		return 2;
+	/* parse_opts bounded the count by MAX_RUNS */
+	const int n_runs = o.n_modes * o.n_methods * o.seeds * sh.n_orders;
+	sh.runs = calloc((size_t)n_runs, sizeof(run_result));
+	if (!sh.runs) {
+		fprintf(stderr, "hdqt-eval: out of memory for %d runs\n", n_runs);
+		return 1;
+	}
 	for (int a = 0; a < o.n_modes; a++)
 		for (int b = 0; b < o.n_methods; b++)
-			for (int s = 1; s <= o.seeds; s++) {
-				if (sh.n_runs == MAX_RUNS) {
-					fprintf(stderr, "hdqt-eval: too many runs (max %d)\n", MAX_RUNS);
-					return 2;
+			for (int s = 1; s <= o.seeds; s++)
+				for (int k = 0; k < sh.n_orders; k++) {
+					run_result *r = &sh.runs[sh.n_runs++];
+					r->mode = o.modes[a];
+					r->method = o.methods[b];
+					r->seed = s;
+					r->order = k;
 				}
-				run_result *r = &sh.runs[sh.n_runs++];
-				r->mode = o.modes[a];
-				r->method = o.methods[b];
-				r->seed = s;
-			}
 	sh.total_epochs = sh.n_runs * sh.n_tasks * o.epochs;
 	int nth = o.jobs < sh.n_runs ? o.jobs : sh.n_runs;
 	pthread_t th[256];
@@ -999,12 +1258,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "\n");
 	for (int i = 0; i < sh.n_runs; i++)
 		if (sh.runs[i].rc < 0) {
-			fprintf(stderr, "hdqt-eval: run %s/%s seed %d failed: %s\n",
+			fprintf(stderr, "hdqt-eval: run %s/%s seed %d order %d failed: %s\n",
 				hdqt_mode_name(sh.runs[i].mode), hdqt_cl_method_name(sh.runs[i].method),
-				sh.runs[i].seed, hdqt_strerror(sh.runs[i].rc));
+				sh.runs[i].seed, sh.runs[i].order + 1, hdqt_strerror(sh.runs[i].rc));
 			return 1;
 		}
-	group gs[HDQT_MODE_COUNT * HDQT_CL_COUNT];
+	static group gs[HDQT_MODE_COUNT * HDQT_CL_COUNT];
 	int ng = 0;
 	for (int i = 0; i < sh.n_runs; i++) {
 		int g = -1;
@@ -1050,5 +1309,8 @@ int main(int argc, char **argv)
 	free(sh.test.y);
 	free(sh.mean);
 	free(sh.std);
+	for (int i = 0; i < sh.n_runs; i++)
+		free(sh.runs[i].class_forget);
+	free(sh.runs);
 	return 0;
 }

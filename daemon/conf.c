@@ -256,7 +256,7 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	/* [training] */
 	if (!strcmp(section, "training") && !strcmp(key, "strategy")) {
 		if (hdqt_cl_method_parse(value, &c->strategy) < 0)
-			return fail(err, errlen, section, key, "expected icarl, er, lwf or finetune");
+			return fail(err, errlen, section, key, "expected icarl, bic, er, lwf or finetune");
 		return 0;
 	}
 	INT_KEY("training", "memory", memory, 0, 1000000)
@@ -444,6 +444,9 @@ int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen)
 		return fail(err, errlen, "training", "auto_min_samples", "must be >= 1");
 	if (c->strategy == HDQT_CL_ICARL && c->memory < 1)
 		return fail(err, errlen, "training", "memory", "iCaRL needs an exemplar memory >= 1");
+	/* BiC's validation split and exemplars come from the memory too. */
+	if (c->strategy == HDQT_CL_BIC && c->memory < 1)
+		return fail(err, errlen, "training", "memory", "BiC needs an exemplar memory >= 1");
 	if (c->window % 2)
 		return fail(err, errlen, "model", "window", "must be even");
 	if (hdqt_mode_is_hadanet(c->quant)) {

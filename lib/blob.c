@@ -6,6 +6,7 @@
  * parses, then bounds-checks every field; any mismatch is an error, never a
  * crash.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -13,7 +14,9 @@
 #include "model.h"
 
 #define BLOB_MAGIC "HDQTMDL1"
-#define BLOB_VERSION 3u /* 2: + qconfig.bwd_fwdq; 3: + HadaNets' knobs; 1 and 2 still load */
+/* 2: + qconfig.bwd_fwdq; 3: + HadaNets' knobs; 4: + the logit affine (a[C], b[C]
+ * after the PRNG state).  1 to 3 still load, with the identity affine. */
+#define BLOB_VERSION 4u
 #define HDR 16
 
 typedef struct wbuf { uint8_t *p; size_t n, cap; int err; } wbuf;
@@ -127,6 +130,10 @@ int hdqt_model_save(const hdqt_model *m, uint8_t **blob, size_t *len)
 	}
 	for (int i = 0; i < 4; i++)
 		put_u32(&w, m->rng.s[i]);
+	for (int i = 0; i < c->n_classes; i++)
+		put_f32(&w, m->la[i]);
+	for (int i = 0; i < c->n_classes; i++)
+		put_f32(&w, m->lb[i]);
 	if (w.err) {
 		free(w.p);
 		return w.err;
@@ -218,7 +225,8 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 	 * first layer's input is padded as model_alloc pads it. */
 	if (c.n_in < 1 || c.n_in > HDQT_MAX_DIM || c.n_classes < 1 || c.n_classes > HDQT_MAX_CLASSES)
 		return HDQT_ECORRUPT;
-	size_t need = 2 * (size_t)c.n_in + 4;
+	const size_t affine = ver >= 4u ? 2 * (size_t)c.n_classes : 0;
+	size_t need = 2 * (size_t)c.n_in + 4 + affine;
 	if (hdqt_qconfig_check(&q) < 0)
 		return HDQT_ECORRUPT;
 	hdqt_qconfig q0;
@@ -239,7 +247,7 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 	int rc = model_alloc(&m, &c, &q);
 	if (rc < 0)
 		return rc == HDQT_ENOMEM ? rc : HDQT_ECORRUPT;
-	need = 2 * (size_t)c.n_in + 4;
+	need = 2 * (size_t)c.n_in + 4 + affine;
 	for (int l = 0; l < m->n_layers; l++)
 		need += (size_t)m->L[l].in * m->L[l].out;
 	if ((r.n - r.off) / 4 != need || (r.n - r.off) % 4 != 0) {
@@ -259,10 +267,20 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 	}
 	for (int i = 0; i < 4; i++)
 		m->rng.s[i] = get_u32(&r);
-	if (r.err) {
+	/* Kept as read (so that load + save is the identity on the bytes);
+	 * a value that is not finite would poison every logit of its class. */
+	int bad = 0;
+	for (int i = 0; affine && i < c.n_classes; i++)
+		m->la[i] = get_f32(&r);
+	for (int i = 0; affine && i < c.n_classes; i++)
+		m->lb[i] = get_f32(&r);
+	for (int i = 0; i < c.n_classes; i++)
+		bad |= !isfinite(m->la[i]) || !isfinite(m->lb[i]);
+	if (r.err || bad) {
 		hdqt_model_free(m);
 		return HDQT_ECORRUPT;
 	}
+	model_affine_refresh(m);
 	*out = m;
 	return 0;
 }

@@ -1,12 +1,41 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Class-incremental learning: fine-tuning, experience replay (ER), learning
- * without forgetting (LwF) and iCaRL (Rebuffi et al., CVPR 2017) on top of
- * one hdqt_model and one hdqt_memory.
+ * without forgetting (LwF), iCaRL (Rebuffi et al., CVPR 2017) and BiC (Wu
+ * et al., "Large Scale Incremental Learning", CVPR 2019) on top of one
+ * hdqt_model and one hdqt_memory.
  *
  * Distillation targets come from the model as it was before the task; its
  * forward pass is deterministic in every recipe, so the teacher's logits are
- * computed once per task instead of once per batch.
+ * computed once per task instead of once per batch.  They come from
+ * hdqt_model_forward, so they include the previous task's bias correction,
+ * as in the paper.
+ *
+ * Invariant: the model's logit affine is the identity while it trains.  It
+ * is reset at the start of every task (after the teacher's logits), so the
+ * raw logits the training step sees are the ones inference uses, except for
+ * the correction BiC fits for the latest task's new classes at its end.  An
+ * older correction is never left on a row the next task trains: it lives on
+ * only through the distillation targets.
+ *
+ * BiC, per task (paper Sec. 3-4; the choices where it leaves room):
+ *   1. validation split: v samples of every class seen, old and new alike
+ *      (balanced).  v = bic_val x the per-class exemplar quota after the
+ *      task (at least 1), lowered so that every class keeps one sample to
+ *      train on.  Old classes give their v lowest-ranked exemplars (the
+ *      ones a rebalance drops first), new classes v random samples.  Those
+ *      samples are left out of stage 1, as the paper's 9:1 split leaves
+ *      them out.
+ *   2. stage 1: train on the new data + the remaining exemplars with
+ *      (1 - lambda) CE + lambda KD, lambda = n_old / n_classes (Eq. 3-5;
+ *      KD as iCaRL's here: T^2 KL at temperature kd_T over the old classes).
+ *   3. stage 2: alpha, beta of o_k -> alpha o_k + beta for the new classes k
+ *      (old classes unchanged) minimise the cross-entropy of the validation
+ *      split under the frozen model (Eq. 6-7), by Newton's method.
+ *   4. exemplars: herding, as iCaRL.
+ * Without old classes, new classes, or a sample to spare in some class,
+ * stages 1 and 3 are skipped (no bias to correct): BiC is then iCaRL's
+ * training with the identity affine.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -25,7 +54,7 @@ struct hdqt_cl {
 	double sps;
 };
 
-static const char *const method_names[HDQT_CL_COUNT] = {"finetune", "er", "lwf", "icarl"};
+static const char *const method_names[HDQT_CL_COUNT] = {"finetune", "er", "lwf", "icarl", "bic"};
 
 int hdqt_cl_method_parse(const char *s, hdqt_cl_method *out)
 {
@@ -52,6 +81,7 @@ void hdqt_cl_config_default(hdqt_cl_config *c)
 	hdqt_sgd_default(&c->sgd);
 	c->kd_T = 2.0f;
 	c->kd_lambda = 1.0f;
+	c->bic_val = 0.2f;
 	c->seed = 1;
 }
 
@@ -59,7 +89,8 @@ int hdqt_cl_new(hdqt_cl **out, hdqt_model *model, const hdqt_cl_config *cfg)
 {
 	if (!out || !model || !cfg || (int)cfg->method < 0 || cfg->method >= HDQT_CL_COUNT ||
 	    cfg->memory < 0 || cfg->epochs < 0 || cfg->batch < 1 || cfg->batch > 65536 ||
-	    !(cfg->kd_T > 0) || !(cfg->kd_lambda >= 0) || !(cfg->sgd.lr >= 0))
+	    !(cfg->kd_T > 0) || !(cfg->kd_lambda >= 0) || !(cfg->sgd.lr >= 0) ||
+	    !(cfg->bic_val > 0 && cfg->bic_val <= 1))
 		return HDQT_EINVAL;
 	hdqt_cl *cl = calloc(1, sizeof(*cl));
 	if (!cl)
@@ -102,8 +133,14 @@ double hdqt_cl_samples_per_s(const hdqt_cl *cl) { return cl->sps; }
  * logits are computed in the same chunks. */
 #define TEACH_CHUNK 128
 
-static int uses_memory(hdqt_cl_method m) { return m == HDQT_CL_ER || m == HDQT_CL_ICARL; }
-static int uses_kd(hdqt_cl_method m) { return m == HDQT_CL_LWF || m == HDQT_CL_ICARL; }
+static int uses_memory(hdqt_cl_method m)
+{
+	return m == HDQT_CL_ER || m == HDQT_CL_ICARL || m == HDQT_CL_BIC;
+}
+static int uses_kd(hdqt_cl_method m)
+{
+	return m == HDQT_CL_LWF || m == HDQT_CL_ICARL || m == HDQT_CL_BIC;
+}
 
 static double now_s(void)
 {
@@ -231,6 +268,212 @@ static int select_reservoir(hdqt_cl *cl, const float *X, const int *y, int n, in
 	return rc;
 }
 
+/* BiC step 1: the balanced validation split over the task's rows (X's n
+ * rows, then the memory's mem_n exported rows with labels My, each class's
+ * in rank order).  Marks held[k] = 1 for the rows held out and returns
+ * their count (0: no split, stage 2 is skipped), or HDQT_ENOMEM. */
+static int bic_split(hdqt_cl *cl, const int *y, int n, const int *My, int mem_n, int old,
+		     int classes_after, unsigned char *held)
+{
+	const int C = classes_after;
+	int *cnt = calloc((size_t)C, sizeof(int));
+	int *idx = malloc(sizeof(int) * (size_t)n);
+	if (!cnt || !idx) {
+		free(cnt);
+		free(idx);
+		return HDQT_ENOMEM;
+	}
+	for (int k = 0; k < mem_n; k++)
+		if (My[k] >= 0 && My[k] < old)
+			cnt[My[k]]++;
+	for (int i = 0; i < n; i++)
+		if (y[i] >= old)
+			cnt[y[i]]++;
+	int v = (int)(cl->cfg.bic_val * (float)hdqt_memory_quota(cl->mem, C));
+	v = v < 1 ? 1 : v;
+	/* A class with a single sample cannot spare it: it stays out of the
+	 * split (with none it has nothing to give anyway). */
+	int n_old = 0, n_new = 0;
+	for (int c = 0; c < C; c++)
+		if (cnt[c] >= 2) {
+			v = cnt[c] - 1 < v ? cnt[c] - 1 : v;
+			n_old += c < old;
+			n_new += c >= old;
+		}
+	int nv = 0;
+	if (n_old > 0 && n_new > 0) {
+		/* Old classes: the last v of each class's exemplars. */
+		for (int k = 0, r = 0; k < mem_n; k++) {
+			r = k > 0 && My[k] == My[k - 1] ? r + 1 : 0;
+			const int c = My[k];
+			if (c >= 0 && c < old && cnt[c] >= 2 && r >= cnt[c] - v) {
+				held[n + k] = 1;
+				nv++;
+			}
+		}
+		/* New classes: v random samples each (partial Fisher-Yates). */
+		for (int c = old; c < C; c++) {
+			if (cnt[c] < 2)
+				continue;
+			int k = 0;
+			for (int i = 0; i < n; i++)
+				if (y[i] == c)
+					idx[k++] = i;
+			for (int j = 0; j < v; j++) {
+				int r = j + (int)hdqt_rng_below(&cl->rng, (uint32_t)(k - j));
+				int t = idx[j];
+				idx[j] = idx[r];
+				idx[r] = t;
+				held[idx[j]] = 1;
+				nv++;
+			}
+		}
+	}
+	free(cnt);
+	free(idx);
+	return nv;
+}
+
+/* Mean cross-entropy of n rows of logits lg (n x C) when the classes >= c0
+ * have o -> a o + b, plus the ridge; with g and H (2 and 3 entries: aa, ab,
+ * bb) also its gradient and Hessian in (a, b).  In double: the logits of
+ * a trained model reach tens, and the Newton step needs clean curvature. */
+#define BIC_RIDGE 1e-3
+static double bic_loss(const float *lg, const int *y, int n, int C, int c0, double a, double b,
+		       double *g, double *H)
+{
+	double f = 0, ga = 0, gb = 0, haa = 0, hab = 0, hbb = 0;
+	for (int i = 0; i < n; i++) {
+		const float *o = lg + (size_t)i * C;
+		double mx = -INFINITY;
+		for (int c = 0; c < C; c++) {
+			const double z = c < c0 ? o[c] : a * o[c] + b;
+			mx = z > mx ? z : mx;
+		}
+		double se = 0, s0 = 0, s1 = 0, s2 = 0;
+		for (int c = 0; c < C; c++) {
+			const double z = c < c0 ? o[c] : a * o[c] + b, e = exp(z - mx);
+			se += e;
+			if (c >= c0) {
+				s0 += e;
+				s1 += e * o[c];
+				s2 += e * o[c] * o[c];
+			}
+		}
+		const int t = y[i];
+		const double zt = t < c0 ? o[t] : a * o[t] + b;
+		f += mx + log(se) - zt;
+		s0 /= se; /* softmax mass of the new classes, and its moments */
+		s1 /= se;
+		s2 /= se;
+		ga += s1 - (t >= c0 ? o[t] : 0.0);
+		gb += s0 - (t >= c0 ? 1.0 : 0.0);
+		haa += s2 - s1 * s1;
+		hab += s1 - s0 * s1;
+		hbb += s0 - s0 * s0;
+	}
+	const double r = 0.5 * BIC_RIDGE * ((a - 1) * (a - 1) + b * b);
+	if (g) {
+		g[0] = ga / n + BIC_RIDGE * (a - 1);
+		g[1] = gb / n + BIC_RIDGE * b;
+	}
+	if (H) {
+		H[0] = haa / n + BIC_RIDGE;
+		H[1] = hab / n;
+		H[2] = hbb / n + BIC_RIDGE;
+	}
+	return f / n + r;
+}
+
+/* BiC stage 2 (Wu et al. 2019, Sec. 3.3, Eq. 6-7): alpha, beta for the new
+ * classes [c0, C) minimising bic_loss on the validation logits, from the
+ * identity.  The loss is convex in (alpha, beta) (cross-entropy is convex
+ * in the logits, which are affine in them); the paper's SGD on two
+ * scalars becomes Newton's method with a backtracking line search, which
+ * converges in a few steps and is deterministic.  The ridge (1e-3 towards
+ * the identity, not in the paper) keeps the minimum finite when the small
+ * split is separable.  alpha stays positive: a negative scale would turn
+ * the new classes' ranking upside down.  HDQT_ERANGE if a logit is not
+ * finite (then *alpha, *beta are the identity). */
+static int bic_fit(const float *lg, const int *y, int n, int C, int c0, float *alpha, float *beta)
+{
+	*alpha = 1.0f;
+	*beta = 0.0f;
+	for (size_t i = 0; i < (size_t)n * C; i++)
+		if (!isfinite(lg[i]))
+			return HDQT_ERANGE;
+	double a = 1, b = 0, g[2], H[3];
+	double f = bic_loss(lg, y, n, C, c0, a, b, g, H);
+	for (int it = 0; it < 100 && isfinite(f); it++) {
+		if (fabs(g[0]) < 1e-9 && fabs(g[1]) < 1e-9)
+			break;
+		const double det = H[0] * H[2] - H[1] * H[1]; /* > 0: the ridge makes H positive definite */
+		const double da = -(H[2] * g[0] - H[1] * g[1]) / det;
+		const double db = -(H[0] * g[1] - H[1] * g[0]) / det;
+		double t = 1, fn = f;
+		int moved = 0;
+		for (int ls = 0; ls < 40; ls++, t *= 0.5) {
+			if (a + t * da <= 1e-3)
+				continue;
+			fn = bic_loss(lg, y, n, C, c0, a + t * da, b + t * db, NULL, NULL);
+			if (fn <= f + 1e-4 * t * (g[0] * da + g[1] * db)) {
+				moved = 1;
+				break;
+			}
+		}
+		if (!moved)
+			break;
+		a += t * da;
+		b += t * db;
+		f = bic_loss(lg, y, n, C, c0, a, b, g, H);
+	}
+	if (!isfinite(a) || !isfinite(b) || !isfinite(f))
+		return HDQT_ERANGE;
+	*alpha = (float)a;
+	*beta = (float)b;
+	return 0;
+}
+
+/* BiC stage 3 of hdqt_cl_learn: fit alpha, beta on the nv held-out rows
+ * (vidx into the task's rows) and set them on the model's new classes. */
+static int bic_correct(hdqt_cl *cl, const float *X, const int *y, int n, const float *MX,
+		       const int *My, const int *vidx, int nv, int old, int classes_after)
+{
+	hdqt_model *m = cl->model;
+	const int d = hdqt_model_n_in(m), C = classes_after;
+	float *VX = malloc(sizeof(float) * (size_t)nv * d);
+	int *vy = malloc(sizeof(int) * (size_t)nv);
+	float *lg = malloc(sizeof(float) * (size_t)nv * C);
+	float *A = malloc(sizeof(float) * (size_t)C), *B = malloc(sizeof(float) * (size_t)C);
+	int rc = (VX && vy && lg && A && B) ? 0 : HDQT_ENOMEM;
+	for (int j = 0; rc == 0 && j < nv; j++) {
+		const int k = vidx[j];
+		memcpy(VX + (size_t)j * d, k < n ? X + (size_t)k * d : MX + (size_t)(k - n) * d,
+		       sizeof(float) * d);
+		vy[j] = k < n ? y[k] : My[k - n];
+	}
+	/* The affine is the identity here (reset at the start of the task):
+	 * these are the raw logits. */
+	if (rc == 0)
+		rc = hdqt_model_forward(m, VX, nv, lg);
+	float alpha = 1, beta = 0;
+	if (rc == 0)
+		rc = bic_fit(lg, vy, nv, C, old, &alpha, &beta);
+	if (rc == 0) {
+		for (int c = 0; c < C; c++) {
+			A[c] = c < old ? 1.0f : alpha;
+			B[c] = c < old ? 0.0f : beta;
+		}
+		rc = hdqt_model_set_logit_affine(m, A, B);
+	}
+	free(VX);
+	free(vy);
+	free(lg);
+	free(A);
+	free(B);
+	return rc;
+}
+
 int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_after,
 		  hdqt_cl_progress_fn cb, void *arg)
 {
@@ -246,7 +489,8 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 	const int mem_n = uses_memory(meth) ? hdqt_memory_size(cl->mem) : 0;
 	const int N = n + mem_n;
 	const int kd = uses_kd(meth) && old > 0;
-	int rc = 0;
+	const int bic = meth == HDQT_CL_BIC && old > 0 && classes_after > old && mem_n > 0;
+	int rc = 0, nv = 0;
 
 	/* The task's rows are X's and then the memory's, read in place: no
 	 * copy of X (for a daemon round of 20,000 samples that was 13 MB). */
@@ -259,7 +503,10 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 	float *bX = malloc(sizeof(float) * (size_t)B * d);
 	int *by = malloc(sizeof(int) * (size_t)B);
 	float *bT = kd ? malloc(sizeof(float) * (size_t)B * old) : NULL;
-	if (!MX || !My || !perm || !bX || !by || (kd && (!teach || !bT || !CX))) {
+	unsigned char *held = bic ? calloc((size_t)N, 1) : NULL;
+	int *vidx = bic ? malloc(sizeof(int) * (size_t)N) : NULL;
+	if (!MX || !My || !perm || !bX || !by || (kd && (!teach || !bT || !CX)) ||
+	    (bic && (!held || !vidx))) {
 		rc = HDQT_ENOMEM;
 		goto out;
 	}
@@ -283,27 +530,60 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 		if ((rc = hdqt_model_forward(m, src, b, teach + (size_t)i * head_before)) < 0)
 			goto out;
 	}
+	/* The teacher had its correction; the student trains on raw logits
+	 * (the invariant at the top). */
+	if ((rc = hdqt_model_set_logit_affine(m, NULL, NULL)) < 0)
+		goto out;
 	if (classes_after > head_before && (rc = hdqt_model_add_classes(m, classes_after - head_before)) < 0)
 		goto out;
 	hdqt_model_reset_optimizer(m);
-	for (int i = 0; i < N; i++)
-		perm[i] = i;
+	if (bic && (nv = bic_split(cl, y, n, My, mem_n, old, classes_after, held)) < 0) {
+		rc = nv;
+		goto out;
+	}
+	/* perm holds the rows stage 1 trains on, vidx the held-out ones. */
+	int NT = 0;
+	for (int i = 0, j = 0; i < N; i++) {
+		if (held && held[i])
+			vidx[j++] = i;
+		else
+			perm[NT++] = i;
+	}
+	/* BiC's loss (1 - lambda) CE + lambda KD (Eq. 5) is (1 - lambda) times
+	 * CE + lambda / (1 - lambda) KD, the loss the step computes.  Scaling
+	 * the learning rate by (1 - lambda) and dividing the weight decay by
+	 * it gives the very update of the scaled loss (momentum starts at 0
+	 * each task, so v stays 1 / (1 - lambda) times the exact one). */
+	hdqt_sgd sgd = cl->cfg.sgd;
+	float kd_lambda = cl->cfg.kd_lambda, lr_scale = 1.0f;
+	if (meth == HDQT_CL_BIC && kd && classes_after > old) {
+		/* (A round without a new class, in the daemon, would have lambda
+		 * = 1 and no CE at all: it keeps iCaRL's mix.) */
+		const float lam = (float)old / (float)classes_after;
+		kd_lambda = lam / (1.0f - lam);
+		lr_scale = 1.0f - lam;
+		sgd.weight_decay /= lr_scale;
+	}
+	if (NT < 1) { /* cannot happen: bic_split leaves every class a row */
+		rc = HDQT_ESTATE;
+		goto out;
+	}
 	double t0 = now_s();
 	long trained = 0;
 	for (int ep = 0; ep < cl->cfg.epochs; ep++) {
-		for (int i = N - 1; i > 0; i--) {
+		for (int i = NT - 1; i > 0; i--) {
 			int j = (int)hdqt_rng_below(&cl->rng, (uint32_t)(i + 1));
 			int t = perm[i];
 			perm[i] = perm[j];
 			perm[j] = t;
 		}
-		const float lr = hdqt_sgd_lr_at(&cl->cfg.sgd, ep);
+		const float lr = hdqt_sgd_lr_at(&cl->cfg.sgd, ep) * lr_scale;
 		double loss_sum = 0;
 		int nb = 0;
 		/* ceil(N / B) batches of nearly equal size (e.g. 257 -> 86, 86, 85)
 		 * rather than B, B, 1: a one-sample step carries B times the weight
 		 * of a sample and, with momentum, can throw a small task off. */
-		const int nbatch = (N + B - 1) / B, base = N / nbatch, extra = N % nbatch;
+		const int nbatch = (NT + B - 1) / B, base = NT / nbatch, extra = NT % nbatch;
 		for (int bi = 0, s = 0; bi < nbatch; bi++) {
 			const int b = base + (bi < extra);
 			for (int r = 0; r < b; r++) {
@@ -315,11 +595,11 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 					       sizeof(float) * old);
 			}
 			hdqt_batch bt = {.X = bX, .y = by, .n = b, .teacher = kd ? bT : NULL,
-					 .n_old = old, .kd_T = cl->cfg.kd_T, .kd_lambda = cl->cfg.kd_lambda};
+					 .n_old = old, .kd_T = cl->cfg.kd_T, .kd_lambda = kd_lambda};
 			float loss = 0;
-			if ((rc = hdqt_model_train_step(m, &bt, &cl->cfg.sgd, lr, &loss)) < 0)
+			if ((rc = hdqt_model_train_step(m, &bt, &sgd, lr, &loss)) < 0)
 				goto out;
-			loss_sum += loss;
+			loss_sum += loss * lr_scale; /* BiC: the paper's loss, Eq. 5 */
 			nb++;
 			trained += b;
 			s += b;
@@ -331,11 +611,13 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 	}
 	double dt = now_s() - t0;
 	cl->sps = dt > 0 ? (double)trained / dt : 0.0;
+	if (nv > 0 && (rc = bic_correct(cl, X, y, n, MX, My, vidx, nv, old, classes_after)) < 0)
+		goto out;
 
 	/* Memory update after the task. */
 	if (uses_memory(meth) && cl->cfg.memory > 0) {
 		int quota = hdqt_memory_quota(cl->mem, classes_after);
-		if (meth == HDQT_CL_ICARL) {
+		if (meth == HDQT_CL_ICARL || meth == HDQT_CL_BIC) {
 			hdqt_memory_rebalance_to(cl->mem, quota);
 			rc = select_herding(cl, X, y, n, old, classes_after, quota);
 		} else if (cl->cfg.er_reservoir) {
@@ -359,6 +641,8 @@ out:
 	free(bX);
 	free(by);
 	free(bT);
+	free(held);
+	free(vidx);
 	return rc;
 }
 

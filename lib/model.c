@@ -173,6 +173,10 @@ int model_alloc(hdqt_model **out, const hdqt_mlp_config *cfg, const hdqt_qconfig
 	for (int l = 0; l < m->n_layers; l++)
 		model_layer_qconfig(q, l, m->n_layers, &m->lq[l]);
 	m->in_pad = model_in_pad(&m->lq[0], cfg->n_in);
+	for (int c = 0; c < HDQT_MAX_CLASSES; c++) {
+		m->la[c] = 1.0f;
+		m->lb[c] = 0.0f;
+	}
 	m->mean = calloc((size_t)cfg->n_in, sizeof(float));
 	m->std = malloc((size_t)cfg->n_in * sizeof(float));
 	int rc = (m->mean && m->std) ? 0 : HDQT_ENOMEM;
@@ -280,6 +284,9 @@ int hdqt_model_clone(const hdqt_model *m, hdqt_model **out)
 	memcpy(c->std, m->std, (size_t)m->cfg.n_in * sizeof(float));
 	c->norm_clip = m->norm_clip;
 	c->rng = m->rng;
+	memcpy(c->la, m->la, sizeof(c->la));
+	memcpy(c->lb, m->lb, sizeof(c->lb));
+	c->affine_on = m->affine_on;
 	if ((rc = hdqt_model_set_threads(c, pool_size(m->pool))) < 0) {
 		hdqt_model_free(c);
 		return rc;
@@ -437,6 +444,8 @@ int hdqt_model_add_classes(hdqt_model *m, int k)
 	hdqt_rng_seed(&r, (uint64_t)old * 7919u + 17u, 2);
 	init_rows(L, old, &r, m->n_layers == 1 ? m->cfg.n_in : L->in);
 	m->cfg.n_classes = old + k;
+	/* The new rows' logit affine is the identity already (rows beyond the
+	 * head always are: model.h). */
 	return 0;
 }
 
@@ -466,8 +475,53 @@ int hdqt_model_remap_classes(hdqt_model *m, const int *map, int n_classes)
 	linear_free(L);
 	*L = nl;
 	linear_touch(L);
+	/* A row's logit affine moves with its row; rows nothing lands on are
+	 * the identity, as fresh rows of add_classes are. */
+	float la[HDQT_MAX_CLASSES], lb[HDQT_MAX_CLASSES];
+	for (int c = 0; c < HDQT_MAX_CLASSES; c++) {
+		la[c] = 1.0f;
+		lb[c] = 0.0f;
+	}
+	for (int i = 0; i < old; i++) {
+		la[map[i]] = m->la[i];
+		lb[map[i]] = m->lb[i];
+	}
+	memcpy(m->la, la, sizeof(la));
+	memcpy(m->lb, lb, sizeof(lb));
 	m->cfg.n_classes = n_classes;
+	model_affine_refresh(m);
 	return 0;
+}
+
+void model_affine_refresh(hdqt_model *m)
+{
+	m->affine_on = 0;
+	for (int c = 0; c < m->cfg.n_classes; c++)
+		m->affine_on |= m->la[c] != 1.0f || m->lb[c] != 0.0f;
+}
+
+int hdqt_model_set_logit_affine(hdqt_model *m, const float *a, const float *b)
+{
+	if (!m || (!a) != (!b))
+		return HDQT_EINVAL;
+	const int C = m->cfg.n_classes;
+	if (a && (!finite_all(a, (size_t)C) || !finite_all(b, (size_t)C)))
+		return HDQT_ERANGE;
+	for (int c = 0; c < C; c++) {
+		m->la[c] = a ? a[c] : 1.0f;
+		m->lb[c] = a ? b[c] : 0.0f;
+	}
+	model_affine_refresh(m);
+	return 0;
+}
+
+int hdqt_model_get_logit_affine(const hdqt_model *m, float *a, float *b)
+{
+	if (!m || !a || !b)
+		return HDQT_EINVAL;
+	memcpy(a, m->la, sizeof(float) * (size_t)m->cfg.n_classes);
+	memcpy(b, m->lb, sizeof(float) * (size_t)m->cfg.n_classes);
+	return m->affine_on;
 }
 
 /* Grow the activation and gradient buffers to n rows for the current
@@ -696,7 +750,14 @@ static int forward_chunks(hdqt_model *m, const float *X, int n, float *out, int 
 		int rc = forward_cached(m, X + (size_t)i * d, b);
 		if (rc < 0)
 			return rc;
-		memcpy(out + (size_t)i * w, m->act[layer_out], (size_t)b * w * sizeof(float));
+		float *o = out + (size_t)i * w;
+		memcpy(o, m->act[layer_out], (size_t)b * w * sizeof(float));
+		/* The logit affine belongs to inference only: the training step
+		 * reads act[] directly and never sees it. */
+		if (layer_out == m->n_layers && m->affine_on)
+			for (int r = 0; r < b; r++)
+				for (int c = 0; c < w; c++)
+					o[(size_t)r * w + c] = m->la[c] * o[(size_t)r * w + c] + m->lb[c];
 	}
 	return 0;
 }

@@ -21,7 +21,17 @@ struct hdqt_model {
 	float *grad[2];
 	linear_scratch s;
 	pool *pool;             /* hdqt_model_set_threads (NULL: one thread) */
+	/* Per-class logit affine of inference (BiC's bias correction): logits
+	 * o_c -> la[c] * o_c + lb[c] in hdqt_model_forward / predict, never in
+	 * training.  Rows >= cfg.n_classes are always the identity, so growing
+	 * the head needs no work; affine_on is 0 exactly when every row is the
+	 * identity, and then the logits are not touched (bit-identical). */
+	float la[HDQT_MAX_CLASSES], lb[HDQT_MAX_CLASSES];
+	int affine_on;
 };
+
+/* Recompute m->affine_on from la, lb (after a load or a copy). */
+void model_affine_refresh(hdqt_model *m);
 
 /* The recipe layer l of n_layers runs under q: q itself, or for a HadaNets
  * recipe's layers left unbinarised its edge recipe (with q's bits). */

@@ -304,13 +304,19 @@ START_TEST(test_blob_v1_loads)
 	blobs(X, y, N, D, C, 4);
 	hdqt_model *m = make(HDQT_MODE_HDQT_PAPER, D, H, C, 1);
 	m->q.bwd_fwdq = 0;
-	uint8_t *blob;
-	size_t len;
-	ck_assert_int_eq(hdqt_model_save(m, &blob, &len), 0);
+	uint8_t *blob4;
+	size_t len4;
+	ck_assert_int_eq(hdqt_model_save(m, &blob4, &len4), 0);
 	hdqt_model *m2 = NULL;
-	ck_assert_int_eq(hdqt_model_load(blob, len, &m2), 0);
+	ck_assert_int_eq(hdqt_model_load(blob4, len4, &m2), 0);
 	ck_assert_int_eq(hdqt_model_qconfig(m2)->bwd_fwdq, 0);
 	hdqt_model_free(m2);
+	/* Version 3 first: without version 4's logit affine (2 C floats
+	 * before the CRC). */
+	size_t len;
+	uint8_t *blob = old_version(blob4, len4, len4 - 4 - 8 * C, 8 * C, 3, &len);
+	ck_assert_ptr_nonnull(blob);
+	free(blob4);
 	/* Rewrite as version 1: drop the flag and version 3's eight HadaNets
 	 * fields (after 19 + n_hidden i32 fields of the 16-byte header), fix
 	 * the payload length and the CRC. */
@@ -335,6 +341,156 @@ START_TEST(test_blob_v1_loads)
 	hdqt_model_free(m2);
 	free(v2);
 	free(blob);
+	hdqt_model_free(m);
+}
+END_TEST
+
+/* The logit affine (BiC's bias correction): identity by default and then
+ * invisible bit for bit; applied by forward and predict, never by the
+ * training step; kept by clone, extended by add_classes, moved by remap. */
+START_TEST(test_logit_affine)
+{
+	enum { N = 24, D = 10, C = 3, H = 24 };
+	float X[N * D], l0[N * 5], l1[N * 5], a[5], b[5];
+	int y[N], p0[N], p1[N];
+	blobs(X, y, N, D, C, 5);
+	hdqt_model *m = make(HDQT_MODE_HDQT, D, H, C, 3);
+	ck_assert_int_eq(hdqt_model_fit_norm(m, X, N, 0.0f), 0);
+	ck_assert_int_eq(hdqt_model_get_logit_affine(m, a, b), 0);
+	for (int c = 0; c < C; c++) {
+		ck_assert_float_eq(a[c], 1.0f);
+		ck_assert_float_eq(b[c], 0.0f);
+	}
+	ck_assert_int_eq(hdqt_model_forward(m, X, N, l0), 0);
+	const float ones[3] = {1, 1, 1}, zeros[3] = {0, 0, 0};
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, ones, zeros), 0);
+	ck_assert_int_eq(hdqt_model_forward(m, X, N, l1), 0);
+	ck_assert_mem_eq(l0, l1, sizeof(float) * N * C);
+	/* Applied at inference: exactly a o + b. */
+	const float A[3] = {1.0f, 0.5f, 2.0f}, B[3] = {0.0f, -1.0f, 0.25f};
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, A, B), 0);
+	ck_assert_int_eq(hdqt_model_get_logit_affine(m, a, b), 1);
+	ck_assert_int_eq(hdqt_model_forward(m, X, N, l1), 0);
+	for (int i = 0; i < N * C; i++)
+		ck_assert_float_eq(l1[i], A[i % C] * l0[i] + B[i % C]);
+	ck_assert_int_eq(hdqt_model_predict(m, X, N, p1), 0);
+	for (int i = 0; i < N; i++) {
+		int best = 0;
+		for (int c = 1; c < C; c++)
+			best = l1[i * C + c] > l1[i * C + best] ? c : best;
+		ck_assert_int_eq(p1[i], best);
+	}
+	/* Training ignores it: one step with and one without give the same weights. */
+	hdqt_model *c1 = NULL, *c2 = NULL;
+	ck_assert_int_eq(hdqt_model_clone(m, &c1), 0);
+	ck_assert_int_eq(hdqt_model_clone(m, &c2), 0);
+	ck_assert_int_eq(hdqt_model_get_logit_affine(c1, a, b), 1); /* clone keeps it */
+	ck_assert_mem_eq(a, A, sizeof(A));
+	ck_assert_mem_eq(b, B, sizeof(B));
+	ck_assert_int_eq(hdqt_model_set_logit_affine(c2, NULL, NULL), 0);
+	hdqt_sgd o;
+	hdqt_sgd_default(&o);
+	hdqt_batch bt = {.X = X, .y = y, .n = N};
+	float loss1, loss2;
+	ck_assert_int_eq(hdqt_model_train_step(c1, &bt, &o, 0.05f, &loss1), 0);
+	ck_assert_int_eq(hdqt_model_train_step(c2, &bt, &o, 0.05f, &loss2), 0);
+	ck_assert_float_eq(loss1, loss2);
+	ck_assert_int_eq(hdqt_model_set_logit_affine(c1, NULL, NULL), 0);
+	ck_assert_int_eq(hdqt_model_get_logit_affine(c1, a, b), 0);
+	ck_assert_int_eq(hdqt_model_forward(c1, X, N, l0), 0);
+	ck_assert_int_eq(hdqt_model_forward(c2, X, N, l1), 0);
+	ck_assert_mem_eq(l0, l1, sizeof(float) * N * C);
+	/* add_classes: new rows are the identity, old ones kept. */
+	ck_assert_int_eq(hdqt_model_add_classes(m, 2), 0);
+	ck_assert_int_eq(hdqt_model_get_logit_affine(m, a, b), 1);
+	ck_assert_mem_eq(a, A, sizeof(A));
+	ck_assert_mem_eq(b, B, sizeof(B));
+	ck_assert_float_eq(a[3], 1.0f);
+	ck_assert_float_eq(a[4], 1.0f);
+	ck_assert_float_eq(b[3], 0.0f);
+	ck_assert_float_eq(b[4], 0.0f);
+	/* remap: rows move with their classes; the row nothing lands on is the identity. */
+	const int map[5] = {5, 0, 1, 2, 3};
+	ck_assert_int_eq(hdqt_model_remap_classes(m, map, 6), 0);
+	float a6[6], b6[6];
+	ck_assert_int_eq(hdqt_model_get_logit_affine(m, a6, b6), 1);
+	for (int i = 0; i < 5; i++) {
+		ck_assert_float_eq(a6[map[i]], i < 3 ? A[i] : 1.0f);
+		ck_assert_float_eq(b6[map[i]], i < 3 ? B[i] : 0.0f);
+	}
+	ck_assert_float_eq(a6[4], 1.0f);
+	ck_assert_float_eq(b6[4], 0.0f);
+	/* Bad calls change nothing. */
+	const float nan3[6] = {1, NAN, 1, 1, 1, 1}, z6[6] = {0};
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, nan3, z6), HDQT_ERANGE);
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, A, NULL), HDQT_EINVAL);
+	ck_assert_int_eq(hdqt_model_set_logit_affine(NULL, NULL, NULL), HDQT_EINVAL);
+	float a6b[6], b6b[6];
+	ck_assert_int_eq(hdqt_model_get_logit_affine(m, a6b, b6b), 1);
+	ck_assert_mem_eq(a6, a6b, sizeof(a6));
+	ck_assert_mem_eq(b6, b6b, sizeof(b6));
+	(void)p0;
+	hdqt_model_free(c1);
+	hdqt_model_free(c2);
+	hdqt_model_free(m);
+}
+END_TEST
+
+/* Version 4 stores the affine: save + load keeps it (and the logits); a
+ * non-finite value in a blob is refused. */
+START_TEST(test_logit_affine_blob)
+{
+	enum { N = 16, D = 10, C = 3, H = 24 };
+	float X[N * D], l0[N * C], l1[N * C], a[C], b[C];
+	int y[N];
+	blobs(X, y, N, D, C, 6);
+	hdqt_model *m = make(HDQT_MODE_FP32, D, H, C, 2);
+	const float A[C] = {1.5f, 1.0f, 0.75f}, B[C] = {-0.5f, 0.0f, 2.0f};
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, A, B), 0);
+	uint8_t *blob;
+	size_t len;
+	ck_assert_int_eq(hdqt_model_save(m, &blob, &len), 0);
+	ck_assert_int_eq(blob[8], 4);
+	hdqt_model *m2 = NULL;
+	ck_assert_int_eq(hdqt_model_load(blob, len, &m2), 0);
+	ck_assert_int_eq(hdqt_model_get_logit_affine(m2, a, b), 1);
+	ck_assert_mem_eq(a, A, sizeof(A));
+	ck_assert_mem_eq(b, B, sizeof(B));
+	ck_assert_int_eq(hdqt_model_forward(m, X, N, l0), 0);
+	ck_assert_int_eq(hdqt_model_forward(m2, X, N, l1), 0);
+	ck_assert_mem_eq(l0, l1, sizeof(l0));
+	hdqt_model_free(m2);
+	m2 = NULL;
+	/* A NaN scale, with length and CRC repaired: refused. */
+	const float nan = NAN;
+	memcpy(blob + len - 4 - 8 * C, &nan, 4);
+	uint32_t crc = (uint32_t)crc32(0L, blob, (uInt)(len - 4));
+	for (int i = 0; i < 4; i++)
+		blob[len - 4 + i] = (uint8_t)(crc >> (8 * i));
+	ck_assert_int_eq(hdqt_model_load(blob, len, &m2), HDQT_ECORRUPT);
+	ck_assert_ptr_null(m2);
+	/* A version-3 blob (no affine) loads with the identity. */
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, NULL, NULL), 0);
+	free(blob);
+	ck_assert_int_eq(hdqt_model_save(m, &blob, &len), 0);
+	size_t len3;
+	uint8_t *v3 = old_version(blob, len, len - 4 - 8 * C, 8 * C, 3, &len3);
+	ck_assert_ptr_nonnull(v3);
+	ck_assert_int_eq(hdqt_model_load(v3, len3, &m2), 0);
+	ck_assert_int_eq(hdqt_model_get_logit_affine(m2, a, b), 0);
+	ck_assert_int_eq(hdqt_model_forward(m, X, N, l0), 0);
+	ck_assert_int_eq(hdqt_model_forward(m2, X, N, l1), 0);
+	ck_assert_mem_eq(l0, l1, sizeof(l0));
+	/* The same model saved again is version 4 and byte-identical to m's. */
+	uint8_t *again;
+	size_t len_again;
+	ck_assert_int_eq(hdqt_model_save(m2, &again, &len_again), 0);
+	ck_assert_uint_eq(len_again, len);
+	ck_assert_mem_eq(again, blob, len);
+	free(again);
+	free(v3);
+	free(blob);
+	hdqt_model_free(m2);
 	hdqt_model_free(m);
 }
 END_TEST
@@ -620,6 +776,8 @@ int main(void)
 	tcase_add_test(tc, test_threads_bit_identical);
 	tcase_add_test(tc, test_blob_round_trip_and_corruption);
 	tcase_add_test(tc, test_blob_v1_loads);
+	tcase_add_test(tc, test_logit_affine);
+	tcase_add_test(tc, test_logit_affine_blob);
 	tcase_add_test(tc, test_head_growth_keeps_rows);
 	tcase_add_test(tc, test_profile_phases);
 	tcase_add_test(tc, test_bad_input_rejected);

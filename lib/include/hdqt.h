@@ -177,6 +177,19 @@ int hdqt_model_add_classes(hdqt_model *m, int k);
  * lands on are initialised as hdqt_model_add_classes would.  Momentum is
  * reset.  HDQT_EINVAL for a bad map (nothing changed), HDQT_ENOMEM. */
 int hdqt_model_remap_classes(hdqt_model *m, const int *map, int n_classes);
+/* Per-class logit affine of inference, BiC's bias correction (Wu et al.,
+ * CVPR 2019, Eq. 6): hdqt_model_forward and hdqt_model_predict return
+ * a[c] * o_c + b[c] for the raw logit o_c; hdqt_model_train_step always
+ * uses the raw logits.  a and b hold n_classes floats each (copied);
+ * NULL, NULL sets the identity (a = 1, b = 0), the default.  With the
+ * identity the logits are bit-identical to a model without it.  Rows
+ * added by hdqt_model_add_classes start at the identity; remap moves
+ * them with their rows; clone, save and load keep them.  HDQT_EINVAL for
+ * one NULL, HDQT_ERANGE if a value is not finite (nothing changed). */
+int hdqt_model_set_logit_affine(hdqt_model *m, const float *a, const float *b);
+/* Copy the affine into a and b (n_classes floats each, caller's): 1 if it
+ * is not the identity, 0 if it is, HDQT_EINVAL for NULL. */
+int hdqt_model_get_logit_affine(const hdqt_model *m, float *a, float *b);
 
 /* Inference in the model's recipe.  logits: n x n_classes.  Rejects NaN/Inf input
  * with HDQT_ERANGE.  Uses internal scratch: not re-entrant on one model. */

@@ -99,6 +99,8 @@ typedef enum {
 	HDQT_CL_ER,           /* experience replay from the exemplar memory */
 	HDQT_CL_LWF,          /* distillation from the previous model, no exemplars */
 	HDQT_CL_ICARL,        /* exemplars (herding) + distillation + NME */
+	HDQT_CL_BIC,          /* iCaRL's exemplars and distillation + bias correction
+			       * of the new classes' logits (Wu et al., CVPR 2019) */
 	HDQT_CL_COUNT
 } hdqt_cl_method;
 
@@ -112,8 +114,10 @@ typedef struct hdqt_cl_config {
 	int batch;         /* 128 */
 	hdqt_sgd sgd;
 	float kd_T;        /* 2 */
-	float kd_lambda;   /* 1 */
+	float kd_lambda;   /* 1 (BiC ignores it: its weight is n_old / n_classes) */
 	int er_reservoir;  /* ER: reservoir sampling instead of random selection */
+	float bic_val;     /* BiC: validation samples per class, as a fraction of the
+			    * per-class exemplar quota after the task (0.2; at least 1) */
 	uint64_t seed;
 } hdqt_cl_config;
 
@@ -134,7 +138,9 @@ hdqt_memory *hdqt_cl_memory(hdqt_cl *cl);
 int hdqt_cl_resume(hdqt_cl *cl, int classes);
 /* Learn one task: X (n x d raw features), y in [0, classes_after); new
  * classes are those >= the model's current head size, which grows to
- * classes_after.  HDQT_ECANCELED if the callback asked to stop (the model is
+ * classes_after.  The model's logit affine is reset to the identity first
+ * (after the teacher's logits are taken); BiC then sets it for the new
+ * classes (hdqt_model_set_logit_affine).  HDQT_ECANCELED if the callback asked to stop (the model is
  * then partly trained; the memory is unchanged). */
 int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_after,
 		  hdqt_cl_progress_fn cb, void *arg);
