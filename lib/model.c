@@ -737,44 +737,11 @@ static int forward_cached(hdqt_model *m, const float *X, int n)
  * depend on the chunk. */
 #define CHUNK 128
 
-static int forward_chunks(hdqt_model *m, const float *X, int n, float *out, int layer_out)
+/* Inference in CHUNK rows: logits (with the logit affine) and/or
+ * embeddings (the last layer's input), each may be NULL. */
+static int forward_chunks(hdqt_model *m, const float *X, int n, float *logits, float *emb)
 {
-	if (!m || !X || !out || n < 0)
-		return HDQT_EINVAL;
-	if (!finite_all(X, (size_t)n * m->cfg.n_in))
-		return HDQT_ERANGE;
-	const int d = m->cfg.n_in;
-	const int w = layer_out == m->n_layers ? m->cfg.n_classes : hdqt_model_embed_dim(m);
-	for (int i = 0; i < n; i += CHUNK) {
-		int b = n - i < CHUNK ? n - i : CHUNK;
-		int rc = forward_cached(m, X + (size_t)i * d, b);
-		if (rc < 0)
-			return rc;
-		float *o = out + (size_t)i * w;
-		memcpy(o, m->act[layer_out], (size_t)b * w * sizeof(float));
-		/* The logit affine belongs to inference only: the training step
-		 * reads act[] directly and never sees it. */
-		if (layer_out == m->n_layers && m->affine_on)
-			for (int r = 0; r < b; r++)
-				for (int c = 0; c < w; c++)
-					o[(size_t)r * w + c] = m->la[c] * o[(size_t)r * w + c] + m->lb[c];
-	}
-	return 0;
-}
-
-int hdqt_model_forward(hdqt_model *m, const float *X, int n, float *logits)
-{
-	return forward_chunks(m, X, n, logits, m ? m->n_layers : 0);
-}
-
-int hdqt_model_embed(hdqt_model *m, const float *X, int n, float *emb)
-{
-	return forward_chunks(m, X, n, emb, m ? m->n_layers - 1 : 0);
-}
-
-int hdqt_model_forward_embed(hdqt_model *m, const float *X, int n, float *logits, float *emb)
-{
-	if (!m || !X || !logits || !emb || n < 0)
+	if (!m || !X || (!logits && !emb) || n < 0)
 		return HDQT_EINVAL;
 	if (!finite_all(X, (size_t)n * m->cfg.n_in))
 		return HDQT_ERANGE;
@@ -784,10 +751,35 @@ int hdqt_model_forward_embed(hdqt_model *m, const float *X, int n, float *logits
 		int rc = forward_cached(m, X + (size_t)i * d, b);
 		if (rc < 0)
 			return rc;
-		memcpy(logits + (size_t)i * C, m->act[m->n_layers], (size_t)b * C * sizeof(float));
-		memcpy(emb + (size_t)i * e, m->act[m->n_layers - 1], (size_t)b * e * sizeof(float));
+		if (emb)
+			memcpy(emb + (size_t)i * e, m->act[m->n_layers - 1], (size_t)b * e * sizeof(float));
+		if (!logits)
+			continue;
+		float *o = logits + (size_t)i * C;
+		memcpy(o, m->act[m->n_layers], (size_t)b * C * sizeof(float));
+		/* The logit affine belongs to inference only: the training step
+		 * reads act[] directly and never sees it. */
+		if (m->affine_on)
+			for (int r = 0; r < b; r++)
+				for (int c = 0; c < C; c++)
+					o[(size_t)r * C + c] = m->la[c] * o[(size_t)r * C + c] + m->lb[c];
 	}
 	return 0;
+}
+
+int hdqt_model_forward(hdqt_model *m, const float *X, int n, float *logits)
+{
+	return logits ? forward_chunks(m, X, n, logits, NULL) : HDQT_EINVAL;
+}
+
+int hdqt_model_embed(hdqt_model *m, const float *X, int n, float *emb)
+{
+	return emb ? forward_chunks(m, X, n, NULL, emb) : HDQT_EINVAL;
+}
+
+int hdqt_model_forward_embed(hdqt_model *m, const float *X, int n, float *logits, float *emb)
+{
+	return logits && emb ? forward_chunks(m, X, n, logits, emb) : HDQT_EINVAL;
 }
 
 int hdqt_model_bin_stats(hdqt_model *m, const float *X, int n, hdqt_bin_stats st[HDQT_MAX_LAYERS])
