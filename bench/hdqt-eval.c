@@ -25,6 +25,7 @@
 
 #include "hdqt.h"
 #include "hdqt_data.h"
+#include "hdqt_novelty.h"
 
 #define MAX_TASKS 64
 /* Runs are allocated on the heap; the bound keeps a typo (--seeds 16
@@ -56,6 +57,9 @@ typedef struct opts {
 	/* class order: 0 sorted labels, 1 --class-order LIST, 2 random */
 	int order_kind, orders;
 	int order_list[HDQT_MAX_CLASSES], n_order_list;
+	/* open set: the last open_set classes of each order are never announced */
+	int open_set, novelty_kind;
+	float unknown_rate;
 } opts;
 
 typedef struct split {
@@ -76,6 +80,10 @@ typedef struct run_result {
 	double *class_forget; /* C, by sorted class index; NaN for the last task's classes */
 	double task_acc[MAX_TASKS][MAX_TASKS]; /* after task t, on classes of task j */
 	double sps;
+	/* --open-set, per novelty score: AUROC of unseen against known test
+	 * windows, fraction called unknown of known and of unseen ones (NaN:
+	 * the score needs exemplars the method keeps none of) */
+	double os[HDQT_NOVELTY_COUNT][3];
 	hdqt_bin_stats bst[HDQT_MAX_LAYERS]; /* HadaNets: the final model on the training users */
 	int diverged_task; /* 1-based task whose training diverged (loss not finite), 0 if none */
 	int rc;
@@ -83,7 +91,7 @@ typedef struct run_result {
 
 typedef struct shared {
 	const opts *o;
-	split train, test;
+	split train, test, calib; /* calib: --open-set's calibration users, not trained on */
 	int C, n_tasks, task_end[MAX_TASKS];
 	int class_ids[HDQT_MAX_CLASSES]; /* the labels, sorted: a split's class c is class_ids[c] */
 	int n_orders;
@@ -106,6 +114,11 @@ static void usage(FILE *f)
 		"                      separated (every class once), or a random order per --orders\n"
 		"                      index (default: labels in increasing order)\n"
 		"  --orders K          average over K random class orders (1; with a LIST, 1)\n"
+		"  --open-set K        never announce the last K classes of each order; after the\n"
+		"                      last task, report how well unknown windows are told apart\n"
+		"                      (calibration on training users 1 in 7, not trained on)\n"
+		"  --unknown-rate R    target false-unknown rate of the calibration (0.05)\n"
+		"  --novelty nme|energy|msp  the score reported as open_set (nme; all are measured)\n"
 		"  --bits B            matmul input bits (4)\n"
 		"  --acc-bits A        tile accumulator bits (8)\n"
 		"  --tile T            forward reduction tile (recipe default: 32)\n"
@@ -225,9 +238,10 @@ static int parse_opts(int argc, char **argv, opts *o)
 	o->beta_w = o->beta_a = o->bin_layers = o->edges = o->act_bin = o->mean_term = o->w_centre = -1;
 	o->ste_clip = -1;
 	o->orders = 1;
+	o->unknown_rate = 0.05f;
 	enum { O_INIT = 256, O_INC, O_ACC, O_DROP, O_FWDH, O_FWDG, O_BWDG, O_FWDC, O_FWDS,
 	       O_BWDT, O_HADM, O_NCLIP, O_WIN, O_HOP, O_ERSEL, O_DUMP, O_LRSTEP, O_LRGAMMA, O_KDL, O_BFQ, O_THREADS,
-	       O_BW, O_BA, O_BINL, O_EDGES, O_ACTB, O_STE, O_MEANT, O_WCEN, O_CORDER, O_ORDERS };
+	       O_BW, O_BA, O_BINL, O_EDGES, O_ACTB, O_STE, O_MEANT, O_WCEN, O_CORDER, O_ORDERS, O_OPENSET, O_URATE, O_NOVELTY };
 	static const struct option lo[] = {
 		{"data", 1, 0, 'd'}, {"quant", 1, 0, 'q'}, {"method", 1, 0, 'm'},
 		{"bits", 1, 0, 'b'}, {"acc-bits", 1, 0, O_ACC}, {"tile", 1, 0, 't'},
@@ -246,6 +260,7 @@ static int parse_opts(int argc, char **argv, opts *o)
 		{"bin-layers", 1, 0, O_BINL}, {"edges", 1, 0, O_EDGES}, {"act-bin", 1, 0, O_ACTB},
 		{"ste-clip", 1, 0, O_STE}, {"mean-term", 1, 0, O_MEANT}, {"w-centre", 1, 0, O_WCEN},
 		{"class-order", 1, 0, O_CORDER}, {"orders", 1, 0, O_ORDERS},
+		{"open-set", 1, 0, O_OPENSET}, {"unknown-rate", 1, 0, O_URATE}, {"novelty", 1, 0, O_NOVELTY},
 		{"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int c, li = 0;
 	while ((c = getopt_long(argc, argv, "", lo, &li)) != -1) {
@@ -348,6 +363,14 @@ static int parse_opts(int argc, char **argv, opts *o)
 			}
 			break;
 		case O_ORDERS: bad = parse_int(optarg, 1, MAX_ORDERS, &o->orders); break;
+		case O_OPENSET: bad = parse_int(optarg, 1, HDQT_MAX_CLASSES - 1, &o->open_set); break;
+		case O_URATE: bad = parse_float(optarg, 0.001f, 0.5f, &o->unknown_rate); break;
+		case O_NOVELTY: {
+			hdqt_novelty_kind k;
+			bad = hdqt_novelty_kind_parse(optarg, &k) < 0;
+			o->novelty_kind = (int)k;
+			break;
+		}
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -502,6 +525,55 @@ static void f1_scores(const int *pred, const int *y, int n, int C, double *macro
 	*micro = TP + FP + FN ? 100.0 * 2.0 * TP / (2.0 * TP + FP + FN) : NAN;
 }
 
+/* After the last task: calibrate each novelty score on the calibration
+ * users' windows of the known classes, then score every test window;
+ * unseen ones (arrival position past the last task) should score high. */
+static int open_set_eval(shared *sh, run_result *r, hdqt_cl *cl, const int *rank)
+{
+	const opts *o = sh->o;
+	const int Ck = sh->task_end[sh->n_tasks - 1], d = sh->train.d;
+	hdqt_model *m = hdqt_cl_model(cl);
+	float *V = malloc(sizeof(float) * (size_t)sh->calib.n * d);
+	float *sc = malloc(sizeof(float) * (size_t)sh->test.n);
+	float *pos = malloc(sizeof(float) * (size_t)sh->test.n), *neg = malloc(sizeof(float) * (size_t)sh->test.n);
+	int *unk = malloc(sizeof(int) * (size_t)sh->test.n);
+	int rc = V && sc && pos && neg && unk ? 0 : HDQT_ENOMEM, nv = 0;
+	for (int i = 0; rc == 0 && i < sh->calib.n; i++)
+		if (rank[sh->calib.y[i]] < Ck)
+			memcpy(V + (size_t)nv++ * d, sh->calib.X + (size_t)i * d, sizeof(float) * d);
+	for (int k = 0; rc == 0 && nv > 0 && k < HDQT_NOVELTY_COUNT; k++) {
+		hdqt_novelty *nov = NULL;
+		int frc = hdqt_novelty_fit(&nov, m, hdqt_cl_memory(cl), Ck, V, nv, (hdqt_novelty_kind)k,
+					   o->unknown_rate);
+		if (frc == HDQT_ESTATE)
+			continue; /* NME without exemplars (LwF, fine-tuning) */
+		if (frc == 0)
+			frc = hdqt_novelty_score(nov, m, sh->test.X, sh->test.n, NULL, sc, unk);
+		hdqt_novelty_free(nov);
+		if ((rc = frc) < 0)
+			break;
+		int np = 0, nn = 0, up = 0, un = 0;
+		for (int i = 0; i < sh->test.n; i++) {
+			if (rank[sh->test.y[i]] >= Ck) {
+				pos[np++] = sc[i];
+				up += unk[i];
+			} else {
+				neg[nn++] = sc[i];
+				un += unk[i];
+			}
+		}
+		r->os[k][0] = hdqt_auroc(pos, np, neg, nn);
+		r->os[k][1] = nn ? (double)un / nn : NAN;
+		r->os[k][2] = np ? (double)up / np : NAN;
+	}
+	free(V);
+	free(sc);
+	free(pos);
+	free(neg);
+	free(unk);
+	return rc;
+}
+
 static void do_run(shared *sh, run_result *r)
 {
 	const opts *o = sh->o;
@@ -611,6 +683,10 @@ static void do_run(shared *sh, run_result *r)
 		}
 		r->n_tasks = t + 1;
 	}
+	for (int k = 0; k < HDQT_NOVELTY_COUNT; k++)
+		r->os[k][0] = r->os[k][1] = r->os[k][2] = NAN;
+	if (rc == 0 && o->open_set)
+		rc = open_set_eval(sh, r, cl, rank);
 	/* What binarisation does to the binarised layers' inputs, on the
 	 * training users (nothing here is chosen on the test users). */
 	if (rc == 0 && hdqt_mode_is_hadanet(r->mode))
@@ -721,8 +797,20 @@ static int prepare(shared *sh, const opts *o)
 	qsort(labels, (size_t)nl, sizeof(int), cmp_int);
 	sh->C = nl;
 	memcpy(sh->class_ids, labels, sizeof(int) * nl);
-	split *sp[2] = {&sh->train, &sh->test};
-	for (int s = 0; s < 2; s++) {
+	split *sp[3] = {&sh->train, &sh->test, &sh->calib};
+	/* --open-set: every 7th training user (in id order, from the first)
+	 * is kept for calibration: thresholds set on windows of users the
+	 * model was trained on would be too tight for anyone else. */
+	int users[256], nu = 0;
+	for (int i = 0; o->open_set && i < ds.n; i++) {
+		int seen = hdqt_hapt_is_test_user(ds.user[i]);
+		for (int k = 0; !seen && k < nu; k++)
+			seen = users[k] == ds.user[i];
+		if (!seen && nu < 256)
+			users[nu++] = ds.user[i];
+	}
+	qsort(users, (size_t)nu, sizeof(int), cmp_int);
+	for (int s = 0; s < 3; s++) {
 		sp[s]->d = ds.d;
 		sp[s]->X = malloc(sizeof(float) * (size_t)ds.n * ds.d);
 		sp[s]->y = malloc(sizeof(int) * (size_t)ds.n);
@@ -737,6 +825,9 @@ static int prepare(shared *sh, const opts *o)
 		if (c < 0)
 			continue;
 		split *t = hdqt_hapt_is_test_user(ds.user[i]) ? &sh->test : &sh->train;
+		for (int k = 0; t == &sh->train && k < nu; k += 7)
+			if (users[k] == ds.user[i])
+				t = &sh->calib;
 		memcpy(t->X + (size_t)t->n * ds.d, ds.X + (size_t)i * ds.d, sizeof(float) * ds.d);
 		t->y[t->n++] = c;
 	}
@@ -744,6 +835,11 @@ static int prepare(shared *sh, const opts *o)
 	if (sh->train.n == 0 || sh->test.n == 0 || nl < 1) {
 		fprintf(stderr, "hdqt-eval: %s has no train or no test samples after the split\n", o->data);
 		return HDQT_EFORMAT;
+	}
+	if (o->open_set && (o->open_set >= nl || sh->calib.n == 0)) {
+		fprintf(stderr, "hdqt-eval: --open-set %d needs at least one known class (there are %d) and "
+			"calibration users (%d windows)\n", o->open_set, nl, sh->calib.n);
+		return HDQT_EINVAL;
 	}
 	/* Standardisation statistics of the training split (stored in each model). */
 	const int d = sh->train.d;
@@ -763,13 +859,14 @@ static int prepare(shared *sh, const opts *o)
 		sh->mean[j] = (float)mu;
 		sh->std[j] = ss > 1e-12 * sh->train.n ? (float)sqrt(ss / sh->train.n) : 1.0f;
 	}
-	int end = o->init_classes < nl ? o->init_classes : nl;
+	const int known = nl - o->open_set; /* the tasks cover the announced classes */
+	int end = o->init_classes < known ? o->init_classes : known;
 	sh->n_tasks = 0;
 	while (sh->n_tasks < MAX_TASKS) {
 		sh->task_end[sh->n_tasks++] = end;
-		if (end >= nl)
+		if (end >= known)
 			break;
-		end = end + o->increment < nl ? end + o->increment : nl;
+		end = end + o->increment < known ? end + o->increment : known;
 	}
 	return 0;
 }
@@ -864,6 +961,7 @@ typedef struct group {
 	agg aia, aia_nme, last, last_nme, forget, task[MAX_TASKS], task_nme[MAX_TASKS];
 	agg f1_macro[MAX_TASKS], f1_micro[MAX_TASKS];
 	agg class_forget[HDQT_MAX_CLASSES]; /* by sorted class index */
+	agg os[HDQT_NOVELTY_COUNT][3];      /* --open-set: auroc, unknown rate known / unseen */
 	double sps;
 	int diverged;
 } group;
@@ -953,6 +1051,26 @@ static void summarise(shared *sh, group *g)
 			v[s] = g->r[s]->class_forget[c];
 		g->class_forget[c] = aggregate(v, g->n);
 	}
+	for (int k = 0; k < HDQT_NOVELTY_COUNT; k++)
+		for (int f = 0; f < 3; f++) {
+			for (int s = 0; s < g->n; s++)
+				v[s] = g->r[s]->os[k][f];
+			g->os[k][f] = aggregate(v, g->n);
+		}
+}
+
+/* "auroc", "unknown_rate_known", "unknown_rate_unseen" of score k. */
+static void json_open_set(const group *g, int k)
+{
+	static const char *const keys[3] = {"auroc", "unknown_rate_known", "unknown_rate_unseen"};
+	for (int f = 0; f < 3; f++) {
+		const agg a = g->os[k][f];
+		if (isnan(a.mean))
+			printf("\"%s\": null%s", keys[f], f < 2 ? ", " : "");
+		else
+			printf("\"%s\": {\"mean\": %.4f, \"std\": %.4f}%s", keys[f], a.mean, a.std,
+			       f < 2 ? ", " : "");
+	}
 }
 
 /* The fp32 group of the same method, the reference of the gaps; NULL if
@@ -1016,6 +1134,19 @@ static void print_json_group(shared *sh, group *g, const group *ref, double wall
 		json_agg(key, g->class_forget[c], c < sh->C - 1);
 	}
 	printf("}, ");
+	if (sh->o->open_set) {
+		printf("\"open_set\": {\"score\": \"%s\", \"unseen_classes\": %d, \"unknown_rate_target\": %.4f, "
+		       "\"calibration_windows\": %d, ", hdqt_novelty_kind_name((hdqt_novelty_kind)sh->o->novelty_kind),
+		       sh->o->open_set, sh->o->unknown_rate, sh->calib.n);
+		json_open_set(g, sh->o->novelty_kind);
+		printf(", \"by_score\": {");
+		for (int k = 0; k < HDQT_NOVELTY_COUNT; k++) {
+			printf("%s\"%s\": {", k ? ", " : "", hdqt_novelty_kind_name((hdqt_novelty_kind)k));
+			json_open_set(g, k);
+			printf("}");
+		}
+		printf("}}, ");
+	}
 	json_agg("avg_incremental_accuracy", g->aia, 1);
 	json_agg("avg_incremental_accuracy_nme", g->aia_nme, 1);
 	json_agg("last_accuracy", g->last, 1);
@@ -1092,6 +1223,17 @@ static void print_table(shared *sh, group *gs, int ng, double wall, long rss)
 			printf("  (%d of %d runs diverged: loss not finite)", g->diverged, g->n);
 		printf("\n");
 	}
+	for (int i = 0; sh->o->open_set && i < ng; i++)
+		for (int k = 0; k < HDQT_NOVELTY_COUNT; k++) {
+			const agg *a = gs[i].os[k];
+			if (isnan(a[0].mean))
+				continue;
+			printf("open set %s %s, %d unseen classes, score %-6s: AUROC %.3f ± %.3f, called unknown: "
+			       "known %.1f%% ± %.1f (target %.1f%%), unseen %.1f%% ± %.1f\n",
+			       hdqt_mode_name(gs[i].mode), hdqt_cl_method_name(gs[i].method), sh->o->open_set,
+			       hdqt_novelty_kind_name((hdqt_novelty_kind)k), a[0].mean, a[0].std, 100 * a[1].mean,
+			       100 * a[1].std, 100 * sh->o->unknown_rate, 100 * a[2].mean, 100 * a[2].std);
+		}
 	/* The per-task F1 scores under the accuracies' columns, then each
 	 * class's forgetting. */
 	for (int i = 0; i < ng; i++) {
@@ -1307,6 +1449,8 @@ int main(int argc, char **argv)
 	free(sh.train.y);
 	free(sh.test.X);
 	free(sh.test.y);
+	free(sh.calib.X);
+	free(sh.calib.y);
 	free(sh.mean);
 	free(sh.std);
 	for (int i = 0; i < sh.n_runs; i++)
