@@ -742,6 +742,8 @@ static void print_prometheus(const cJSON *m)
 		}
 	}
 	prom_scalar(m, "predictions_total", "predictions_total", "counter", "Inputs classified.");
+	prom_scalar(m, "predictions_unknown_total", "predictions_unknown_total", "counter",
+		    "Inputs called unknown (unlike every class taught).");
 	prom_scalar(m, "samples_ingested_total", "samples_ingested_total", "counter",
 		    "Labelled samples stored (duplicates of a batch id not counted).");
 	prom_scalar(m, "samples_quarantined_total", "samples_quarantined_total", "counter",

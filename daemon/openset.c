@@ -580,6 +580,10 @@ static void ljob_done(hdqtd_job *hj)
 
 static ljob *ljob_new(hdqtd *d, hdqtd_conn *c, hdqtd_call *k, int kind, hdqtd_reply *r)
 {
+	if (!d->openset) {
+		hdqtd_fail(r, HDQT_RPC_INTERNAL_ERROR, "open-set state unavailable");
+		return NULL;
+	}
 	if (d->openset->listing) {
 		hdqtd_fail(r, HDQT_RPC_BUSY, "another unknowns request is running: retry when it is done");
 		return NULL;

@@ -112,6 +112,7 @@ static void daemon_open(void)
 		fprintf(stderr, "fuzz_dispatch: %s: %s\n", dbpath, err);
 		abort();
 	}
+	CHECK(hdqtd_openset_new(d) == 0);
 	CHECK(hdqtd_reload_classes(d) == 0 && hdqtd_load_model(d) == 0 && hdqtd_load_counts(d) == 0);
 	CHECK(hdqt_feat_new(&d->feat, d->cfg.window) == 0);
 	d->loop = &loop;
@@ -141,6 +142,7 @@ static void daemon_close(void)
 	uv_run(&loop, UV_RUN_DEFAULT); /* the trainer's handle closes */
 	hdqtd_writer_free(d->writer);
 	hdqtd_fleet_free(d); /* transfers the input left open, and a backup's file */
+	hdqtd_openset_free(d);
 	free(d->describe);
 	hdqt_store_close(d->store);
 	hdqt_model_free(d->model);

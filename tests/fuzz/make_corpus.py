@@ -171,3 +171,13 @@ put("dispatch", "quarantine", classes + lines(
                           "batch_id": "host-1-2-3"}),
     req(5, "quarantine.list"), req(6, "quarantine.release", {"ids": [1, 2]}),
     req(7, "quarantine.drop", {"all": True}), req(8, "quarantine.release", {"ids": []})))
+
+# ---- dispatch: open-set prediction (issue 17) ----
+put("dispatch", "unknowns", classes + lines(
+    req(3, "sample.add", {"samples": [{"class": c, "features": feats(k + 7 * i)}
+                                      for i, c in enumerate(["WALKING", "SITTING"]) for k in range(40)]}),
+    req(4, "train"), req(5, "predict", {"inputs": [{"features": feats(100 + k)} for k in range(8)]}),
+    req(6, "unknowns.list", {"max_groups": 3}), req(7, "unknowns.promote", {"group": 1, "class": "NEW"}),
+    req(8, "unknowns.promote", {"ids": [1, 2], "class": "SITTING"}), req(9, "unknowns.drop", {"group": 2}),
+    req(10, "unknowns.drop", {"all": True}), req(11, "unknowns.drop", {"ids": [1.5]}),
+    req(12, "unknowns.promote", {"class": "X"}), req(13, "unknowns.list", {"max_groups": 0})))
