@@ -203,5 +203,55 @@ class TestOpenSet(unittest.TestCase):
             d.cleanup()
 
 
+@unittest.skipUnless(os.environ.get("HDQT_EVAL"), "HDQT_EVAL (build/bench/hdqt-eval) not set")
+class TestEvalOpenSet(unittest.TestCase):
+    """hdqt-eval --open-set on the bundled subset: the last classes of each
+    order are never trained on, the report has the issue's keys."""
+
+    def run_eval(self, *args):
+        return subprocess.run([os.environ["HDQT_EVAL"], "--data", os.path.join(SRC, "data", "hapt-subset"),
+                               *args], capture_output=True, text=True, timeout=600)
+
+    def test_report(self):
+        p = self.run_eval("--quant", "fp32,hdqt", "--method", "icarl,lwf", "--epochs", "3", "--seeds", "1",
+                          "--orders", "2", "--class-order", "random", "--open-set", "2", "--jobs", "2",
+                          "--json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        import json
+        rep = json.loads(p.stdout)
+        self.assertEqual(len(rep["runs"]), 4)
+        for r in rep["runs"]:
+            orders = r["class_orders"]
+            self.assertEqual(len(orders), 2)
+            # the tasks end two classes short of each order: those are unseen
+            self.assertEqual(r["tasks"][-1]["seen_classes"], orders[0][:-2])
+            os_ = r["open_set"]
+            self.assertEqual(os_["unseen_classes"], 2)
+            self.assertEqual(os_["score"], "nme")
+            self.assertGreater(os_["calibration_windows"], 0)
+            self.assertEqual(set(os_["by_score"]), {"nme", "energy", "msp"})
+            for k, v in os_["by_score"].items():
+                if r["method"] == "lwf" and k == "nme":
+                    self.assertIsNone(v["auroc"])      # no exemplars, no class means
+                    continue
+                self.assertTrue(0.0 <= v["auroc"]["mean"] <= 1.0, (r["method"], k, v))
+                for key in ("unknown_rate_known", "unknown_rate_unseen"):
+                    self.assertTrue(0.0 <= v[key]["mean"] <= 1.0)
+            if r["method"] == "icarl":
+                self.assertEqual(os_["auroc"], os_["by_score"]["nme"]["auroc"])
+        p = self.run_eval("--quant", "hdqt", "--epochs", "2", "--seeds", "1", "--open-set", "2")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("open set hdqt icarl, 2 unseen classes, score nme", p.stdout)
+
+    def test_bad_arguments(self):
+        for args, code, text in [(("--open-set", "0"), 2, "--open-set"),
+                                 (("--novelty", "best"), 2, "--novelty"),
+                                 (("--unknown-rate", "0.9"), 2, "--unknown-rate"),
+                                 (("--open-set", "11"), 1, "at least one known class")]:
+            p = self.run_eval("--epochs", "1", "--seeds", "1", *args)
+            self.assertEqual(p.returncode, code, (args, p.stderr))
+            self.assertIn(text, p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1] + sys.argv[1:], verbosity=2)
