@@ -118,7 +118,7 @@ static void usage(FILE *f)
 		"                      last task, report how well unknown windows are told apart\n"
 		"                      (calibration on training users 1 in 7, not trained on)\n"
 		"  --unknown-rate R    target false-unknown rate of the calibration (0.05)\n"
-		"  --novelty nme|energy|msp  the score reported as open_set (nme; all are measured)\n"
+		"  --novelty nme|knn|energy|msp  the score reported as open_set (nme; all are measured)\n"
 		"  --bits B            matmul input bits (4)\n"
 		"  --acc-bits A        tile accumulator bits (8)\n"
 		"  --tile T            forward reduction tile (recipe default: 32)\n"

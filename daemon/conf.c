@@ -306,7 +306,7 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	if (!strcmp(section, "open_set") && !strcmp(key, "score")) {
 		hdqt_novelty_kind k;
 		if (hdqt_novelty_kind_parse(value, &k) < 0)
-			return fail(err, errlen, section, key, "expected nme, energy or msp");
+			return fail(err, errlen, section, key, "expected nme, knn, energy or msp");
 		c->novelty_kind = (int)k;
 		return 0;
 	}

@@ -95,7 +95,10 @@ void hdqtd_openset_load(hdqtd *d)
 
 int hdqtd_openset_needs_embedding(const hdqtd *d)
 {
-	return d->openset && d->openset->nv && hdqt_novelty_get_kind(d->openset->nv) == HDQT_NOVELTY_NME;
+	if (!d->openset || !d->openset->nv)
+		return 0;
+	const hdqt_novelty_kind k = hdqt_novelty_get_kind(d->openset->nv);
+	return k == HDQT_NOVELTY_NME || k == HDQT_NOVELTY_KNN;
 }
 
 /* ---- storing unknown windows ---- */
@@ -611,7 +614,7 @@ static cJSON *submit(hdqtd *d, ljob *j, hdqtd_reply *r, hdqtd_call *k)
 	 * predicting with it meanwhile. */
 	if ((j->kind == LJ_LIST || j->group) &&
 	    (!d->model || hdqt_model_clone(d->model, &j->model) < 0 ||
-	     (d->openset->nv && hdqt_novelty_get_kind(d->openset->nv) == HDQT_NOVELTY_NME &&
+	     (hdqtd_openset_needs_embedding(d) &&
 	      hdqt_novelty_embed_dim(d->openset->nv) == hdqt_model_embed_dim(d->model) &&
 	      (!(j->centre = malloc(sizeof(float) * (size_t)hdqt_model_embed_dim(d->model))) ||
 	       hdqt_novelty_centre(d->openset->nv, j->centre) < 0)))) {

@@ -270,7 +270,7 @@ static void calibrate(const hdqtd_config *c, hdqt_model *m, const hdqt_memory *m
 	hdqt_novelty_kind kind = (hdqt_novelty_kind)c->novelty_kind;
 	hdqt_novelty *nv = NULL;
 	int rc = hdqt_novelty_fit(&nv, m, mem, classes, VX, nvx, kind, (float)c->unknown_rate);
-	if (rc == HDQT_ESTATE && kind == HDQT_NOVELTY_NME) {
+	if (rc == HDQT_ESTATE && (kind == HDQT_NOVELTY_NME || kind == HDQT_NOVELTY_KNN)) {
 		kind = HDQT_NOVELTY_ENERGY;
 		rc = hdqt_novelty_fit(&nv, m, mem, classes, VX, nvx, kind, (float)c->unknown_rate);
 	}

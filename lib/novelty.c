@@ -33,11 +33,15 @@ struct hdqt_novelty {
 	float thr_all;
 	float *thr;   /* classes */
 	int *count;   /* calibration rows predicted as each class */
-	float *means; /* classes x e, unit rows (NME) */
-	unsigned char *present; /* class has a mean (exemplars) */
+	/* Reference directions, unit rows: the class means (NME: nref =
+	 * classes, a class without exemplars has a zero row) or every
+	 * exemplar (kNN); the score is 1 - the largest cosine to one. */
+	int nref;
+	float *ref;
+	unsigned char *present; /* nref: the row is a direction (not zero) */
 };
 
-static const char *const kind_names[HDQT_NOVELTY_COUNT] = {"nme", "energy", "msp"};
+static const char *const kind_names[HDQT_NOVELTY_COUNT] = {"nme", "energy", "msp", "knn"};
 
 int hdqt_novelty_kind_parse(const char *s, hdqt_novelty_kind *out)
 {
@@ -54,18 +58,19 @@ const char *hdqt_novelty_kind_name(hdqt_novelty_kind k)
 	return (int)k >= 0 && k < HDQT_NOVELTY_COUNT ? kind_names[k] : "?";
 }
 
-static hdqt_novelty *nov_alloc(int classes, int e)
+static hdqt_novelty *nov_alloc(int classes, int e, int nref)
 {
 	hdqt_novelty *nv = calloc(1, sizeof(*nv));
 	if (!nv)
 		return NULL;
 	nv->classes = classes;
 	nv->e = e;
+	nv->nref = nref;
 	nv->thr = calloc((size_t)classes, sizeof(float));
 	nv->count = calloc((size_t)classes, sizeof(int));
-	nv->means = calloc((size_t)classes * e, sizeof(float));
-	nv->present = calloc((size_t)classes, 1);
-	if (!nv->thr || !nv->count || !nv->means || !nv->present) {
+	nv->ref = calloc((size_t)(nref > 0 ? nref : 1) * e, sizeof(float));
+	nv->present = calloc((size_t)(nref > 0 ? nref : 1), 1);
+	if (!nv->thr || !nv->count || !nv->ref || !nv->present) {
 		hdqt_novelty_free(nv);
 		return NULL;
 	}
@@ -78,7 +83,7 @@ void hdqt_novelty_free(hdqt_novelty *nv)
 		return;
 	free(nv->thr);
 	free(nv->count);
-	free(nv->means);
+	free(nv->ref);
 	free(nv->present);
 	free(nv);
 }
@@ -99,12 +104,12 @@ int hdqt_novelty_centre(const hdqt_novelty *nv, float *out)
 		return HDQT_EINVAL;
 	int k = 0;
 	memset(out, 0, sizeof(float) * (size_t)nv->e);
-	for (int c = 0; c < nv->classes; c++) {
+	for (int c = 0; c < nv->nref; c++) {
 		if (!nv->present[c])
 			continue;
 		k++;
 		for (int j = 0; j < nv->e; j++)
-			out[j] += nv->means[(size_t)c * nv->e + j];
+			out[j] += nv->ref[(size_t)c * nv->e + j];
 	}
 	if (!k)
 		return HDQT_ESTATE;
@@ -132,15 +137,15 @@ static void unit(float *v, int n)
 static float score_row(const hdqt_novelty *nv, const float *logits, const float *emb)
 {
 	const int C = nv->classes;
-	if (nv->kind == HDQT_NOVELTY_NME) {
+	if (nv->kind == HDQT_NOVELTY_NME || nv->kind == HDQT_NOVELTY_KNN) {
 		/* cos(z, mu) = z . mu / |z| for unit mu */
 		double zz = 0, best = -INFINITY;
 		for (int j = 0; j < nv->e; j++)
 			zz += (double)emb[j] * emb[j];
-		for (int c = 0; c < C; c++) {
+		for (int c = 0; c < nv->nref; c++) {
 			if (!nv->present[c])
 				continue;
-			const float *mu = nv->means + (size_t)c * nv->e;
+			const float *mu = nv->ref + (size_t)c * nv->e;
 			double v = 0;
 			for (int j = 0; j < nv->e; j++)
 				v += (double)emb[j] * mu[j];
@@ -232,28 +237,28 @@ int hdqt_novelty_fit(hdqt_novelty **out, hdqt_model *m, const hdqt_memory *mem, 
 {
 	if (!out || !m || !VX || n < 1 || (int)kind < 0 || kind >= HDQT_NOVELTY_COUNT ||
 	    !(rate > 0 && rate < 1) || classes < 1 || classes > hdqt_model_n_classes(m) ||
-	    (kind == HDQT_NOVELTY_NME && !mem))
+	    ((kind == HDQT_NOVELTY_NME || kind == HDQT_NOVELTY_KNN) && !mem))
 		return HDQT_EINVAL;
 	const int e = hdqt_model_embed_dim(m);
-	if (kind == HDQT_NOVELTY_NME) {
-		int any = 0;
-		for (int c = 0; c < classes; c++) {
-			int k;
-			hdqt_memory_class(mem, c, &k);
-			any |= k > 0;
-		}
-		if (!any)
-			return HDQT_ESTATE;
+	const int by_emb = kind == HDQT_NOVELTY_NME || kind == HDQT_NOVELTY_KNN;
+	int total = 0;
+	for (int c = 0; by_emb && c < classes; c++) {
+		int k;
+		hdqt_memory_class(mem, c, &k);
+		total += k;
 	}
-	hdqt_novelty *nv = nov_alloc(classes, e);
+	if (by_emb && total == 0)
+		return HDQT_ESTATE;
+	hdqt_novelty *nv = nov_alloc(classes, e, kind == HDQT_NOVELTY_KNN ? total : by_emb ? classes : 0);
 	if (!nv)
 		return HDQT_ENOMEM;
 	nv->kind = kind;
 	nv->rate = rate;
 	int rc = 0;
-	/* Class means of unit exemplar embeddings, renormalised (iCaRL's NME). */
+	/* NME: class means of unit exemplar embeddings, renormalised (iCaRL's
+	 * NME); kNN: the unit exemplar embeddings themselves. */
 	float *emb = NULL;
-	if (kind == HDQT_NOVELTY_NME) {
+	if (by_emb) {
 		int kmax = 1;
 		for (int c = 0; c < classes; c++) {
 			int k;
@@ -262,6 +267,7 @@ int hdqt_novelty_fit(hdqt_novelty **out, hdqt_model *m, const hdqt_memory *mem, 
 		}
 		if (!(emb = malloc(sizeof(float) * (size_t)kmax * e)))
 			rc = HDQT_ENOMEM;
+		int r0 = 0; /* kNN: next reference row */
 		for (int c = 0; rc == 0 && c < classes; c++) {
 			int k;
 			const float *rows = hdqt_memory_class(mem, c, &k);
@@ -269,15 +275,23 @@ int hdqt_novelty_fit(hdqt_novelty **out, hdqt_model *m, const hdqt_memory *mem, 
 				continue; /* e.g. announced, never taught: never the nearest */
 			if ((rc = hdqt_model_embed(m, rows, k, emb)) < 0)
 				break;
-			nv->present[c] = 1;
-			float *mu = nv->means + (size_t)c * e;
-			for (int i = 0; i < k; i++) {
+			for (int i = 0; i < k; i++)
 				unit(emb + (size_t)i * e, e);
+			if (kind == HDQT_NOVELTY_KNN) {
+				memcpy(nv->ref + (size_t)r0 * e, emb, sizeof(float) * (size_t)k * e);
+				r0 += k;
+				continue;
+			}
+			float *mu = nv->ref + (size_t)c * e;
+			for (int i = 0; i < k; i++)
 				for (int j = 0; j < e; j++)
 					mu[j] += emb[(size_t)i * e + j];
-			}
 			unit(mu, e);
 		}
+		/* A zero row (every unit off, or no exemplar) is no direction. */
+		for (int i = 0; i < nv->nref; i++)
+			for (int j = 0; j < e && !nv->present[i]; j++)
+				nv->present[i] = nv->ref[(size_t)i * e + j] != 0.0f;
 	}
 	free(emb);
 	int *pred = malloc(sizeof(int) * (size_t)n);
@@ -382,17 +396,22 @@ static float getf(const uint8_t *p)
 	return f;
 }
 
-/* payload: kind, classes, e, rate, thr_all, thr[classes], count[classes], means */
-static size_t payload_len(int classes, int e)
+/* payload: kind, classes, e, nref, rate, thr_all, thr[classes],
+ * count[classes], ref[nref x e] */
+#define NOV_FIXED 24
+static size_t payload_len(uint32_t classes, uint32_t e, uint32_t nref)
 {
-	return 4 * (5 + 2 * (size_t)classes + (size_t)classes * e);
+	return NOV_FIXED + 8 * (size_t)classes + 4 * (size_t)nref * e;
 }
 
 int hdqt_novelty_save(const hdqt_novelty *nv, uint8_t **blob, size_t *len)
 {
 	if (!nv || !blob || !len)
 		return HDQT_EINVAL;
-	const size_t pl = payload_len(nv->classes, nv->e), n = NOV_HDR + pl + 4;
+	const size_t pl = payload_len((uint32_t)nv->classes, (uint32_t)nv->e, (uint32_t)nv->nref);
+	const size_t n = NOV_HDR + pl + 4;
+	if (pl > UINT32_MAX - NOV_HDR - 4)
+		return HDQT_ERANGE;
 	uint8_t *p = malloc(n);
 	if (!p)
 		return HDQT_ENOMEM;
@@ -403,14 +422,15 @@ int hdqt_novelty_save(const hdqt_novelty *nv, uint8_t **blob, size_t *len)
 	put32(q, (uint32_t)nv->kind), q += 4;
 	put32(q, (uint32_t)nv->classes), q += 4;
 	put32(q, (uint32_t)nv->e), q += 4;
+	put32(q, (uint32_t)nv->nref), q += 4;
 	putf(q, nv->rate), q += 4;
 	putf(q, nv->thr_all), q += 4;
 	for (int c = 0; c < nv->classes; c++, q += 4)
 		putf(q, nv->thr[c]);
 	for (int c = 0; c < nv->classes; c++, q += 4)
 		put32(q, (uint32_t)nv->count[c]);
-	for (size_t i = 0; i < (size_t)nv->classes * nv->e; i++, q += 4)
-		putf(q, nv->means[i]);
+	for (size_t i = 0; i < (size_t)nv->nref * nv->e; i++, q += 4)
+		putf(q, nv->ref[i]);
 	put32(q, (uint32_t)crc32(0L, p, (uInt)(n - 4)));
 	*blob = p;
 	*len = n;
@@ -421,7 +441,7 @@ int hdqt_novelty_load(const uint8_t *blob, size_t len, hdqt_novelty **out)
 {
 	if (!blob || !out)
 		return HDQT_EINVAL;
-	if (len < NOV_HDR + 4 + 20 || memcmp(blob, NOV_MAGIC, 8) != 0)
+	if (len < NOV_HDR + NOV_FIXED + 4 || len > UINT32_MAX || memcmp(blob, NOV_MAGIC, 8) != 0)
 		return HDQT_ECORRUPT;
 	const uint32_t ver = get32(blob + 8), pl = get32(blob + 12);
 	if (ver < 1u || ver > NOV_VERSION)
@@ -429,30 +449,35 @@ int hdqt_novelty_load(const uint8_t *blob, size_t len, hdqt_novelty **out)
 	if ((size_t)pl != len - NOV_HDR - 4 || (uint32_t)crc32(0L, blob, (uInt)(len - 4)) != get32(blob + len - 4))
 		return HDQT_ECORRUPT;
 	const uint8_t *q = blob + NOV_HDR;
-	const uint32_t kind = get32(q), classes = get32(q + 4), e = get32(q + 8);
+	const uint32_t kind = get32(q), classes = get32(q + 4), e = get32(q + 8), nref = get32(q + 12);
+	/* Every size is checked against the bytes present before anything is
+	 * allocated (nref x e is then bounded by the blob's length). */
 	if (kind >= HDQT_NOVELTY_COUNT || classes < 1 || classes > HDQT_MAX_CLASSES || e < 1 ||
-	    e > HDQT_MAX_DIM || payload_len((int)classes, (int)e) != pl)
+	    e > HDQT_MAX_DIM || nref > (1u << 24) || payload_len(classes, e, nref) != pl)
 		return HDQT_ECORRUPT;
-	const float rate = getf(q + 12), thr_all = getf(q + 16);
+	const int by_emb = kind == HDQT_NOVELTY_NME || kind == HDQT_NOVELTY_KNN;
+	if (by_emb != (nref > 0) || (kind == HDQT_NOVELTY_NME && nref != classes))
+		return HDQT_ECORRUPT;
+	const float rate = getf(q + 16), thr_all = getf(q + 20);
 	if (!(rate > 0 && rate < 1) || !isfinite(thr_all))
 		return HDQT_ECORRUPT;
-	hdqt_novelty *nv = nov_alloc((int)classes, (int)e);
+	hdqt_novelty *nv = nov_alloc((int)classes, (int)e, (int)nref);
 	if (!nv)
 		return HDQT_ENOMEM;
 	nv->kind = (hdqt_novelty_kind)kind;
 	nv->rate = rate;
 	nv->thr_all = thr_all;
-	q += 20;
+	q += NOV_FIXED;
 	int bad = 0;
 	for (uint32_t c = 0; c < classes; c++, q += 4)
 		bad |= !isfinite(nv->thr[c] = getf(q));
 	for (uint32_t c = 0; c < classes; c++, q += 4)
 		bad |= (nv->count[c] = (int)get32(q)) < 0;
-	for (size_t i = 0; i < (size_t)classes * e; i++, q += 4)
-		bad |= !isfinite(nv->means[i] = getf(q));
-	for (uint32_t c = 0; c < classes; c++)
+	for (size_t i = 0; i < (size_t)nref * e; i++, q += 4)
+		bad |= !isfinite(nv->ref[i] = getf(q));
+	for (uint32_t c = 0; c < nref; c++)
 		for (uint32_t j = 0; j < e && !nv->present[c]; j++)
-			nv->present[c] = nv->means[(size_t)c * e + j] != 0.0f;
+			nv->present[c] = nv->ref[(size_t)c * e + j] != 0.0f;
 	if (bad) {
 		hdqt_novelty_free(nv);
 		return HDQT_ECORRUPT;

@@ -94,7 +94,7 @@ START_TEST(test_calibrated_rate_and_separation)
 		float su[200];
 		ck_assert_int_eq(hdqt_novelty_score(nv, m, U, 200, NULL, su, NULL), 0);
 		const double auc = hdqt_auroc(su, 200, s, 600);
-		if (k == HDQT_NOVELTY_NME)
+		if (k == HDQT_NOVELTY_NME || k == HDQT_NOVELTY_KNN)
 			ck_assert_double_gt(auc, 0.95); /* a far-away cluster is obvious in the embedding */
 		hdqt_novelty_free(nv);
 	}
@@ -146,6 +146,7 @@ START_TEST(test_score_definitions)
 	hdqt_memory *empty;
 	ck_assert_int_eq(hdqt_memory_new(&empty, 10, D), 0);
 	ck_assert_int_eq(hdqt_novelty_fit(&nv, m, empty, C, V, 100, HDQT_NOVELTY_NME, 0.05f), HDQT_ESTATE);
+	ck_assert_int_eq(hdqt_novelty_fit(&nv, m, empty, C, V, 100, HDQT_NOVELTY_KNN, 0.05f), HDQT_ESTATE);
 	ck_assert_int_eq(hdqt_novelty_fit(&nv, m, mem, C, V, 100, HDQT_NOVELTY_NME, 0.0f), HDQT_EINVAL);
 	ck_assert_int_eq(hdqt_novelty_fit(&nv, m, mem, C, V, 100, HDQT_NOVELTY_NME, 1.0f), HDQT_EINVAL);
 	ck_assert_int_eq(hdqt_novelty_fit(&nv, m, mem, 3, V, 100, HDQT_NOVELTY_NME, 0.05f), HDQT_EINVAL);
@@ -159,13 +160,15 @@ END_TEST
 
 START_TEST(test_blob_round_trip_and_damage)
 {
+	static const hdqt_novelty_kind kinds[] = {HDQT_NOVELTY_NME, HDQT_NOVELTY_KNN, HDQT_NOVELTY_ENERGY};
 	hdqt_memory *mem;
 	hdqt_model *m = trained(&mem, HDQT_MODE_HDQT);
 	float V[200 * D];
 	make(V, NULL, 100, 0, 31);
 	make(V + 100 * D, NULL, 100, 1, 32);
 	hdqt_novelty *nv, *back;
-	ck_assert_int_eq(hdqt_novelty_fit(&nv, m, mem, 2, V, 200, HDQT_NOVELTY_NME, 0.05f), 0);
+	ck_assert_int_eq(hdqt_novelty_fit(&nv, m, mem, 2, V, 200, kinds[_i], 0.05f), 0);
+	ck_assert_int_eq(hdqt_novelty_get_kind(nv), kinds[_i]);
 	uint8_t *blob;
 	size_t len;
 	ck_assert_int_eq(hdqt_novelty_save(nv, &blob, &len), 0);
@@ -209,7 +212,7 @@ int main(void)
 	tcase_add_test(tc, test_auroc);
 	tcase_add_loop_test(tc, test_calibrated_rate_and_separation, 0, 2);
 	tcase_add_test(tc, test_score_definitions);
-	tcase_add_test(tc, test_blob_round_trip_and_damage);
+	tcase_add_loop_test(tc, test_blob_round_trip_and_damage, 0, 3);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }

@@ -22,6 +22,7 @@ typedef enum {
 	HDQT_NOVELTY_NME = 0, /* 1 - cosine of the embedding to the nearest class mean of exemplars */
 	HDQT_NOVELTY_ENERGY,  /* -logsumexp of the known classes' logits (Liu et al. 2020) */
 	HDQT_NOVELTY_MSP,     /* 1 - the largest softmax probability (Hendrycks & Gimpel 2017) */
+	HDQT_NOVELTY_KNN,     /* 1 - cosine to the nearest exemplar's embedding (Sun et al. 2022, k = 1) */
 	HDQT_NOVELTY_COUNT
 } hdqt_novelty_kind;
 
@@ -36,7 +37,8 @@ typedef struct hdqt_novelty hdqt_novelty;
 
 /* Calibrate for model m and its first `classes` classes: class means of
  * the memory's exemplars under m (the NME score; classes without exemplars
- * are never the nearest, and with none at all HDQT_ESTATE), then, on the n held-out rows VX (raw
+ * are never the nearest), or the exemplars' embeddings (kNN; both
+ * HDQT_ESTATE without any exemplar), then, on the n held-out rows VX (raw
  * features of known classes, n >= 1), for each class c the (1 - rate)
  * quantile of the scores of the rows m predicts as c, so that a fraction
  * of about `rate` of known windows is called unknown.  rate in (0, 1). */
@@ -50,9 +52,10 @@ int hdqt_novelty_classes(const hdqt_novelty *nv);
 int hdqt_novelty_embed_dim(const hdqt_novelty *nv);
 /* Threshold of class c (the pooled one for c out of range). */
 float hdqt_novelty_threshold(const hdqt_novelty *nv, int c);
-/* The mean of the known classes' unit mean embeddings (embed_dim floats):
- * the origin from which unknown windows are told apart by direction.
- * HDQT_ESTATE for a calibration without class means (energy, msp). */
+/* The mean of the reference directions (embed_dim floats: the known
+ * classes' unit means, or the exemplars' unit embeddings): the origin from
+ * which unknown windows are told apart by direction.  HDQT_ESTATE for a
+ * calibration without them (energy, msp). */
 int hdqt_novelty_centre(const hdqt_novelty *nv, float *out);
 /* Calibration samples the model predicted as c. */
 int hdqt_novelty_calib_count(const hdqt_novelty *nv, int c);

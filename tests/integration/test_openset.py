@@ -229,9 +229,9 @@ class TestEvalOpenSet(unittest.TestCase):
             self.assertEqual(os_["unseen_classes"], 2)
             self.assertEqual(os_["score"], "nme")
             self.assertGreater(os_["calibration_windows"], 0)
-            self.assertEqual(set(os_["by_score"]), {"nme", "energy", "msp"})
+            self.assertEqual(set(os_["by_score"]), {"nme", "knn", "energy", "msp"})
             for k, v in os_["by_score"].items():
-                if r["method"] == "lwf" and k == "nme":
+                if r["method"] == "lwf" and k in ("nme", "knn"):
                     self.assertIsNone(v["auroc"])      # no exemplars, no class means
                     continue
                 self.assertTrue(0.0 <= v["auroc"]["mean"] <= 1.0, (r["method"], k, v))
