@@ -4,8 +4,9 @@
  * Each input is loaded twice: as it is (magic, version, length and CRC
  * checks), and with its magic, length and CRC fields repaired so that the
  * mutations reach the parser and the size checks behind them.  A blob that
- * loads must answer a forward pass, and a version-2 blob must save back to
- * the very same bytes.  Seed: corpus/blob/ (a small model from mkseed.c).
+ * loads must answer a forward pass, and it must save back to
+ * the very same bytes when it is of the version save writes (4: with the
+ * logit affine).  Seeds: corpus/blob/ (small models from mkseed.c).
  */
 #include <stdint.h>
 #include <stdio.h>

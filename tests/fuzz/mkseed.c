@@ -3,7 +3,8 @@
  * Writes the seed inputs of the blob target: small real model blobs made
  * with hdqt_model_new + hdqt_model_fit_norm + hdqt_model_save (one per
  * quantisation mode, one without hidden layers, one with the forward
- * Hadamard transform).  Usage: fuzz_mkseed DIR (e.g. tests/fuzz/corpus/blob).
+ * Hadamard transform, one with a BiC logit affine: format version 4's
+ * last field).  Usage: fuzz_mkseed DIR (e.g. tests/fuzz/corpus/blob).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,9 @@
 #include "hdqt.h"
 
 static int write_model(const char *dir, const char *name, hdqt_mode mode, int n_hidden,
-		       int fwd_hadamard)
+		       int fwd_hadamard, int affine)
 {
+	static const float A[3] = {1.0f, 1.25f, 0.5f}, B[3] = {0.0f, -0.75f, 2.0f};
 	hdqt_qconfig q;
 	hdqt_qconfig_default(&q, mode);
 	q.fwd_hadamard = fwd_hadamard;
@@ -28,6 +30,8 @@ static int write_model(const char *dir, const char *name, hdqt_mode mode, int n_
 	int rc = hdqt_model_new(&m, &c, &q, 42);
 	if (rc == 0)
 		rc = hdqt_model_fit_norm(m, X, 4, 3.0f);
+	if (rc == 0 && affine)
+		rc = hdqt_model_set_logit_affine(m, A, B);
 	if (rc == 0)
 		rc = hdqt_model_save(m, &blob, &len);
 	hdqt_model_free(m);
@@ -53,10 +57,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: fuzz_mkseed DIR\n");
 		return 2;
 	}
-	return write_model(argv[1], "hdqt-6-8-4-3.bin", HDQT_MODE_HDQT, 2, 0) |
-	       write_model(argv[1], "fp32-6-8-3.bin", HDQT_MODE_FP32, 1, 0) |
-	       write_model(argv[1], "int-6-3.bin", HDQT_MODE_INT, 0, 0) |
-	       write_model(argv[1], "hdqt-paper-fwdhad-6-8-3.bin", HDQT_MODE_HDQT_PAPER, 1, 1) |
-	       write_model(argv[1], "hadanet-all-6-8-4-3.bin", HDQT_MODE_HADANET, 2, 1) |
-	       write_model(argv[1], "hadanet-paper-6-8-4-3.bin", HDQT_MODE_HADANET_PAPER, 2, 0);
+	return write_model(argv[1], "hdqt-6-8-4-3.bin", HDQT_MODE_HDQT, 2, 0, 0) |
+	       write_model(argv[1], "fp32-6-8-3.bin", HDQT_MODE_FP32, 1, 0, 0) |
+	       write_model(argv[1], "int-6-3.bin", HDQT_MODE_INT, 0, 0, 0) |
+	       write_model(argv[1], "hdqt-paper-fwdhad-6-8-3.bin", HDQT_MODE_HDQT_PAPER, 1, 1, 0) |
+	       write_model(argv[1], "hadanet-all-6-8-4-3.bin", HDQT_MODE_HADANET, 2, 1, 0) |
+	       write_model(argv[1], "hadanet-paper-6-8-4-3.bin", HDQT_MODE_HADANET_PAPER, 2, 0, 0) |
+	       write_model(argv[1], "bic-affine-6-8-4-3.bin", HDQT_MODE_HDQT, 2, 0, 1);
 }

@@ -832,6 +832,49 @@ class TestHadaNets(unittest.TestCase):
         self.assertIn("model.beta_w", r.stderr)
 
 
+class TestBiC(unittest.TestCase):
+    """training.strategy = bic end to end: a second round with a new class
+    fits the bias correction, the stored model carries it (predictions come
+    from the blob the trainer saved), model.list names the strategy; BiC
+    without an exemplar memory is refused at start-up."""
+
+    def test_bic_daemon(self):
+        wins = hapt_windows(activities={1, 4, 6})
+        train = [w for w in wins if w[1] not in TEST_USERS]
+        test = [w for w in wins if w[1] in TEST_USERS]
+        d = Daemon(*FAST, "training.strategy=bic")
+        try:
+            d.start()
+            c = d.client()
+            for a in (1, 4):
+                c.call("class.add", {"name": ACTIVITIES[a]})
+            send_samples(c, [w for w in train if w[0] in (1, 4)])
+            ev = train_and_wait(c)
+            self.assertEqual(ev["outcome"], "accepted", ev)
+            c.call("class.add", {"name": ACTIVITIES[6]})
+            send_samples(c, [w for w in train if w[0] == 6])
+            ev = train_and_wait(c)
+            self.assertEqual(ev["outcome"], "accepted", ev)
+            acc = accuracy(c, test)
+            print("bic, 2 + 1 classes: held-out users %.1f%%" % acc)
+            self.assertGreater(acc, 70.0)  # chance: 33%
+            models = c.call("model.list")["models"]
+            cur = [m for m in models if m["current"]][0]
+            self.assertEqual(cur["config"]["strategy"], "bic")
+            c.close()
+        finally:
+            d.cleanup()
+        r = subprocess.run([HDQTD, "--set", "training.strategy=bic", "--set", "training.memory=0",
+                            "--check-config"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("training.memory", r.stderr)
+        self.assertIn("BiC", r.stderr)
+        r = subprocess.run([HDQTD, "--set", "training.strategy=ewc", "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("expected icarl, bic, er, lwf or finetune", r.stderr)
+
+
 if __name__ == "__main__":
     # Run alone, a class that cannot run here reports "skipped" to meson (77)
     # instead of passing silently.
