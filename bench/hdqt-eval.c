@@ -525,6 +525,33 @@ static void f1_scores(const int *pred, const int *y, int n, int C, double *macro
 	*micro = TP + FP + FN ? 100.0 * 2.0 * TP / (2.0 * TP + FP + FN) : NAN;
 }
 
+/* Mean and standard deviation of each feature over the training rows
+ * whose run label (y) is below `known`, as prepare() computes them over all. */
+static int known_stats(const shared *sh, const int *y, int known, float *mean, float *std)
+{
+	const int d = sh->train.d;
+	long n = 0;
+	for (int i = 0; i < sh->train.n; i++)
+		n += y[i] < known;
+	if (n == 0)
+		return HDQT_EINVAL;
+	for (int j = 0; j < d; j++) {
+		double s = 0, ss = 0;
+		for (int i = 0; i < sh->train.n; i++)
+			if (y[i] < known)
+				s += sh->train.X[(size_t)i * d + j];
+		const double mu = s / n;
+		for (int i = 0; i < sh->train.n; i++)
+			if (y[i] < known) {
+				const double e = sh->train.X[(size_t)i * d + j] - mu;
+				ss += e * e;
+			}
+		mean[j] = (float)mu;
+		std[j] = ss > 1e-12 * n ? (float)sqrt(ss / n) : 1.0f;
+	}
+	return 0;
+}
+
 /* After the last task: calibrate each novelty score on the calibration
  * users' windows of the known classes, then score every test window;
  * unseen ones (arrival position past the last task) should score high. */
@@ -606,8 +633,18 @@ static void do_run(shared *sh, run_result *r)
 		best[c] = r->class_forget[c] = NAN;
 	if (rc == 0)
 		rc = hdqt_model_new(&m, &mc, &q, (uint64_t)r->seed * 1000003u);
-	if (rc == 0)
+	if (rc == 0 && o->open_set) {
+		/* The standardisation may not have seen the classes this run
+		 * never announces: statistics of its known classes' rows only. */
+		float *mu = calloc((size_t)sh->train.d, sizeof(float)), *sd = calloc((size_t)sh->train.d, sizeof(float));
+		rc = mu && sd ? known_stats(sh, try_, sh->task_end[sh->n_tasks - 1], mu, sd) : HDQT_ENOMEM;
+		if (rc == 0)
+			rc = hdqt_model_set_norm(m, mu, sd, o->norm_clip);
+		free(mu);
+		free(sd);
+	} else if (rc == 0) {
 		rc = hdqt_model_set_norm(m, sh->mean, sh->std, o->norm_clip);
+	}
 	if (rc == 0)
 		rc = hdqt_model_set_threads(m, o->threads);
 	hdqt_cl_config cc;

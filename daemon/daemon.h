@@ -189,11 +189,14 @@ void hdqtd_openset_load(hdqtd *d);
 /* 1 when the score needs the prediction's embedding. */
 int hdqtd_openset_needs_embedding(const hdqtd *d);
 /* Add unknown, novelty and novelty_threshold to prediction o of input x
- * (features) reported as label; keeps x when it is unknown. */
-void hdqtd_openset_annotate(hdqtd *d, cJSON *o, const float *x, const float *logits,
-			    const float *emb, int label);
-/* Send the unknown windows kept by annotate to the writer. */
+ * (features) reported as label; keeps x, in its group, when it is unknown
+ * (emb, the embedding, is overwritten then). */
+void hdqtd_openset_annotate(hdqtd *d, cJSON *o, const float *x, const float *logits, float *emb,
+			    int label);
+/* After a request's predictions: hand the kept windows to the writer when
+ * enough wait; the tick (once a second) hands over the rest. */
 void hdqtd_openset_flush(hdqtd *d);
+void hdqtd_openset_tick(hdqtd *d);
 cJSON *hdqtd_openset_status(hdqtd *d);
 cJSON *hdqtd_m_unknowns_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);
 cJSON *hdqtd_m_unknowns_promote(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k);

@@ -162,6 +162,7 @@ static void on_tick(uv_timer_t *t)
 	hdqtd_maybe_train(d);
 	hdqtd_server_tick(d);
 	hdqtd_fleet_tick(d);
+	hdqtd_openset_tick(d);
 	char st[160];
 	hdqtd_progress p;
 	hdqtd_trainer_progress(d->trainer, &p);

@@ -815,7 +815,7 @@ static int cmp_desc(const void *a, const void *b, void *arg)
 	return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static cJSON *prediction_json(hdqtd *d, const float *x, const float *logits, const float *emb, int C,
+static cJSON *prediction_json(hdqtd *d, const float *x, const float *logits, float *emb, int C,
 			      int top_k)
 {
 	/* Softmax over the active classes only. */

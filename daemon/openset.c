@@ -3,16 +3,21 @@
  * Open-set prediction in the daemon: the serving model's calibration
  * (lib/novelty.c, stored with its version by the round that made it), the
  * unknown flag and novelty score of every prediction, the bounded store of
- * unknown windows, the novelty.detected event, and the methods that show
- * the unknowns grouped and turn a group into a class (PROTOCOL.md,
+ * unknown windows, their groups, the novelty.detected event, and the
+ * methods that show the groups and turn one into a class (PROTOCOL.md,
  * "Open-set prediction").
  *
  * Predictions never wait for the database: unknown windows go to a
- * bounded buffer on the loop and from there, one writer job at a time, to
- * the store; what does not fit the buffer while a job runs is counted as
- * dropped.  Grouping embeds the stored windows with a copy of the serving
- * model on the writer thread, at most one listing at a time, over the
- * newest HDQTD_UNKNOWNS_GROUPED windows: its cost is bounded.
+ * bounded buffer on the loop and from there, one writer job at a time
+ * (when 64 are waiting, or at the next tick), to the store; what does not
+ * fit the buffer while a job runs is counted as dropped.
+ *
+ * Groups are formed as windows arrive (leader clustering on the loop,
+ * against the live groups of the serving model) and stored with each
+ * window, so a group id names the same windows from one listing to the
+ * next and a promotion moves exactly what the operator saw, minus what was
+ * trimmed meanwhile.  A new model starts new groups: its embeddings are
+ * not comparable with the old one's.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -23,19 +28,26 @@
 #include "log.h"
 
 #define UNK_BUF 256                 /* unknown windows waiting for the writer */
-#define HDQTD_UNKNOWNS_GROUPED 2000 /* newest windows a listing groups */
-#define MAX_GROUPS 256              /* more distinct windows join their nearest group */
-#define GROUP_IDS 20                /* ids shown per group */
+#define FLUSH_AT 64                 /* ... handed over at once when this many wait */
+#define REBUILD_ROWS 2000           /* newest windows that rebuild the live groups */
+#define MAX_LIVE 256                /* live groups; past them a window joins its nearest */
 
 struct hdqtd_openset {
 	hdqt_novelty *nv;    /* the serving model's calibration (NULL: none) */
+	/* live groups of the serving model: id, window count, sum of directions */
+	int e, n_live;
+	int64_t gid[MAX_LIVE];
+	int64_t gcount[MAX_LIVE];
+	float *gsum;         /* MAX_LIVE x e */
+	int64_t next_group;
 	float X[UNK_BUF * HDQT_FEAT_DIM];
 	float score[UNK_BUF];
 	int label[UNK_BUF];
+	int64_t group[UNK_BUF];
 	int n;               /* windows in the buffer */
 	int writing;         /* a store job is on the writer */
-	int listing;         /* an unknowns.list / promote is on the writer */
-	int64_t stored;      /* rows in the store, as of the last job */
+	int public_listing;  /* a non-admin unknowns.list is on the writer */
+	int64_t stored;      /* rows in the store */
 	int64_t since_alert; /* unknown predictions since the last novelty.detected */
 	double last_alert;
 	uint64_t seen, dropped;
@@ -45,9 +57,12 @@ int hdqtd_openset_new(hdqtd *d)
 {
 	if (!(d->openset = calloc(1, sizeof(*d->openset))))
 		return HDQT_ENOMEM;
-	d->openset->last_alert = -1e300;
-	if (hdqt_store_unknowns_count(d->store, &d->openset->stored) < 0)
+	hdqtd_openset *os = d->openset;
+	os->last_alert = -1e300;
+	int64_t maxg = 0;
+	if (hdqt_store_unknowns_count(d->store, &os->stored, &maxg) < 0)
 		hdqtd_log(LOG_WARNING, "counting unknown windows: %s", hdqt_store_errmsg(d->store));
+	os->next_group = maxg + 1;
 	return 0;
 }
 
@@ -56,8 +71,105 @@ void hdqtd_openset_free(hdqtd *d)
 	if (!d->openset)
 		return;
 	hdqt_novelty_free(d->openset->nv);
+	free(d->openset->gsum);
 	free(d->openset);
 	d->openset = NULL;
+}
+
+/* Unit direction of embedding z (e floats, overwritten) seen from the
+ * known classes' centre: after ReLU every embedding lies in the positive
+ * orthant and raw cosines are all near 1 (1 - cos of 0.005 to 0.03 on
+ * HAPT), while the direction away from what is known tells activities
+ * apart. */
+static void direction(const hdqtd_openset *os, float *z)
+{
+	const float *c = hdqt_novelty_centre(os->nv);
+	double zz = 0;
+	for (int k = 0; k < os->e; k++)
+		zz += (double)z[k] * z[k];
+	const float zn = zz > 0 ? (float)(1.0 / sqrt(zz)) : 0.0f;
+	double ss = 0;
+	for (int k = 0; k < os->e; k++) {
+		z[k] = z[k] * zn - c[k];
+		ss += (double)z[k] * z[k];
+	}
+	const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+	for (int k = 0; k < os->e; k++)
+		z[k] *= inv;
+}
+
+/* The live group a direction joins: the most similar one at or above
+ * open_set.group_similarity, else a new one, else (all MAX_LIVE taken)
+ * the most similar.  Its id; the group's sum takes z. */
+static int64_t assign(hdqtd *d, const float *z)
+{
+	hdqtd_openset *os = d->openset;
+	int best = -1;
+	double bestc = -2;
+	for (int g = 0; g < os->n_live; g++) {
+		const float *sum = os->gsum + (size_t)g * os->e;
+		double dot = 0, nn = 0;
+		for (int k = 0; k < os->e; k++) {
+			dot += (double)z[k] * sum[k];
+			nn += (double)sum[k] * sum[k];
+		}
+		const double c = nn > 0 ? dot / sqrt(nn) : 0;
+		if (c > bestc) {
+			bestc = c;
+			best = g;
+		}
+	}
+	if (best < 0 || (bestc < d->cfg.group_similarity && os->n_live < MAX_LIVE)) {
+		best = os->n_live++;
+		os->gid[best] = os->next_group++;
+		os->gcount[best] = 0;
+		memset(os->gsum + (size_t)best * os->e, 0, sizeof(float) * (size_t)os->e);
+	}
+	float *sum = os->gsum + (size_t)best * os->e;
+	for (int k = 0; k < os->e; k++)
+		sum[k] += z[k];
+	os->gcount[best]++;
+	return os->gid[best];
+}
+
+/* The live groups of the serving model from its stored windows (after a
+ * restart, a rollback), the newest REBUILD_ROWS of them: on the loop,
+ * bounded, once per model change. */
+static void rebuild(hdqtd *d)
+{
+	hdqtd_openset *os = d->openset;
+	hdqt_store_unknown *u = NULL;
+	float *X = NULL, *emb = NULL;
+	int n = 0;
+	if (hdqt_store_unknowns_list(d->store, HDQT_FEAT_DIM, REBUILD_ROWS, d->model_version, &u, &X, &n) < 0) {
+		hdqtd_log(LOG_WARNING, "unknown windows: %s", hdqt_store_errmsg(d->store));
+		return;
+	}
+	if (n > 0 && (!(emb = malloc(sizeof(float) * (size_t)n * os->e)) ||
+		      hdqt_model_embed(d->model, X, n, emb) < 0))
+		n = 0;
+	for (int i = 0; i < n; i++) {
+		float *z = emb + (size_t)i * os->e;
+		direction(os, z);
+		int g = -1;
+		for (int k = 0; k < os->n_live && g < 0; k++)
+			if (os->gid[k] == u[i].group)
+				g = k;
+		if (g < 0 && os->n_live < MAX_LIVE) {
+			g = os->n_live++;
+			os->gid[g] = u[i].group;
+			os->gcount[g] = 0;
+			memset(os->gsum + (size_t)g * os->e, 0, sizeof(float) * (size_t)os->e);
+		}
+		if (g < 0)
+			continue;
+		for (int k = 0; k < os->e; k++)
+			os->gsum[(size_t)g * os->e + k] += z[k];
+		os->gcount[g]++;
+	}
+	free(u);
+	free(X);
+	free(emb);
 }
 
 void hdqtd_openset_load(hdqtd *d)
@@ -67,6 +179,7 @@ void hdqtd_openset_load(hdqtd *d)
 		return;
 	hdqt_novelty_free(os->nv);
 	os->nv = NULL;
+	os->n_live = 0;
 	if (!d->model)
 		return;
 	uint8_t *blob = NULL;
@@ -81,9 +194,19 @@ void hdqtd_openset_load(hdqtd *d)
 	if (rc == 0)
 		rc = hdqt_novelty_load(blob, len, &nv);
 	free(blob);
+	const int e = hdqt_model_embed_dim(d->model);
 	if (rc == 0 && (hdqt_novelty_classes(nv) > hdqt_model_n_classes(d->model) ||
-			hdqt_novelty_embed_dim(nv) != hdqt_model_embed_dim(d->model)))
+			hdqt_novelty_embed_dim(nv) != e))
 		rc = HDQT_ECORRUPT;
+	if (rc == 0 && e != os->e) {
+		float *g = realloc(os->gsum, sizeof(float) * (size_t)MAX_LIVE * e);
+		if (g) {
+			os->gsum = g;
+			os->e = e;
+		} else {
+			rc = HDQT_ENOMEM;
+		}
+	}
 	if (rc < 0) {
 		hdqt_novelty_free(nv);
 		hdqtd_log(LOG_WARNING, "model %lld: open-set calibration unusable (%s): no unknown flags",
@@ -91,14 +214,13 @@ void hdqtd_openset_load(hdqtd *d)
 		return;
 	}
 	os->nv = nv;
+	rebuild(d);
 }
 
 int hdqtd_openset_needs_embedding(const hdqtd *d)
 {
-	if (!d->openset || !d->openset->nv)
-		return 0;
-	const hdqt_novelty_kind k = hdqt_novelty_get_kind(d->openset->nv);
-	return k == HDQT_NOVELTY_NME || k == HDQT_NOVELTY_KNN;
+	/* every score: the embedding also places an unknown window in a group */
+	return d->openset && d->openset->nv;
 }
 
 /* ---- storing unknown windows ---- */
@@ -108,8 +230,9 @@ typedef struct ujob {
 	hdqtd *d;
 	float *X, *score;
 	int *label;
-	int n, keep, rc;
-	int64_t version, stored;
+	int64_t *group;
+	int n, keep, rc, removed;
+	int64_t version;
 	char err[256];
 } ujob;
 
@@ -117,15 +240,22 @@ static void ujob_run(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
 {
 	(void)f;
 	ujob *j = (ujob *)hj;
-	j->rc = hdqt_store_unknowns_add(s, j->X, j->label, j->score, j->n, HDQT_FEAT_DIM, j->version,
-					j->keep);
+	j->rc = hdqt_store_unknowns_add(s, j->X, j->label, j->score, j->group, j->n, HDQT_FEAT_DIM,
+					j->version, j->keep, &j->removed);
 	if (j->rc < 0)
 		snprintf(j->err, sizeof(j->err), "%s", hdqt_store_errmsg(s));
-	else if (hdqt_store_unknowns_count(s, &j->stored) < 0)
-		j->stored = -1;
 }
 
 static void flush(hdqtd *d);
+
+static void ujob_free(ujob *j)
+{
+	free(j->X);
+	free(j->score);
+	free(j->label);
+	free(j->group);
+	free(j);
+}
 
 static void ujob_done(hdqtd_job *hj)
 {
@@ -135,37 +265,37 @@ static void ujob_done(hdqtd_job *hj)
 	if (j->rc < 0) {
 		os->dropped += (uint64_t)j->n;
 		hdqtd_log(LOG_WARNING, "storing %d unknown windows: %s", j->n, j->err);
-	} else if (j->stored >= 0) {
-		os->stored = j->stored;
+	} else {
+		os->stored += j->n - j->removed;
 	}
-	free(j->X);
-	free(j->score);
-	free(j->label);
-	free(j);
+	ujob_free(j);
 	os->writing = 0;
-	flush(d);
+	if (os->n >= FLUSH_AT)
+		flush(d);
 }
 
 /* Hand the buffer to the writer, unless a job is on it already. */
 static void flush(hdqtd *d)
 {
 	hdqtd_openset *os = d->openset;
-	if (os->writing || os->n == 0 || d->stopping)
+	if (os->writing || os->n == 0)
 		return;
-	ujob *j = calloc(1, sizeof(*j));
 	const size_t n = (size_t)os->n;
+	if (d->stopping) { /* the writer takes no new work: say what is lost */
+		os->dropped += n;
+		os->n = 0;
+		return;
+	}
+	ujob *j = calloc(1, sizeof(*j));
 	if (j) {
 		j->X = malloc(sizeof(float) * n * HDQT_FEAT_DIM);
 		j->score = malloc(sizeof(float) * n);
 		j->label = malloc(sizeof(int) * n);
+		j->group = malloc(sizeof(int64_t) * n);
 	}
-	if (!j || !j->X || !j->score || !j->label) {
-		if (j) {
-			free(j->X);
-			free(j->score);
-			free(j->label);
-		}
-		free(j);
+	if (!j || !j->X || !j->score || !j->label || !j->group) {
+		if (j)
+			ujob_free(j);
 		os->dropped += n;
 		os->n = 0;
 		return;
@@ -173,6 +303,7 @@ static void flush(hdqtd *d)
 	memcpy(j->X, os->X, sizeof(float) * n * HDQT_FEAT_DIM);
 	memcpy(j->score, os->score, sizeof(float) * n);
 	memcpy(j->label, os->label, sizeof(int) * n);
+	memcpy(j->group, os->group, sizeof(int64_t) * n);
 	j->n = os->n;
 	j->d = d;
 	j->keep = d->cfg.keep_unknowns;
@@ -203,8 +334,8 @@ static void maybe_alert(hdqtd *d)
 	os->last_alert = now;
 }
 
-void hdqtd_openset_annotate(hdqtd *d, cJSON *o, const float *x, const float *logits,
-			    const float *emb, int label)
+void hdqtd_openset_annotate(hdqtd *d, cJSON *o, const float *x, const float *logits, float *emb,
+			    int label)
 {
 	hdqtd_openset *os = d->openset;
 	if (!os || !os->nv) {
@@ -225,8 +356,10 @@ void hdqtd_openset_annotate(hdqtd *d, cJSON *o, const float *x, const float *log
 	os->seen++;
 	os->since_alert++;
 	d->stats.predictions_unknown++;
-	if (d->cfg.keep_unknowns > 0) {
+	if (d->cfg.keep_unknowns > 0 && emb) {
 		if (os->n < UNK_BUF) {
+			direction(os, emb); /* emb is the caller's scratch: done with it */
+			os->group[os->n] = assign(d, emb);
 			memcpy(os->X + (size_t)os->n * HDQT_FEAT_DIM, x, sizeof(float) * HDQT_FEAT_DIM);
 			os->score[os->n] = s;
 			os->label[os->n] = label;
@@ -239,6 +372,12 @@ void hdqtd_openset_annotate(hdqtd *d, cJSON *o, const float *x, const float *log
 }
 
 void hdqtd_openset_flush(hdqtd *d)
+{
+	if (d->openset && d->openset->n >= FLUSH_AT)
+		flush(d);
+}
+
+void hdqtd_openset_tick(hdqtd *d)
 {
 	if (d->openset)
 		flush(d);
@@ -260,45 +399,34 @@ cJSON *hdqtd_openset_status(hdqtd *d)
 	cJSON_AddNumberToObject(o, "unknowns_seen", (double)os->seen);
 	cJSON_AddNumberToObject(o, "unknowns_stored", (double)(os->stored + os->n));
 	cJSON_AddNumberToObject(o, "unknowns_dropped", (double)os->dropped);
+	cJSON_AddNumberToObject(o, "groups_live", os->n_live);
 	return o;
 }
 
-/* ---- grouping, promotion, dropping ---- */
+/* ---- listing, promotion, dropping ---- */
 
 enum { LJ_LIST, LJ_PROMOTE, LJ_DROP };
-
-typedef struct group {
-	int64_t leader, first, last;
-	int size;
-	double score_sum;
-	int votes[HDQT_MAX_CLASSES > 64 ? 64 : HDQT_MAX_CLASSES]; /* closest labels < 64 */
-	float *sum; /* embedding sum (e) */
-	int64_t ids[GROUP_IDS];
-} group;
 
 typedef struct ljob {
 	hdqtd_job job;
 	hdqtd *d;
 	hdqtd_conn *c;
 	cJSON *id;
-	int notify, kind;
+	int notify, kind, is_public;
 	hdqtd_reply r;
-	hdqt_model *model;     /* a copy of the serving model (embeddings) */
-	float *centre;         /* the known classes' mean direction (NULL: none) */
-	double similarity;
 	int max_groups;
-	/* promote / drop */
-	int64_t group;         /* the group's leader id; 0: the ids below */
+	/* promote / drop: a group, ids, or (drop) all */
+	int64_t group;
 	int64_t *ids;
 	int n_ids, all;
 	char name[HDQT_CLASS_NAME_MAX + 1];
 	/* results */
 	int rc;
 	char err[256];
-	group *groups;
-	int n_groups, considered;
-	int64_t stored;
-	int created, moved, dropped;
+	hdqt_store_ugroup *groups;
+	int n_groups;
+	int created;
+	int64_t moved, dropped;
 	hdqt_store_class cls;
 	hdqt_store_class *classes;
 	int n_classes;
@@ -306,164 +434,40 @@ typedef struct ljob {
 
 static void ljob_free(ljob *j)
 {
-	for (int g = 0; j->groups && g < j->n_groups; g++)
-		free(j->groups[g].sum);
 	free(j->groups);
 	free(j->ids);
 	free(j->classes);
-	free(j->centre);
-	hdqt_model_free(j->model);
 	cJSON_Delete(j->id);
 	free(j);
-}
-
-/* Leader clustering of the windows in id order on unit embeddings: a
- * window joins the group whose mean it is most similar to when that
- * cosine reaches `similarity`, else starts one.  Processing in id order
- * keeps a group's leader (its oldest window, its id) stable while newer
- * windows arrive.  Embeddings are taken relative to the known classes'
- * mean direction: after ReLU every embedding lies in the positive orthant
- * and raw cosines are all near 1 (measured on HAPT: 1 - cos about 0.005 to
- * 0.03), while the direction away from what is known tells activities
- * apart. */
-static int cluster(ljob *j, const hdqt_store_unknown *u, const float *X, int n, int **member)
-{
-	const int e = hdqt_model_embed_dim(j->model);
-	float *emb = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1) * e);
-	int *mem = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
-	j->groups = calloc(MAX_GROUPS, sizeof(group));
-	int rc = emb && mem && j->groups ? 0 : HDQT_ENOMEM;
-	if (rc == 0 && n > 0)
-		rc = hdqt_model_embed(j->model, X, n, emb);
-	for (int i = 0; rc == 0 && i < n; i++) {
-		float *z = emb + (size_t)i * e;
-		if (j->centre) {
-			double zz = 0;
-			for (int k = 0; k < e; k++)
-				zz += (double)z[k] * z[k];
-			const float zn = zz > 0 ? (float)(1.0 / sqrt(zz)) : 0.0f;
-			for (int k = 0; k < e; k++)
-				z[k] = z[k] * zn - j->centre[k];
-		}
-		double ss = 0;
-		for (int k = 0; k < e; k++)
-			ss += (double)z[k] * z[k];
-		const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-		for (int k = 0; k < e; k++)
-			z[k] *= inv;
-		int best = -1;
-		double bestc = -2;
-		for (int g = 0; g < j->n_groups; g++) {
-			const float *sum = j->groups[g].sum;
-			double dot = 0, nn = 0;
-			for (int k = 0; k < e; k++) {
-				dot += (double)z[k] * sum[k];
-				nn += (double)sum[k] * sum[k];
-			}
-			const double c = nn > 0 ? dot / sqrt(nn) : 0;
-			if (c > bestc) {
-				bestc = c;
-				best = g;
-			}
-		}
-		if (best < 0 || (bestc < j->similarity && j->n_groups < MAX_GROUPS)) {
-			group *g = &j->groups[j->n_groups];
-			if (!(g->sum = calloc((size_t)e, sizeof(float)))) {
-				rc = HDQT_ENOMEM;
-				break;
-			}
-			g->leader = u[i].id;
-			g->first = u[i].created;
-			best = j->n_groups++;
-		}
-		group *g = &j->groups[best];
-		for (int k = 0; k < e; k++)
-			g->sum[k] += z[k];
-		if (g->size < GROUP_IDS)
-			g->ids[g->size] = u[i].id;
-		g->size++;
-		g->last = u[i].created;
-		g->score_sum += u[i].score;
-		if (u[i].label >= 0 && u[i].label < 64)
-			g->votes[u[i].label]++;
-		mem[i] = best;
-	}
-	free(emb);
-	if (rc < 0 || !member)
-		free(mem);
-	else
-		*member = mem;
-	return rc;
 }
 
 static void ljob_run(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
 {
 	(void)f;
 	ljob *j = (ljob *)hj;
-	hdqt_store_unknown *u = NULL;
-	float *X = NULL;
-	int *member = NULL, n = 0;
-	int rc = 0;
-	if (j->kind == LJ_DROP && (j->all || !j->group)) {
-		rc = hdqt_store_unknowns_drop(s, j->all ? NULL : j->ids, j->n_ids, &j->dropped);
-		goto out;
-	}
-	if (j->kind == LJ_PROMOTE && !j->group)
-		goto move;
-	if ((rc = hdqt_store_unknowns_list(s, HDQT_FEAT_DIM, HDQTD_UNKNOWNS_GROUPED, &u, &X, &n)) < 0 ||
-	    (rc = cluster(j, u, X, n, j->kind == LJ_LIST ? NULL : &member)) < 0)
-		goto out;
-	j->considered = n;
-	if (j->kind != LJ_LIST) {
-		/* The members of the group led by j->group, as grouped now. */
-		int g = -1;
-		for (int k = 0; k < j->n_groups; k++)
-			if (j->groups[k].leader == j->group)
-				g = k;
-		if (g < 0) {
-			rc = HDQT_ENOTFOUND;
-			snprintf(j->err, sizeof(j->err), "no group %lld: list the groups again (hdqtctl "
-				 "unknowns); a group is named by its oldest window", (long long)j->group);
-			goto out;
-		}
-		free(j->ids);
-		if (!(j->ids = malloc(sizeof(int64_t) * (size_t)j->groups[g].size))) {
-			rc = HDQT_ENOMEM;
-			goto out;
-		}
-		j->n_ids = 0;
-		for (int i = 0; i < n; i++)
-			if (member[i] == g)
-				j->ids[j->n_ids++] = u[i].id;
-		if (j->kind == LJ_DROP) {
-			rc = hdqt_store_unknowns_drop(s, j->ids, j->n_ids, &j->dropped);
-			goto out;
-		}
-	}
-move:
-	if (j->kind == LJ_PROMOTE) {
-		rc = hdqt_store_unknowns_promote(s, j->name, j->ids, j->n_ids, HDQT_FEAT_DIM, &j->cls,
-						 &j->created, &j->moved);
+	int rc;
+	if (j->kind == LJ_LIST) {
+		rc = hdqt_store_unknowns_groups(s, &j->groups, &j->n_groups);
+	} else if (j->kind == LJ_DROP) {
+		rc = hdqt_store_unknowns_drop(s, j->all ? 0 : j->group, j->ids, j->n_ids, HDQT_FEAT_DIM,
+					      &j->dropped);
+	} else {
+		rc = hdqt_store_unknowns_promote(s, j->name, j->group, j->ids, j->n_ids, HDQT_FEAT_DIM,
+						 &j->cls, &j->created, &j->moved);
 		if (rc == 0 && hdqt_store_class_list(s, &j->classes, &j->n_classes) < 0)
 			j->classes = NULL; /* committed: the loop keeps its cache and says so */
 	}
-out:
-	if (rc < 0 && !j->err[0])
+	if (rc < 0)
 		snprintf(j->err, sizeof(j->err), "%s", rc == HDQT_ENOMEM ? "out of memory" : hdqt_store_errmsg(s));
 	j->rc = rc;
-	if (hdqt_store_unknowns_count(s, &j->stored) < 0)
-		j->stored = -1;
-	free(u);
-	free(X);
-	free(member);
 }
 
 static int cmp_group(const void *a, const void *b)
 {
-	const group *x = a, *y = b;
+	const hdqt_store_ugroup *x = a, *y = b;
 	if (x->size != y->size)
 		return x->size > y->size ? -1 : 1;
-	return (x->leader > y->leader) - (x->leader < y->leader);
+	return (x->group > y->group) - (x->group < y->group);
 }
 
 static const char *label_name(hdqtd *d, int label)
@@ -476,37 +480,37 @@ static const char *label_name(hdqtd *d, int label)
 
 static cJSON *list_result(hdqtd *d, ljob *j)
 {
-	qsort(j->groups, (size_t)j->n_groups, sizeof(group), cmp_group);
+	qsort(j->groups, (size_t)j->n_groups, sizeof(*j->groups), cmp_group);
 	cJSON *o = cJSON_CreateObject();
 	cJSON *a = o ? cJSON_AddArrayToObject(o, "groups") : NULL;
 	if (!a) {
 		cJSON_Delete(o);
 		return NULL;
 	}
-	cJSON_AddNumberToObject(o, "unknowns", (double)j->stored);
-	cJSON_AddNumberToObject(o, "grouped", j->considered);
+	int64_t total = 0;
+	for (int k = 0; k < j->n_groups; k++)
+		total += j->groups[k].size;
+	d->openset->stored = total; /* exact as of this read (the buffer comes on top) */
+	cJSON_AddNumberToObject(o, "unknowns", (double)total);
+	cJSON_AddNumberToObject(o, "groups_total", j->n_groups);
 	cJSON_AddNumberToObject(o, "model_version", (double)d->model_version);
 	for (int k = 0; k < j->n_groups && k < j->max_groups; k++) {
-		const group *g = &j->groups[k];
+		const hdqt_store_ugroup *g = &j->groups[k];
 		cJSON *go = cJSON_CreateObject();
 		if (!go)
 			break;
-		int best = -1;
-		for (int l = 0; l < 64; l++)
-			if (g->votes[l] && (best < 0 || g->votes[l] > g->votes[best]))
-				best = l;
-		cJSON_AddNumberToObject(go, "group", (double)g->leader);
-		cJSON_AddNumberToObject(go, "size", g->size);
+		cJSON_AddNumberToObject(go, "group", (double)g->group);
+		cJSON_AddNumberToObject(go, "size", (double)g->size);
 		cJSON_AddNumberToObject(go, "first_seen", (double)g->first);
 		cJSON_AddNumberToObject(go, "last_seen", (double)g->last);
-		cJSON_AddNumberToObject(go, "mean_novelty", g->size ? g->score_sum / g->size : 0);
-		const char *nm = best >= 0 ? label_name(d, best) : NULL;
+		cJSON_AddNumberToObject(go, "mean_novelty", g->size ? g->score_sum / (double)g->size : 0);
+		const char *nm = g->label >= 0 ? label_name(d, g->label) : NULL;
 		if (nm)
 			cJSON_AddStringToObject(go, "closest_class", nm);
 		else
 			cJSON_AddNullToObject(go, "closest_class");
 		cJSON *ids = cJSON_AddArrayToObject(go, "ids");
-		for (int i = 0; ids && i < g->size && i < GROUP_IDS; i++)
+		for (int i = 0; ids && i < g->size && i < HDQT_STORE_GROUP_IDS; i++)
 			cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)g->ids[i]));
 		cJSON_AddItemToArray(a, go);
 	}
@@ -526,8 +530,9 @@ static cJSON *promote_result(hdqtd *d, ljob *j)
 	if (j->cls.label >= 0 && j->cls.label < HDQT_MAX_CLASSES)
 		d->pending[j->cls.label] += j->moved;
 	d->pending_total += j->moved;
-	hdqtd_log(LOG_NOTICE, "%d unknown windows are now samples of %s class \"%s\"", j->moved,
-		  j->created ? "the new" : "", j->name);
+	d->openset->stored -= j->moved;
+	hdqtd_log(LOG_NOTICE, "%lld unknown windows are now samples of %sclass \"%s\"",
+		  (long long)j->moved, j->created ? "the new " : "", j->name);
 	if (j->created) {
 		cJSON *ev = cJSON_CreateObject();
 		if (ev) {
@@ -541,9 +546,9 @@ static cJSON *promote_result(hdqtd *d, ljob *j)
 		cJSON_AddStringToObject(o, "class", j->cls.name);
 		cJSON_AddNumberToObject(o, "label", j->cls.label);
 		cJSON_AddBoolToObject(o, "created", j->created);
-		cJSON_AddNumberToObject(o, "samples", j->moved);
+		cJSON_AddNumberToObject(o, "samples", (double)j->moved);
 		cJSON_AddNumberToObject(o, "samples_pending", (double)d->pending_total);
-		cJSON_AddNumberToObject(o, "unknowns", (double)j->stored);
+		cJSON_AddNumberToObject(o, "unknowns", (double)(d->openset->stored > 0 ? d->openset->stored : 0));
 	}
 	return o;
 }
@@ -552,25 +557,28 @@ static void ljob_done(hdqtd_job *hj)
 {
 	ljob *j = (ljob *)hj;
 	hdqtd *d = j->d;
-	d->openset->listing = 0;
-	if (j->stored >= 0)
-		d->openset->stored = j->stored;
+	hdqtd_openset *os = d->openset;
+	if (j->is_public)
+		os->public_listing = 0;
 	cJSON *res = NULL;
 	if (j->rc == HDQT_ENOTFOUND)
-		hdqtd_fail(&j->r, HDQT_RPC_NOT_FOUND, "%s", j->err);
+		hdqtd_fail(&j->r, HDQT_RPC_NOT_FOUND, "%s (list the groups with hdqtctl unknowns)", j->err);
 	else if (j->rc == HDQT_EINVAL || j->rc == HDQT_ERANGE)
 		hdqtd_fail(&j->r, HDQT_RPC_INVALID_PARAMS, "%s", j->err);
 	else if (j->rc == HDQT_EFULL)
-		hdqtd_fail(&j->r, HDQT_RPC_LIMIT, "storage limit reached: %s", j->err);
+		hdqtd_fail(&j->r, HDQT_RPC_LIMIT, "%s (nothing was changed)", j->err);
 	else if (j->rc < 0)
 		hdqtd_fail(&j->r, HDQT_RPC_STORAGE, "database error (nothing was changed): %s", j->err);
 	else if (j->kind == LJ_LIST)
 		res = list_result(d, j);
 	else if (j->kind == LJ_PROMOTE)
 		res = promote_result(d, j);
-	else if ((res = cJSON_CreateObject()) != NULL) {
-		cJSON_AddNumberToObject(res, "dropped", j->dropped);
-		cJSON_AddNumberToObject(res, "unknowns", (double)j->stored);
+	else {
+		os->stored = j->all ? 0 : os->stored - j->dropped;
+		if ((res = cJSON_CreateObject()) != NULL) {
+			cJSON_AddNumberToObject(res, "dropped", (double)j->dropped);
+			cJSON_AddNumberToObject(res, "unknowns", (double)(os->stored > 0 ? os->stored : 0));
+		}
 	}
 	const int promoted = j->kind == LJ_PROMOTE && j->rc == 0 && j->moved > 0;
 	cJSON *resp = hdqtd_late_reply(j->id, j->notify || j->c->dead, res, &j->r);
@@ -587,8 +595,13 @@ static ljob *ljob_new(hdqtd *d, hdqtd_conn *c, hdqtd_call *k, int kind, hdqtd_re
 		hdqtd_fail(r, HDQT_RPC_INTERNAL_ERROR, "open-set state unavailable");
 		return NULL;
 	}
-	if (d->openset->listing) {
-		hdqtd_fail(r, HDQT_RPC_BUSY, "another unknowns request is running: retry when it is done");
+	/* A listing reads every stored window's row (not its features): one
+	 * at a time for peers outside access.admin_group, so that none of
+	 * them can keep the writer busy; an operator's requests never wait
+	 * for that slot. */
+	const int is_public = kind == LJ_LIST && !c->admin;
+	if (is_public && d->openset->public_listing) {
+		hdqtd_fail(r, HDQT_RPC_BUSY, "another unknowns.list is running: retry when it is done");
 		return NULL;
 	}
 	ljob *j = calloc(1, sizeof(*j));
@@ -601,29 +614,18 @@ static ljob *ljob_new(hdqtd *d, hdqtd_conn *c, hdqtd_call *k, int kind, hdqtd_re
 	j->c = c;
 	j->notify = k->notify;
 	j->kind = kind;
-	j->similarity = d->cfg.group_similarity;
+	j->is_public = is_public;
 	j->max_groups = 20;
 	j->job.run = ljob_run;
 	j->job.done = ljob_done;
 	return j;
 }
 
-static cJSON *submit(hdqtd *d, ljob *j, hdqtd_reply *r, hdqtd_call *k)
+static cJSON *submit(hdqtd *d, ljob *j, hdqtd_call *k)
 {
-	/* Grouping embeds with the serving model; a copy, as the loop keeps
-	 * predicting with it meanwhile. */
-	if ((j->kind == LJ_LIST || j->group) &&
-	    (!d->model || hdqt_model_clone(d->model, &j->model) < 0 ||
-	     (hdqtd_openset_needs_embedding(d) &&
-	      hdqt_novelty_embed_dim(d->openset->nv) == hdqt_model_embed_dim(d->model) &&
-	      (!(j->centre = malloc(sizeof(float) * (size_t)hdqt_model_embed_dim(d->model))) ||
-	       hdqt_novelty_centre(d->openset->nv, j->centre) < 0)))) {
-		ljob_free(j);
-		return d->model ? hdqtd_fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory")
-				: hdqtd_fail(r, HDQT_RPC_NO_MODEL, "no model yet: nothing is grouped");
-	}
-	flush(d); /* what is buffered goes first: the listing includes it */
-	d->openset->listing = 1;
+	flush(d); /* what is buffered goes first: the request sees it */
+	if (j->is_public)
+		d->openset->public_listing = 1;
 	hdqtd_writer_submit(d->writer, &j->job);
 	*k->async = 1;
 	return NULL;
@@ -674,16 +676,15 @@ static int ids_param(hdqtd *d, const cJSON *p, ljob *j, hdqtd_reply *r)
 cJSON *hdqtd_m_unknowns_list(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k)
 {
 	const cJSON *mg = cJSON_GetObjectItemCaseSensitive(p, "max_groups");
-	if (mg && (!cJSON_IsNumber(mg) || !(mg->valuedouble >= 1 && mg->valuedouble <= MAX_GROUPS) ||
+	if (mg && (!cJSON_IsNumber(mg) || !(mg->valuedouble >= 1 && mg->valuedouble <= 1000) ||
 		   mg->valuedouble != floor(mg->valuedouble)))
-		return hdqtd_fail(r, HDQT_RPC_INVALID_PARAMS, "max_groups must be an integer in [1, %d]",
-				  MAX_GROUPS);
+		return hdqtd_fail(r, HDQT_RPC_INVALID_PARAMS, "max_groups must be an integer in [1, 1000]");
 	ljob *j = ljob_new(d, c, k, LJ_LIST, r);
 	if (!j)
 		return NULL;
 	if (mg)
 		j->max_groups = (int)mg->valuedouble;
-	return submit(d, j, r, k);
+	return submit(d, j, k);
 }
 
 /* group or ids (promote, drop) or all (drop): exactly one. */
@@ -729,11 +730,11 @@ cJSON *hdqtd_m_unknowns_promote(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_r
 	if (!j)
 		return NULL;
 	snprintf(j->name, sizeof(j->name), "%s", nm->valuestring);
-	return submit(d, j, r, k);
+	return submit(d, j, k);
 }
 
 cJSON *hdqtd_m_unknowns_drop(hdqtd *d, hdqtd_conn *c, const cJSON *p, hdqtd_reply *r, hdqtd_call *k)
 {
 	ljob *j = target_job(d, c, p, r, k, LJ_DROP);
-	return j ? submit(d, j, r, k) : NULL;
+	return j ? submit(d, j, k) : NULL;
 }

@@ -96,9 +96,12 @@ static const char *const migrations[HDQT_STORE_SCHEMA] = {
 	"UPDATE meta SET value = '3' WHERE key = 'schema_version';",
 	/* 3 -> 4: open-set calibration per model version, unknown windows */
 	"ALTER TABLE models ADD COLUMN novelty BLOB;"
-	"CREATE TABLE unknowns(id INTEGER PRIMARY KEY, created INTEGER NOT NULL,"
-	" model_version INTEGER NOT NULL, label INTEGER NOT NULL, score REAL NOT NULL,"
-	" dim INTEGER NOT NULL, features BLOB NOT NULL);"
+	/* AUTOINCREMENT: an id once shown to an operator never names another
+	 * window; grp is the group a window joined when it was seen */
+	"CREATE TABLE unknowns(id INTEGER PRIMARY KEY AUTOINCREMENT, created INTEGER NOT NULL,"
+	" model_version INTEGER NOT NULL, grp INTEGER NOT NULL, label INTEGER NOT NULL,"
+	" score REAL NOT NULL, dim INTEGER NOT NULL, features BLOB NOT NULL);"
+	"CREATE INDEX unknowns_grp ON unknowns(grp);"
 	"UPDATE meta SET value = '4' WHERE key = 'schema_version';",
 };
 
@@ -473,6 +476,29 @@ int hdqt_store_class_get(hdqt_store *s, const char *name, hdqt_store_class *out)
 	return rc == SQLITE_DONE ? seterr(s, HDQT_ENOTFOUND, "no class '%s'", name) : sqlerr(s, rc, "class get");
 }
 
+/* Inside a transaction: insert class `name` (not taken) with the next label. */
+static int class_insert(hdqt_store *s, const char *name)
+{
+	sqlite3_stmt *p = stmt(s, ST_CLASS_MAXLABEL);
+	if (!p || sqlite3_step(p) != SQLITE_ROW) {
+		if (p)
+			sqlite3_reset(p);
+		return sqlerr(s, sqlite3_errcode(s->db), "class label");
+	}
+	const int64_t label = sqlite3_column_int64(p, 0);
+	sqlite3_reset(p);
+	if (label >= HDQT_MAX_CLASSES)
+		return seterr(s, HDQT_EFULL, "at most %d classes", HDQT_MAX_CLASSES);
+	if (!(p = stmt(s, ST_CLASS_ADD)))
+		return sqlerr(s, sqlite3_errcode(s->db), "prepare");
+	sqlite3_bind_text(p, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(p, 2, label);
+	sqlite3_bind_int64(p, 3, now_s());
+	int rc = sqlite3_step(p);
+	sqlite3_reset(p);
+	return rc == SQLITE_DONE ? 0 : sqlerr(s, rc, "class add");
+}
+
 int hdqt_store_class_add(hdqt_store *s, const char *name, hdqt_store_class *out)
 {
 	if (!s || !valid_name(name))
@@ -486,38 +512,11 @@ int hdqt_store_class_add(hdqt_store *s, const char *name, hdqt_store_class *out)
 		rollback(s);
 		return seterr(s, HDQT_EEXIST, "class '%s' exists already", name);
 	}
-	int64_t label = 0;
-	sqlite3_stmt *p = stmt(s, ST_CLASS_MAXLABEL);
-	if (!p || sqlite3_step(p) != SQLITE_ROW) {
-		rc = sqlerr(s, sqlite3_errcode(s->db), "class label");
-		goto fail;
+	if ((rc = class_insert(s, name)) < 0 || (rc = commit(s)) < 0) {
+		rollback(s);
+		return rc;
 	}
-	label = sqlite3_column_int64(p, 0);
-	sqlite3_reset(p);
-	if (label >= HDQT_MAX_CLASSES) {
-		rc = seterr(s, HDQT_EFULL, "at most %d classes", HDQT_MAX_CLASSES);
-		goto fail;
-	}
-	p = stmt(s, ST_CLASS_ADD);
-	if (!p) {
-		rc = sqlerr(s, sqlite3_errcode(s->db), "prepare");
-		goto fail;
-	}
-	sqlite3_bind_text(p, 1, name, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(p, 2, label);
-	sqlite3_bind_int64(p, 3, now_s());
-	rc = sqlite3_step(p);
-	sqlite3_reset(p);
-	if (rc != SQLITE_DONE) {
-		rc = sqlerr(s, rc, "class add");
-		goto fail;
-	}
-	if ((rc = commit(s)) < 0)
-		goto fail;
 	return out ? hdqt_store_class_get(s, name, out) : 0;
-fail:
-	rollback(s);
-	return rc;
 }
 
 /* Room for one more row in a list read from a statement: v itself while
@@ -1601,20 +1600,26 @@ int hdqt_store_model_novelty(hdqt_store *s, int64_t version, uint8_t **blob, siz
 	return 0;
 }
 
-static int unknowns_trim(hdqt_store *s, int keep)
+/* Inside a transaction: keep the newest keep windows (the rowid index
+ * finds the cut; no scan of the rest). */
+static int unknowns_trim(hdqt_store *s, int keep, int *removed)
 {
-	char sql[160];
-	snprintf(sql, sizeof(sql), "DELETE FROM unknowns WHERE id NOT IN "
-		 "(SELECT id FROM unknowns ORDER BY id DESC LIMIT %d)", keep);
-	return exec(s, sql, "unknowns trim");
+	char sql[192];
+	snprintf(sql, sizeof(sql), "DELETE FROM unknowns WHERE id <= (SELECT id FROM unknowns "
+		 "ORDER BY id DESC LIMIT 1 OFFSET %d)", keep);
+	int rc = exec(s, sql, "unknowns trim");
+	*removed = rc == 0 ? sqlite3_changes(s->db) : 0;
+	return rc;
 }
 
 int hdqt_store_unknowns_add(hdqt_store *s, const float *X, const int *labels, const float *scores,
-			    int n, int d, int64_t model_version, int keep)
+			    const int64_t *groups, int n, int d, int64_t model_version, int keep,
+			    int *removed)
 {
-	if (!s || n < 0 || (n > 0 && (!X || !labels || !scores)) || d < 1 || d > HDQT_MAX_DIM ||
-	    keep < 0 || keep > HDQT_STORE_UNKNOWNS_MAX)
+	if (!s || n < 0 || (n > 0 && (!X || !labels || !scores || !groups)) || d < 1 ||
+	    d > HDQT_MAX_DIM || keep < 0 || keep > HDQT_STORE_UNKNOWNS_MAX || !removed)
 		return HDQT_EINVAL;
+	*removed = 0;
 	for (size_t i = 0; i < (size_t)n * d; i++)
 		if (!isfinite(X[i]))
 			return seterr(s, HDQT_ERANGE, "unknown window %zu has a NaN or infinite feature", i / d);
@@ -1622,21 +1627,33 @@ int hdqt_store_unknowns_add(hdqt_store *s, const float *X, const int *labels, co
 	if (rc < 0)
 		return rc;
 	sqlite3_stmt *p = NULL;
-	rc = sqlite3_prepare_v2(s->db, "INSERT INTO unknowns(created, model_version, label, score, dim, "
-				"features) VALUES(?, ?, ?, ?, ?, ?)", -1, &p, NULL);
+	if (s->o.max_bytes > 0) {
+		/* Like samples: an eighth of the cap stays free for rounds. */
+		int64_t used = 0;
+		if ((rc = used_bytes(s, &used)) < 0)
+			goto fail;
+		if (used + (int64_t)n * (int64_t)(sizeof(float) * d + 64) > s->o.max_bytes - s->o.max_bytes / 8) {
+			rc = seterr(s, HDQT_EFULL, "store.max_bytes: no room for unknown windows");
+			goto fail;
+		}
+	}
+	rc = sqlite3_prepare_v2(s->db, "INSERT INTO unknowns(created, model_version, grp, label, score, "
+				"dim, features) VALUES(?, ?, ?, ?, ?, ?, ?)", -1, &p, NULL);
 	if (rc != SQLITE_OK) {
 		rc = sqlerr(s, rc, "unknowns");
 		goto fail;
 	}
+	rc = 0;
 	const int64_t t = now_s();
 	/* Only the newest keep are kept: older rows of the batch would go at once. */
 	for (int i = n > keep ? n - keep : 0; i < n; i++) {
 		sqlite3_bind_int64(p, 1, t);
 		sqlite3_bind_int64(p, 2, model_version);
-		sqlite3_bind_int(p, 3, labels[i]);
-		sqlite3_bind_double(p, 4, isfinite(scores[i]) ? scores[i] : 0.0);
-		sqlite3_bind_int(p, 5, d);
-		sqlite3_bind_blob(p, 6, X + (size_t)i * d, (int)(sizeof(float) * d), SQLITE_STATIC);
+		sqlite3_bind_int64(p, 3, groups[i]);
+		sqlite3_bind_int(p, 4, labels[i]);
+		sqlite3_bind_double(p, 5, isfinite(scores[i]) ? scores[i] : 0.0);
+		sqlite3_bind_int(p, 6, d);
+		sqlite3_bind_blob(p, 7, X + (size_t)i * d, (int)(sizeof(float) * d), SQLITE_STATIC);
 		int r = sqlite3_step(p);
 		sqlite3_reset(p);
 		if (r != SQLITE_DONE) {
@@ -1646,38 +1663,43 @@ int hdqt_store_unknowns_add(hdqt_store *s, const float *X, const int *labels, co
 	}
 	sqlite3_finalize(p);
 	p = NULL;
-	if ((rc = unknowns_trim(s, keep)) < 0 || (rc = commit(s)) < 0)
+	if ((rc = unknowns_trim(s, keep, removed)) < 0 || (rc = commit(s)) < 0)
 		goto fail;
+	*removed += n > keep ? n - keep : 0;
 	return 0;
 fail:
 	sqlite3_finalize(p);
 	rollback(s);
+	*removed = 0;
 	return rc;
 }
 
-int hdqt_store_unknowns_count(hdqt_store *s, int64_t *n)
+int hdqt_store_unknowns_count(hdqt_store *s, int64_t *n, int64_t *max_group)
 {
-	if (!s || !n)
+	if (!s || !n || !max_group)
 		return HDQT_EINVAL;
-	return single_int(s, "SELECT COUNT(*) FROM unknowns", n);
+	int rc = single_int(s, "SELECT COUNT(*) FROM unknowns", n);
+	return rc < 0 ? rc : single_int(s, "SELECT COALESCE(MAX(grp), 0) FROM unknowns", max_group);
 }
 
-int hdqt_store_unknowns_list(hdqt_store *s, int d, int max, hdqt_store_unknown **meta, float **X, int *n)
+int hdqt_store_unknowns_list(hdqt_store *s, int d, int max, int64_t model_version,
+			     hdqt_store_unknown **meta, float **X, int *n)
 {
 	if (!s || d < 1 || d > HDQT_MAX_DIM || max < 0 || !meta || !X || !n)
 		return HDQT_EINVAL;
 	sqlite3_stmt *p;
-	int rc = sqlite3_prepare_v2(s->db, "SELECT id, created, model_version, label, score, dim, features "
-				    "FROM (SELECT * FROM unknowns ORDER BY id DESC LIMIT ?) ORDER BY id",
-				    -1, &p, NULL);
+	int rc = sqlite3_prepare_v2(s->db, "SELECT id, created, model_version, grp, label, score, dim, "
+				    "features FROM (SELECT * FROM unknowns WHERE model_version = ? "
+				    "ORDER BY id DESC LIMIT ?) ORDER BY id", -1, &p, NULL);
 	if (rc != SQLITE_OK)
 		return sqlerr(s, rc, "unknowns");
-	sqlite3_bind_int(p, 1, max);
+	sqlite3_bind_int64(p, 1, model_version);
+	sqlite3_bind_int(p, 2, max);
 	hdqt_store_unknown *v = NULL;
 	float *x = NULL;
 	int cnt = 0, cap = 0;
 	while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
-		if (sqlite3_column_int(p, 5) != d || sqlite3_column_bytes(p, 6) != (int)(sizeof(float) * d))
+		if (sqlite3_column_int(p, 6) != d || sqlite3_column_bytes(p, 7) != (int)(sizeof(float) * d))
 			continue; /* a row of another feature layout: not ours to show */
 		if (cnt == cap) {
 			int nc = cap ? cap * 2 : 64;
@@ -1696,9 +1718,10 @@ int hdqt_store_unknowns_list(hdqt_store *s, int d, int max, hdqt_store_unknown *
 		v[cnt] = (hdqt_store_unknown){.id = sqlite3_column_int64(p, 0),
 					      .created = sqlite3_column_int64(p, 1),
 					      .model_version = sqlite3_column_int64(p, 2),
-					      .label = sqlite3_column_int(p, 3),
-					      .score = (float)sqlite3_column_double(p, 4)};
-		memcpy(x + (size_t)cnt * d, sqlite3_column_blob(p, 6), sizeof(float) * d);
+					      .group = sqlite3_column_int64(p, 3),
+					      .label = sqlite3_column_int(p, 4),
+					      .score = (float)sqlite3_column_double(p, 5)};
+		memcpy(x + (size_t)cnt * d, sqlite3_column_blob(p, 7), sizeof(float) * d);
 		cnt++;
 	}
 	sqlite3_finalize(p);
@@ -1713,42 +1736,122 @@ int hdqt_store_unknowns_list(hdqt_store *s, int d, int max, hdqt_store_unknown *
 	return 0;
 }
 
-/* Inside a transaction: delete the unknowns with these ids (all when
- * ids is NULL), counting the rows removed. */
-static int unknowns_del(hdqt_store *s, const int64_t *ids, int n, int *done)
+int hdqt_store_unknowns_groups(hdqt_store *s, hdqt_store_ugroup **out, int *n)
 {
-	if (!ids) {
-		int rc = exec(s, "DELETE FROM unknowns", "unknowns drop");
-		*done = rc == 0 ? sqlite3_changes(s->db) : 0;
-		return rc;
-	}
+	if (!s || !out || !n)
+		return HDQT_EINVAL;
 	sqlite3_stmt *p;
-	int rc = sqlite3_prepare_v2(s->db, "DELETE FROM unknowns WHERE id = ?", -1, &p, NULL);
+	int rc = sqlite3_prepare_v2(s->db, "SELECT grp, id, created, label, score FROM unknowns "
+				    "ORDER BY grp, id", -1, &p, NULL);
 	if (rc != SQLITE_OK)
-		return sqlerr(s, rc, "unknowns drop");
-	*done = 0;
-	for (int i = 0; i < n; i++) {
-		sqlite3_bind_int64(p, 1, ids[i]);
-		rc = sqlite3_step(p);
-		sqlite3_reset(p);
-		if (rc != SQLITE_DONE) {
-			sqlite3_finalize(p);
-			return sqlerr(s, rc, "unknowns drop");
+		return sqlerr(s, rc, "unknowns");
+	hdqt_store_ugroup *v = NULL;
+	int cnt = 0, cap = 0;
+	/* The closest class of a group is its most frequent label: counts by
+	 * label, reset through the list of labels the group touched. */
+	int *votes = calloc(HDQT_MAX_CLASSES, sizeof(int)), *touched = malloc(sizeof(int) * HDQT_MAX_CLASSES);
+	int nt = 0;
+	if (!votes || !touched)
+		rc = SQLITE_NOMEM;
+	while (votes && touched && (rc = sqlite3_step(p)) == SQLITE_ROW) {
+		const int64_t g = sqlite3_column_int64(p, 0);
+		if (cnt == 0 || v[cnt - 1].group != g) {
+			void *q = grow_rows(v, cnt, &cap, sizeof(*v), 16);
+			if (!q) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			v = q;
+			for (int k = 0; k < nt; k++)
+				votes[touched[k]] = 0;
+			nt = 0;
+			memset(&v[cnt], 0, sizeof(v[cnt]));
+			v[cnt].group = g;
+			v[cnt].label = -1;
+			v[cnt].first = sqlite3_column_int64(p, 2);
+			cnt++;
 		}
-		*done += sqlite3_changes(s->db);
+		hdqt_store_ugroup *u = &v[cnt - 1];
+		if (u->size < HDQT_STORE_GROUP_IDS)
+			u->ids[u->size] = sqlite3_column_int64(p, 1);
+		u->size++;
+		const int64_t t = sqlite3_column_int64(p, 2);
+		u->first = t < u->first ? t : u->first;
+		u->last = t > u->last ? t : u->last;
+		u->score_sum += sqlite3_column_double(p, 4);
+		const int l = sqlite3_column_int(p, 3);
+		if (l >= 0 && l < HDQT_MAX_CLASSES) {
+			if (votes[l]++ == 0)
+				touched[nt++] = l;
+			if (u->label < 0 || votes[l] > votes[u->label])
+				u->label = l;
+		}
+	}
+	sqlite3_finalize(p);
+	free(votes);
+	free(touched);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return sqlerr(s, rc, "unknowns");
+	}
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+/* Inside a transaction: the WHERE clause and binding of a selection (a
+ * group, one id, or everything). */
+static int unknowns_where(hdqt_store *s, const char *head, int64_t group, int by_id, int d,
+			  sqlite3_stmt **out)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql), "%s%s", head,
+		 group > 0 ? " WHERE grp = ?1 AND dim = ?2" : by_id ? " WHERE id = ?1 AND dim = ?2" : "");
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, out, NULL);
+	if (rc != SQLITE_OK)
+		return sqlerr(s, rc, "unknowns");
+	if (group > 0 || by_id)
+		sqlite3_bind_int(*out, 2, d);
+	if (group > 0)
+		sqlite3_bind_int64(*out, 1, group);
+	return 0;
+}
+
+/* Run `head` (DELETE, or INSERT ... SELECT) over the selection, adding
+ * the rows changed to *changed. */
+static int unknowns_apply(hdqt_store *s, const char *head, int64_t group, const int64_t *ids, int n,
+			  int d, int64_t *changed)
+{
+	sqlite3_stmt *p;
+	int rc = unknowns_where(s, head, group, ids != NULL, d, &p);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < (ids ? n : 1); i++) {
+		if (ids)
+			sqlite3_bind_int64(p, 1, ids[i]);
+		int r = sqlite3_step(p);
+		sqlite3_reset(p);
+		if (r != SQLITE_DONE) {
+			sqlite3_finalize(p);
+			return sqlerr(s, r, "unknowns");
+		}
+		*changed += sqlite3_changes(s->db);
 	}
 	sqlite3_finalize(p);
 	return 0;
 }
 
-int hdqt_store_unknowns_drop(hdqt_store *s, const int64_t *ids, int n, int *done)
+int hdqt_store_unknowns_drop(hdqt_store *s, int64_t group, const int64_t *ids, int n, int d,
+			     int64_t *done)
 {
-	if (!s || n < 0 || !done)
+	if (!s || n < 0 || (ids && n < 1) || d < 1 || d > HDQT_MAX_DIM || !done || (group > 0 && ids))
 		return HDQT_EINVAL;
+	*done = 0;
 	int rc = begin(s);
 	if (rc < 0)
 		return rc;
-	if ((rc = unknowns_del(s, ids, n, done)) < 0 || (rc = commit(s)) < 0) {
+	if ((rc = unknowns_apply(s, "DELETE FROM unknowns", group, ids, n, d, done)) < 0 ||
+	    (rc = commit(s)) < 0) {
 		rollback(s);
 		*done = 0;
 		return rc;
@@ -1756,60 +1859,64 @@ int hdqt_store_unknowns_drop(hdqt_store *s, const int64_t *ids, int n, int *done
 	return 0;
 }
 
-int hdqt_store_unknowns_promote(hdqt_store *s, const char *name, const int64_t *ids, int n, int d,
-				hdqt_store_class *cls, int *created, int *moved)
+int hdqt_store_unknowns_promote(hdqt_store *s, const char *name, int64_t group, const int64_t *ids,
+				int n, int d, hdqt_store_class *cls, int *created, int64_t *moved)
 {
-	if (!s || !ids || n < 1 || d < 1 || d > HDQT_MAX_DIM || !cls || !created || !moved)
+	if (!s || (group > 0) == (ids != NULL) || (ids && n < 1) || d < 1 || d > HDQT_MAX_DIM || !cls ||
+	    !created || !moved)
 		return HDQT_EINVAL;
-	*created = *moved = 0;
+	*created = 0;
+	*moved = 0;
 	if (!valid_name(name))
 		return seterr(s, HDQT_EINVAL, "class name must be 1..%d bytes without control characters",
 			      HDQT_CLASS_NAME_MAX);
-	int rc = hdqt_store_class_get(s, name, cls);
-	if (rc == HDQT_ENOTFOUND) {
-		if ((rc = hdqt_store_class_add(s, name, cls)) < 0)
-			return rc;
-		*created = 1;
-	} else if (rc < 0) {
-		return rc;
-	}
-	/* The class exists now (creating it is its own transaction: a class
-	 * without samples is a valid state, as after class.add); the windows
-	 * move in one transaction: after a crash they are either still
-	 * unknown or pending samples of the class. */
-	rc = begin(s);
+	/* The class (created if missing) and the move are one transaction:
+	 * after a crash, or on any failure, the windows are still unknown and
+	 * no class appeared. */
+	int rc = begin(s);
 	if (rc < 0)
 		return rc;
-	sqlite3_stmt *p = NULL;
-	rc = sqlite3_prepare_v2(s->db, "INSERT INTO samples(class_id, created, dim, features) "
-				"SELECT ?, created, dim, features FROM unknowns WHERE id = ? AND dim = ?",
-				-1, &p, NULL);
-	if (rc != SQLITE_OK) {
-		rc = sqlerr(s, rc, "unknowns promote");
+	rc = hdqt_store_class_get(s, name, cls);
+	if (rc == HDQT_ENOTFOUND) {
+		if ((rc = class_insert(s, name)) < 0 || (rc = hdqt_store_class_get(s, name, cls)) < 0)
+			goto fail;
+		*created = 1;
+	} else if (rc < 0) {
+		goto fail;
+	} else if (!cls->active) {
+		rc = seterr(s, HDQT_EINVAL, "class '%s' was removed: class.add reactivates it", name);
 		goto fail;
 	}
-	for (int i = 0; i < n; i++) {
-		sqlite3_bind_int64(p, 1, cls->id);
-		sqlite3_bind_int64(p, 2, ids[i]);
-		sqlite3_bind_int(p, 3, d);
-		int r = sqlite3_step(p);
-		sqlite3_reset(p);
-		if (r != SQLITE_DONE) {
-			rc = sqlerr(s, r, "unknowns promote");
+	char head[160];
+	snprintf(head, sizeof(head), "INSERT INTO samples(class_id, created, dim, features) SELECT %lld, "
+		 "created, dim, features FROM unknowns", (long long)cls->id);
+	int64_t gone = 0;
+	if ((rc = unknowns_apply(s, head, group, ids, n, d, moved)) < 0)
+		goto fail;
+	if (*moved == 0) {
+		rc = seterr(s, HDQT_ENOTFOUND, group > 0 ? "no unknown windows in group %lld"
+							 : "none of the %lld ids is an unknown window",
+			    group > 0 ? (long long)group : (long long)n);
+		goto fail;
+	}
+	if (s->o.max_pending_per_class > 0) {
+		int64_t have = 0;
+		if ((rc = count_pending(s, cls->id, &have)) < 0)
+			goto fail;
+		if (have > s->o.max_pending_per_class) {
+			rc = seterr(s, HDQT_EFULL, "class '%s' would hold %lld pending samples (limit %d)", name,
+				    (long long)have, s->o.max_pending_per_class);
 			goto fail;
 		}
-		*moved += sqlite3_changes(s->db);
 	}
-	sqlite3_finalize(p);
-	p = NULL;
-	int gone;
-	if ((rc = unknowns_del(s, ids, n, &gone)) < 0 || (rc = commit(s)) < 0)
+	if ((rc = unknowns_apply(s, "DELETE FROM unknowns", group, ids, n, d, &gone)) < 0 ||
+	    (rc = commit(s)) < 0)
 		goto fail;
 	return 0;
 fail:
-	sqlite3_finalize(p);
 	rollback(s);
 	*moved = 0;
+	*created = 0;
 	return rc;
 }
 

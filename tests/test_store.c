@@ -393,59 +393,95 @@ START_TEST(test_novelty_and_unknowns)
 	float X[5 * 2] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4};
 	int lab[5] = {0, 0, 0, 0, 0};
 	float sc[5] = {.1f, .2f, .3f, .4f, .5f};
-	ck_assert_int_eq(hdqt_store_unknowns_add(s, X, lab, sc, 2, 2, v1, 3), 0);
-	ck_assert_int_eq(hdqt_store_unknowns_add(s, X + 4, lab, sc + 2, 3, 2, v1, 3), 0);
-	int64_t cnt;
-	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt), 0);
+	int64_t grp[5] = {7, 7, 7, 8, 8};
+	int removed;
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, X, lab, sc, grp, 2, 2, v1, 3, &removed), 0);
+	ck_assert_int_eq(removed, 0);
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, X + 4, lab, sc + 2, grp + 2, 3, 2, v1, 3, &removed), 0);
+	ck_assert_int_eq(removed, 2);
+	int64_t cnt, maxg;
+	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt, &maxg), 0);
 	ck_assert_int_eq(cnt, 3);
+	ck_assert_int_eq(maxg, 8);
 	hdqt_store_unknown *u;
 	float *UX;
 	int n;
-	ck_assert_int_eq(hdqt_store_unknowns_list(s, 2, 100, &u, &UX, &n), 0);
+	ck_assert_int_eq(hdqt_store_unknowns_list(s, 2, 100, v1, &u, &UX, &n), 0);
 	ck_assert_int_eq(n, 3);
 	ck_assert(u[0].id < u[1].id && u[1].id < u[2].id);
 	ck_assert_float_eq(UX[0], 2.0f);
 	ck_assert_float_eq(u[2].score, 0.5f);
-	ck_assert_int_eq(u[0].model_version, v1);
-	int64_t ids[2] = {u[0].id, u[1].id}, last = u[2].id;
+	ck_assert_int_eq(u[0].group, 7);
+	ck_assert_int_eq(u[2].group, 8);
+	const int64_t last = u[2].id;
 	free(u);
 	free(UX);
+	ck_assert_int_eq(hdqt_store_unknowns_list(s, 2, 100, v2, &u, &UX, &n), 0);
+	ck_assert_int_eq(n, 0); /* another model's windows */
+	free(u);
+	free(UX);
+	hdqt_store_ugroup *g;
+	ck_assert_int_eq(hdqt_store_unknowns_groups(s, &g, &n), 0);
+	ck_assert_int_eq(n, 2);
+	ck_assert(g[0].group == 7 && g[0].size == 1 && g[1].group == 8 && g[1].size == 2);
+	ck_assert_int_eq(g[1].label, 0);
+	ck_assert_double_eq_tol(g[1].score_sum, 0.9, 1e-6);
+	ck_assert_int_eq(g[1].ids[1], last);
+	free(g);
 	/* a NaN window stores nothing of its batch */
 	float bad[4] = {1, NAN, 2, 2};
-	ck_assert_int_eq(hdqt_store_unknowns_add(s, bad, lab, sc, 2, 2, v1, 3), HDQT_ERANGE);
-	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt), 0);
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, bad, lab, sc, grp, 2, 2, v1, 3, &removed), HDQT_ERANGE);
+	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt, &maxg), 0);
 	ck_assert_int_eq(cnt, 3);
-	ck_assert_int_eq(hdqt_store_unknowns_add(s, X, lab, sc, 1, 2, v1, HDQT_STORE_UNKNOWNS_MAX + 1),
-			 HDQT_EINVAL);
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, X, lab, sc, grp, 1, 2, v1, HDQT_STORE_UNKNOWNS_MAX + 1,
+						 &removed), HDQT_EINVAL);
 
-	/* promote two to a new class: pending samples with their features */
+	/* promote group 8: a new class, pending samples with their features,
+	 * one transaction */
 	hdqt_store_class b;
-	int created, moved;
-	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "b", ids, 2, 2, &b, &created, &moved), 0);
+	int created;
+	int64_t moved;
+	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "b", 8, NULL, 0, 2, &b, &created, &moved), 0);
 	ck_assert_int_eq(created, 1);
 	ck_assert_int_eq(moved, 2);
 	ck_assert_int_eq(hdqt_store_samples_pending_count(s, b.id, &cnt), 0);
 	ck_assert_int_eq(cnt, 2);
-	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt), 0);
+	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt, &maxg), 0);
 	ck_assert_int_eq(cnt, 1);
 	float *PX;
 	int64_t *pid, *pcl;
 	ck_assert_int_eq(hdqt_store_samples_pending(s, 2, 10, &PX, &pid, &pcl, &n), 0);
 	ck_assert_int_eq(n, 2);
-	ck_assert(PX[0] == 2.0f && PX[2] == 3.0f && pcl[0] == b.id);
+	ck_assert(PX[0] == 3.0f && PX[2] == 4.0f && pcl[0] == b.id);
 	free(PX);
 	free(pid);
 	free(pcl);
-	/* again: the ids are gone, nothing moves; an existing class is reused */
-	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "b", ids, 2, 2, &b, &created, &moved), 0);
+	/* again: the group is gone: nothing moves, no class appears */
+	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "c", 8, NULL, 0, 2, &b, &created, &moved),
+			 HDQT_ENOTFOUND);
 	ck_assert(created == 0 && moved == 0);
-	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "bad\x01", &last, 1, 2, &b, &created, &moved),
+	ck_assert_int_eq(hdqt_store_class_get(s, "c", &b), HDQT_ENOTFOUND);
+	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "bad\x01", 7, NULL, 0, 2, &b, &created, &moved),
 			 HDQT_EINVAL);
-	int done;
-	ck_assert_int_eq(hdqt_store_unknowns_drop(s, &last, 1, &done), 0);
+	/* a removed class takes none */
+	ck_assert_int_eq(hdqt_store_class_set_active(s, "a", 0), 0);
+	ck_assert_int_eq(hdqt_store_unknowns_promote(s, "a", 7, NULL, 0, 2, &b, &created, &moved),
+			 HDQT_EINVAL);
+	int64_t done;
+	ck_assert_int_eq(hdqt_store_unknowns_count(s, &cnt, &maxg), 0);
+	ck_assert_int_eq(cnt, 1);
+	/* ids never come back after a drop (AUTOINCREMENT) */
+	ck_assert_int_eq(hdqt_store_unknowns_drop(s, 0, NULL, 0, 2, &done), 0);
 	ck_assert_int_eq(done, 1);
-	ck_assert_int_eq(hdqt_store_unknowns_drop(s, NULL, 0, &done), 0);
-	ck_assert_int_eq(done, 0);
+	ck_assert_int_eq(hdqt_store_unknowns_add(s, X, lab, sc, grp, 1, 2, v1, 3, &removed), 0);
+	ck_assert_int_eq(hdqt_store_unknowns_list(s, 2, 100, v1, &u, &UX, &n), 0);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_gt(u[0].id, last);
+	const int64_t fresh = u[0].id;
+	free(u);
+	free(UX);
+	ck_assert_int_eq(hdqt_store_unknowns_drop(s, 0, &fresh, 1, 2, &done), 0);
+	ck_assert_int_eq(done, 1);
 	hdqt_store_close(s);
 	rm_tmp();
 }

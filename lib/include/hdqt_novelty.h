@@ -29,8 +29,8 @@ typedef enum {
 int hdqt_novelty_kind_parse(const char *s, hdqt_novelty_kind *out);
 const char *hdqt_novelty_kind_name(hdqt_novelty_kind k);
 
-/* Classes with fewer calibration samples than this (by predicted class)
- * take the threshold of all calibration samples pooled. */
+/* Classes with fewer calibration samples than this, or than 1 / rate (by
+ * predicted class), take the threshold of all calibration samples pooled. */
 #define HDQT_NOVELTY_MIN_PER_CLASS 20
 
 typedef struct hdqt_novelty hdqt_novelty;
@@ -39,9 +39,11 @@ typedef struct hdqt_novelty hdqt_novelty;
  * the memory's exemplars under m (the NME score; classes without exemplars
  * are never the nearest), or the exemplars' embeddings (kNN; both
  * HDQT_ESTATE without any exemplar), then, on the n held-out rows VX (raw
- * features of known classes, n >= 1), for each class c the (1 - rate)
- * quantile of the scores of the rows m predicts as c, so that a fraction
- * of about `rate` of known windows is called unknown.  rate in (0, 1). */
+ * features of known classes, n >= 1), for each class c the split-conformal
+ * (1 - rate) quantile of the scores of the rows m predicts as c, so that a
+ * new known window drawn like them is called unknown with probability at
+ * most `rate` (more on data unlike the calibration: another user).  rate
+ * in (0, 1). */
 int hdqt_novelty_fit(hdqt_novelty **out, hdqt_model *m, const hdqt_memory *mem, int classes,
 		     const float *VX, int n, hdqt_novelty_kind kind, float rate);
 void hdqt_novelty_free(hdqt_novelty *nv);
@@ -52,17 +54,16 @@ int hdqt_novelty_classes(const hdqt_novelty *nv);
 int hdqt_novelty_embed_dim(const hdqt_novelty *nv);
 /* Threshold of class c (the pooled one for c out of range). */
 float hdqt_novelty_threshold(const hdqt_novelty *nv, int c);
-/* The mean of the reference directions (embed_dim floats: the known
- * classes' unit means, or the exemplars' unit embeddings): the origin from
- * which unknown windows are told apart by direction.  HDQT_ESTATE for a
- * calibration without them (energy, msp). */
-int hdqt_novelty_centre(const hdqt_novelty *nv, float *out);
+/* The calibration rows' mean unit embedding (embed_dim floats): the origin
+ * of the known classes, from which unknown windows are told apart by
+ * direction (hdqtd groups them so). */
+const float *hdqt_novelty_centre(const hdqt_novelty *nv);
 /* Calibration samples the model predicted as c. */
 int hdqt_novelty_calib_count(const hdqt_novelty *nv, int c);
 
 /* Score one prediction from its logits (the first `classes` are read;
- * more may follow) and its embedding (embed_dim floats; only read by the
- * NME score, may be NULL for the others).  pred is the class reported for
+ * more may follow) and its embedding (embed_dim floats; read by the NME
+ * and kNN scores, may be NULL for the others).  pred is the class reported for
  * it (its threshold decides *unknown).  Returns the score. */
 float hdqt_novelty_score1(const hdqt_novelty *nv, const float *logits, const float *emb, int pred,
 			  int *unknown);

@@ -184,28 +184,51 @@ int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *v
 int hdqt_store_model_novelty(hdqt_store *s, int64_t version, uint8_t **blob, size_t *len);
 
 /* Windows predictions called unknown, kept for the operator to look at and
- * turn into a class: the newest `keep` are kept (at most this many). */
+ * turn into a class: the newest `keep` are kept (at most this many).  Each
+ * carries the group it joined when it was seen (hdqtd groups them as they
+ * arrive), so a group names the same windows until they are trimmed. */
 #define HDQT_STORE_UNKNOWNS_MAX 100000
+#define HDQT_STORE_GROUP_IDS 20
 typedef struct hdqt_store_unknown {
-	int64_t id, created, model_version;
+	int64_t id, created, model_version, group;
 	int label;      /* the class it was closest to */
 	float score;    /* its novelty score */
 } hdqt_store_unknown;
-/* Store n windows (features of dimension d), then drop all but the newest
- * keep.  HDQT_ERANGE on a non-finite feature (nothing stored). */
+typedef struct hdqt_store_ugroup {
+	int64_t group, first, last;     /* first and last seen (seconds) */
+	int64_t size;
+	double score_sum;
+	int label;                      /* most frequent closest class (-1: none) */
+	int64_t ids[HDQT_STORE_GROUP_IDS]; /* its oldest windows */
+} hdqt_store_ugroup;
+/* Store n windows (features of dimension d, labels, scores, groups), then
+ * drop all but the newest keep; *removed = rows dropped (of this batch or
+ * older).  HDQT_ERANGE on a non-finite feature, HDQT_EFULL when it would
+ * eat into the eighth of store.max_bytes kept for rounds (nothing stored). */
 int hdqt_store_unknowns_add(hdqt_store *s, const float *X, const int *labels, const float *scores,
-			    int n, int d, int64_t model_version, int keep);
-int hdqt_store_unknowns_count(hdqt_store *s, int64_t *n);
-/* The newest max windows of dimension d, oldest first (malloc'd arrays). */
-int hdqt_store_unknowns_list(hdqt_store *s, int d, int max, hdqt_store_unknown **meta, float **X, int *n);
-/* Delete the given windows (all when ids is NULL); *done = rows deleted. */
-int hdqt_store_unknowns_drop(hdqt_store *s, const int64_t *ids, int n, int *done);
-/* Turn windows into pending samples of class `name` (created when missing,
- * *created = 1): their features become samples and they leave the store,
- * in one transaction; *moved = windows moved (ids gone meanwhile are
- * skipped).  *cls gets the class. */
-int hdqt_store_unknowns_promote(hdqt_store *s, const char *name, const int64_t *ids, int n, int d,
-				hdqt_store_class *cls, int *created, int *moved);
+			    const int64_t *groups, int n, int d, int64_t model_version, int keep,
+			    int *removed);
+/* Rows stored and the largest group id (0 when empty). */
+int hdqt_store_unknowns_count(hdqt_store *s, int64_t *n, int64_t *max_group);
+/* The newest max windows of dimension d seen under model_version, oldest
+ * first (malloc'd arrays). */
+int hdqt_store_unknowns_list(hdqt_store *s, int d, int max, int64_t model_version,
+			     hdqt_store_unknown **meta, float **X, int *n);
+/* Every group with its size, times, mean score (score_sum / size), closest
+ * class and oldest ids, by group id (malloc'd). */
+int hdqt_store_unknowns_groups(hdqt_store *s, hdqt_store_ugroup **out, int *n);
+/* Delete the windows of group (> 0), or with the given ids, or all (group
+ * 0 and ids NULL); *done = rows deleted. */
+int hdqt_store_unknowns_drop(hdqt_store *s, int64_t group, const int64_t *ids, int n, int d,
+			     int64_t *done);
+/* Make the windows of group (> 0) or with the given ids (not both)
+ * pending samples of class `name`, created when missing (*created = 1),
+ * and remove them from the unknowns, all in one transaction; *moved =
+ * windows moved.  HDQT_ENOTFOUND when none of them exists (nothing
+ * changed, no class created), HDQT_EINVAL for a removed class or a bad
+ * name, HDQT_EFULL past store.max_pending_per_class. */
+int hdqt_store_unknowns_promote(hdqt_store *s, const char *name, int64_t group, const int64_t *ids,
+				int n, int d, hdqt_store_class *cls, int *created, int64_t *moved);
 
 /* ---- a model import (docs/bundle.md) ---- */
 typedef struct hdqt_store_import {

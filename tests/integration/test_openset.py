@@ -86,9 +86,9 @@ class TestOpenSet(unittest.TestCase):
             ev = c.wait_event("novelty.detected", 60)
             self.assertGreaterEqual(ev["unknowns"], 10)
             flagged = sum(p["unknown"] for p in pk + pu)
-            lst = c.call("unknowns.list", {"max_groups": 256})
+            lst = c.call("unknowns.list", {"max_groups": 1000})
             self.assertEqual(lst["unknowns"], 150)        # keep_unknowns, newest kept
-            self.assertEqual(lst["grouped"], 150)
+            self.assertEqual(lst["groups_total"], len(lst["groups"]))
             self.assertEqual(sum(g["size"] for g in lst["groups"]), 150)
             st = c.call("status")["open_set"]
             self.assertGreaterEqual(st["unknowns_seen"], flagged)
@@ -98,10 +98,13 @@ class TestOpenSet(unittest.TestCase):
             big = lst["groups"][0]
             self.assertIn(big["closest_class"], [ACTIVITIES[a] for a in KNOWN])
 
-            # grouping is stable: the same request names the same groups
-            again = c.call("unknowns.list", {"max_groups": 256})
+            # groups are assigned on arrival and stored: the same request
+            # names the same groups, and new windows only add to them
+            again = c.call("unknowns.list", {"max_groups": 1000})
             self.assertEqual([(g["group"], g["size"]) for g in again["groups"]],
                              [(g["group"], g["size"]) for g in lst["groups"]])
+            for g in lst["groups"]:
+                self.assertEqual(g["ids"], sorted(g["ids"]))
 
             # persistent across a restart
             c.close()
@@ -109,14 +112,25 @@ class TestOpenSet(unittest.TestCase):
             d.start()
             c = d.client()
             self.assertTrue(c.call("status")["open_set"]["calibrated"])
-            self.assertEqual(c.call("unknowns.list")["unknowns"], 150)
+            after = c.call("unknowns.list", {"max_groups": 1000})
+            self.assertEqual([(g["group"], g["size"]) for g in after["groups"]],
+                             [(g["group"], g["size"]) for g in lst["groups"]])
+            # windows arriving after the restart join the groups rebuilt
+            # from the store, not only new ones
+            c.call("predict", {"inputs": [{"window": rows} for _, _, rows in unseen[:20]]})
+            grown = c.call("unknowns.list", {"max_groups": 1000})
+            old_ids = {g["group"] for g in lst["groups"]}
+            self.assertTrue(any(g["group"] in old_ids and g["size"] > dict(
+                (x["group"], x["size"]) for x in lst["groups"])[g["group"]] for g in grown["groups"]),
+                "no new window joined a group rebuilt after the restart")
+            big = grown["groups"][0]
 
             # a group becomes a class without re-sending anything
             r = c.call("unknowns.promote", {"group": big["group"], "class": "WALKING"})
             self.assertTrue(r["created"])
             self.assertEqual(r["samples"], big["size"])
             self.assertEqual(r["samples_pending"], big["size"])
-            self.assertEqual(r["unknowns"], 150 - big["size"])
+            self.assertEqual(r["unknowns"], grown["unknowns"] - big["size"])
             st = c.call("status")
             self.assertIn("WALKING", [k["name"] for k in st["classes"]])
             self.assertEqual(st["samples_pending"], big["size"])
@@ -146,12 +160,11 @@ class TestOpenSet(unittest.TestCase):
         try:
             d.start()
             c = d.client()
-            with self.assertRaises(RpcError) as e:
-                c.call("unknowns.list")
-            self.assertEqual(e.exception.code, -32004)   # no model yet
+            empty = c.call("unknowns.list")                  # no model: nothing yet
+            self.assertEqual((empty["unknowns"], empty["groups"]), (0, []))
             learn(c, self.wins)
             c.call("predict", {"inputs": [{"window": rows} for _, _, rows in
-                                          [w for w in self.test if w[0] in UNSEEN][:30]]})
+                                          [w for w in self.test if w[0] in UNSEEN][:80]]})
             before = c.call("unknowns.list")["unknowns"]
             self.assertGreater(before, 0)
             bad = [("unknowns.promote", {"group": 1}),
@@ -167,6 +180,7 @@ class TestOpenSet(unittest.TestCase):
                    ("unknowns.drop", {"all": "yes"}),
                    ("unknowns.drop", {"all": True, "group": 1}),
                    ("unknowns.list", {"max_groups": 0}),
+                   ("unknowns.list", {"max_groups": 1001}),
                    ("unknowns.list", {"max_groups": "3"})]
             for m, p in bad:
                 with self.assertRaises(RpcError, msg=(m, p)) as e:
@@ -175,9 +189,19 @@ class TestOpenSet(unittest.TestCase):
             with self.assertRaises(RpcError) as e:
                 c.call("unknowns.promote", {"class": "X", "group": 999999})
             self.assertEqual(e.exception.code, -32010)
-            self.assertIn("list the groups again", e.exception.message)
+            self.assertIn("list the groups", e.exception.message)
+            with self.assertRaises(RpcError) as e:           # ids that are no windows
+                c.call("unknowns.promote", {"class": "X", "ids": [999998, 999999]})
+            self.assertEqual(e.exception.code, -32010)
             self.assertEqual(c.call("unknowns.list")["unknowns"], before)
-            self.assertEqual(len(c.call("status")["classes"]), 3)
+            self.assertEqual(len(c.call("status")["classes"]), 3)   # and no class X
+            c.call("class.remove", {"name": "LAYING"})
+            g0 = c.call("unknowns.list")["groups"][0]["group"]
+            with self.assertRaises(RpcError) as e:           # a removed class takes none
+                c.call("unknowns.promote", {"class": "LAYING", "group": g0})
+            self.assertEqual(e.exception.code, -32602)
+            self.assertIn("removed", e.exception.message)
+            self.assertEqual(c.call("unknowns.list")["unknowns"], before)
 
             # hdqtctl shows the groups and promotes by ids of one group
             lst = c.call("unknowns.list")
