@@ -1035,6 +1035,18 @@ static void model_bits(const opts *o, hdqt_mode mode, int n_in, int classes, dou
 	*ba = ab / an;
 }
 
+/* The open-set figures of g's runs, over them. */
+static void open_set_aggregate(group *g)
+{
+	double v[MAX_RUNS];
+	for (int k = 0; k < HDQT_NOVELTY_COUNT; k++)
+		for (int f = 0; f < 3; f++) {
+			for (int s = 0; s < g->n; s++)
+				v[s] = g->r[s]->os[k][f];
+			g->os[k][f] = aggregate(v, g->n);
+		}
+}
+
 static void summarise(shared *sh, group *g)
 {
 	double aia[MAX_RUNS], aian[MAX_RUNS], last[MAX_RUNS], lastn[MAX_RUNS], fg[MAX_RUNS], sps = 0;
@@ -1088,12 +1100,7 @@ static void summarise(shared *sh, group *g)
 			v[s] = g->r[s]->class_forget[c];
 		g->class_forget[c] = aggregate(v, g->n);
 	}
-	for (int k = 0; k < HDQT_NOVELTY_COUNT; k++)
-		for (int f = 0; f < 3; f++) {
-			for (int s = 0; s < g->n; s++)
-				v[s] = g->r[s]->os[k][f];
-			g->os[k][f] = aggregate(v, g->n);
-		}
+	open_set_aggregate(g);
 }
 
 /* "auroc", "unknown_rate_known", "unknown_rate_unseen" of score k. */
@@ -1182,7 +1189,23 @@ static void print_json_group(shared *sh, group *g, const group *ref, double wall
 			json_open_set(g, k);
 			printf("}");
 		}
-		printf("}}, ");
+		/* Each split of known and unseen classes (a class order) alone,
+		 * over the seeds: the spread above is mostly between splits. */
+		printf("}, \"per_split\": [");
+		for (int o = 0; o < sh->n_orders; o++) {
+			group sub = {.mode = g->mode, .method = g->method};
+			for (int s2 = 0; s2 < g->n; s2++)
+				if (g->r[s2]->order == o)
+					sub.r[sub.n++] = g->r[s2];
+			open_set_aggregate(&sub);
+			printf("%s{\"unseen\": [", o ? ", " : "");
+			for (int c = sh->C - sh->o->open_set; c < sh->C; c++)
+				printf("%s%d", c > sh->C - sh->o->open_set ? ", " : "", sh->order_ids[o][c]);
+			printf("], ");
+			json_open_set(&sub, sh->o->novelty_kind);
+			printf("}");
+		}
+		printf("]}, ");
 	}
 	json_agg("avg_incremental_accuracy", g->aia, 1);
 	json_agg("avg_incremental_accuracy_nme", g->aia_nme, 1);

@@ -263,6 +263,7 @@ class TestEvalOpenSet(unittest.TestCase):
                     self.assertTrue(0.0 <= v[key]["mean"] <= 1.0)
             if r["method"] == "icarl":
                 self.assertEqual(os_["auroc"], os_["by_score"]["nme"]["auroc"])
+            self.assertEqual([sp["unseen"] for sp in os_["per_split"]], [o[-2:] for o in orders])
         p = self.run_eval("--quant", "hdqt", "--epochs", "2", "--seeds", "1", "--open-set", "2")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("open set hdqt icarl, 2 unseen classes, score nme", p.stdout)
