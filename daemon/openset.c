@@ -480,7 +480,8 @@ static const char *label_name(hdqtd *d, int label)
 
 static cJSON *list_result(hdqtd *d, ljob *j)
 {
-	qsort(j->groups, (size_t)j->n_groups, sizeof(*j->groups), cmp_group);
+	if (j->n_groups > 1) /* none: groups is NULL, which qsort may not be given */
+		qsort(j->groups, (size_t)j->n_groups, sizeof(*j->groups), cmp_group);
 	cJSON *o = cJSON_CreateObject();
 	cJSON *a = o ? cJSON_AddArrayToObject(o, "groups") : NULL;
 	if (!a) {
