@@ -39,6 +39,7 @@ struct hdqtd_openset {
 	int64_t gid[MAX_LIVE];
 	int64_t gcount[MAX_LIVE];
 	float *gsum;         /* MAX_LIVE x e */
+	float gnorm2[MAX_LIVE]; /* |gsum|^2, kept as windows join */
 	int64_t next_group;
 	float X[UNK_BUF * HDQT_FEAT_DIM];
 	float score[UNK_BUF];
@@ -101,34 +102,46 @@ static void direction(const hdqtd_openset *os, float *z)
 /* The live group a direction joins: the most similar one at or above
  * open_set.group_similarity, else a new one, else (all MAX_LIVE taken)
  * the most similar.  Its id; the group's sum takes z. */
+/* Live group slot g takes unit direction z (dot: z . its sum before). */
+static void join(hdqtd_openset *os, int g, const float *z, float dot)
+{
+	float *sum = os->gsum + (size_t)g * os->e;
+	for (int k = 0; k < os->e; k++)
+		sum[k] += z[k];
+	os->gnorm2[g] += 2.0f * dot + hdqt_novelty_dot(z, z, os->e); /* |s + z|^2 = |s|^2 + 2 s.z + |z|^2 */
+	os->gcount[g]++;
+}
+
+static int new_slot(hdqtd_openset *os, int64_t id)
+{
+	const int g = os->n_live++;
+	os->gid[g] = id;
+	os->gcount[g] = 0;
+	os->gnorm2[g] = 0;
+	memset(os->gsum + (size_t)g * os->e, 0, sizeof(float) * (size_t)os->e);
+	return g;
+}
+
 static int64_t assign(hdqtd *d, const float *z)
 {
 	hdqtd_openset *os = d->openset;
 	int best = -1;
-	double bestc = -2;
+	float bestc = -2, bestdot = 0;
 	for (int g = 0; g < os->n_live; g++) {
-		const float *sum = os->gsum + (size_t)g * os->e;
-		double dot = 0, nn = 0;
-		for (int k = 0; k < os->e; k++) {
-			dot += (double)z[k] * sum[k];
-			nn += (double)sum[k] * sum[k];
-		}
-		const double c = nn > 0 ? dot / sqrt(nn) : 0;
+		/* one dot product per group: its norm is kept as windows join */
+		const float dot = hdqt_novelty_dot(z, os->gsum + (size_t)g * os->e, os->e);
+		const float c = os->gnorm2[g] > 0 ? dot / sqrtf(os->gnorm2[g]) : 0;
 		if (c > bestc) {
 			bestc = c;
 			best = g;
+			bestdot = dot;
 		}
 	}
 	if (best < 0 || (bestc < d->cfg.group_similarity && os->n_live < MAX_LIVE)) {
-		best = os->n_live++;
-		os->gid[best] = os->next_group++;
-		os->gcount[best] = 0;
-		memset(os->gsum + (size_t)best * os->e, 0, sizeof(float) * (size_t)os->e);
+		best = new_slot(os, os->next_group++);
+		bestdot = 0;
 	}
-	float *sum = os->gsum + (size_t)best * os->e;
-	for (int k = 0; k < os->e; k++)
-		sum[k] += z[k];
-	os->gcount[best]++;
+	join(os, best, z, bestdot);
 	return os->gid[best];
 }
 
@@ -155,17 +168,10 @@ static void rebuild(hdqtd *d)
 		for (int k = 0; k < os->n_live && g < 0; k++)
 			if (os->gid[k] == u[i].group)
 				g = k;
-		if (g < 0 && os->n_live < MAX_LIVE) {
-			g = os->n_live++;
-			os->gid[g] = u[i].group;
-			os->gcount[g] = 0;
-			memset(os->gsum + (size_t)g * os->e, 0, sizeof(float) * (size_t)os->e);
-		}
-		if (g < 0)
-			continue;
-		for (int k = 0; k < os->e; k++)
-			os->gsum[(size_t)g * os->e + k] += z[k];
-		os->gcount[g]++;
+		if (g < 0 && os->n_live < MAX_LIVE)
+			g = new_slot(os, u[i].group);
+		if (g >= 0)
+			join(os, g, z, hdqt_novelty_dot(z, os->gsum + (size_t)g * os->e, os->e));
 	}
 	free(u);
 	free(X);

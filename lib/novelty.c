@@ -122,25 +122,35 @@ static void unit(float *v, int n)
 		v[j] *= inv;
 }
 
+float hdqt_novelty_dot(const float *a, const float *b, int n)
+{
+	/* Eight running sums in a fixed order: a compiler may vectorise it
+	 * without reassociating, and every build gets the same float. */
+	float s[8] = {0};
+	int j = 0;
+	for (; j + 8 <= n; j += 8)
+		for (int k = 0; k < 8; k++)
+			s[k] += a[j + k] * b[j + k];
+	for (; j < n; j++)
+		s[j & 7] += a[j] * b[j];
+	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
 static float score_row(const hdqt_novelty *nv, const float *logits, const float *emb)
 {
 	const int C = nv->classes;
 	if (nv->kind == HDQT_NOVELTY_NME || nv->kind == HDQT_NOVELTY_KNN) {
 		/* cos(z, mu) = z . mu / |z| for unit mu */
-		double zz = 0, best = -INFINITY;
-		for (int j = 0; j < nv->e; j++)
-			zz += (double)emb[j] * emb[j];
+		const float zz = hdqt_novelty_dot(emb, emb, nv->e);
+		float best = -INFINITY;
 		for (int c = 0; c < nv->nref; c++) {
 			if (!nv->present[c])
 				continue;
-			const float *mu = nv->ref + (size_t)c * nv->e;
-			double v = 0;
-			for (int j = 0; j < nv->e; j++)
-				v += (double)emb[j] * mu[j];
+			const float v = hdqt_novelty_dot(emb, nv->ref + (size_t)c * nv->e, nv->e);
 			best = v > best ? v : best;
 		}
 		/* A zero embedding (every ReLU off) is as far as it gets. */
-		return zz > 0 ? (float)(1.0 - best / sqrt(zz)) : 2.0f;
+		return zz > 0 ? (float)(1.0 - (double)best / sqrt((double)zz)) : 2.0f;
 	}
 	double mx = -INFINITY;
 	for (int c = 0; c < C; c++)

@@ -72,6 +72,9 @@ float hdqt_novelty_score1(const hdqt_novelty *nv, const float *logits, const flo
 int hdqt_novelty_score(const hdqt_novelty *nv, hdqt_model *m, const float *X, int n, int *pred,
 		       float *score, int *unknown);
 
+/* a . b over n floats, summed in a fixed order (the same on every build). */
+float hdqt_novelty_dot(const float *a, const float *b, int n);
+
 /* Versioned, CRC-32 checksummed serialisation (like the model blob). */
 int hdqt_novelty_save(const hdqt_novelty *nv, uint8_t **blob, size_t *len);
 int hdqt_novelty_load(const uint8_t *blob, size_t len, hdqt_novelty **out);
