@@ -442,16 +442,26 @@ void gemm_f32_nn(const float *A, const float *B, int I, int J, int K, float *C)
 
 void gemm_transpose(const float *in, int rows, int cols, float *out)
 {
-#if HDQT_X86_64
-	if (gemm_x86_avx2_supported()) {
-		gemm_x86_transpose(in, rows, cols, out);
-		return;
-	}
-#endif
-	gemm_transpose_ref(in, rows, cols, out);
+	gemm_transpose_ld(in, rows, cols, cols, out, rows);
 }
 
 void gemm_transpose_ref(const float *in, int rows, int cols, float *out)
+{
+	gemm_transpose_ld_ref(in, rows, cols, cols, out, rows);
+}
+
+void gemm_transpose_ld(const float *in, int rows, int cols, int ldi, float *out, int ldo)
+{
+#if HDQT_X86_64
+	if (gemm_x86_avx2_supported()) {
+		gemm_x86_transpose(in, rows, cols, ldi, out, ldo);
+		return;
+	}
+#endif
+	gemm_transpose_ld_ref(in, rows, cols, ldi, out, ldo);
+}
+
+void gemm_transpose_ld_ref(const float *in, int rows, int cols, int ldi, float *out, int ldo)
 {
 	enum { BS = 32 };
 	for (int r0 = 0; r0 < rows; r0 += BS)
@@ -460,6 +470,6 @@ void gemm_transpose_ref(const float *in, int rows, int cols, float *out)
 			int c1 = c0 + BS < cols ? c0 + BS : cols;
 			for (int r = r0; r < r1; r++)
 				for (int c = c0; c < c1; c++)
-					out[(long)c * rows + r] = in[(long)r * cols + c];
+					out[(long)c * ldo + r] = in[(long)r * ldi + c];
 		}
 }

@@ -65,6 +65,11 @@ void gemm_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
 /* Float transpose: out (cols x rows) = in (rows x cols)^T. */
 void gemm_transpose(const float *in, int rows, int cols, float *out);
 void gemm_transpose_ref(const float *in, int rows, int cols, float *out);
+/* The same on a block inside larger matrices: out[c * ldo + r] = in[r * ldi + c]
+ * for r < rows, c < cols (a block of rows of a transpose is a block of
+ * columns of its result: threads split a transpose so). */
+void gemm_transpose_ld(const float *in, int rows, int cols, int ldi, float *out, int ldo);
+void gemm_transpose_ld_ref(const float *in, int rows, int cols, int ldi, float *out, int ldo);
 
 /* Kernel table: packed operands (see gemm.c for the layout). */
 typedef void (*gemm_kern_fn)(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
@@ -97,7 +102,7 @@ void gemm_x86_avxvnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, 
 void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
 			 int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
 			 int32_t *C);
-void gemm_x86_transpose(const float *in, int rows, int cols, float *out);
+void gemm_x86_transpose(const float *in, int rows, int cols, int ldi, float *out, int ldo);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
 
 /* Plain C for any architecture, written to vectorise (gemm_portable.c),

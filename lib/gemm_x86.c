@@ -199,17 +199,17 @@ AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int
 /* 8x8 blocks transposed in registers (unpack/shuffle/permute); the ragged
  * edges are copied element by element.  Pure data movement: identical to
  * the portable loop. */
-AVX2_T void gemm_x86_transpose(const float *in, int rows, int cols, float *out)
+AVX2_T void gemm_x86_transpose(const float *in, int rows, int cols, int ldi, float *out, int ldo)
 {
 	int r0 = 0;
 	for (; r0 + 8 <= rows; r0 += 8) {
 		int c0 = 0;
 		for (; c0 + 8 <= cols; c0 += 8) {
-			const float *s = in + (long)r0 * cols + c0;
-			__m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + cols);
-			__m256 a2 = _mm256_loadu_ps(s + 2L * cols), a3 = _mm256_loadu_ps(s + 3L * cols);
-			__m256 a4 = _mm256_loadu_ps(s + 4L * cols), a5 = _mm256_loadu_ps(s + 5L * cols);
-			__m256 a6 = _mm256_loadu_ps(s + 6L * cols), a7 = _mm256_loadu_ps(s + 7L * cols);
+			const float *s = in + (long)r0 * ldi + c0;
+			__m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ldi);
+			__m256 a2 = _mm256_loadu_ps(s + 2L * ldi), a3 = _mm256_loadu_ps(s + 3L * ldi);
+			__m256 a4 = _mm256_loadu_ps(s + 4L * ldi), a5 = _mm256_loadu_ps(s + 5L * ldi);
+			__m256 a6 = _mm256_loadu_ps(s + 6L * ldi), a7 = _mm256_loadu_ps(s + 7L * ldi);
 			__m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
 			__m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
 			__m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
@@ -218,23 +218,23 @@ AVX2_T void gemm_x86_transpose(const float *in, int rows, int cols, float *out)
 			__m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
 			__m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
 			__m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-			float *d = out + (long)c0 * rows + r0;
+			float *d = out + (long)c0 * ldo + r0;
 			_mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-			_mm256_storeu_ps(d + rows, _mm256_permute2f128_ps(u1, u5, 0x20));
-			_mm256_storeu_ps(d + 2L * rows, _mm256_permute2f128_ps(u2, u6, 0x20));
-			_mm256_storeu_ps(d + 3L * rows, _mm256_permute2f128_ps(u3, u7, 0x20));
-			_mm256_storeu_ps(d + 4L * rows, _mm256_permute2f128_ps(u0, u4, 0x31));
-			_mm256_storeu_ps(d + 5L * rows, _mm256_permute2f128_ps(u1, u5, 0x31));
-			_mm256_storeu_ps(d + 6L * rows, _mm256_permute2f128_ps(u2, u6, 0x31));
-			_mm256_storeu_ps(d + 7L * rows, _mm256_permute2f128_ps(u3, u7, 0x31));
+			_mm256_storeu_ps(d + ldo, _mm256_permute2f128_ps(u1, u5, 0x20));
+			_mm256_storeu_ps(d + 2L * ldo, _mm256_permute2f128_ps(u2, u6, 0x20));
+			_mm256_storeu_ps(d + 3L * ldo, _mm256_permute2f128_ps(u3, u7, 0x20));
+			_mm256_storeu_ps(d + 4L * ldo, _mm256_permute2f128_ps(u0, u4, 0x31));
+			_mm256_storeu_ps(d + 5L * ldo, _mm256_permute2f128_ps(u1, u5, 0x31));
+			_mm256_storeu_ps(d + 6L * ldo, _mm256_permute2f128_ps(u2, u6, 0x31));
+			_mm256_storeu_ps(d + 7L * ldo, _mm256_permute2f128_ps(u3, u7, 0x31));
 		}
 		for (int r = r0; r < r0 + 8; r++)
 			for (int c = c0; c < cols; c++)
-				out[(long)c * rows + r] = in[(long)r * cols + c];
+				out[(long)c * ldo + r] = in[(long)r * ldi + c];
 	}
 	for (int r = r0; r < rows; r++)
 		for (int c = 0; c < cols; c++)
-			out[(long)c * rows + r] = in[(long)r * cols + c];
+			out[(long)c * ldo + r] = in[(long)r * ldi + c];
 }
 
 /* ---------------- float, AVX2 + FMA ---------------- */

@@ -250,9 +250,9 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 	{
 		PHASE_BEGIN(s);
 		memcpy(g, dY, (size_t)N * M * sizeof(float));
-		gemm_transpose(W, M, K, u); /* K x M */
 		PHASE_END(s, HDQT_PHASE_TRANSPOSE);
 	}
+	linear_transpose1(s, W, M, K, u); /* K x M */
 	if (blkM > 1) {
 		linear_fwht_par(s, g, N, M, blkM);
 		linear_fwht_par(s, u, K, M, blkM);

@@ -449,6 +449,23 @@ START_TEST(test_transpose)
 			for (int j = 0; j < C; j++)
 				ck_assert(a[j * R + i] == in[i * C + j]);
 		ck_assert_mem_eq(a, b, sizeof(float) * R * C);
+		/* in blocks of rows with leading dimensions, as the pool splits
+		 * it: the whole transpose, byte for byte (the AVX2 kernel and the
+		 * reference) */
+		for (int bs = 1; bs <= 40; bs += 13) {
+			memset(b, 0, sizeof(float) * R * C);
+			for (int r0 = 0; r0 < R; r0 += bs) {
+				const int nr = R - r0 < bs ? R - r0 : bs;
+				gemm_transpose_ld(in + (size_t)r0 * C, nr, C, C, b + r0, R);
+			}
+			ck_assert_mem_eq(a, b, sizeof(float) * R * C);
+			memset(b, 0, sizeof(float) * R * C);
+			for (int r0 = 0; r0 < R; r0 += bs) {
+				const int nr = R - r0 < bs ? R - r0 : bs;
+				gemm_transpose_ld_ref(in + (size_t)r0 * C, nr, C, C, b + r0, R);
+			}
+			ck_assert_mem_eq(a, b, sizeof(float) * R * C);
+		}
 		free(in);
 		free(a);
 		free(b);
