@@ -40,6 +40,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "openset.h"
 #include "hdqt_bundle.h"
 #include "log.h"
 
@@ -766,6 +767,68 @@ static int man_int(const cJSON *o, const char *key, int lo, int hi, int *out)
 #define BAD(code, ...) do { hdqtd_fail(&j->r, code, __VA_ARGS__); goto out; } while (0)
 
 /* Check everything, then change everything in one transaction. */
+/* The imported model m (already in this box's labels: bundle label l is
+ * map[l], for l < C) calibrated on this box's validation samples of the
+ * classes it knows; nothing (*out NULL) without any, or on a failure,
+ * which only leaves the version without unknown flags until its first
+ * round here.  classes: the class table before the import (the new
+ * classes have no samples here yet). */
+static void calibrate_import(hdqt_store *s, const hdqtd_config *cfg, hdqt_model *m,
+			     const hdqt_store_class *classes, int n_classes, const int *map, int C,
+			     const float *EX, const int *elab, int n_ex, uint8_t **out, size_t *len)
+{
+	const int d = HDQT_FEAT_DIM, head = hdqt_model_n_classes(m);
+	*out = NULL;
+	*len = 0;
+	unsigned char known[HDQT_MAX_CLASSES] = {0};
+	for (int l = 0; l < C; l++)
+		if (map[l] >= 0 && map[l] < HDQT_MAX_CLASSES)
+			known[map[l]] = 1;
+	float *V = NULL, *rows = NULL;
+	int64_t *vcls = NULL;
+	int nv = 0, kept = 0, rc;
+	hdqt_memory *mem = NULL;
+	if ((rc = hdqt_store_validation_load(s, d, &V, &vcls, &nv)) < 0)
+		goto out;
+	for (int i = 0; i < nv; i++) {
+		int lab = -1;
+		for (int k = 0; k < n_classes; k++)
+			if (classes[k].id == vcls[i])
+				lab = classes[k].label;
+		if (lab < 0 || lab >= head || !known[lab])
+			continue; /* a class the imported model never learned */
+		memmove(V + (size_t)kept++ * d, V + (size_t)i * d, sizeof(float) * d);
+	}
+	if (kept == 0) {
+		hdqtd_log(LOG_INFO, "import: no validation samples of the bundle's classes here: the "
+			  "imported model carries no unknown flag until its first round");
+		goto out;
+	}
+	rows = malloc(sizeof(float) * (size_t)(n_ex > 0 ? n_ex : 1) * d);
+	if (!rows || (rc = hdqt_memory_new(&mem, n_ex > 0 ? n_ex : 1, d)) < 0) {
+		rc = HDQT_ENOMEM;
+		goto out;
+	}
+	for (int l = 0; l < head; l++) {
+		int k = 0;
+		for (int i = 0; i < n_ex; i++)
+			if (elab[i] == l)
+				memcpy(rows + (size_t)k++ * d, EX + (size_t)i * d, sizeof(float) * d);
+		if (k > 0 && (rc = hdqt_memory_set_class(mem, l, rows, k)) < 0)
+			goto out;
+	}
+	char what[160];
+	if ((rc = hdqtd_openset_calibrate(cfg, m, mem, head, V, kept, out, len, what, sizeof(what))) == 0)
+		hdqtd_log(LOG_INFO, "import: open-set calibration %s", what);
+out:
+	if (rc < 0)
+		hdqtd_log(LOG_WARNING, "import: open-set calibration: %s", hdqt_strerror(rc));
+	hdqt_memory_free(mem);
+	free(V);
+	free(vcls);
+	free(rows);
+}
+
 static void run_import(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
 {
 	(void)f;
@@ -963,13 +1026,21 @@ static void run_import(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
 	snprintf(config, sizeof(config), "{\"quant\":\"%s\",\"bits\":%d,\"acc_bits\":%d,"
 		 "\"imported_from\":\"%s\",\"source_version\":%d}", hdqt_mode_name(q->mode), q->bits,
 		 q->acc_bits, boxs, src_v);
+	/* This box's open-set calibration of the imported model: on its own
+	 * validation samples (the source's thresholds were set on another
+	 * wearer), with the bundle's exemplars as the class means. */
+	uint8_t *nblob = NULL;
+	size_t nlen = 0;
+	calibrate_import(s, cfg, m, have, n_have, map, C, b.ex_X, ex_label, b.n_ex, &nblob, &nlen);
 	hdqt_store_import im = {
 		.blob = blob, .blob_len = blen, .config_json = config, .metrics_json = metrics,
 		.new_names = new_names, .new_labels = new_labels, .new_active = new_active,
 		.n_new = j->n_created, .exemplar_label = ex_label, .exemplars = b.ex_X,
-		.n_exemplars = b.n_ex, .dim = HDQT_FEAT_DIM,
+		.n_exemplars = b.n_ex, .dim = HDQT_FEAT_DIM, .novelty = nblob, .novelty_len = nlen,
 	};
-	if ((rc = hdqt_store_import_commit(s, &im, &j->version)) < 0) {
+	rc = hdqt_store_import_commit(s, &im, &j->version);
+	free(nblob);
+	if (rc < 0) {
 		if (rc == HDQT_EFULL)
 			BAD(HDQT_RPC_LIMIT, "storage limit reached: %s", hdqt_store_errmsg(s));
 		if (rc == HDQT_ERANGE)

@@ -26,6 +26,7 @@
 #include "daemon.h"
 #include "hdqt_novelty.h"
 #include "log.h"
+#include "openset.h"
 
 #define UNK_BUF 256                 /* unknown windows waiting for the writer */
 #define FLUSH_AT 64                 /* ... handed over at once when this many wait */
@@ -53,6 +54,27 @@ struct hdqtd_openset {
 	double last_alert;
 	uint64_t seen, dropped;
 };
+
+int hdqtd_openset_calibrate(const hdqtd_config *c, hdqt_model *m, const hdqt_memory *mem, int classes,
+			    const float *VX, int n, uint8_t **out, size_t *len, char *what, size_t wlen)
+{
+	*out = NULL;
+	*len = 0;
+	hdqt_novelty_kind kind = (hdqt_novelty_kind)c->novelty_kind;
+	hdqt_novelty *nv = NULL;
+	int rc = hdqt_novelty_fit(&nv, m, mem, classes, VX, n, kind, (float)c->unknown_rate);
+	if (rc == HDQT_ESTATE && (kind == HDQT_NOVELTY_NME || kind == HDQT_NOVELTY_KNN)) {
+		kind = HDQT_NOVELTY_ENERGY;
+		rc = hdqt_novelty_fit(&nv, m, mem, classes, VX, n, kind, (float)c->unknown_rate);
+	}
+	if (rc == 0)
+		rc = hdqt_novelty_save(nv, out, len);
+	if (rc == 0 && what)
+		snprintf(what, wlen, "(%s) on %d held-out samples, pooled threshold %.4f",
+			 hdqt_novelty_kind_name(kind), n, hdqt_novelty_threshold(nv, -1));
+	hdqt_novelty_free(nv);
+	return rc;
+}
 
 int hdqtd_openset_new(hdqtd *d)
 {

@@ -35,7 +35,7 @@
 #include "hdqt_store.h"
 #include "log.h"
 #include "trainer.h"
-#include "hdqt_novelty.h"
+#include "openset.h"
 
 struct hdqtd_trainer {
 	hdqtd_config cfg;
@@ -255,35 +255,24 @@ static int training_threads(const hdqtd_config *c)
 
 /* The new model's open-set calibration on the round's validation rows
  * (its blob in *out, NULL when there is none: no validation rows, or a
- * failure, which costs the round nothing but the unknown flags).  A
- * strategy without exemplars has no class means: the energy score then. */
+ * failure, which costs the round nothing but the unknown flags). */
 static void calibrate(const hdqtd_config *c, hdqt_model *m, const hdqt_memory *mem, int classes,
 		      const float *VX, int nvx, int64_t round, uint8_t **out, size_t *len)
 {
-	*out = NULL;
-	*len = 0;
 	if (nvx < 1) {
+		*out = NULL;
+		*len = 0;
 		hdqtd_log(LOG_INFO, "round %lld: no validation samples: predictions carry no unknown flag",
 			  (long long)round);
 		return;
 	}
-	hdqt_novelty_kind kind = (hdqt_novelty_kind)c->novelty_kind;
-	hdqt_novelty *nv = NULL;
-	int rc = hdqt_novelty_fit(&nv, m, mem, classes, VX, nvx, kind, (float)c->unknown_rate);
-	if (rc == HDQT_ESTATE && (kind == HDQT_NOVELTY_NME || kind == HDQT_NOVELTY_KNN)) {
-		kind = HDQT_NOVELTY_ENERGY;
-		rc = hdqt_novelty_fit(&nv, m, mem, classes, VX, nvx, kind, (float)c->unknown_rate);
-	}
-	if (rc == 0)
-		rc = hdqt_novelty_save(nv, out, len);
+	char what[160];
+	int rc = hdqtd_openset_calibrate(c, m, mem, classes, VX, nvx, out, len, what, sizeof(what));
 	if (rc < 0)
 		hdqtd_log(LOG_WARNING, "round %lld: open-set calibration: %s", (long long)round,
 			  hdqt_strerror(rc));
 	else
-		hdqtd_log(LOG_INFO, "round %lld: open-set calibration (%s) on %d validation samples, "
-			  "pooled threshold %.4f", (long long)round, hdqt_novelty_kind_name(kind), nvx,
-			  hdqt_novelty_threshold(nv, -1));
-	hdqt_novelty_free(nv);
+		hdqtd_log(LOG_INFO, "round %lld: open-set calibration %s", (long long)round, what);
 }
 
 static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)

@@ -1212,6 +1212,8 @@ int hdqt_store_learned_classes(hdqt_store *s, int64_t **ids, int *n)
 
 /* ---- models ---- */
 
+static int novelty_tx(hdqt_store *s, int64_t version, const uint8_t *blob, size_t len);
+
 static int model_tx(hdqt_store *s, const uint8_t *blob, size_t len, const char *config_json,
 		    const char *metrics_json, int make_current, int64_t *version);
 
@@ -1544,6 +1546,7 @@ int hdqt_store_import_commit(hdqt_store *s, const hdqt_store_import *im, int64_t
 	int64_t v = 0;
 	if ((rc = model_tx(s, im->blob, im->blob_len, im->config_json, im->metrics_json, 1, &v)) < 0 ||
 	    (rc = exemplars_tx(s, v, cid, im->exemplars, im->n_exemplars, im->dim)) < 0 ||
+	    (im->novelty && (rc = novelty_tx(s, v, im->novelty, im->novelty_len)) < 0) ||
 	    (rc = commit(s)) < 0)
 		goto fail;
 	free(cid);

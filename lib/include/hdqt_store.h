@@ -241,6 +241,8 @@ typedef struct hdqt_store_import {
 	const int *exemplar_label;    /* the new version's memory, by label (all labels */
 	const float *exemplars;       /*   must exist once the new classes are in) */
 	int n_exemplars, dim;
+	const uint8_t *novelty;       /* its open-set calibration on this box (NULL: none) */
+	size_t novelty_len;
 } hdqt_store_import;
 
 /* Create the classes, store the model as a new current version and its

@@ -169,6 +169,13 @@ class TestExportImport(unittest.TestCase):
             self.assertEqual([(k["name"], k["label"]) for k in st["classes"]],
                              [("WALKING", 0), ("LAYING", 1), ("SITTING", 2)])
             self.assertTrue(all(k["trained"] for k in st["classes"]))
+            # The import is calibrated for unknowns on B's own held-out
+            # samples (of WALKING and LAYING), with the bundle's exemplars.
+            self.assertTrue(st["open_set"]["calibrated"], st["open_set"])
+            self.assertEqual(st["open_set"]["classes"], 3)
+            flags = cb.call("predict", {"inputs": [{"window": rows} for _, _, rows in held[:50]]})
+            self.assertTrue(all(isinstance(p["unknown"], bool) and p["novelty"] is not None
+                                for p in flags["predictions"]))
             # The same model, the same memory: the same outputs, bit for bit.
             pa, pb = predictions(ca, held), predictions(cb, held)
             self.assertEqual(pa, pb)
