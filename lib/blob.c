@@ -275,7 +275,8 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 	for (int i = 0; affine && i < c.n_classes; i++)
 		m->lb[i] = get_f32(&r);
 	for (int i = 0; i < c.n_classes; i++)
-		bad |= !isfinite(m->la[i]) || !isfinite(m->lb[i]);
+		bad |= !(m->la[i] > 0 && m->la[i] <= HDQT_LOGIT_SCALE_MAX) ||
+		       !(fabsf(m->lb[i]) <= HDQT_LOGIT_SHIFT_MAX);
 	if (r.err || bad) {
 		hdqt_model_free(m);
 		return HDQT_ECORRUPT;

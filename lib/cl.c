@@ -395,6 +395,12 @@ static double bic_loss(const float *lg, const int *y, int n, int C, int c0, doub
  * split is separable.  alpha stays positive: a negative scale would turn
  * the new classes' ranking upside down.  HDQT_ERANGE if a logit is not
  * finite (then *alpha, *beta are the identity). */
+/* Bounds of a fitted correction (hdqt_model_set_logit_affine accepts
+ * wider ones: a loaded model's are checked there). */
+#define BIC_ALPHA_MIN 0.1
+#define BIC_ALPHA_MAX 10.0
+#define BIC_BETA_MAX 50.0
+
 static int bic_fit(const float *lg, const int *y, int n, int C, int c0, float *alpha, float *beta)
 {
 	*alpha = 1.0f;
@@ -429,8 +435,11 @@ static int bic_fit(const float *lg, const int *y, int n, int C, int c0, float *a
 	}
 	if (!isfinite(a) || !isfinite(b) || !isfinite(f))
 		return HDQT_ERANGE;
-	*alpha = (float)a;
-	*beta = (float)b;
+	/* A split of a few separable samples lets the fit run off (the ridge
+	 * is small): a correction may tilt the new classes, not silence them
+	 * or make every logit overflow. */
+	*alpha = (float)(a < BIC_ALPHA_MIN ? BIC_ALPHA_MIN : a > BIC_ALPHA_MAX ? BIC_ALPHA_MAX : a);
+	*beta = (float)(b < -BIC_BETA_MAX ? -BIC_BETA_MAX : b > BIC_BETA_MAX ? BIC_BETA_MAX : b);
 	return 0;
 }
 
@@ -440,11 +449,14 @@ static int bic_correct(hdqt_cl *cl, const float *X, const int *y, int n, const f
 		       const int *My, const int *vidx, int nv, int old, int classes_after)
 {
 	hdqt_model *m = cl->model;
-	const int d = hdqt_model_n_in(m), C = classes_after;
+	/* The head may be wider than the classes learned so far (a model made
+	 * with spare rows): logits come out head-wide, the fit reads the first
+	 * classes_after of each row, and the spare rows stay the identity. */
+	const int d = hdqt_model_n_in(m), C = classes_after, H = hdqt_model_n_classes(m);
 	float *VX = malloc(sizeof(float) * (size_t)nv * d);
 	int *vy = malloc(sizeof(int) * (size_t)nv);
-	float *lg = malloc(sizeof(float) * (size_t)nv * C);
-	float *A = malloc(sizeof(float) * (size_t)C), *B = malloc(sizeof(float) * (size_t)C);
+	float *lg = malloc(sizeof(float) * (size_t)nv * H);
+	float *A = malloc(sizeof(float) * (size_t)H), *B = malloc(sizeof(float) * (size_t)H);
 	int rc = (VX && vy && lg && A && B) ? 0 : HDQT_ENOMEM;
 	for (int j = 0; rc == 0 && j < nv; j++) {
 		const int k = vidx[j];
@@ -456,13 +468,15 @@ static int bic_correct(hdqt_cl *cl, const float *X, const int *y, int n, const f
 	 * these are the raw logits. */
 	if (rc == 0)
 		rc = hdqt_model_forward(m, VX, nv, lg);
+	for (int j = 0; rc == 0 && H != C && j < nv; j++) /* rows of C logits, in place */
+		memmove(lg + (size_t)j * C, lg + (size_t)j * H, sizeof(float) * (size_t)C);
 	float alpha = 1, beta = 0;
 	if (rc == 0)
 		rc = bic_fit(lg, vy, nv, C, old, &alpha, &beta);
 	if (rc == 0) {
-		for (int c = 0; c < C; c++) {
-			A[c] = c < old ? 1.0f : alpha;
-			B[c] = c < old ? 0.0f : beta;
+		for (int c = 0; c < H; c++) {
+			A[c] = c < old || c >= C ? 1.0f : alpha;
+			B[c] = c < old || c >= C ? 0.0f : beta;
 		}
 		rc = hdqt_model_set_logit_affine(m, A, B);
 	}
@@ -531,8 +545,12 @@ int hdqt_cl_learn(hdqt_cl *cl, const float *X, const int *y, int n, int classes_
 			goto out;
 	}
 	/* The teacher had its correction; the student trains on raw logits
-	 * (the invariant at the top). */
-	if ((rc = hdqt_model_set_logit_affine(m, NULL, NULL)) < 0)
+	 * (the invariant at the top) and a task with new classes fits a new
+	 * one.  A BiC round without a new class (the daemon's rounds of more
+	 * samples of known classes) fits none: it keeps the last correction,
+	 * whose imbalance of exemplars against new samples is still there,
+	 * rather than dropping it. */
+	if (!(meth == HDQT_CL_BIC && !bic) && (rc = hdqt_model_set_logit_affine(m, NULL, NULL)) < 0)
 		goto out;
 	if (classes_after > head_before && (rc = hdqt_model_add_classes(m, classes_after - head_before)) < 0)
 		goto out;

@@ -61,8 +61,8 @@ void linear_f32_par(linear_scratch *s, const float *A, const float *B, int I, in
 void linear_blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, const float *A, int lda,
 		     const float *B, int ldb, float *C);
 #endif
-/* at = a^T (a: ar x ac), and also bt = b^T: over the pool in blocks of rows
- * (the serial bytes), timed as HDQT_PHASE_TRANSPOSE. */
+/* at = a^T (a: ar x ac); transpose2 also bt = b^T.  Over the pool in
+ * blocks of rows (the serial bytes), timed as HDQT_PHASE_TRANSPOSE. */
 void linear_transpose1(linear_scratch *s, const float *a, int ar, int ac, float *at);
 void linear_transpose2(linear_scratch *s, const float *a, int ar, int ac, float *at, const float *b,
 		       int br, int bc, float *bt);

@@ -507,6 +507,11 @@ int hdqt_model_set_logit_affine(hdqt_model *m, const float *a, const float *b)
 	const int C = m->cfg.n_classes;
 	if (a && (!finite_all(a, (size_t)C) || !finite_all(b, (size_t)C)))
 		return HDQT_ERANGE;
+	/* A scale must keep the order of a class's logits (> 0) and neither
+	 * may blow logits up to infinity (a loaded blob is checked here too). */
+	for (int c = 0; a && c < C; c++)
+		if (!(a[c] > 0 && a[c] <= HDQT_LOGIT_SCALE_MAX) || !(fabsf(b[c]) <= HDQT_LOGIT_SHIFT_MAX))
+			return HDQT_ERANGE;
 	for (int c = 0; c < C; c++) {
 		m->la[c] = a ? a[c] : 1.0f;
 		m->lb[c] = a ? b[c] : 0.0f;

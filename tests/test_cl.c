@@ -320,6 +320,64 @@ START_TEST(test_bic_corrects_new_class_bias)
 }
 END_TEST
 
+/* Review of the BiC change: a model made with spare head rows (8, of which
+ * the tasks use 2 and then 4) is corrected on its learned classes only
+ * (the logits were written head-wide into a buffer of the learned width),
+ * and a round without a new class keeps the correction. */
+START_TEST(test_bic_wide_head_and_known_classes_round)
+{
+	data d = load();
+	hdqt_mlp_config mc = {.n_in = HDQT_FEAT_DIM, .n_hidden = 1, .hidden = {64}, .n_classes = 8};
+	hdqt_qconfig q;
+	hdqt_qconfig_default(&q, HDQT_MODE_FP32);
+	hdqt_model *m;
+	ck_assert_int_eq(hdqt_model_new(&m, &mc, &q, 3), 0);
+	ck_assert_int_eq(hdqt_model_fit_norm(m, d.X, d.n, 0.0f), 0);
+	hdqt_cl_config cc;
+	hdqt_cl_config_default(&cc);
+	cc.method = HDQT_CL_BIC;
+	cc.epochs = 3;
+	cc.batch = 64;
+	cc.memory = 40;
+	hdqt_cl *cl;
+	ck_assert_int_eq(hdqt_cl_new(&cl, m, &cc), 0);
+	float *X = malloc(sizeof(float) * (size_t)d.n * HDQT_FEAT_DIM);
+	int *y = malloc(sizeof(int) * d.n);
+	ck_assert(X && y);
+	float a[8], b[8], a2[8], b2[8];
+	for (int t = 0; t < 3; t++) {
+		const int lo = t < 2 ? 2 * t : 0, hi = t < 2 ? 2 * t + 2 : 4; /* task 3: old classes only */
+		int k = 0;
+		for (int i = 0; i < d.n; i++)
+			if (d.y[i] >= lo && d.y[i] < hi) {
+				memcpy(X + (size_t)k * HDQT_FEAT_DIM, d.X + (size_t)i * HDQT_FEAT_DIM,
+				       sizeof(float) * HDQT_FEAT_DIM);
+				y[k++] = d.y[i];
+			}
+		ck_assert_int_eq(hdqt_cl_learn(cl, X, y, k, t < 2 ? hi : 4, NULL, NULL), 0);
+		hdqt_model *mm = hdqt_cl_model(cl);
+		ck_assert_int_eq(hdqt_model_n_classes(mm), 8);
+		if (t == 1) {
+			ck_assert_int_eq(hdqt_model_get_logit_affine(mm, a, b), 1);
+			for (int c = 4; c < 8; c++) /* the spare rows stay the identity */
+				ck_assert(a[c] == 1.0f && b[c] == 0.0f);
+			ck_assert(a[2] > 0.0f && a[2] <= 10.0f);
+		} else if (t == 2) {
+			ck_assert_int_eq(hdqt_model_get_logit_affine(mm, a2, b2), 1);
+			ck_assert_mem_eq(a, a2, sizeof(a)); /* kept: no new class was fitted */
+			ck_assert_mem_eq(b, b2, sizeof(b));
+		}
+	}
+	hdqt_cl_free(cl);
+	free(X);
+	free(y);
+	free(d.X);
+	free(d.tX);
+	free(d.y);
+	free(d.ty);
+}
+END_TEST
+
 START_TEST(test_bad_calls)
 {
 	hdqt_mlp_config mc = {.n_in = 4, .n_hidden = 1, .hidden = {8}, .n_classes = 2};
@@ -361,6 +419,7 @@ int main(void)
 	tcase_add_test(tc, test_replay_beats_finetune);
 	tcase_add_test(tc, test_paper_recipes_learn);
 	tcase_add_test(tc, test_bic_corrects_new_class_bias);
+	tcase_add_test(tc, test_bic_wide_head_and_known_classes_round);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }

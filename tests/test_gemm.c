@@ -6,7 +6,9 @@
 #include "config.h"
 #include "gemm.h"
 #include "hdqt.h"
+#include "linear_impl.h"
 #include "model.h"
+#include "pool.h"
 #include "quant.h"
 #include "testutil.h"
 #if HDQT_AARCH64
@@ -473,6 +475,55 @@ START_TEST(test_transpose)
 }
 END_TEST
 
+/* Transposes over the pool (linear_transpose1/2, row blocks of 32): the
+ * bytes of a whole transpose for 1 to 4 threads, with partial blocks, an
+ * empty matrix and a block strictly inside wider matrices (ldi != cols). */
+START_TEST(test_transpose_pool)
+{
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 5, 0);
+	const int shapes[][2] = {{0, 5}, {33, 17}, {128, 512}, {65, 166}, {31, 8}};
+	for (int th = 1; th <= 4; th++) {
+		pool *p = NULL;
+		ck_assert_int_eq(pool_new(&p, th), 0);
+		linear_scratch s;
+		memset(&s, 0, sizeof(s));
+		s.pool = p;
+		for (size_t k = 0; k + 1 < sizeof(shapes) / sizeof(shapes[0]); k++) {
+			const int ar = shapes[k][0], ac = shapes[k][1], br = shapes[k + 1][0], bc = shapes[k + 1][1];
+			float *a = malloc(sizeof(float) * (size_t)(ar * ac + 1)), *b = malloc(sizeof(float) * (size_t)(br * bc + 1));
+			float *at = malloc(sizeof(float) * (size_t)(ar * ac + 1)), *bt = malloc(sizeof(float) * (size_t)(br * bc + 1));
+			float *ra = malloc(sizeof(float) * (size_t)(ar * ac + 1)), *rb = malloc(sizeof(float) * (size_t)(br * bc + 1));
+			for (int i = 0; i < ar * ac; i++)
+				a[i] = hdqt_rng_normal(&r);
+			for (int i = 0; i < br * bc; i++)
+				b[i] = hdqt_rng_normal(&r);
+			gemm_transpose_ref(a, ar, ac, ra);
+			gemm_transpose_ref(b, br, bc, rb);
+			linear_transpose2(&s, a, ar, ac, at, b, br, bc, bt);
+			ck_assert_mem_eq(at, ra, sizeof(float) * (size_t)(ar * ac));
+			ck_assert_mem_eq(bt, rb, sizeof(float) * (size_t)(br * bc));
+			memset(bt, 0, sizeof(float) * (size_t)(br * bc));
+			linear_transpose1(&s, b, br, bc, bt);
+			ck_assert_mem_eq(bt, rb, sizeof(float) * (size_t)(br * bc));
+			free(a), free(b), free(at), free(bt), free(ra), free(rb);
+		}
+		pool_free(p);
+	}
+	/* a 24 x 20 block at (3, 5) of a 40 x 37 matrix into a 30 x 50 one at (2, 7) */
+	float in[40 * 37], o1[30 * 50], o2[30 * 50];
+	for (int i = 0; i < 40 * 37; i++)
+		in[i] = hdqt_rng_normal(&r);
+	for (int i = 0; i < 30 * 50; i++)
+		o1[i] = o2[i] = -1.0f;
+	gemm_transpose_ld(in + 3 * 37 + 5, 24, 20, 37, o1 + 2 * 50 + 7, 50);
+	gemm_transpose_ld_ref(in + 3 * 37 + 5, 24, 20, 37, o2 + 2 * 50 + 7, 50);
+	ck_assert_mem_eq(o1, o2, sizeof(o1));
+	ck_assert(o1[(2 + 4) * 50 + 7 + 9] == in[(3 + 9) * 37 + 5 + 4]);
+	ck_assert(o1[0] == -1.0f && o1[(2 + 20) * 50 + 7] == -1.0f); /* nothing outside the block */
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("gemm");
@@ -488,6 +539,7 @@ int main(void)
 #endif
 	tcase_add_test(tc, test_f32_gemm);
 	tcase_add_test(tc, test_transpose);
+	tcase_add_test(tc, test_transpose_pool);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }

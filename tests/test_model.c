@@ -423,6 +423,15 @@ START_TEST(test_logit_affine)
 	/* Bad calls change nothing. */
 	const float nan3[6] = {1, NAN, 1, 1, 1, 1}, z6[6] = {0};
 	ck_assert_int_eq(hdqt_model_set_logit_affine(m, nan3, z6), HDQT_ERANGE);
+	/* a scale that reverses or zeroes a class's logits, or values that
+	 * overflow them, are refused too (review of the BiC change) */
+	const float zero3[6] = {1, 0, 1, 1, 1, 1}, neg3[6] = {1, -1, 1, 1, 1, 1},
+		    big3[6] = {1, 2000, 1, 1, 1, 1}, ones6[6] = {1, 1, 1, 1, 1, 1},
+		    far6[6] = {0, 0, 1e5f, 0, 0, 0};
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, zero3, z6), HDQT_ERANGE);
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, neg3, z6), HDQT_ERANGE);
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, big3, z6), HDQT_ERANGE);
+	ck_assert_int_eq(hdqt_model_set_logit_affine(m, ones6, far6), HDQT_ERANGE);
 	ck_assert_int_eq(hdqt_model_set_logit_affine(m, A, NULL), HDQT_EINVAL);
 	ck_assert_int_eq(hdqt_model_set_logit_affine(NULL, NULL, NULL), HDQT_EINVAL);
 	float a6b[6], b6b[6];
@@ -465,6 +474,14 @@ START_TEST(test_logit_affine_blob)
 	const float nan = NAN;
 	memcpy(blob + len - 4 - 8 * C, &nan, 4);
 	uint32_t crc = (uint32_t)crc32(0L, blob, (uInt)(len - 4));
+	for (int i = 0; i < 4; i++)
+		blob[len - 4 + i] = (uint8_t)(crc >> (8 * i));
+	ck_assert_int_eq(hdqt_model_load(blob, len, &m2), HDQT_ECORRUPT);
+	ck_assert_ptr_null(m2);
+	/* ... and so is a zero scale (it would erase the class's logits). */
+	const float zero = 0.0f;
+	memcpy(blob + len - 4 - 8 * C, &zero, 4);
+	crc = (uint32_t)crc32(0L, blob, (uInt)(len - 4));
 	for (int i = 0; i < 4; i++)
 		blob[len - 4 + i] = (uint8_t)(crc >> (8 * i));
 	ck_assert_int_eq(hdqt_model_load(blob, len, &m2), HDQT_ECORRUPT);

@@ -185,7 +185,11 @@ int hdqt_model_remap_classes(hdqt_model *m, const int *map, int n_classes);
  * identity the logits are bit-identical to a model without it.  Rows
  * added by hdqt_model_add_classes start at the identity; remap moves
  * them with their rows; clone, save and load keep them.  HDQT_EINVAL for
- * one NULL, HDQT_ERANGE if a value is not finite (nothing changed). */
+ * one NULL, HDQT_ERANGE unless every 0 < a <= HDQT_LOGIT_SCALE_MAX and
+ * |b| <= HDQT_LOGIT_SHIFT_MAX (nothing changed; a blob with such values
+ * does not load). */
+#define HDQT_LOGIT_SCALE_MAX 1000.0f
+#define HDQT_LOGIT_SHIFT_MAX 10000.0f
 int hdqt_model_set_logit_affine(hdqt_model *m, const float *a, const float *b);
 /* Copy the affine into a and b (n_classes floats each, caller's): 1 if it
  * is not the identity, 0 if it is, HDQT_EINVAL for NULL. */
