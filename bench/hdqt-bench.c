@@ -391,10 +391,11 @@ int main(int argc, char **argv)
 	int json = 0;
 	double min_s = 1.0;
 	const char *kernel = NULL;
-	int threads = 1, train_only = 0;
+	int threads = 1, train_only = 0, only = -1;
 	static const struct option lo[] = {{"json", 0, 0, 'j'}, {"seconds", 1, 0, 's'},
 					   {"kernel", 1, 0, 'k'}, {"kernel-name", 0, 0, 'n'},
 					   {"threads", 1, 0, 't'}, {"train-only", 0, 0, 'T'},
+					   {"mode", 1, 0, 'm'},
 					   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -419,10 +420,20 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'T': train_only = 1; break;
+		case 'm': {
+			hdqt_mode md;
+			if (hdqt_mode_parse(optarg, &md) < 0) {
+				fprintf(stderr, "hdqt-bench: unknown --mode '%s'\n", optarg);
+				return 2;
+			}
+			only = (int)md;
+			train_only = 1; /* one recipe's training step (for perf and quick runs) */
+			break;
+		}
 		case 'n': printf("%s\n", hdqt_kernel_name()); return 0;
 		case 'h':
 			printf("usage: hdqt-bench [--json] [--seconds S] [--kernel NAME] [--kernel-name]\n"
-			       "                  [--threads N] [--train-only]\n");
+			       "                  [--threads N] [--train-only] [--mode NAME]\n");
 			return 0;
 		default: return 2;
 		}
@@ -434,18 +445,23 @@ int main(int argc, char **argv)
 	const char *train_kernel = hdqt_kernel_name();
 	double sps[HDQT_MODE_COUNT], ms[HDQT_MODE_COUNT];
 	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
-		sps[mde] = bench_train((hdqt_mode)mde, threads, min_s, &ms[mde]);
+		sps[mde] = only < 0 || only == mde ? bench_train((hdqt_mode)mde, threads, min_s, &ms[mde]) : -1;
 	if (train_only) {
 		if (json) {
 			printf("{\"kernel\": \"%s\", \"threads\": %d, \"modes\": {", train_kernel, threads);
-			for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
+			for (int mde = 0, first = 1; mde < HDQT_MODE_COUNT; mde++) {
+				if (only >= 0 && only != mde)
+					continue;
 				printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f}",
-				       mde ? ", " : "", hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
+				       first ? "" : ", ", hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde]);
+				first = 0;
+			}
 			printf("}}\n");
 		} else {
 			for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
-				printf("  %-11s %9.0f samples/s  %7.3f ms/step  (%d threads)\n",
-				       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], threads);
+				if (only < 0 || only == mde)
+					printf("  %-11s %9.0f samples/s  %7.3f ms/step  (%d threads)\n",
+					       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], threads);
 		}
 		return 0;
 	}

@@ -5,6 +5,8 @@
  * contiguous, so a pass of stride h < blk over the whole row touches every
  * block independently.
  */
+#include <string.h>
+
 #include "config.h"
 #include "fwht.h"
 #include "simd.h"
@@ -102,4 +104,24 @@ HDQT_CLONES void fwht_cols(float *x, int len, int cols, int blk)
 			}
 		}
 	}
+}
+
+/* One butterfly between two rows of 16: restrict and the fixed width let
+ * a compiler keep each row in one or two vector registers. */
+static inline __attribute__((always_inline)) void bfly16(float *restrict a, float *restrict b)
+{
+	for (int l = 0; l < 16; l++) {
+		const float p = a[l], q = b[l];
+		a[l] = p + q;
+		b[l] = p - q;
+	}
+}
+
+HDQT_CLONES void fwht_strip16(float *x, int len, int blk)
+{
+	/* fwht_cols' loops with the width fixed. */
+	for (int h = 1; h < blk; h <<= 1)
+		for (int i = 0; i < len; i += 2 * h)
+			for (int j = i; j < i + h; j++)
+				bfly16(x + (size_t)j * 16, x + (size_t)(j + h) * 16);
 }

@@ -13,3 +13,6 @@ void fwht_rows_ref(float *x, int rows, int len, int blk);
 /* The same transform along the row index: column c of x (len x cols) is
  * transformed, i.e. x <- H x for block-diagonal H of size len. */
 void fwht_cols(float *x, int len, int cols, int blk);
+/* fwht_cols on exactly 16 columns (x: len x 16), the column path's strips:
+ * the same additions in the same order. */
+void fwht_strip16(float *x, int len, int blk);

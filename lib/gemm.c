@@ -353,7 +353,7 @@ int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_p
 	pb->raw = use ? NULL : (int8_t *)base;
 	pb->Bp = (int8_t *)(base + szR);
 	pb->corr = (int32_t *)(base + szR + szB);
-	if (!use)
+	if (!use && B)
 		memcpy(pb->raw, B, (size_t)J * K);
 	pb->J = J;
 	pb->K = K;
@@ -409,6 +409,87 @@ int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, in
 	uint8_t *Ap = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
 	pack_a(A, I, K, pb->K4, pb->off, Ap);
 	run_kernel(kern, Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, &pb->p, C);
+	return 0;
+}
+
+/* ---- operands packed from strips of 16 k-major columns (gemm.h) ---- */
+
+/* bb[k4][l][4] = codes[4 k4 + kk][l]: 4 x 16 byte transposes, the
+ * interleaved groups of the dot-product kernels. */
+HDQT_CLONES static void group_strip(const int8_t *restrict codes, int K4, int8_t *restrict bb)
+{
+	for (int k4 = 0; k4 < K4; k4++)
+		for (int l = 0; l < 16; l++)
+			for (int kk = 0; kk < 4; kk++)
+				bb[(size_t)k4 * 64 + l * 4 + kk] = codes[((size_t)k4 * 4 + kk) * 16 + l];
+}
+
+void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes)
+{
+	const int J = pb->J, K = pb->K, K4 = pb->K4;
+	const int j0 = jb * 16, nc = J - j0 < 16 ? J - j0 : 16;
+	if (pb->kernel == LAYOUT_NONE) {
+		for (int l = 0; l < nc; l++) {
+			int8_t *d = pb->raw + (size_t)(j0 + l) * K;
+			for (int k = 0; k < K; k++)
+				d[k] = codes[(size_t)k * 16 + l];
+		}
+		return;
+	}
+	int8_t *bb = pb->Bp + (size_t)jb * K4 * 64;
+	if (pb->kernel == LAYOUT_RAWT)
+		memcpy(bb, codes, (size_t)K4 * 64); /* already [k4][4 bytes of k][16 columns] */
+	else
+		group_strip(codes, K4, bb);
+	int32_t *cr = pb->corr + (size_t)jb * pb->ntiles * 16;
+	for (int t = 0; t < pb->ntiles; t++) {
+		const int k0 = t * pb->tile4 * 4, k1 = k0 + pb->tile4 * 4 < K ? k0 + pb->tile4 * 4 : K;
+		int32_t sum[16] = {0};
+		for (int k = k0; k < k1; k++)
+			for (int l = 0; l < 16; l++)
+				sum[l] += codes[(size_t)k * 16 + l];
+		for (int l = 0; l < 16; l++)
+			cr[t * 16 + l] = -pb->off * sum[l];
+	}
+}
+
+size_t gemm_a_stride(const gemm_packed *pb)
+{
+	return pb->kernel == LAYOUT_NONE ? (size_t)pb->K : (size_t)pb->K4 * 4;
+}
+
+HDQT_CLONES void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const int8_t *codes, void *A)
+{
+	const int K = pb->K;
+	const size_t rs = gemm_a_stride(pb);
+	/* The kernel layout is pack_a's: A + off as bytes, zero past K. */
+	const int off = pb->kernel == LAYOUT_NONE ? 0 : pb->off;
+	uint8_t *a = (uint8_t *)A + (size_t)i0 * rs;
+	for (int l = 0; l < ni; l++) {
+		uint8_t *d = a + (size_t)l * rs;
+		for (int k = 0; k < K; k++)
+			d[k] = (uint8_t)(codes[(size_t)k * 16 + l] + off);
+		for (size_t k = (size_t)K; k < rs; k++)
+			d[k] = 0;
+	}
+}
+
+int gemm_q_apacked(const void *A, int I, const gemm_packed *pb, int32_t *C)
+{
+	if (!pb || !pb->mem)
+		return HDQT_EINVAL;
+	const int J = pb->J, K = pb->K;
+	int tile;
+	int rc = check_shape(I, J, K, &pb->p, &tile);
+	if (rc < 0 || I == 0)
+		return rc;
+	if (pb->kernel == LAYOUT_NONE)
+		return gemm_q_ref((const int8_t *)A, pb->raw, I, J, K, &pb->p, C);
+	const gemm_kernel *kern = get_kernel();
+	if (kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel)
+		return HDQT_EINVAL; /* packed under another kernel: pack again */
+	run_kernel(kern, (const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles,
+		   &pb->p, C);
 	return 0;
 }
 

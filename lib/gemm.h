@@ -50,6 +50,18 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
  * gemm_pack_blocks(pb, B, b0, b1) for disjoint ranges covering them. */
 int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p);
 void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1);
+/* Operands built straight from strips of 16 columns, k-major: codes[k * 16 + l]
+ * is element (row j0 + l, k) of the operand, for k < K4 * 4 (zero from K on,
+ * and in columns past the operand's rows).  gemm_pack_begin with B NULL
+ * sizes pb; gemm_pack_strip then fills column block jb (rows 16 jb ..) of
+ * B, for every block.  gemm_pack_a_strip writes rows [i0, i0 + ni) of A in
+ * the layout gemm_q_apacked reads for pb's kernel (gemm_a_stride bytes per
+ * row), and gemm_q_apacked multiplies it: gemm_q's integers, with no
+ * separate transpose or packing pass. */
+void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes);
+size_t gemm_a_stride(const gemm_packed *pb);
+void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const int8_t *codes, void *A);
+int gemm_q_apacked(const void *A, int I, const gemm_packed *pb, int32_t *C);
 /* C = A . B^T with B from gemm_pack (same params); identical to gemm_q. */
 int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, int32_t *C);
 void gemm_packed_free(gemm_packed *pb);

@@ -82,6 +82,11 @@ void linear_scratch_free(linear_scratch *s)
 	for (int i = 0; i < POOL_MAX_THREADS; i++)
 		gemm_ws_free(&s->wws[i]);
 	gemm_packed_free(&s->bpack);
+	free(s->cqf);
+	free(s->cqmx);
+	free(s->cqss);
+	free(s->cqc);
+	free(s->ap);
 	linear_hadanet_scratch_free(s);
 	pool *keep = s->pool;
 	memset(s, 0, sizeof(*s));
@@ -350,6 +355,180 @@ int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, 
 	}
 	PHASE_END(s, HDQT_PHASE_PACK);
 	return nb < 0 ? nb : 0;
+}
+
+/* ---- the column path: operands whose rows are the columns of a matrix ----
+ *
+ * The backward's products reduce over the batch (dW = dY^T X) or multiply
+ * W^T: their operands are the columns of matrices stored by rows.  Rather
+ * than a float transpose, a Hadamard pass over the transposed rows, a range
+ * pass, a rounding pass and a packing pass, each strip of 16 columns is
+ * loaded once (16 contiguous floats per row), transformed along its rows
+ * (fwht_cols: butterflies between rows, 16-wide vector operations), measured
+ * and rounded while it is in L1, and written straight into the layout the
+ * kernel reads.  Strips are independent tasks with their own random
+ * streams (quant_strip16), so the codes do not depend on the thread
+ * count; with round-to-nearest they are the codes of the old passes
+ * (tests/test_linear.c). */
+
+typedef struct colq_job {
+	const float *z;
+	int R, C, ldz, Rp, Rp4, blk, phase;
+	const quant_spec *sp;
+	uint64_t seed;
+	float tstep;
+	float *buf, *mx, *scale;
+	double *ss;
+	int8_t *codes;
+	gemm_packed *pb; /* B: filled block by block; A: the product's B, for the layout */
+	void *A;         /* NULL: the strips are B's column blocks */
+} colq_job;
+
+enum { COLQ_BOTH = 0, COLQ_STATS = 1, COLQ_EMIT = 2 };
+
+static void colq_task(void *arg, int st, int w)
+{
+	(void)w;
+	const colq_job *j = arg;
+	const int Rp4 = j->Rp4, c0 = st * 16, nc = j->C - c0 < 16 ? j->C - c0 : 16;
+	float *buf = j->buf + (size_t)st * Rp4 * 16;
+	if (j->phase != COLQ_EMIT) {
+		if (nc == 16) {
+			for (int r = 0; r < j->R; r++)
+				memcpy(buf + (size_t)r * 16, j->z + (size_t)r * j->ldz + c0, 16 * sizeof(float));
+		} else {
+			for (int r = 0; r < j->R; r++) {
+				const float *zr = j->z + (size_t)r * j->ldz + c0;
+				float *b = buf + (size_t)r * 16;
+				int l = 0;
+				for (; l < nc; l++)
+					b[l] = zr[l];
+				for (; l < 16; l++)
+					b[l] = 0.0f;
+			}
+		}
+		memset(buf + (size_t)j->R * 16, 0, sizeof(float) * 16 * (size_t)(Rp4 - j->R));
+		if (j->blk > 1)
+			fwht_strip16(buf, j->Rp, j->blk);
+		quant_strip16_stats(buf, j->Rp, j->mx + c0, j->sp->clip_sigma > 0.0f ? j->ss + c0 : NULL);
+	}
+	if (j->phase == COLQ_STATS)
+		return;
+	float step[16];
+	for (int l = 0; l < 16; l++) {
+		step[l] = j->sp->per_row
+			? quant_step_of(quant_range_stats(j->mx[c0 + l], j->ss[c0 + l], j->Rp, j->sp), j->sp)
+			: j->tstep;
+		if (l < nc)
+			j->scale[c0 + l] = step[l];
+	}
+	int8_t *codes = j->codes + (size_t)st * Rp4 * 16;
+	quant_strip16(buf, j->Rp, step, j->sp, j->seed, (uint64_t)st, codes);
+	memset(codes + (size_t)j->Rp * 16, 0, 16 * (size_t)(Rp4 - j->Rp));
+	if (j->A)
+		gemm_pack_a_strip(j->pb, c0, nc, codes, j->A);
+	else
+		gemm_pack_strip(j->pb, st, codes);
+}
+
+static int colq_run(linear_scratch *s, colq_job *j, hdqt_rng *rng)
+{
+	const int ns = (j->C + 15) / 16;
+	j->Rp4 = (j->Rp + 3) / 4 * 4;
+	const size_t n = (size_t)ns * 16 * j->Rp4;
+	j->buf = linear_grow_mem((void **)&s->cqf, &s->cqfcap, n * sizeof(float));
+	j->codes = linear_grow_mem((void **)&s->cqc, &s->cqccap, n);
+	j->mx = linear_grow_mem((void **)&s->cqmx, &s->cqmxcap, (size_t)ns * 16 * sizeof(float));
+	j->ss = linear_grow_mem((void **)&s->cqss, &s->cqsscap, (size_t)ns * 16 * sizeof(double));
+	if (!j->buf || !j->codes || !j->mx || !j->ss)
+		return HDQT_ENOMEM;
+	if (j->sp->clip_sigma <= 0.0f)
+		memset(j->ss, 0, (size_t)ns * 16 * sizeof(double));
+	j->seed = j->sp->stochastic ? quant_seed(rng) : 0;
+	if (j->sp->per_row) {
+		j->phase = COLQ_BOTH;
+		pool_run(s->pool, ns, colq_task, j);
+		return 0;
+	}
+	j->phase = COLQ_STATS;
+	pool_run(s->pool, ns, colq_task, j);
+	/* One range for the tensor: the max is exact in any order; the sum of
+	 * squares is added column by column, whatever the threads did. */
+	float mx = 0.0f;
+	double ss = 0.0;
+	for (int c = 0; c < j->C; c++) {
+		mx = j->mx[c] > mx ? j->mx[c] : mx;
+		ss += j->ss[c];
+	}
+	j->tstep = quant_step_of(quant_range_stats(mx, ss, (long)j->Rp * j->C, j->sp), j->sp);
+	j->phase = COLQ_EMIT;
+	pool_run(s->pool, ns, colq_task, j);
+	return 0;
+}
+
+int linear_colq_b(linear_scratch *s, const float *z, int R, int C, int Rp, int blk,
+		  const quant_spec *sp, hdqt_rng *rng, const gemm_params *gp, gemm_packed *pb,
+		  float *scale)
+{
+	PHASE_BEGIN(s);
+	int rc = gemm_pack_begin(pb, NULL, C, Rp, gp);
+	if (rc >= 0) {
+		colq_job j = {.z = z, .R = R, .C = C, .ldz = C, .Rp = Rp, .blk = blk, .sp = sp,
+			      .scale = scale, .pb = pb};
+		rc = colq_run(s, &j, rng);
+	}
+	PHASE_END(s, HDQT_PHASE_FUSED);
+	return rc < 0 ? rc : 0;
+}
+
+int linear_colq_a(linear_scratch *s, const float *z, int R, int C, int Rp, int blk,
+		  const quant_spec *sp, hdqt_rng *rng, const gemm_packed *pb, void **A,
+		  float *scale)
+{
+	PHASE_BEGIN(s);
+	int rc = 0;
+	*A = linear_grow_mem((void **)&s->ap, &s->apcap, (size_t)C * gemm_a_stride(pb) + 1);
+	if (!*A) {
+		rc = HDQT_ENOMEM;
+	} else {
+		colq_job j = {.z = z, .R = R, .C = C, .ldz = C, .Rp = Rp, .blk = blk, .sp = sp,
+			      .scale = scale, .pb = (gemm_packed *)pb, .A = *A};
+		rc = colq_run(s, &j, rng);
+	}
+	PHASE_END(s, HDQT_PHASE_FUSED);
+	return rc;
+}
+
+typedef struct apar {
+	const uint8_t *A;
+	size_t stride;
+	int I, n;
+	const gemm_packed *pb;
+	int32_t *c;
+	atomic_int rc;
+} apar;
+
+static void gemm_a_task(void *arg, int t, int w)
+{
+	(void)w;
+	apar *p = arg;
+	int r0, r1;
+	linear_task_rows(p->I, p->n, t, &r0, &r1);
+	if (r1 > r0) {
+		int rc = gemm_q_apacked(p->A + (size_t)r0 * p->stride, r1 - r0, p->pb,
+					p->c + (size_t)r0 * p->pb->J);
+		if (rc < 0)
+			atomic_store(&p->rc, rc);
+	}
+}
+
+int linear_gemm_apacked_par(linear_scratch *s, const void *A, int I, const gemm_packed *pb, int32_t *c)
+{
+	PHASE_BEGIN(s);
+	apar p = {.A = A, .stride = gemm_a_stride(pb), .I = I, .n = linear_ntasks(s, I), .pb = pb, .c = c};
+	pool_run(s->pool, p.n, gemm_a_task, &p);
+	PHASE_END(s, HDQT_PHASE_GEMM);
+	return atomic_load(&p.rc);
 }
 
 /* ---- the fp32 products, shared by the fp32 recipe and the families that

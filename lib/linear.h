@@ -39,6 +39,13 @@ typedef struct linear_scratch {
 	pool *pool;
 	gemm_ws wws[POOL_MAX_THREADS];
 	gemm_packed bpack;
+	/* The column path (linear_colq_*): strips of floats and codes, their
+	 * column statistics, and A packed straight from strips. */
+	float *cqf, *cqmx;
+	double *cqss;
+	int8_t *cqc;
+	uint8_t *ap;
+	size_t cqfcap, cqmxcap, cqsscap, cqccap, apcap;
 	void *bin; /* HadaNets' scratch (linear_hadanet.c) */
 	int profile;                   /* hdqt_model_profile: time the phases */
 	double prof[HDQT_PHASE_COUNT]; /* seconds per phase */

@@ -28,31 +28,6 @@
 #include "linear_impl.h"
 #include "quant.h"
 
-static int qproduct(const float *a, int I, const float *b, int J, int K, int tile,
-		    const quant_spec *spa, const quant_spec *spb, const hdqt_qconfig *q,
-		    linear_scratch *s, hdqt_rng *rng, float div, float *out)
-{
-	int8_t *qa = SQ(s, 0, (size_t)I * K), *qb = SQ(s, 1, (size_t)J * K);
-	int32_t *c = linear_grow_mem((void **)&s->c, &s->ccap, (size_t)I * J * sizeof(int32_t));
-	float *sa = linear_grow_mem((void **)&s->sa, &s->sacap, (size_t)I * sizeof(float));
-	float *sb = linear_grow_mem((void **)&s->sb, &s->sbcap, (size_t)J * sizeof(float));
-	if (!qa || !qb || !c || !sa || !sb)
-		return HDQT_ENOMEM;
-	linear_quant_par(s, a, I, K, spa, rng, qa, sa);
-	linear_quant_par(s, b, J, K, spb, rng, qb, sb);
-	gemm_params gp = {.tile = tile, .acc_bits = q->acc_bits, .bits = q->bits,
-			  .a_signed = !spa->is_unsigned};
-	/* Packed once, then the rows of A over the pool: the same integers as
-	 * gemm_q (gemm_pack's contract). */
-	int rc = linear_pack_par(s, &s->bpack, qb, J, K, &gp);
-	if (rc == 0)
-		rc = linear_gemm_par(s, qa, I, &s->bpack, c);
-	if (rc < 0)
-		return rc;
-	linear_rescale(s, c, sa, sb, I, J, div, out);
-	return 0;
-}
-
 /* The forward quantisers of X and W.  x_unsigned: X is non-negative and not
  * rotated. */
 static void fwd_specs(const hdqt_qconfig *q, int x_unsigned, quant_spec *spx, quant_spec *spw)
@@ -192,10 +167,6 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 		X = xh;
 		W = wh;
 	}
-	float *t = SF(s, 2, (size_t)M * N);
-	float *u = SF(s, 3, (size_t)K * (N > M ? N : M));
-	if (!t || !u)
-		return HDQT_ENOMEM;
 	if (q->mode == HDQT_MODE_FP32)
 		return linear_fp32_backward(s, X, dY, W, N, M, K, L->gw, dX);
 	const int per_row = q->bwd_gran == HDQT_SCALE_ROW;
@@ -204,13 +175,23 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 	quant_spec sp_w = sp_g, sp_x = sp_g;
 	sp_w.stochastic = q->sr_weight;
 	sp_x.stochastic = q->sr_act;
+	gemm_params gp = {.tile = q->bwd_tile, .acc_bits = q->acc_bits, .bits = q->bits, .a_signed = 1};
+	int32_t *c = linear_grow_mem((void **)&s->c, &s->ccap,
+				     (size_t)(M > N ? M : N) * (K > M ? K : M) * sizeof(int32_t));
+	float *sa = linear_grow_mem((void **)&s->sa, &s->sacap, (size_t)(M > N ? M : N) * sizeof(float));
+	float *sb = linear_grow_mem((void **)&s->sb, &s->sbcap, (size_t)K * sizeof(float));
+	if (!c || !sa || !sb)
+		return HDQT_ENOMEM;
+	void *A;
 	int rc;
 
 	/* grad-weight: reduction over the batch.  A batch of, say, 122 rows
 	 * has no Hadamard block larger than 2, and without the transform the
 	 * 4-bit gradient product loses too much (training diverged), so the
 	 * batch is padded with zero rows to a multiple of a power-of-two
-	 * block: zero rows add nothing to dY^T X. */
+	 * block: zero rows add nothing to dY^T X.  Both operands are columns
+	 * of row-major matrices (dY^T, X^T): the column path builds them with
+	 * the transform along the batch and no transpose. */
 	int blkN = 1, Np = N;
 	if (q->bwd_hadamard) {
 		int p2 = 1;
@@ -219,45 +200,40 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 		Np = (N + p2 - 1) / p2 * p2;
 		blkN = fwht_block(Np, q->had_max);
 	}
-	float *t2 = t, *u2 = u;
-	if (Np != N) {
-		float *pg = SF(s, 0, (size_t)Np * M), *px = SF(s, 1, (size_t)Np * K);
-		t2 = SF(s, 2, (size_t)M * Np);
-		u2 = SF(s, 3, (size_t)K * (Np > M ? Np : M));
-		if (!pg || !px || !t2 || !u2)
-			return HDQT_ENOMEM;
-		memcpy(pg, dY, (size_t)N * M * sizeof(float));
-		memset(pg + (size_t)N * M, 0, (size_t)(Np - N) * M * sizeof(float));
-		memcpy(px, X, (size_t)N * K * sizeof(float));
-		memset(px + (size_t)N * K, 0, (size_t)(Np - N) * K * sizeof(float));
-		linear_transpose2(s, pg, Np, M, t2, px, Np, K, u2); /* M x Np, K x Np */
-	} else {
-		linear_transpose2(s, dY, N, M, t2, X, N, K, u2);   /* M x N, K x N */
-	}
-	if (blkN > 1) {
-		linear_fwht_par(s, t2, M, Np, blkN);
-		linear_fwht_par(s, u2, K, Np, blkN);
-	}
-	rc = qproduct(t2, M, u2, K, Np, q->bwd_tile, &sp_g, &sp_x, q, s, rng, (float)blkN, L->gw);
-	if (rc < 0 || !dX)
+	rc = linear_colq_b(s, X, N, K, Np, blkN, &sp_x, rng, &gp, &s->bpack, sb);
+	if (rc == 0)
+		rc = linear_colq_a(s, dY, N, M, Np, blkN, &sp_g, rng, &s->bpack, &A, sa);
+	if (rc == 0)
+		rc = linear_gemm_apacked_par(s, A, M, &s->bpack, c);
+	if (rc < 0)
 		return rc;
+	linear_rescale(s, c, sa, sb, M, K, (float)blkN, L->gw);
+	if (!dX)
+		return 0;
 
-	/* grad-input: reduction over the output dimension. */
-	int blkM = q->bwd_hadamard ? fwht_block(M, q->had_max) : 1;
-	t = s->f[2]; /* (re)fetched: the padding above may have grown them */
-	u = s->f[3];
-	float *g = t; /* reuse: N x M */
+	/* grad-input: reduction over the output dimension.  B = (H_M W)^T is
+	 * W's columns transformed along M (the column path again); A = dY H_M
+	 * by rows. */
+	const int blkM = q->bwd_hadamard ? fwht_block(M, q->had_max) : 1;
+	float *g = SF(s, 2, (size_t)N * M);
+	int8_t *qa = SQ(s, 0, (size_t)N * M);
+	if (!g || !qa)
+		return HDQT_ENOMEM;
 	{
 		PHASE_BEGIN(s);
 		memcpy(g, dY, (size_t)N * M * sizeof(float));
 		PHASE_END(s, HDQT_PHASE_TRANSPOSE);
 	}
-	linear_transpose1(s, W, M, K, u); /* K x M */
-	if (blkM > 1) {
+	if (blkM > 1)
 		linear_fwht_par(s, g, N, M, blkM);
-		linear_fwht_par(s, u, K, M, blkM);
-	}
-	return qproduct(g, N, u, K, M, q->bwd_tile, &sp_g, &sp_w, q, s, rng, (float)blkM, dX);
+	rc = linear_colq_b(s, W, M, K, M, blkM, &sp_w, rng, &gp, &s->bpack, sb);
+	if (rc < 0)
+		return rc;
+	linear_quant_par(s, g, N, M, &sp_g, rng, qa, sa);
+	if ((rc = linear_gemm_par(s, qa, N, &s->bpack, c)) < 0)
+		return rc;
+	linear_rescale(s, c, sa, sb, N, K, (float)blkM, dX);
+	return 0;
 }
 
 static void hdqt_release(linear *L)

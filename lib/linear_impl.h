@@ -69,6 +69,20 @@ void linear_transpose2(linear_scratch *s, const float *a, int ar, int ac, float 
 /* gemm_pack with the column blocks packed on the pool (the same bytes). */
 int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, int K,
 		    const gemm_params *p);
+/* The column path (linear.c): the operand whose row c is column c of z
+ * (R x C, rows of C floats), zero-padded to Rp rows, transformed by the
+ * block Hadamard of size blk along its rows and quantised with sp (scale[c]
+ * per operand row, or one per tensor).  _b packs it as the B of a product
+ * under gp into pb; _a writes it as the A of a product whose B is pb
+ * (already packed or begun) into scratch returned in *A, for
+ * linear_gemm_apacked_par.  Timed as HDQT_PHASE_FUSED. */
+int linear_colq_b(linear_scratch *s, const float *z, int R, int C, int Rp, int blk,
+		  const quant_spec *sp, hdqt_rng *rng, const gemm_params *gp, gemm_packed *pb,
+		  float *scale);
+int linear_colq_a(linear_scratch *s, const float *z, int R, int C, int Rp, int blk,
+		  const quant_spec *sp, hdqt_rng *rng, const gemm_packed *pb, void **A,
+		  float *scale);
+int linear_gemm_apacked_par(linear_scratch *s, const void *A, int I, const gemm_packed *pb, int32_t *c);
 void linear_rescale(linear_scratch *s, const int32_t *c, const float *sa, const float *sb, int I,
 		    int J, float div, float *out);
 

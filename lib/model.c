@@ -650,6 +650,7 @@ static const char *const phase_names[HDQT_PHASE_COUNT] = {
 	[HDQT_PHASE_GEMM] = "int_gemm",      [HDQT_PHASE_RESCALE] = "rescale",
 	[HDQT_PHASE_FLOAT_GEMM] = "float_gemm", [HDQT_PHASE_BINARY] = "binary",
 	[HDQT_PHASE_ELEMENTWISE] = "elementwise",
+	[HDQT_PHASE_FUSED] = "fused",
 };
 
 const char *hdqt_phase_name(int phase)

@@ -97,15 +97,24 @@ static float max_abs(const float *x, long n, int simd)
 	return m;
 }
 
-float quant_range(const float *x, long n, const quant_spec *sp, int simd)
+float quant_range_stats(float mx, double ss, long n, const quant_spec *sp)
 {
-	float mx = max_abs(x, n, simd);
 	if (sp->clip_sigma > 0.0f) {
-		double ss = sum_sq(x, n, simd);
 		float lim = sp->clip_sigma * (float)sqrt(ss / (double)(n > 0 ? n : 1));
 		return lim < mx ? lim : mx;
 	}
 	return sp->clip * mx;
+}
+
+float quant_range(const float *x, long n, const quant_spec *sp, int simd)
+{
+	float mx = max_abs(x, n, simd);
+	return quant_range_stats(mx, sp->clip_sigma > 0.0f ? sum_sq(x, n, simd) : 0.0, n, sp);
+}
+
+float quant_step_of(float range, const quant_spec *sp)
+{
+	return range > 0.0f ? range / (float)quant_qmax(sp) : 1.0f;
 }
 
 #if HDQT_X86_64
@@ -193,22 +202,17 @@ uint64_t quant_seed(hdqt_rng *rng)
 
 float quant_tensor_step(const float *x, int rows, int cols, const quant_spec *sp)
 {
-	const float qmax = (float)quant_qmax(sp);
-	float range = quant_range(x, (long)rows * cols, sp, 1);
-	return range > 0.0f ? range / qmax : 1.0f;
+	return quant_step_of(quant_range(x, (long)rows * cols, sp, 1), sp);
 }
 
 void quant_rows_part(const float *x, int r0, int r1, int cols, const quant_spec *sp,
 		     uint64_t seed, float step, int8_t *q, float *scale)
 {
-	const float qmax = (float)quant_qmax(sp);
 	for (int r = r0; r < r1; r++) {
 		const float *xr = x + (long)r * cols;
 		float st = step;
-		if (sp->per_row) {
-			float range = quant_range(xr, cols, sp, 1);
-			st = range > 0.0f ? range / qmax : 1.0f;
-		}
+		if (sp->per_row)
+			st = quant_step_of(quant_range(xr, cols, sp, 1), sp);
 		scale[r] = st;
 		hdqt_rng rr;
 		if (sp->stochastic)
@@ -222,4 +226,99 @@ void quant_rows(const float *x, int rows, int cols, const quant_spec *sp,
 {
 	const float step = sp->per_row ? 0.0f : quant_tensor_step(x, rows, cols, sp);
 	quant_rows_part(x, 0, rows, cols, sp, sp->stochastic ? quant_seed(rng) : 0, step, q, scale);
+}
+
+/* ---- strips of 16 columns (the backward's transposed operands, lib/linear.c) ---- */
+
+/* 16 xoshiro128++ generators side by side, one per lane: the same step as
+ * rng_next() on arrays, which a compiler turns into vector shifts, adds and
+ * xors on any architecture (the clones and the portable build compute the
+ * same integers). */
+typedef struct rng16 {
+	uint32_t s0[16], s1[16], s2[16], s3[16];
+} rng16;
+
+static inline void rng16_next(rng16 *g, uint32_t out[16])
+{
+	for (int l = 0; l < 16; l++) {
+		const uint32_t a = g->s0[l], b = g->s1[l], c = g->s2[l], d = g->s3[l];
+		out[l] = rng_rotl(a + d, 7) + a;
+		const uint32_t t = b << 9;
+		const uint32_t c2 = c ^ a, d2 = d ^ b;
+		g->s1[l] = b ^ c2;
+		g->s0[l] = a ^ d2;
+		g->s2[l] = c2 ^ t;
+		g->s3[l] = rng_rotl(d2, 11);
+	}
+}
+
+HDQT_CLONES void quant_strip16(const float *x, int rows, const float step[16], const quant_spec *sp,
+			       uint64_t seed, uint64_t stream, int8_t *q)
+{
+	const float qmax = (float)quant_qmax(sp);
+	const float qmin = sp->is_unsigned ? 0.0f : -qmax;
+	float inv[16];
+	for (int l = 0; l < 16; l++)
+		inv[l] = 1.0f / step[l];
+	if (!sp->stochastic) {
+		for (int r = 0; r < rows; r++)
+			for (int l = 0; l < 16; l++) {
+				float v = x[r * 16 + l] * inv[l];
+				v = v > qmin ? v : qmin; /* NaN -> qmin, as quant_group */
+				v = v < qmax ? v : qmax;
+				q[r * 16 + l] = (int8_t)((int)(v + (QBIAS + 0.5f)) - (int)QBIAS);
+			}
+		return;
+	}
+	rng16 g;
+	for (int l = 0; l < 16; l++) {
+		hdqt_rng r;
+		hdqt_rng_seed(&r, seed, stream * 16 + (uint64_t)l); /* lane l of strip `stream` */
+		g.s0[l] = r.s[0];
+		g.s1[l] = r.s[1];
+		g.s2[l] = r.s[2];
+		g.s3[l] = r.s[3];
+	}
+	/* One draw per lane serves two rows: its low half the even row, its
+	 * high half the odd one (16-bit uniforms, as quant_group). */
+	for (int r = 0; r < rows; r += 2) {
+		uint32_t u[16];
+		rng16_next(&g, u);
+		const int two = r + 1 < rows;
+		for (int l = 0; l < 16; l++) {
+			float v = x[r * 16 + l] * inv[l];
+			v = v > qmin ? v : qmin;
+			v = v < qmax ? v : qmax;
+			q[r * 16 + l] = (int8_t)((int)(v + (float)(u[l] & 0xffff) * (1.0f / 65536.0f) + QBIAS) -
+						 (int)QBIAS);
+		}
+		if (two)
+			for (int l = 0; l < 16; l++) {
+				float v = x[(r + 1) * 16 + l] * inv[l];
+				v = v > qmin ? v : qmin;
+				v = v < qmax ? v : qmax;
+				q[(r + 1) * 16 + l] =
+					(int8_t)((int)(v + (float)(u[l] >> 16) * (1.0f / 65536.0f) + QBIAS) - (int)QBIAS);
+			}
+	}
+}
+
+HDQT_CLONES void quant_strip16_stats(const float *x, int rows, float mx[16], double *ss)
+{
+	float m[16] = {0};
+	for (int r = 0; r < rows; r++)
+		for (int l = 0; l < 16; l++) {
+			const float a = fabsf(x[r * 16 + l]);
+			m[l] = a > m[l] ? a : m[l]; /* as max_abs: a NaN is skipped */
+		}
+	for (int l = 0; l < 16; l++)
+		mx[l] = m[l];
+	if (!ss)
+		return;
+	double q[16] = {0};
+	for (int r = 0; r < rows; r++)
+		for (int l = 0; l < 16; l++)
+			q[l] += (double)x[r * 16 + l] * (double)x[r * 16 + l];
+	for (int l = 0; l < 16; l++)
+		ss[l] = q[l];
 }

@@ -19,6 +19,10 @@ typedef struct quant_spec {
  * min(max-abs, clip_sigma * rms).  simd 0 forces the portable loops (tests
  * compare them with the AVX2 paths, which give the same float). */
 float quant_range(const float *x, long n, const quant_spec *sp, int simd);
+/* The same range from a group's max-abs mx and sum of squares ss (read only
+ * with clip_sigma) over n values; quant_step_of(range) is its step. */
+float quant_range_stats(float mx, double ss, long n, const quant_spec *sp);
+float quant_step_of(float range, const quant_spec *sp);
 /* Largest quantised magnitude for the spec (e.g. 7 signed / 15 unsigned at 4 bits). */
 int quant_qmax(const quant_spec *sp);
 /* Quantise x (rows x cols, row-major) into q; scale[r] receives the step of
@@ -37,3 +41,15 @@ uint64_t quant_seed(hdqt_rng *rng);
 float quant_tensor_step(const float *x, int rows, int cols, const quant_spec *sp);
 void quant_rows_part(const float *x, int r0, int r1, int cols, const quant_spec *sp,
 		     uint64_t seed, float step, int8_t *q, float *scale);
+
+/* A strip of 16 columns, rows x 16 floats (row-major, 16 per row): column l
+ * quantised with step[l] into q (the same layout), rounding as quant_rows.
+ * Stochastic draws come from 16 generators seeded from (seed, 16 * stream
+ * + l), one per column, each draw's two 16-bit halves serving two rows: the
+ * codes depend on (seed, stream) alone, not on how strips are spread over
+ * threads.  A zero input gives code 0 under either rounding. */
+void quant_strip16(const float *x, int rows, const float step[16], const quant_spec *sp,
+		   uint64_t seed, uint64_t stream, int8_t *q);
+/* Per column of such a strip: max-abs into mx and (ss != NULL) the sum of
+ * squares in row order, for quant_range_stats. */
+void quant_strip16_stats(const float *x, int rows, float mx[16], double *ss);

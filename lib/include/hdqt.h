@@ -235,6 +235,8 @@ enum {
 	HDQT_PHASE_FLOAT_GEMM,  /* float products (fp32, HadaNets' backward) */
 	HDQT_PHASE_BINARY,      /* HadaNets: binarisation and the binary product */
 	HDQT_PHASE_ELEMENTWISE, /* ReLU, its derivative, the SGD update */
+	HDQT_PHASE_FUSED,       /* the backward's transposed operands: Hadamard, ranges,
+				   rounding and packing in one pass (no transpose) */
 	HDQT_PHASE_COUNT
 };
 const char *hdqt_phase_name(int phase);
