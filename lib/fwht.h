@@ -16,3 +16,5 @@ void fwht_cols(float *x, int len, int cols, int blk);
 /* fwht_cols on exactly 16 columns (x: len x 16), the column path's strips:
  * the same additions in the same order. */
 void fwht_strip16(float *x, int len, int blk);
+/* Its portable loops (the AVX-512 path equals them bit for bit). */
+void fwht_strip16_ref(float *x, int len, int blk);

@@ -252,15 +252,115 @@ static inline void rng16_next(rng16 *g, uint32_t out[16])
 	}
 }
 
-HDQT_CLONES void quant_strip16(const float *x, int rows, const float step[16], const quant_spec *sp,
-			       uint64_t seed, uint64_t stream, int8_t *q)
+#if HDQT_X86_64
+/* A row of a strip is one zmm.  The generators' state is four zmm; each
+ * operation is the scalar loop's on 16 lanes (rotates, adds, xors), the
+ * rounding the scalar formula term by term: identical codes. */
+#define AVX512_Q __attribute__((target("avx512f")))
+
+AVX512_Q static inline __m512 round16(__m512 v, __m512 inv, __m512 lo, __m512 hi, __m512 add)
+{
+	v = _mm512_mul_ps(v, inv);
+	v = _mm512_min_ps(_mm512_max_ps(v, lo), hi); /* NaN -> qmin, as the scalar ternaries */
+	return _mm512_add_ps(v, add);
+}
+
+AVX512_Q static void strip16_avx512(const float *x, int rows, const float inv[16], float qmin,
+				    float qmax, const rng16 *g0, int8_t *q)
+{
+	const __m512 vinv = _mm512_loadu_ps(inv), lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
+	const __m512i ib = _mm512_set1_epi32((int)QBIAS);
+	if (!g0) {
+		const __m512 half = _mm512_set1_ps(QBIAS + 0.5f);
+		for (int r = 0; r < rows; r++) {
+			__m512 v = round16(_mm512_loadu_ps(x + r * 16), vinv, lo, hi, half);
+			__m512i c = _mm512_sub_epi32(_mm512_cvttps_epi32(v), ib);
+			_mm_storeu_si128((__m128i *)(q + r * 16), _mm512_cvtepi32_epi8(c));
+		}
+		return;
+	}
+	__m512i s0 = _mm512_loadu_si512(g0->s0), s1 = _mm512_loadu_si512(g0->s1);
+	__m512i s2 = _mm512_loadu_si512(g0->s2), s3 = _mm512_loadu_si512(g0->s3);
+	const __m512 scale = _mm512_set1_ps(1.0f / 65536.0f), bias = _mm512_set1_ps(QBIAS);
+	const __m512i m16 = _mm512_set1_epi32(0xffff);
+	for (int r = 0; r < rows; r += 2) {
+		const __m512i u = _mm512_add_epi32(_mm512_rol_epi32(_mm512_add_epi32(s0, s3), 7), s0);
+		const __m512i t = _mm512_slli_epi32(s1, 9);
+		const __m512i c2 = _mm512_xor_si512(s2, s0), d2 = _mm512_xor_si512(s3, s1);
+		s1 = _mm512_xor_si512(s1, c2);
+		s0 = _mm512_xor_si512(s0, d2);
+		s2 = _mm512_xor_si512(c2, t);
+		s3 = _mm512_rol_epi32(d2, 11);
+		/* v + u * 2^-16 + bias, in the scalar's order: (v + u') + bias */
+		__m512 ulo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(u, m16)), scale);
+		__m512 v = round16(_mm512_loadu_ps(x + r * 16), vinv, lo, hi, ulo);
+		__m512i c = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_add_ps(v, bias)), ib);
+		_mm_storeu_si128((__m128i *)(q + r * 16), _mm512_cvtepi32_epi8(c));
+		if (r + 1 < rows) {
+			__m512 uhi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(u, 16)), scale);
+			v = round16(_mm512_loadu_ps(x + (r + 1) * 16), vinv, lo, hi, uhi);
+			c = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_add_ps(v, bias)), ib);
+			_mm_storeu_si128((__m128i *)(q + (r + 1) * 16), _mm512_cvtepi32_epi8(c));
+		}
+	}
+}
+
+AVX512_Q static void strip16_max_avx512(const float *x, int rows, float mx[16])
+{
+	const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+	__m512 m = _mm512_setzero_ps();
+	for (int r = 0; r < rows; r++)
+		/* max_ps gives its second operand when one is NaN: the scalar
+		 * "a > m ? a : m" keeps m */
+		m = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(
+				      _mm512_castps_si512(_mm512_loadu_ps(x + r * 16)), absmask)), m);
+	_mm512_storeu_ps(mx, m);
+}
+#define HAVE_AVX512_RT() __builtin_cpu_supports("avx512f")
+#else
+#define HAVE_AVX512_RT() 0
+#define strip16_avx512(x, rows, inv, qmin, qmax, g, q) ((void)0)
+#define strip16_max_avx512(x, rows, mx) ((void)0)
+#endif
+
+static void strip16_c(const float *x, int rows, const float inv[16], float qmin, float qmax,
+		      rng16 *g, int8_t *q);
+
+void quant_strip16(const float *x, int rows, const float step[16], const quant_spec *sp,
+		   uint64_t seed, uint64_t stream, int8_t *q)
+{
+	quant_strip16_impl(x, rows, step, sp, seed, stream, q, 1);
+}
+
+void quant_strip16_impl(const float *x, int rows, const float step[16], const quant_spec *sp,
+			uint64_t seed, uint64_t stream, int8_t *q, int simd)
 {
 	const float qmax = (float)quant_qmax(sp);
 	const float qmin = sp->is_unsigned ? 0.0f : -qmax;
 	float inv[16];
 	for (int l = 0; l < 16; l++)
 		inv[l] = 1.0f / step[l];
-	if (!sp->stochastic) {
+	rng16 g;
+	if (sp->stochastic)
+		for (int l = 0; l < 16; l++) {
+			hdqt_rng r;
+			hdqt_rng_seed(&r, seed, stream * 16 + (uint64_t)l); /* lane l of strip `stream` */
+			g.s0[l] = r.s[0];
+			g.s1[l] = r.s[1];
+			g.s2[l] = r.s[2];
+			g.s3[l] = r.s[3];
+		}
+	if (simd && HAVE_AVX512_RT()) {
+		strip16_avx512(x, rows, inv, qmin, qmax, sp->stochastic ? &g : NULL, q);
+		return;
+	}
+	strip16_c(x, rows, inv, qmin, qmax, sp->stochastic ? &g : NULL, q);
+}
+
+HDQT_CLONES static void strip16_c(const float *x, int rows, const float inv[16], float qmin, float qmax,
+				  rng16 *g, int8_t *q)
+{
+	if (!g) {
 		for (int r = 0; r < rows; r++)
 			for (int l = 0; l < 16; l++) {
 				float v = x[r * 16 + l] * inv[l];
@@ -270,20 +370,11 @@ HDQT_CLONES void quant_strip16(const float *x, int rows, const float step[16], c
 			}
 		return;
 	}
-	rng16 g;
-	for (int l = 0; l < 16; l++) {
-		hdqt_rng r;
-		hdqt_rng_seed(&r, seed, stream * 16 + (uint64_t)l); /* lane l of strip `stream` */
-		g.s0[l] = r.s[0];
-		g.s1[l] = r.s[1];
-		g.s2[l] = r.s[2];
-		g.s3[l] = r.s[3];
-	}
 	/* One draw per lane serves two rows: its low half the even row, its
 	 * high half the odd one (16-bit uniforms, as quant_group). */
 	for (int r = 0; r < rows; r += 2) {
 		uint32_t u[16];
-		rng16_next(&g, u);
+		rng16_next(g, u);
 		const int two = r + 1 < rows;
 		for (int l = 0; l < 16; l++) {
 			float v = x[r * 16 + l] * inv[l];
@@ -303,8 +394,17 @@ HDQT_CLONES void quant_strip16(const float *x, int rows, const float step[16], c
 	}
 }
 
-HDQT_CLONES void quant_strip16_stats(const float *x, int rows, float mx[16], double *ss)
+void quant_strip16_stats(const float *x, int rows, float mx[16], double *ss)
 {
+	quant_strip16_stats_impl(x, rows, mx, ss, 1);
+}
+
+HDQT_CLONES void quant_strip16_stats_impl(const float *x, int rows, float mx[16], double *ss, int simd)
+{
+	if (simd && HAVE_AVX512_RT()) {
+		strip16_max_avx512(x, rows, mx);
+		goto sums;
+	}
 	float m[16] = {0};
 	for (int r = 0; r < rows; r++)
 		for (int l = 0; l < 16; l++) {
@@ -313,6 +413,7 @@ HDQT_CLONES void quant_strip16_stats(const float *x, int rows, float mx[16], dou
 		}
 	for (int l = 0; l < 16; l++)
 		mx[l] = m[l];
+sums:
 	if (!ss)
 		return;
 	double q[16] = {0};

@@ -53,3 +53,8 @@ void quant_strip16(const float *x, int rows, const float step[16], const quant_s
 /* Per column of such a strip: max-abs into mx and (ss != NULL) the sum of
  * squares in row order, for quant_range_stats. */
 void quant_strip16_stats(const float *x, int rows, float mx[16], double *ss);
+/* Both with simd 0: the portable loops alone (tests compare them with the
+ * AVX-512 paths, which give the same codes and maxima). */
+void quant_strip16_impl(const float *x, int rows, const float step[16], const quant_spec *sp,
+			uint64_t seed, uint64_t stream, int8_t *q, int simd);
+void quant_strip16_stats_impl(const float *x, int rows, float mx[16], double *ss, int simd);

@@ -88,6 +88,31 @@ START_TEST(test_fwht_fast_equals_reference)
 }
 END_TEST
 
+/* The strips of the column path: fwht_strip16 (AVX-512 where the CPU has
+ * it), its portable loops and fwht_cols give the same floats, for blocks
+ * from 1 to 256 (radix-8 passes with a radix-4 or radix-2 tail). */
+START_TEST(test_fwht_strip16)
+{
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 16, 0);
+	const int cases[][2] = {{8, 1}, {8, 2}, {12, 4}, {16, 8}, {32, 16}, {64, 32}, {128, 64},
+				{128, 128}, {512, 256}, {1024, 256}};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		const int len = cases[k][0], blk = cases[k][1];
+		float *a = malloc(sizeof(float) * 16 * len), *b = malloc(sizeof(float) * 16 * len);
+		float *c = malloc(sizeof(float) * 16 * len);
+		for (int i = 0; i < 16 * len; i++)
+			a[i] = b[i] = c[i] = hdqt_rng_normal(&r);
+		fwht_strip16(a, len, blk);
+		fwht_strip16_ref(b, len, blk);
+		fwht_cols(c, len, 16, blk);
+		ck_assert_mem_eq(a, c, sizeof(float) * 16 * len);
+		ck_assert_mem_eq(b, c, sizeof(float) * 16 * len);
+		free(a), free(b), free(c);
+	}
+}
+END_TEST
+
 START_TEST(test_fwht_block_size)
 {
 	ck_assert_int_eq(fwht_block(512, 256), 256);
@@ -106,6 +131,7 @@ int main(void)
 	tcase_add_test(tc, test_fwht_involution);
 	tcase_add_test(tc, test_fwht_cols_matches_rows);
 	tcase_add_test(tc, test_fwht_block_size);
+	tcase_add_test(tc, test_fwht_strip16);
 	tcase_add_test(tc, test_fwht_fast_equals_reference);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);

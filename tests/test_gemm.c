@@ -625,6 +625,37 @@ START_TEST(test_column_path)
 }
 END_TEST
 
+/* quant_strip16 and its statistics: the AVX-512 paths (where the CPU has
+ * them) give the portable loops' codes and maxima, nearest and stochastic,
+ * signed and unsigned grids, odd row counts, values off the grid, a NaN. */
+START_TEST(test_strip16_simd_matches_portable)
+{
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 61, 0);
+	enum { ROWS = 37 };
+	static float x[ROWS * 16];
+	static int8_t q1[ROWS * 16], q2[ROWS * 16];
+	for (int i = 0; i < ROWS * 16; i++)
+		x[i] = 3.0f * hdqt_rng_normal(&r);
+	x[5 * 16 + 3] = NAN;
+	float step[16], m1[16], m2[16];
+	for (int l = 0; l < 16; l++)
+		step[l] = 0.2f + 0.05f * (float)l;
+	for (int var = 0; var < 4; var++) {
+		quant_spec sp = {.bits = var & 2 ? 8 : 4, .clip = 1.0f, .per_row = 1, .stochastic = var & 1,
+				 .is_unsigned = var == 1};
+		quant_strip16_impl(x, ROWS, step, &sp, 5, 3, q1, 1);
+		quant_strip16_impl(x, ROWS, step, &sp, 5, 3, q2, 0);
+		ck_assert_mem_eq(q1, q2, sizeof(q1));
+	}
+	double s1[16], s2[16];
+	quant_strip16_stats_impl(x, ROWS, m1, s1, 1);
+	quant_strip16_stats_impl(x, ROWS, m2, s2, 0);
+	ck_assert_mem_eq(m1, m2, sizeof(m1));
+	ck_assert(m1[0] > 0.0f && m1[3] == m1[3]); /* the NaN is skipped */
+}
+END_TEST
+
 /* quant_strip16's stochastic rounding is unbiased per column: the mean
  * code over many streams is the value over the step. */
 START_TEST(test_strip16_unbiased)
@@ -672,6 +703,7 @@ int main(void)
 	tcase_add_test(tc, test_transpose_pool);
 	tcase_add_test(tc, test_column_path);
 	tcase_add_test(tc, test_strip16_unbiased);
+	tcase_add_test(tc, test_strip16_simd_matches_portable);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }
