@@ -118,26 +118,20 @@ float quant_step_of(float range, const quant_spec *sp)
 }
 
 #if HDQT_X86_64
-/* 8 lanes of the scalar rounding: clamp with min/max (the same as the
- * ternaries for finite values), add the bias (+ 0.5 or + u), truncate.
- * Returns how many elements it did; the scalar loop does the rest. */
+/* 8 lanes of the scalar round-to-nearest: clamp with min/max (the same as
+ * the ternaries for finite values), add the bias + 0.5, truncate.  Returns
+ * how many elements it did; the scalar loop does the rest. */
 __attribute__((target("avx2"))) static long round_avx2(const float *x, long n, float inv, float qmin,
-						       float qmax, const uint16_t *u16, int8_t *q)
+						       float qmax, int8_t *q)
 {
 	const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(qmin), hi = _mm256_set1_ps(qmax);
-	const __m256 half = _mm256_set1_ps(QBIAS + 0.5f), bias = _mm256_set1_ps(QBIAS);
-	const __m256 scale = _mm256_set1_ps(1.0f / 65536.0f);
+	const __m256 half = _mm256_set1_ps(QBIAS + 0.5f);
 	const __m256i ib = _mm256_set1_epi32((int)QBIAS);
 	long i = 0;
 	for (; i + 8 <= n; i += 8) {
 		__m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv);
 		v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-		if (u16) {
-			__m256i ui = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(u16 + i)));
-			v = _mm256_add_ps(_mm256_add_ps(v, _mm256_mul_ps(_mm256_cvtepi32_ps(ui), scale)), bias);
-		} else {
-			v = _mm256_add_ps(v, half);
-		}
+		v = _mm256_add_ps(v, half);
 		__m256i r = _mm256_sub_epi32(_mm256_cvttps_epi32(v), ib);
 		/* Narrow 8 int32 in [-128, 127] to int8. */
 		__m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
@@ -147,7 +141,7 @@ __attribute__((target("avx2"))) static long round_avx2(const float *x, long n, f
 	return i;
 }
 #define ROUND_FAST(x, n, inv, lo, hi, u, q) \
-	(__builtin_cpu_supports("avx2") ? round_avx2(x, n, inv, lo, hi, u, q) : 0)
+	(__builtin_cpu_supports("avx2") ? round_avx2(x, n, inv, lo, hi, q) : 0)
 #elif HDQT_AARCH64 /* issue 14: NEON rounding (simd_arm.c) */
 #define ROUND_FAST(x, n, inv, lo, hi, u, q) simd_arm_round(x, n, inv, lo, hi, QBIAS, u, q)
 #else
@@ -155,39 +149,115 @@ __attribute__((target("avx2"))) static long round_avx2(const float *x, long n, f
 #endif
 
 HDQT_CLONES static void quant_group(const float *x, long n, float step, const quant_spec *sp,
-			hdqt_rng *rng, int8_t *q)
+				    int8_t *q)
 {
 	const float qmax = (float)quant_qmax(sp);
 	const float qmin = sp->is_unsigned ? 0.0f : -qmax;
 	const float inv = 1.0f / step;
-	if (!sp->stochastic) {
-		for (long i = ROUND_FAST(x, n, inv, qmin, qmax, NULL, q); i < n; i++) {
-			float v = x[i] * inv;
-			v = v > qmin ? v : qmin; /* NaN -> qmin, as max_ps does */
-			v = v < qmax ? v : qmax;
-			q[i] = (int8_t)((int)(v + (QBIAS + 0.5f)) - (int)QBIAS);
-		}
-		return;
+	/* nearest only: stochastic rows go through quant_row16_impl */
+	for (long i = ROUND_FAST(x, n, inv, qmin, qmax, NULL, q); i < n; i++) {
+		float v = x[i] * inv;
+		v = v > qmin ? v : qmin; /* NaN -> qmin, as max_ps does */
+		v = v < qmax ? v : qmax;
+		q[i] = (int8_t)((int)(v + (QBIAS + 0.5f)) - (int)QBIAS);
 	}
-	/* Two 16-bit uniforms per 32-bit draw (low half first): ample resolution
-	 * for <= 8-bit grids.  Draws are made in chunks so that the rounding
-	 * loop itself vectorises. */
-	enum { CH = 256 };
-	uint16_t u16[CH];
-	for (long i0 = 0; i0 < n; i0 += CH) {
-		const int len = n - i0 < CH ? (int)(n - i0) : CH;
-		for (int k = 0; k < len; k += 2) {
-			uint32_t u = rng_next(rng);
-			u16[k] = (uint16_t)(u & 0xffff);
-			u16[k + 1] = (uint16_t)(u >> 16);
+}
+
+/* 16 xoshiro128++ generators side by side, one per lane: the same step as
+ * rng_next() on arrays, which a compiler turns into vector shifts, adds and
+ * xors on any architecture (the clones and the portable build compute the
+ * same integers). */
+typedef struct rng16 {
+	uint32_t s0[16], s1[16], s2[16], s3[16];
+} rng16;
+
+static inline void rng16_next(rng16 *g, uint32_t out[16])
+{
+	for (int l = 0; l < 16; l++) {
+		const uint32_t a = g->s0[l], b = g->s1[l], c = g->s2[l], d = g->s3[l];
+		out[l] = rng_rotl(a + d, 7) + a;
+		const uint32_t t = b << 9;
+		const uint32_t c2 = c ^ a, d2 = d ^ b;
+		g->s1[l] = b ^ c2;
+		g->s0[l] = a ^ d2;
+		g->s2[l] = c2 ^ t;
+		g->s3[l] = rng_rotl(d2, 11);
+	}
+}
+
+/* Stochastic rounding of one row with 16 generators side by side (seeded
+ * from (seed, 16 stream + l)): one draw of the 16 serves 32 elements, its
+ * low halves elements [32 c, 32 c + 16), its high halves the next 16.  A
+ * scalar xoshiro step per two elements was most of a stochastic
+ * quantisation's time. */
+static void seed16(rng16 *g, uint64_t seed, uint64_t stream)
+{
+	for (int l = 0; l < 16; l++) {
+		hdqt_rng r;
+		hdqt_rng_seed(&r, seed, stream * 16 + (uint64_t)l);
+		g->s0[l] = r.s[0];
+		g->s1[l] = r.s[1];
+		g->s2[l] = r.s[2];
+		g->s3[l] = r.s[3];
+	}
+}
+
+#if HDQT_X86_64
+__attribute__((target("avx512f"))) static long row16_avx512(const float *x, long n, float inv, float qmin,
+							   float qmax, rng16 *g, int8_t *q)
+{
+	const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
+	const __m512 scale = _mm512_set1_ps(1.0f / 65536.0f), bias = _mm512_set1_ps(QBIAS);
+	const __m512i ib = _mm512_set1_epi32((int)QBIAS), m16 = _mm512_set1_epi32(0xffff);
+	__m512i s0 = _mm512_loadu_si512(g->s0), s1 = _mm512_loadu_si512(g->s1);
+	__m512i s2 = _mm512_loadu_si512(g->s2), s3 = _mm512_loadu_si512(g->s3);
+	long i = 0;
+	for (; i + 32 <= n; i += 32) {
+		const __m512i u = _mm512_add_epi32(_mm512_rol_epi32(_mm512_add_epi32(s0, s3), 7), s0);
+		const __m512i t = _mm512_slli_epi32(s1, 9);
+		const __m512i c2 = _mm512_xor_si512(s2, s0), d2 = _mm512_xor_si512(s3, s1);
+		s1 = _mm512_xor_si512(s1, c2);
+		s0 = _mm512_xor_si512(s0, d2);
+		s2 = _mm512_xor_si512(c2, t);
+		s3 = _mm512_rol_epi32(d2, 11);
+		for (int h = 0; h < 2; h++) {
+			const __m512i uh = h ? _mm512_srli_epi32(u, 16) : _mm512_and_si512(u, m16);
+			__m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i + 16 * h), vinv);
+			v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+			v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_cvtepi32_ps(uh), scale));
+			const __m512i c = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_add_ps(v, bias)), ib);
+			_mm_storeu_si128((__m128i *)(q + i + 16 * h), _mm512_cvtepi32_epi8(c));
 		}
-		const float *xs = x + i0;
-		int8_t *qs = q + i0;
-		for (int k = (int)ROUND_FAST(xs, len, inv, qmin, qmax, u16, qs); k < len; k++) {
-			float v = xs[k] * inv;
+	}
+	_mm512_storeu_si512(g->s0, s0);
+	_mm512_storeu_si512(g->s1, s1);
+	_mm512_storeu_si512(g->s2, s2);
+	_mm512_storeu_si512(g->s3, s3);
+	return i;
+}
+#define ROW16_FAST(x, n, inv, lo, hi, g, q) \
+	(simd && __builtin_cpu_supports("avx512f") ? row16_avx512(x, n, inv, lo, hi, g, q) : 0)
+#else
+#define ROW16_FAST(x, n, inv, lo, hi, g, q) 0
+#endif
+
+HDQT_CLONES void quant_row16_impl(const float *x, long n, float step, const quant_spec *sp,
+				  uint64_t seed, uint64_t stream, int8_t *q, int simd)
+{
+	const float qmax = (float)quant_qmax(sp);
+	const float qmin = sp->is_unsigned ? 0.0f : -qmax;
+	const float inv = 1.0f / step;
+	rng16 g;
+	seed16(&g, seed, stream);
+	for (long i = ROW16_FAST(x, n, inv, qmin, qmax, &g, q); i < n; i += 32) {
+		uint32_t u[16];
+		rng16_next(&g, u);
+		for (int k = 0; k < 32 && i + k < n; k++) {
+			const uint32_t uk = k < 16 ? u[k] & 0xffff : u[k - 16] >> 16;
+			float v = x[i + k] * inv;
 			v = v > qmin ? v : qmin; /* NaN -> qmin, as max_ps does */
 			v = v < qmax ? v : qmax;
-			qs[k] = (int8_t)((int)(v + (float)u16[k] * (1.0f / 65536.0f) + QBIAS) - (int)QBIAS);
+			q[i + k] = (int8_t)((int)(v + (float)uk * (1.0f / 65536.0f) + QBIAS) - (int)QBIAS);
 		}
 	}
 }
@@ -214,10 +284,10 @@ void quant_rows_part(const float *x, int r0, int r1, int cols, const quant_spec 
 		if (sp->per_row)
 			st = quant_step_of(quant_range(xr, cols, sp, 1), sp);
 		scale[r] = st;
-		hdqt_rng rr;
-		if (sp->stochastic)
-			hdqt_rng_seed(&rr, seed, (uint64_t)r); /* row r's own stream */
-		quant_group(xr, cols, st, sp, sp->stochastic ? &rr : NULL, q + (long)r * cols);
+		if (sp->stochastic) /* row r's own 16 streams */
+			quant_row16_impl(xr, cols, st, sp, seed, (uint64_t)r, q + (long)r * cols, 1);
+		else
+			quant_group(xr, cols, st, sp, q + (long)r * cols);
 	}
 }
 
@@ -229,28 +299,6 @@ void quant_rows(const float *x, int rows, int cols, const quant_spec *sp,
 }
 
 /* ---- strips of 16 columns (the backward's transposed operands, lib/linear.c) ---- */
-
-/* 16 xoshiro128++ generators side by side, one per lane: the same step as
- * rng_next() on arrays, which a compiler turns into vector shifts, adds and
- * xors on any architecture (the clones and the portable build compute the
- * same integers). */
-typedef struct rng16 {
-	uint32_t s0[16], s1[16], s2[16], s3[16];
-} rng16;
-
-static inline void rng16_next(rng16 *g, uint32_t out[16])
-{
-	for (int l = 0; l < 16; l++) {
-		const uint32_t a = g->s0[l], b = g->s1[l], c = g->s2[l], d = g->s3[l];
-		out[l] = rng_rotl(a + d, 7) + a;
-		const uint32_t t = b << 9;
-		const uint32_t c2 = c ^ a, d2 = d ^ b;
-		g->s1[l] = b ^ c2;
-		g->s0[l] = a ^ d2;
-		g->s2[l] = c2 ^ t;
-		g->s3[l] = rng_rotl(d2, 11);
-	}
-}
 
 #if HDQT_X86_64
 /* A row of a strip is one zmm.  The generators' state is four zmm; each

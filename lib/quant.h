@@ -32,6 +32,14 @@ int quant_qmax(const quant_spec *sp);
 void quant_rows(const float *x, int rows, int cols, const quant_spec *sp,
 		hdqt_rng *rng, int8_t *q, float *scale);
 
+/* Stochastic rounding of a row of n values with step: 16 generators seeded
+ * from (seed, 16 stream + l), each draw serving 32 elements (low halves the
+ * first 16, high halves the next); simd 0 forces the portable loop (the
+ * AVX-512 path gives the same codes).  quant_rows uses it with stream r for
+ * row r. */
+void quant_row16_impl(const float *x, long n, float step, const quant_spec *sp, uint64_t seed,
+		      uint64_t stream, int8_t *q, int simd);
+
 /* The pieces of quant_rows, for callers that split the rows over threads:
  * one seed is drawn per call, and row r's stochastic stream is seeded from
  * (seed, r), so the codes are the same however the rows are split.
