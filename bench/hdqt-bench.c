@@ -237,17 +237,21 @@ static double bench_train(hdqt_mode mode, int threads, double min_s, double *ms_
 	return (double)steps * B / t;
 }
 
-static double bench_gemm_tile(const char *kernel, int I, int J, int K, int tile, double min_s);
+static double bench_gemm_tile(const char *kernel, int I, int J, int K, int tile, double min_s,
+			      int packed);
 
 static double bench_gemm(const char *kernel, int I, int J, int K, double min_s)
 {
-	return bench_gemm_tile(kernel, I, J, K, 32, min_s);
+	return bench_gemm_tile(kernel, I, J, K, 32, min_s, 0);
 }
 
 /* C (I x J) = A (I x K) . B^T with 4-bit operands and 8-bit tiles of
- * `tile`, through gemm_q (packing included, as the backward products run);
- * GMAC/s. */
-static double bench_gemm_tile(const char *kernel, int I, int J, int K, int tile, double min_s)
+ * `tile`, through gemm_q (packing included), or with packed (B packed once,
+ * as the forward's cached weights and the backward's column path, which
+ * writes B in the kernel's layout as it quantises: A's packing and the
+ * kernel); GMAC/s. */
+static double bench_gemm_tile(const char *kernel, int I, int J, int K, int tile, double min_s,
+			      int packed)
 {
 	if (hdqt_kernel_select(kernel) < 0)
 		return -1;
@@ -261,14 +265,21 @@ static double bench_gemm_tile(const char *kernel, int I, int J, int K, int tile,
 		Bm[i] = (int8_t)((int)hdqt_rng_below(&r, 15) - 7);
 	gemm_ws ws = {0};
 	gemm_params p = {.tile = tile, .acc_bits = 8, .bits = 4, .a_signed = 0};
+	gemm_packed pb = {0};
+	if (packed && gemm_pack(&pb, Bm, J, K, &p) < 0)
+		packed = 0;
 	gemm_q(&ws, A, Bm, I, J, K, &p, C);
 	long n = 0;
 	double t0 = now_s(), t;
 	do {
-		gemm_q(&ws, A, Bm, I, J, K, &p, C);
+		if (packed)
+			gemm_q_packed(&ws, A, I, &pb, C);
+		else
+			gemm_q(&ws, A, Bm, I, J, K, &p, C);
 		n++;
 		t = now_s() - t0;
 	} while (t < min_s);
+	gemm_packed_free(&pb);
 	gemm_ws_free(&ws);
 	free(A);
 	free(Bm);
@@ -542,10 +553,13 @@ int main(int argc, char **argv)
 		printf("\"int8_peak_gmacs\": %.1f, \"gemm\": [", peak);
 		for (size_t i = 0; i < sizeof(shp) / sizeof(shp[0]); i++) {
 			double g = bench_gemm_tile(train_kernel, shp[i].I, shp[i].J, shp[i].K, shp[i].tile,
-						   min_s / 4);
+						   min_s / 4, 0);
+			double gk = bench_gemm_tile(train_kernel, shp[i].I, shp[i].J, shp[i].K, shp[i].tile,
+						    min_s / 4, 1);
 			printf("%s{\"kernel\": \"%s\", \"shape\": \"%s\", \"tile\": %d, \"gmacs\": %.1f, "
-			       "\"of_peak\": %.3f}", i ? ", " : "", train_kernel, shp[i].what, shp[i].tile, g,
-			       peak > 0 ? g / peak : -1.0);
+			       "\"of_peak\": %.3f, \"packed_gmacs\": %.1f, \"packed_of_peak\": %.3f}",
+			       i ? ", " : "", train_kernel, shp[i].what, shp[i].tile, g,
+			       peak > 0 ? g / peak : -1.0, gk, peak > 0 ? gk / peak : -1.0);
 		}
 		hdqt_kernel_select(train_kernel);
 		printf("], ");

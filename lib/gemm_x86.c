@@ -138,6 +138,119 @@ KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256)
 
 #define R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
+/* Rows [i0, I) of A against one block of 16 columns: eight rows at a
+ * time (8 tile accumulators + 8 wide sums), then one by one. */
+AVX512_T static void blk16_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb, const int32_t *cr,
+				  int i0, int I, int J, int jb, int K4, int tile4, int ntiles,
+				  __m512i vlo, __m512i vhi, int32_t *C)
+{
+	const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
+	const __mmask16 m = (__mmask16)((1u << ncol) - 1u);
+	int i = i0;
+	for (; i + 8 <= I; i += 8) {
+		const uint8_t *a = Ap + (size_t)i * rs;
+#define DECL(r) __m512i w##r = _mm512_setzero_si512();
+		R8(DECL)
+#undef DECL
+		for (int t = 0; t < ntiles; t++) {
+			const int k0 = t * tile4, k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;
+			const __m512i c = _mm512_loadu_si512((const void *)(cr + t * 16));
+#define INIT(r) __m512i s##r = c;
+			R8(INIT)
+#undef INIT
+			for (int k = k0; k < k1; k++) {
+				const __m512i b = _mm512_loadu_si512((const void *)(bb + k * 64));
+#define DOT(r) s##r = _mm512_dpbusd_epi32(s##r, _mm512_set1_epi32(load4(a + r * rs + 4 * k)), b);
+				R8(DOT)
+#undef DOT
+			}
+#define CLAMP(r) w##r = _mm512_add_epi32(w##r, _mm512_min_epi32(_mm512_max_epi32(s##r, vlo), vhi));
+			R8(CLAMP)
+#undef CLAMP
+		}
+#define STORE(r) _mm512_mask_storeu_epi32(C + (size_t)(i + r) * J + jb * 16, m, w##r);
+		R8(STORE)
+#undef STORE
+	}
+	for (; i < I; i++) {
+		const uint8_t *a = Ap + (size_t)i * rs;
+		__m512i w = _mm512_setzero_si512();
+		for (int t = 0; t < ntiles; t++) {
+			const int k0 = t * tile4, k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;
+			__m512i sacc = _mm512_loadu_si512((const void *)(cr + t * 16));
+			for (int k = k0; k < k1; k++) {
+				const __m512i b = _mm512_loadu_si512((const void *)(bb + k * 64));
+				sacc = _mm512_dpbusd_epi32(sacc, _mm512_set1_epi32(load4(a + 4 * k)), b);
+			}
+			w = _mm512_add_epi32(w, _mm512_min_epi32(_mm512_max_epi32(sacc, vlo), vhi));
+		}
+		_mm512_mask_storeu_epi32(C + (size_t)i * J + jb * 16, m, w);
+	}
+}
+
+/* Eight rows against two blocks (32 columns) with 16-bit clamps and wide
+ * sums: each tile's two int32 sums are narrowed with signed saturation
+ * into one register (packs: exact, as the clamp bounds lie inside int16),
+ * clamped and added there, so a tile costs four operations per 32 columns
+ * instead of six.  Only when every wide sum fits int16 (ntiles *
+ * 2^(a-1) <= 32767: 8-bit accumulators and up to 255 tiles).  packs
+ * interleaves the two blocks by 4 columns per 128-bit lane; the wide sums
+ * are put back in column order once, at the store. */
+AVX512_T static int pair_rows8_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb0,
+				      const int32_t *cr0, const int8_t *bb1, const int32_t *cr1,
+				      int I, int J, int jb, int K4, int tile4, int ntiles,
+				      __m512i vlo16, __m512i vhi16, int32_t *C)
+{
+	const int ncol1 = J - (jb + 1) * 16 < 16 ? J - (jb + 1) * 16 : 16;
+	const __mmask16 m1 = (__mmask16)((1u << ncol1) - 1u);
+	const __m512i ia = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+	const __m512i ib = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+	int i = 0;
+	for (; i + 8 <= I; i += 8) {
+		const uint8_t *a = Ap + (size_t)i * rs;
+#define DECL(r) __m512i w##r = _mm512_setzero_si512();
+		R8(DECL)
+#undef DECL
+		for (int t = 0; t < ntiles; t++) {
+			const int k0 = t * tile4, k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;
+			const __m512i c0 = _mm512_loadu_si512((const void *)(cr0 + t * 16));
+			const __m512i c1 = _mm512_loadu_si512((const void *)(cr1 + t * 16));
+#define INIT(r) __m512i s##r = c0, u##r = c1;
+			R8(INIT)
+#undef INIT
+			for (int k = k0; k < k1; k++) {
+				const __m512i b0 = _mm512_loadu_si512((const void *)(bb0 + k * 64));
+				const __m512i b1 = _mm512_loadu_si512((const void *)(bb1 + k * 64));
+#define DOT(r)                                                                           \
+	{                                                                                \
+		const __m512i x = _mm512_set1_epi32(load4(a + r * rs + 4 * k));          \
+		s##r = _mm512_dpbusd_epi32(s##r, x, b0);                                 \
+		u##r = _mm512_dpbusd_epi32(u##r, x, b1);                                 \
+	}
+				R8(DOT)
+#undef DOT
+			}
+#define CLAMP(r)                                                                                    \
+	w##r = _mm512_add_epi16(w##r, _mm512_min_epi16(_mm512_max_epi16(_mm512_packs_epi32(s##r, u##r), \
+									 vlo16),                    \
+						       vhi16));
+			R8(CLAMP)
+#undef CLAMP
+		}
+#define STORE(r)                                                                                  \
+	{                                                                                         \
+		const __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(w##r));           \
+		const __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(w##r, 1));     \
+		int32_t *cr_ = C + (size_t)(i + r) * J + jb * 16;                                 \
+		_mm512_storeu_si512((void *)cr_, _mm512_permutex2var_epi32(lo, ia, hi));          \
+		_mm512_mask_storeu_epi32(cr_ + 16, m1, _mm512_permutex2var_epi32(lo, ib, hi));    \
+	}
+		R8(STORE)
+#undef STORE
+	}
+	return i;
+}
+
 AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
 				  int I, int J, int K4, int tile4, int ntiles, int32_t lo,
 				  int32_t hi, int32_t *C)
@@ -145,53 +258,22 @@ AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int
 	const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
 	const int J16 = (J + 15) / 16;
 	const size_t rs = (size_t)K4 * 4; /* packed row stride of A */
-	for (int jb = 0; jb < J16; jb++) {
-		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
-		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
-		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
-		const __mmask16 m = (__mmask16)((1u << ncol) - 1u);
-		int i = 0;
-		/* Eight rows at a time: 8 tile accumulators + 8 wide sums. */
-		for (; i + 8 <= I; i += 8) {
-			const uint8_t *a = Ap + (size_t)i * rs;
-#define DECL(r) __m512i w##r = _mm512_setzero_si512();
-			R8(DECL)
-#undef DECL
-			for (int t = 0; t < ntiles; t++) {
-				const int k0 = t * tile4, k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;
-				const __m512i c = _mm512_loadu_si512((const void *)(cr + t * 16));
-#define INIT(r) __m512i s##r = c;
-				R8(INIT)
-#undef INIT
-				for (int k = k0; k < k1; k++) {
-					const __m512i b = _mm512_loadu_si512((const void *)(bb + k * 64));
-#define DOT(r) s##r = _mm512_dpbusd_epi32(s##r, _mm512_set1_epi32(load4(a + r * rs + 4 * k)), b);
-					R8(DOT)
-#undef DOT
-				}
-#define CLAMP(r) w##r = _mm512_add_epi32(w##r, _mm512_min_epi32(_mm512_max_epi32(s##r, vlo), vhi));
-				R8(CLAMP)
-#undef CLAMP
-			}
-#define STORE(r) _mm512_mask_storeu_epi32(C + (size_t)(i + r) * J + jb * 16, m, w##r);
-			R8(STORE)
-#undef STORE
-		}
-		for (; i < I; i++) {
-			const uint8_t *a = Ap + (size_t)i * rs;
-			__m512i w = _mm512_setzero_si512();
-			for (int t = 0; t < ntiles; t++) {
-				const int k0 = t * tile4, k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;
-				__m512i s = _mm512_loadu_si512((const void *)(cr + t * 16));
-				for (int k = k0; k < k1; k++) {
-					const __m512i b = _mm512_loadu_si512((const void *)(bb + k * 64));
-					s = _mm512_dpbusd_epi32(s, _mm512_set1_epi32(load4(a + 4 * k)), b);
-				}
-				w = _mm512_add_epi32(w, _mm512_min_epi32(_mm512_max_epi32(s, vlo), vhi));
-			}
-			_mm512_mask_storeu_epi32(C + (size_t)i * J + jb * 16, m, w);
+	const int narrow = (long)ntiles * ((long)hi + 1) <= 32767 && lo >= -32768;
+	int jb = 0;
+	if (narrow) {
+		const __m512i vlo16 = _mm512_set1_epi16((short)lo), vhi16 = _mm512_set1_epi16((short)hi);
+		for (; jb + 1 < J16; jb += 2) {
+			const int8_t *bb0 = Bp + (size_t)jb * K4 * 64, *bb1 = bb0 + (size_t)K4 * 64;
+			const int32_t *cr0 = corr + (size_t)jb * ntiles * 16, *cr1 = cr0 + (size_t)ntiles * 16;
+			const int i = pair_rows8_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, tile4,
+							ntiles, vlo16, vhi16, C);
+			blk16_avx512(Ap, rs, bb0, cr0, i, I, J, jb, K4, tile4, ntiles, vlo, vhi, C);
+			blk16_avx512(Ap, rs, bb1, cr1, i, I, J, jb + 1, K4, tile4, ntiles, vlo, vhi, C);
 		}
 	}
+	for (; jb < J16; jb++)
+		blk16_avx512(Ap, rs, Bp + (size_t)jb * K4 * 64, corr + (size_t)jb * ntiles * 16, 0, I,
+			     J, jb, K4, tile4, ntiles, vlo, vhi, C);
 }
 
 /* ---------------- float transpose, AVX2 ---------------- */
