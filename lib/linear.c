@@ -368,8 +368,11 @@ int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, 
  * and rounded while it is in L1, and written straight into the layout the
  * kernel reads.  Strips are independent tasks with their own random
  * streams (quant_strip16), so the codes do not depend on the thread
- * count; with round-to-nearest they are the codes of the old passes
- * (tests/test_linear.c). */
+ * count; with round-to-nearest and clip_sigma 0 (as the backward uses)
+ * they are the codes of the old passes (test_gemm's test_column_path).
+ * With clip_sigma > 0 the sums of squares are taken per column in row
+ * order, not in quant_range's lane order: the range can differ from the
+ * row path's in its last bits. */
 
 typedef struct colq_job {
 	const float *z;
@@ -487,6 +490,8 @@ int linear_colq_a(linear_scratch *s, const float *z, int R, int C, int Rp, int b
 {
 	PHASE_BEGIN(s);
 	int rc = 0;
+	if (pb->K != Rp) /* A's rows must be as long as the product's reduction */
+		return HDQT_EINVAL;
 	*A = linear_grow_mem((void **)&s->ap, &s->apcap, (size_t)C * gemm_a_stride(pb) + 1);
 	if (!*A) {
 		rc = HDQT_ENOMEM;

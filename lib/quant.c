@@ -12,6 +12,16 @@
 #include "simd.h"
 
 #define QBIAS 512.0f /* > |qmin| + 1 for any bits <= 8 */
+/* Stochastic rounding adds a uniform u on a grid of 2^-14: floats in
+ * [256, 1024), where v + u + QBIAS lies, have 14 or 15 fraction bits, so
+ * for v on the grid (0, qmin, qmax: the group's zeros and its max-abs
+ * element) the sum is exact and the code stays inside [qmin, qmax] and
+ * zero stays zero; with 16-bit uniforms a draw within 2^-15 of 1 rounded
+ * the sum up to the next integer (qmax + 1, which wraps at 8 bits).  Each
+ * 32-bit draw gives two: bits 2-15 and bits 18-31. */
+#define U14_LO(u) (((u) >> 2) & 0x3fffu)
+#define U14_HI(u) ((u) >> 18)
+#define USCALE (1.0f / 16384.0f)
 
 int quant_qmax(const quant_spec *sp)
 {
@@ -207,8 +217,8 @@ __attribute__((target("avx512f"))) static long row16_avx512(const float *x, long
 							   float qmax, rng16 *g, int8_t *q)
 {
 	const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
-	const __m512 scale = _mm512_set1_ps(1.0f / 65536.0f), bias = _mm512_set1_ps(QBIAS);
-	const __m512i ib = _mm512_set1_epi32((int)QBIAS), m16 = _mm512_set1_epi32(0xffff);
+	const __m512 scale = _mm512_set1_ps(USCALE), bias = _mm512_set1_ps(QBIAS);
+	const __m512i ib = _mm512_set1_epi32((int)QBIAS), m14 = _mm512_set1_epi32(0x3fff);
 	__m512i s0 = _mm512_loadu_si512(g->s0), s1 = _mm512_loadu_si512(g->s1);
 	__m512i s2 = _mm512_loadu_si512(g->s2), s3 = _mm512_loadu_si512(g->s3);
 	long i = 0;
@@ -221,7 +231,7 @@ __attribute__((target("avx512f"))) static long row16_avx512(const float *x, long
 		s2 = _mm512_xor_si512(c2, t);
 		s3 = _mm512_rol_epi32(d2, 11);
 		for (int h = 0; h < 2; h++) {
-			const __m512i uh = h ? _mm512_srli_epi32(u, 16) : _mm512_and_si512(u, m16);
+			const __m512i uh = h ? _mm512_srli_epi32(u, 18) : _mm512_and_si512(_mm512_srli_epi32(u, 2), m14);
 			__m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i + 16 * h), vinv);
 			v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
 			v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_cvtepi32_ps(uh), scale));
@@ -253,11 +263,11 @@ HDQT_CLONES void quant_row16_impl(const float *x, long n, float step, const quan
 		uint32_t u[16];
 		rng16_next(&g, u);
 		for (int k = 0; k < 32 && i + k < n; k++) {
-			const uint32_t uk = k < 16 ? u[k] & 0xffff : u[k - 16] >> 16;
+			const uint32_t uk = k < 16 ? U14_LO(u[k]) : U14_HI(u[k - 16]);
 			float v = x[i + k] * inv;
 			v = v > qmin ? v : qmin; /* NaN -> qmin, as max_ps does */
 			v = v < qmax ? v : qmax;
-			q[i + k] = (int8_t)((int)(v + (float)uk * (1.0f / 65536.0f) + QBIAS) - (int)QBIAS);
+			q[i + k] = (int8_t)((int)(v + (float)uk * USCALE + QBIAS) - (int)QBIAS);
 		}
 	}
 }
@@ -329,8 +339,8 @@ AVX512_Q static void strip16_avx512(const float *x, int rows, const float inv[16
 	}
 	__m512i s0 = _mm512_loadu_si512(g0->s0), s1 = _mm512_loadu_si512(g0->s1);
 	__m512i s2 = _mm512_loadu_si512(g0->s2), s3 = _mm512_loadu_si512(g0->s3);
-	const __m512 scale = _mm512_set1_ps(1.0f / 65536.0f), bias = _mm512_set1_ps(QBIAS);
-	const __m512i m16 = _mm512_set1_epi32(0xffff);
+	const __m512 scale = _mm512_set1_ps(USCALE), bias = _mm512_set1_ps(QBIAS);
+	const __m512i m14 = _mm512_set1_epi32(0x3fff);
 	for (int r = 0; r < rows; r += 2) {
 		const __m512i u = _mm512_add_epi32(_mm512_rol_epi32(_mm512_add_epi32(s0, s3), 7), s0);
 		const __m512i t = _mm512_slli_epi32(s1, 9);
@@ -340,12 +350,12 @@ AVX512_Q static void strip16_avx512(const float *x, int rows, const float inv[16
 		s2 = _mm512_xor_si512(c2, t);
 		s3 = _mm512_rol_epi32(d2, 11);
 		/* v + u * 2^-16 + bias, in the scalar's order: (v + u') + bias */
-		__m512 ulo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(u, m16)), scale);
+		__m512 ulo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u, 2), m14)), scale);
 		__m512 v = round16(_mm512_loadu_ps(x + r * 16), vinv, lo, hi, ulo);
 		__m512i c = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_add_ps(v, bias)), ib);
 		_mm_storeu_si128((__m128i *)(q + r * 16), _mm512_cvtepi32_epi8(c));
 		if (r + 1 < rows) {
-			__m512 uhi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(u, 16)), scale);
+			__m512 uhi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(u, 18)), scale);
 			v = round16(_mm512_loadu_ps(x + (r + 1) * 16), vinv, lo, hi, uhi);
 			c = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_add_ps(v, bias)), ib);
 			_mm_storeu_si128((__m128i *)(q + (r + 1) * 16), _mm512_cvtepi32_epi8(c));
@@ -419,7 +429,7 @@ HDQT_CLONES static void strip16_c(const float *x, int rows, const float inv[16],
 		return;
 	}
 	/* One draw per lane serves two rows: its low half the even row, its
-	 * high half the odd one (16-bit uniforms, as quant_group). */
+	 * high half the odd one (14-bit uniforms, U14_LO / U14_HI). */
 	for (int r = 0; r < rows; r += 2) {
 		uint32_t u[16];
 		rng16_next(g, u);
@@ -428,7 +438,7 @@ HDQT_CLONES static void strip16_c(const float *x, int rows, const float inv[16],
 			float v = x[r * 16 + l] * inv[l];
 			v = v > qmin ? v : qmin;
 			v = v < qmax ? v : qmax;
-			q[r * 16 + l] = (int8_t)((int)(v + (float)(u[l] & 0xffff) * (1.0f / 65536.0f) + QBIAS) -
+			q[r * 16 + l] = (int8_t)((int)(v + (float)U14_LO(u[l]) * USCALE + QBIAS) -
 						 (int)QBIAS);
 		}
 		if (two)
@@ -437,7 +447,7 @@ HDQT_CLONES static void strip16_c(const float *x, int rows, const float inv[16],
 				v = v > qmin ? v : qmin;
 				v = v < qmax ? v : qmax;
 				q[(r + 1) * 16 + l] =
-					(int8_t)((int)(v + (float)(u[l] >> 16) * (1.0f / 65536.0f) + QBIAS) - (int)QBIAS);
+					(int8_t)((int)(v + (float)U14_HI(u[l]) * USCALE + QBIAS) - (int)QBIAS);
 			}
 	}
 }

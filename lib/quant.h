@@ -53,7 +53,7 @@ void quant_rows_part(const float *x, int r0, int r1, int cols, const quant_spec 
 /* A strip of 16 columns, rows x 16 floats (row-major, 16 per row): column l
  * quantised with step[l] into q (the same layout), rounding as quant_rows.
  * Stochastic draws come from 16 generators seeded from (seed, 16 * stream
- * + l), one per column, each draw's two 16-bit halves serving two rows: the
+ * + l), one per column, each draw's two 14-bit uniforms (quant.c) serving two rows: the
  * codes depend on (seed, stream) alone, not on how strips are spread over
  * threads.  A zero input gives code 0 under either rounding. */
 void quant_strip16(const float *x, int rows, const float step[16], const quant_spec *sp,
