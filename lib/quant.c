@@ -213,6 +213,20 @@ static void seed16(rng16 *g, uint64_t seed, uint64_t stream)
 }
 
 #if HDQT_X86_64
+/* rng16_next on four zmm: the same integers lane by lane. */
+__attribute__((target("avx512f"))) static inline __m512i rng16_step_avx512(__m512i *s0, __m512i *s1,
+									  __m512i *s2, __m512i *s3)
+{
+	const __m512i u = _mm512_add_epi32(_mm512_rol_epi32(_mm512_add_epi32(*s0, *s3), 7), *s0);
+	const __m512i t = _mm512_slli_epi32(*s1, 9);
+	const __m512i c2 = _mm512_xor_si512(*s2, *s0), d2 = _mm512_xor_si512(*s3, *s1);
+	*s1 = _mm512_xor_si512(*s1, c2);
+	*s0 = _mm512_xor_si512(*s0, d2);
+	*s2 = _mm512_xor_si512(c2, t);
+	*s3 = _mm512_rol_epi32(d2, 11);
+	return u;
+}
+
 __attribute__((target("avx512f"))) static long row16_avx512(const float *x, long n, float inv, float qmin,
 							   float qmax, rng16 *g, int8_t *q)
 {
@@ -223,13 +237,7 @@ __attribute__((target("avx512f"))) static long row16_avx512(const float *x, long
 	__m512i s2 = _mm512_loadu_si512(g->s2), s3 = _mm512_loadu_si512(g->s3);
 	long i = 0;
 	for (; i + 32 <= n; i += 32) {
-		const __m512i u = _mm512_add_epi32(_mm512_rol_epi32(_mm512_add_epi32(s0, s3), 7), s0);
-		const __m512i t = _mm512_slli_epi32(s1, 9);
-		const __m512i c2 = _mm512_xor_si512(s2, s0), d2 = _mm512_xor_si512(s3, s1);
-		s1 = _mm512_xor_si512(s1, c2);
-		s0 = _mm512_xor_si512(s0, d2);
-		s2 = _mm512_xor_si512(c2, t);
-		s3 = _mm512_rol_epi32(d2, 11);
+		const __m512i u = rng16_step_avx512(&s0, &s1, &s2, &s3);
 		for (int h = 0; h < 2; h++) {
 			const __m512i uh = h ? _mm512_srli_epi32(u, 18) : _mm512_and_si512(_mm512_srli_epi32(u, 2), m14);
 			__m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i + 16 * h), vinv);
@@ -342,14 +350,8 @@ AVX512_Q static void strip16_avx512(const float *x, int rows, const float inv[16
 	const __m512 scale = _mm512_set1_ps(USCALE), bias = _mm512_set1_ps(QBIAS);
 	const __m512i m14 = _mm512_set1_epi32(0x3fff);
 	for (int r = 0; r < rows; r += 2) {
-		const __m512i u = _mm512_add_epi32(_mm512_rol_epi32(_mm512_add_epi32(s0, s3), 7), s0);
-		const __m512i t = _mm512_slli_epi32(s1, 9);
-		const __m512i c2 = _mm512_xor_si512(s2, s0), d2 = _mm512_xor_si512(s3, s1);
-		s1 = _mm512_xor_si512(s1, c2);
-		s0 = _mm512_xor_si512(s0, d2);
-		s2 = _mm512_xor_si512(c2, t);
-		s3 = _mm512_rol_epi32(d2, 11);
-		/* v + u * 2^-16 + bias, in the scalar's order: (v + u') + bias */
+		const __m512i u = rng16_step_avx512(&s0, &s1, &s2, &s3);
+		/* v + u * 2^-14 + bias, in the scalar's order: (v + u') + bias */
 		__m512 ulo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u, 2), m14)), scale);
 		__m512 v = round16(_mm512_loadu_ps(x + r * 16), vinv, lo, hi, ulo);
 		__m512i c = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_add_ps(v, bias)), ib);
@@ -400,14 +402,7 @@ void quant_strip16_impl(const float *x, int rows, const float step[16], const qu
 		inv[l] = 1.0f / step[l];
 	rng16 g;
 	if (sp->stochastic)
-		for (int l = 0; l < 16; l++) {
-			hdqt_rng r;
-			hdqt_rng_seed(&r, seed, stream * 16 + (uint64_t)l); /* lane l of strip `stream` */
-			g.s0[l] = r.s[0];
-			g.s1[l] = r.s[1];
-			g.s2[l] = r.s[2];
-			g.s3[l] = r.s[3];
-		}
+		seed16(&g, seed, stream); /* lane l of strip `stream` */
 	if (simd && HAVE_AVX512_RT()) {
 		strip16_avx512(x, rows, inv, qmin, qmax, sp->stochastic ? &g : NULL, q);
 		return;
