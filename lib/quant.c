@@ -75,46 +75,6 @@ __attribute__((target("avx2"))) static long sum_sq_avx2(const float *x, long n, 
 #define sum_sq_avx2(x, n, acc) 0L
 #endif
 
-#if HDQT_X86_64
-/* max_abs and sum_sq in one pass (the forward's clip_sigma ranges read
- * each row once): the same 8 double lanes in the same order as sum_sq
- * (elements i and i + 8 of a zmm go to lane i, in that order), maxima in
- * any order. */
-__attribute__((target("avx512f"))) static long stats_avx512(const float *x, long n, float mx[8],
-							   double acc[8])
-{
-	const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
-	__m512 m = _mm512_setzero_ps();
-	__m512d q = _mm512_setzero_pd();
-	long i = 0;
-	for (; i + 16 <= n; i += 16) {
-		const __m512 v = _mm512_loadu_ps(x + i);
-		m = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), absmask)), m);
-		const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-		const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-		q = _mm512_add_pd(q, _mm512_mul_pd(lo, lo));
-		q = _mm512_add_pd(q, _mm512_mul_pd(hi, hi));
-	}
-	if (i + 8 <= n) {
-		const __m512 v = _mm512_maskz_loadu_ps(0xff, x + i); /* zeros above: no effect on the max */
-		m = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), absmask)), m);
-		const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-		q = _mm512_add_pd(q, _mm512_mul_pd(lo, lo));
-		i += 8;
-	}
-	float m16[16];
-	_mm512_storeu_ps(m16, m);
-	for (int l = 0; l < 8; l++)
-		mx[l] = m16[l] > m16[l + 8] ? m16[l] : m16[l + 8];
-	_mm512_storeu_pd(acc, q);
-	return i;
-}
-#define HAVE_STATS_FAST() __builtin_cpu_supports("avx512f")
-#else
-#define HAVE_STATS_FAST() 0
-#define stats_avx512(x, n, mx, acc) 0L
-#endif
-
 /* Sum of squares in 8 interleaved lanes combined in a fixed order. */
 static double sum_sq(const float *x, long n, int simd)
 {
@@ -158,21 +118,6 @@ float quant_range_stats(float mx, double ss, long n, const quant_spec *sp)
 
 float quant_range(const float *x, long n, const quant_spec *sp, int simd)
 {
-	if (simd && sp->clip_sigma > 0.0f && HAVE_STATS_FAST()) {
-		float m8[8] = {0};
-		double acc[8] = {0};
-		long i = stats_avx512(x, n, m8, acc);
-		for (int l = 0; i < n; i++, l++) { /* the tail as in max_abs and sum_sq */
-			const float a = fabsf(x[i]);
-			m8[l] = a > m8[l] ? a : m8[l];
-			acc[l] += (double)x[i] * (double)x[i];
-		}
-		float m = 0.0f;
-		for (int l = 0; l < 8; l++)
-			m = m8[l] > m ? m8[l] : m;
-		const double ss = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-		return quant_range_stats(m, ss, n, sp);
-	}
 	float mx = max_abs(x, n, simd);
 	return quant_range_stats(mx, sp->clip_sigma > 0.0f ? sum_sq(x, n, simd) : 0.0, n, sp);
 }
