@@ -278,54 +278,6 @@ void linear_blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, con
 }
 #endif
 
-/* Transposes over the pool in blocks of TR_ROWS input rows: a block of rows
- * of the input is a block of columns of the output, so the tasks write
- * disjoint elements and the result is the serial one whatever the thread
- * count.  Blocks rather than one task per matrix: the backward's two
- * matrices differ in size (128 x 512 against 128 x 166) and W's 512 x 512
- * is alone, so whole matrices left a thread idle (16 % of a two-thread
- * step went to transposes).  32 rows: 4 AVX2 8 x 8 tiles, 128-byte runs
- * of the output. */
-#define TR_ROWS 32
-
-typedef struct trp {
-	const float *in[2];
-	int rows[2], cols[2];
-	float *out[2];
-	int blocks0;
-} trp;
-
-static void transpose_task(void *arg, int t, int w)
-{
-	(void)w;
-	const trp *p = arg;
-	const int m = t >= p->blocks0, b = m ? t - p->blocks0 : t;
-	const int r0 = b * TR_ROWS, r1 = r0 + TR_ROWS < p->rows[m] ? r0 + TR_ROWS : p->rows[m];
-	gemm_transpose_ld(p->in[m] + (size_t)r0 * p->cols[m], r1 - r0, p->cols[m], p->cols[m],
-			  p->out[m] + r0, p->rows[m]);
-}
-
-static void transpose_par(linear_scratch *s, int n, const float *a, int ar, int ac, float *at,
-			  const float *b, int br, int bc, float *bt)
-{
-	PHASE_BEGIN(s);
-	trp p = {{a, b}, {ar, br}, {ac, bc}, {at, bt}, (ar + TR_ROWS - 1) / TR_ROWS};
-	const int nb = p.blocks0 + (n > 1 ? (br + TR_ROWS - 1) / TR_ROWS : 0);
-	pool_run(s->pool, nb, transpose_task, &p);
-	PHASE_END(s, HDQT_PHASE_TRANSPOSE);
-}
-
-void linear_transpose2(linear_scratch *s, const float *a, int ar, int ac, float *at, const float *b,
-		       int br, int bc, float *bt)
-{
-	transpose_par(s, 2, a, ar, ac, at, b, br, bc, bt);
-}
-
-void linear_transpose1(linear_scratch *s, const float *a, int ar, int ac, float *at)
-{
-	transpose_par(s, 1, a, ar, ac, at, NULL, 0, 0, NULL);
-}
-
 /* ---- packing B over the pool: disjoint column blocks, the same bytes ---- */
 
 typedef struct pack_job {

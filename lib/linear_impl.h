@@ -61,11 +61,6 @@ void linear_f32_par(linear_scratch *s, const float *A, const float *B, int I, in
 void linear_blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, const float *A, int lda,
 		     const float *B, int ldb, float *C);
 #endif
-/* at = a^T (a: ar x ac); transpose2 also bt = b^T.  Over the pool in
- * blocks of rows (the serial bytes), timed as HDQT_PHASE_TRANSPOSE. */
-void linear_transpose1(linear_scratch *s, const float *a, int ar, int ac, float *at);
-void linear_transpose2(linear_scratch *s, const float *a, int ar, int ac, float *at, const float *b,
-		       int br, int bc, float *bt);
 /* gemm_pack with the column blocks packed on the pool (the same bytes). */
 int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, int K,
 		    const gemm_params *p);
