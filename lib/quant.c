@@ -158,6 +158,30 @@ __attribute__((target("avx2"))) static long round_avx2(const float *x, long n, f
 #define ROUND_FAST(x, n, inv, lo, hi, u, q) 0
 #endif
 
+/* The scalar rounding every portable loop and SIMD tail uses (the SIMD
+ * paths compute the same terms in the same order): clamp (a NaN gives
+ * qmin, as max_ps), then the biased truncation; stochastic adds a 14-bit
+ * uniform u before the bias. */
+static inline __attribute__((always_inline)) float clamp_scaled(float x, float inv, float qmin,
+								 float qmax)
+{
+	float v = x * inv;
+	v = v > qmin ? v : qmin;
+	return v < qmax ? v : qmax;
+}
+
+static inline __attribute__((always_inline)) int8_t code_nearest(float x, float inv, float qmin,
+								  float qmax)
+{
+	return (int8_t)((int)(clamp_scaled(x, inv, qmin, qmax) + (QBIAS + 0.5f)) - (int)QBIAS);
+}
+
+static inline __attribute__((always_inline)) int8_t code_sr(float x, float inv, float qmin, float qmax,
+							     uint32_t u14)
+{
+	return (int8_t)((int)(clamp_scaled(x, inv, qmin, qmax) + (float)u14 * USCALE + QBIAS) - (int)QBIAS);
+}
+
 HDQT_CLONES static void quant_group(const float *x, long n, float step, const quant_spec *sp,
 				    int8_t *q)
 {
@@ -165,12 +189,8 @@ HDQT_CLONES static void quant_group(const float *x, long n, float step, const qu
 	const float qmin = sp->is_unsigned ? 0.0f : -qmax;
 	const float inv = 1.0f / step;
 	/* nearest only: stochastic rows go through quant_row16_impl */
-	for (long i = ROUND_FAST(x, n, inv, qmin, qmax, NULL, q); i < n; i++) {
-		float v = x[i] * inv;
-		v = v > qmin ? v : qmin; /* NaN -> qmin, as max_ps does */
-		v = v < qmax ? v : qmax;
-		q[i] = (int8_t)((int)(v + (QBIAS + 0.5f)) - (int)QBIAS);
-	}
+	for (long i = ROUND_FAST(x, n, inv, qmin, qmax, NULL, q); i < n; i++)
+		q[i] = code_nearest(x[i], inv, qmin, qmax);
 }
 
 /* 16 xoshiro128++ generators side by side, one per lane: the same step as
@@ -272,10 +292,7 @@ HDQT_CLONES void quant_row16_impl(const float *x, long n, float step, const quan
 		rng16_next(&g, u);
 		for (int k = 0; k < 32 && i + k < n; k++) {
 			const uint32_t uk = k < 16 ? U14_LO(u[k]) : U14_HI(u[k - 16]);
-			float v = x[i + k] * inv;
-			v = v > qmin ? v : qmin; /* NaN -> qmin, as max_ps does */
-			v = v < qmax ? v : qmax;
-			q[i + k] = (int8_t)((int)(v + (float)uk * USCALE + QBIAS) - (int)QBIAS);
+			q[i + k] = code_sr(x[i + k], inv, qmin, qmax, uk);
 		}
 	}
 }
@@ -415,12 +432,8 @@ HDQT_CLONES static void strip16_c(const float *x, int rows, const float inv[16],
 {
 	if (!g) {
 		for (int r = 0; r < rows; r++)
-			for (int l = 0; l < 16; l++) {
-				float v = x[r * 16 + l] * inv[l];
-				v = v > qmin ? v : qmin; /* NaN -> qmin, as quant_group */
-				v = v < qmax ? v : qmax;
-				q[r * 16 + l] = (int8_t)((int)(v + (QBIAS + 0.5f)) - (int)QBIAS);
-			}
+			for (int l = 0; l < 16; l++)
+				q[r * 16 + l] = code_nearest(x[r * 16 + l], inv[l], qmin, qmax);
 		return;
 	}
 	/* One draw per lane serves two rows: its low half the even row, its
@@ -429,21 +442,11 @@ HDQT_CLONES static void strip16_c(const float *x, int rows, const float inv[16],
 		uint32_t u[16];
 		rng16_next(g, u);
 		const int two = r + 1 < rows;
-		for (int l = 0; l < 16; l++) {
-			float v = x[r * 16 + l] * inv[l];
-			v = v > qmin ? v : qmin;
-			v = v < qmax ? v : qmax;
-			q[r * 16 + l] = (int8_t)((int)(v + (float)U14_LO(u[l]) * USCALE + QBIAS) -
-						 (int)QBIAS);
-		}
+		for (int l = 0; l < 16; l++)
+			q[r * 16 + l] = code_sr(x[r * 16 + l], inv[l], qmin, qmax, U14_LO(u[l]));
 		if (two)
-			for (int l = 0; l < 16; l++) {
-				float v = x[(r + 1) * 16 + l] * inv[l];
-				v = v > qmin ? v : qmin;
-				v = v < qmax ? v : qmax;
-				q[(r + 1) * 16 + l] =
-					(int8_t)((int)(v + (float)U14_HI(u[l]) * USCALE + QBIAS) - (int)QBIAS);
-			}
+			for (int l = 0; l < 16; l++)
+				q[(r + 1) * 16 + l] = code_sr(x[(r + 1) * 16 + l], inv[l], qmin, qmax, U14_HI(u[l]));
 	}
 }
 
