@@ -397,16 +397,43 @@ static double bench_store(int sync_full, int batch, double min_s)
 	return rate;
 }
 
+/* The model's own products (166-512-512-12, batch 128) under the training
+ * kernel, forward tile 8 and backward tile 32, as JSON "int8_peak_gmacs"
+ * and "gemm": with B packed on every call and packed once. */
+static void print_gemm_shapes(const char *train_kernel, double peak, double min_s)
+{
+	static const struct { const char *what; int I, J, K, tile; } shp[] = {
+		{"forward 128x512x166", 128, 512, 166, 8}, {"forward 128x512x512", 128, 512, 512, 8},
+		{"grad-weight 512x512x128", 512, 512, 128, 32},
+		{"grad-weight 512x166x128", 512, 166, 128, 32},
+		{"grad-input 128x166x512", 128, 166, 512, 32},
+		{"grad-input 128x512x512", 128, 512, 512, 32},
+	};
+	printf("\"int8_peak_gmacs\": %.1f, \"gemm\": [", peak);
+	for (size_t i = 0; i < sizeof(shp) / sizeof(shp[0]); i++) {
+		double g = bench_gemm_tile(train_kernel, shp[i].I, shp[i].J, shp[i].K, shp[i].tile,
+					   min_s / 4, 0);
+		double gk = bench_gemm_tile(train_kernel, shp[i].I, shp[i].J, shp[i].K, shp[i].tile,
+					    min_s / 4, 1);
+		printf("%s{\"kernel\": \"%s\", \"shape\": \"%s\", \"tile\": %d, \"gmacs\": %.1f, "
+		       "\"of_peak\": %.3f, \"packed_gmacs\": %.1f, \"packed_of_peak\": %.3f}",
+		       i ? ", " : "", train_kernel, shp[i].what, shp[i].tile, g,
+		       peak > 0 ? g / peak : -1.0, gk, peak > 0 ? gk / peak : -1.0);
+	}
+	hdqt_kernel_select(train_kernel);
+	printf("]");
+}
+
 int main(int argc, char **argv)
 {
 	int json = 0;
 	double min_s = 1.0;
 	const char *kernel = NULL;
-	int threads = 1, train_only = 0, only = -1;
+	int threads = 1, train_only = 0, only = -1, gemm_only = 0;
 	static const struct option lo[] = {{"json", 0, 0, 'j'}, {"seconds", 1, 0, 's'},
 					   {"kernel", 1, 0, 'k'}, {"kernel-name", 0, 0, 'n'},
 					   {"threads", 1, 0, 't'}, {"train-only", 0, 0, 'T'},
-					   {"mode", 1, 0, 'm'},
+					   {"mode", 1, 0, 'm'}, {"gemm-only", 0, 0, 'G'},
 					   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -431,6 +458,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'T': train_only = 1; break;
+		case 'G': gemm_only = 1; break;
 		case 'm': {
 			hdqt_mode md;
 			if (hdqt_mode_parse(optarg, &md) < 0) {
@@ -444,7 +472,7 @@ int main(int argc, char **argv)
 		case 'n': printf("%s\n", hdqt_kernel_name()); return 0;
 		case 'h':
 			printf("usage: hdqt-bench [--json] [--seconds S] [--kernel NAME] [--kernel-name]\n"
-			       "                  [--threads N] [--train-only] [--mode NAME]\n");
+			       "                  [--threads N] [--train-only] [--mode NAME] [--gemm-only]\n");
 			return 0;
 		default: return 2;
 		}
@@ -454,6 +482,21 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *train_kernel = hdqt_kernel_name();
+	if (gemm_only) {
+		/* The kernel alone on the model's shapes, as JSON (for kernel work). */
+		double peak = -1;
+#if HDQT_X86_64
+		if (hdqt_kernel_select("avx512vnni") == 0)
+			peak = peak_avx512vnni(min_s / 2);
+		else if (hdqt_kernel_select("avxvnni") == 0)
+			peak = peak_avxvnni(min_s / 2);
+		hdqt_kernel_select(train_kernel);
+#endif
+		printf("{\"kernel\": \"%s\", ", train_kernel);
+		print_gemm_shapes(train_kernel, peak, min_s);
+		printf("}\n");
+		return 0;
+	}
 	double sps[HDQT_MODE_COUNT], ms[HDQT_MODE_COUNT];
 	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
 		sps[mde] = only < 0 || only == mde ? bench_train((hdqt_mode)mde, threads, min_s, &ms[mde]) : -1;
@@ -540,29 +583,8 @@ int main(int argc, char **argv)
 			}
 		printf("}, \"int8_peak_gmacs_per_core\": {\"avx512vnni\": %.1f, \"avxvnni\": %.1f}, ", peak512, peak256);
 		printf("\"fwht_melem_per_s\": %.1f, ", fw);
-		/* The model's own products (166-512-512-12, batch 128) under the
-		 * training kernel: forward tile 8, backward tile 32. */
-		static const struct { const char *what; int I, J, K, tile; } shp[] = {
-			{"forward 128x512x166", 128, 512, 166, 8}, {"forward 128x512x512", 128, 512, 512, 8},
-			{"grad-weight 512x512x128", 512, 512, 128, 32},
-			{"grad-weight 512x166x128", 512, 166, 128, 32},
-			{"grad-input 128x166x512", 128, 166, 512, 32},
-			{"grad-input 128x512x512", 128, 512, 512, 32},
-		};
-		const double peak = peak512 > 0 ? peak512 : peak256;
-		printf("\"int8_peak_gmacs\": %.1f, \"gemm\": [", peak);
-		for (size_t i = 0; i < sizeof(shp) / sizeof(shp[0]); i++) {
-			double g = bench_gemm_tile(train_kernel, shp[i].I, shp[i].J, shp[i].K, shp[i].tile,
-						   min_s / 4, 0);
-			double gk = bench_gemm_tile(train_kernel, shp[i].I, shp[i].J, shp[i].K, shp[i].tile,
-						    min_s / 4, 1);
-			printf("%s{\"kernel\": \"%s\", \"shape\": \"%s\", \"tile\": %d, \"gmacs\": %.1f, "
-			       "\"of_peak\": %.3f, \"packed_gmacs\": %.1f, \"packed_of_peak\": %.3f}",
-			       i ? ", " : "", train_kernel, shp[i].what, shp[i].tile, g,
-			       peak > 0 ? g / peak : -1.0, gk, peak > 0 ? gk / peak : -1.0);
-		}
-		hdqt_kernel_select(train_kernel);
-		printf("], ");
+		print_gemm_shapes(train_kernel, peak512 > 0 ? peak512 : peak256, min_s);
+		printf(", ");
 		printf("\"store_ingest_samples_per_s\": {\"batch500_sync_full\": %.0f, \"batch500_sync_normal\": %.0f, "
 		       "\"batch1_sync_full\": %.0f}}\n", ing_full, ing_norm, ing_one);
 		return 0;
