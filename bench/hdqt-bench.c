@@ -181,7 +181,7 @@ static void bench_binary(int beta, int N, int M, int K, double min_s, double *bi
 	free(c);
 	BEST_US(bgemm_run(&a, &w, 0, a.R4, Y, M), min_s, *bin_us);
 #if HAVE_CBLAS
-	BEST_US(blas_sgemm(0, 1, N, M, K, X, K, W, K, Y, 1), min_s, *f32_us);
+	BEST_US(blas_sgemm(0, 1, N, M, K, X, K, W, K, Y, M), min_s, *f32_us);
 #else
 	float *Wt = malloc(sizeof(float) * (size_t)M * K);
 	if (Wt) {

@@ -2,11 +2,13 @@
 /*
  * BLAS products (blas.h).
  *
- * OpenBLAS splits a product over blocks of rows and columns of C, never
- * over the reduction, so its results do not depend on its thread count
- * (test_model's test_threads_bit_identical checks it for the fp32 mode).
- * The thread count is OpenBLAS's process-wide setting: it is changed only
- * when a caller asks for another one.
+ * Always on one OpenBLAS thread: the engine spreads a product over its own
+ * pool in blocks that do not depend on the thread count (linear.c), so the
+ * fp32 recipe gives the same floats on any number of threads.  OpenBLAS's
+ * own threading does not: with the kernels it picks where it does not know
+ * the CPU (Prescott, Haswell; seen on a Xeon of family 6 model 207 with
+ * 0.3.21) a product at two threads differs from the same at one, and its
+ * worker threads would spin against the pool's.
  */
 #include <stdatomic.h>
 
@@ -17,15 +19,15 @@
 
 #include "blas.h"
 
-static atomic_int threads_set; /* 0: not set yet */
+static atomic_int one_thread; /* 0: OpenBLAS not told yet */
 
 void blas_sgemm(int ta, int tb, int rows, int cols, int depth, const float *A, int lda,
-		const float *B, int ldb, float *C, int threads)
+		const float *B, int ldb, float *C, int ldc)
 {
-	if (atomic_exchange(&threads_set, threads) != threads)
-		openblas_set_num_threads(threads);
+	if (!atomic_exchange(&one_thread, 1))
+		openblas_set_num_threads(1);
 	cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, rows,
-		    cols, depth, 1.0f, A, lda, B, ldb, 0.0f, C, cols);
+		    cols, depth, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }
 #else
 typedef int blas_unused; /* no BLAS in this build: linear.c uses its own kernel */

@@ -6,8 +6,8 @@
  */
 #pragma once
 
-/* C (rows x cols, row-major, leading dimension cols) = op(A) . op(B), op =
+/* C (rows x cols, row-major, leading dimension ldc) = op(A) . op(B), op =
  * transpose when ta / tb; lda and ldb are the row-major leading dimensions
- * of A and B as stored; on `threads` BLAS threads. */
+ * of A and B as stored; on the calling thread. */
 void blas_sgemm(int ta, int tb, int rows, int cols, int depth, const float *A, int lda, const float *B,
-		int ldb, float *C, int threads);
+		int ldb, float *C, int ldc);

@@ -269,12 +269,44 @@ void linear_f32_par(linear_scratch *s, const float *A, const float *B, int I, in
 }
 
 #if HAVE_CBLAS
-/* The fp32 reference through BLAS, on as many BLAS threads as the pool has
- * (results do not depend on it: blas.c). */
+/* The fp32 reference through BLAS over the pool: C is cut along its longer
+ * side into blocks of about BLAS_BLOCK rows or columns (a multiple of 16),
+ * each one single-threaded BLAS call.  The cut depends on the shape only,
+ * so every element comes from the same call whatever the thread count. */
+enum { BLAS_BLOCK = 128 };
+
+typedef struct blas_job {
+	int ta, tb, I, J, K, lda, ldb, by_cols, step;
+	const float *A, *B;
+	float *C;
+} blas_job;
+
+static void blas_task(void *arg, int t, int worker)
+{
+	(void)worker;
+	const blas_job *b = arg;
+	const int L = b->by_cols ? b->J : b->I;
+	const int x0 = t * b->step, n = L - x0 < b->step ? L - x0 : b->step;
+	if (n <= 0)
+		return;
+	if (b->by_cols) /* columns x0.. of op(B) and of C */
+		blas_sgemm(b->ta, b->tb, b->I, n, b->K, b->A, b->lda,
+			   b->B + (b->tb ? (size_t)x0 * b->ldb : (size_t)x0), b->ldb, b->C + x0, b->J);
+	else /* rows x0.. of op(A) and of C */
+		blas_sgemm(b->ta, b->tb, n, b->J, b->K,
+			   b->A + (b->ta ? (size_t)x0 : (size_t)x0 * b->lda), b->lda, b->B, b->ldb,
+			   b->C + (size_t)x0 * b->J, b->J);
+}
+
 void linear_blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, const float *A, int lda,
 		     const float *B, int ldb, float *C)
 {
-	blas_sgemm(ta, tb, I, J, K, A, lda, B, ldb, C, pool_size(s->pool));
+	blas_job b = {.ta = ta, .tb = tb, .I = I, .J = J, .K = K, .lda = lda, .ldb = ldb,
+		      .by_cols = J >= I, .A = A, .B = B, .C = C};
+	const int L = b.by_cols ? J : I;
+	const int n = (L + BLAS_BLOCK / 2) / BLAS_BLOCK > 1 ? (L + BLAS_BLOCK / 2) / BLAS_BLOCK : 1;
+	b.step = ((L + n - 1) / n + 15) / 16 * 16;
+	pool_run(s->pool, n, blas_task, &b);
 }
 #endif
 

@@ -181,10 +181,10 @@ END_TEST
 
 /* Threads change nothing: every mode, 1 to 4 threads, a batch that is not
  * a multiple of the row blocks, a few steps: weights and logits bit for
- * bit the same. */
+ * bit the same (fp32: BLAS blocks spread over the pool, blas.c). */
 START_TEST(test_threads_bit_identical)
 {
-	enum { N = 101, D = 166, H = 96, C = 7, STEPS = 3 };
+	enum { N = 101, D = 166, H = 288, C = 7, STEPS = 3 }; /* H: two fp32 BLAS blocks */
 	static float X[N * D];
 	static int y[N];
 	blobs(X, y, N, D, C, 5);
