@@ -188,67 +188,109 @@ AVX512_T static void blk16_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb
 	}
 }
 
-/* Eight rows against two blocks (32 columns) with 16-bit clamps and wide
+/* NR rows against two blocks (32 columns) with 16-bit clamps and wide
  * sums: each tile's two int32 sums are narrowed with signed saturation
  * into one register (packs: exact, as the clamp bounds lie inside int16),
  * clamped and added there, so a tile costs four operations per 32 columns
  * instead of six.  Only when every wide sum fits int16 (ntiles *
  * 2^(a-1) <= 32767: 8-bit accumulators and up to 255 tiles).  packs
  * interleaves the two blocks by 4 columns per 128-bit lane; the wide sums
- * are put back in column order once, at the store. */
-AVX512_T static int pair_rows8_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb0,
-				      const int32_t *cr0, const int8_t *bb1, const int32_t *cr1,
-				      int I, int J, int jb, int K4, int tile4, int ntiles,
-				      __m512i vlo16, __m512i vhi16, int32_t *C)
+ * are put back in column order once, at the store.
+ *
+ * One tile: nk groups of 4 from k0.  Inlined with constant nr and nk, the
+ * loops unroll into straight code in which only the wide sums live across
+ * tiles (with a variable trip count GCC kept the tile sums in a loop and
+ * spent as many register copies and spills as products). */
+AVX512_T static inline __attribute__((always_inline)) void
+pair_tile_avx512(const uint8_t *a, size_t rs, const int8_t *bb0, const int8_t *bb1, int k0, int nk,
+		 __m512i c0, __m512i c1, __m512i vlo16, __m512i vhi16, int nr, __m512i *w)
+{
+	__m512i s[8], u[8];
+#pragma GCC unroll 8
+	for (int r = 0; r < nr; r++) {
+		s[r] = c0;
+		u[r] = c1;
+	}
+#pragma GCC unroll 8
+	for (int k = k0; k < k0 + nk; k++) {
+		const __m512i b0 = _mm512_loadu_si512((const void *)(bb0 + k * 64));
+		const __m512i b1 = _mm512_loadu_si512((const void *)(bb1 + k * 64));
+#pragma GCC unroll 8
+		for (int r = 0; r < nr; r++) {
+			const __m512i x = _mm512_set1_epi32(load4(a + r * rs + 4 * k));
+			s[r] = _mm512_dpbusd_epi32(s[r], x, b0);
+			u[r] = _mm512_dpbusd_epi32(u[r], x, b1);
+		}
+	}
+#pragma GCC unroll 8
+	for (int r = 0; r < nr; r++)
+		w[r] = _mm512_add_epi16(
+			w[r], _mm512_min_epi16(_mm512_max_epi16(_mm512_packs_epi32(s[r], u[r]), vlo16), vhi16));
+}
+
+/* Rows in blocks of nr (constant after inlining) against two blocks; full
+ * tiles of t4 groups (constant) and the ragged last tile. Returns the first
+ * row not done. */
+AVX512_T static inline __attribute__((always_inline)) int
+pair_rows_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
+		 const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4, int t4,
+		 int ntiles, __m512i vlo16, __m512i vhi16, int nr, int32_t *C)
 {
 	const int ncol1 = J - (jb + 1) * 16 < 16 ? J - (jb + 1) * 16 : 16;
 	const __mmask16 m1 = (__mmask16)((1u << ncol1) - 1u);
 	const __m512i ia = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
 	const __m512i ib = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+	const int nfull = K4 / t4 < ntiles ? K4 / t4 : ntiles;
 	int i = 0;
-	for (; i + 8 <= I; i += 8) {
+	for (; i + nr <= I; i += nr) {
 		const uint8_t *a = Ap + (size_t)i * rs;
-#define DECL(r) __m512i w##r = _mm512_setzero_si512();
-		R8(DECL)
-#undef DECL
-		for (int t = 0; t < ntiles; t++) {
-			const int k0 = t * tile4, k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;
-			const __m512i c0 = _mm512_loadu_si512((const void *)(cr0 + t * 16));
-			const __m512i c1 = _mm512_loadu_si512((const void *)(cr1 + t * 16));
-#define INIT(r) __m512i s##r = c0, u##r = c1;
-			R8(INIT)
-#undef INIT
-			for (int k = k0; k < k1; k++) {
-				const __m512i b0 = _mm512_loadu_si512((const void *)(bb0 + k * 64));
-				const __m512i b1 = _mm512_loadu_si512((const void *)(bb1 + k * 64));
-#define DOT(r)                                                                           \
-	{                                                                                \
-		const __m512i x = _mm512_set1_epi32(load4(a + r * rs + 4 * k));          \
-		s##r = _mm512_dpbusd_epi32(s##r, x, b0);                                 \
-		u##r = _mm512_dpbusd_epi32(u##r, x, b1);                                 \
-	}
-				R8(DOT)
-#undef DOT
-			}
-#define CLAMP(r)                                                                                    \
-	w##r = _mm512_add_epi16(w##r, _mm512_min_epi16(_mm512_max_epi16(_mm512_packs_epi32(s##r, u##r), \
-									 vlo16),                    \
-						       vhi16));
-			R8(CLAMP)
-#undef CLAMP
+		__m512i w[8];
+#pragma GCC unroll 8
+		for (int r = 0; r < nr; r++)
+			w[r] = _mm512_setzero_si512();
+		for (int t = 0; t < nfull; t++)
+			pair_tile_avx512(a, rs, bb0, bb1, t * t4, t4,
+					 _mm512_loadu_si512((const void *)(cr0 + t * 16)),
+					 _mm512_loadu_si512((const void *)(cr1 + t * 16)), vlo16, vhi16, nr, w);
+		if (nfull < ntiles)
+			pair_tile_avx512(a, rs, bb0, bb1, nfull * t4, K4 - nfull * t4,
+					 _mm512_loadu_si512((const void *)(cr0 + nfull * 16)),
+					 _mm512_loadu_si512((const void *)(cr1 + nfull * 16)), vlo16, vhi16, nr, w);
+#pragma GCC unroll 8
+		for (int r = 0; r < nr; r++) {
+			const __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(w[r]));
+			const __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(w[r], 1));
+			int32_t *cr_ = C + (size_t)(i + r) * J + jb * 16;
+			_mm512_storeu_si512((void *)cr_, _mm512_permutex2var_epi32(lo, ia, hi));
+			_mm512_mask_storeu_epi32(cr_ + 16, m1, _mm512_permutex2var_epi32(lo, ib, hi));
 		}
-#define STORE(r)                                                                                  \
-	{                                                                                         \
-		const __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(w##r));           \
-		const __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(w##r, 1));     \
-		int32_t *cr_ = C + (size_t)(i + r) * J + jb * 16;                                 \
-		_mm512_storeu_si512((void *)cr_, _mm512_permutex2var_epi32(lo, ia, hi));          \
-		_mm512_mask_storeu_epi32(cr_ + 16, m1, _mm512_permutex2var_epi32(lo, ib, hi));    \
-	}
-		R8(STORE)
-#undef STORE
 	}
 	return i;
+}
+
+/* The instances: the forward's tile of 8 (2 groups), the backward's tile of
+ * 32 (8 groups, 6 rows: 8 rows of two blocks leave no register for the
+ * operands), anything else through a variable tile. */
+AVX512_T static int pair_rows_t2(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
+				 const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4,
+				 int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C)
+{
+	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 2, ntiles, vlo16, vhi16, 8, C);
+}
+
+AVX512_T static int pair_rows_t8(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
+				 const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4,
+				 int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C)
+{
+	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 8, ntiles, vlo16, vhi16, 6, C);
+}
+
+AVX512_T static int pair_rows_any(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
+				  const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4,
+				  int tile4, int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C)
+{
+	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, tile4, ntiles, vlo16, vhi16, 6,
+				C);
 }
 
 AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
@@ -265,8 +307,12 @@ AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int
 		for (; jb + 1 < J16; jb += 2) {
 			const int8_t *bb0 = Bp + (size_t)jb * K4 * 64, *bb1 = bb0 + (size_t)K4 * 64;
 			const int32_t *cr0 = corr + (size_t)jb * ntiles * 16, *cr1 = cr0 + (size_t)ntiles * 16;
-			const int i = pair_rows8_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, tile4,
-							ntiles, vlo16, vhi16, C);
+			const int i = tile4 == 2   ? pair_rows_t2(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4,
+									  ntiles, vlo16, vhi16, C)
+				      : tile4 == 8 ? pair_rows_t8(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4,
+									  ntiles, vlo16, vhi16, C)
+						   : pair_rows_any(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4,
+								   tile4, ntiles, vlo16, vhi16, C);
 			blk16_avx512(Ap, rs, bb0, cr0, i, I, J, jb, K4, tile4, ntiles, vlo, vhi, C);
 			blk16_avx512(Ap, rs, bb1, cr1, i, I, J, jb + 1, K4, tile4, ntiles, vlo, vhi, C);
 		}
