@@ -242,6 +242,20 @@ START_TEST(test_variants_model_and_tile_shapes)
 			int K = 1 + (int)hdqt_rng_below(&r, 200);
 			check_shape_against_ref(&ws, &r, I, J, K, &p, 0);
 		}
+		/* 8-bit accumulators with tiles of 8 and 32 on two column blocks
+		 * and more (the AVX-512 two-block path, row blocks of 8 and 6 and
+		 * the rest): narrow operands fold the offset correction into the
+		 * clamp, wide ones (|c| beyond int16) must not; both random and
+		 * at the extremes, every width. */
+		for (int bits = 2; bits <= 8; bits++)
+			for (int sg = 0; sg < 2; sg++)
+				for (int tl = 8; tl <= 32; tl += 24) {
+					if (!sg && bits == 8)
+						continue;
+					gemm_params p = {.tile = tl, .acc_bits = 8, .bits = bits, .a_signed = sg};
+					check_shape_against_ref(&ws, &r, 19, 48, 200, &p, 0);
+					check_shape_against_ref(&ws, &r, 19, 48, 200, &p, 1);
+				}
 		/* Whole-reduction tiles of extreme products with wide accumulators:
 		 * sums far beyond int16 (2048 * 127 * 127), every width. */
 		for (int bits = 2; bits <= 8; bits++)
