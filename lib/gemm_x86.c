@@ -69,64 +69,77 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 }
 
 /* One 256-bit kernel body, instantiated with either dot product.  Rows are
- * blocked by 2, 16 columns as two ymm halves. */
+ * blocked by 2, 16 columns as two ymm halves.  NAME##_tile is one tile of
+ * nk groups from k0; inlined with a constant nk (the model's tiles of 2
+ * and 8 groups), its loop unrolls into straight code (with a variable
+ * count GCC kept the four tile sums in a loop with register copies). */
 #define KERNEL256(NAME, ATTR, DOT)                                                           \
-	ATTR void NAME(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,      \
-		       int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,          \
-		       int32_t *C)                                                            \
+	ATTR static inline __attribute__((always_inline)) void NAME##_tile(                  \
+		const uint8_t *a0, const uint8_t *a1, const int8_t *bb, const int32_t *cr,    \
+		int k0, int nk, __m256i vlo, __m256i vhi, __m256i *w)                         \
+	{                                                                                     \
+		const __m256i c0 = _mm256_loadu_si256((const __m256i *)cr);                   \
+		const __m256i c1 = _mm256_loadu_si256((const __m256i *)(cr + 8));             \
+		__m256i s00 = c0, s01 = c1, s10 = c0, s11 = c1;                               \
+		_Pragma("GCC unroll 8") for (int k = k0; k < k0 + nk; k++)                    \
+		{                                                                             \
+			__m256i b0 = _mm256_loadu_si256((const __m256i *)(bb + k * 64));      \
+			__m256i b1 = _mm256_loadu_si256((const __m256i *)(bb + k * 64 + 32)); \
+			__m256i x0 = _mm256_set1_epi32(load4(a0 + 4 * k));                    \
+			__m256i x1 = _mm256_set1_epi32(load4(a1 + 4 * k));                    \
+			s00 = DOT(s00, x0, b0);                                               \
+			s01 = DOT(s01, x0, b1);                                               \
+			s10 = DOT(s10, x1, b0);                                               \
+			s11 = DOT(s11, x1, b1);                                               \
+		}                                                                             \
+		w[0] = _mm256_add_epi32(w[0], _mm256_min_epi32(_mm256_max_epi32(s00, vlo), vhi)); \
+		w[1] = _mm256_add_epi32(w[1], _mm256_min_epi32(_mm256_max_epi32(s01, vlo), vhi)); \
+		w[2] = _mm256_add_epi32(w[2], _mm256_min_epi32(_mm256_max_epi32(s10, vlo), vhi)); \
+		w[3] = _mm256_add_epi32(w[3], _mm256_min_epi32(_mm256_max_epi32(s11, vlo), vhi)); \
+	}                                                                                     \
+	ATTR static inline __attribute__((always_inline)) void NAME##_body(                  \
+		const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,       \
+		int K4, int t4, int ntiles, int32_t lo, int32_t hi, int32_t *C)               \
 	{                                                                                     \
 		const __m256i vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);      \
 		const int J16 = (J + 15) / 16;                                                \
+		const int nfull = K4 / t4 < ntiles ? K4 / t4 : ntiles;                        \
 		for (int jb = 0; jb < J16; jb++) {                                            \
 			const int8_t *bb = Bp + (size_t)jb * K4 * 64;                         \
 			const int32_t *cr = corr + (size_t)jb * ntiles * 16;                  \
 			const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;                 \
-			int i = 0;                                                            \
-			for (; i < I; i += 2) {                                               \
+			for (int i = 0; i < I; i += 2) {                                      \
 				const int two = (i + 1 < I);                                  \
 				const uint8_t *a0 = Ap + (size_t)i * K4 * 4;                  \
 				const uint8_t *a1 = two ? a0 + (size_t)K4 * 4 : a0;           \
-				__m256i w00 = _mm256_setzero_si256(), w01 = w00, w10 = w00,   \
-					w11 = w00;                                            \
-				for (int t = 0; t < ntiles; t++) {                            \
-					const int k0 = t * tile4;                             \
-					const int k1 = k0 + tile4 < K4 ? k0 + tile4 : K4;     \
-					__m256i c0 = _mm256_loadu_si256(                      \
-						(const __m256i *)(cr + t * 16));              \
-					__m256i c1 = _mm256_loadu_si256(                      \
-						(const __m256i *)(cr + t * 16 + 8));          \
-					__m256i s00 = c0, s01 = c1, s10 = c0, s11 = c1;       \
-					for (int k = k0; k < k1; k++) {                       \
-						__m256i b0 = _mm256_loadu_si256(              \
-							(const __m256i *)(bb + k * 64));      \
-						__m256i b1 = _mm256_loadu_si256(              \
-							(const __m256i *)(bb + k * 64 + 32)); \
-						__m256i x0 = _mm256_set1_epi32(load4(a0 + 4 * k)); \
-						__m256i x1 = _mm256_set1_epi32(load4(a1 + 4 * k)); \
-						s00 = DOT(s00, x0, b0);                       \
-						s01 = DOT(s01, x0, b1);                       \
-						s10 = DOT(s10, x1, b0);                       \
-						s11 = DOT(s11, x1, b1);                       \
-					}                                                     \
-					s00 = _mm256_min_epi32(_mm256_max_epi32(s00, vlo), vhi); \
-					s01 = _mm256_min_epi32(_mm256_max_epi32(s01, vlo), vhi); \
-					s10 = _mm256_min_epi32(_mm256_max_epi32(s10, vlo), vhi); \
-					s11 = _mm256_min_epi32(_mm256_max_epi32(s11, vlo), vhi); \
-					w00 = _mm256_add_epi32(w00, s00);                     \
-					w01 = _mm256_add_epi32(w01, s01);                     \
-					w10 = _mm256_add_epi32(w10, s10);                     \
-					w11 = _mm256_add_epi32(w11, s11);                     \
-				}                                                             \
+				__m256i w[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), \
+						_mm256_setzero_si256(), _mm256_setzero_si256()}; \
+				for (int t = 0; t < nfull; t++)                               \
+					NAME##_tile(a0, a1, bb, cr + t * 16, t * t4, t4, vlo, vhi, w); \
+				if (nfull < ntiles)                                           \
+					NAME##_tile(a0, a1, bb, cr + nfull * 16, nfull * t4,  \
+						    K4 - nfull * t4, vlo, vhi, w);            \
 				int32_t out[32];                                              \
-				_mm256_storeu_si256((__m256i *)out, w00);                     \
-				_mm256_storeu_si256((__m256i *)(out + 8), w01);               \
-				_mm256_storeu_si256((__m256i *)(out + 16), w10);              \
-				_mm256_storeu_si256((__m256i *)(out + 24), w11);              \
+				_mm256_storeu_si256((__m256i *)out, w[0]);                    \
+				_mm256_storeu_si256((__m256i *)(out + 8), w[1]);              \
+				_mm256_storeu_si256((__m256i *)(out + 16), w[2]);             \
+				_mm256_storeu_si256((__m256i *)(out + 24), w[3]);             \
 				store_tail(C + (size_t)i * J + jb * 16, out, ncol);           \
 				if (two)                                                      \
 					store_tail(C + (size_t)(i + 1) * J + jb * 16, out + 16, ncol); \
 			}                                                                     \
 		}                                                                             \
+	}                                                                                     \
+	ATTR void NAME(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,      \
+		       int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,          \
+		       int32_t *C)                                                            \
+	{                                                                                     \
+		if (tile4 == 2)                                                               \
+			NAME##_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, C);            \
+		else if (tile4 == 8)                                                          \
+			NAME##_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C);            \
+		else                                                                          \
+			NAME##_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);        \
 	}
 
 KERNEL256(gemm_x86_avx2, AVX2_T, dot4_avx2)
