@@ -11,7 +11,7 @@
 #   - the HWCAP check: dotprod asked for on a cortex-a72 is refused;
 #   - a daemon smoke test (tests/arm/smoke.py) with dotprod/max and neon/a72.
 # Ends with one closing line counted over those logs; exit 1 on any failure.
-# Runs one qemu process at a time (build: -j2).
+# Runs two qemu processes at a time, one per core (build: -j2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-arm64
@@ -77,7 +77,7 @@ run_suites() { # cpu kernel
 	echo "== aarch64 suites: kernel $kern, QEMU_CPU=$cpu =="
 	t=$(date +%s)
 	QEMU_CPU=$cpu HDQT_KERNEL=$kern CK_FORK=no meson test -C $BUILD --no-rebuild \
-		--num-processes 1 --print-errorlogs --logbase "arm-$kern-$cpu" "${SUITES[@]}" || failed=1
+		--num-processes 2 --print-errorlogs --logbase "arm-$kern-$cpu" "${SUITES[@]}" || failed=1
 	echo "   ($(( $(date +%s) - t )) s)"
 }
 mkdir -p $LOGS
