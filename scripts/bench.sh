@@ -21,6 +21,31 @@ if [ ! -f build-rel/build.ninja ]; then
 	meson setup build-rel --buildtype=release >/dev/null
 fi
 ninja -C build-rel bench/hdqt-bench >/dev/null
+# Both fp32 sides (this engine's fp32 mode and PyTorch's Linear) multiply
+# through Debian's OpenBLAS.  OpenBLAS 0.3.21 does not know every newer CPU
+# and falls back to its Prescott (SSE3) kernels there (seen on a Xeon of
+# family 6, model 207, with AVX-512): PyTorch ran 3x slower than with the
+# kernels the CPU can run.  So that hdqt is compared with the best float
+# this machine has, such a fallback on an AVX-512 / AVX2 CPU is overridden
+# (OPENBLAS_CORETYPE, unless the caller set it) and the choice printed.
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+	core=$(/usr/bin/python3 -c 'import ctypes; l = ctypes.CDLL("libopenblas.so.0"); l.openblas_get_corename.restype = ctypes.c_char_p; print(l.openblas_get_corename().decode())' 2>/dev/null || echo unknown)
+	want=
+	if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then
+		want=SkylakeX
+	elif grep -qw avx2 /proc/cpuinfo; then
+		want=Haswell
+	fi
+	case "$core" in
+	Prescott | Nehalem | Sandybridge | Core2 | Penryn | Dunnington | Katmai | Coppermine | Northwood)
+		if [ -n "$want" ]; then
+			echo "bench.sh: OpenBLAS picked $core kernels on this CPU; using OPENBLAS_CORETYPE=$want" >&2
+			export OPENBLAS_CORETYPE=$want
+		fi
+		;;
+	esac
+fi
+echo "bench.sh: OpenBLAS core ${OPENBLAS_CORETYPE:-$core}" >&2
 /usr/bin/python3 - "$rounds" "$secs" <<'PY'
 import json, os, subprocess, sys
 rounds, secs = int(sys.argv[1]), sys.argv[2]
@@ -43,7 +68,9 @@ for r in range(rounds):
             k = (mode, t)
             best[k] = max(best.get(k, 0), v["train_samples_per_s"])
         best[("pytorch-fp32", t)] = max(best.get(("pytorch-fp32", t), 0), p["train_samples_per_s"])
-out = {"rounds": rounds, "model": "166-512-512-12", "batch": 128, "best_samples_per_s": {}, "ratio_to_pytorch": {}}
+out = {"rounds": rounds, "model": "166-512-512-12", "batch": 128,
+       "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
+       "best_samples_per_s": {}, "ratio_to_pytorch": {}}
 for t in (1, 2):
     torch_sps = best[("pytorch-fp32", t)]
     print("%d thread%s: PyTorch fp32 %.0f samples/s" % (t, "" if t == 1 else "s", torch_sps))
