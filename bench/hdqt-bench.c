@@ -306,7 +306,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static double peak_avx512
 	do {
 		for (int k = 0; k < 100000; k++) {
 #define DOT8(x0, x1, x2, x3, x4, x5, x6, x7)                                                   \
-	__asm__("vpdpbusd %8, %9, %0\n\tvpdpbusd %8, %9, %1\n\tvpdpbusd %8, %9, %2\n\t"          \
+	__asm__ volatile("vpdpbusd %8, %9, %0\n\tvpdpbusd %8, %9, %1\n\tvpdpbusd %8, %9, %2\n\t"          \
 		"vpdpbusd %8, %9, %3\n\tvpdpbusd %8, %9, %4\n\tvpdpbusd %8, %9, %5\n\t"          \
 		"vpdpbusd %8, %9, %6\n\tvpdpbusd %8, %9, %7"                                      \
 		: "+v"(x0), "+v"(x1), "+v"(x2), "+v"(x3), "+v"(x4), "+v"(x5), "+v"(x6), "+v"(x7) \
@@ -339,7 +339,7 @@ __attribute__((target("avx2,avxvnni"))) static double peak_avxvnni(double min_s)
 	do {
 		for (int k = 0; k < 100000; k++) {
 #define DOT6(x0, x1, x2, x3, x4, x5)                                                          \
-	__asm__("%{vex%} vpdpbusd %6, %7, %0\n\t%{vex%} vpdpbusd %6, %7, %1\n\t"                     \
+	__asm__ volatile("%{vex%} vpdpbusd %6, %7, %0\n\t%{vex%} vpdpbusd %6, %7, %1\n\t"                     \
 		"%{vex%} vpdpbusd %6, %7, %2\n\t%{vex%} vpdpbusd %6, %7, %3\n\t"                     \
 		"%{vex%} vpdpbusd %6, %7, %4\n\t%{vex%} vpdpbusd %6, %7, %5"                          \
 		: "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3), "+x"(x4), "+x"(x5)                   \

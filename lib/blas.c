@@ -10,7 +10,7 @@
  * 0.3.21) a product at two threads differs from the same at one, and its
  * worker threads would spin against the pool's.
  */
-#include <stdatomic.h>
+#include <pthread.h>
 
 #include "config.h"
 
@@ -19,13 +19,20 @@
 
 #include "blas.h"
 
-static atomic_int one_thread; /* 0: OpenBLAS not told yet */
+/* Once per process, before any product: with a flag set first and the
+ * setter run after, a second pool worker could start a product on
+ * OpenBLAS's default thread count meanwhile. */
+static pthread_once_t one_thread = PTHREAD_ONCE_INIT;
+
+static void set_one_thread(void)
+{
+	openblas_set_num_threads(1);
+}
 
 void blas_sgemm(int ta, int tb, int rows, int cols, int depth, const float *A, int lda,
 		const float *B, int ldb, float *C, int ldc)
 {
-	if (!atomic_exchange(&one_thread, 1))
-		openblas_set_num_threads(1);
+	pthread_once(&one_thread, set_one_thread);
 	cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, rows,
 		    cols, depth, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }

@@ -33,7 +33,7 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
 	want=
 	if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then
 		want=SkylakeX
-	elif grep -qw avx2 /proc/cpuinfo; then
+	elif grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
 		want=Haswell
 	fi
 	case "$core" in
@@ -45,7 +45,8 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
 		;;
 	esac
 fi
-echo "bench.sh: OpenBLAS core ${OPENBLAS_CORETYPE:-$core}" >&2
+export BENCH_OPENBLAS_CORE=${OPENBLAS_CORETYPE:-$core}
+echo "bench.sh: OpenBLAS core $BENCH_OPENBLAS_CORE" >&2
 /usr/bin/python3 - "$rounds" "$secs" <<'PY'
 import json, os, subprocess, sys
 rounds, secs = int(sys.argv[1]), sys.argv[2]
@@ -69,7 +70,7 @@ for r in range(rounds):
             best[k] = max(best.get(k, 0), v["train_samples_per_s"])
         best[("pytorch-fp32", t)] = max(best.get(("pytorch-fp32", t), 0), p["train_samples_per_s"])
 out = {"rounds": rounds, "model": "166-512-512-12", "batch": 128,
-       "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
+       "openblas_core": os.environ.get("BENCH_OPENBLAS_CORE", "unknown"),
        "best_samples_per_s": {}, "ratio_to_pytorch": {}}
 for t in (1, 2):
     torch_sps = best[("pytorch-fp32", t)]
