@@ -116,21 +116,21 @@ long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, in
 
 static const gemm_kernel kernels[] = {
 #if HDQT_X86_64
-	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0},
-	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0},
+	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0, gemm_x86_avx512vnni_f},
+	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, NULL},
 	/* maddubs adds two u8*s8 products in int16: exact only while
 	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
-	{"avx2", gemm_x86_avx2, 7, NULL, 0},
+	{"avx2", gemm_x86_avx2, 7, NULL, 0, NULL},
 #endif
 #if HDQT_AARCH64
 	/* Both exact for 8-bit operands: SDOT sums in int32; the NEON path
 	 * flushes its 16-bit partial sums as often as the bits require. */
-	{"dotprod", NULL, 8, gemm_arm_dotprod, 0},
-	{"neon", NULL, 8, gemm_arm_neon, 0},
+	{"dotprod", NULL, 8, gemm_arm_dotprod, 0, NULL},
+	{"neon", NULL, 8, gemm_arm_neon, 0, NULL},
 #endif
 	/* Every build has it: the choice where no architecture kernel runs. */
-	{"portable", NULL, 8, gemm_portable_s8, 1},
-	{"scalar", NULL, 8, NULL, 0},
+	{"portable", NULL, 8, gemm_portable_s8, 1, NULL},
+	{"scalar", NULL, 8, NULL, 0, NULL},
 };
 #define N_KERNELS (sizeof(kernels) / sizeof(kernels[0]))
 
@@ -376,40 +376,83 @@ int gemm_packed_matches(const gemm_packed *pb, int J, int K, const gemm_params *
 	       pb->p.a_signed == p->a_signed && pb->kernel == use;
 }
 
-int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, int32_t *C)
+/* The packed products.  With e, Y gets the rescaled floats: in the
+ * kernel's store where it has one (fnf), else C is made in ws and
+ * rescaled after. */
+static int packed_impl(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, int32_t *C,
+		       const gemm_rescale *e, float *Y)
 {
 	if (!pb || !pb->mem)
 		return HDQT_EINVAL;
 	const int J = pb->J, K = pb->K;
 	int tile;
 	int rc = check_shape(I, J, K, &pb->p, &tile);
-	if (rc < 0)
+	if (rc < 0 || I == 0)
 		return rc;
 	const gemm_kernel *kern = get_kernel();
 	/* A packing made under another kernel (a test or bench switched
 	 * kernels since) is not this kernel's layout: the reference runs. */
-	if (!pb->kernel || I == 0 || kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel) {
-		if (pb->raw || I == 0)
-			return gemm_q_ref(A, pb->raw ? pb->raw : pb->Bp, I, J, K, &pb->p, C);
-		/* B back out of the kernel layout (its bytes are B's) */
-		int8_t *raw = ws_get(ws, (size_t)J * K + 1);
-		if (!raw)
-			return HDQT_ENOMEM;
-		for (int j = 0; j < J; j++)
-			for (int k = 0; k < K; k++)
-				raw[(size_t)j * K + k] =
-					pb->Bp[(size_t)(j / 16) * pb->K4 * 64 + (size_t)(k / 4) * 64 +
-					       (pb->kernel == LAYOUT_RAWT ? (k % 4) * 16 + j % 16 : (j % 16) * 4 + k % 4)];
-		return gemm_q_ref(A, raw, I, J, K, &pb->p, C);
-	}
-	size_t szA = (size_t)I * pb->K4 * 4;
-	uint8_t *base = ws_get(ws, szA + 64);
+	const int fast = pb->kernel && kernel_layout(kern, &pb->p, tile, J, K) == pb->kernel;
+	const int fuse = e && fast && kern->fnf;
+	const size_t szC = e && !fuse ? (((size_t)I * J * sizeof(int32_t) + 63) & ~(size_t)63) : 0;
+	const size_t szA = fast ? (size_t)I * pb->K4 * 4 : (pb->raw ? 0 : (size_t)J * K + 1);
+	uint8_t *base = ws_get(ws, szC + szA + 64);
 	if (!base)
 		return HDQT_ENOMEM;
-	uint8_t *Ap = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
-	pack_a(A, I, K, pb->K4, pb->off, Ap);
-	run_kernel(kern, Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, &pb->p, C);
-	return 0;
+	base = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
+	if (szC)
+		C = (int32_t *)base;
+	if (!fast) {
+		const int8_t *raw = pb->raw;
+		if (!raw) { /* B back out of the kernel layout (its bytes are B's) */
+			int8_t *r = (int8_t *)(base + szC);
+			for (int j = 0; j < J; j++)
+				for (int k = 0; k < K; k++)
+					r[(size_t)j * K + k] =
+						pb->Bp[(size_t)(j / 16) * pb->K4 * 64 + (size_t)(k / 4) * 64 +
+						       (pb->kernel == LAYOUT_RAWT ? (k % 4) * 16 + j % 16
+										  : (j % 16) * 4 + k % 4)];
+			raw = r;
+		}
+		rc = gemm_q_ref(A, raw, I, J, K, &pb->p, C);
+	} else {
+		uint8_t *Ap = base + szC;
+		pack_a(A, I, K, pb->K4, pb->off, Ap);
+		if (fuse) {
+			const int32_t hi = (1 << (pb->p.acc_bits - 1)) - 1, lo = -(1 << (pb->p.acc_bits - 1));
+			kern->fnf(Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo, hi, e, Y);
+			return 0;
+		}
+		run_kernel(kern, Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, &pb->p, C);
+	}
+	if (rc == 0 && e)
+		gemm_rescale_rows(C, I, J, e, Y);
+	return rc;
+}
+
+int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, int32_t *C)
+{
+	return packed_impl(ws, A, I, pb, C, NULL, NULL);
+}
+
+int gemm_q_packed_f(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb,
+		    const gemm_rescale *e, float *Y)
+{
+	return e ? packed_impl(ws, A, I, pb, NULL, e, Y) : HDQT_EINVAL;
+}
+
+/* The order of gemm_rescale: ((float)c * (sa[i] * inv)) * sb[j]. */
+HDQT_CLONES void gemm_rescale_rows(const int32_t *restrict C, int I, int J, const gemm_rescale *e,
+				   float *restrict Y)
+{
+	const float *restrict sb = e->sb;
+	for (int i = 0; i < I; i++) {
+		const float si = e->sa[i] * e->inv;
+		const int32_t *ci = C + (size_t)i * J;
+		float *yi = Y + (size_t)i * J;
+		for (int j = 0; j < J; j++)
+			yi[j] = (float)ci[j] * si * sb[j];
+	}
 }
 
 /* ---- operands packed from strips of 16 k-major columns (gemm.h) ---- */
@@ -474,7 +517,8 @@ HDQT_CLONES void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const 
 	}
 }
 
-int gemm_q_apacked(const void *A, int I, const gemm_packed *pb, int32_t *C)
+static int apacked_impl(gemm_ws *ws, const void *A, int I, const gemm_packed *pb, int32_t *C,
+			const gemm_rescale *e, float *Y)
 {
 	if (!pb || !pb->mem)
 		return HDQT_EINVAL;
@@ -483,14 +527,39 @@ int gemm_q_apacked(const void *A, int I, const gemm_packed *pb, int32_t *C)
 	int rc = check_shape(I, J, K, &pb->p, &tile);
 	if (rc < 0 || I == 0)
 		return rc;
-	if (pb->kernel == LAYOUT_NONE)
-		return gemm_q_ref((const int8_t *)A, pb->raw, I, J, K, &pb->p, C);
 	const gemm_kernel *kern = get_kernel();
-	if (kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel)
+	if (pb->kernel != LAYOUT_NONE && kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel)
 		return HDQT_EINVAL; /* packed under another kernel: pack again */
-	run_kernel(kern, (const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles,
-		   &pb->p, C);
-	return 0;
+	if (e && pb->kernel != LAYOUT_NONE && kern->fnf) {
+		const int32_t hi = (1 << (pb->p.acc_bits - 1)) - 1, lo = -(1 << (pb->p.acc_bits - 1));
+		kern->fnf((const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo,
+			  hi, e, Y);
+		return 0;
+	}
+	if (e) {
+		C = ws_get(ws, (size_t)I * J * sizeof(int32_t));
+		if (!C)
+			return HDQT_ENOMEM;
+	}
+	if (pb->kernel == LAYOUT_NONE)
+		rc = gemm_q_ref((const int8_t *)A, pb->raw, I, J, K, &pb->p, C);
+	else
+		run_kernel(kern, (const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4,
+			   pb->ntiles, &pb->p, C);
+	if (rc == 0 && e)
+		gemm_rescale_rows(C, I, J, e, Y);
+	return rc;
+}
+
+int gemm_q_apacked(const void *A, int I, const gemm_packed *pb, int32_t *C)
+{
+	return apacked_impl(NULL, A, I, pb, C, NULL, NULL);
+}
+
+int gemm_q_apacked_f(gemm_ws *ws, const void *A, int I, const gemm_packed *pb,
+		     const gemm_rescale *e, float *Y)
+{
+	return e ? apacked_impl(ws, A, I, pb, NULL, e, Y) : HDQT_EINVAL;
 }
 
 void gemm_packed_free(gemm_packed *pb)

@@ -64,6 +64,22 @@ void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const int8_t *code
 int gemm_q_apacked(const void *A, int I, const gemm_packed *pb, int32_t *C);
 /* C = A . B^T with B from gemm_pack (same params); identical to gemm_q. */
 int gemm_q_packed(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb, int32_t *C);
+
+/* An integer product back to floats: Y[i][j] = (float)C[i][j] * (sa[i] *
+ * inv) * sb[j], multiplied in that order on every path (the same floats). */
+typedef struct gemm_rescale {
+	const float *sa, *sb;
+	float inv;
+} gemm_rescale;
+void gemm_rescale_rows(const int32_t *C, int I, int J, const gemm_rescale *e, float *Y);
+/* gemm_q_packed and gemm_q_apacked followed by gemm_rescale_rows, the same
+ * floats; kernels with a float store (fnf) rescale each output vector in
+ * registers, and the int32 C never goes to memory.  ws: scratch (the
+ * packed A, and C where the kernel has no float store). */
+int gemm_q_packed_f(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb,
+		    const gemm_rescale *e, float *Y);
+int gemm_q_apacked_f(gemm_ws *ws, const void *A, int I, const gemm_packed *pb,
+		     const gemm_rescale *e, float *Y);
 void gemm_packed_free(gemm_packed *pb);
 /* 1 if pb holds a packing of J x K codes under p. */
 int gemm_packed_matches(const gemm_packed *pb, int J, int K, const gemm_params *p);
@@ -94,6 +110,10 @@ typedef void (*gemm_kern_fn)(const uint8_t *Ap, const int8_t *Bp, const int32_t 
 typedef void (*gemm_kern_s8_fn)(const int8_t *Ap, const int8_t *Bp, int I, int J, int K4,
 				int tile4, int ntiles, int maxprod, int32_t lo, int32_t hi,
 				int32_t *C);
+/* fn with the rescale in its store: floats into Y (gemm_rescale_rows' floats). */
+typedef void (*gemm_kern_f_fn)(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
+			       int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
+			       const gemm_rescale *e, float *Y);
 typedef struct gemm_kernel {
 	const char *name;
 	gemm_kern_fn fn;     /* NULL (and fn_s8 NULL): the scalar reference */
@@ -101,6 +121,7 @@ typedef struct gemm_kernel {
 	gemm_kern_s8_fn fn_s8; /* set instead of fn: packed without the offset */
 	int tgroups;         /* fn_s8 with each 4-byte group of B stored k-major:
 				[4 bytes of k][16 columns] (a compiler vectorises that) */
+	gemm_kern_f_fn fnf;  /* fn with the float store, or NULL */
 } gemm_kernel;
 
 /* Variants compiled for x86-64 (gemm_x86.c); supported() checks the CPU. */
@@ -114,6 +135,9 @@ void gemm_x86_avxvnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, 
 void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
 			 int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
 			 int32_t *C);
+void gemm_x86_avx512vnni_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
+			   int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
+			   const gemm_rescale *e, float *Y);
 void gemm_x86_transpose(const float *in, int rows, int cols, int ldi, float *out, int ldo);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
 

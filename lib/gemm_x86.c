@@ -151,11 +151,27 @@ KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256)
 
 #define R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
+/* Row i, columns [j0, j0 + 16) under mask m: the int32 sums, or (e set)
+ * gemm_rescale_rows' floats, multiplied in its order, so that the product
+ * goes to memory once, as floats. */
+AVX512_T static inline __attribute__((always_inline)) void
+store16(__m512i v, __mmask16 m, int32_t *C, const gemm_rescale *e, float *Y, int i, int J, int j0)
+{
+	const size_t at = (size_t)i * J + (size_t)j0;
+	if (!e) {
+		_mm512_mask_storeu_epi32(C + at, m, v);
+		return;
+	}
+	const __m512 si = _mm512_set1_ps(e->sa[i] * e->inv);
+	const __m512 sb = _mm512_maskz_loadu_ps(m, e->sb + j0);
+	_mm512_mask_storeu_ps(Y + at, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), si), sb));
+}
+
 /* Rows [i0, I) of A against one block of 16 columns: eight rows at a
  * time (8 tile accumulators + 8 wide sums), then one by one. */
 AVX512_T static void blk16_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb, const int32_t *cr,
 				  int i0, int I, int J, int jb, int K4, int tile4, int ntiles,
-				  __m512i vlo, __m512i vhi, int32_t *C)
+				  __m512i vlo, __m512i vhi, int32_t *C, const gemm_rescale *e, float *Y)
 {
 	const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
 	const __mmask16 m = (__mmask16)((1u << ncol) - 1u);
@@ -181,7 +197,7 @@ AVX512_T static void blk16_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb
 			R8(CLAMP)
 #undef CLAMP
 		}
-#define STORE(r) _mm512_mask_storeu_epi32(C + (size_t)(i + r) * J + jb * 16, m, w##r);
+#define STORE(r) store16(w##r, m, C, e, Y, i + r, J, jb * 16);
 		R8(STORE)
 #undef STORE
 	}
@@ -197,7 +213,7 @@ AVX512_T static void blk16_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb
 			}
 			w = _mm512_add_epi32(w, _mm512_min_epi32(_mm512_max_epi32(sacc, vlo), vhi));
 		}
-		_mm512_mask_storeu_epi32(C + (size_t)i * J + jb * 16, m, w);
+		store16(w, m, C, e, Y, i, J, jb * 16);
 	}
 }
 
@@ -247,7 +263,8 @@ pair_tile_avx512(const uint8_t *a, size_t rs, const int8_t *bb0, const int8_t *b
 AVX512_T static inline __attribute__((always_inline)) int
 pair_rows_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
 		 const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4, int t4,
-		 int ntiles, __m512i vlo16, __m512i vhi16, int nr, int32_t *C)
+		 int ntiles, __m512i vlo16, __m512i vhi16, int nr, int32_t *C, const gemm_rescale *e,
+		 float *Y)
 {
 	const int ncol1 = J - (jb + 1) * 16 < 16 ? J - (jb + 1) * 16 : 16;
 	const __mmask16 m1 = (__mmask16)((1u << ncol1) - 1u);
@@ -273,9 +290,8 @@ pair_rows_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t 
 		for (int r = 0; r < nr; r++) {
 			const __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(w[r]));
 			const __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(w[r], 1));
-			int32_t *cr_ = C + (size_t)(i + r) * J + jb * 16;
-			_mm512_storeu_si512((void *)cr_, _mm512_permutex2var_epi32(lo, ia, hi));
-			_mm512_mask_storeu_epi32(cr_ + 16, m1, _mm512_permutex2var_epi32(lo, ib, hi));
+			store16(_mm512_permutex2var_epi32(lo, ia, hi), 0xffff, C, e, Y, i + r, J, jb * 16);
+			store16(_mm512_permutex2var_epi32(lo, ib, hi), m1, C, e, Y, i + r, J, jb * 16 + 16);
 		}
 	}
 	return i;
@@ -286,29 +302,35 @@ pair_rows_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t 
  * operands), anything else through a variable tile. */
 AVX512_T static int pair_rows_t2(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
 				 const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4,
-				 int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C)
+				 int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C, const gemm_rescale *e,
+				 float *Y)
 {
-	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 2, ntiles, vlo16, vhi16, 8, C);
+	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 2, ntiles, vlo16, vhi16, 8, C,
+				e, Y);
 }
 
 AVX512_T static int pair_rows_t8(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
 				 const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4,
-				 int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C)
+				 int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C, const gemm_rescale *e,
+				 float *Y)
 {
-	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 8, ntiles, vlo16, vhi16, 6, C);
+	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 8, ntiles, vlo16, vhi16, 6, C,
+				e, Y);
 }
 
 AVX512_T static int pair_rows_any(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
 				  const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4,
-				  int tile4, int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C)
+				  int tile4, int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C,
+				  const gemm_rescale *e, float *Y)
 {
 	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, tile4, ntiles, vlo16, vhi16, 6,
-				C);
+				C, e, Y);
 }
 
-AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
-				  int I, int J, int K4, int tile4, int ntiles, int32_t lo,
-				  int32_t hi, int32_t *C)
+/* Both entry points: int32 C (e NULL) or rescaled floats in Y. */
+AVX512_T static inline __attribute__((always_inline)) void avx512vnni_run(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
+				    int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
+				    int32_t *C, const gemm_rescale *e, float *Y)
 {
 	const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
 	const int J16 = (J + 15) / 16;
@@ -321,18 +343,38 @@ AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int
 			const int8_t *bb0 = Bp + (size_t)jb * K4 * 64, *bb1 = bb0 + (size_t)K4 * 64;
 			const int32_t *cr0 = corr + (size_t)jb * ntiles * 16, *cr1 = cr0 + (size_t)ntiles * 16;
 			const int i = tile4 == 2   ? pair_rows_t2(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4,
-									  ntiles, vlo16, vhi16, C)
+									  ntiles, vlo16, vhi16, C, e, Y)
 				      : tile4 == 8 ? pair_rows_t8(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4,
-									  ntiles, vlo16, vhi16, C)
+									  ntiles, vlo16, vhi16, C, e, Y)
 						   : pair_rows_any(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4,
-								   tile4, ntiles, vlo16, vhi16, C);
-			blk16_avx512(Ap, rs, bb0, cr0, i, I, J, jb, K4, tile4, ntiles, vlo, vhi, C);
-			blk16_avx512(Ap, rs, bb1, cr1, i, I, J, jb + 1, K4, tile4, ntiles, vlo, vhi, C);
+								   tile4, ntiles, vlo16, vhi16, C, e, Y);
+			blk16_avx512(Ap, rs, bb0, cr0, i, I, J, jb, K4, tile4, ntiles, vlo, vhi, C, e, Y);
+			blk16_avx512(Ap, rs, bb1, cr1, i, I, J, jb + 1, K4, tile4, ntiles, vlo, vhi, C, e, Y);
 		}
 	}
 	for (; jb < J16; jb++)
 		blk16_avx512(Ap, rs, Bp + (size_t)jb * K4 * 64, corr + (size_t)jb * ntiles * 16, 0, I,
-			     J, jb, K4, tile4, ntiles, vlo, vhi, C);
+			     J, jb, K4, tile4, ntiles, vlo, vhi, C, e, Y);
+	/* The helpers take vectors by value, so GCC leaves the upper halves
+	 * to their caller, and after the last helper call it put no
+	 * vzeroupper on the way out: the SSE code that ran next (expf in the
+	 * loss, after the last layer's product) paid the transition penalty
+	 * on every instruction, 9% of a training step. */
+	_mm256_zeroupper();
+}
+
+AVX512_T void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
+				  int I, int J, int K4, int tile4, int ntiles, int32_t lo,
+				  int32_t hi, int32_t *C)
+{
+	avx512vnni_run(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C, NULL, NULL);
+}
+
+AVX512_T void gemm_x86_avx512vnni_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr,
+				    int I, int J, int K4, int tile4, int ntiles, int32_t lo,
+				    int32_t hi, const gemm_rescale *e, float *Y)
+{
+	avx512vnni_run(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, NULL, e, Y);
 }
 
 /* ---------------- float transpose, AVX2 ---------------- */

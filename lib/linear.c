@@ -75,7 +75,6 @@ void linear_scratch_free(linear_scratch *s)
 		free(s->f[i]);
 	for (int i = 0; i < 2; i++)
 		free(s->q[i]);
-	free(s->c);
 	free(s->sa);
 	free(s->sb);
 	gemm_ws_free(&s->ws);
@@ -143,8 +142,6 @@ typedef struct par {
 	float *y;
 	const float *sa, *sb;
 	float inv, step;
-	const int32_t *c;
-	int32_t *cc;
 	const int8_t *qa;
 	int8_t *q;
 	float *scale;
@@ -152,42 +149,6 @@ typedef struct par {
 	uint64_t seed;
 	const gemm_packed *pb;
 } par;
-
-/* Rows [r0, r1): out = c * (sa[i] / div) * sb[j].  Locals and restrict:
- * through the task's struct, every store could alias it and nothing would
- * vectorise. */
-HDQT_CLONES static void rescale_rows(const int32_t *restrict c, const float *restrict sa,
-				     const float *restrict sb, int r0, int r1, int J, float inv,
-				     float *restrict out)
-{
-	for (int i = r0; i < r1; i++) {
-		const float si = sa[i] * inv;
-		const int32_t *ci = c + (size_t)i * J;
-		float *oi = out + (size_t)i * J;
-		for (int j = 0; j < J; j++)
-			oi[j] = (float)ci[j] * si * sb[j];
-	}
-}
-
-static void rescale_task(void *arg, int t, int w)
-{
-	(void)w;
-	const par *p = arg;
-	int r0, r1;
-	linear_task_rows(p->R, p->n, t, &r0, &r1);
-	rescale_rows(p->c, p->sa, p->sb, r0, r1, p->J, p->inv, p->y);
-}
-
-/* out (I x J) = c * sa[i] * sb[j] / div: integer products back to floats. */
-void linear_rescale(linear_scratch *s, const int32_t *c, const float *sa, const float *sb, int I,
-		    int J, float div, float *out)
-{
-	PHASE_BEGIN(s);
-	par p = {.s = s, .R = I, .n = linear_ntasks(s, I), .J = J, .c = c, .sa = sa, .sb = sb,
-		 .inv = 1.0f / div, .y = out};
-	pool_run(s->pool, p.n, rescale_task, &p);
-	PHASE_END(s, HDQT_PHASE_RESCALE);
-}
 
 static void quant_task(void *arg, int t, int w)
 {
@@ -234,18 +195,22 @@ static void gemm_task(void *arg, int t, int w)
 	int r0, r1;
 	linear_task_rows(p->R, p->n, t, &r0, &r1);
 	if (r1 > r0) {
-		int rc = gemm_q_packed(&p->s->wws[w], p->qa + (size_t)r0 * p->pb->K, r1 - r0, p->pb,
-				       p->cc + (size_t)r0 * p->pb->J);
+		const gemm_rescale e = {.sa = p->sa + r0, .sb = p->sb, .inv = p->inv};
+		int rc = gemm_q_packed_f(&p->s->wws[w], p->qa + (size_t)r0 * p->pb->K, r1 - r0, p->pb,
+					 &e, p->y + (size_t)r0 * p->pb->J);
 		if (rc < 0)
 			atomic_store(&p->rc, rc); /* any failure: the caller reports one */
 	}
 }
 
-/* C (I x J) = A . B^T with B packed, rows of A over the pool. */
-int linear_gemm_par(linear_scratch *s, const int8_t *qa, int I, const gemm_packed *pb, int32_t *c)
+/* Y (I x J) = (A . B^T) * sa[i] * sb[j] / div with B packed, rows of A over
+ * the pool; the rescale happens in the product's store (gemm_q_packed_f). */
+int linear_gemm_par(linear_scratch *s, const int8_t *qa, int I, const gemm_packed *pb,
+		    const float *sa, const float *sb, float div, float *Y)
 {
 	PHASE_BEGIN(s);
-	par p = {.s = s, .R = I, .n = linear_ntasks(s, I), .qa = qa, .pb = pb, .cc = c};
+	par p = {.s = s, .R = I, .n = linear_ntasks(s, I), .qa = qa, .pb = pb, .sa = sa, .sb = sb,
+		 .inv = 1.0f / div, .y = Y};
 	pool_run(s->pool, p.n, gemm_task, &p);
 	PHASE_END(s, HDQT_PHASE_GEMM);
 	return atomic_load(&p.rc);
@@ -489,32 +454,37 @@ int linear_colq_a(linear_scratch *s, const float *z, int R, int C, int Rp, int b
 }
 
 typedef struct apar {
+	linear_scratch *s;
 	const uint8_t *A;
 	size_t stride;
 	int I, n;
 	const gemm_packed *pb;
-	int32_t *c;
+	const float *sa, *sb;
+	float inv;
+	float *y;
 	atomic_int rc;
 } apar;
 
 static void gemm_a_task(void *arg, int t, int w)
 {
-	(void)w;
 	apar *p = arg;
 	int r0, r1;
 	linear_task_rows(p->I, p->n, t, &r0, &r1);
 	if (r1 > r0) {
-		int rc = gemm_q_apacked(p->A + (size_t)r0 * p->stride, r1 - r0, p->pb,
-					p->c + (size_t)r0 * p->pb->J);
+		const gemm_rescale e = {.sa = p->sa + r0, .sb = p->sb, .inv = p->inv};
+		int rc = gemm_q_apacked_f(&p->s->wws[w], p->A + (size_t)r0 * p->stride, r1 - r0, p->pb,
+					  &e, p->y + (size_t)r0 * p->pb->J);
 		if (rc < 0)
 			atomic_store(&p->rc, rc);
 	}
 }
 
-int linear_gemm_apacked_par(linear_scratch *s, const void *A, int I, const gemm_packed *pb, int32_t *c)
+int linear_gemm_apacked_par(linear_scratch *s, const void *A, int I, const gemm_packed *pb,
+			    const float *sa, const float *sb, float div, float *Y)
 {
 	PHASE_BEGIN(s);
-	apar p = {.A = A, .stride = gemm_a_stride(pb), .I = I, .n = linear_ntasks(s, I), .pb = pb, .c = c};
+	apar p = {.s = s, .A = A, .stride = gemm_a_stride(pb), .I = I, .n = linear_ntasks(s, I),
+		  .pb = pb, .sa = sa, .sb = sb, .inv = 1.0f / div, .y = Y};
 	pool_run(s->pool, p.n, gemm_a_task, &p);
 	PHASE_END(s, HDQT_PHASE_GEMM);
 	return atomic_load(&p.rc);

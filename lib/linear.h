@@ -29,8 +29,6 @@ typedef struct linear_scratch {
 	size_t fcap[6];
 	int8_t *q[2];
 	size_t qcap[2];
-	int32_t *c;
-	size_t ccap;
 	float *sa, *sb;
 	size_t sacap, sbcap;
 	gemm_ws ws;

@@ -136,15 +136,11 @@ static int hdqt_forward(linear *L, const float *X, int N, int x_unsigned, const 
 	if (rc < 0)
 		return rc;
 	int8_t *qa = SQ(s, 0, (size_t)N * K);
-	int32_t *c = linear_grow_mem((void **)&s->c, &s->ccap, (size_t)N * M * sizeof(int32_t));
 	float *sa = linear_grow_mem((void **)&s->sa, &s->sacap, (size_t)N * sizeof(float));
-	if (!qa || !c || !sa)
+	if (!qa || !sa)
 		return HDQT_ENOMEM;
 	linear_quant_par(s, xa, N, K, &spx, NULL, qa, sa);
-	if ((rc = linear_gemm_par(s, qa, N, &L->wpack, c)) < 0)
-		return rc;
-	linear_rescale(s, c, sa, L->wscale, N, M, div, Y);
-	return 0;
+	return linear_gemm_par(s, qa, N, &L->wpack, sa, L->wscale, div, Y);
 }
 
 static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float *dY, int N,
@@ -176,11 +172,9 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 	sp_w.stochastic = q->sr_weight;
 	sp_x.stochastic = q->sr_act;
 	gemm_params gp = {.tile = q->bwd_tile, .acc_bits = q->acc_bits, .bits = q->bits, .a_signed = 1};
-	int32_t *c = linear_grow_mem((void **)&s->c, &s->ccap,
-				     (size_t)(M > N ? M : N) * (K > M ? K : M) * sizeof(int32_t));
 	float *sa = linear_grow_mem((void **)&s->sa, &s->sacap, (size_t)(M > N ? M : N) * sizeof(float));
 	float *sb = linear_grow_mem((void **)&s->sb, &s->sbcap, (size_t)K * sizeof(float));
-	if (!c || !sa || !sb)
+	if (!sa || !sb)
 		return HDQT_ENOMEM;
 	void *A;
 	int rc;
@@ -204,10 +198,9 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 	if (rc == 0)
 		rc = linear_colq_a(s, dY, N, M, Np, blkN, &sp_g, rng, &s->bpack, &A, sa);
 	if (rc == 0)
-		rc = linear_gemm_apacked_par(s, A, M, &s->bpack, c);
+		rc = linear_gemm_apacked_par(s, A, M, &s->bpack, sa, sb, (float)blkN, L->gw);
 	if (rc < 0)
 		return rc;
-	linear_rescale(s, c, sa, sb, M, K, (float)blkN, L->gw);
 	if (!dX)
 		return 0;
 
@@ -230,10 +223,7 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 	if (rc < 0)
 		return rc;
 	linear_quant_par(s, g, N, M, &sp_g, rng, qa, sa);
-	if ((rc = linear_gemm_par(s, qa, N, &s->bpack, c)) < 0)
-		return rc;
-	linear_rescale(s, c, sa, sb, N, K, (float)blkM, dX);
-	return 0;
+	return linear_gemm_par(s, qa, N, &s->bpack, sa, sb, (float)blkM, dX);
 }
 
 static void hdqt_release(linear *L)

@@ -55,7 +55,10 @@ void linear_task_rows(int R, int n, int t, int *r0, int *r1);
 void linear_quant_par(linear_scratch *s, const float *x, int R, int K, const quant_spec *sp,
 		      hdqt_rng *rng, int8_t *q, float *scale);
 void linear_fwht_par(linear_scratch *s, float *x, int R, int K, int blk);
-int linear_gemm_par(linear_scratch *s, const int8_t *qa, int I, const gemm_packed *pb, int32_t *c);
+/* Y (I x J) = (A . B^T) * sa[i] * sb[j] / div, B packed: the integer
+ * product rescaled in its store (gemm_q_packed_f), rows over the pool. */
+int linear_gemm_par(linear_scratch *s, const int8_t *qa, int I, const gemm_packed *pb,
+		    const float *sa, const float *sb, float div, float *Y);
 void linear_f32_par(linear_scratch *s, const float *A, const float *B, int I, int J, int K, float *C);
 #if HAVE_CBLAS
 void linear_blas_par(linear_scratch *s, int ta, int tb, int I, int J, int K, const float *A, int lda,
@@ -77,9 +80,9 @@ int linear_colq_b(linear_scratch *s, const float *z, int R, int C, int Rp, int b
 int linear_colq_a(linear_scratch *s, const float *z, int R, int C, int Rp, int blk,
 		  const quant_spec *sp, hdqt_rng *rng, const gemm_packed *pb, void **A,
 		  float *scale);
-int linear_gemm_apacked_par(linear_scratch *s, const void *A, int I, const gemm_packed *pb, int32_t *c);
-void linear_rescale(linear_scratch *s, const int32_t *c, const float *sa, const float *sb, int I,
-		    int J, float div, float *out);
+/* The same with A from linear_colq_a. */
+int linear_gemm_apacked_par(linear_scratch *s, const void *A, int I, const gemm_packed *pb,
+			    const float *sa, const float *sb, float div, float *Y);
 
 /* Float products: Y = X W^T; gw = dY^T X and (dX != NULL) dX = dY W. */
 int linear_fp32_forward(linear_scratch *s, const float *X, int N, const float *W, int M, int K,

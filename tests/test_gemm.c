@@ -29,6 +29,45 @@ static void fill(int8_t *x, int n, int lo, int hi, hdqt_rng *r)
 		x[i] = (int8_t)(lo + (int)hdqt_rng_below(r, (uint32_t)(hi - lo + 1)));
 }
 
+/* The rescale every float output of an integer product must equal:
+ * ((float)c * (sa[i] * inv)) * sb[j], written out here. */
+static void rescale_naive(const int32_t *C, int I, int J, const float *sa, const float *sb, float inv,
+			  float *Y)
+{
+	for (int i = 0; i < I; i++)
+		for (int j = 0; j < J; j++) {
+			const float si = sa[i] * inv;
+			const float a = (float)C[(size_t)i * J + j] * si;
+			Y[(size_t)i * J + j] = a * sb[j];
+		}
+}
+
+/* gemm_q_packed_f and gemm_rescale_rows against rescale_naive on C0 (the
+ * reference's product of A and pb's B): the same floats, bit for bit. */
+static void check_packed_f(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *pb,
+			   const int32_t *C0, hdqt_rng *r)
+{
+	const int J = pb->J;
+	float *sa = malloc(sizeof(float) * (size_t)(I + 1)), *sb = malloc(sizeof(float) * (size_t)(J + 1));
+	float *y0 = malloc(sizeof(float) * ((size_t)I * J + 1)), *y1 = malloc(sizeof(float) * ((size_t)I * J + 1));
+	for (int i = 0; i < I; i++)
+		sa[i] = 1e-3f + hdqt_rng_uniform(r);
+	for (int j = 0; j < J; j++)
+		sb[j] = 1e-3f + 3.0f * hdqt_rng_uniform(r);
+	const float inv = 1.0f / (float)(1 << hdqt_rng_below(r, 8));
+	const gemm_rescale e = {.sa = sa, .sb = sb, .inv = inv};
+	rescale_naive(C0, I, J, sa, sb, inv, y0);
+	memset(y1, 0xff, sizeof(float) * ((size_t)I * J + 1));
+	ck_assert_int_eq(gemm_q_packed_f(ws, A, I, pb, &e, y1), 0);
+	if (memcmp(y0, y1, sizeof(float) * (size_t)I * J) != 0)
+		ck_abort_msg("%s packed_f: I=%d J=%d K=%d tile=%d", hdqt_kernel_name(), I, J, pb->K,
+			     pb->p.tile);
+	memset(y1, 0xff, sizeof(float) * ((size_t)I * J + 1));
+	gemm_rescale_rows(C0, I, J, &e, y1);
+	ck_assert_mem_eq(y0, y1, sizeof(float) * (size_t)I * J);
+	free(sa), free(sb), free(y0), free(y1);
+}
+
 /* Naive definition, written independently of gemm_q_ref. */
 static int32_t naive(const int8_t *A, const int8_t *B, int i, int j, int K, int tile, int acc)
 {
@@ -148,8 +187,10 @@ START_TEST(test_simd_matches_reference)
 				ck_assert(gemm_packed_matches(&pb, J, K, &p));
 				int rc2 = gemm_q_packed(&ws, A, I, &pb, C2);
 				ck_assert_int_eq(rc0, rc2);
-				if (rc0 == 0)
+				if (rc0 == 0) {
 					ck_assert_mem_eq(C0, C2, sizeof(int32_t) * I * J);
+					check_packed_f(&ws, A, I, &pb, C0, &r);
+				}
 			} else {
 				ck_assert_int_ne(rc0, 0);
 			}
@@ -201,6 +242,7 @@ static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int 
 	if (memcmp(C0, C1, sizeof(int32_t) * I * J) != 0)
 		ck_abort_msg("%s packed: I=%d J=%d K=%d tile=%d acc=%d bits=%d signed=%d", hdqt_kernel_name(),
 			     I, J, K, p->tile, p->acc_bits, p->bits, p->a_signed);
+	check_packed_f(ws, A, I, &pb, C0, r);
 	gemm_packed_free(&pb);
 	free(A);
 	free(B);
@@ -549,7 +591,11 @@ START_TEST(test_column_path)
 		int8_t *qo = malloc((size_t)C * Rp), *other = malloc((size_t)J2 * Rp);
 		float *so = malloc(sizeof(float) * C), *sn = malloc(sizeof(float) * C);
 		int32_t *c_ref = malloc(sizeof(int32_t) * (size_t)C * J2), *c_new = malloc(sizeof(int32_t) * (size_t)C * J2);
-		int32_t *c_st[2] = {malloc(sizeof(int32_t) * (size_t)C * J2), malloc(sizeof(int32_t) * (size_t)C * J2)};
+		float *y_st[2] = {malloc(sizeof(float) * (size_t)C * J2), malloc(sizeof(float) * (size_t)C * J2)};
+		float *y_ref = malloc(sizeof(float) * (size_t)C * J2), *y_new = malloc(sizeof(float) * (size_t)C * J2);
+		float sbo[J2];
+		for (int j = 0; j < J2; j++)
+			sbo[j] = 0.25f + hdqt_rng_uniform(&r);
 		for (int i = 0; i < J2 * Rp; i++)
 			other[i] = (int8_t)((int)hdqt_rng_below(&r, 15) - 7);
 		for (int per_row = 0; per_row <= 1; per_row++) {
@@ -581,20 +627,21 @@ START_TEST(test_column_path)
 					ck_assert_int_eq(linear_colq_a(&s, z, R, C, Rp, blk, &sp, &r, &po, &A, sn), 0);
 					ck_assert_mem_eq(sn, so, sizeof(float) * C);
 					ck_assert_int_eq(gemm_q_ref(qo, other, C, J2, Rp, &gp, c_ref), 0);
-					ck_assert_int_eq(linear_gemm_apacked_par(&s, A, C, &po, c_new), 0);
-					ck_assert_mem_eq(c_new, c_ref, sizeof(int32_t) * (size_t)C * J2);
+					rescale_naive(c_ref, C, J2, so, sbo, 1.0f / (float)blk, y_ref);
+					ck_assert_int_eq(linear_gemm_apacked_par(&s, A, C, &po, sn, sbo, (float)blk, y_new), 0);
+					ck_assert_mem_eq(y_new, y_ref, sizeof(float) * (size_t)C * J2);
 					/* stochastic: one seed, any thread count, the same codes */
 					quant_spec ss = sp;
 					ss.stochastic = 1;
 					hdqt_rng r2;
 					hdqt_rng_seed(&r2, 99, 0);
 					ck_assert_int_eq(linear_colq_a(&s, z, R, C, Rp, blk, &ss, &r2, &po, &A, sn), 0);
-					ck_assert_int_eq(linear_gemm_apacked_par(&s, A, C, &po, c_new), 0);
+					ck_assert_int_eq(linear_gemm_apacked_par(&s, A, C, &po, sn, sbo, (float)blk, y_new), 0);
 					if (th == 1 && kn == 0)
-						memcpy(c_st[per_row], c_new, sizeof(int32_t) * (size_t)C * J2);
+						memcpy(y_st[per_row], y_new, sizeof(float) * (size_t)C * J2);
 					else
-						ck_assert_mem_eq(c_new, c_st[per_row], sizeof(int32_t) * (size_t)C * J2);
-					ck_assert(memcmp(c_new, c_ref, sizeof(int32_t) * (size_t)C * J2) != 0);
+						ck_assert_mem_eq(y_new, y_st[per_row], sizeof(float) * (size_t)C * J2);
+					ck_assert(memcmp(y_new, y_ref, sizeof(float) * (size_t)C * J2) != 0);
 					gemm_ws_free(&ws);
 					gemm_packed_free(&pb);
 					gemm_packed_free(&po);
@@ -604,7 +651,7 @@ START_TEST(test_column_path)
 			}
 		}
 		free(z), free(qo), free(other), free(so), free(sn), free(c_ref), free(c_new);
-		free(c_st[0]), free(c_st[1]);
+		free(y_st[0]), free(y_st[1]), free(y_ref), free(y_new);
 	}
 	hdqt_kernel_select(variants[0]);
 }
