@@ -238,8 +238,9 @@ HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int off, u
 	}
 }
 
-/* Column blocks [b0, b1) of B (16 columns each) into the kernel layout. */
-HDQT_CLONES static void pack_b_blocks(const int8_t *B, int J, int K, int K4, int tile4, int ntiles,
+/* Column blocks [b0, b1) of B (16 columns each) into the kernel layout;
+ * Bb points at B's row 16 b0. */
+HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, int tile4, int ntiles,
 				      int off, int tg, int8_t *Bp, int32_t *corr, int b0, int b1)
 {
 	memset(Bp + (size_t)b0 * K4 * 64, 0, (size_t)(b1 - b0) * K4 * 64);
@@ -248,7 +249,7 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *B, int J, int K, int K4, int
 	const int j1 = b1 * 16 < J ? b1 * 16 : J;
 	for (int j = b0 * 16; j < j1; j++) {
 		const int jb = j / 16, jl = j % 16;
-		const int8_t *s = B + (long)j * K;
+		const int8_t *s = Bb + (long)(j - b0 * 16) * K;
 		if (tg) { /* group = [4 bytes of k][16 columns] */
 			int8_t *d = Bp + (size_t)jb * K4 * 64 + jl;
 			for (int k = 0; k < K; k++)
@@ -321,8 +322,14 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 
 void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1)
 {
-	pack_b_blocks(B, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off, pb->kernel == LAYOUT_RAWT,
-		      pb->Bp, pb->corr, b0, b1);
+	pack_b_blocks(B + (size_t)b0 * 16 * pb->K, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off,
+		      pb->kernel == LAYOUT_RAWT, pb->Bp, pb->corr, b0, b1);
+}
+
+void gemm_pack_rows(gemm_packed *pb, int jb, const int8_t *rows)
+{
+	pack_b_blocks(rows, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off,
+		      pb->kernel == LAYOUT_RAWT, pb->Bp, pb->corr, jb, jb + 1);
 }
 
 int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p)

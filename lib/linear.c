@@ -19,6 +19,10 @@
 #include "simd.h"
 #include "blas.h"
 
+#if HDQT_X86_64
+#include <immintrin.h>
+#endif
+
 int linear_init(linear *L, int in, int out)
 {
 	memset(L, 0, sizeof(*L));
@@ -340,10 +344,14 @@ enum { COLQ_BOTH = 0, COLQ_STATS = 1, COLQ_EMIT = 2 };
 
 static void colq_task(void *arg, int st, int w)
 {
-	(void)w;
 	const colq_job *j = arg;
 	const int Rp4 = j->Rp4, c0 = st * 16, nc = j->C - c0 < 16 ? j->C - c0 : 16;
-	float *buf = j->buf + (size_t)st * Rp4 * 16;
+	/* In one pass a strip's floats and codes live only inside its task:
+	 * one buffer per worker, which stays in L1/L2 (a buffer per strip is
+	 * a float copy of the whole matrix, and each strip's stores missed);
+	 * the two passes of a tensor scale keep every strip's. */
+	const size_t slot = (size_t)(j->phase == COLQ_BOTH ? w : st) * Rp4 * 16;
+	float *buf = j->buf + slot;
 	if (j->phase != COLQ_EMIT) {
 		if (nc == 16) {
 			for (int r = 0; r < j->R; r++)
@@ -374,7 +382,7 @@ static void colq_task(void *arg, int st, int w)
 		if (l < nc)
 			j->scale[c0 + l] = step[l];
 	}
-	int8_t *codes = j->codes + (size_t)st * Rp4 * 16;
+	int8_t *codes = j->codes + slot;
 	quant_strip16(buf, j->Rp, step, j->sp, j->seed, (uint64_t)st, codes);
 	memset(codes + (size_t)j->Rp * 16, 0, 16 * (size_t)(Rp4 - j->Rp));
 	if (j->A)
@@ -385,9 +393,9 @@ static void colq_task(void *arg, int st, int w)
 
 static int colq_run(linear_scratch *s, colq_job *j, hdqt_rng *rng)
 {
-	const int ns = (j->C + 15) / 16;
+	const int ns = (j->C + 15) / 16, th = pool_size(s->pool);
 	j->Rp4 = (j->Rp + 3) / 4 * 4;
-	const size_t n = (size_t)ns * 16 * j->Rp4;
+	const size_t n = (size_t)(j->sp->per_row && th < ns ? th : ns) * 16 * j->Rp4;
 	j->buf = linear_grow_mem((void **)&s->cqf, &s->cqfcap, n * sizeof(float));
 	j->codes = linear_grow_mem((void **)&s->cqc, &s->cqccap, n);
 	j->mx = linear_grow_mem((void **)&s->cqmx, &s->cqmxcap, (size_t)ns * 16 * sizeof(float));
@@ -554,4 +562,68 @@ int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, 
 		    const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX)
 {
 	return family_of(q)->backward(L, X, x_unsigned, dY, N, q, s, rng, dX);
+}
+
+/* ---- SGD ---- */
+
+#if HDQT_X86_64
+/* Each lane does the scalar loop's operations (separate multiply and add:
+ * no FMA), so both give the same floats. */
+__attribute__((target("avx2"))) static size_t sgd_avx2(float *w, float *v, const float *g, size_t n,
+						      float mu, float wd, float lr)
+{
+	size_t i = 0;
+	const __m256 vmu = _mm256_set1_ps(mu), vwd = _mm256_set1_ps(wd), vlr = _mm256_set1_ps(lr);
+	for (; i + 8 <= n; i += 8) {
+		__m256 wi = _mm256_loadu_ps(w + i);
+		__m256 d = _mm256_add_ps(_mm256_loadu_ps(g + i), _mm256_mul_ps(vwd, wi));
+		__m256 vi = _mm256_add_ps(_mm256_mul_ps(vmu, _mm256_loadu_ps(v + i)), d);
+		_mm256_storeu_ps(v + i, vi);
+		_mm256_storeu_ps(w + i, _mm256_sub_ps(wi, _mm256_mul_ps(vlr, vi)));
+	}
+	return i;
+}
+#define SGD_FAST(w, v, g, n, mu, wd, lr) \
+	(__builtin_cpu_supports("avx2") ? sgd_avx2(w, v, g, n, mu, wd, lr) : 0)
+#else
+#define SGD_FAST(w, v, g, n, mu, wd, lr) 0
+#endif
+
+void linear_sgd_span(float *w, float *v, const float *g, size_t n, float mu, float wd, float lr)
+{
+	for (size_t i = SGD_FAST(w, v, g, n, mu, wd, lr); i < n; i++) {
+		float d = g[i] + wd * w[i];
+		v[i] = mu * v[i] + d;
+		w[i] -= lr * v[i];
+	}
+}
+
+typedef struct sgd_job {
+	linear *L;
+	float mu, wd, lr;
+} sgd_job;
+
+enum { SGD_CHUNK = 4096 };
+
+static void sgd_task(void *arg, int t, int w)
+{
+	(void)w;
+	const sgd_job *j = arg;
+	const size_t n = (size_t)j->L->in * j->L->out, i0 = (size_t)t * SGD_CHUNK;
+	linear_sgd_span(j->L->w + i0, j->L->v + i0, j->L->gw + i0, n - i0 < SGD_CHUNK ? n - i0 : SGD_CHUNK,
+			j->mu, j->wd, j->lr);
+}
+
+void linear_sgd(linear *L, int x_unsigned, const hdqt_qconfig *q, linear_scratch *s, float mu,
+		float wd, float lr)
+{
+	const linear_family *f = family_of(q);
+	if (f->sgd && f->sgd(L, x_unsigned, q, s, mu, wd, lr))
+		return;
+	PHASE_BEGIN(s);
+	sgd_job j = {.L = L, .mu = mu, .wd = wd, .lr = lr};
+	const size_t n = (size_t)L->in * L->out;
+	pool_run(s->pool, (int)((n + SGD_CHUNK - 1) / SGD_CHUNK), sgd_task, &j);
+	linear_touch(L);
+	PHASE_END(s, HDQT_PHASE_ELEMENTWISE);
 }

@@ -63,3 +63,11 @@ int linear_forward(linear *L, const float *X, int N, int x_unsigned,
  * x_unsigned as given to linear_forward (it matters under q->bwd_fwdq). */
 int linear_backward(linear *L, const float *X, int x_unsigned, const float *dY, int N,
 		    const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX);
+/* One SGD step from L->gw, PyTorch's formulation with momentum mu and L2
+ * weight decay wd: v = mu v + (g + wd w); w -= lr v, over s's pool.  Where
+ * the family can, it rebuilds its cached forward operand for recipe q
+ * (input x_unsigned, as linear_forward) from each block of new weights
+ * while it is in cache; otherwise the cache is dropped (linear_touch).
+ * Cannot fail: without memory for the cache the step is the plain one. */
+void linear_sgd(linear *L, int x_unsigned, const hdqt_qconfig *q, linear_scratch *s, float mu,
+		float wd, float lr);

@@ -226,6 +226,66 @@ static int hdqt_backward(linear *L, const float *X, int x_unsigned, const float 
 	return linear_gemm_par(s, qa, N, &s->bpack, sa, sb, (float)blkM, dX);
 }
 
+/* SGD fused with the next forward's weight operand: each task updates a
+ * block of 16 weight rows (one column block of the packed B), then
+ * measures, rounds and packs those rows while they are in L1, so the
+ * forward finds L->wpack ready instead of reading W three more times
+ * (range, rounding, packing).  The same functions on the same rows as
+ * linear_sgd + weight_operand: the same floats, codes and bytes.  Only
+ * for per-row scales (a tensor scale needs every row first) and no
+ * forward rotation. */
+typedef struct wsgd_job {
+	linear *L;
+	linear_scratch *s;
+	const quant_spec *sp;
+	float mu, wd, lr;
+} wsgd_job;
+
+static void wsgd_task(void *arg, int jb, int w)
+{
+	const wsgd_job *j = arg;
+	linear *L = j->L;
+	const int K = L->in, r0 = jb * 16, nr = L->out - r0 < 16 ? L->out - r0 : 16;
+	const size_t o = (size_t)r0 * K;
+	linear_sgd_span(L->w + o, L->v + o, L->gw + o, (size_t)nr * K, j->mu, j->wd, j->lr);
+	int8_t *codes = j->s->wws[w].buf;
+	quant_rows_part(L->w + o, 0, nr, K, j->sp, 0, 0.0f, codes, L->wscale + r0);
+	gemm_pack_rows(&L->wpack, jb, codes);
+}
+
+static int fused_sgd(linear *L, int x_unsigned, const hdqt_qconfig *q, linear_scratch *s, float mu,
+		    float wd, float lr)
+{
+	const int K = L->in, M = L->out;
+	if (q->mode == HDQT_MODE_FP32 || (q->fwd_hadamard && fwht_block(K, q->had_max) > 1))
+		return 0;
+	quant_spec spx, spw;
+	fwd_specs(q, x_unsigned, &spx, &spw);
+	if (!spw.per_row)
+		return 0;
+	const gemm_params gp = {.tile = q->tile, .acc_bits = q->acc_bits, .bits = q->bits,
+				.a_signed = !spx.is_unsigned};
+	/* Everything that can fail before any weight moves. */
+	float *sc = realloc(L->wscale, sizeof(float) * (size_t)M);
+	if (!sc)
+		return 0;
+	L->wscale = sc;
+	const int th = pool_size(s->pool);
+	for (int i = 0; i < th; i++)
+		if (!linear_grow_mem(&s->wws[i].buf, &s->wws[i].cap, (size_t)16 * K))
+			return 0;
+	L->wcached = 0;
+	const int nb = gemm_pack_begin(&L->wpack, NULL, M, K, &gp);
+	if (nb != (M + 15) / 16) /* no kernel layout (or no memory): the plain step */
+		return 0;
+	PHASE_BEGIN(s);
+	wsgd_job j = {.L = L, .s = s, .sp = &spw, .mu = mu, .wd = wd, .lr = lr};
+	pool_run(s->pool, nb, wsgd_task, &j);
+	L->wcached = 1;
+	PHASE_END(s, HDQT_PHASE_FUSED);
+	return 1;
+}
+
 static void hdqt_release(linear *L)
 {
 	gemm_packed_free(&L->wpack);
@@ -239,4 +299,5 @@ const linear_family linear_hdqt_family = {
 	.forward = hdqt_forward,
 	.backward = hdqt_backward,
 	.release = hdqt_release,
+	.sgd = fused_sgd,
 };

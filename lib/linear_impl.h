@@ -20,6 +20,10 @@ typedef struct linear_family {
 	int (*backward)(linear *L, const float *X, int x_unsigned, const float *dY, int N,
 			const hdqt_qconfig *q, linear_scratch *s, hdqt_rng *rng, float *dX);
 	void (*release)(linear *L);
+	/* linear_sgd with the forward cache rebuilt on the way (NULL: the
+	 * plain step); returns 0 where it did not step (the caller does). */
+	int (*sgd)(linear *L, int x_unsigned, const hdqt_qconfig *q, linear_scratch *s, float mu,
+		   float wd, float lr);
 } linear_family;
 
 extern const linear_family linear_hdqt_family;    /* fp32, int, hdqt-paper, hdqt */
@@ -83,6 +87,10 @@ int linear_colq_a(linear_scratch *s, const float *z, int R, int C, int Rp, int b
 /* The same with A from linear_colq_a. */
 int linear_gemm_apacked_par(linear_scratch *s, const void *A, int I, const gemm_packed *pb,
 			    const float *sa, const float *sb, float div, float *Y);
+
+/* The SGD update of n weights (linear_sgd's formula): the same floats
+ * however the weights are cut into spans. */
+void linear_sgd_span(float *w, float *v, const float *g, size_t n, float mu, float wd, float lr);
 
 /* Float products: Y = X W^T; gw = dY^T X and (dX != NULL) dX = dY W. */
 int linear_fp32_forward(linear_scratch *s, const float *X, int N, const float *W, int M, int K,

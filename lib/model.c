@@ -585,43 +585,26 @@ __attribute__((target("avx2"))) static size_t relu_back_avx2(float *dx, const fl
 	return i;
 }
 
-__attribute__((target("avx2"))) static size_t sgd_avx2(float *w, float *v, const float *g, size_t n,
-						      float mu, float wd, float lr)
-{
-	size_t i = 0;
-	const __m256 vmu = _mm256_set1_ps(mu), vwd = _mm256_set1_ps(wd), vlr = _mm256_set1_ps(lr);
-	for (; i + 8 <= n; i += 8) {
-		__m256 wi = _mm256_loadu_ps(w + i);
-		__m256 d = _mm256_add_ps(_mm256_loadu_ps(g + i), _mm256_mul_ps(vwd, wi));
-		__m256 vi = _mm256_add_ps(_mm256_mul_ps(vmu, _mm256_loadu_ps(v + i)), d);
-		_mm256_storeu_ps(v + i, vi);
-		_mm256_storeu_ps(w + i, _mm256_sub_ps(wi, _mm256_mul_ps(vlr, vi)));
-	}
-	return i;
-}
 #define HAVE_AVX2() __builtin_cpu_supports("avx2")
 #else
 #define HAVE_AVX2() 0
 #define relu_avx2(a, n) 0
 #define relu_back_avx2(dx, a, n) 0
-#define sgd_avx2(w, v, g, n, mu, wd, lr) 0
 #endif
 
 /* Element-wise loops over the pool: chunks of 4096 elements, so the
  * SIMD and scalar parts of each element are those of a serial run. */
 typedef struct ew {
-	float *a, *v;
-	const float *b, *g;
+	float *a;
+	const float *b;
 	size_t n;
-	float mu, wd, lr;
 	int op;
 } ew;
 
-enum { EW_CHUNK = 4096, EW_RELU, EW_RELU_BACK, EW_SGD };
+enum { EW_CHUNK = 4096, EW_RELU, EW_RELU_BACK };
 
 static void relu(float *a, size_t n);
 static void relu_back(float *dx, const float *a, size_t n);
-static void sgd_update(float *w, float *v, const float *g, size_t n, float mu, float wd, float lr);
 
 static void ew_task(void *arg, int t, int w)
 {
@@ -630,10 +613,8 @@ static void ew_task(void *arg, int t, int w)
 	size_t i0 = (size_t)t * EW_CHUNK, len = e->n - i0 < EW_CHUNK ? e->n - i0 : EW_CHUNK;
 	if (e->op == EW_RELU)
 		relu(e->a + i0, len);
-	else if (e->op == EW_RELU_BACK)
-		relu_back(e->a + i0, e->b + i0, len);
 	else
-		sgd_update(e->a + i0, e->v + i0, e->g + i0, len, e->mu, e->wd, e->lr);
+		relu_back(e->a + i0, e->b + i0, len);
 }
 
 static void ew_run(hdqt_model *m, ew *e)
@@ -686,18 +667,6 @@ static void relu_back(float *dx, const float *a, size_t n)
 	size_t i = HAVE_AVX2() ? relu_back_avx2(dx, a, n) : 0;
 	for (; i < n; i++)
 		dx[i] = a[i] > 0.0f ? dx[i] : 0.0f;
-}
-
-/* SGD with momentum and L2 weight decay, PyTorch's formulation:
- * v = mu v + (g + wd w); w -= lr v. */
-static void sgd_update(float *w, float *v, const float *g, size_t n, float mu, float wd, float lr)
-{
-	size_t i = HAVE_AVX2() ? sgd_avx2(w, v, g, n, mu, wd, lr) : 0;
-	for (; i < n; i++) {
-		float d = g[i] + wd * w[i];
-		v[i] = mu * v[i] + d;
-		w[i] -= lr * v[i];
-	}
 }
 
 static void normalise(const hdqt_model *m, const float *X, int n, float *out)
@@ -905,13 +874,8 @@ int hdqt_model_train_step(hdqt_model *m, const hdqt_batch *b, const hdqt_sgd *o,
 			g = m->grad[0];
 		}
 	}
-	for (int l = 0; l < m->n_layers; l++) {
-		linear *Ly = &m->L[l];
-		ew_run(m, &(ew){.op = EW_SGD, .a = Ly->w, .v = Ly->v, .g = Ly->gw,
-				.n = (size_t)Ly->in * Ly->out, .mu = o->momentum, .wd = o->weight_decay,
-				.lr = lr});
-		linear_touch(Ly);
-	}
+	for (int l = 0; l < m->n_layers; l++)
+		linear_sgd(&m->L[l], l > 0, &m->lq[l], &m->s, o->momentum, o->weight_decay, lr);
 	if (loss)
 		*loss = L;
 	return 0;
