@@ -243,6 +243,15 @@ HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int off, u
 HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, int tile4, int ntiles,
 				      int off, int tg, int8_t *Bp, int32_t *corr, int b0, int b1)
 {
+#if HDQT_X86_64
+	if (!tg && gemm_x86_avx512vnni_supported()) {
+		for (int jb = b0; jb < b1; jb++)
+			gemm_x86_pack_b16(Bb + (size_t)(jb - b0) * 16 * K, J - jb * 16 < 16 ? J - jb * 16 : 16,
+					  K, K4, tile4, ntiles, off, Bp + (size_t)jb * K4 * 64,
+					  corr + (size_t)jb * ntiles * 16);
+		return;
+	}
+#endif
 	memset(Bp + (size_t)b0 * K4 * 64, 0, (size_t)(b1 - b0) * K4 * 64);
 	memset(corr + (size_t)b0 * ntiles * 16, 0, (size_t)(b1 - b0) * ntiles * 16 * sizeof(int32_t));
 	const int kfull = K / 4;

@@ -142,6 +142,10 @@ void gemm_x86_avx512vnni_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *c
 			   int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
 			   const gemm_rescale *e, float *Y);
 void gemm_x86_transpose(const float *in, int rows, int cols, int ldi, float *out, int ldo);
+/* pack_b_blocks (gemm.c) for one block of the offset layout, AVX-512 VNNI:
+ * nr rows of K codes into bb (K4 groups of 64 bytes), tile sums into cr. */
+void gemm_x86_pack_b16(const int8_t *rows, int nr, int K, int K4, int tile4, int ntiles, int off,
+		       int8_t *bb, int32_t *cr);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
 
 /* Plain C for any architecture, written to vectorise (gemm_portable.c),

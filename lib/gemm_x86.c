@@ -377,6 +377,72 @@ AVX512_T void gemm_x86_avx512vnni_f(const uint8_t *Ap, const int8_t *Bp, const i
 	avx512vnni_run(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, NULL, e, Y);
 }
 
+/* ---------------- packing B, AVX-512 ---------------- */
+
+/* One block of 16 output columns into the offset layout: rows (nr <= 16
+ * rows of K codes) as 16 x 16 transposes of 4-byte groups (each row's 64
+ * bytes are 16 groups; after the transpose a register holds group k4 of
+ * all 16 columns, the layout's 64 bytes), zeros past K and past nr.  The
+ * tile sums of the correction come from the same registers: one dot
+ * product with ones sums each column's 4 bytes.  The bytes and sums of
+ * pack_b_blocks' loops (byte moves and integer sums: exact). */
+AVX512_T void gemm_x86_pack_b16(const int8_t *rows, int nr, int K, int K4, int tile4, int ntiles,
+				int off, int8_t *bb, int32_t *cr)
+{
+	const __m512i ones = _mm512_set1_epi8(1);
+	__m512i tsum = _mm512_setzero_si512();
+	int t = 0, in_tile = 0;
+	for (int g0 = 0; g0 < K4; g0 += 16) {
+		const int nb = K - 4 * g0 < 64 ? K - 4 * g0 : 64; /* bytes of each row here */
+		const __mmask64 lm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
+		__m512i r[16];
+		for (int l = 0; l < 16; l++)
+			r[l] = l < nr ? _mm512_maskz_loadu_epi8(lm, rows + (size_t)l * K + 4 * g0)
+				      : _mm512_setzero_si512();
+		/* 16 x 16 dwords: r[l] dword g -> o[g] dword l */
+		__m512i a[16], b[16];
+		for (int l = 0; l < 16; l += 2) {
+			a[l] = _mm512_unpacklo_epi32(r[l], r[l + 1]);
+			a[l + 1] = _mm512_unpackhi_epi32(r[l], r[l + 1]);
+		}
+		for (int l = 0; l < 16; l += 4) {
+			b[l] = _mm512_unpacklo_epi64(a[l], a[l + 2]);
+			b[l + 1] = _mm512_unpackhi_epi64(a[l], a[l + 2]);
+			b[l + 2] = _mm512_unpacklo_epi64(a[l + 1], a[l + 3]);
+			b[l + 3] = _mm512_unpackhi_epi64(a[l + 1], a[l + 3]);
+		}
+		/* b[4q + p] holds, in 128-bit lane L, dword p of group 4L + ...:
+		 * rows 4q..4q+3 of groups {L * 4 + p}; gather lanes across the
+		 * four q to finish. */
+		for (int p = 0; p < 4; p++) {
+			const __m512i x0 = _mm512_shuffle_i32x4(b[p], b[4 + p], 0x88);
+			const __m512i x1 = _mm512_shuffle_i32x4(b[p], b[4 + p], 0xdd);
+			const __m512i y0 = _mm512_shuffle_i32x4(b[8 + p], b[12 + p], 0x88);
+			const __m512i y1 = _mm512_shuffle_i32x4(b[8 + p], b[12 + p], 0xdd);
+			a[p] = _mm512_shuffle_i32x4(x0, y0, 0x88);      /* group p */
+			a[p + 8] = _mm512_shuffle_i32x4(x0, y0, 0xdd);  /* group p + 8 */
+			a[p + 4] = _mm512_shuffle_i32x4(x1, y1, 0x88);  /* group p + 4 */
+			a[p + 12] = _mm512_shuffle_i32x4(x1, y1, 0xdd); /* group p + 12 */
+		}
+		const int ng = K4 - g0 < 16 ? K4 - g0 : 16;
+		for (int g = 0; g < ng; g++) {
+			_mm512_storeu_si512((void *)(bb + (size_t)(g0 + g) * 64), a[g]);
+			if (!off)
+				continue;
+			tsum = _mm512_dpbusd_epi32(tsum, ones, a[g]);
+			if (++in_tile == tile4 || g0 + g == K4 - 1) {
+				_mm512_storeu_si512((void *)(cr + (size_t)t * 16),
+						    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
+				tsum = _mm512_setzero_si512();
+				in_tile = 0;
+				t++;
+			}
+		}
+	}
+	if (!off)
+		memset(cr, 0, sizeof(int32_t) * 16 * (size_t)ntiles);
+}
+
 /* ---------------- float transpose, AVX2 ---------------- */
 
 /* 8x8 blocks transposed in registers (unpack/shuffle/permute); the ragged

@@ -38,13 +38,21 @@ int quant_qmax(const quant_spec *sp)
 __attribute__((target("avx2"))) static long max_abs_avx2(const float *x, long n, float mx[8])
 {
 	const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-	__m256 acc = _mm256_setzero_ps();
+	/* Four chains: a max waits for the one before it (4 cycles), and the
+	 * max of non-negative, non-NaN values is the same in any order. */
+	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
 	long i = 0;
+	/* max_ps returns its second operand when one is NaN: as the scalar
+	 * "a > m ? a : m" keeps m. */
+	for (; i + 32 <= n; i += 32) {
+		a0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), absmask), a0);
+		a1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8), absmask), a1);
+		a2 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 16), absmask), a2);
+		a3 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 24), absmask), a3);
+	}
 	for (; i + 8 <= n; i += 8)
-		/* max_ps returns its second operand when one is NaN: as the
-		 * scalar "a > m ? a : m" keeps m. */
-		acc = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), absmask), acc);
-	_mm256_storeu_ps(mx, acc);
+		a0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), absmask), a0);
+	_mm256_storeu_ps(mx, _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
 	return i;
 }
 
@@ -150,8 +158,32 @@ __attribute__((target("avx2"))) static long round_avx2(const float *x, long n, f
 	}
 	return i;
 }
-#define ROUND_FAST(x, n, inv, lo, hi, u, q) \
-	(__builtin_cpu_supports("avx2") ? round_avx2(x, n, inv, lo, hi, q) : 0)
+/* The same 16 lanes at a time (vpmovdb narrows: the codes lie in int8). */
+__attribute__((target("avx512f"))) static long round_avx512(const float *x, long n, float inv,
+							   float qmin, float qmax, int8_t *q)
+{
+	const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
+	const __m512 half = _mm512_set1_ps(QBIAS + 0.5f);
+	const __m512i ib = _mm512_set1_epi32((int)QBIAS);
+	long i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vinv);
+		v = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(v, lo), hi), half);
+		_mm_storeu_si128((__m128i *)(q + i),
+				 _mm512_cvtepi32_epi8(_mm512_sub_epi32(_mm512_cvttps_epi32(v), ib)));
+	}
+	return i;
+}
+
+static long round_fast(const float *x, long n, float inv, float qmin, float qmax, int8_t *q)
+{
+	if (__builtin_cpu_supports("avx512f")) {
+		long i = round_avx512(x, n, inv, qmin, qmax, q);
+		return i + round_avx2(x + i, n - i, inv, qmin, qmax, q + i);
+	}
+	return __builtin_cpu_supports("avx2") ? round_avx2(x, n, inv, qmin, qmax, q) : 0;
+}
+#define ROUND_FAST(x, n, inv, lo, hi, u, q) round_fast(x, n, inv, lo, hi, q)
 #elif HDQT_AARCH64 /* issue 14: NEON rounding (simd_arm.c) */
 #define ROUND_FAST(x, n, inv, lo, hi, u, q) simd_arm_round(x, n, inv, lo, hi, QBIAS, u, q)
 #else

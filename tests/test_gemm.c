@@ -68,6 +68,38 @@ static void check_packed_f(gemm_ws *ws, const int8_t *A, int I, const gemm_packe
 	free(sa), free(sb), free(y0), free(y1);
 }
 
+#if HDQT_X86_64
+/* The AVX-512 packing of one block against the layout written out: bytes
+ * [k4][column][4] (zero past K and past the rows), tile sums -off * sum. */
+START_TEST(test_pack_b16_avx512)
+{
+	if (!gemm_x86_avx512vnni_supported())
+		return;
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 23, 0);
+	for (int it = 0; it < 300; it++) {
+		const int K = 1 + (int)hdqt_rng_below(&r, 300), nr = 1 + (int)hdqt_rng_below(&r, 16);
+		const int K4 = (K + 3) / 4, tile4 = 1 + (int)hdqt_rng_below(&r, it % 3 ? 9 : (uint32_t)K4);
+		const int ntiles = (K4 + tile4 - 1) / tile4, off = (it & 1) ? 8 : 0;
+		int8_t *rows = malloc((size_t)nr * K), *bb = malloc((size_t)K4 * 64), *want = calloc((size_t)K4 * 64, 1);
+		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
+		fill(rows, nr * K, -128, 127, &r);
+		memset(bb, 0x5a, (size_t)K4 * 64);
+		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
+		for (int l = 0; l < nr; l++)
+			for (int k = 0; k < K; k++) {
+				want[(k / 4) * 64 + l * 4 + k % 4] = rows[l * K + k];
+				cw[(k / 4 / tile4) * 16 + l] -= off * rows[l * K + k];
+			}
+		gemm_x86_pack_b16(rows, nr, K, K4, tile4, ntiles, off, bb, cr);
+		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
+			ck_abort_msg("pack_b16: K=%d nr=%d tile4=%d off=%d", K, nr, tile4, off);
+		free(rows), free(bb), free(want), free(cr), free(cw);
+	}
+}
+END_TEST
+#endif
+
 /* Naive definition, written independently of gemm_q_ref. */
 static int32_t naive(const int8_t *A, const int8_t *B, int i, int j, int K, int tile, int acc)
 {
@@ -778,6 +810,9 @@ int main(void)
 	tcase_add_test(tc, test_clamp_triggers);
 	tcase_add_test(tc, test_overflow_rejected);
 	tcase_add_test(tc, test_simd_matches_reference);
+#if HDQT_X86_64
+	tcase_add_test(tc, test_pack_b16_avx512);
+#endif
 	tcase_add_test(tc, test_variants_model_and_tile_shapes);
 	tcase_add_test(tc, test_repro_across_architectures);
 #if HDQT_AARCH64
