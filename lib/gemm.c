@@ -496,11 +496,17 @@ void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes)
 		return;
 	}
 	int8_t *bb = pb->Bp + (size_t)jb * K4 * 64;
+	int32_t *cr = pb->corr + (size_t)jb * pb->ntiles * 16;
+#if HDQT_X86_64
+	if (pb->kernel == LAYOUT_OFFSET && gemm_x86_vbmi_supported()) {
+		gemm_x86_pack_strip16(codes, K4, pb->tile4, pb->ntiles, pb->off, bb, cr);
+		return;
+	}
+#endif
 	if (pb->kernel == LAYOUT_RAWT)
 		memcpy(bb, codes, (size_t)K4 * 64); /* already [k4][4 bytes of k][16 columns] */
 	else
 		group_strip(codes, K4, bb);
-	int32_t *cr = pb->corr + (size_t)jb * pb->ntiles * 16;
 	for (int t = 0; t < pb->ntiles; t++) {
 		const int k0 = t * pb->tile4 * 4, k1 = k0 + pb->tile4 * 4 < K ? k0 + pb->tile4 * 4 : K;
 		int32_t sum[16] = {0};
@@ -524,6 +530,12 @@ HDQT_CLONES void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const 
 	/* The kernel layout is pack_a's: A + off as bytes, zero past K. */
 	const int off = pb->kernel == LAYOUT_NONE ? 0 : pb->off;
 	uint8_t *a = (uint8_t *)A + (size_t)i0 * rs;
+#if HDQT_X86_64
+	if (pb->kernel != LAYOUT_NONE && gemm_x86_vbmi_supported()) {
+		gemm_x86_pack_a_strip16(codes, ni, K, pb->K4, off, a, rs);
+		return;
+	}
+#endif
 	for (int l = 0; l < ni; l++) {
 		uint8_t *d = a + (size_t)l * rs;
 		for (int k = 0; k < K; k++)

@@ -146,6 +146,13 @@ void gemm_x86_transpose(const float *in, int rows, int cols, int ldi, float *out
  * nr rows of K codes into bb (K4 groups of 64 bytes), tile sums into cr. */
 void gemm_x86_pack_b16(const int8_t *rows, int nr, int K, int K4, int tile4, int ntiles, int off,
 		       int8_t *bb, int32_t *cr);
+/* With AVX-512 VBMI (byte permutes) too: gemm_pack_strip's offset layout
+ * and gemm_pack_a_strip's rows from a strip of codes. */
+int gemm_x86_vbmi_supported(void);
+void gemm_x86_pack_strip16(const int8_t *codes, int K4, int tile4, int ntiles, int off, int8_t *bb,
+			   int32_t *cr);
+void gemm_x86_pack_a_strip16(const int8_t *codes, int ni, int K, int K4, int off, uint8_t *a,
+			     size_t rs);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
 
 /* Plain C for any architecture, written to vectorise (gemm_portable.c),

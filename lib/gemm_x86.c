@@ -377,21 +377,69 @@ AVX512_T void gemm_x86_avx512vnni_f(const uint8_t *Ap, const int8_t *Bp, const i
 	avx512vnni_run(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, NULL, e, Y);
 }
 
-/* ---------------- packing B, AVX-512 ---------------- */
+/* ---------------- packing, AVX-512 ---------------- */
 
-/* One block of 16 output columns into the offset layout: rows (nr <= 16
- * rows of K codes) as 16 x 16 transposes of 4-byte groups (each row's 64
- * bytes are 16 groups; after the transpose a register holds group k4 of
- * all 16 columns, the layout's 64 bytes), zeros past K and past nr.  The
- * tile sums of the correction come from the same registers: one dot
- * product with ones sums each column's 4 bytes.  The bytes and sums of
- * pack_b_blocks' loops (byte moves and integer sums: exact). */
+/* 16 x 16 dwords in place: dword g of r[l] becomes dword l of r[g]. */
+AVX512_T static inline __attribute__((always_inline)) void tr16_epi32(__m512i r[16])
+{
+	__m512i a[16], b[16];
+	for (int l = 0; l < 16; l += 2) {
+		a[l] = _mm512_unpacklo_epi32(r[l], r[l + 1]);
+		a[l + 1] = _mm512_unpackhi_epi32(r[l], r[l + 1]);
+	}
+	/* b[4q + p], 128-bit lane L: rows 4q..4q+3 of dword 4L + p */
+	for (int l = 0; l < 16; l += 4) {
+		b[l] = _mm512_unpacklo_epi64(a[l], a[l + 2]);
+		b[l + 1] = _mm512_unpackhi_epi64(a[l], a[l + 2]);
+		b[l + 2] = _mm512_unpacklo_epi64(a[l + 1], a[l + 3]);
+		b[l + 3] = _mm512_unpackhi_epi64(a[l + 1], a[l + 3]);
+	}
+	/* gather lane L of the four q into dword 4L + p */
+	for (int p = 0; p < 4; p++) {
+		const __m512i x0 = _mm512_shuffle_i32x4(b[p], b[4 + p], 0x88);
+		const __m512i x1 = _mm512_shuffle_i32x4(b[p], b[4 + p], 0xdd);
+		const __m512i y0 = _mm512_shuffle_i32x4(b[8 + p], b[12 + p], 0x88);
+		const __m512i y1 = _mm512_shuffle_i32x4(b[8 + p], b[12 + p], 0xdd);
+		r[p] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+		r[p + 8] = _mm512_shuffle_i32x4(x0, y0, 0xdd);
+		r[p + 4] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+		r[p + 12] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
+	}
+}
+
+/* Group g (64 bytes: 16 columns x 4 bytes of k) to bb, and its column sums
+ * into the running tile sum; a finished tile's -off * sum to cr. */
+typedef struct tsum16 {
+	__m512i sum;
+	int t, in;
+} tsum16;
+
+AVX512_T static inline __attribute__((always_inline)) void
+emit_group(__m512i v, int g, int K4, int tile4, int off, int8_t *bb, int32_t *cr, tsum16 *ts)
+{
+	_mm512_storeu_si512((void *)(bb + (size_t)g * 64), v);
+	if (!off)
+		return;
+	ts->sum = _mm512_dpbusd_epi32(ts->sum, _mm512_set1_epi8(1), v);
+	if (++ts->in == tile4 || g == K4 - 1) {
+		_mm512_storeu_si512((void *)(cr + (size_t)ts->t * 16),
+				    _mm512_mullo_epi32(ts->sum, _mm512_set1_epi32(-off)));
+		ts->sum = _mm512_setzero_si512();
+		ts->in = 0;
+		ts->t++;
+	}
+}
+
+/* One block of 16 output columns into the offset layout from nr <= 16 rows
+ * of K codes: each row's 64 bytes are 16 groups of 4, and a 16 x 16
+ * transpose puts group k4 of all 16 columns in one register (the layout's
+ * 64 bytes); zeros past K and past nr.  The tile sums of the correction
+ * come from the same registers (a dot product with ones sums each
+ * column's 4 bytes).  Byte moves and integer sums: pack_b_blocks' bytes. */
 AVX512_T void gemm_x86_pack_b16(const int8_t *rows, int nr, int K, int K4, int tile4, int ntiles,
 				int off, int8_t *bb, int32_t *cr)
 {
-	const __m512i ones = _mm512_set1_epi8(1);
-	__m512i tsum = _mm512_setzero_si512();
-	int t = 0, in_tile = 0;
+	tsum16 ts = {_mm512_setzero_si512(), 0, 0};
 	for (int g0 = 0; g0 < K4; g0 += 16) {
 		const int nb = K - 4 * g0 < 64 ? K - 4 * g0 : 64; /* bytes of each row here */
 		const __mmask64 lm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
@@ -399,48 +447,68 @@ AVX512_T void gemm_x86_pack_b16(const int8_t *rows, int nr, int K, int K4, int t
 		for (int l = 0; l < 16; l++)
 			r[l] = l < nr ? _mm512_maskz_loadu_epi8(lm, rows + (size_t)l * K + 4 * g0)
 				      : _mm512_setzero_si512();
-		/* 16 x 16 dwords: r[l] dword g -> o[g] dword l */
-		__m512i a[16], b[16];
-		for (int l = 0; l < 16; l += 2) {
-			a[l] = _mm512_unpacklo_epi32(r[l], r[l + 1]);
-			a[l + 1] = _mm512_unpackhi_epi32(r[l], r[l + 1]);
-		}
-		for (int l = 0; l < 16; l += 4) {
-			b[l] = _mm512_unpacklo_epi64(a[l], a[l + 2]);
-			b[l + 1] = _mm512_unpackhi_epi64(a[l], a[l + 2]);
-			b[l + 2] = _mm512_unpacklo_epi64(a[l + 1], a[l + 3]);
-			b[l + 3] = _mm512_unpackhi_epi64(a[l + 1], a[l + 3]);
-		}
-		/* b[4q + p] holds, in 128-bit lane L, dword p of group 4L + ...:
-		 * rows 4q..4q+3 of groups {L * 4 + p}; gather lanes across the
-		 * four q to finish. */
-		for (int p = 0; p < 4; p++) {
-			const __m512i x0 = _mm512_shuffle_i32x4(b[p], b[4 + p], 0x88);
-			const __m512i x1 = _mm512_shuffle_i32x4(b[p], b[4 + p], 0xdd);
-			const __m512i y0 = _mm512_shuffle_i32x4(b[8 + p], b[12 + p], 0x88);
-			const __m512i y1 = _mm512_shuffle_i32x4(b[8 + p], b[12 + p], 0xdd);
-			a[p] = _mm512_shuffle_i32x4(x0, y0, 0x88);      /* group p */
-			a[p + 8] = _mm512_shuffle_i32x4(x0, y0, 0xdd);  /* group p + 8 */
-			a[p + 4] = _mm512_shuffle_i32x4(x1, y1, 0x88);  /* group p + 4 */
-			a[p + 12] = _mm512_shuffle_i32x4(x1, y1, 0xdd); /* group p + 12 */
-		}
+		tr16_epi32(r);
 		const int ng = K4 - g0 < 16 ? K4 - g0 : 16;
-		for (int g = 0; g < ng; g++) {
-			_mm512_storeu_si512((void *)(bb + (size_t)(g0 + g) * 64), a[g]);
-			if (!off)
-				continue;
-			tsum = _mm512_dpbusd_epi32(tsum, ones, a[g]);
-			if (++in_tile == tile4 || g0 + g == K4 - 1) {
-				_mm512_storeu_si512((void *)(cr + (size_t)t * 16),
-						    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
-				tsum = _mm512_setzero_si512();
-				in_tile = 0;
-				t++;
-			}
-		}
+		for (int g = 0; g < ng; g++)
+			emit_group(r[g], g0 + g, K4, tile4, off, bb, cr, &ts);
 	}
 	if (!off)
 		memset(cr, 0, sizeof(int32_t) * 16 * (size_t)ntiles);
+}
+
+#define VBMI_T __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
+
+int gemm_x86_vbmi_supported(void)
+{
+	__builtin_cpu_init();
+	return gemm_x86_avx512vnni_supported() && __builtin_cpu_supports("avx512vbmi");
+}
+
+/* A strip's 64 bytes of 4 k x 16 columns ([kk][l]) as [l][kk]: one byte
+ * permute. */
+VBMI_T static inline __m512i group16(const int8_t *codes)
+{
+	const __m512i idx = _mm512_set_epi8(
+		63, 47, 31, 15, 62, 46, 30, 14, 61, 45, 29, 13, 60, 44, 28, 12, 59, 43, 27, 11, 58, 42,
+		26, 10, 57, 41, 25, 9, 56, 40, 24, 8, 55, 39, 23, 7, 54, 38, 22, 6, 53, 37, 21, 5, 52, 36,
+		20, 4, 51, 35, 19, 3, 50, 34, 18, 2, 49, 33, 17, 1, 48, 32, 16, 0);
+	return _mm512_permutexvar_epi8(idx, _mm512_loadu_si512((const void *)codes));
+}
+
+/* gemm_pack_strip's offset layout from a strip (codes[k * 16 + l], K4 * 4
+ * rows, zero from K on): one permute per group, the tile sums as above. */
+VBMI_T void gemm_x86_pack_strip16(const int8_t *codes, int K4, int tile4, int ntiles, int off,
+				  int8_t *bb, int32_t *cr)
+{
+	tsum16 ts = {_mm512_setzero_si512(), 0, 0};
+	for (int g = 0; g < K4; g++)
+		emit_group(group16(codes + (size_t)g * 64), g, K4, tile4, off, bb, cr, &ts);
+	if (!off)
+		memset(cr, 0, sizeof(int32_t) * 16 * (size_t)ntiles);
+}
+
+/* gemm_pack_a_strip's rows from a strip: ni <= 16 rows of rs = K4 * 4
+ * bytes, a[l][k] = codes[k * 16 + l] + off below K, zero from K on.
+ * Groups of 16 k4 are permuted to [l][4 bytes] and transposed, which
+ * leaves 64 bytes of one row in each register. */
+VBMI_T void gemm_x86_pack_a_strip16(const int8_t *codes, int ni, int K, int K4, int off, uint8_t *a,
+				    size_t rs)
+{
+	const __m512i voff = _mm512_set1_epi8((char)off);
+	for (int g0 = 0; g0 < K4; g0 += 16) {
+		const int ng = K4 - g0 < 16 ? K4 - g0 : 16;
+		__m512i r[16];
+		for (int g = 0; g < 16; g++)
+			r[g] = g < ng ? group16(codes + (size_t)(g0 + g) * 64) : _mm512_setzero_si512();
+		tr16_epi32(r);
+		const int k0 = 4 * g0, nk = K - k0 < 64 ? (K - k0 > 0 ? K - k0 : 0) : 64;
+		const int nb = 4 * ng; /* bytes of each row here, up to rs */
+		const __mmask64 km = nk == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nk) - 1);
+		const __mmask64 sm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
+		for (int l = 0; l < ni; l++)
+			_mm512_mask_storeu_epi8(a + (size_t)l * rs + k0, sm,
+						_mm512_maskz_add_epi8(km, r[l], voff));
+	}
 }
 
 /* ---------------- float transpose, AVX2 ---------------- */
