@@ -257,21 +257,21 @@ pair_tile_avx512(const uint8_t *a, size_t rs, const int8_t *bb0, const int8_t *b
 			w[r], _mm512_min_epi16(_mm512_max_epi16(_mm512_packs_epi32(s[r], u[r]), vlo16), vhi16));
 }
 
-/* Rows in blocks of nr (constant after inlining) against two blocks; full
- * tiles of t4 groups (constant) and the ragged last tile. Returns the first
- * row not done. */
+/* Rows from i0 in blocks of nr (constant after inlining) against two
+ * blocks; full tiles of t4 groups (constant) and the ragged last tile.
+ * Returns the first row not done. */
 AVX512_T static inline __attribute__((always_inline)) int
 pair_rows_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
 		 const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4, int t4,
 		 int ntiles, __m512i vlo16, __m512i vhi16, int nr, int32_t *C, const gemm_rescale *e,
-		 float *Y)
+		 float *Y, int i0)
 {
 	const int ncol1 = J - (jb + 1) * 16 < 16 ? J - (jb + 1) * 16 : 16;
 	const __mmask16 m1 = (__mmask16)((1u << ncol1) - 1u);
 	const __m512i ia = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
 	const __m512i ib = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
 	const int nfull = K4 / t4 < ntiles ? K4 / t4 : ntiles;
-	int i = 0;
+	int i = i0;
 	for (; i + nr <= I; i += nr) {
 		const uint8_t *a = Ap + (size_t)i * rs;
 		__m512i w[8];
@@ -297,16 +297,28 @@ pair_rows_avx512(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t 
 	return i;
 }
 
-/* The instances: the forward's tile of 8 (2 groups), the backward's tile of
- * 32 (8 groups, 6 rows: 8 rows of two blocks leave no register for the
- * operands), anything else through a variable tile. */
+/* The instances: the forward's tile of 8 (2 groups, 8 rows), the
+ * backward's tile of 32 (8 groups, 6 rows: 8 rows of two blocks leave no
+ * register for the operands), then the rows left in blocks of 4, 2 and 1
+ * (through the one-block loop they took a fifth of a 2-thread step: a
+ * task's rows are rarely a multiple of 6), anything else through a
+ * variable tile. */
+#define PAIR_TAIL(T4)                                                                               \
+	i = pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, T4, ntiles, vlo16, vhi16, 4, C, \
+			     e, Y, i);                                                             \
+	i = pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, T4, ntiles, vlo16, vhi16, 2, C, \
+			     e, Y, i);                                                             \
+	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, T4, ntiles, vlo16, vhi16, 1, \
+				C, e, Y, i)
+
 AVX512_T static int pair_rows_t2(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
 				 const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4,
 				 int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C, const gemm_rescale *e,
 				 float *Y)
 {
-	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 2, ntiles, vlo16, vhi16, 8, C,
-				e, Y);
+	int i = pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 2, ntiles, vlo16, vhi16, 8, C,
+				 e, Y, 0);
+	PAIR_TAIL(2);
 }
 
 AVX512_T static int pair_rows_t8(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
@@ -314,9 +326,11 @@ AVX512_T static int pair_rows_t8(const uint8_t *Ap, size_t rs, const int8_t *bb0
 				 int ntiles, __m512i vlo16, __m512i vhi16, int32_t *C, const gemm_rescale *e,
 				 float *Y)
 {
-	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 8, ntiles, vlo16, vhi16, 6, C,
-				e, Y);
+	int i = pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, 8, ntiles, vlo16, vhi16, 6, C,
+				 e, Y, 0);
+	PAIR_TAIL(8);
 }
+#undef PAIR_TAIL
 
 AVX512_T static int pair_rows_any(const uint8_t *Ap, size_t rs, const int8_t *bb0, const int32_t *cr0,
 				  const int8_t *bb1, const int32_t *cr1, int I, int J, int jb, int K4,
@@ -324,7 +338,7 @@ AVX512_T static int pair_rows_any(const uint8_t *Ap, size_t rs, const int8_t *bb
 				  const gemm_rescale *e, float *Y)
 {
 	return pair_rows_avx512(Ap, rs, bb0, cr0, bb1, cr1, I, J, jb, K4, tile4, ntiles, vlo16, vhi16, 6,
-				C, e, Y);
+				C, e, Y, 0);
 }
 
 /* Both entry points: int32 C (e NULL) or rescaled floats in Y. */
