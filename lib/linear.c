@@ -329,7 +329,7 @@ int linear_pack_par(linear_scratch *s, gemm_packed *pb, const int8_t *B, int J, 
 
 typedef struct colq_job {
 	const float *z;
-	int R, C, ldz, Rp, Rp4, blk, phase;
+	int R, C, ldz, Rp, Rp4, blk, phase, gs; /* gs: strips per task (1, 2, 4) */
 	const quant_spec *sp;
 	uint64_t seed;
 	float tstep;
@@ -342,31 +342,12 @@ typedef struct colq_job {
 
 enum { COLQ_BOTH = 0, COLQ_STATS = 1, COLQ_EMIT = 2 };
 
-static void colq_task(void *arg, int st, int w)
+/* Strip st (16 columns from 16 st) after its floats are in buf: the
+ * transform, the ranges and (not in the statistics pass) the codes. */
+static void colq_strip(const colq_job *j, int st, float *buf, int8_t *codes)
 {
-	const colq_job *j = arg;
 	const int Rp4 = j->Rp4, c0 = st * 16, nc = j->C - c0 < 16 ? j->C - c0 : 16;
-	/* In one pass a strip's floats and codes live only inside its task:
-	 * one buffer per worker, which stays in L1/L2 (a buffer per strip is
-	 * a float copy of the whole matrix, and each strip's stores missed);
-	 * the two passes of a tensor scale keep every strip's. */
-	const size_t slot = (size_t)(j->phase == COLQ_BOTH ? w : st) * Rp4 * 16;
-	float *buf = j->buf + slot;
 	if (j->phase != COLQ_EMIT) {
-		if (nc == 16) {
-			for (int r = 0; r < j->R; r++)
-				memcpy(buf + (size_t)r * 16, j->z + (size_t)r * j->ldz + c0, 16 * sizeof(float));
-		} else {
-			for (int r = 0; r < j->R; r++) {
-				const float *zr = j->z + (size_t)r * j->ldz + c0;
-				float *b = buf + (size_t)r * 16;
-				int l = 0;
-				for (; l < nc; l++)
-					b[l] = zr[l];
-				for (; l < 16; l++)
-					b[l] = 0.0f;
-			}
-		}
 		memset(buf + (size_t)j->R * 16, 0, sizeof(float) * 16 * (size_t)(Rp4 - j->R));
 		if (j->blk > 1)
 			fwht_strip16(buf, j->Rp, j->blk);
@@ -382,7 +363,6 @@ static void colq_task(void *arg, int st, int w)
 		if (l < nc)
 			j->scale[c0 + l] = step[l];
 	}
-	int8_t *codes = j->codes + slot;
 	quant_strip16(buf, j->Rp, step, j->sp, j->seed, (uint64_t)st, codes);
 	memset(codes + (size_t)j->Rp * 16, 0, 16 * (size_t)(Rp4 - j->Rp));
 	if (j->A)
@@ -391,11 +371,56 @@ static void colq_task(void *arg, int st, int w)
 		gemm_pack_strip(j->pb, st, codes);
 }
 
+/* Task t: strips [t gs, t gs + gs).  Their floats are loaded together, row
+ * by row (gs adjacent cache lines per row: one strip per task read a
+ * single line per row at a row's stride, which the prefetchers do not
+ * follow).  In one pass a strip's floats and codes live only inside its
+ * task: gs buffers per worker, in L1/L2 (a buffer per strip is a float
+ * copy of the whole matrix, and each strip's stores missed); the two
+ * passes of a tensor scale keep every strip's. */
+static void colq_task(void *arg, int t, int w)
+{
+	const colq_job *j = arg;
+	const int ns = (j->C + 15) / 16, st0 = t * j->gs;
+	const int ng = ns - st0 < j->gs ? ns - st0 : j->gs;
+	float *buf[4];
+	int8_t *codes[4];
+	for (int k = 0; k < ng; k++) {
+		const size_t slot = (size_t)(j->phase == COLQ_BOTH ? w * j->gs + k : st0 + k) * j->Rp4 * 16;
+		buf[k] = j->buf + slot;
+		codes[k] = j->codes + slot;
+	}
+	if (j->phase != COLQ_EMIT)
+		for (int r = 0; r < j->R; r++) {
+			const float *zr = j->z + (size_t)r * j->ldz;
+			for (int k = 0; k < ng; k++) {
+				const int c0 = (st0 + k) * 16, nc = j->C - c0 < 16 ? j->C - c0 : 16;
+				float *b = buf[k] + (size_t)r * 16;
+				if (nc == 16) {
+					memcpy(b, zr + c0, 16 * sizeof(float));
+				} else {
+					int l = 0;
+					for (; l < nc; l++)
+						b[l] = zr[c0 + l];
+					for (; l < 16; l++)
+						b[l] = 0.0f;
+				}
+			}
+		}
+	for (int k = 0; k < ng; k++)
+		colq_strip(j, st0 + k, buf[k], codes[k]);
+}
+
 static int colq_run(linear_scratch *s, colq_job *j, hdqt_rng *rng)
 {
 	const int ns = (j->C + 15) / 16, th = pool_size(s->pool);
 	j->Rp4 = (j->Rp + 3) / 4 * 4;
-	const size_t n = (size_t)(j->sp->per_row && th < ns ? th : ns) * 16 * j->Rp4;
+	/* up to 4 strips per task while every thread keeps 4 tasks */
+	j->gs = 4;
+	while (j->gs > 1 && (ns + j->gs - 1) / j->gs < 4 * th)
+		j->gs /= 2;
+	const int nt = (ns + j->gs - 1) / j->gs;
+	const size_t n = (size_t)(j->sp->per_row ? th * j->gs : ns) * 16 * j->Rp4;
 	j->buf = linear_grow_mem((void **)&s->cqf, &s->cqfcap, n * sizeof(float));
 	j->codes = linear_grow_mem((void **)&s->cqc, &s->cqccap, n);
 	j->mx = linear_grow_mem((void **)&s->cqmx, &s->cqmxcap, (size_t)ns * 16 * sizeof(float));
@@ -407,11 +432,11 @@ static int colq_run(linear_scratch *s, colq_job *j, hdqt_rng *rng)
 	j->seed = j->sp->stochastic ? quant_seed(rng) : 0;
 	if (j->sp->per_row) {
 		j->phase = COLQ_BOTH;
-		pool_run(s->pool, ns, colq_task, j);
+		pool_run(s->pool, nt, colq_task, j);
 		return 0;
 	}
 	j->phase = COLQ_STATS;
-	pool_run(s->pool, ns, colq_task, j);
+	pool_run(s->pool, nt, colq_task, j);
 	/* One range for the tensor: the max is exact in any order; the sum of
 	 * squares is added column by column, whatever the threads did. */
 	float mx = 0.0f;
@@ -422,7 +447,7 @@ static int colq_run(linear_scratch *s, colq_job *j, hdqt_rng *rng)
 	}
 	j->tstep = quant_step_of(quant_range_stats(mx, ss, (long)j->Rp * j->C, j->sp), j->sp);
 	j->phase = COLQ_EMIT;
-	pool_run(s->pool, ns, colq_task, j);
+	pool_run(s->pool, nt, colq_task, j);
 	return 0;
 }
 
