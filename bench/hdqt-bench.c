@@ -6,6 +6,7 @@
  *   - the tile-clamped integer GEMM per kernel variant, in GMAC/s, next to
  *     the machine's measured int8 dot-product peak (a register-only
  *     vpdpbusd loop) on one core;
+ *   - one prediction (one sample in, its class out) per recipe, in us;
  *   - the fast Walsh-Hadamard transform, in M elements per second.
  *   - the HadaNets binary matrix multiply against the fastest fp32 GEMM
  *     of the build (OpenBLAS when present), same shapes, one thread.
@@ -123,6 +124,32 @@ static double bench_infer(hdqt_mode mode, double min_s)
 	free(X);
 	free(lg);
 	return n / (now_s() - t0);
+}
+
+/* One prediction (one sample's features in, its class out), microseconds:
+ * the best of batches of 200 calls, min_s in all. */
+static double bench_predict_one(hdqt_mode mode, double min_s)
+{
+	hdqt_model *m = bench_model(mode);
+	if (!m)
+		return -1;
+	float X[166];
+	bench_data(X, NULL, 1);
+	int cls;
+	double best = 1e30, t0 = now_s();
+	if (hdqt_model_predict(m, X, 1, &cls) < 0) { /* weights packed once, as the daemon's */
+		hdqt_model_free(m);
+		return -1;
+	}
+	do {
+		const double a = now_s();
+		for (int i = 0; i < 200; i++)
+			hdqt_model_predict(m, X, 1, &cls);
+		const double d = (now_s() - a) / 200;
+		best = d < best ? d : best;
+	} while (now_s() - t0 < min_s);
+	hdqt_model_free(m);
+	return 1e6 * best;
 }
 
 /* Best of a few timings of one call, in microseconds. */
@@ -550,9 +577,11 @@ int main(int argc, char **argv)
 	for (int k = 0; k < 3; k++)
 		if (bench_phases(pmodes[k], threads, min_s / 2, pf[k]) < 0)
 			memset(pf[k], 0, sizeof(pf[k]));
-	double ips[HDQT_MODE_COUNT];
-	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
+	double ips[HDQT_MODE_COUNT], pus[HDQT_MODE_COUNT];
+	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++) {
 		ips[mde] = bench_infer((hdqt_mode)mde, min_s / 2);
+		pus[mde] = bench_predict_one((hdqt_mode)mde, min_s / 4);
+	}
 	static const struct { int N, M, K; const char *name; } bshp[] = {
 		{128, 512, 512, "128x512x512"}, {128, 512, 166, "128x166x512"}, {1024, 1024, 1024, "1024^3"}};
 	static const int betas[] = {16, 32, 64, 0};
@@ -585,8 +614,8 @@ int main(int argc, char **argv)
 		       "\"modes\": {", train_kernel, threads);
 		for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
 			printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f, "
-			       "\"infer_samples_per_s\": %.0f}", mde ? ", " : "",
-			       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], ips[mde]);
+			       "\"infer_samples_per_s\": %.0f, \"predict_one_us\": %.2f}", mde ? ", " : "",
+			       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], ips[mde], pus[mde]);
 		printf("}, \"phases\": {");
 		for (int k = 0; k < 3; k++) {
 			printf("%s\"%s\": {", k ? ", " : "", hdqt_mode_name(pmodes[k]));
@@ -618,8 +647,8 @@ int main(int argc, char **argv)
 	printf("training step, 166-512-512-12, batch 128, kernel %s, %d thread%s:\n", train_kernel, threads,
 	       threads == 1 ? "" : "s");
 	for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
-		printf("  %-13s %9.0f samples/s  %7.3f ms/step  inference %9.0f samples/s\n",
-		       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], ips[mde]);
+		printf("  %-13s %9.0f samples/s  %7.3f ms/step  inference %9.0f samples/s  one prediction %6.2f us\n",
+		       hdqt_mode_name((hdqt_mode)mde), sps[mde], ms[mde], ips[mde], pus[mde]);
 	printf("fraction of a training step per phase (the engine's timers, %d thread%s):\n", threads,
 	       threads == 1 ? "" : "s");
 	for (int k = 0; k < 3; k++) {
