@@ -337,6 +337,12 @@ void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1)
 
 void gemm_pack_rows(gemm_packed *pb, int jb, const int8_t *rows)
 {
+	if (pb->kernel == LAYOUT_NONE) { /* the reference's own copy of B */
+		const int j0 = jb * 16, nr = pb->J - j0 < 16 ? pb->J - j0 : 16;
+		if (nr > 0)
+			memcpy(pb->raw + (size_t)j0 * pb->K, rows, (size_t)nr * pb->K);
+		return;
+	}
 	pack_b_blocks(rows, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off,
 		      pb->kernel == LAYOUT_RAWT, pb->Bp, pb->corr, jb, jb + 1);
 }
@@ -412,10 +418,12 @@ static int packed_impl(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *p
 	const int fuse = e && fast && kern->fnf;
 	const size_t szC = e && !fuse ? (((size_t)I * J * sizeof(int32_t) + 63) & ~(size_t)63) : 0;
 	const size_t szA = fast ? (size_t)I * pb->K4 * 4 : (pb->raw ? 0 : (size_t)J * K + 1);
-	uint8_t *base = ws_get(ws, szC + szA + 64);
-	if (!base)
-		return HDQT_ENOMEM;
-	base = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
+	uint8_t *base = NULL; /* the reference on B's own bytes into C needs no scratch */
+	if (szC + szA > 0) {
+		if (!(base = ws_get(ws, szC + szA + 64)))
+			return HDQT_ENOMEM;
+		base = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
+	}
 	if (szC)
 		C = (int32_t *)base;
 	if (!fast) {

@@ -50,8 +50,9 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
  * gemm_pack_blocks(pb, B, b0, b1) for disjoint ranges covering them. */
 int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p);
 void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1);
-/* Block jb alone from its own rows (rows 16 jb .. of B, K codes each): for
- * callers that make B block by block (the weights, as SGD updates them). */
+/* Block jb alone from its own rows (rows 16 jb .. of B, K codes each,
+ * min(16, J - 16 jb) of them), after gemm_pack_begin: for callers that make
+ * B block by block (the weights, as SGD updates them). */
 void gemm_pack_rows(gemm_packed *pb, int jb, const int8_t *rows);
 /* Operands built straight from strips of 16 columns, k-major: codes[k * 16 + l]
  * is element (row j0 + l, k) of the operand, for k < K4 * 4 (zero from K on,

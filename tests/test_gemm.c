@@ -98,6 +98,49 @@ START_TEST(test_pack_b16_avx512)
 	}
 }
 END_TEST
+
+/* The VBMI packers of the column path against their layouts written out,
+ * every byte: B groups [k4][column][4] with tile sums, A rows with the
+ * offset below K and zeros from K to the row stride (codes past K are
+ * nonzero here, so a missed zero shows), rows past ni untouched. */
+START_TEST(test_pack_strips_vbmi)
+{
+	if (!gemm_x86_vbmi_supported())
+		return;
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 29, 0);
+	for (int it = 0; it < 300; it++) {
+		const int K = 1 + (int)hdqt_rng_below(&r, 300), K4 = (K + 3) / 4;
+		const int tile4 = 1 + (int)hdqt_rng_below(&r, it % 3 ? 9 : (uint32_t)K4);
+		const int ntiles = (K4 + tile4 - 1) / tile4, off = (it & 1) ? 8 : 0;
+		const int ni = 1 + (int)hdqt_rng_below(&r, 16);
+		const size_t rs = (size_t)K4 * 4;
+		int8_t *codes = malloc((size_t)K4 * 64), *bb = malloc((size_t)K4 * 64), *want = malloc((size_t)K4 * 64);
+		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
+		uint8_t *a = malloc(16 * rs), *aw = malloc(16 * rs);
+		fill(codes, K4 * 64, -8, 7, &r);
+		for (int k = 0; k < K4 * 4; k++)
+			for (int l = 0; l < 16; l++) {
+				want[(k / 4) * 64 + l * 4 + k % 4] = codes[k * 16 + l];
+				cw[(k / 4 / tile4) * 16 + l] -= off * codes[k * 16 + l];
+			}
+		memset(bb, 0x5a, (size_t)K4 * 64);
+		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
+		gemm_x86_pack_strip16(codes, K4, tile4, ntiles, off, bb, cr);
+		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
+			ck_abort_msg("pack_strip16: K4=%d tile4=%d off=%d", K4, tile4, off);
+		memset(a, 0xa5, 16 * rs);
+		memset(aw, 0xa5, 16 * rs);
+		for (int l = 0; l < ni; l++)
+			for (size_t k = 0; k < rs; k++)
+				aw[l * rs + k] = (int)k < K ? (uint8_t)(codes[k * 16 + l] + off) : 0;
+		gemm_x86_pack_a_strip16(codes, ni, K, K4, off, a, rs);
+		if (memcmp(a, aw, 16 * rs) != 0)
+			ck_abort_msg("pack_a_strip16: K=%d ni=%d off=%d", K, ni, off);
+		free(codes), free(bb), free(want), free(cr), free(cw), free(a), free(aw);
+	}
+}
+END_TEST
 #endif
 
 /* Naive definition, written independently of gemm_q_ref. */
@@ -812,6 +855,7 @@ int main(void)
 	tcase_add_test(tc, test_simd_matches_reference);
 #if HDQT_X86_64
 	tcase_add_test(tc, test_pack_b16_avx512);
+	tcase_add_test(tc, test_pack_strips_vbmi);
 #endif
 	tcase_add_test(tc, test_variants_model_and_tile_shapes);
 	tcase_add_test(tc, test_repro_across_architectures);

@@ -669,6 +669,11 @@ START_TEST(test_weight_cache_is_transparent)
 			ck_assert_mem_eq(L0, L1, sizeof(float) * N * hdqt_model_n_classes(m));
 			hdqt_model_free(c);
 			ck_assert_int_eq(hdqt_model_train_step(m, &b, &o, 0.05f, NULL), 0);
+			/* hdqt's SGD rebuilt every layer's forward operand (where a
+			 * kernel layout exists: not under the scalar reference) */
+			if (modes[mi] == HDQT_MODE_HDQT && strcmp(hdqt_kernel_name(), "scalar") != 0)
+				for (int l = 0; l < m->n_layers; l++)
+					ck_assert_int_eq(m->L[l].wcached, 1);
 			if (step == 2)
 				ck_assert_int_eq(hdqt_model_add_classes(m, 1), 0);
 		}

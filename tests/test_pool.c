@@ -12,7 +12,7 @@
 
 typedef struct job {
 	atomic_int cnt[8];
-	int n;
+	int n, threads; /* worker indices lie in [0, threads): callers size per-worker buffers so */
 } job;
 
 static atomic_long bad;
@@ -20,7 +20,7 @@ static atomic_long bad;
 static void count_task(void *a, int t, int w)
 {
 	job *j = a;
-	if (t < 0 || t >= j->n || w < 0 || w >= POOL_MAX_THREADS) {
+	if (t < 0 || t >= j->n || w < 0 || w >= j->threads) {
 		atomic_fetch_add(&bad, 1);
 		return;
 	}
@@ -40,6 +40,7 @@ START_TEST(test_each_task_once)
 			const int n = (r & 1) ? 2 : 5 + (int)(r % 3);
 			memset(j, 0, sizeof(*j));
 			j->n = n;
+			j->threads = threads;
 			pool_run(p, n, count_task, j);
 			for (int t = 0; t < n; t++) {
 				int c = atomic_load(&j->cnt[t]);
@@ -56,7 +57,7 @@ START_TEST(test_each_task_once)
 	ck_assert_int_eq(pool_new(&p, 0), HDQT_EINVAL);
 	ck_assert_int_eq(pool_new(&p, POOL_MAX_THREADS + 1), HDQT_EINVAL);
 	ck_assert_int_eq(pool_size(NULL), 1);
-	job j = {.n = 3};
+	job j = {.n = 3, .threads = 1};
 	pool_run(NULL, 3, count_task, &j); /* no pool: in order, on the caller */
 	for (int t = 0; t < 3; t++)
 		ck_assert_int_eq(atomic_load(&j.cnt[t]), 1);

@@ -231,12 +231,16 @@ enum {
 	HDQT_PHASE_TRANSPOSE,   /* float transposes and copies of the backward */
 	HDQT_PHASE_PACK,        /* packing B for the integer kernel */
 	HDQT_PHASE_GEMM,        /* tile-clamped integer products */
-	HDQT_PHASE_RESCALE,     /* integer results back to floats */
+	HDQT_PHASE_RESCALE,     /* integer results back to floats: now inside the products
+				   (HDQT_PHASE_GEMM; the AVX-512 VNNI kernel rescales in its
+				   store), so always 0; kept so that the indices stay */
 	HDQT_PHASE_FLOAT_GEMM,  /* float products (fp32, HadaNets' backward) */
 	HDQT_PHASE_BINARY,      /* HadaNets: binarisation and the binary product */
-	HDQT_PHASE_ELEMENTWISE, /* ReLU, its derivative, the SGD update */
-	HDQT_PHASE_FUSED,       /* the backward's transposed operands: Hadamard, ranges,
-				   rounding and packing in one pass (no transpose) */
+	HDQT_PHASE_ELEMENTWISE, /* ReLU, its derivative, the plain SGD update */
+	HDQT_PHASE_FUSED,       /* the backward's transposed operands (Hadamard, ranges,
+				   rounding and packing in one pass, no transpose) and
+				   the hdqt SGD update with the next forward's weight
+				   operand (ranges, rounding, packing) */
 	HDQT_PHASE_COUNT
 };
 const char *hdqt_phase_name(int phase);
