@@ -71,27 +71,25 @@ typedef struct worker_arg {
 
 #define CLOSED 0xffffffffu /* the next task of a generation that takes no more claims */
 
-/* Claim and run tasks of generation gen from chunk c until it is empty;
- * 0 if it was (or the generation is over). */
-static int run_chunk(pool *p, uint32_t gen, int c, int worker)
+/* Claim and run tasks of generation gen from chunk c until it is empty
+ * (or the generation is over). */
+static void run_chunk(pool *p, uint32_t gen, int c, int worker)
 {
-	int ran = 0;
 	for (;;) {
 		uint64_t t = atomic_load(&p->ch[c].ticket);
 		if ((uint32_t)(t >> 32) != gen)
-			return ran;
+			return;
 		/* seen the generation's ticket: ntasks is its count */
 		const unsigned n = atomic_load(&p->ntasks), th = (unsigned)p->n;
 		const unsigned start = (unsigned)((uint64_t)n * (unsigned)c / th);
 		const unsigned len = (unsigned)((uint64_t)n * (unsigned)(c + 1) / th) - start;
 		if ((uint32_t)t >= len)
-			return ran;
+			return;
 		if (!atomic_compare_exchange_weak(&p->ch[c].ticket, &t, t + 1))
 			continue;
 		/* Claimed: gen is still current, so fn, arg and ntasks are its. */
 		p->fn(p->arg, (int)(start + (uint32_t)t), worker);
 		atomic_fetch_add(&p->done, 1);
-		ran = 1;
 	}
 }
 

@@ -73,8 +73,10 @@ static void check_packed_f(gemm_ws *ws, const int8_t *A, int I, const gemm_packe
  * [k4][column][4] (zero past K and past the rows), tile sums -off * sum. */
 START_TEST(test_pack_b16_avx512)
 {
-	if (!gemm_x86_avx512vnni_supported())
+	if (!gemm_x86_avx512vnni_supported()) {
+		fprintf(stderr, "test_pack_b16_avx512: skipped, this CPU has no AVX-512 VNNI\n");
 		return;
+	}
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 23, 0);
 	for (int it = 0; it < 300; it++) {
@@ -105,8 +107,10 @@ END_TEST
  * nonzero here, so a missed zero shows), rows past ni untouched. */
 START_TEST(test_pack_strips_vbmi)
 {
-	if (!gemm_x86_vbmi_supported())
+	if (!gemm_x86_vbmi_supported()) {
+		fprintf(stderr, "test_pack_strips_vbmi: skipped, this CPU has no AVX-512 VBMI\n");
 		return;
+	}
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 29, 0);
 	for (int it = 0; it < 300; it++) {
