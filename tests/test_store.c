@@ -752,7 +752,7 @@ END_TEST
 
 /* Crash safety: a child inserts batches and reports each acknowledged
  * batch through a pipe; the parent kills it with SIGKILL at a random
- * moment, reopens the database and checks that every acknowledged batch is
+ * moment after its first one, reopens the database and checks that every acknowledged batch is
  * there.  50 kills, seeded. */
 START_TEST(test_sigkill_keeps_acknowledged)
 {
@@ -791,13 +791,19 @@ START_TEST(test_sigkill_keeps_acknowledged)
 			}
 		}
 		close(fds[1]);
+		/* The kill falls at a random moment after the child's first
+		 * acknowledged batch: with a fixed delay from the fork, a slow
+		 * start (the store's open under qemu) used up the whole window
+		 * and the run made fewer batches than kills. */
+		int acked = next_batch - 1, b;
+		if (read(fds[0], &b, sizeof(b)) == sizeof(b))
+			acked = b;
 		struct timespec ts = {0, (long)(1 + rand() % 40) * 1000000L};
 		nanosleep(&ts, NULL);
 		kill(pid, SIGKILL);
 		int status;
 		waitpid(pid, &status, 0);
 		ck_assert_msg(WIFSIGNALED(status), "child exited early with %d", WEXITSTATUS(status));
-		int acked = next_batch - 1, b;
 		while (read(fds[0], &b, sizeof(b)) == sizeof(b))
 			acked = b;
 		close(fds[0]);
