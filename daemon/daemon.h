@@ -90,6 +90,10 @@ typedef struct hdqtd {
 	hdqtd_xfer *xfer[HDQTD_XFER_KINDS];
 	uint64_t xfer_seq;
 	hdqtd_openset *openset;     /* open-set calibration and unknown windows (openset.c) */
+	/* Every read lands here: on_read copies it into its connection's line
+	 * buffer before returning, so one buffer serves the loop (a 64 KB
+	 * malloc and free per read cost glibc a heap consolidation each). */
+	char rbuf[65536];
 } hdqtd;
 
 struct hdqtd_conn {

@@ -72,10 +72,10 @@ static unsigned long long cid(const hdqtd_conn *c)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-	(void)h;
-	size_t n = suggested < 65536 ? suggested : 65536;
-	buf->base = malloc(n);
-	buf->len = buf->base ? n : 0;
+	hdqtd *d = ((hdqtd_conn *)h->data)->d;
+	(void)suggested;
+	buf->base = d->rbuf;
+	buf->len = sizeof(d->rbuf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -799,11 +799,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	hdqtd_conn *c = s->data;
 	if (nread == 0) { /* EAGAIN: nothing to do */
-		free(buf->base);
 		return;
 	}
 	if (nread < 0) {
-		free(buf->base);
 		if (nread != UV_EOF) {
 			hdqtd_log(LOG_DEBUG, "client %llu: read: %s", cid(c), uv_strerror((int)nread));
 			conn_close(c);
@@ -825,7 +823,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	const char *nl = memrchr(buf->base, '\n', (size_t)nread);
 	const int ends_line = nl == buf->base + nread - 1;
 	int rc = hdqt_linebuf_feed(&c->lb, buf->base, (size_t)nread);
-	free(buf->base);
 	c->last_active = hdqtd_now();
 	/* A newline completes the line that was arriving: the clock starts
 	 * again with the bytes after it, if any. */
