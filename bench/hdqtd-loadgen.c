@@ -8,7 +8,10 @@
  * clients, idle, while a (deliberately endless) training round runs, and
  * while another client streams sample.add requests of 4096 samples (the
  * writes run on hdqtd's writer thread, so predictions should not wait).
- * Prints a table, or one JSON object with --json.
+ * Also the floor of the round trip (train.status, next to no work) and
+ * the CPU time the daemon's loop thread spends per request
+ * (/proc/PID/schedstat), which this shared machine's noise moves less
+ * than latency.  Prints a table, or one JSON object with --json.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -140,6 +143,7 @@ typedef struct job {
 	double *lat;
 	int nlat, cap;
 	int errors;
+	int trivial; /* train.status instead of predict: the round trip's floor */
 } job;
 
 static void *predict_worker(void *arg)
@@ -153,10 +157,15 @@ static void *predict_worker(void *arg)
 	char *req = malloc(16384);
 	for (int i = j->k; now_s() < j->until && req; i += 7) {
 		int r = i % j->ds->n;
-		size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"predict\","
-					   "\"params\":{\"features\":[", i);
-		n += put_features(req + n, j->ds->X + (size_t)r * j->ds->d, j->ds->d);
-		n += (size_t)sprintf(req + n, "]}}\n");
+		size_t n;
+		if (j->trivial) {
+			n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"train.status\"}\n", i);
+		} else {
+			n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"predict\","
+					    "\"params\":{\"features\":[", i);
+			n += put_features(req + n, j->ds->X + (size_t)r * j->ds->d, j->ds->d);
+			n += (size_t)sprintf(req + n, "]}}\n");
+		}
 		double t0 = now_s();
 		if (call(&c, req, n) < 0) {
 			j->errors++;
@@ -221,19 +230,36 @@ typedef struct result {
 	int clients, training;
 	int streaming;
 	double per_s, p50_ms, p99_ms, max_ms;
+	double loop_cpu_us; /* the daemon's main (loop) thread's CPU time per request */
 	int errors;
 } result;
 
-static result run_predict(const char *sock, const hdqt_dataset *ds, int clients, double secs)
+/* CPU time of pid's main thread in seconds (/proc/PID/schedstat: ns on
+ * the CPU first), or -1. */
+static double thread_cpu_s(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	FILE *f = fopen(path, "r");
+	unsigned long long ns = 0;
+	int ok = f && fscanf(f, "%llu", &ns) == 1;
+	if (f)
+		fclose(f);
+	return ok ? 1e-9 * (double)ns : -1;
+}
+
+static result run_requests(const char *sock, pid_t daemon, const hdqt_dataset *ds, int clients,
+			   double secs, int trivial)
 {
 	job *jobs = calloc((size_t)clients, sizeof(job));
 	pthread_t *th = calloc((size_t)clients, sizeof(pthread_t));
 	result r = {.clients = clients};
 	if (!jobs || !th)
 		goto out;
+	const double cpu0 = thread_cpu_s(daemon);
 	double t0 = now_s(), until = t0 + secs;
 	for (int i = 0; i < clients; i++) {
-		jobs[i] = (job){.sock = sock, .ds = ds, .k = i * 101, .until = until};
+		jobs[i] = (job){.sock = sock, .ds = ds, .k = i * 101, .until = until, .trivial = trivial};
 		pthread_create(&th[i], NULL, predict_worker, &jobs[i]);
 	}
 	int total = 0;
@@ -243,6 +269,8 @@ static result run_predict(const char *sock, const hdqt_dataset *ds, int clients,
 		r.errors += jobs[i].errors;
 	}
 	double dt = now_s() - t0;
+	const double cpu1 = thread_cpu_s(daemon);
+	r.loop_cpu_us = cpu0 >= 0 && cpu1 >= 0 && total ? 1e6 * (cpu1 - cpu0) / total : -1;
 	double *all = malloc(sizeof(double) * (size_t)(total ? total : 1));
 	int k = 0;
 	for (int i = 0; i < clients; i++) {
@@ -263,6 +291,11 @@ out:
 	free(jobs);
 	free(th);
 	return r;
+}
+
+static result run_predict(const char *sock, pid_t daemon, const hdqt_dataset *ds, int clients, double secs)
+{
+	return run_requests(sock, daemon, ds, clients, secs, 0);
 }
 
 static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs)
@@ -412,8 +445,11 @@ int main(int argc, char **argv)
 	pid = start_daemon(hdqtd, dir, "1000000");
 	if (pid < 0 || conn_open(&c, sock) < 0)
 		return 1;
-	res[nres++] = run_predict(sock, &ds, 1, secs);
-	res[nres++] = run_predict(sock, &ds, 32, secs);
+	/* The floor: the same round trip for a request that does next to no
+	 * work (train.status), then predictions. */
+	result floor = run_requests(sock, pid, &ds, 1, secs, 1);
+	res[nres++] = run_predict(sock, pid, &ds, 1, secs);
+	res[nres++] = run_predict(sock, pid, &ds, 32, secs);
 	/* pending samples for the round */
 	int k500;
 	size_t n = sample_add(req, &ds, 0, ds.n, 500, &k500);
@@ -421,7 +457,7 @@ int main(int argc, char **argv)
 	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"train\"}");
 	usleep(300000);
 	for (int k = 0; k < 2; k++) {
-		res[nres] = run_predict(sock, &ds, k ? 32 : 1, secs);
+		res[nres] = run_predict(sock, pid, &ds, k ? 32 : 1, secs);
 		res[nres++].training = 1;
 	}
 	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"train.status\"}");
@@ -435,7 +471,7 @@ int main(int argc, char **argv)
 		pthread_t th;
 		pthread_create(&th, NULL, stream_worker, &st);
 		usleep(300000);
-		res[nres] = run_predict(sock, &ds, k ? 32 : 1, secs);
+		res[nres] = run_predict(sock, pid, &ds, k ? 32 : 1, secs);
 		res[nres++].streaming = 1;
 		pthread_join(th, NULL);
 		errors += st.errors;
@@ -447,26 +483,31 @@ int main(int argc, char **argv)
 	if (json) {
 		printf("{\"ingest_batch100_samples_per_s\":%.0f,\"ingest_single_samples_per_s\":%.0f,"
 		       "\"first_round_s\":%.2f,\"training_confirmed\":%s,\"streamed_samples_per_s\":%.0f,"
-		       "\"predict\":[", ingest_batch, ingest_single, first_round,
-		       was_training ? "true" : "false", streamed);
+		       "\"floor\":{\"method\":\"train.status\",\"per_s\":%.0f,\"p50_ms\":%.3f,"
+		       "\"p99_ms\":%.3f,\"loop_cpu_us\":%.1f},\"predict\":[",
+		       ingest_batch, ingest_single, first_round, was_training ? "true" : "false", streamed,
+		       floor.per_s, floor.p50_ms, floor.p99_ms, floor.loop_cpu_us);
 		for (int i = 0; i < nres; i++)
 			printf("%s{\"clients\":%d,\"training\":%s,\"streaming\":%s,\"per_s\":%.0f,"
-			       "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"errors\":%d}",
+			       "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"loop_cpu_us\":%.1f,"
+			       "\"errors\":%d}",
 			       i ? "," : "", res[i].clients, res[i].training ? "true" : "false",
 			       res[i].streaming ? "true" : "false", res[i].per_s, res[i].p50_ms,
-			       res[i].p99_ms, res[i].max_ms, res[i].errors);
+			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);
 		printf("],\"errors\":%d}\n", errors);
 	} else {
 		printf("ingest: %.0f samples/s in batches of 100, %.0f samples/s one per request "
 		       "(store.sync=full)\n", ingest_batch, ingest_single);
 		printf("first round (%d samples, 30 epochs): %.2f s\n", sent + single, first_round);
-		printf("%-8s %-9s %-10s %12s %9s %9s %9s %7s\n", "clients", "training", "streaming",
-		       "predict/s", "p50 ms", "p99 ms", "max ms", "errors");
+		printf("round-trip floor (train.status, 1 client): p50 %.3f ms, p99 %.3f ms, "
+		       "loop CPU %.1f us per request\n", floor.p50_ms, floor.p99_ms, floor.loop_cpu_us);
+		printf("%-8s %-9s %-10s %12s %9s %9s %9s %9s %7s\n", "clients", "training", "streaming",
+		       "predict/s", "p50 ms", "p99 ms", "max ms", "loop us", "errors");
 		for (int i = 0; i < nres; i++)
-			printf("%-8d %-9s %-10s %12.0f %9.3f %9.3f %9.2f %7d\n", res[i].clients,
+			printf("%-8d %-9s %-10s %12.0f %9.3f %9.3f %9.2f %9.1f %7d\n", res[i].clients,
 			       res[i].training ? (was_training ? "yes" : "yes?") : "no",
 			       res[i].streaming ? "yes" : "no", res[i].per_s, res[i].p50_ms,
-			       res[i].p99_ms, res[i].max_ms, res[i].errors);
+			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);
 		printf("streaming client: %.0f samples/s in sample.add requests of 4096\n", streamed);
 	}
 	free(req);
@@ -475,5 +516,5 @@ int main(int argc, char **argv)
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "hdqtd-loadgen: could not remove %s\n", dir);
-	return errors ? 1 : 0;
+	return errors || floor.errors ? 1 : 0;
 }

@@ -192,7 +192,7 @@ HDQT_CLONES void gemm_portable_s8(const int8_t *Ap, const int8_t *Bp, int I, int
 				  int32_t *C)
 {
 #if defined(__GNUC__)
-	if (tile4 * 4 <= KC && (long)tile4 * 4 * maxprod <= 32767) {
+	if (tile4 >= 1 && tile4 * 4 <= KC && (long)tile4 * 4 * maxprod <= 32767) {
 		fast16(Ap, Bp, I, J, K4 * 4, tile4 * 4, lo, hi, C);
 		return;
 	}
