@@ -148,18 +148,23 @@ static void fast16(const int8_t *Ap, const int8_t *Bp, int I, int J, int K, int 
 					const int k1 = k0 + tl < c1 ? k0 + tl : c1;
 					v8s s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};
 					const v8s *a = abuf + (size_t)(k0 - c0) * 4;
-					for (int k = k0; k < k1; k++, a += 4) {
-						v8s bl, bh;
-						LOAD8(bl, bb + (size_t)k * 16);
-						LOAD8(bh, bb + (size_t)k * 16 + 8);
-						s0 += a[0] * bl;
-						s1 += a[0] * bh;
-						s2 += a[1] * bl;
-						s3 += a[1] * bh;
-						s4 += a[2] * bl;
-						s5 += a[2] * bh;
-						s6 += a[3] * bl;
-						s7 += a[3] * bh;
+					/* k1 - k0 is a multiple of 4 (whole groups): a constant
+					 * inner trip count that -O2 unrolls (1.3x there) */
+					for (int k = k0; k < k1; k += 4, a += 16) {
+						for (int u = 0; u < 4; u++) {
+							v8s bl, bh;
+							LOAD8(bl, bb + (size_t)(k + u) * 16);
+							LOAD8(bh, bb + (size_t)(k + u) * 16 + 8);
+							const v8s *au = a + 4 * u;
+							s0 += au[0] * bl;
+							s1 += au[0] * bh;
+							s2 += au[1] * bl;
+							s3 += au[1] * bh;
+							s4 += au[2] * bl;
+							s5 += au[2] * bh;
+							s6 += au[3] * bl;
+							s7 += au[3] * bh;
+						}
 					}
 					CLAMP(s0);
 					CLAMP(s1);
