@@ -18,6 +18,10 @@
  * tile % 4 == 0 (or one tile); other shapes use the reference.
  * The aarch64 kernels (fn_s8) multiply signed bytes (SDOT, SMULL), so they
  * take the same layout with off = 0: Ap holds A's own bytes, corr is zero.
+ * With 8-bit accumulators and short tiles the AVX-512 kernel takes its own
+ * layout, tiles in lanes (LAYOUT_TL, described in gemm_x86_tl.c): the same
+ * bytes and sums in another order, K4 and ntiles padded to whole quads of
+ * four tiles.  b_at, corr_at and a_at below say where each element goes.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -116,21 +120,22 @@ long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, in
 
 static const gemm_kernel kernels[] = {
 #if HDQT_X86_64
-	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0, gemm_x86_avx512vnni_f},
-	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, NULL},
+	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0, gemm_x86_avx512vnni_f, 2, gemm_x86_tl,
+	 gemm_x86_tl_f},
+	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, NULL, 0, NULL, NULL},
 	/* maddubs adds two u8*s8 products in int16: exact only while
 	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
-	{"avx2", gemm_x86_avx2, 7, NULL, 0, NULL},
+	{"avx2", gemm_x86_avx2, 7, NULL, 0, NULL, 0, NULL, NULL},
 #endif
 #if HDQT_AARCH64
 	/* Both exact for 8-bit operands: SDOT sums in int32; the NEON path
 	 * flushes its 16-bit partial sums as often as the bits require. */
-	{"dotprod", NULL, 8, gemm_arm_dotprod, 0, NULL},
-	{"neon", NULL, 8, gemm_arm_neon, 0, NULL},
+	{"dotprod", NULL, 8, gemm_arm_dotprod, 0, NULL, 0, NULL, NULL},
+	{"neon", NULL, 8, gemm_arm_neon, 0, NULL, 0, NULL, NULL},
 #endif
 	/* Every build has it: the choice where no architecture kernel runs. */
-	{"portable", NULL, 8, gemm_portable_s8, 1, NULL},
-	{"scalar", NULL, 8, NULL, 0, NULL},
+	{"portable", NULL, 8, gemm_portable_s8, 1, NULL, 0, NULL, NULL},
+	{"scalar", NULL, 8, NULL, 0, NULL, 0, NULL, NULL},
 };
 #define N_KERNELS (sizeof(kernels) / sizeof(kernels[0]))
 
@@ -154,13 +159,58 @@ static int kernel_supported(const gemm_kernel *k)
 }
 
 /* Which packed layout kernel k takes for these operands: 0 none (the
- * reference runs), 1 offset-corrected A (fn), 2 A's own bytes (fn_s8). */
-enum { LAYOUT_NONE = 0, LAYOUT_OFFSET = 1, LAYOUT_RAW = 2, LAYOUT_RAWT = 3 };
+ * reference runs), 1 offset-corrected A (fn), 2 A's own bytes (fn_s8), 3
+ * the same with k-major groups (tgroups), 4 tiles in lanes (fn_tl: the
+ * saturating packs are the clamp of 8-bit accumulators, nothing wider). */
+enum { LAYOUT_NONE = 0, LAYOUT_OFFSET = 1, LAYOUT_RAW = 2, LAYOUT_RAWT = 3, LAYOUT_TL = 4 };
 static int kernel_layout(const gemm_kernel *k, const gemm_params *p, int tile, int J, int K)
 {
 	if ((!k->fn && !k->fn_s8) || p->bits > k->max_bits || (tile % 4 != 0 && tile < K) || J <= 0)
 		return LAYOUT_NONE;
+	if (k->tl4 && p->acc_bits == 8 && tile == 4 * k->tl4 && tile < K)
+		return LAYOUT_TL;
 	return k->fn_s8 ? (k->tgroups ? LAYOUT_RAWT : LAYOUT_RAW) : LAYOUT_OFFSET;
+}
+
+/* Groups of 4 k per row (K4), per tile (tile4) and tiles (ntiles) of a
+ * packing under layout use. */
+static void layout_dims(int use, int K, int tile, int *K4, int *tile4, int *ntiles)
+{
+	*K4 = (K + 3) / 4;
+	*tile4 = tile >= K ? *K4 : (tile / 4 > 0 ? tile / 4 : 1);
+	if (use == LAYOUT_TL) /* whole quads of four tiles */
+		*K4 = (*K4 + 4 * *tile4 - 1) / (4 * *tile4) * 4 * *tile4;
+	*ntiles = (*K4 + *tile4 - 1) / *tile4;
+}
+
+/* Where element k of column jl (< 16) lies in its block of B (K4 * 64
+ * bytes), where tile t of column jl lies in its block of corr, and where
+ * element k lies in a packed row of A. */
+static size_t b_at(int use, int tile4, int jl, int k)
+{
+	if (use == LAYOUT_RAWT)
+		return (size_t)(k / 4) * 64 + (k % 4) * 16 + jl;
+	if (use == LAYOUT_TL) {
+		const int qk = 16 * tile4, r = k % qk;
+		return (size_t)(k / qk) * 256 * tile4 + (r / 4 % tile4) * 256 + (jl % 4) * 64 +
+		       (jl / 4) * 16 + (r / (4 * tile4)) * 4 + k % 4;
+	}
+	return (size_t)(k / 4) * 64 + jl * 4 + k % 4;
+}
+
+static size_t corr_at(int use, int jl, int t)
+{
+	if (use == LAYOUT_TL)
+		return (size_t)(t / 4) * 64 + (jl % 4) * 16 + (jl / 4) * 4 + t % 4;
+	return (size_t)t * 16 + jl;
+}
+
+static size_t a_at(int use, int tile4, int k)
+{
+	if (use != LAYOUT_TL)
+		return (size_t)k;
+	const int qk = 16 * tile4, r = k % qk;
+	return (size_t)(k / qk) * qk + (r / 4 % tile4) * 16 + (r / (4 * tile4)) * 4 + k % 4;
 }
 
 /* Largest |a * b| under gemm_params' operand ranges (for fn_s8). */
@@ -171,12 +221,14 @@ static int max_product(const gemm_params *p)
 	return qa * qb;
 }
 
-static void run_kernel(const gemm_kernel *k, const uint8_t *Ap, const int8_t *Bp,
+static void run_kernel(const gemm_kernel *k, int use, const uint8_t *Ap, const int8_t *Bp,
 		       const int32_t *corr, int I, int J, int K4, int tile4, int ntiles,
 		       const gemm_params *p, int32_t *C)
 {
 	const int32_t hi = (1 << (p->acc_bits - 1)) - 1, lo = -(1 << (p->acc_bits - 1));
-	if (k->fn_s8)
+	if (use == LAYOUT_TL)
+		k->fn_tl(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+	else if (k->fn_s8)
 		k->fn_s8((const int8_t *)Ap, Bp, I, J, K4, tile4, ntiles, max_product(p), lo, hi, C);
 	else
 		k->fn(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
@@ -226,8 +278,22 @@ int hdqt_kernel_select(const char *name)
 	return HDQT_ENOTFOUND;
 }
 
-HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int off, uint8_t *Ap)
+HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int tile4, int off, int use,
+				uint8_t *Ap)
 {
+	if (use == LAYOUT_TL) {
+#if HDQT_X86_64
+		if (tile4 == 2 && gemm_x86_avx512vnni_supported()) {
+			gemm_x86_tl_pack_a(A, I, K, K4, off, Ap);
+			return;
+		}
+#endif
+		memset(Ap, 0, (size_t)I * K4 * 4);
+		for (int i = 0; i < I; i++)
+			for (int k = 0; k < K; k++)
+				Ap[(size_t)i * K4 * 4 + a_at(use, tile4, k)] = (uint8_t)(A[(long)i * K + k] + off);
+		return;
+	}
 	for (int i = 0; i < I; i++) {
 		uint8_t *d = Ap + (size_t)i * K4 * 4;
 		const int8_t *s = A + (long)i * K;
@@ -241,10 +307,18 @@ HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int off, u
 /* Column blocks [b0, b1) of B (16 columns each) into the kernel layout;
  * Bb points at B's row 16 b0. */
 HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, int tile4, int ntiles,
-				      int off, int tg, int8_t *Bp, int32_t *corr, int b0, int b1)
+				      int off, int use, int8_t *Bp, int32_t *corr, int b0, int b1)
 {
+	const int tg = use == LAYOUT_RAWT;
 #if HDQT_X86_64
-	if (!tg && gemm_x86_avx512vnni_supported()) {
+	if (use == LAYOUT_TL && tile4 == 2 && gemm_x86_avx512vnni_supported()) {
+		for (int jb = b0; jb < b1; jb++)
+			gemm_x86_tl_pack_b16(Bb + (size_t)(jb - b0) * 16 * K,
+					     J - jb * 16 < 16 ? J - jb * 16 : 16, K, K4, off,
+					     Bp + (size_t)jb * K4 * 64, corr + (size_t)jb * ntiles * 16);
+		return;
+	}
+	if (use == LAYOUT_OFFSET && gemm_x86_avx512vnni_supported()) {
 		for (int jb = b0; jb < b1; jb++)
 			gemm_x86_pack_b16(Bb + (size_t)(jb - b0) * 16 * K, J - jb * 16 < 16 ? J - jb * 16 : 16,
 					  K, K4, tile4, ntiles, off, Bp + (size_t)jb * K4 * 64,
@@ -259,7 +333,11 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, in
 	for (int j = b0 * 16; j < j1; j++) {
 		const int jb = j / 16, jl = j % 16;
 		const int8_t *s = Bb + (long)(j - b0 * 16) * K;
-		if (tg) { /* group = [4 bytes of k][16 columns] */
+		if (use == LAYOUT_TL) {
+			int8_t *d = Bp + (size_t)jb * K4 * 64;
+			for (int k = 0; k < K; k++)
+				d[b_at(use, tile4, jl, k)] = s[k];
+		} else if (tg) { /* group = [4 bytes of k][16 columns] */
 			int8_t *d = Bp + (size_t)jb * K4 * 64 + jl;
 			for (int k = 0; k < K; k++)
 				d[(size_t)(k / 4) * 64 + (k % 4) * 16] = s[k];
@@ -272,21 +350,21 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, in
 		}
 		if (!off)
 			continue;
-		int32_t *cr = corr + (size_t)jb * ntiles * 16 + jl;
+		int32_t *cr = corr + (size_t)jb * ntiles * 16;
 		for (int t = 0; t < ntiles; t++) {
 			const int k0 = t * tile4 * 4, k1 = k0 + tile4 * 4 < K ? k0 + tile4 * 4 : K;
 			int sum = 0;
 			for (int k = k0; k < k1; k++)
 				sum += s[k];
-			cr[t * 16] = -off * sum;
+			cr[corr_at(use, jl, t)] = -off * sum;
 		}
 	}
 }
 
-static void pack_b(const int8_t *B, int J, int K, int K4, int tile4, int ntiles, int off, int tg,
+static void pack_b(const int8_t *B, int J, int K, int K4, int tile4, int ntiles, int off, int use,
 		   int8_t *Bp, int32_t *corr)
 {
-	pack_b_blocks(B, J, K, K4, tile4, ntiles, off, tg, Bp, corr, 0, (J + 15) / 16);
+	pack_b_blocks(B, J, K, K4, tile4, ntiles, off, use, Bp, corr, 0, (J + 15) / 16);
 }
 
 int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
@@ -301,10 +379,10 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 	if (layout == LAYOUT_NONE || I == 0)
 		return gemm_q_ref(A, B, I, J, K, p, C);
 
-	const int K4 = (K + 3) / 4, J16 = (J + 15) / 16;
-	const int tile4 = (tile >= K) ? K4 : tile / 4;
-	const int ntiles = (K4 + tile4 - 1) / tile4;
-	const int off = p->a_signed && layout == LAYOUT_OFFSET ? 1 << (p->bits - 1) : 0;
+	const int J16 = (J + 15) / 16;
+	int K4, tile4, ntiles;
+	layout_dims(layout, K, tile, &K4, &tile4, &ntiles);
+	const int off = p->a_signed && (layout == LAYOUT_OFFSET || layout == LAYOUT_TL) ? 1 << (p->bits - 1) : 0;
 	size_t szA = (size_t)I * K4 * 4, szB = (size_t)J16 * K4 * 64;
 	size_t szC = (size_t)J16 * ntiles * 16 * sizeof(int32_t);
 	size_t szA_al = (szA + 63) & ~(size_t)63, szB_al = (szB + 63) & ~(size_t)63;
@@ -315,9 +393,9 @@ int gemm_q(gemm_ws *ws, const int8_t *A, const int8_t *B, int I, int J, int K,
 	int8_t *Bp = (int8_t *)(Ap + szA_al);
 	int32_t *corr = (int32_t *)((uint8_t *)Bp + szB_al);
 
-	pack_a(A, I, K, K4, off, Ap);
-	pack_b(B, J, K, K4, tile4, ntiles, off, layout == LAYOUT_RAWT, Bp, corr);
-	run_kernel(kern, Ap, Bp, corr, I, J, K4, tile4, ntiles, p, C);
+	pack_a(A, I, K, K4, tile4, off, layout, Ap);
+	pack_b(B, J, K, K4, tile4, ntiles, off, layout, Bp, corr);
+	run_kernel(kern, layout, Ap, Bp, corr, I, J, K4, tile4, ntiles, p, C);
 	return 0;
 }
 
@@ -332,7 +410,7 @@ int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params 
 void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1)
 {
 	pack_b_blocks(B + (size_t)b0 * 16 * pb->K, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off,
-		      pb->kernel == LAYOUT_RAWT, pb->Bp, pb->corr, b0, b1);
+		      pb->kernel, pb->Bp, pb->corr, b0, b1);
 }
 
 void gemm_pack_rows(gemm_packed *pb, int jb, const int8_t *rows)
@@ -343,8 +421,8 @@ void gemm_pack_rows(gemm_packed *pb, int jb, const int8_t *rows)
 			memcpy(pb->raw + (size_t)j0 * pb->K, rows, (size_t)nr * pb->K);
 		return;
 	}
-	pack_b_blocks(rows, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off,
-		      pb->kernel == LAYOUT_RAWT, pb->Bp, pb->corr, jb, jb + 1);
+	pack_b_blocks(rows, pb->J, pb->K, pb->K4, pb->tile4, pb->ntiles, pb->off, pb->kernel, pb->Bp,
+		      pb->corr, jb, jb + 1);
 }
 
 int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p)
@@ -355,9 +433,9 @@ int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_p
 		return rc;
 	const gemm_kernel *kern = get_kernel();
 	const int use = kernel_layout(kern, p, tile, J, K);
-	const int K4 = (K + 3) / 4, J16 = (J + 15) / 16;
-	const int tile4 = (tile >= K) ? K4 : (tile / 4 > 0 ? tile / 4 : 1);
-	const int ntiles = (K4 + tile4 - 1) / tile4;
+	const int J16 = (J + 15) / 16;
+	int K4, tile4, ntiles;
+	layout_dims(use, K, tile, &K4, &tile4, &ntiles);
 	/* B's own bytes only where the reference will read them: a kernel
 	 * layout holds them too (gemm_q_packed unpacks it if it must). */
 	size_t szR = use ? 0 : ((size_t)J * K + 63) & ~(size_t)63;
@@ -382,7 +460,7 @@ int gemm_pack_begin(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_p
 	pb->K4 = K4;
 	pb->tile4 = tile4;
 	pb->ntiles = ntiles;
-	pb->off = p->a_signed && use == LAYOUT_OFFSET ? 1 << (p->bits - 1) : 0;
+	pb->off = p->a_signed && (use == LAYOUT_OFFSET || use == LAYOUT_TL) ? 1 << (p->bits - 1) : 0;
 	pb->kernel = use;
 	pb->p = *p;
 	return use ? J16 : 0;
@@ -415,7 +493,8 @@ static int packed_impl(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *p
 	/* A packing made under another kernel (a test or bench switched
 	 * kernels since) is not this kernel's layout: the reference runs. */
 	const int fast = pb->kernel && kernel_layout(kern, &pb->p, tile, J, K) == pb->kernel;
-	const int fuse = e && fast && kern->fnf;
+	const gemm_kern_f_fn fnf = pb->kernel == LAYOUT_TL ? kern->fnf_tl : kern->fnf;
+	const int fuse = e && fast && fnf;
 	const size_t szC = e && !fuse ? (((size_t)I * J * sizeof(int32_t) + 63) & ~(size_t)63) : 0;
 	const size_t szA = fast ? (size_t)I * pb->K4 * 4 : (pb->raw ? 0 : (size_t)J * K + 1);
 	uint8_t *base = NULL; /* the reference on B's own bytes into C needs no scratch */
@@ -432,22 +511,20 @@ static int packed_impl(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *p
 			int8_t *r = (int8_t *)(base + szC);
 			for (int j = 0; j < J; j++)
 				for (int k = 0; k < K; k++)
-					r[(size_t)j * K + k] =
-						pb->Bp[(size_t)(j / 16) * pb->K4 * 64 + (size_t)(k / 4) * 64 +
-						       (pb->kernel == LAYOUT_RAWT ? (k % 4) * 16 + j % 16
-										  : (j % 16) * 4 + k % 4)];
+					r[(size_t)j * K + k] = pb->Bp[(size_t)(j / 16) * pb->K4 * 64 +
+								      b_at(pb->kernel, pb->tile4, j % 16, k)];
 			raw = r;
 		}
 		rc = gemm_q_ref(A, raw, I, J, K, &pb->p, C);
 	} else {
 		uint8_t *Ap = base + szC;
-		pack_a(A, I, K, pb->K4, pb->off, Ap);
+		pack_a(A, I, K, pb->K4, pb->tile4, pb->off, pb->kernel, Ap);
 		if (fuse) {
 			const int32_t hi = (1 << (pb->p.acc_bits - 1)) - 1, lo = -(1 << (pb->p.acc_bits - 1));
-			kern->fnf(Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo, hi, e, Y);
+			fnf(Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo, hi, e, Y);
 			return 0;
 		}
-		run_kernel(kern, Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, &pb->p, C);
+		run_kernel(kern, pb->kernel, Ap, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, &pb->p, C);
 	}
 	if (rc == 0 && e)
 		gemm_rescale_rows(C, I, J, e, Y);
@@ -513,7 +590,12 @@ void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes)
 #endif
 	if (pb->kernel == LAYOUT_RAWT)
 		memcpy(bb, codes, (size_t)K4 * 64); /* already [k4][4 bytes of k][16 columns] */
-	else
+	else if (pb->kernel == LAYOUT_TL) {
+		memset(bb, 0, (size_t)K4 * 64);
+		for (int k = 0; k < K; k++)
+			for (int l = 0; l < 16; l++)
+				bb[b_at(LAYOUT_TL, pb->tile4, l, k)] = codes[(size_t)k * 16 + l];
+	} else
 		group_strip(codes, K4, bb);
 	for (int t = 0; t < pb->ntiles; t++) {
 		const int k0 = t * pb->tile4 * 4, k1 = k0 + pb->tile4 * 4 < K ? k0 + pb->tile4 * 4 : K;
@@ -522,7 +604,7 @@ void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes)
 			for (int l = 0; l < 16; l++)
 				sum[l] += codes[(size_t)k * 16 + l];
 		for (int l = 0; l < 16; l++)
-			cr[t * 16 + l] = -pb->off * sum[l];
+			cr[corr_at(pb->kernel, l, t)] = -pb->off * sum[l];
 	}
 }
 
@@ -539,11 +621,20 @@ HDQT_CLONES void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const 
 	const int off = pb->kernel == LAYOUT_NONE ? 0 : pb->off;
 	uint8_t *a = (uint8_t *)A + (size_t)i0 * rs;
 #if HDQT_X86_64
-	if (pb->kernel != LAYOUT_NONE && gemm_x86_vbmi_supported()) {
+	if (pb->kernel == LAYOUT_OFFSET && gemm_x86_vbmi_supported()) {
 		gemm_x86_pack_a_strip16(codes, ni, K, pb->K4, off, a, rs);
 		return;
 	}
 #endif
+	if (pb->kernel == LAYOUT_TL) {
+		for (int l = 0; l < ni; l++) {
+			uint8_t *d = a + (size_t)l * rs;
+			memset(d, 0, rs);
+			for (int k = 0; k < K; k++)
+				d[a_at(LAYOUT_TL, pb->tile4, k)] = (uint8_t)(codes[(size_t)k * 16 + l] + off);
+		}
+		return;
+	}
 	for (int l = 0; l < ni; l++) {
 		uint8_t *d = a + (size_t)l * rs;
 		for (int k = 0; k < K; k++)
@@ -566,9 +657,10 @@ static int apacked_impl(gemm_ws *ws, const void *A, int I, const gemm_packed *pb
 	const gemm_kernel *kern = get_kernel();
 	if (pb->kernel != LAYOUT_NONE && kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel)
 		return HDQT_EINVAL; /* packed under another kernel: pack again */
-	if (e && pb->kernel != LAYOUT_NONE && kern->fnf) {
+	const gemm_kern_f_fn fnf = pb->kernel == LAYOUT_TL ? kern->fnf_tl : kern->fnf;
+	if (e && pb->kernel != LAYOUT_NONE && fnf) {
 		const int32_t hi = (1 << (pb->p.acc_bits - 1)) - 1, lo = -(1 << (pb->p.acc_bits - 1));
-		kern->fnf((const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo,
+		fnf((const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo,
 			  hi, e, Y);
 		return 0;
 	}
@@ -580,7 +672,7 @@ static int apacked_impl(gemm_ws *ws, const void *A, int I, const gemm_packed *pb
 	if (pb->kernel == LAYOUT_NONE)
 		rc = gemm_q_ref((const int8_t *)A, pb->raw, I, J, K, &pb->p, C);
 	else
-		run_kernel(kern, (const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4,
+		run_kernel(kern, pb->kernel, (const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4,
 			   pb->ntiles, &pb->p, C);
 	if (rc == 0 && e)
 		gemm_rescale_rows(C, I, J, e, Y);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "gemm_x86_impl.h"
 
 int gemm_x86_avx2_supported(void)
 {
@@ -147,25 +148,7 @@ KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256)
 
 /* ---------------- AVX-512 VNNI ---------------- */
 
-#define AVX512_T __attribute__((target("avx512f,avx512bw,avx512vnni")))
-
 #define R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-
-/* Row i, columns [j0, j0 + 16) under mask m: the int32 sums, or (e set)
- * gemm_rescale_rows' floats, multiplied in its order, so that the product
- * goes to memory once, as floats. */
-AVX512_T static inline __attribute__((always_inline)) void
-store16(__m512i v, __mmask16 m, int32_t *C, const gemm_rescale *e, float *Y, int i, int J, int j0)
-{
-	const size_t at = (size_t)i * J + (size_t)j0;
-	if (!e) {
-		_mm512_mask_storeu_epi32(C + at, m, v);
-		return;
-	}
-	const __m512 si = _mm512_set1_ps(e->sa[i] * e->inv);
-	const __m512 sb = _mm512_maskz_loadu_ps(m, e->sb + j0);
-	_mm512_mask_storeu_ps(Y + at, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), si), sb));
-}
 
 /* Rows [i0, I) of A against one block of 16 columns: eight rows at a
  * time (8 tile accumulators + 8 wide sums), then one by one. */
@@ -392,34 +375,6 @@ AVX512_T void gemm_x86_avx512vnni_f(const uint8_t *Ap, const int8_t *Bp, const i
 }
 
 /* ---------------- packing, AVX-512 ---------------- */
-
-/* 16 x 16 dwords in place: dword g of r[l] becomes dword l of r[g]. */
-AVX512_T static inline __attribute__((always_inline)) void tr16_epi32(__m512i r[16])
-{
-	__m512i a[16], b[16];
-	for (int l = 0; l < 16; l += 2) {
-		a[l] = _mm512_unpacklo_epi32(r[l], r[l + 1]);
-		a[l + 1] = _mm512_unpackhi_epi32(r[l], r[l + 1]);
-	}
-	/* b[4q + p], 128-bit lane L: rows 4q..4q+3 of dword 4L + p */
-	for (int l = 0; l < 16; l += 4) {
-		b[l] = _mm512_unpacklo_epi64(a[l], a[l + 2]);
-		b[l + 1] = _mm512_unpackhi_epi64(a[l], a[l + 2]);
-		b[l + 2] = _mm512_unpacklo_epi64(a[l + 1], a[l + 3]);
-		b[l + 3] = _mm512_unpackhi_epi64(a[l + 1], a[l + 3]);
-	}
-	/* gather lane L of the four q into dword 4L + p */
-	for (int p = 0; p < 4; p++) {
-		const __m512i x0 = _mm512_shuffle_i32x4(b[p], b[4 + p], 0x88);
-		const __m512i x1 = _mm512_shuffle_i32x4(b[p], b[4 + p], 0xdd);
-		const __m512i y0 = _mm512_shuffle_i32x4(b[8 + p], b[12 + p], 0x88);
-		const __m512i y1 = _mm512_shuffle_i32x4(b[8 + p], b[12 + p], 0xdd);
-		r[p] = _mm512_shuffle_i32x4(x0, y0, 0x88);
-		r[p + 8] = _mm512_shuffle_i32x4(x0, y0, 0xdd);
-		r[p + 4] = _mm512_shuffle_i32x4(x1, y1, 0x88);
-		r[p + 12] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
-	}
-}
 
 /* Group g (64 bytes: 16 columns x 4 bytes of k) to bb, and its column sums
  * into the running tile sum; a finished tile's -off * sum to cr. */

@@ -101,6 +101,65 @@ START_TEST(test_pack_b16_avx512)
 }
 END_TEST
 
+/* The tiles-in-lanes packers (gemm_x86_tl.c) against their layout written
+ * out: per quad of 32 k, B bytes [g][R][L][t][4] for column 4L + R and k =
+ * 32 q + 8 t + 4 g + kk, tile sums [R][L][t], A rows [g][t][4]; zeros past
+ * K, past the rows and in the padding quads.  And gemm_pack takes this
+ * layout (K4 and ntiles in whole quads) for the forward's tile of 8 with
+ * 8-bit accumulators under avx512vnni, and only then. */
+START_TEST(test_pack_tl_avx512)
+{
+	if (!gemm_x86_avx512vnni_supported()) {
+		fprintf(stderr, "test_pack_tl_avx512: skipped, this CPU has no AVX-512 VNNI\n");
+		return;
+	}
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 29, 0);
+	for (int it = 0; it < 300; it++) {
+		const int K = 1 + (int)hdqt_rng_below(&r, 300), nr = 1 + (int)hdqt_rng_below(&r, 16);
+		const int K4 = (K + 31) / 32 * 8, ntiles = K4 / 2, off = (it & 1) ? 8 : 0;
+		int8_t *rows = malloc((size_t)nr * K), *bb = malloc((size_t)K4 * 64), *want = calloc((size_t)K4 * 64, 1);
+		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
+		uint8_t *a = malloc((size_t)nr * K4 * 4), *aw = calloc((size_t)nr * K4 * 4, 1);
+		fill(rows, nr * K, -8, 7, &r);
+		memset(bb, 0x5a, (size_t)K4 * 64);
+		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
+		memset(a, 0x5a, (size_t)nr * K4 * 4);
+		for (int l = 0; l < nr; l++)
+			for (int k = 0; k < K; k++) {
+				const int q = k / 32, t = k % 32 / 8, g = k % 8 / 4, kk = k % 4;
+				const int L = l / 4, R = l % 4;
+				want[q * 512 + g * 256 + R * 64 + L * 16 + t * 4 + kk] = rows[l * K + k];
+				cw[q * 64 + R * 16 + L * 4 + t] -= off * rows[l * K + k];
+				aw[(size_t)l * K4 * 4 + q * 32 + g * 16 + t * 4 + kk] = (uint8_t)(rows[l * K + k] + off);
+			}
+		gemm_x86_tl_pack_b16(rows, nr, K, K4, off, bb, cr);
+		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
+			ck_abort_msg("tl_pack_b16: K=%d nr=%d off=%d", K, nr, off);
+		gemm_x86_tl_pack_a(rows, nr, K, K4, off, a);
+		if (memcmp(a, aw, (size_t)nr * K4 * 4) != 0)
+			ck_abort_msg("tl_pack_a: K=%d nr=%d off=%d", K, nr, off);
+		free(rows), free(bb), free(want), free(cr), free(cw), free(a), free(aw);
+	}
+	ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
+	int8_t B[12 * 166] = {0};
+	gemm_params p = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = 1};
+	gemm_packed pb = {0};
+	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
+	ck_assert_int_eq(pb.K4, 48); /* 6 quads, not 42 groups */
+	ck_assert_int_eq(pb.ntiles, 24);
+	p.acc_bits = 9; /* saturation is not that clamp: the column layout */
+	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
+	ck_assert_int_eq(pb.K4, 42);
+	p.acc_bits = 8;
+	p.tile = 32;
+	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
+	ck_assert_int_eq(pb.K4, 42);
+	gemm_packed_free(&pb);
+	hdqt_kernel_select(variants[0]);
+}
+END_TEST
+
 /* The VBMI packers of the column path against their layouts written out,
  * every byte: B groups [k4][column][4] with tile sums, A rows with the
  * offset below K and zeros from K to the row stride (codes past K are
@@ -331,7 +390,8 @@ static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int 
 
 /* Every variant on this machine, on the model's own products (hdqtd's
  * default 166 features, 512-wide hidden layers, batch 128: forward with
- * tile 32, grad-weight over the batch and grad-input over 512 with the
+ * tiles of 32 and of 8 (the tiles-in-lanes layout: every layer, a ragged
+ * row count), grad-weight over the batch and grad-input over 512 with the
  * whole reduction as one tile), on random shapes with tiles 8 and 32 for
  * every operand width, signed and unsigned A, and on extreme operands
  * with long tiles (the NEON path's 16-bit partial sums must flush). */
@@ -348,6 +408,7 @@ START_TEST(test_variants_model_and_tile_shapes)
 		const struct { int I, J, K, tile; } model[] = {
 			{128, 512, 166, 32}, {128, 512, 512, 32}, {128, 6, 512, 32},
 			{512, 166, 128, 0},  {128, 166, 512, 0},  {128, 512, 166, 8},
+			{128, 512, 512, 8},  {128, 12, 512, 8},   {61, 37, 166, 8},
 		};
 		for (size_t m = 0; m < sizeof(model) / sizeof(model[0]); m++)
 			for (int sg = 0; sg < 2; sg++) {
@@ -859,6 +920,7 @@ int main(void)
 	tcase_add_test(tc, test_simd_matches_reference);
 #if HDQT_X86_64
 	tcase_add_test(tc, test_pack_b16_avx512);
+	tcase_add_test(tc, test_pack_tl_avx512);
 	tcase_add_test(tc, test_pack_strips_vbmi);
 #endif
 	tcase_add_test(tc, test_variants_model_and_tile_shapes);
