@@ -621,7 +621,7 @@ HDQT_CLONES void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const 
 	const int off = pb->kernel == LAYOUT_NONE ? 0 : pb->off;
 	uint8_t *a = (uint8_t *)A + (size_t)i0 * rs;
 #if HDQT_X86_64
-	if (pb->kernel == LAYOUT_OFFSET && gemm_x86_vbmi_supported()) {
+	if (pb->kernel != LAYOUT_NONE && pb->kernel != LAYOUT_TL && gemm_x86_vbmi_supported()) {
 		gemm_x86_pack_a_strip16(codes, ni, K, pb->K4, off, a, rs);
 		return;
 	}
@@ -660,8 +660,8 @@ static int apacked_impl(gemm_ws *ws, const void *A, int I, const gemm_packed *pb
 	const gemm_kern_f_fn fnf = pb->kernel == LAYOUT_TL ? kern->fnf_tl : kern->fnf;
 	if (e && pb->kernel != LAYOUT_NONE && fnf) {
 		const int32_t hi = (1 << (pb->p.acc_bits - 1)) - 1, lo = -(1 << (pb->p.acc_bits - 1));
-		fnf((const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo,
-			  hi, e, Y);
+		fnf((const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo, hi, e,
+		    Y);
 		return 0;
 	}
 	if (e) {

@@ -55,7 +55,7 @@ void gemm_pack_blocks(gemm_packed *pb, const int8_t *B, int b0, int b1);
  * B block by block (the weights, as SGD updates them). */
 void gemm_pack_rows(gemm_packed *pb, int jb, const int8_t *rows);
 /* Operands built straight from strips of 16 columns, k-major: codes[k * 16 + l]
- * is element (row j0 + l, k) of the operand, for k < K4 * 4 (zero from K on,
+ * is element (row j0 + l, k) of the operand, for k < 4 ceil(K / 4) (zero from K on,
  * and in columns past the operand's rows).  gemm_pack_begin with B NULL
  * sizes pb; gemm_pack_strip then fills column block jb (rows 16 jb ..) of
  * B, for every block.  gemm_pack_a_strip writes rows [i0, i0 + ni) of A in

@@ -56,4 +56,3 @@ AVX512_T static inline __attribute__((always_inline)) void tr16_epi32(__m512i r[
 		r[p + 12] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
 	}
 }
-

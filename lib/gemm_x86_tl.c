@@ -29,7 +29,6 @@
 
 #if HDQT_X86_64
 #include <immintrin.h>
-#include <string.h>
 
 #include "gemm.h"
 #include "gemm_x86_impl.h"
@@ -43,7 +42,7 @@
  * per accumulator (volatile asm, 0.83 of this). */
 AVX512_T static inline __attribute__((always_inline)) __m512i dpb(__m512i acc, __m512i a, __m512i b)
 {
-	__asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+	__asm__("vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+v"(acc) : "v"(a), "v"(b));
 	return acc;
 }
 
@@ -150,7 +149,8 @@ AVX512_T void gemm_x86_tl_pack_a(const int8_t *A, int I, int K, int K4, int off,
 			const int nb = rs - k0 >= 64 ? 64 : rs - k0; /* a multiple of 32 */
 			const __mmask64 km = nk == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nk) - 1);
 			const __mmask64 sm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
-			const __m512i v = _mm512_maskz_add_epi8(km, _mm512_maskz_loadu_epi8(km, s + k0), voff);
+			const __m512i x = nk ? _mm512_maskz_loadu_epi8(km, s + k0) : _mm512_setzero_si512();
+			const __m512i v = _mm512_maskz_add_epi8(km, x, voff);
 			_mm512_mask_storeu_epi8(d + k0, sm, _mm512_permutexvar_epi32(idx, v));
 		}
 	}
@@ -184,8 +184,8 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 		const __mmask64 lm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
 		__m512i r[16];
 		for (int l = 0; l < 16; l++)
-			r[l] = l < nr ? _mm512_maskz_loadu_epi8(lm, rows + (size_t)l * K + 4 * g0)
-				      : _mm512_setzero_si512();
+			r[l] = l < nr && nb ? _mm512_maskz_loadu_epi8(lm, rows + (size_t)l * K + 4 * g0)
+					    : _mm512_setzero_si512();
 		tr16_epi32(r);
 		for (int h = 0; h < 2 && g0 + 8 * h < K4; h++) {
 			const int q = g0 / 8 + h;

@@ -117,11 +117,11 @@ START_TEST(test_pack_tl_avx512)
 	hdqt_rng_seed(&r, 29, 0);
 	for (int it = 0; it < 300; it++) {
 		const int K = 1 + (int)hdqt_rng_below(&r, 300), nr = 1 + (int)hdqt_rng_below(&r, 16);
-		const int K4 = (K + 31) / 32 * 8, ntiles = K4 / 2, off = (it & 1) ? 8 : 0;
+		const int K4 = (K + 31) / 32 * 8, ntiles = K4 / 2, off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128;
 		int8_t *rows = malloc((size_t)nr * K), *bb = malloc((size_t)K4 * 64), *want = calloc((size_t)K4 * 64, 1);
 		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
 		uint8_t *a = malloc((size_t)nr * K4 * 4), *aw = calloc((size_t)nr * K4 * 4, 1);
-		fill(rows, nr * K, -8, 7, &r);
+		fill(rows, nr * K, -127, 127, &r);
 		memset(bb, 0x5a, (size_t)K4 * 64);
 		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
 		memset(a, 0x5a, (size_t)nr * K4 * 4);
@@ -155,7 +155,104 @@ START_TEST(test_pack_tl_avx512)
 	p.tile = 32;
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
 	ck_assert_int_eq(pb.K4, 42);
+	if (hdqt_kernel_select("avxvnni") == 0) { /* no tiles in lanes there */
+		p.tile = 8;
+		ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
+		ck_assert_int_eq(pb.K4, 42);
+	}
 	gemm_packed_free(&pb);
+	hdqt_kernel_select(variants[0]);
+}
+END_TEST
+
+static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int K,
+				    const gemm_params *p, int extreme);
+
+/* The tiles-in-lanes kernel on the edges of its quads and row blocks (K
+ * around 8, 32 and 64, a last quad of one to four tiles; 1 to 7 rows; one
+ * column to three blocks), and packings that change hands: made under one
+ * kernel and multiplied under another, the reference runs on B's bytes
+ * read back out of the layout (or apacked refuses), for both directions. */
+START_TEST(test_tl_edges_and_kernel_switch)
+{
+	if (hdqt_kernel_select("avx512vnni") != 0) {
+		fprintf(stderr, "test_tl_edges_and_kernel_switch: skipped, this CPU has no AVX-512 VNNI\n");
+		return;
+	}
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 31, 0);
+	gemm_ws ws = {0};
+	const int Ks[] = {9, 24, 31, 32, 33, 40, 57, 63, 64, 65, 100, 166};
+	const int Is[] = {1, 2, 3, 4, 5, 7}, Js[] = {1, 16, 17, 33};
+	for (size_t k = 0; k < sizeof(Ks) / sizeof(Ks[0]); k++)
+		for (size_t i = 0; i < sizeof(Is) / sizeof(Is[0]); i++)
+			for (size_t j = 0; j < sizeof(Js) / sizeof(Js[0]); j++) {
+				gemm_params p = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = (int)(k + i + j) & 1};
+				check_shape_against_ref(&ws, &r, Is[i], Js[j], Ks[k], &p, (int)(i + j) % 3 == 0);
+			}
+	/* 8-bit signed operands (offset 128) at the extremes */
+	gemm_params p8 = {.tile = 8, .acc_bits = 8, .bits = 8, .a_signed = 1};
+	check_shape_against_ref(&ws, &r, 7, 33, 100, &p8, 1);
+	check_shape_against_ref(&ws, &r, 7, 33, 100, &p8, 0);
+
+	const int I = 5, J = 21, K = 57;
+	gemm_params p = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = 1};
+	int8_t A[5 * 57], B[21 * 57];
+	fill(A, I * K, -7, 7, &r);
+	fill(B, J * K, -7, 7, &r);
+	int32_t C0[5 * 21], C1[5 * 21];
+	ck_assert_int_eq(gemm_q_ref(A, B, I, J, K, &p, C0), 0);
+	const char *other[] = {"avxvnni", "avx2", "portable", "scalar"};
+	for (size_t o = 0; o < sizeof(other) / sizeof(other[0]); o++) {
+		/* tiles in lanes, then another kernel */
+		ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
+		gemm_packed pb = {0};
+		ck_assert_int_eq(gemm_pack(&pb, B, J, K, &p), 0);
+		ck_assert_int_eq(pb.K4, 16);
+		/* the column path's operands in the same layout */
+		gemm_packed ps = {0};
+		ck_assert_int_eq(gemm_pack_begin(&ps, NULL, J, K, &p), 2);
+		int8_t strip[64 * 16];
+		for (int jb = 0; jb < 2; jb++) {
+			memset(strip, 0, sizeof(strip));
+			for (int l = 0; l < 16 && jb * 16 + l < J; l++)
+				for (int kk = 0; kk < K; kk++)
+					strip[kk * 16 + l] = B[(jb * 16 + l) * K + kk];
+			gemm_pack_strip(&ps, jb, strip);
+		}
+		memset(strip, 0, sizeof(strip));
+		for (int l = 0; l < I; l++)
+			for (int kk = 0; kk < K; kk++)
+				strip[kk * 16 + l] = A[l * K + kk];
+		uint8_t ap[5 * 64];
+		ck_assert_uint_eq(gemm_a_stride(&ps), 64);
+		gemm_pack_a_strip(&ps, 0, I, strip, ap);
+		memset(C1, 0x5a, sizeof(C1));
+		ck_assert_int_eq(gemm_q_apacked(ap, I, &ps, C1), 0);
+		ck_assert_mem_eq(C0, C1, sizeof(C0));
+		if (hdqt_kernel_select(other[o]) != 0) {
+			gemm_packed_free(&pb);
+			gemm_packed_free(&ps);
+			continue;
+		}
+		ck_assert(!gemm_packed_matches(&pb, J, K, &p));
+		memset(C1, 0x5a, sizeof(C1));
+		ck_assert_int_eq(gemm_q_packed(&ws, A, I, &pb, C1), 0);
+		ck_assert_mem_eq(C0, C1, sizeof(C0));
+		check_packed_f(&ws, A, I, &pb, C0, &r);
+		ck_assert_int_eq(gemm_q_apacked(ap, I, &ps, C1), HDQT_EINVAL);
+		/* another kernel's packing, then tiles in lanes */
+		ck_assert_int_eq(gemm_pack(&pb, B, J, K, &p), 0);
+		ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
+		ck_assert(!gemm_packed_matches(&pb, J, K, &p));
+		memset(C1, 0x5a, sizeof(C1));
+		ck_assert_int_eq(gemm_q_packed(&ws, A, I, &pb, C1), 0);
+		ck_assert_mem_eq(C0, C1, sizeof(C0));
+		check_packed_f(&ws, A, I, &pb, C0, &r);
+		gemm_packed_free(&pb);
+		gemm_packed_free(&ps);
+	}
+	gemm_ws_free(&ws);
 	hdqt_kernel_select(variants[0]);
 }
 END_TEST
@@ -309,7 +406,8 @@ START_TEST(test_simd_matches_reference)
 			if (!(it & 1) && bits == 8)
 				bits = 7; /* unsigned A is at most 7 bits (int8 storage) */
 			int qm = (1 << (bits - 1)) - 1;
-			gemm_params p = {.tile = tiles[it % 6], .acc_bits = 8 + (it % 3) * 4,
+			/* tile and width independent: every tile meets 8-bit accumulators */
+			gemm_params p = {.tile = tiles[it % 6], .acc_bits = 8 + (it / 6 % 3) * 4,
 					 .bits = bits, .a_signed = it & 1};
 			int8_t *A = malloc((size_t)I * K), *B = malloc((size_t)J * K);
 			int32_t *C0 = malloc(sizeof(int32_t) * I * J), *C1 = malloc(sizeof(int32_t) * I * J);
@@ -921,6 +1019,7 @@ int main(void)
 #if HDQT_X86_64
 	tcase_add_test(tc, test_pack_b16_avx512);
 	tcase_add_test(tc, test_pack_tl_avx512);
+	tcase_add_test(tc, test_tl_edges_and_kernel_switch);
 	tcase_add_test(tc, test_pack_strips_vbmi);
 #endif
 	tcase_add_test(tc, test_variants_model_and_tile_shapes);
