@@ -11,7 +11,9 @@
  * Also the floor of the round trip (train.status, next to no work) and
  * the CPU time the daemon's loop thread spends per request
  * (/proc/PID/schedstat), which this shared machine's noise moves less
- * than latency.  Prints a table, or one JSON object with --json.
+ * than latency.  Idle, the predictions are timed twice: features as JSON
+ * numbers and as features_f32 (base64 of float32).  Prints a table, or
+ * one JSON object with --json.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #include "hdqt_data.h"
+#include "hdqt_proto.h"
 
 static double now_s(void)
 {
@@ -144,6 +147,7 @@ typedef struct job {
 	int nlat, cap;
 	int errors;
 	int trivial; /* train.status instead of predict: the round trip's floor */
+	int f32;     /* features_f32 (base64 of float32) instead of JSON numbers */
 } job;
 
 static void *predict_worker(void *arg)
@@ -160,6 +164,15 @@ static void *predict_worker(void *arg)
 		size_t n;
 		if (j->trivial) {
 			n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"train.status\"}\n", i);
+		} else if (j->f32) {
+			char *b = hdqt_rpc_f32_encode(j->ds->X + (size_t)r * j->ds->d, j->ds->d);
+			if (!b) {
+				j->errors++;
+				break;
+			}
+			n = (size_t)snprintf(req, 16384, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":"
+					     "\"predict\",\"params\":{\"features_f32\":\"%s\"}}\n", i, b);
+			free(b);
 		} else {
 			n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"predict\","
 					    "\"params\":{\"features\":[", i);
@@ -229,6 +242,7 @@ static void *stream_worker(void *arg)
 typedef struct result {
 	int clients, training;
 	int streaming;
+	int f32; /* features_f32 requests */
 	double per_s, p50_ms, p99_ms, max_ms;
 	double loop_cpu_us; /* the daemon's main (loop) thread's CPU time per request */
 	int errors;
@@ -249,17 +263,18 @@ static double thread_cpu_s(pid_t pid)
 }
 
 static result run_requests(const char *sock, pid_t daemon, const hdqt_dataset *ds, int clients,
-			   double secs, int trivial)
+			   double secs, int trivial, int f32)
 {
 	job *jobs = calloc((size_t)clients, sizeof(job));
 	pthread_t *th = calloc((size_t)clients, sizeof(pthread_t));
-	result r = {.clients = clients};
+	result r = {.clients = clients, .f32 = f32};
 	if (!jobs || !th)
 		goto out;
 	const double cpu0 = thread_cpu_s(daemon);
 	double t0 = now_s(), until = t0 + secs;
 	for (int i = 0; i < clients; i++) {
-		jobs[i] = (job){.sock = sock, .ds = ds, .k = i * 101, .until = until, .trivial = trivial};
+		jobs[i] = (job){.sock = sock, .ds = ds, .k = i * 101, .until = until, .trivial = trivial,
+				  .f32 = f32};
 		pthread_create(&th[i], NULL, predict_worker, &jobs[i]);
 	}
 	int total = 0;
@@ -295,7 +310,7 @@ out:
 
 static result run_predict(const char *sock, pid_t daemon, const hdqt_dataset *ds, int clients, double secs)
 {
-	return run_requests(sock, daemon, ds, clients, secs, 0);
+	return run_requests(sock, daemon, ds, clients, secs, 0, 0);
 }
 
 static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs)
@@ -440,16 +455,19 @@ int main(int argc, char **argv)
 	stop_daemon(pid);
 
 	/* Prediction latency, idle and during an endless round. */
-	result res[6];
+	result res[8];
 	int nres = 0;
 	pid = start_daemon(hdqtd, dir, "1000000");
 	if (pid < 0 || conn_open(&c, sock) < 0)
 		return 1;
 	/* The floor: the same round trip for a request that does next to no
 	 * work (train.status), then predictions. */
-	result floor = run_requests(sock, pid, &ds, 1, secs, 1);
+	result floor = run_requests(sock, pid, &ds, 1, secs, 1, 0);
 	res[nres++] = run_predict(sock, pid, &ds, 1, secs);
 	res[nres++] = run_predict(sock, pid, &ds, 32, secs);
+	/* The same features as base64 of float32: no decimal parsing. */
+	res[nres++] = run_requests(sock, pid, &ds, 1, secs, 0, 1);
+	res[nres++] = run_requests(sock, pid, &ds, 32, secs, 0, 1);
 	/* pending samples for the round */
 	int k500;
 	size_t n = sample_add(req, &ds, 0, ds.n, 500, &k500);
@@ -488,10 +506,12 @@ int main(int argc, char **argv)
 		       ingest_batch, ingest_single, first_round, was_training ? "true" : "false", streamed,
 		       floor.per_s, floor.p50_ms, floor.p99_ms, floor.loop_cpu_us);
 		for (int i = 0; i < nres; i++)
-			printf("%s{\"clients\":%d,\"training\":%s,\"streaming\":%s,\"per_s\":%.0f,"
+			printf("%s{\"clients\":%d,\"input\":\"%s\",\"training\":%s,\"streaming\":%s,"
+			       "\"per_s\":%.0f,"
 			       "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"loop_cpu_us\":%.1f,"
 			       "\"errors\":%d}",
-			       i ? "," : "", res[i].clients, res[i].training ? "true" : "false",
+			       i ? "," : "", res[i].clients, res[i].f32 ? "features_f32" : "features",
+			       res[i].training ? "true" : "false",
 			       res[i].streaming ? "true" : "false", res[i].per_s, res[i].p50_ms,
 			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);
 		printf("],\"errors\":%d}\n", errors);
@@ -501,10 +521,12 @@ int main(int argc, char **argv)
 		printf("first round (%d samples, 30 epochs): %.2f s\n", sent + single, first_round);
 		printf("round-trip floor (train.status, 1 client): p50 %.3f ms, p99 %.3f ms, "
 		       "loop CPU %.1f us per request\n", floor.p50_ms, floor.p99_ms, floor.loop_cpu_us);
-		printf("%-8s %-9s %-10s %12s %9s %9s %9s %9s %7s\n", "clients", "training", "streaming",
-		       "predict/s", "p50 ms", "p99 ms", "max ms", "loop us", "errors");
+		printf("%-8s %-13s %-9s %-10s %12s %9s %9s %9s %9s %7s\n", "clients", "input",
+		       "training", "streaming", "predict/s", "p50 ms", "p99 ms", "max ms", "loop us",
+		       "errors");
 		for (int i = 0; i < nres; i++)
-			printf("%-8d %-9s %-10s %12.0f %9.3f %9.3f %9.2f %9.1f %7d\n", res[i].clients,
+			printf("%-8d %-13s %-9s %-10s %12.0f %9.3f %9.3f %9.2f %9.1f %7d\n", res[i].clients,
+			       res[i].f32 ? "features_f32" : "features",
 			       res[i].training ? (was_training ? "yes" : "yes?") : "no",
 			       res[i].streaming ? "yes" : "no", res[i].per_s, res[i].p50_ms,
 			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);

@@ -371,11 +371,18 @@ static int emit(state *s, const float *rows, long end_row, const char *truth)
 		return 0;
 	}
 	s->windows++;
+	/* features_f32: the exact floats, a third of the bytes of decimals,
+	 * and no decimal parsing in hdqtd (PROTOCOL.md, "Inputs"). */
+	char *b64 = hdqt_rpc_f32_encode(f, HDQT_FEAT_DIM);
 	cJSON *o = cJSON_CreateObject();
-	if (!s->o.predict)
-		cJSON_AddStringToObject(o, "class", truth);
-	cJSON_AddItemToObject(o, "features", hdqt_rpc_float_array(f, HDQT_FEAT_DIM));
-	cJSON_AddItemToArray(s->items, o);
+	if (!b64 || !o || (!s->o.predict && !cJSON_AddStringToObject(o, "class", truth)) ||
+	    !cJSON_AddStringToObject(o, "features_f32", b64) || !cJSON_AddItemToArray(s->items, o)) {
+		free(b64);
+		cJSON_Delete(o);
+		fprintf(stderr, "hdqt-sensor: out of memory\n");
+		return -1;
+	}
+	free(b64);
 	snprintf(s->truth[s->n_items], sizeof(s->truth[0]), "%s", truth ? truth : "");
 	s->when[s->n_items] = s->o.rate > 0 ? (double)(end_row + 1) / s->o.rate : (double)(end_row + 1) / 50.0;
 	s->n_items++;

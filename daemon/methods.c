@@ -268,47 +268,35 @@ static const char *str_param(const cJSON *params, const char *key)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* features or window of one input object -> out[HDQT_FEAT_DIM]. */
-static int input_features_with(hdqt_feat *feat, int window, const cJSON *o, float *out, reply *r,
-			       const char *what)
+/* The four forms of an input, exactly one per input object: numbers, or
+ * the same floats as base64 of little-endian binary32 (hdqt_rpc_f32). */
+static const char *const input_keys[] = {"features", "window", "features_f32", "window_f32"};
+
+/* The readings of a window -> out[HDQT_FEAT_DIM], with the range checks. */
+static int window_features(hdqt_feat *feat, const int W, const cJSON *w, int f32, float *out,
+			   reply *r, const char *what)
 {
-	const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "features");
-	const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "window");
-	if (!cJSON_IsObject(o) || (!f == !w)) {
-		fail(r, HDQT_RPC_INVALID_PARAMS, "%s: give exactly one of \"features\" or \"window\"", what);
-		return -1;
-	}
-	if (f) {
-		int bad;
-		int n = hdqt_rpc_floats(f, out, HDQT_FEAT_DIM, &bad);
-		if (n == HDQT_ERANGE) {
-			fail(r, HDQT_RPC_INVALID_PARAMS, "%s: features[%d] is not a finite number", what, bad);
-			return -1;
-		}
-		for (int i = 0; n == HDQT_FEAT_DIM && i < n; i++)
-			if (fabsf(out[i]) > HDQTD_FEATURE_MAX) {
-				fail(r, HDQT_RPC_INVALID_PARAMS,
-				     "%s: features[%d] = %g is outside the plausible range +-%g", what, i,
-				     (double)out[i], HDQTD_FEATURE_MAX);
-				return -1;
-			}
-		if (n != HDQT_FEAT_DIM) {
-			fail(r, HDQT_RPC_INVALID_PARAMS,
-			     "%s: features must be an array of %d numbers (got %s)", what, HDQT_FEAT_DIM,
-			     n >= 0 || bad >= HDQT_FEAT_DIM ? (bad >= HDQT_FEAT_DIM ? "more" : "fewer")
-							   : "a non-number");
-			return -1;
-		}
-		return 0;
-	}
-	const int W = window;
 	float *rows = malloc(sizeof(float) * (size_t)W * 6);
 	if (!rows) {
 		fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
 		return -1;
 	}
 	char err[160];
-	int rc = hdqt_rpc_window(w, W, 6, rows, err, sizeof(err));
+	int rc;
+	if (!f32) {
+		rc = hdqt_rpc_window(w, W, 6, rows, err, sizeof(err));
+	} else {
+		int bad;
+		rc = hdqt_rpc_f32(w, rows, W * 6, &bad);
+		if (rc == HDQT_ERANGE)
+			snprintf(err, sizeof(err), "window_f32 row %d column %d is not a finite number",
+				 bad / 6, bad % 6);
+		else if (rc < 0)
+			snprintf(err, sizeof(err),
+				 "window_f32 must be padded base64 of %d little-endian float32 "
+				 "(window %d rows x 6, %d bytes)", W * 6, W, W * 24);
+		rc = rc < 0 ? rc : 0;
+	}
 	if (rc < 0)
 		fail(r, HDQT_RPC_INVALID_PARAMS, "%s: %s", what, err);
 	for (int i = 0; rc == 0 && i < W * 6; i++)
@@ -325,6 +313,62 @@ static int input_features_with(hdqt_feat *feat, int window, const cJSON *o, floa
 	if (rc < 0 && r->code == 0)
 		fail(r, HDQT_RPC_INVALID_PARAMS, "%s: window readings must be finite numbers", what);
 	return rc < 0 ? -1 : 0;
+}
+
+/* One input object (features, window, or their _f32 forms) -> out[HDQT_FEAT_DIM]. */
+static int input_features_with(hdqt_feat *feat, int window, const cJSON *o, float *out, reply *r,
+			       const char *what)
+{
+	const cJSON *v[4];
+	int given = 0, form = -1;
+	for (int i = 0; i < 4; i++)
+		if ((v[i] = cJSON_GetObjectItemCaseSensitive(o, input_keys[i])))
+			given++, form = i;
+	if (!cJSON_IsObject(o) || given != 1) {
+		fail(r, HDQT_RPC_INVALID_PARAMS,
+		     "%s: give exactly one of \"features\", \"window\", \"features_f32\" or "
+		     "\"window_f32\"", what);
+		return -1;
+	}
+	if (form == 1 || form == 3)
+		return window_features(feat, window, v[form], form == 3, out, r, what);
+	int bad, n;
+	if (form == 0) {
+		n = hdqt_rpc_floats(v[0], out, HDQT_FEAT_DIM, &bad);
+	} else {
+		n = hdqt_rpc_f32(v[2], out, HDQT_FEAT_DIM, &bad);
+		if (n == HDQT_ENOMEM) {
+			fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+			return -1;
+		}
+		if (n == HDQT_EINVAL) {
+			fail(r, HDQT_RPC_INVALID_PARAMS,
+			     "%s: features_f32 must be padded base64 of %d little-endian float32 "
+			     "(%d bytes, %d characters)", what, HDQT_FEAT_DIM, HDQT_FEAT_DIM * 4,
+			     (HDQT_FEAT_DIM * 4 + 2) / 3 * 4);
+			return -1;
+		}
+	}
+	const char *key = input_keys[form];
+	if (n == HDQT_ERANGE) {
+		fail(r, HDQT_RPC_INVALID_PARAMS, "%s: %s[%d] is not a finite number", what, key, bad);
+		return -1;
+	}
+	for (int i = 0; n == HDQT_FEAT_DIM && i < n; i++)
+		if (fabsf(out[i]) > HDQTD_FEATURE_MAX) {
+			fail(r, HDQT_RPC_INVALID_PARAMS,
+			     "%s: %s[%d] = %g is outside the plausible range +-%g", what, key, i,
+			     (double)out[i], HDQTD_FEATURE_MAX);
+			return -1;
+		}
+	if (n != HDQT_FEAT_DIM) {
+		fail(r, HDQT_RPC_INVALID_PARAMS,
+		     "%s: features must be an array of %d numbers (got %s)", what, HDQT_FEAT_DIM,
+		     n >= 0 || bad >= HDQT_FEAT_DIM ? (bad >= HDQT_FEAT_DIM ? "more" : "fewer")
+						   : "a non-number");
+		return -1;
+	}
+	return 0;
 }
 
 static int input_features(hdqtd *d, const cJSON *o, float *out, reply *r, const char *what)
@@ -987,7 +1031,8 @@ static cJSON *m_predict(hdqtd *d, hdqtd_conn *c, const cJSON *p, reply *r, call 
 	const cJSON *first = inputs ? inputs->child : p;
 	int windows = 0;
 	for (const cJSON *s = first; s && windows <= PREDICT_WINDOWS_ON_LOOP; s = inputs ? s->next : NULL)
-		windows += cJSON_GetObjectItemCaseSensitive(s, "window") != NULL;
+		windows += cJSON_GetObjectItemCaseSensitive(s, "window") != NULL ||
+			   cJSON_GetObjectItemCaseSensitive(s, "window_f32") != NULL;
 	float *X = malloc(sizeof(float) * (size_t)n * HDQT_FEAT_DIM);
 	if (!X)
 		return fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");

@@ -337,6 +337,60 @@ cJSON *hdqt_rpc_float_array(const float *x, int n)
 	return a;
 }
 
+int hdqt_rpc_f32(const cJSON *v, float *out, int n, int *bad)
+{
+	int dummy;
+	if (!bad)
+		bad = &dummy;
+	*bad = -1;
+	if (!cJSON_IsString(v) || n < 0 || n > (1 << 24))
+		return HDQT_EINVAL;
+	const size_t bytes = (size_t)n * 4, want = (bytes + 2) / 3 * 4;
+	const char *s = v->valuestring;
+	if (strnlen(s, want + 1) != want)
+		return HDQT_EINVAL;
+	/* The decoder writes up to want / 4 * 3 bytes (2 past 4n before it
+	 * knows the padding): decode aside, not into out. */
+	uint8_t stack[1024], *b = want / 4 * 3 <= sizeof(stack) ? stack : malloc(want / 4 * 3);
+	if (!b)
+		return HDQT_ENOMEM;
+	int rc = hdqt_base64_decode(s, want, b) == (long)bytes ? n : HDQT_EINVAL;
+	for (int i = 0; rc == n && i < n; i++) {
+		/* Little-endian on the wire whatever the host's order. */
+		const uint8_t *p = b + (size_t)i * 4;
+		uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+			     (uint32_t)p[3] << 24;
+		float f;
+		memcpy(&f, &u, sizeof(f));
+		if (!isfinite(f)) {
+			*bad = i;
+			rc = HDQT_ERANGE;
+		}
+		out[i] = f;
+	}
+	if (b != stack)
+		free(b);
+	return rc;
+}
+
+char *hdqt_rpc_f32_encode(const float *x, int n)
+{
+	if (n < 0 || n > (1 << 24))
+		return NULL;
+	uint8_t *b = malloc((size_t)n * 4 + 1);
+	if (!b)
+		return NULL;
+	for (int i = 0; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, &x[i], sizeof(u));
+		for (int k = 0; k < 4; k++)
+			b[(size_t)i * 4 + k] = (uint8_t)(u >> (8 * k));
+	}
+	char *s = hdqt_base64_encode(b, (size_t)n * 4);
+	free(b);
+	return s;
+}
+
 /* ---- text checks ---- */
 
 size_t hdqt_utf8_valid(const char *s, size_t n)

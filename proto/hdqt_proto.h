@@ -94,6 +94,15 @@ int hdqt_rpc_floats(const cJSON *arr, float *out, int max, int *bad);
 int hdqt_rpc_window(const cJSON *arr, int rows, int cols, float *out, char *err, size_t errlen);
 /* An array of floats as a JSON array (NULL on allocation failure). */
 cJSON *hdqt_rpc_float_array(const float *x, int n);
+/* The binary form of n floats (features_f32, window_f32): a JSON string of
+ * padded base64 of n little-endian IEEE-754 binary32 values, 4n bytes.  It
+ * carries the exact floats the engine uses and skips decimal parsing, which
+ * costs more than the whole rest of a predict (PROTOCOL.md, "Inputs").
+ * Returns n; HDQT_EINVAL if v is no such string of exactly n values (*bad
+ * -1), HDQT_ERANGE if value *bad is NaN or infinite, HDQT_ENOMEM. */
+int hdqt_rpc_f32(const cJSON *v, float *out, int n, int *bad);
+/* n floats in that form (malloc'd, NUL-terminated); NULL without memory. */
+char *hdqt_rpc_f32_encode(const float *x, int n);
 
 /* ---- text ---------------------------------------------------------------- */
 

@@ -18,12 +18,26 @@ connection; use it from one thread at a time.
 """
 import base64
 import json
+import math
 import os
 import socket
+import struct
 import time
 import zlib
 
-__all__ = ["Client", "RpcError", "default_socket", "valid_batch_id"]
+__all__ = ["Client", "RpcError", "default_socket", "valid_batch_id", "f32"]
+
+
+def f32(values):
+    """values (features, or a window's readings row after row) in the binary
+    form hdqtd reads as "features_f32" / "window_f32": base64 of little-endian
+    float32.  The exact floats hdqtd computes with, and no decimal parsing on
+    its side (a third of a predict's cost).  ValueError for NaN or infinities."""
+    values = [float(v) for v in values]
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise ValueError("value %d is %r: not finite; not sent" % (i, v))
+    return base64.b64encode(struct.pack("<%df" % len(values), *values)).decode()
 
 
 def default_socket():
@@ -200,12 +214,15 @@ class Client:
             total += self.call("sample.add", {"samples": samples[i:i + chunk]})["accepted"]
         return total
 
-    def predict(self, features=None, window=None, top_k=3):
+    def predict(self, features=None, window=None, top_k=3, binary=False):
+        """Classify features or a window; binary=True sends them as float32
+        (features_f32 / window_f32, see f32()), which hdqtd reads faster."""
         p = {"top_k": top_k}
         if features is not None:
-            p["features"] = list(features)
+            p["features_f32" if binary else "features"] = f32(features) if binary else list(features)
         if window is not None:
-            p["window"] = [list(r) for r in window]
+            p["window_f32" if binary else "window"] = (f32(v for r in window for v in r) if binary
+                                                       else [list(r) for r in window])
         return self.call("predict", p)
 
     def predict_many(self, inputs, top_k=1):

@@ -2,8 +2,8 @@
 /*
  * libFuzzer target: the JSON-RPC layer of proto/hdqt_proto.c on arbitrary
  * input: cJSON_ParseWithLength (as the daemon parses a line), then
- * hdqt_rpc_parse_response (as the clients parse a reply), hdqt_rpc_floats
- * and hdqt_rpc_window on the parsed value and on its members, and the
+ * hdqt_rpc_parse_response (as the clients parse a reply), hdqt_rpc_floats,
+ * hdqt_rpc_window and hdqt_rpc_f32 on the parsed value and on its members, and the
  * message builders on whatever id the input holds.  Checks: the counts and
  * codes the header promises, floats finite, results re-serialise and parse.
  */
@@ -73,6 +73,40 @@ static void window(const cJSON *v)
 	free(out);
 }
 
+/* The binary form: a string of padded base64 holding n float32. */
+static void f32(const cJSON *v)
+{
+	static float out[MAXF];
+	if (!cJSON_IsString(v))
+		return;
+	const size_t len = strlen(v->valuestring);
+	const int n = (int)(len / 4 * 3 / 4); /* the count a string this long could hold */
+	for (int k = n > 2 ? n - 2 : 0; k <= n + 1 && k <= MAXF; k++) {
+		int bad = -2;
+		int rc = hdqt_rpc_f32(v, out, k, &bad);
+		CHECK(rc == k || rc == HDQT_EINVAL || rc == HDQT_ERANGE);
+		if (rc == k) {
+			CHECK(bad == -1 && len == ((size_t)k * 4 + 2) / 3 * 4);
+			for (int i = 0; i < k; i++)
+				CHECK(isfinite(out[i]));
+			/* What decodes encodes back to the same text. */
+			char *e = hdqt_rpc_f32_encode(out, k);
+			CHECK(e);
+			cJSON *s = cJSON_CreateString(e);
+			CHECK(s);
+			float again[MAXF];
+			CHECK(hdqt_rpc_f32(s, again, k, NULL) == k);
+			CHECK(memcmp(again, out, sizeof(float) * (size_t)k) == 0);
+			cJSON_Delete(s);
+			free(e);
+		} else if (rc == HDQT_ERANGE) {
+			CHECK(bad >= 0 && bad < k && !isfinite(out[bad]));
+		} else {
+			CHECK(bad == -1);
+		}
+	}
+}
+
 static void reprint(const cJSON *m)
 {
 	size_t len = 0;
@@ -104,10 +138,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			const cJSON *params = cJSON_GetObjectItemCaseSensitive(it, "params");
 			floats(cJSON_GetObjectItemCaseSensitive(params, "features"));
 			window(cJSON_GetObjectItemCaseSensitive(params, "window"));
+			f32(it);
+			f32(cJSON_GetObjectItemCaseSensitive(params, "features_f32"));
 		}
 		const cJSON *params = cJSON_GetObjectItemCaseSensitive(m, "params");
 		floats(cJSON_GetObjectItemCaseSensitive(params, "features"));
 		window(cJSON_GetObjectItemCaseSensitive(params, "window"));
+		f32(m);
+		f32(cJSON_GetObjectItemCaseSensitive(params, "features_f32"));
+		f32(cJSON_GetObjectItemCaseSensitive(params, "window_f32"));
 		reprint(m);
 		/* Replies echo whatever id came in. */
 		const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");

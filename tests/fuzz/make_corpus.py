@@ -38,6 +38,12 @@ def window(k, rows=16):
     return [[round(math.sin(0.2 * r + k) + 0.1 * c, 3) for c in range(6)] for r in range(rows)]
 
 
+def f32(values):
+    """The binary form of features_f32 / window_f32 (PROTOCOL.md, Inputs)."""
+    import base64
+    return base64.b64encode(struct.pack("<%df" % len(values), *values)).decode()
+
+
 def lines(*ls):
     return "\n".join(ls) + "\n"
 
@@ -53,6 +59,12 @@ put("dispatch", "sample-window", classes + lines(
     req(4, "sample.add", {"samples": [{"class": "WALKING", "window": window(1)},
                                       {"class": "SITTING", "window": window(2)}]})))
 batch = [{"class": ("WALKING", "SITTING")[k % 2], "features": feats(k, 166)} for k in range(8)]
+put("dispatch", "sample-f32", classes + lines(
+    req(3, "sample.add", {"class": "WALKING", "features_f32": f32(feats(1))}),
+    req(4, "sample.add", {"samples": [{"class": "SITTING", "window_f32": f32(sum(window(2), []))},
+                                      {"class": "WALKING", "features_f32": f32(feats(2)[:165])}]}),
+    req(5, "predict", {"inputs": [{"features_f32": f32(feats(3))},
+                                  {"window_f32": f32(sum(window(4), []))}]})))
 put("dispatch", "train", classes + lines(
     req(3, "sample.add", {"samples": batch}), req(4, "train"), req(5, "train.status"),
     req(6, "train.cancel")))
@@ -90,6 +102,7 @@ put("dispatch", "bad-samples", classes + lines(
 # ---- rpc: requests and responses ----
 put("rpc", "request", req(1, "sample.add", {"class": "WALKING", "features": feats(1, 8)}))
 put("rpc", "window", req(2, "predict", {"window": window(1, 4)}))
+put("rpc", "f32", req(3, "predict", {"features_f32": f32([1.0, -2.5, 3e38, 1e-45, 0.0])}))
 put("rpc", "result", '{"jsonrpc":"2.0","result":{"accepted":1,"samples_pending":3},"id":1}')
 put("rpc", "error", '{"jsonrpc":"2.0","error":{"code":-32002,"message":"class \\"WALKING\\" exists (label 0)"},"id":2}')
 put("rpc", "floats", "[1, -2.5, 3e38, 1e-45, 0, -0]")

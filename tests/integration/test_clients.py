@@ -462,6 +462,22 @@ class TestLibraries(ClientCase):
                     c.sample_add(samples, batch_id=bad)
             self.assertEqual(c.status()["samples_pending"], 5)
 
+    def test_python_binary_form_equals_numbers(self):
+        # f32() and predict(binary=True) carry the same float32 as the numbers.
+        with hdqt_client.Client(self.d.sock) as c:
+            for k in ("WALKING", "LAYING"):
+                c.add_class(k)
+            lay = [[-v for v in f] for f in FEATURES]
+            c.sample_add([{"class": "WALKING", "features_f32": hdqt_client.f32(f)} for f in FEATURES * 20] +
+                         [{"class": "LAYING", "features": f} for f in lay * 20])
+            self.assertEqual(c.status()["samples_pending"], 120)
+            c.train(wait=True, timeout=120)
+            for f in FEATURES + lay:
+                exact = hdqt_client.struct.unpack("<166f", hdqt_client.struct.pack("<166f", *f))
+                self.assertEqual(c.predict(features=exact), c.predict(features=f, binary=True))
+            self.assertEqual({c.predict(features=f, binary=True)["class"] for f in FEATURES + lay},
+                             {"WALKING", "LAYING"})
+
     def test_python_nan_is_refused_before_sending(self):
         # json.dumps wrote NaN (not JSON); hdqtd answered a parse error with a null
         # id, which the client ignored: it waited for its timeout.
@@ -474,6 +490,10 @@ class TestLibraries(ClientCase):
             self.assertIn("NaN", str(e.exception))
             with self.assertRaises(ValueError):
                 c.sample_add([{"class": "WALKING", "features": [inf] * 166}])
+            with self.assertRaises(ValueError):   # the binary form refuses them too
+                c.predict(features=[0.0] * 165 + [nan], binary=True)
+            with self.assertRaises(ValueError):
+                c.sample_add([{"class": "WALKING", "features_f32": hdqt_client.f32([inf] * 166)}])
             self.assertLess(time.time() - t0, 1.0)
             self.assertEqual(c.status()["samples_pending"], 0)   # the connection still works
 

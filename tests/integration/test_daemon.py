@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -24,6 +25,16 @@ from hdqtd_harness import (ACTIVITIES, HDQTD, SRC, TEST_USERS, Client, Daemon, R
 
 FAST = ["training.auto=no", "training.epochs=30", "model.hidden=128,128"]
 DIM = 166
+
+
+def f32(values):
+    """values as features_f32 / window_f32: base64 of little-endian float32."""
+    return base64.b64encode(struct.pack("<%df" % len(values), *values)).decode()
+
+
+def as_f32(values):
+    """The floats that survive float32 exactly, so both forms carry the same."""
+    return list(struct.unpack("<%df" % len(values), struct.pack("<%df" % len(values), *values)))
 
 
 def window_samples(wins):
@@ -229,6 +240,38 @@ class TestBadInput(DaemonCase):
         self.assertEqual(self.c.call("sample.add", {"samples": batch[:5]})["accepted"], 5)
         self.assertEqual(self.pending(), before + 5)
 
+    def test_bad_binary_inputs_change_nothing(self):
+        good = [0.25] * DIM
+        before = self.pending()
+        cases = [
+            ({"features_f32": f32(good[:-1])}, "features_f32"),          # 165 floats
+            ({"features_f32": f32(good + [0.0])}, "features_f32"),       # 167 floats
+            ({"features_f32": f32(good)[:-4]}, "features_f32"),          # cut short
+            ({"features_f32": "!" * len(f32(good))}, "features_f32"),    # not base64
+            ({"features_f32": f32(good)[:-2] + "A="}, "features_f32"),   # 665 bytes
+            ({"features_f32": good}, "features_f32"),                    # numbers, not a string
+            ({"features_f32": f32([float("nan")] + good[1:])}, "features_f32[0]"),
+            ({"features_f32": f32(good[:7] + [float("inf")] + good[8:])}, "features_f32[7]"),
+            ({"features_f32": f32(good[:3] + [2e9] + good[4:])}, "plausible"),
+            ({"features_f32": f32(good), "features": good}, "exactly one"),
+            ({"features_f32": f32(good), "window_f32": f32([0.0] * 768)}, "exactly one"),
+            ({"window_f32": f32([0.0] * 762)}, "window_f32"),              # 127 rows
+            ({"window_f32": f32([0.0] * 11 + [float("-inf")] + [0.0] * 756)}, "row 1 column 5"),
+            ({"window_f32": f32([0.0] * 6 + [1e4] + [0.0] * 761)}, "row 1 column 0"),
+        ]
+        for params, needle in cases:
+            msg = self.expect(-32602, "sample.add", dict(params, **{"class": "a"}))
+            self.assertIn(needle, msg, params.keys())
+            if "exactly" in needle or "[" in needle:
+                self.assertIn(needle, self.expect(-32602, "predict", params))
+        # one bad binary sample in a batch: none is stored
+        batch = [{"class": "a", "features_f32": f32(good)}] * 3 + \
+                [{"class": "a", "features_f32": f32(good[:-1])}]
+        self.assertIn("samples[3]", self.expect(-32602, "sample.add", {"samples": batch}))
+        self.assertEqual(self.pending(), before)
+        self.assertEqual(self.c.call("sample.add", {"samples": batch[:3]})["accepted"], 3)
+        self.assertEqual(self.pending(), before + 3)
+
     def test_unknown_and_duplicate_class(self):
         self.expect(-32001, "sample.add", {"class": "nope", "features": [0.0] * DIM})
         self.expect(-32002, "class.add", {"name": "a"})
@@ -368,6 +411,39 @@ class TestProtocol(DaemonCase):
             seen |= {t["class"] for t in p["top"]}
             self.assertAlmostEqual(sum(t["confidence"] for t in p["top"]), 1.0, places=4)
         self.assertEqual(seen, {"WALKING", "LAYING"})
+
+    def test_binary_inputs_equal_numbers(self):
+        """features_f32 / window_f32 carry the same floats as the numbers:
+        the same samples are stored and the same predictions come back."""
+        wins = hapt_windows(activities={1, 4, 6})
+        random.Random(3).shuffle(wins)
+        for name in ("WALKING", "SITTING", "LAYING"):
+            self.c.call("class.add", {"name": name})
+        half = [{"class": ACTIVITIES[a], "window_f32": f32(as_f32(sum(rows, [])))}
+                for a, _, rows in wins[:150]]
+        self.assertEqual(self.c.call("sample.add", {"samples": half})["accepted"], 150)
+        send_samples(self.c, wins[150:300])
+        self.assertEqual(self.c.call("status")["samples_pending"], 300)
+        self.assertEqual(train_and_wait(self.c)["outcome"], "accepted")
+        rnd = random.Random(5)
+        classes = set()
+        for i in range(300, min(len(wins), 360), 6):
+            flat = as_f32(sum(wins[i][2], []))
+            rows = [flat[k:k + 6] for k in range(0, len(flat), 6)]
+            a = self.c.call("predict", {"window": rows, "top_k": 3})
+            b = self.c.call("predict", {"window_f32": f32(flat), "top_k": 3})
+            self.assertEqual(a, b)
+            classes.add(a["class"])
+            feats = as_f32([rnd.uniform(-3, 3) for _ in range(DIM)])
+            a = self.c.call("predict", {"features": feats})
+            b = self.c.call("predict", {"features_f32": f32(feats)})
+            self.assertEqual(a, b)
+        self.assertGreater(len(classes), 1)   # not a constant answer
+        many = self.c.call("predict", {"inputs": [{"window_f32": f32(as_f32(sum(w[2], [])))}
+                                                  for w in wins[300:305]] +
+                                                 [{"window": w[2]} for w in wins[300:305]]})
+        p = many["predictions"]
+        self.assertEqual([x["class"] for x in p[:5]], [x["class"] for x in p[5:]])
 
     def test_params_forms(self):
         self.assertIn("version", self.c.call("status", []))   # empty by-position list
