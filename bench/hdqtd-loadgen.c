@@ -120,8 +120,10 @@ static const char *const names[] = {"", "WALKING", "WALKING_UPSTAIRS", "WALKING_
 				    "SITTING", "STANDING", "LAYING"};
 
 /* A sample.add request for the basic-activity windows of ds in [from, to),
- * at most max of them (*k gets how many); req must hold max * 2600 bytes. */
-static size_t sample_add(char *req, const hdqt_dataset *ds, int from, int to, int max, int *k)
+ * at most max of them (*k gets how many), features as JSON numbers or, with
+ * f32, as features_f32; req must hold max * 2600 bytes. */
+static size_t sample_add_as(char *req, const hdqt_dataset *ds, int from, int to, int max, int *k,
+			    int f32)
 {
 	size_t n = (size_t)sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"sample.add\","
 				   "\"params\":{\"samples\":[", from);
@@ -129,13 +131,25 @@ static size_t sample_add(char *req, const hdqt_dataset *ds, int from, int to, in
 	for (int r = from; r < to && r < ds->n && *k < max; r++) {
 		if (ds->y[r] < 1 || ds->y[r] > 6)
 			continue;
-		n += (size_t)sprintf(req + n, "%s{\"class\":\"%s\",\"features\":[", (*k)++ ? "," : "",
-				     names[ds->y[r]]);
-		n += put_features(req + n, ds->X + (size_t)r * ds->d, ds->d);
-		n += (size_t)sprintf(req + n, "]}");
+		char *b = f32 ? hdqt_rpc_f32_encode(ds->X + (size_t)r * ds->d, ds->d) : NULL;
+		if (f32 && !b)
+			break;
+		n += (size_t)sprintf(req + n, "%s{\"class\":\"%s\",\"features%s", (*k)++ ? "," : "",
+				     names[ds->y[r]], f32 ? "_f32\":\"" : "\":[");
+		if (f32)
+			n += (size_t)sprintf(req + n, "%s\"}", b);
+		else
+			n += put_features(req + n, ds->X + (size_t)r * ds->d, ds->d);
+		n += (size_t)sprintf(req + n, "%s", f32 ? "" : "]}");
+		free(b);
 	}
 	n += (size_t)sprintf(req + n, "]}}\n");
 	return n;
+}
+
+static size_t sample_add(char *req, const hdqt_dataset *ds, int from, int to, int max, int *k)
+{
+	return sample_add_as(req, ds, from, to, max, k, 0);
 }
 
 typedef struct job {
@@ -423,15 +437,23 @@ int main(int argc, char **argv)
 	/* Ingest: batches of 100 samples, then one sample per request. */
 	int batch = 100, sent = 0, errors = 0;
 	int limit = ds.n < 6000 ? ds.n : 6000;
-	double t0 = now_s();
-	for (int i = 0; i + batch <= limit; i += batch) {
-		int k;
-		size_t n = sample_add(req, &ds, i, i + batch, batch, &k);
-		if (k && call(&c, req, n) < 0)
-			errors++;
-		sent += k;
+	/* The first half as JSON numbers, the second as features_f32. */
+	double ingest_rate[2];
+	for (int f32 = 0; f32 < 2; f32++) {
+		int part = 0;
+		double t0 = now_s();
+		for (int i = f32 * (limit / 2); i + batch <= (f32 + 1) * (limit / 2); i += batch) {
+			int k;
+			size_t n = sample_add_as(req, &ds, i, i + batch, batch, &k, f32);
+			if (k && call(&c, req, n) < 0)
+				errors++;
+			part += k;
+		}
+		ingest_rate[f32] = part / (now_s() - t0);
+		sent += part;
 	}
-	double ingest_batch = sent / (now_s() - t0);
+	double ingest_batch = ingest_rate[0], ingest_batch_f32 = ingest_rate[1];
+	double t0;
 	int single = 0;
 	t0 = now_s();
 	for (int r = 0; r < limit && now_s() - t0 < secs; r++) {
@@ -499,11 +521,12 @@ int main(int argc, char **argv)
 	stop_daemon(pid);
 
 	if (json) {
-		printf("{\"ingest_batch100_samples_per_s\":%.0f,\"ingest_single_samples_per_s\":%.0f,"
+		printf("{\"ingest_batch100_samples_per_s\":%.0f,\"ingest_batch100_f32_samples_per_s\":%.0f,"
+		       "\"ingest_single_samples_per_s\":%.0f,"
 		       "\"first_round_s\":%.2f,\"training_confirmed\":%s,\"streamed_samples_per_s\":%.0f,"
 		       "\"floor\":{\"method\":\"train.status\",\"per_s\":%.0f,\"p50_ms\":%.3f,"
 		       "\"p99_ms\":%.3f,\"loop_cpu_us\":%.1f},\"predict\":[",
-		       ingest_batch, ingest_single, first_round, was_training ? "true" : "false", streamed,
+		       ingest_batch, ingest_batch_f32, ingest_single, first_round, was_training ? "true" : "false", streamed,
 		       floor.per_s, floor.p50_ms, floor.p99_ms, floor.loop_cpu_us);
 		for (int i = 0; i < nres; i++)
 			printf("%s{\"clients\":%d,\"input\":\"%s\",\"training\":%s,\"streaming\":%s,"
@@ -516,8 +539,8 @@ int main(int argc, char **argv)
 			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);
 		printf("],\"errors\":%d}\n", errors);
 	} else {
-		printf("ingest: %.0f samples/s in batches of 100, %.0f samples/s one per request "
-		       "(store.sync=full)\n", ingest_batch, ingest_single);
+		printf("ingest: %.0f samples/s in batches of 100 (%.0f with features_f32), %.0f samples/s "
+		       "one per request (store.sync=full)\n", ingest_batch, ingest_batch_f32, ingest_single);
 		printf("first round (%d samples, 30 epochs): %.2f s\n", sent + single, first_round);
 		printf("round-trip floor (train.status, 1 client): p50 %.3f ms, p99 %.3f ms, "
 		       "loop CPU %.1f us per request\n", floor.p50_ms, floor.p99_ms, floor.loop_cpu_us);
