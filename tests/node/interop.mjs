@@ -99,6 +99,15 @@ try {
     const p = await client.request("predict", { features: feat(1, 3) });
     assert.equal(p.class, "up");
     assert.ok(p.confidence > 0.5);
+    // features_f32: Node's own float32 little-endian bytes and base64 encoder
+    const f32 = (x) => Buffer.from(new Float32Array(x).buffer).toString("base64");
+    for (const c of [0, 1]) {
+      const x = Array.from(new Float32Array(feat(c, 3)));
+      assert.deepEqual(await client.request("predict", { features_f32: f32(x) }),
+                       await client.request("predict", { features: x }));
+    }
+    await assert.rejects(client.request("predict", { features_f32: f32(feat(1, 3)).slice(4) }),
+                         (e) => e.code === -32602 && /features_f32/.test(e.message));
   });
   await check("a batch through the library", async () => {
     const res = await client.requestAdvanced([
