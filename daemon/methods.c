@@ -288,13 +288,20 @@ static int window_features(hdqt_feat *feat, const int W, const cJSON *w, int f32
 	} else {
 		int bad;
 		rc = hdqt_rpc_f32(w, rows, W * 6, &bad);
+		if (rc == HDQT_ENOMEM) {
+			free(rows);
+			fail(r, HDQT_RPC_INTERNAL_ERROR, "out of memory");
+			return -1;
+		}
 		if (rc == HDQT_ERANGE)
 			snprintf(err, sizeof(err), "window_f32 row %d column %d is not a finite number",
 				 bad / 6, bad % 6);
 		else if (rc < 0)
 			snprintf(err, sizeof(err),
 				 "window_f32 must be padded base64 of %d little-endian float32 "
-				 "(window %d rows x 6, %d bytes)", W * 6, W, W * 24);
+				 "(window %d rows x 6, %d bytes, %d characters; got %s)", W * 6, W,
+				 W * 24, W * 32,
+				 cJSON_IsString(w) ? "another length or not base64" : "no string");
 		rc = rc < 0 ? rc : 0;
 	}
 	if (rc < 0)
@@ -302,9 +309,9 @@ static int window_features(hdqt_feat *feat, const int W, const cJSON *w, int f32
 	for (int i = 0; rc == 0 && i < W * 6; i++)
 		if (fabsf(rows[i]) > HDQTD_READING_MAX) {
 			fail(r, HDQT_RPC_INVALID_PARAMS,
-			     "%s: window row %d column %d = %g is outside the plausible range +-%g "
-			     "(readings are g and rad/s)", what, i / 6, i % 6, (double)rows[i],
-			     HDQTD_READING_MAX);
+			     "%s: %s row %d column %d = %g is outside the plausible range +-%g "
+			     "(readings are g and rad/s)", what, f32 ? "window_f32" : "window", i / 6,
+			     i % 6, (double)rows[i], HDQTD_READING_MAX);
 			rc = HDQT_ERANGE;
 		}
 	if (rc == 0)
@@ -344,8 +351,9 @@ static int input_features_with(hdqt_feat *feat, int window, const cJSON *o, floa
 		if (n == HDQT_EINVAL) {
 			fail(r, HDQT_RPC_INVALID_PARAMS,
 			     "%s: features_f32 must be padded base64 of %d little-endian float32 "
-			     "(%d bytes, %d characters)", what, HDQT_FEAT_DIM, HDQT_FEAT_DIM * 4,
-			     (HDQT_FEAT_DIM * 4 + 2) / 3 * 4);
+			     "(%d bytes, %d characters; got %s)", what, HDQT_FEAT_DIM, HDQT_FEAT_DIM * 4,
+			     (HDQT_FEAT_DIM * 4 + 2) / 3 * 4,
+			     cJSON_IsString(v[2]) ? "another length or not base64" : "no string");
 			return -1;
 		}
 	}

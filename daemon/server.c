@@ -342,7 +342,7 @@ typedef struct parsed {
 	char err[128];
 } parsed;
 
-/* UTF-8 check, JSON parse, batch length, exact ids: no daemon state, so
+/* UTF-8 check, no U+0000, JSON parse, batch length, exact ids: no daemon state, so
  * that a long line can be parsed off the loop thread. */
 static void parse_line(const char *line, size_t len, int max_rpc_batch, parsed *p)
 {
@@ -352,6 +352,12 @@ static void parse_line(const char *line, size_t len, int max_rpc_batch, parsed *
 	if (ok != len) {
 		p->code = HDQT_RPC_PARSE_ERROR;
 		snprintf(p->err, sizeof(p->err), "parse error: not valid UTF-8 (byte %zu)", ok);
+		return;
+	}
+	if ((ok = hdqt_json_nul_escape(line, len)) != len) {
+		p->code = HDQT_RPC_PARSE_ERROR;
+		snprintf(p->err, sizeof(p->err),
+			 "parse error: \\u0000 (byte %zu): strings may not contain U+0000", ok);
 		return;
 	}
 	const char *end = NULL;

@@ -429,6 +429,21 @@ size_t hdqt_utf8_valid(const char *s, size_t n)
 	return n;
 }
 
+size_t hdqt_json_nul_escape(const char *s, size_t n)
+{
+	const char *p = s, *e = s + n;
+	/* From backslash to backslash: each starts an escape of one character,
+	 * so an escaped backslash followed by the text u0000 is no NUL. */
+	while ((p = memchr(p, '\\', (size_t)(e - p))) != NULL) {
+		if (e - p >= 6 && !memcmp(p + 1, "u0000", 5))
+			return (size_t)(p - s);
+		p += 2;
+		if (p >= e)
+			break;
+	}
+	return n;
+}
+
 size_t hdqt_utf8_prefix(const char *s, size_t max)
 {
 	size_t n = strlen(s);
@@ -627,6 +642,10 @@ long hdqt_base64_decode(const char *s, size_t n, uint8_t *out)
 		if (v[k] < 0)
 			return -1;
 	}
+	/* The bits of the last character past the data must be zero (RFC 4648,
+	 * 3.5): otherwise 16 texts would decode to the same bytes. */
+	if ((pad == 2 && (v[1] & 15)) || (pad == 1 && (v[2] & 3)))
+		return -1;
 	uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
 	out[o++] = (uint8_t)(x >> 16);
 	if (pad < 2)

@@ -109,6 +109,10 @@ char *hdqt_rpc_f32_encode(const float *x, int n);
 /* Length of the longest valid UTF-8 prefix of s[0..n) (n when all of it is
  * valid: no overlong forms, surrogates or code points past U+10FFFF). */
 size_t hdqt_utf8_valid(const char *s, size_t n);
+/* Offset of the first \u0000 escape in the JSON text s[0..n), n if none.
+ * cJSON ends its strings at a NUL, so "x\u0000y" would read as "x": such
+ * text is refused before it is parsed, not truncated. */
+size_t hdqt_json_nul_escape(const char *s, size_t n);
 /* Bytes of the NUL-terminated s to keep to cut it to at most max bytes
  * without splitting a UTF-8 character. */
 size_t hdqt_utf8_prefix(const char *s, size_t max);
@@ -133,7 +137,8 @@ extern const char hdqt_rpc_description[];
 /* n bytes as base64 text (malloc'd, NUL-terminated); NULL without memory. */
 char *hdqt_base64_encode(const uint8_t *p, size_t n);
 /* Decode n chars (a multiple of 4) into out (room for n / 4 * 3 bytes): the
- * decoded length, or -1 if s is not padded base64. */
+ * decoded length, or -1 if s is not padded base64 in its one canonical form
+ * (the unused bits of the last character zero). */
 long hdqt_base64_decode(const char *s, size_t n, uint8_t *out);
 
 #ifdef __cplusplus

@@ -33,11 +33,18 @@ def f32(values):
     form hdqtd reads as "features_f32" / "window_f32": base64 of little-endian
     float32.  The exact floats hdqtd computes with, and no decimal parsing on
     its side (a third of a predict's cost).  ValueError for NaN or infinities."""
-    values = [float(v) for v in values]
+    out = []
     for i, v in enumerate(values):
+        if isinstance(v, (bool, str, bytes)):   # float() would take them; hdqtd would not
+            raise ValueError("value %d is %r: not a number; not sent" % (i, v))
+        v = float(v)
         if not math.isfinite(v):
             raise ValueError("value %d is %r: not finite; not sent" % (i, v))
-    return base64.b64encode(struct.pack("<%df" % len(values), *values)).decode()
+        out.append(v)
+    try:
+        return base64.b64encode(struct.pack("<%df" % len(out), *out)).decode()
+    except OverflowError:
+        raise ValueError("a value is beyond the float32 range; not sent") from None
 
 
 def default_socket():
@@ -221,8 +228,14 @@ class Client:
         if features is not None:
             p["features_f32" if binary else "features"] = f32(features) if binary else list(features)
         if window is not None:
-            p["window_f32" if binary else "window"] = (f32(v for r in window for v in r) if binary
-                                                       else [list(r) for r in window])
+            rows = [list(r) for r in window]
+            if binary:
+                # Flat on the wire: a transposed window would pass as garbage.
+                if any(len(r) != 6 for r in rows):
+                    raise ValueError("window rows must hold 6 readings [ax, ay, az, gx, gy, gz]")
+                p["window_f32"] = f32(v for r in rows for v in r)
+            else:
+                p["window"] = rows
         return self.call("predict", p)
 
     def predict_many(self, inputs, top_k=1):

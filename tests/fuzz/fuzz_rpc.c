@@ -91,7 +91,7 @@ static void f32(const cJSON *v)
 				CHECK(isfinite(out[i]));
 			/* What decodes encodes back to the same text. */
 			char *e = hdqt_rpc_f32_encode(out, k);
-			CHECK(e);
+			CHECK(e && strcmp(e, v->valuestring) == 0);
 			cJSON *s = cJSON_CreateString(e);
 			CHECK(s);
 			float again[MAXF];

@@ -492,8 +492,11 @@ class TestLibraries(ClientCase):
                 c.sample_add([{"class": "WALKING", "features": [inf] * 166}])
             with self.assertRaises(ValueError):   # the binary form refuses them too
                 c.predict(features=[0.0] * 165 + [nan], binary=True)
-            with self.assertRaises(ValueError):
-                c.sample_add([{"class": "WALKING", "features_f32": hdqt_client.f32([inf] * 166)}])
+            for bad in ([inf] * 166, [True] * 166, ["1.5"] * 166, [1e39] * 166):
+                with self.assertRaises(ValueError):
+                    hdqt_client.f32(bad)
+            with self.assertRaises(ValueError):   # a transposed window (6 x 128)
+                c.predict(window=[[0.0] * 128] * 6, binary=True)
             self.assertLess(time.time() - t0, 1.0)
             self.assertEqual(c.status()["samples_pending"], 0)   # the connection still works
 

@@ -257,13 +257,34 @@ class TestBadInput(DaemonCase):
             ({"features_f32": f32(good), "window_f32": f32([0.0] * 768)}, "exactly one"),
             ({"window_f32": f32([0.0] * 762)}, "window_f32"),              # 127 rows
             ({"window_f32": f32([0.0] * 11 + [float("-inf")] + [0.0] * 756)}, "row 1 column 5"),
-            ({"window_f32": f32([0.0] * 6 + [1e4] + [0.0] * 761)}, "row 1 column 0"),
+            ({"window_f32": f32([0.0] * 6 + [1e4] + [0.0] * 761)}, "window_f32 row 1 column 0"),
+            ({"features_f32": f32(good)[:-3] + "B=="}, "features_f32"),   # not canonical
+            ({"features_f32": f32(good)[:400] + "=" + f32(good)[401:]}, "features_f32"),
+            ({"features_f32": f32(good)[:-4] + " " + f32(good)[-3:]}, "features_f32"),
+            ({"features_f32": f32(good).replace("+", "-").replace("/", "_")
+              if ("+" in f32(good) or "/" in f32(good)) else "-" * 888}, "features_f32"),
         ]
         for params, needle in cases:
             msg = self.expect(-32602, "sample.add", dict(params, **{"class": "a"}))
             self.assertIn(needle, msg, params.keys())
             if "exactly" in needle or "[" in needle:
                 self.assertIn(needle, self.expect(-32602, "predict", params))
+        # U+0000 in a string: cJSON would cut "x\u0000y" to "x" (the same batch id as
+        # "x", a valid features_f32 with junk after the NUL): refused before parsing
+        self.assertEqual(self.c.call("sample.add", {"class": "a", "features": good,
+                                                    "batch_id": "x"})["accepted"], 1)
+        for params in ({"class": "a", "features": good, "batch_id": "x\u0000y"},
+                       {"class": "a", "features_f32": f32(good) + "\u0000 not base64 !"},
+                       {"class": "a\u0000b", "features": good}):
+            self.c.send_raw(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "sample.add",
+                                        "params": params}).encode() + b"\n")
+            m = self.c.read_msg()
+            self.assertEqual(m["error"]["code"], -32700, m)
+            self.assertIn("U+0000", m["error"]["message"])
+        self.c.send_raw(b'{"jsonrpc":"2.0","id":4,"method":"class.add","params":{"name":"\\\\u0000"}}\n')
+        self.assertEqual(self.c.read_msg()["result"]["name"], "\\u0000")   # an escaped backslash, no NUL
+        self.assertEqual(self.pending(), before + 1)
+        before += 1
         # one bad binary sample in a batch: none is stored
         batch = [{"class": "a", "features_f32": f32(good)}] * 3 + \
                 [{"class": "a", "features_f32": f32(good[:-1])}]

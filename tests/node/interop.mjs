@@ -100,7 +100,11 @@ try {
     assert.equal(p.class, "up");
     assert.ok(p.confidence > 0.5);
     // features_f32: Node's own float32 little-endian bytes and base64 encoder
-    const f32 = (x) => Buffer.from(new Float32Array(x).buffer).toString("base64");
+    const f32 = (x) => {
+      const b = Buffer.alloc(4 * x.length);
+      x.forEach((v, i) => b.writeFloatLE(v, 4 * i));
+      return b.toString("base64");
+    };
     for (const c of [0, 1]) {
       const x = Array.from(new Float32Array(feat(c, 3)));
       assert.deepEqual(await client.request("predict", { features_f32: f32(x) }),
