@@ -120,8 +120,8 @@ long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, in
 
 static const gemm_kernel kernels[] = {
 #if HDQT_X86_64
-	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0, gemm_x86_avx512vnni_f, 2, gemm_x86_tl,
-	 gemm_x86_tl_f},
+	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0, gemm_x86_avx512vnni_f, 1 << 2 | 1 << 8,
+	 gemm_x86_tl, gemm_x86_tl_f},
 	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, NULL, 0, NULL, NULL},
 	/* maddubs adds two u8*s8 products in int16: exact only while
 	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
@@ -163,11 +163,27 @@ static int kernel_supported(const gemm_kernel *k)
  * the same with k-major groups (tgroups), 4 tiles in lanes (fn_tl: the
  * saturating packs are the clamp of 8-bit accumulators, nothing wider). */
 enum { LAYOUT_NONE = 0, LAYOUT_OFFSET = 1, LAYOUT_RAW = 2, LAYOUT_RAWT = 3, LAYOUT_TL = 4 };
+
+/* Tiles in lanes for these tiles: the kernel takes them (tl4), and for
+ * tiles of 32 (the backward, whose operands come from strips) the strip
+ * packers run as vector code (VBMI); their scalar fallback would cost
+ * more than the layout gains. */
+static int tl_takes(const gemm_kernel *k, const gemm_params *p, int tile, int K)
+{
+	if (!k->tl4 || p->acc_bits != 8 || tile >= K || tile % 4 || tile / 4 > 30 ||
+	    !(k->tl4 >> (tile / 4) & 1))
+		return 0;
+#if HDQT_X86_64
+	if (tile / 4 == 8)
+		return gemm_x86_vbmi_supported();
+#endif
+	return 1;
+}
 static int kernel_layout(const gemm_kernel *k, const gemm_params *p, int tile, int J, int K)
 {
 	if ((!k->fn && !k->fn_s8) || p->bits > k->max_bits || (tile % 4 != 0 && tile < K) || J <= 0)
 		return LAYOUT_NONE;
-	if (k->tl4 && p->acc_bits == 8 && tile == 4 * k->tl4 && tile < K)
+	if (tl_takes(k, p, tile, K))
 		return LAYOUT_TL;
 	return k->fn_s8 ? (k->tgroups ? LAYOUT_RAWT : LAYOUT_RAW) : LAYOUT_OFFSET;
 }
@@ -283,8 +299,8 @@ HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int tile4,
 {
 	if (use == LAYOUT_TL) {
 #if HDQT_X86_64
-		if (tile4 == 2 && gemm_x86_avx512vnni_supported()) {
-			gemm_x86_tl_pack_a(A, I, K, K4, off, Ap);
+		if ((tile4 == 2 || tile4 == 8) && gemm_x86_avx512vnni_supported()) {
+			gemm_x86_tl_pack_a(A, I, K, K4, tile4, off, Ap);
 			return;
 		}
 #endif
@@ -311,10 +327,10 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, in
 {
 	const int tg = use == LAYOUT_RAWT;
 #if HDQT_X86_64
-	if (use == LAYOUT_TL && tile4 == 2 && gemm_x86_avx512vnni_supported()) {
+	if (use == LAYOUT_TL && (tile4 == 2 || tile4 == 8) && gemm_x86_avx512vnni_supported()) {
 		for (int jb = b0; jb < b1; jb++)
 			gemm_x86_tl_pack_b16(Bb + (size_t)(jb - b0) * 16 * K,
-					     J - jb * 16 < 16 ? J - jb * 16 : 16, K, K4, off,
+					     J - jb * 16 < 16 ? J - jb * 16 : 16, K, K4, tile4, off,
 					     Bp + (size_t)jb * K4 * 64, corr + (size_t)jb * ntiles * 16);
 		return;
 	}
@@ -587,6 +603,10 @@ void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes)
 		gemm_x86_pack_strip16(codes, K4, pb->tile4, pb->ntiles, pb->off, bb, cr);
 		return;
 	}
+	if (pb->kernel == LAYOUT_TL && (pb->tile4 == 2 || pb->tile4 == 8) && gemm_x86_vbmi_supported()) {
+		gemm_x86_tl_pack_strip16(codes, K, K4, pb->tile4, pb->off, bb, cr);
+		return;
+	}
 #endif
 	if (pb->kernel == LAYOUT_RAWT)
 		memcpy(bb, codes, (size_t)K4 * 64); /* already [k4][4 bytes of k][16 columns] */
@@ -623,6 +643,10 @@ HDQT_CLONES void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const 
 #if HDQT_X86_64
 	if (pb->kernel != LAYOUT_NONE && pb->kernel != LAYOUT_TL && gemm_x86_vbmi_supported()) {
 		gemm_x86_pack_a_strip16(codes, ni, K, pb->K4, off, a, rs);
+		return;
+	}
+	if (pb->kernel == LAYOUT_TL && (pb->tile4 == 2 || pb->tile4 == 8) && gemm_x86_vbmi_supported()) {
+		gemm_x86_tl_pack_a_strip16(codes, ni, K, pb->K4, pb->tile4, off, a, rs);
 		return;
 	}
 #endif

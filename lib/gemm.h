@@ -126,9 +126,9 @@ typedef struct gemm_kernel {
 	int tgroups;         /* fn_s8 with each 4-byte group of B stored k-major:
 				[4 bytes of k][16 columns] (a compiler vectorises that) */
 	gemm_kern_f_fn fnf;  /* fn with the float store, or NULL */
-	/* The tiles-in-lanes layout (gemm_x86_tl.c) for 8-bit accumulators
-	 * and tiles of 4 tl4 bytes: its kernel with and without the float
-	 * store; tl4 0 where the kernel has none. */
+	/* The tiles-in-lanes layout (gemm_x86_tl.c) for 8-bit accumulators:
+	 * bit t of tl4 set where it takes tiles of 4 t bytes; its kernel with
+	 * and without the float store; tl4 0 where the kernel has none. */
 	int tl4;
 	gemm_kern_fn fn_tl;
 	gemm_kern_f_fn fnf_tl;
@@ -161,15 +161,21 @@ void gemm_x86_pack_strip16(const int8_t *codes, int K4, int tile4, int ntiles, i
 void gemm_x86_pack_a_strip16(const int8_t *codes, int ni, int K, int K4, int off, uint8_t *a,
 			     size_t rs);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
-/* The tiles-in-lanes layout, AVX-512 VNNI (gemm_x86_tl.c): its kernel,
- * rows of A into it (pack_a's job) and one block of B (pack_b16's). */
+/* The tiles-in-lanes layout, AVX-512 VNNI (gemm_x86_tl.c): its kernel
+ * (tile4 2 or 8), rows of A into it (pack_a's job) and one block of B
+ * (pack_b16's). */
 void gemm_x86_tl(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, int K4,
 		 int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
 void gemm_x86_tl_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, int K4,
 		   int tile4, int ntiles, int32_t lo, int32_t hi, const gemm_rescale *e, float *Y);
-void gemm_x86_tl_pack_a(const int8_t *A, int I, int K, int K4, int off, uint8_t *Ap);
-void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, int off, int8_t *bb,
-			  int32_t *cr);
+void gemm_x86_tl_pack_a(const int8_t *A, int I, int K, int K4, int tile4, int off, uint8_t *Ap);
+void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, int tile4, int off,
+			  int8_t *bb, int32_t *cr);
+/* The same from strips (gemm_pack_strip, gemm_pack_a_strip), with VBMI. */
+void gemm_x86_tl_pack_strip16(const int8_t *codes, int K, int K4, int tile4, int off, int8_t *bb,
+			      int32_t *cr);
+void gemm_x86_tl_pack_a_strip16(const int8_t *codes, int ni, int K, int K4, int tile4, int off,
+				uint8_t *a, size_t rs);
 
 /* Plain C for any architecture, written to vectorise (gemm_portable.c),
  * on the fn_s8 layout with k-major groups (tgroups). */

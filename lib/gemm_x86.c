@@ -425,24 +425,12 @@ AVX512_T void gemm_x86_pack_b16(const int8_t *rows, int nr, int K, int K4, int t
 		memset(cr, 0, sizeof(int32_t) * 16 * (size_t)ntiles);
 }
 
-#define VBMI_T __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
-
 int gemm_x86_vbmi_supported(void)
 {
 	__builtin_cpu_init();
 	return gemm_x86_avx512vnni_supported() && __builtin_cpu_supports("avx512vbmi");
 }
 
-/* A strip's 64 bytes of 4 k x 16 columns ([kk][l]) as [l][kk]: one byte
- * permute. */
-VBMI_T static inline __m512i group16(const int8_t *codes)
-{
-	const __m512i idx = _mm512_set_epi8(
-		63, 47, 31, 15, 62, 46, 30, 14, 61, 45, 29, 13, 60, 44, 28, 12, 59, 43, 27, 11, 58, 42,
-		26, 10, 57, 41, 25, 9, 56, 40, 24, 8, 55, 39, 23, 7, 54, 38, 22, 6, 53, 37, 21, 5, 52, 36,
-		20, 4, 51, 35, 19, 3, 50, 34, 18, 2, 49, 33, 17, 1, 48, 32, 16, 0);
-	return _mm512_permutexvar_epi8(idx, _mm512_loadu_si512((const void *)codes));
-}
 
 /* gemm_pack_strip's offset layout from a strip (codes[k * 16 + l], K4 * 4
  * rows, zero from K on): one permute per group, the tile sums as above. */

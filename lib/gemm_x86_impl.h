@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Helpers shared by the AVX-512 kernels and packers (gemm_x86.c and
- * gemm_x86_tl.c): the output store with the rescale, and the 16 x 16
- * dword transpose.  Internal to lib/; x86-64 only.
+ * gemm_x86_tl.c): the output store with the rescale, the 16 x 16 dword
+ * transpose, and a strip group's byte permute (VBMI).  Internal to lib/;
+ * x86-64 only.
  */
 #pragma once
 
@@ -12,6 +13,7 @@
 #include "gemm.h"
 
 #define AVX512_T __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define VBMI_T __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
 
 /* Row i, columns [j0, j0 + 16) under mask m: the int32 sums, or (e set)
  * gemm_rescale_rows' floats, multiplied in its order, so that the product
@@ -55,4 +57,15 @@ AVX512_T static inline __attribute__((always_inline)) void tr16_epi32(__m512i r[
 		r[p + 4] = _mm512_shuffle_i32x4(x1, y1, 0x88);
 		r[p + 12] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
 	}
+}
+
+/* A strip's 64 bytes of 4 k x 16 columns ([kk][l]) as [l][kk]: one byte
+ * permute. */
+VBMI_T static inline __attribute__((always_inline)) __m512i group16(const int8_t *codes)
+{
+	const __m512i idx = _mm512_set_epi8(
+		63, 47, 31, 15, 62, 46, 30, 14, 61, 45, 29, 13, 60, 44, 28, 12, 59, 43, 27, 11, 58, 42,
+		26, 10, 57, 41, 25, 9, 56, 40, 24, 8, 55, 39, 23, 7, 54, 38, 22, 6, 53, 37, 21, 5, 52, 36,
+		20, 4, 51, 35, 19, 3, 50, 34, 18, 2, 49, 33, 17, 1, 48, 32, 16, 0);
+	return _mm512_permutexvar_epi8(idx, _mm512_loadu_si512((const void *)codes));
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The tiles-in-lanes layout (gemm.c's LAYOUT_TL) and its AVX-512 VNNI
- * kernel: products with 8-bit tile accumulators and tiles of G = 2 groups
- * of 4 bytes (8 k, the forward of the hdqt recipe).
+ * kernel: products with 8-bit tile accumulators and tiles of G groups of
+ * 4 bytes: G = 2 (8 k, the forward of the hdqt recipe) and G = 8 (32 k,
+ * its backward).
  *
  * Why: in the column layout every tile sum of 16 columns needs its own
  * clamp (packs, max, min, add on 32 columns), which for tiles of 8 is as
@@ -14,8 +15,9 @@
  * bytes [R0 t0..3, R1 t0..3, R2 t0..3, R3 t0..3]; a dot product with ones
  * adds each column's four clamped tiles into dword 4L + R: column order,
  * no shuffle.  Four operations per 64 tile sums instead of eight per 64:
- * eight products in twelve operations (two thirds of the peak) instead of
- * one half.
+ * for G = 2 eight products in twelve operations (two thirds of the peak)
+ * instead of one half; for G = 8 32 in 36 (eight ninths) instead of 32 in
+ * 44 (the column layout's clamp on 16 columns: packs, max, min, add).
  *
  * A quad is 4 tiles, 16 G bytes of k; K4 and ntiles are padded to whole
  * quads with zeros (a zero tile adds clamp(0) = 0).
@@ -46,12 +48,12 @@ AVX512_T static inline __attribute__((always_inline)) __m512i dpb(__m512i acc, _
 	return acc;
 }
 
-/* nr rows from i against one block of 16 columns, G = 2.  Inlined with a
- * constant nr, everything lives in registers: 4 nr tile accumulators, nr
+/* nr rows from i against one block of 16 columns.  Inlined with constant
+ * nr and G, everything lives in registers: 4 nr tile accumulators, nr
  * wide sums, nr broadcast operands and one B vector (30 of 32 at nr = 4). */
 AVX512_T static inline __attribute__((always_inline)) int
 tl_rows(const uint8_t *Ap, size_t rs, const int8_t *bb, const int32_t *cr, int I, int J, int jb,
-	int KQ, int nr, __mmask16 m, int32_t *C, const gemm_rescale *e, float *Y, int i)
+	int KQ, int nr, int G, __mmask16 m, int32_t *C, const gemm_rescale *e, float *Y, int i)
 {
 	const __m512i ones = _mm512_set1_epi8(1);
 	for (; i + nr <= I; i += nr) {
@@ -61,7 +63,7 @@ tl_rows(const uint8_t *Ap, size_t rs, const int8_t *bb, const int32_t *cr, int I
 		for (int r = 0; r < nr; r++)
 			w[r] = _mm512_setzero_si512();
 		for (int q = 0; q < KQ; q++) {
-			const int8_t *b = bb + (size_t)q * 512;
+			const int8_t *b = bb + (size_t)q * 256 * G;
 			const int32_t *c = cr + (size_t)q * 64;
 			__m512i s[4][4];
 #pragma GCC unroll 4
@@ -69,13 +71,13 @@ tl_rows(const uint8_t *Ap, size_t rs, const int8_t *bb, const int32_t *cr, int I
 #pragma GCC unroll 4
 				for (int R = 0; R < 4; R++)
 					s[r][R] = _mm512_loadu_si512((const void *)(c + 16 * R));
-#pragma GCC unroll 2
-			for (int g = 0; g < 2; g++) {
+#pragma GCC unroll 8
+			for (int g = 0; g < G; g++) {
 				__m512i x[4];
 #pragma GCC unroll 4
 				for (int r = 0; r < nr; r++)
 					x[r] = _mm512_broadcast_i32x4(_mm_loadu_si128(
-						(const __m128i *)(a + (size_t)r * rs + (size_t)q * 32 + g * 16)));
+						(const __m128i *)(a + (size_t)r * rs + (size_t)q * 16 * G + g * 16)));
 #pragma GCC unroll 4
 				for (int R = 0; R < 4; R++) {
 					const __m512i bv = _mm512_loadu_si512((const void *)(b + g * 256 + R * 64));
@@ -100,59 +102,105 @@ tl_rows(const uint8_t *Ap, size_t rs, const int8_t *bb, const int32_t *cr, int I
 
 AVX512_T static inline __attribute__((always_inline)) void
 tl_run(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, int K4, int ntiles,
-       int32_t *C, const gemm_rescale *e, float *Y)
+       int G, int32_t *C, const gemm_rescale *e, float *Y)
 {
-	const int KQ = K4 / 8, J16 = (J + 15) / 16;
+	const int KQ = K4 / (4 * G), J16 = (J + 15) / 16;
 	const size_t rs = (size_t)K4 * 4;
 	for (int jb = 0; jb < J16; jb++) {
 		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
 		const __mmask16 m = (__mmask16)((1u << ncol) - 1u);
 		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
 		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
-		int i = tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 4, m, C, e, Y, 0);
-		i = tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 2, m, C, e, Y, i);
-		tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 1, m, C, e, Y, i);
+		int i = tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 4, G, m, C, e, Y, 0);
+		i = tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 2, G, m, C, e, Y, i);
+		tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 1, G, m, C, e, Y, i);
 	}
 	_mm256_zeroupper(); /* see avx512vnni_run */
 }
 
+/* One instance per G, so that each is unrolled with its constant. */
+AVX512_T static void tl_run2(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+			     int K4, int ntiles, int32_t *C, const gemm_rescale *e, float *Y)
+{
+	tl_run(Ap, Bp, corr, I, J, K4, ntiles, 2, C, e, Y);
+}
+
+AVX512_T static void tl_run8(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+			     int K4, int ntiles, int32_t *C, const gemm_rescale *e, float *Y)
+{
+	tl_run(Ap, Bp, corr, I, J, K4, ntiles, 8, C, e, Y);
+}
+
 /* The layout's two entry points (gemm_kern_fn and gemm_kern_f_fn): tile4
- * is 2 and the bounds those of 8-bit accumulators (gemm.c checks both). */
+ * (G) is 2 or 8 and the bounds those of 8-bit accumulators (gemm.c's
+ * kernel_layout checks both). */
 AVX512_T void gemm_x86_tl(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
 			  int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C)
 {
-	(void)tile4, (void)lo, (void)hi;
-	tl_run(Ap, Bp, corr, I, J, K4, ntiles, C, NULL, NULL);
+	(void)lo, (void)hi;
+	(tile4 == 8 ? tl_run8 : tl_run2)(Ap, Bp, corr, I, J, K4, ntiles, C, NULL, NULL);
 }
 
 AVX512_T void gemm_x86_tl_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
 			    int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
 			    const gemm_rescale *e, float *Y)
 {
-	(void)tile4, (void)lo, (void)hi;
-	tl_run(Ap, Bp, corr, I, J, K4, ntiles, NULL, e, Y);
+	(void)lo, (void)hi;
+	(tile4 == 8 ? tl_run8 : tl_run2)(Ap, Bp, corr, I, J, K4, ntiles, NULL, e, Y);
 }
 
-/* Rows of A into the layout: A + off below K, zero after; each 64 bytes
- * (two quads) moved by one dword permute, output dword 8h + 4g + t from
- * input dword 8h + 2t + g. */
-AVX512_T void gemm_x86_tl_pack_a(const int8_t *A, int I, int K, int K4, int off, uint8_t *Ap)
+/* Within a quad of 4 G dwords, dword 4g + t of the layout holds dword
+ * G t + g of the row (a_at in gemm.c).  The index of permutex2var over
+ * 128 bytes for output dwords [16 h, 16 h + 16): for G = 2 two quads per
+ * 64 bytes (h = 0, the high half repeats it 8 dwords on), for G = 8 one
+ * quad per 128. */
+AVX512_T static inline __attribute__((always_inline)) __m512i tl_idx(int G, int h)
 {
-	const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+	int32_t v[16];
+	for (int o = 0; o < 16; o++) {
+		const int d = 16 * h + o, qd = 4 * G, base = d / qd * qd, r = d % qd;
+		v[o] = base + (r % 4) * G + r / 4;
+	}
+	return _mm512_loadu_si512((const void *)v);
+}
+
+/* 128 bytes of one row in natural k order (lo, hi) into the layout. */
+AVX512_T static inline __attribute__((always_inline)) void
+tl_store128(uint8_t *d, int nb, __m512i lo, __m512i hi, __m512i i0, __m512i i1)
+{
+	const __mmask64 m0 = nb >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
+	_mm512_mask_storeu_epi8(d, m0, _mm512_permutex2var_epi32(lo, i0, hi));
+	if (nb > 64)
+		_mm512_mask_storeu_epi8(d + 64, nb >= 128 ? ~(__mmask64)0 : (((__mmask64)1 << (nb - 64)) - 1),
+					_mm512_permutex2var_epi32(lo, i1, hi));
+}
+
+/* 64 bytes of a row of K codes from k0, + off below K and zero after (no
+ * pointer formed past the row). */
+AVX512_T static inline __attribute__((always_inline)) __m512i load_off(const int8_t *row, int k0,
+									int K, __m512i voff)
+{
+	const int n = K - k0;
+	if (n <= 0)
+		return _mm512_setzero_si512();
+	const __mmask64 km = n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
+	return _mm512_maskz_add_epi8(km, _mm512_maskz_loadu_epi8(km, row + k0), voff);
+}
+
+/* Rows of A into the layout: A + off below K, zero after, 128 bytes at a
+ * time (rs, whole quads, is a multiple of 32 for G = 2, of 128 for G = 8). */
+AVX512_T void gemm_x86_tl_pack_a(const int8_t *A, int I, int K, int K4, int tile4, int off,
+				 uint8_t *Ap)
+{
+	const __m512i i0 = tl_idx(tile4, 0), i1 = tl_idx(tile4, 1);
 	const __m512i voff = _mm512_set1_epi8((char)off);
 	const int rs = K4 * 4;
 	for (int i = 0; i < I; i++) {
 		const int8_t *s = A + (size_t)i * K;
 		uint8_t *d = Ap + (size_t)i * rs;
-		for (int k0 = 0; k0 < rs; k0 += 64) {
-			const int nk = K - k0 >= 64 ? 64 : (K - k0 > 0 ? K - k0 : 0);
-			const int nb = rs - k0 >= 64 ? 64 : rs - k0; /* a multiple of 32 */
-			const __mmask64 km = nk == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nk) - 1);
-			const __mmask64 sm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
-			const __m512i x = nk ? _mm512_maskz_loadu_epi8(km, s + k0) : _mm512_setzero_si512();
-			const __m512i v = _mm512_maskz_add_epi8(km, x, voff);
-			_mm512_mask_storeu_epi8(d + k0, sm, _mm512_permutexvar_epi32(idx, v));
-		}
+		for (int k0 = 0; k0 < rs; k0 += 128)
+			tl_store128(d + k0, rs - k0 < 128 ? rs - k0 : 128, load_off(s, k0, K, voff),
+				    load_off(s, k0 + 64, K, voff), i0, i1);
 	}
 	_mm256_zeroupper();
 }
@@ -175,9 +223,16 @@ AVX512_T static inline __attribute__((always_inline)) void tr4_lanes(__m512i x[4
  * tiles (r[8h + 2t + g]) transposed within lanes give the four registers
  * R of the layout.  The tile sums: a dot product with ones per register
  * and g. */
-AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, int off, int8_t *bb,
-				   int32_t *cr)
+AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,
+				    int8_t *bb, int32_t *cr);
+
+AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, int tile4, int off,
+				   int8_t *bb, int32_t *cr)
 {
+	if (tile4 == 8) {
+		tl_pack_b16_g8(rows, nr, K, K4, off, bb, cr);
+		return;
+	}
 	const __m512i ones = _mm512_set1_epi8(1), moff = _mm512_set1_epi32(-off);
 	for (int g0 = 0; g0 < K4; g0 += 16) {
 		const int nb = K - 4 * g0 >= 64 ? 64 : (K - 4 * g0 > 0 ? K - 4 * g0 : 0);
@@ -203,6 +258,103 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 				_mm512_storeu_si512((void *)(cr + (size_t)q * 64 + R * 16),
 						    _mm512_mullo_epi32(sum[R], moff));
 		}
+	}
+	_mm256_zeroupper();
+}
+/* G = 8: a quad is 32 groups, two transposes of 16; tile t, step g is
+ * group 8 t + g of the quad: register 8 (t % 2) + g of transpose t / 2. */
+AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,
+				    int8_t *bb, int32_t *cr)
+{
+	const __m512i ones = _mm512_set1_epi8(1), moff = _mm512_set1_epi32(-off);
+	for (int q = 0; q < K4 / 32; q++) {
+		__m512i r[2][16];
+		for (int h = 0; h < 2; h++) {
+			const int k0 = 128 * q + 64 * h;
+			const int nb = K - k0 >= 64 ? 64 : (K - k0 > 0 ? K - k0 : 0);
+			const __mmask64 lm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
+			for (int l = 0; l < 16; l++)
+				r[h][l] = l < nr && nb ? _mm512_maskz_loadu_epi8(lm, rows + (size_t)l * K + k0)
+						       : _mm512_setzero_si512();
+			tr16_epi32(r[h]);
+		}
+		__m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
+				  _mm512_setzero_si512(), _mm512_setzero_si512()};
+		for (int g = 0; g < 8; g++) {
+			__m512i x[4] = {r[0][g], r[0][8 + g], r[1][g], r[1][8 + g]};
+			tr4_lanes(x);
+			for (int R = 0; R < 4; R++) {
+				_mm512_storeu_si512((void *)(bb + (size_t)q * 2048 + g * 256 + R * 64), x[R]);
+				sum[R] = _mm512_dpbusd_epi32(sum[R], ones, x[R]);
+			}
+		}
+		for (int R = 0; R < 4; R++)
+			_mm512_storeu_si512((void *)(cr + (size_t)q * 64 + R * 16),
+					    _mm512_mullo_epi32(sum[R], moff));
+	}
+	_mm256_zeroupper();
+}
+
+/* gemm_pack_strip's block from a strip (codes[k * 16 + l], zero from K
+ * on, (K + 3) / 4 groups of 64 bytes; K4 is the padded count): group k4 as
+ * [l][kk] (group16) is dword l = column l, and the four groups of a
+ * quad's tiles at step g (k4 = 4 G q + G t + g) transposed within lanes
+ * give its registers R, as in gemm_x86_tl_pack_b16. */
+VBMI_T void gemm_x86_tl_pack_strip16(const int8_t *codes, int K, int K4, int tile4, int off,
+				     int8_t *bb, int32_t *cr)
+{
+	const int G = tile4, have = (K + 3) / 4;
+	const __m512i ones = _mm512_set1_epi8(1), moff = _mm512_set1_epi32(-off);
+	for (int q = 0; q < K4 / (4 * G); q++) {
+		__m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
+				  _mm512_setzero_si512(), _mm512_setzero_si512()};
+		for (int g = 0; g < G; g++) {
+			__m512i x[4];
+			for (int t = 0; t < 4; t++) {
+				const int k4 = 4 * G * q + G * t + g;
+				x[t] = k4 < have ? group16(codes + (size_t)k4 * 64) : _mm512_setzero_si512();
+			}
+			tr4_lanes(x);
+			for (int R = 0; R < 4; R++) {
+				_mm512_storeu_si512((void *)(bb + (size_t)q * 256 * G + g * 256 + R * 64), x[R]);
+				sum[R] = _mm512_dpbusd_epi32(sum[R], ones, x[R]);
+			}
+		}
+		for (int R = 0; R < 4; R++)
+			_mm512_storeu_si512((void *)(cr + (size_t)q * 64 + R * 16),
+					    _mm512_mullo_epi32(sum[R], moff));
+	}
+	_mm256_zeroupper();
+}
+
+/* gemm_pack_a_strip's rows from a strip: ni <= 16 rows of rs = K4 * 4
+ * bytes.  Two batches of 16 groups transposed (gemm_x86_pack_a_strip16's
+ * way) leave 128 bytes of each row, in natural order, in two registers;
+ * tl_store128 moves them into the layout. */
+VBMI_T void gemm_x86_tl_pack_a_strip16(const int8_t *codes, int ni, int K, int K4, int tile4,
+				       int off, uint8_t *a, size_t rs)
+{
+	const __m512i i0 = tl_idx(tile4, 0), i1 = tl_idx(tile4, 1);
+	const __m512i voff = _mm512_set1_epi8((char)off);
+	const int have = (K + 3) / 4;
+	for (int g0 = 0; g0 < K4; g0 += 32) {
+		__m512i r[2][16];
+		for (int h = 0; h < 2; h++) {
+			for (int g = 0; g < 16; g++) {
+				const int k4 = g0 + 16 * h + g;
+				r[h][g] = k4 < have ? group16(codes + (size_t)k4 * 64) : _mm512_setzero_si512();
+			}
+			tr16_epi32(r[h]);
+		}
+		const int k0 = 4 * g0, nb = (int)rs - k0 < 128 ? (int)rs - k0 : 128;
+		for (int h = 0; h < 2; h++) {
+			const int nk = K - k0 - 64 * h;
+			const __mmask64 km = nk >= 64 ? ~(__mmask64)0 : (nk > 0 ? ((__mmask64)1 << nk) - 1 : 0);
+			for (int l = 0; l < ni; l++)
+				r[h][l] = _mm512_maskz_add_epi8(km, r[h][l], voff);
+		}
+		for (int l = 0; l < ni; l++)
+			tl_store128(a + (size_t)l * rs + k0, nb, r[0][l], r[1][l], i0, i1);
 	}
 	_mm256_zeroupper();
 }

@@ -133,12 +133,41 @@ START_TEST(test_pack_tl_avx512)
 				cw[q * 64 + R * 16 + L * 4 + t] -= off * rows[l * K + k];
 				aw[(size_t)l * K4 * 4 + q * 32 + g * 16 + t * 4 + kk] = (uint8_t)(rows[l * K + k] + off);
 			}
-		gemm_x86_tl_pack_b16(rows, nr, K, K4, off, bb, cr);
+		gemm_x86_tl_pack_b16(rows, nr, K, K4, 2, off, bb, cr);
 		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
 			ck_abort_msg("tl_pack_b16: K=%d nr=%d off=%d", K, nr, off);
-		gemm_x86_tl_pack_a(rows, nr, K, K4, off, a);
+		gemm_x86_tl_pack_a(rows, nr, K, K4, 2, off, a);
 		if (memcmp(a, aw, (size_t)nr * K4 * 4) != 0)
 			ck_abort_msg("tl_pack_a: K=%d nr=%d off=%d", K, nr, off);
+		free(rows), free(bb), free(want), free(cr), free(cw), free(a), free(aw);
+	}
+	/* Tiles of 32 (G = 8): a quad is 128 k, k = 128 q + 32 t + 4 g + kk;
+	 * B bytes [g][R][L][t][4] per quad (2048 bytes). */
+	for (int it = 0; it < 200; it++) {
+		const int K = 1 + (int)hdqt_rng_below(&r, 600), nr = 1 + (int)hdqt_rng_below(&r, 16);
+		const int K4 = (K + 127) / 128 * 32, off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128;
+		const int ntiles = K4 / 8;
+		int8_t *rows = malloc((size_t)nr * K), *bb = malloc((size_t)K4 * 64), *want = calloc((size_t)K4 * 64, 1);
+		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
+		uint8_t *a = malloc((size_t)nr * K4 * 4), *aw = calloc((size_t)nr * K4 * 4, 1);
+		fill(rows, nr * K, -127, 127, &r);
+		memset(bb, 0x5a, (size_t)K4 * 64);
+		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
+		memset(a, 0x5a, (size_t)nr * K4 * 4);
+		for (int l = 0; l < nr; l++)
+			for (int k = 0; k < K; k++) {
+				const int q = k / 128, t = k % 128 / 32, g = k % 32 / 4, kk = k % 4;
+				const int L = l / 4, R = l % 4;
+				want[q * 2048 + g * 256 + R * 64 + L * 16 + t * 4 + kk] = rows[l * K + k];
+				cw[q * 64 + R * 16 + L * 4 + t] -= off * rows[l * K + k];
+				aw[(size_t)l * K4 * 4 + q * 128 + g * 16 + t * 4 + kk] = (uint8_t)(rows[l * K + k] + off);
+			}
+		gemm_x86_tl_pack_b16(rows, nr, K, K4, 8, off, bb, cr);
+		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
+			ck_abort_msg("tl_pack_b16 G=8: K=%d nr=%d off=%d", K, nr, off);
+		gemm_x86_tl_pack_a(rows, nr, K, K4, 8, off, a);
+		if (memcmp(a, aw, (size_t)nr * K4 * 4) != 0)
+			ck_abort_msg("tl_pack_a G=8: K=%d nr=%d off=%d", K, nr, off);
 		free(rows), free(bb), free(want), free(cr), free(cw), free(a), free(aw);
 	}
 	ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
@@ -152,9 +181,14 @@ START_TEST(test_pack_tl_avx512)
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
 	ck_assert_int_eq(pb.K4, 42);
 	p.acc_bits = 8;
-	p.tile = 32;
+	p.tile = 32; /* tiles in lanes where the strip packers are vector code */
+	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
+	ck_assert_int_eq(pb.K4, gemm_x86_vbmi_supported() ? 64 : 42);
+	ck_assert_int_eq(pb.ntiles, gemm_x86_vbmi_supported() ? 8 : 6);
+	p.tile = 16; /* the kernel has no instance for G = 4 */
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
 	ck_assert_int_eq(pb.K4, 42);
+	p.tile = 32;
 	if (hdqt_kernel_select("avxvnni") == 0) { /* no tiles in lanes there */
 		p.tile = 8;
 		ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
@@ -183,77 +217,142 @@ START_TEST(test_tl_edges_and_kernel_switch)
 	hdqt_rng_seed(&r, 31, 0);
 	gemm_ws ws = {0};
 	const int Ks[] = {9, 24, 31, 32, 33, 40, 57, 63, 64, 65, 100, 166};
+	/* tiles of 32: quads of 128 k, a last quad of one to four tiles */
+	const int Ks32[] = {33, 96, 127, 128, 129, 166, 200, 256, 300, 512};
 	const int Is[] = {1, 2, 3, 4, 5, 7}, Js[] = {1, 16, 17, 33};
-	for (size_t k = 0; k < sizeof(Ks) / sizeof(Ks[0]); k++)
-		for (size_t i = 0; i < sizeof(Is) / sizeof(Is[0]); i++)
-			for (size_t j = 0; j < sizeof(Js) / sizeof(Js[0]); j++) {
-				gemm_params p = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = (int)(k + i + j) & 1};
-				check_shape_against_ref(&ws, &r, Is[i], Js[j], Ks[k], &p, (int)(i + j) % 3 == 0);
-			}
+	for (int tl = 8; tl <= 32; tl += 24)
+		for (size_t k = 0; k < (tl == 8 ? sizeof(Ks) / sizeof(Ks[0]) : sizeof(Ks32) / sizeof(Ks32[0])); k++)
+			for (size_t i = 0; i < sizeof(Is) / sizeof(Is[0]); i++)
+				for (size_t j = 0; j < sizeof(Js) / sizeof(Js[0]); j++) {
+					gemm_params p = {.tile = tl, .acc_bits = 8, .bits = 4,
+							 .a_signed = (int)(k + i + j) & 1};
+					check_shape_against_ref(&ws, &r, Is[i], Js[j], tl == 8 ? Ks[k] : Ks32[k], &p,
+								(int)(i + j) % 3 == 0);
+				}
 	/* 8-bit signed operands (offset 128) at the extremes */
-	gemm_params p8 = {.tile = 8, .acc_bits = 8, .bits = 8, .a_signed = 1};
-	check_shape_against_ref(&ws, &r, 7, 33, 100, &p8, 1);
-	check_shape_against_ref(&ws, &r, 7, 33, 100, &p8, 0);
+	for (int tl = 8; tl <= 32; tl += 24) {
+		gemm_params p8 = {.tile = tl, .acc_bits = 8, .bits = 8, .a_signed = 1};
+		check_shape_against_ref(&ws, &r, 7, 33, 100 + 4 * tl, &p8, 1);
+		check_shape_against_ref(&ws, &r, 7, 33, 100 + 4 * tl, &p8, 0);
+	}
 
-	const int I = 5, J = 21, K = 57;
-	gemm_params p = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = 1};
-	int8_t A[5 * 57], B[21 * 57];
-	fill(A, I * K, -7, 7, &r);
-	fill(B, J * K, -7, 7, &r);
-	int32_t C0[5 * 21], C1[5 * 21];
-	ck_assert_int_eq(gemm_q_ref(A, B, I, J, K, &p, C0), 0);
-	const char *other[] = {"avxvnni", "avx2", "portable", "scalar"};
-	for (size_t o = 0; o < sizeof(other) / sizeof(other[0]); o++) {
-		/* tiles in lanes, then another kernel */
-		ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
-		gemm_packed pb = {0};
-		ck_assert_int_eq(gemm_pack(&pb, B, J, K, &p), 0);
-		ck_assert_int_eq(pb.K4, 16);
-		/* the column path's operands in the same layout */
-		gemm_packed ps = {0};
-		ck_assert_int_eq(gemm_pack_begin(&ps, NULL, J, K, &p), 2);
-		int8_t strip[64 * 16];
-		for (int jb = 0; jb < 2; jb++) {
+	for (int tl = 8; tl <= 32; tl += 24) {
+		const int I = 5, J = 21, K = 57;
+		gemm_params p = {.tile = tl, .acc_bits = 8, .bits = 4, .a_signed = 1};
+		const int want_k4 = tl == 8 ? 16 : gemm_x86_vbmi_supported() ? 32 : 15;
+		int8_t A[5 * 57], B[21 * 57];
+		fill(A, I * K, -7, 7, &r);
+		fill(B, J * K, -7, 7, &r);
+		int32_t C0[5 * 21], C1[5 * 21];
+		ck_assert_int_eq(gemm_q_ref(A, B, I, J, K, &p, C0), 0);
+		const char *other[] = {"avxvnni", "avx2", "portable", "scalar"};
+		for (size_t o = 0; o < sizeof(other) / sizeof(other[0]); o++) {
+			/* tiles in lanes, then another kernel */
+			ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
+			gemm_packed pb = {0};
+			ck_assert_int_eq(gemm_pack(&pb, B, J, K, &p), 0);
+			ck_assert_int_eq(pb.K4, want_k4);
+			/* the column path's operands in the same layout */
+			gemm_packed ps = {0};
+			ck_assert_int_eq(gemm_pack_begin(&ps, NULL, J, K, &p), 2);
+			int8_t strip[64 * 16];
+			for (int jb = 0; jb < 2; jb++) {
+				memset(strip, 0, sizeof(strip));
+				for (int l = 0; l < 16 && jb * 16 + l < J; l++)
+					for (int kk = 0; kk < K; kk++)
+						strip[kk * 16 + l] = B[(jb * 16 + l) * K + kk];
+				gemm_pack_strip(&ps, jb, strip);
+			}
 			memset(strip, 0, sizeof(strip));
-			for (int l = 0; l < 16 && jb * 16 + l < J; l++)
+			for (int l = 0; l < I; l++)
 				for (int kk = 0; kk < K; kk++)
-					strip[kk * 16 + l] = B[(jb * 16 + l) * K + kk];
-			gemm_pack_strip(&ps, jb, strip);
-		}
-		memset(strip, 0, sizeof(strip));
-		for (int l = 0; l < I; l++)
-			for (int kk = 0; kk < K; kk++)
-				strip[kk * 16 + l] = A[l * K + kk];
-		uint8_t ap[5 * 64];
-		ck_assert_uint_eq(gemm_a_stride(&ps), 64);
-		gemm_pack_a_strip(&ps, 0, I, strip, ap);
-		memset(C1, 0x5a, sizeof(C1));
-		ck_assert_int_eq(gemm_q_apacked(ap, I, &ps, C1), 0);
-		ck_assert_mem_eq(C0, C1, sizeof(C0));
-		if (hdqt_kernel_select(other[o]) != 0) {
+					strip[kk * 16 + l] = A[l * K + kk];
+			uint8_t ap[5 * 128];
+			ck_assert_uint_eq(gemm_a_stride(&ps), 4 * (size_t)want_k4);
+			gemm_pack_a_strip(&ps, 0, I, strip, ap);
+			memset(C1, 0x5a, sizeof(C1));
+			ck_assert_int_eq(gemm_q_apacked(ap, I, &ps, C1), 0);
+			ck_assert_mem_eq(C0, C1, sizeof(C0));
+			if (hdqt_kernel_select(other[o]) != 0) {
+				gemm_packed_free(&pb);
+				gemm_packed_free(&ps);
+				continue;
+			}
+			ck_assert(!gemm_packed_matches(&pb, J, K, &p));
+			memset(C1, 0x5a, sizeof(C1));
+			ck_assert_int_eq(gemm_q_packed(&ws, A, I, &pb, C1), 0);
+			ck_assert_mem_eq(C0, C1, sizeof(C0));
+			check_packed_f(&ws, A, I, &pb, C0, &r);
+			ck_assert_int_eq(gemm_q_apacked(ap, I, &ps, C1), HDQT_EINVAL);
+			/* another kernel's packing, then tiles in lanes */
+			ck_assert_int_eq(gemm_pack(&pb, B, J, K, &p), 0);
+			ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
+			ck_assert(!gemm_packed_matches(&pb, J, K, &p));
+			memset(C1, 0x5a, sizeof(C1));
+			ck_assert_int_eq(gemm_q_packed(&ws, A, I, &pb, C1), 0);
+			ck_assert_mem_eq(C0, C1, sizeof(C0));
+			check_packed_f(&ws, A, I, &pb, C0, &r);
 			gemm_packed_free(&pb);
 			gemm_packed_free(&ps);
-			continue;
 		}
-		ck_assert(!gemm_packed_matches(&pb, J, K, &p));
-		memset(C1, 0x5a, sizeof(C1));
-		ck_assert_int_eq(gemm_q_packed(&ws, A, I, &pb, C1), 0);
-		ck_assert_mem_eq(C0, C1, sizeof(C0));
-		check_packed_f(&ws, A, I, &pb, C0, &r);
-		ck_assert_int_eq(gemm_q_apacked(ap, I, &ps, C1), HDQT_EINVAL);
-		/* another kernel's packing, then tiles in lanes */
-		ck_assert_int_eq(gemm_pack(&pb, B, J, K, &p), 0);
-		ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
-		ck_assert(!gemm_packed_matches(&pb, J, K, &p));
-		memset(C1, 0x5a, sizeof(C1));
-		ck_assert_int_eq(gemm_q_packed(&ws, A, I, &pb, C1), 0);
-		ck_assert_mem_eq(C0, C1, sizeof(C0));
-		check_packed_f(&ws, A, I, &pb, C0, &r);
-		gemm_packed_free(&pb);
-		gemm_packed_free(&ps);
 	}
 	gemm_ws_free(&ws);
 	hdqt_kernel_select(variants[0]);
+}
+END_TEST
+
+/* The tiles-in-lanes strip packers (gemm_x86_tl.c, VBMI) against the
+ * layout written out, for tiles of 8 and 32 (G = 2, 8): B bytes
+ * [g][R][L][t][4] per quad of 16 G k, tile sums [R][L][t], A rows
+ * [g][t][4] with the offset below K, zeros to the stride; the strip holds
+ * only its (K + 3) / 4 groups (ASan sees a read past them), rows past ni
+ * untouched. */
+START_TEST(test_pack_tl_strips_vbmi)
+{
+	if (!gemm_x86_vbmi_supported()) {
+		fprintf(stderr, "test_pack_tl_strips_vbmi: skipped, this CPU has no AVX-512 VBMI\n");
+		return;
+	}
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 37, 0);
+	for (int it = 0; it < 400; it++) {
+		const int G = it & 1 ? 8 : 2, qk = 16 * G;
+		const int K = 1 + (int)hdqt_rng_below(&r, it % 5 ? 300 : 700), have = (K + 3) / 4;
+		const int K4 = (K + qk - 1) / qk * 4 * G, ntiles = K4 / G, nq = K4 / (4 * G);
+		const int off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128, ni = 1 + (int)hdqt_rng_below(&r, 16);
+		const size_t rs = (size_t)K4 * 4;
+		int8_t *codes = calloc((size_t)have * 64, 1), *bb = malloc((size_t)K4 * 64);
+		int8_t *want = calloc((size_t)K4 * 64, 1);
+		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
+		uint8_t *a = malloc(16 * rs), *aw = malloc(16 * rs);
+		for (int k = 0; k < K; k++)
+			for (int l = 0; l < 16; l++)
+				codes[k * 16 + l] = (int8_t)(hdqt_rng_below(&r, 255) - 127);
+		memset(aw, 0xa5, 16 * rs);
+		for (int l = 0; l < ni; l++)
+			memset(aw + l * rs, 0, rs);
+		for (int k = 0; k < K; k++) {
+			const int q = k / qk, t = k % qk / (4 * G), g = k % (4 * G) / 4, kk = k % 4;
+			for (int l = 0; l < 16; l++) {
+				const int L = l / 4, R = l % 4;
+				want[(size_t)q * 256 * G + g * 256 + R * 64 + L * 16 + t * 4 + kk] = codes[k * 16 + l];
+				cw[q * 64 + R * 16 + L * 4 + t] -= off * codes[k * 16 + l];
+				if (l < ni)
+					aw[l * rs + (size_t)q * qk + g * 16 + t * 4 + kk] = (uint8_t)(codes[k * 16 + l] + off);
+			}
+		}
+		ck_assert_int_eq(ntiles, 4 * nq);
+		memset(bb, 0x5a, (size_t)K4 * 64);
+		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
+		gemm_x86_tl_pack_strip16(codes, K, K4, G, off, bb, cr);
+		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
+			ck_abort_msg("tl_pack_strip16: K=%d G=%d off=%d", K, G, off);
+		memset(a, 0xa5, 16 * rs);
+		gemm_x86_tl_pack_a_strip16(codes, ni, K, K4, G, off, a, rs);
+		if (memcmp(a, aw, 16 * rs) != 0)
+			ck_abort_msg("tl_pack_a_strip16: K=%d G=%d ni=%d off=%d", K, G, ni, off);
+		free(codes), free(bb), free(want), free(cr), free(cw), free(a), free(aw);
+	}
 }
 END_TEST
 
@@ -1020,6 +1119,7 @@ int main(void)
 	tcase_add_test(tc, test_pack_b16_avx512);
 	tcase_add_test(tc, test_pack_tl_avx512);
 	tcase_add_test(tc, test_tl_edges_and_kernel_switch);
+	tcase_add_test(tc, test_pack_tl_strips_vbmi);
 	tcase_add_test(tc, test_pack_strips_vbmi);
 #endif
 	tcase_add_test(tc, test_variants_model_and_tile_shapes);
