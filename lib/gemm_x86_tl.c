@@ -17,7 +17,10 @@
  * no shuffle.  Four operations per 64 tile sums instead of eight per 64:
  * for G = 2 eight products in twelve operations (two thirds of the peak)
  * instead of one half; for G = 8 32 in 36 (eight ninths) instead of 32 in
- * 44 (the column layout's clamp on 16 columns: packs, max, min, add).
+ * 40 (four fifths: the column layout clamps 32 columns by packs, max, min
+ * and add, two operations per tile of 16 columns).  The padding to whole
+ * quads eats that where K is far from a multiple of 16 G (gemm.c's
+ * tl_takes refuses those).
  *
  * A quad is 4 tiles, 16 G bytes of k; K4 and ntiles are padded to whole
  * quads with zeros (a zero tile adds clamp(0) = 0).
@@ -217,15 +220,15 @@ AVX512_T static inline __attribute__((always_inline)) void tr4_lanes(__m512i x[4
 	x[3] = _mm512_unpackhi_epi64(u1, u3);
 }
 
-/* One block of 16 output columns from nr <= 16 rows of K codes: the 16 x
- * 16 transpose of gemm_x86_pack_b16 leaves group k4 of the 16 columns in
- * r[k4] (dword l = column l); for each quad and g, the groups of its four
- * tiles (r[8h + 2t + g]) transposed within lanes give the four registers
- * R of the layout.  The tile sums: a dot product with ones per register
- * and g. */
 AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,
 				    int8_t *bb, int32_t *cr);
 
+/* One block of 16 output columns from nr <= 16 rows of K codes: the 16 x
+ * 16 transpose of gemm_x86_pack_b16 leaves group k4 of the 16 columns in
+ * r[k4] (dword l = column l); for each quad and g, the groups of its four
+ * tiles (for G = 2, r[8h + 2t + g]) transposed within lanes give the four
+ * registers R of the layout.  The tile sums: a dot product with ones per
+ * register and g. */
 AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, int tile4, int off,
 				   int8_t *bb, int32_t *cr)
 {
@@ -261,6 +264,7 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 	}
 	_mm256_zeroupper();
 }
+
 /* G = 8: a quad is 32 groups, two transposes of 16; tile t, step g is
  * group 8 t + g of the quad: register 8 (t % 2) + g of transpose t / 2. */
 AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,

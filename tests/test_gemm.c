@@ -181,10 +181,24 @@ START_TEST(test_pack_tl_avx512)
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
 	ck_assert_int_eq(pb.K4, 42);
 	p.acc_bits = 8;
-	p.tile = 32; /* tiles in lanes where the strip packers are vector code */
+	p.tile = 32; /* 166 k would be padded to 256 (52% more): the column layout */
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
-	ck_assert_int_eq(pb.K4, gemm_x86_vbmi_supported() ? 64 : 42);
-	ck_assert_int_eq(pb.ntiles, gemm_x86_vbmi_supported() ? 8 : 6);
+	ck_assert_int_eq(pb.K4, 42);
+	static int8_t B512[12 * 512];
+	/* 512 k: tiles in lanes where the strip packers are vector code */
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 512, &p), 0);
+	ck_assert_int_eq(pb.K4, 128);
+	ck_assert_int_eq(pb.ntiles, 16);
+	/* gemm.c: LAYOUT_TL is 4, LAYOUT_OFFSET 1 (K4 is 128 in both here) */
+	ck_assert_int_eq(pb.kernel, gemm_x86_vbmi_supported() ? 4 : 1);
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 130, &p), 0); /* 33 groups padded to 64 */
+	ck_assert_int_eq(pb.kernel, 1);
+	p.tile = 8;
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 33, &p), 0); /* 9 groups padded to 16 */
+	ck_assert_int_eq(pb.kernel, 1);
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 63, &p), 0);
+	ck_assert_int_eq(pb.kernel, 4);
+	p.tile = 32;
 	p.tile = 16; /* the kernel has no instance for G = 4 */
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
 	ck_assert_int_eq(pb.K4, 42);
@@ -218,7 +232,7 @@ START_TEST(test_tl_edges_and_kernel_switch)
 	gemm_ws ws = {0};
 	const int Ks[] = {9, 24, 31, 32, 33, 40, 57, 63, 64, 65, 100, 166};
 	/* tiles of 32: quads of 128 k, a last quad of one to four tiles */
-	const int Ks32[] = {33, 96, 127, 128, 129, 166, 200, 256, 300, 512};
+	const int Ks32[] = {33, 96, 127, 128, 129, 166, 200, 256, 300, 440, 480, 512, 650};
 	const int Is[] = {1, 2, 3, 4, 5, 7}, Js[] = {1, 16, 17, 33};
 	for (int tl = 8; tl <= 32; tl += 24)
 		for (size_t k = 0; k < (tl == 8 ? sizeof(Ks) / sizeof(Ks[0]) : sizeof(Ks32) / sizeof(Ks32[0])); k++)
@@ -237,10 +251,14 @@ START_TEST(test_tl_edges_and_kernel_switch)
 	}
 
 	for (int tl = 8; tl <= 32; tl += 24) {
-		const int I = 5, J = 21, K = 57;
+		/* K: a last quad of part of a tile, and little enough padding
+		 * for the layout (tl_takes) */
+		const int I = 5, J = 21, K = tl == 8 ? 57 : 250;
 		gemm_params p = {.tile = tl, .acc_bits = 8, .bits = 4, .a_signed = 1};
-		const int want_k4 = tl == 8 ? 16 : gemm_x86_vbmi_supported() ? 32 : 15;
-		int8_t A[5 * 57], B[21 * 57];
+		/* without VBMI tiles of 32 keep the column layout, as avx2's */
+		const int tl_used = tl == 8 || gemm_x86_vbmi_supported();
+		const int want_k4 = tl == 8 ? 16 : tl_used ? 64 : 63;
+		int8_t A[5 * 250], B[21 * 250];
 		fill(A, I * K, -7, 7, &r);
 		fill(B, J * K, -7, 7, &r);
 		int32_t C0[5 * 21], C1[5 * 21];
@@ -255,7 +273,7 @@ START_TEST(test_tl_edges_and_kernel_switch)
 			/* the column path's operands in the same layout */
 			gemm_packed ps = {0};
 			ck_assert_int_eq(gemm_pack_begin(&ps, NULL, J, K, &p), 2);
-			int8_t strip[64 * 16];
+			int8_t strip[256 * 16];
 			for (int jb = 0; jb < 2; jb++) {
 				memset(strip, 0, sizeof(strip));
 				for (int l = 0; l < 16 && jb * 16 + l < J; l++)
@@ -267,13 +285,13 @@ START_TEST(test_tl_edges_and_kernel_switch)
 			for (int l = 0; l < I; l++)
 				for (int kk = 0; kk < K; kk++)
 					strip[kk * 16 + l] = A[l * K + kk];
-			uint8_t ap[5 * 128];
+			uint8_t ap[5 * 256];
 			ck_assert_uint_eq(gemm_a_stride(&ps), 4 * (size_t)want_k4);
 			gemm_pack_a_strip(&ps, 0, I, strip, ap);
 			memset(C1, 0x5a, sizeof(C1));
 			ck_assert_int_eq(gemm_q_apacked(ap, I, &ps, C1), 0);
 			ck_assert_mem_eq(C0, C1, sizeof(C0));
-			if (hdqt_kernel_select(other[o]) != 0) {
+			if (!tl_used || hdqt_kernel_select(other[o]) != 0) {
 				gemm_packed_free(&pb);
 				gemm_packed_free(&ps);
 				continue;
@@ -315,9 +333,14 @@ START_TEST(test_pack_tl_strips_vbmi)
 	}
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 37, 0);
+	/* the edges first (quads, partial groups, a partial last batch of 32
+	 * groups for G = 2), then random K */
+	static const int fixedK[] = {1, 2, 3, 31, 32, 33, 127, 128, 129, 160, 161, 255, 257, 300};
+	const int nfix = (int)(sizeof(fixedK) / sizeof(fixedK[0]));
 	for (int it = 0; it < 400; it++) {
 		const int G = it & 1 ? 8 : 2, qk = 16 * G;
-		const int K = 1 + (int)hdqt_rng_below(&r, it % 5 ? 300 : 700), have = (K + 3) / 4;
+		const int K = it / 2 < nfix ? fixedK[it / 2] : 1 + (int)hdqt_rng_below(&r, it % 5 ? 300 : 700);
+		const int have = (K + 3) / 4;
 		const int K4 = (K + qk - 1) / qk * 4 * G, ntiles = K4 / G, nq = K4 / (4 * G);
 		const int off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128, ni = 1 + (int)hdqt_rng_below(&r, 16);
 		const size_t rs = (size_t)K4 * 4;
@@ -938,7 +961,10 @@ START_TEST(test_column_path)
 		for (int per_row = 0; per_row <= 1; per_row++) {
 			quant_spec sp = {.bits = 4, .clip = 1.0f, .per_row = per_row};
 			colq_old(z, R, C, Rp, blk, &sp, qo, so);
-			gemm_params gp = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = 1};
+			/* the forward's tile and the backward's, in turn (tiles in
+			 * lanes for both where the shape lets them) */
+			gemm_params gp = {.tile = (sh + (size_t)per_row) & 1 ? 32 : 8, .acc_bits = 8, .bits = 4,
+					  .a_signed = 1};
 			for (size_t kn = 0; kn < sizeof(kern) / sizeof(kern[0]); kn++) {
 				if (hdqt_kernel_select(kern[kn]) != 0)
 					continue;
