@@ -220,6 +220,29 @@ AVX512_T static inline __attribute__((always_inline)) void tr4_lanes(__m512i x[4
 	x[3] = _mm512_unpackhi_epi64(u1, u3);
 }
 
+/* One step g of a quad: its four tiles' groups x[t] (dword l = column l)
+ * transposed within lanes into the layout's registers R at d, their bytes
+ * added into the quad's tile sums. */
+AVX512_T static inline __attribute__((always_inline)) void tl_put_step(__m512i x[4], int8_t *d,
+									__m512i sum[4])
+{
+	const __m512i ones = _mm512_set1_epi8(1);
+	tr4_lanes(x);
+	for (int R = 0; R < 4; R++) {
+		_mm512_storeu_si512((void *)(d + R * 64), x[R]);
+		sum[R] = _mm512_dpbusd_epi32(sum[R], ones, x[R]);
+	}
+}
+
+/* A quad's corr, [R][L][t]: -off times its tile sums. */
+AVX512_T static inline __attribute__((always_inline)) void tl_put_corr(int32_t *c, const __m512i sum[4],
+									int off)
+{
+	const __m512i moff = _mm512_set1_epi32(-off);
+	for (int R = 0; R < 4; R++)
+		_mm512_storeu_si512((void *)(c + R * 16), _mm512_mullo_epi32(sum[R], moff));
+}
+
 AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,
 				    int8_t *bb, int32_t *cr);
 
@@ -236,7 +259,6 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 		tl_pack_b16_g8(rows, nr, K, K4, off, bb, cr);
 		return;
 	}
-	const __m512i ones = _mm512_set1_epi8(1), moff = _mm512_set1_epi32(-off);
 	for (int g0 = 0; g0 < K4; g0 += 16) {
 		const int nb = K - 4 * g0 >= 64 ? 64 : (K - 4 * g0 > 0 ? K - 4 * g0 : 0);
 		const __mmask64 lm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
@@ -251,15 +273,9 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 					  _mm512_setzero_si512(), _mm512_setzero_si512()};
 			for (int g = 0; g < 2; g++) {
 				__m512i x[4] = {r[8 * h + g], r[8 * h + 2 + g], r[8 * h + 4 + g], r[8 * h + 6 + g]};
-				tr4_lanes(x);
-				for (int R = 0; R < 4; R++) {
-					_mm512_storeu_si512((void *)(bb + (size_t)q * 512 + g * 256 + R * 64), x[R]);
-					sum[R] = _mm512_dpbusd_epi32(sum[R], ones, x[R]);
-				}
+				tl_put_step(x, bb + (size_t)q * 512 + g * 256, sum);
 			}
-			for (int R = 0; R < 4; R++)
-				_mm512_storeu_si512((void *)(cr + (size_t)q * 64 + R * 16),
-						    _mm512_mullo_epi32(sum[R], moff));
+			tl_put_corr(cr + (size_t)q * 64, sum, off);
 		}
 	}
 	_mm256_zeroupper();
@@ -270,7 +286,6 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,
 				    int8_t *bb, int32_t *cr)
 {
-	const __m512i ones = _mm512_set1_epi8(1), moff = _mm512_set1_epi32(-off);
 	for (int q = 0; q < K4 / 32; q++) {
 		__m512i r[2][16];
 		for (int h = 0; h < 2; h++) {
@@ -286,15 +301,9 @@ AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, i
 				  _mm512_setzero_si512(), _mm512_setzero_si512()};
 		for (int g = 0; g < 8; g++) {
 			__m512i x[4] = {r[0][g], r[0][8 + g], r[1][g], r[1][8 + g]};
-			tr4_lanes(x);
-			for (int R = 0; R < 4; R++) {
-				_mm512_storeu_si512((void *)(bb + (size_t)q * 2048 + g * 256 + R * 64), x[R]);
-				sum[R] = _mm512_dpbusd_epi32(sum[R], ones, x[R]);
-			}
+			tl_put_step(x, bb + (size_t)q * 2048 + g * 256, sum);
 		}
-		for (int R = 0; R < 4; R++)
-			_mm512_storeu_si512((void *)(cr + (size_t)q * 64 + R * 16),
-					    _mm512_mullo_epi32(sum[R], moff));
+		tl_put_corr(cr + (size_t)q * 64, sum, off);
 	}
 	_mm256_zeroupper();
 }
@@ -308,7 +317,6 @@ VBMI_T void gemm_x86_tl_pack_strip16(const int8_t *codes, int K, int K4, int til
 				     int8_t *bb, int32_t *cr)
 {
 	const int G = tile4, have = (K + 3) / 4;
-	const __m512i ones = _mm512_set1_epi8(1), moff = _mm512_set1_epi32(-off);
 	for (int q = 0; q < K4 / (4 * G); q++) {
 		__m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
 				  _mm512_setzero_si512(), _mm512_setzero_si512()};
@@ -318,15 +326,9 @@ VBMI_T void gemm_x86_tl_pack_strip16(const int8_t *codes, int K, int K4, int til
 				const int k4 = 4 * G * q + G * t + g;
 				x[t] = k4 < have ? group16(codes + (size_t)k4 * 64) : _mm512_setzero_si512();
 			}
-			tr4_lanes(x);
-			for (int R = 0; R < 4; R++) {
-				_mm512_storeu_si512((void *)(bb + (size_t)q * 256 * G + g * 256 + R * 64), x[R]);
-				sum[R] = _mm512_dpbusd_epi32(sum[R], ones, x[R]);
-			}
+			tl_put_step(x, bb + (size_t)q * 256 * G + g * 256, sum);
 		}
-		for (int R = 0; R < 4; R++)
-			_mm512_storeu_si512((void *)(cr + (size_t)q * 64 + R * 16),
-					    _mm512_mullo_epi32(sum[R], moff));
+		tl_put_corr(cr + (size_t)q * 64, sum, off);
 	}
 	_mm256_zeroupper();
 }

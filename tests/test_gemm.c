@@ -102,11 +102,12 @@ START_TEST(test_pack_b16_avx512)
 END_TEST
 
 /* The tiles-in-lanes packers (gemm_x86_tl.c) against their layout written
- * out: per quad of 32 k, B bytes [g][R][L][t][4] for column 4L + R and k =
- * 32 q + 8 t + 4 g + kk, tile sums [R][L][t], A rows [g][t][4]; zeros past
- * K, past the rows and in the padding quads.  And gemm_pack takes this
- * layout (K4 and ntiles in whole quads) for the forward's tile of 8 with
- * 8-bit accumulators under avx512vnni, and only then. */
+ * out: per quad of 16 G k, B bytes [g][R][L][t][4] for column 4L + R and
+ * k = 16 G q + 4 G t + 4 g + kk, tile sums [R][L][t], A rows [g][t][4];
+ * zeros past K, past the rows and in the padding quads.  And gemm_pack
+ * takes this layout (K4 and ntiles in whole quads) for tiles of 8 and 32
+ * with 8-bit accumulators under avx512vnni where little padding is needed
+ * (tiles of 32 with VBMI only), and only then. */
 START_TEST(test_pack_tl_avx512)
 {
 	if (!gemm_x86_avx512vnni_supported()) {
@@ -115,9 +116,14 @@ START_TEST(test_pack_tl_avx512)
 	}
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 29, 0);
-	for (int it = 0; it < 300; it++) {
-		const int K = 1 + (int)hdqt_rng_below(&r, 300), nr = 1 + (int)hdqt_rng_below(&r, 16);
-		const int K4 = (K + 31) / 32 * 8, ntiles = K4 / 2, off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128;
+	/* 300 with tiles of 8 (G = 2: a quad is 32 k, k = 32 q + 8 t + 4 g + kk,
+	 * B 512 bytes a quad), then 200 with tiles of 32 (G = 8: 128 k, k = 128
+	 * q + 32 t + 4 g + kk, B 2048 bytes a quad) */
+	for (int it = 0; it < 500; it++) {
+		const int G = it < 300 ? 2 : 8, qk = 16 * G;
+		const int K = 1 + (int)hdqt_rng_below(&r, G == 2 ? 300 : 600), nr = 1 + (int)hdqt_rng_below(&r, 16);
+		const int K4 = (K + qk - 1) / qk * 4 * G, ntiles = K4 / G;
+		const int off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128;
 		int8_t *rows = malloc((size_t)nr * K), *bb = malloc((size_t)K4 * 64), *want = calloc((size_t)K4 * 64, 1);
 		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
 		uint8_t *a = malloc((size_t)nr * K4 * 4), *aw = calloc((size_t)nr * K4 * 4, 1);
@@ -127,47 +133,18 @@ START_TEST(test_pack_tl_avx512)
 		memset(a, 0x5a, (size_t)nr * K4 * 4);
 		for (int l = 0; l < nr; l++)
 			for (int k = 0; k < K; k++) {
-				const int q = k / 32, t = k % 32 / 8, g = k % 8 / 4, kk = k % 4;
+				const int q = k / qk, t = k % qk / (4 * G), g = k % (4 * G) / 4, kk = k % 4;
 				const int L = l / 4, R = l % 4;
-				want[q * 512 + g * 256 + R * 64 + L * 16 + t * 4 + kk] = rows[l * K + k];
+				want[q * 256 * G + g * 256 + R * 64 + L * 16 + t * 4 + kk] = rows[l * K + k];
 				cw[q * 64 + R * 16 + L * 4 + t] -= off * rows[l * K + k];
-				aw[(size_t)l * K4 * 4 + q * 32 + g * 16 + t * 4 + kk] = (uint8_t)(rows[l * K + k] + off);
+				aw[(size_t)l * K4 * 4 + q * qk + g * 16 + t * 4 + kk] = (uint8_t)(rows[l * K + k] + off);
 			}
-		gemm_x86_tl_pack_b16(rows, nr, K, K4, 2, off, bb, cr);
+		gemm_x86_tl_pack_b16(rows, nr, K, K4, G, off, bb, cr);
 		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
-			ck_abort_msg("tl_pack_b16: K=%d nr=%d off=%d", K, nr, off);
-		gemm_x86_tl_pack_a(rows, nr, K, K4, 2, off, a);
+			ck_abort_msg("tl_pack_b16: G=%d K=%d nr=%d off=%d", G, K, nr, off);
+		gemm_x86_tl_pack_a(rows, nr, K, K4, G, off, a);
 		if (memcmp(a, aw, (size_t)nr * K4 * 4) != 0)
-			ck_abort_msg("tl_pack_a: K=%d nr=%d off=%d", K, nr, off);
-		free(rows), free(bb), free(want), free(cr), free(cw), free(a), free(aw);
-	}
-	/* Tiles of 32 (G = 8): a quad is 128 k, k = 128 q + 32 t + 4 g + kk;
-	 * B bytes [g][R][L][t][4] per quad (2048 bytes). */
-	for (int it = 0; it < 200; it++) {
-		const int K = 1 + (int)hdqt_rng_below(&r, 600), nr = 1 + (int)hdqt_rng_below(&r, 16);
-		const int K4 = (K + 127) / 128 * 32, off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128;
-		const int ntiles = K4 / 8;
-		int8_t *rows = malloc((size_t)nr * K), *bb = malloc((size_t)K4 * 64), *want = calloc((size_t)K4 * 64, 1);
-		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
-		uint8_t *a = malloc((size_t)nr * K4 * 4), *aw = calloc((size_t)nr * K4 * 4, 1);
-		fill(rows, nr * K, -127, 127, &r);
-		memset(bb, 0x5a, (size_t)K4 * 64);
-		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
-		memset(a, 0x5a, (size_t)nr * K4 * 4);
-		for (int l = 0; l < nr; l++)
-			for (int k = 0; k < K; k++) {
-				const int q = k / 128, t = k % 128 / 32, g = k % 32 / 4, kk = k % 4;
-				const int L = l / 4, R = l % 4;
-				want[q * 2048 + g * 256 + R * 64 + L * 16 + t * 4 + kk] = rows[l * K + k];
-				cw[q * 64 + R * 16 + L * 4 + t] -= off * rows[l * K + k];
-				aw[(size_t)l * K4 * 4 + q * 128 + g * 16 + t * 4 + kk] = (uint8_t)(rows[l * K + k] + off);
-			}
-		gemm_x86_tl_pack_b16(rows, nr, K, K4, 8, off, bb, cr);
-		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
-			ck_abort_msg("tl_pack_b16 G=8: K=%d nr=%d off=%d", K, nr, off);
-		gemm_x86_tl_pack_a(rows, nr, K, K4, 8, off, a);
-		if (memcmp(a, aw, (size_t)nr * K4 * 4) != 0)
-			ck_abort_msg("tl_pack_a G=8: K=%d nr=%d off=%d", K, nr, off);
+			ck_abort_msg("tl_pack_a: G=%d K=%d nr=%d off=%d", G, K, nr, off);
 		free(rows), free(bb), free(want), free(cr), free(cw), free(a), free(aw);
 	}
 	ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
