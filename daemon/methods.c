@@ -898,13 +898,13 @@ static cJSON *prediction_json(hdqtd *d, const float *x, const float *logits, flo
 	const hdqt_store_class *best = class_by_label(d, idx[0]);
 	cJSON_AddStringToObject(o, "class", best->name);
 	cJSON_AddNumberToObject(o, "label", idx[0]);
-	cJSON_AddNumberToObject(o, "confidence", prob[idx[0]]);
+	hdqt_rpc_add_float(o, "confidence", prob[idx[0]]);
 	for (int j = 0; j < k && j < top_k; j++) {
 		cJSON *t = cJSON_CreateObject();
 		if (!t)
 			break;
 		cJSON_AddStringToObject(t, "class", class_by_label(d, idx[j])->name);
-		cJSON_AddNumberToObject(t, "confidence", prob[idx[j]]);
+		hdqt_rpc_add_float(t, "confidence", prob[idx[j]]);
 		cJSON_AddItemToArray(top, t);
 	}
 	cJSON_AddItemToObject(o, "top", top);

@@ -374,11 +374,8 @@ void hdqtd_openset_annotate(hdqtd *d, cJSON *o, const float *x, const float *log
 	int unknown = 0;
 	const float s = hdqt_novelty_score1(os->nv, logits, emb, label, &unknown);
 	cJSON_AddBoolToObject(o, "unknown", unknown);
-	if (isfinite(s))
-		cJSON_AddNumberToObject(o, "novelty", s);
-	else
-		cJSON_AddNullToObject(o, "novelty");
-	cJSON_AddNumberToObject(o, "novelty_threshold", hdqt_novelty_threshold(os->nv, label));
+	hdqt_rpc_add_float(o, "novelty", s); /* null unless finite */
+	hdqt_rpc_add_float(o, "novelty_threshold", hdqt_novelty_threshold(os->nv, label));
 	if (!unknown)
 		return;
 	os->seen++;

@@ -323,11 +323,32 @@ int hdqt_rpc_window(const cJSON *arr, int rows, int cols, float *out, char *err,
 	return 0;
 }
 
+cJSON *hdqt_rpc_float(float v)
+{
+	if (!isfinite(v))
+		return cJSON_CreateNull();
+	/* 9 significant digits identify every float (FLT_DECIMAL_DIG); %g's
+	 * forms ("0.5", "1e-07", "-3.40282347e+38") are all JSON numbers. */
+	char b[32];
+	snprintf(b, sizeof(b), "%.9g", (double)v);
+	return cJSON_CreateRaw(b);
+}
+
+cJSON *hdqt_rpc_add_float(cJSON *o, const char *key, float v)
+{
+	cJSON *x = hdqt_rpc_float(v);
+	if (!x || !cJSON_AddItemToObject(o, key, x)) {
+		cJSON_Delete(x);
+		return NULL;
+	}
+	return x;
+}
+
 cJSON *hdqt_rpc_float_array(const float *x, int n)
 {
 	cJSON *a = cJSON_CreateArray();
 	for (int i = 0; a && i < n; i++) {
-		cJSON *v = cJSON_CreateNumber((double)x[i]);
+		cJSON *v = hdqt_rpc_float(x[i]);
 		if (!v || !cJSON_AddItemToArray(a, v)) {
 			cJSON_Delete(v);
 			cJSON_Delete(a);
@@ -398,6 +419,12 @@ size_t hdqt_utf8_valid(const char *s, size_t n)
 	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0;
 	while (i < n) {
+		/* JSON text is mostly ASCII: 8 bytes a test (every line is checked). */
+		uint64_t w;
+		while (n - i >= 8 && (memcpy(&w, p + i, 8), (w & 0x8080808080808080ull) == 0))
+			i += 8;
+		if (i == n)
+			break;
 		unsigned c = p[i];
 		size_t k;
 		unsigned min;

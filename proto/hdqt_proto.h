@@ -92,7 +92,16 @@ int hdqt_rpc_parse_response(const char *line, cJSON **root, const cJSON **result
 int hdqt_rpc_floats(const cJSON *arr, float *out, int max, int *bad);
 /* A window: an array of rows readings x cols numbers, row-major into out. */
 int hdqt_rpc_window(const cJSON *arr, int rows, int cols, float *out, char *err, size_t errlen);
-/* An array of floats as a JSON array (NULL on allocation failure). */
+/* A float as a JSON number of 9 significant digits, which read back as a
+ * float give v exactly (JSON null when v is NaN or infinite; NULL without
+ * memory).  cJSON prints a double with up to three calls (%1.15g, sscanf,
+ * %1.17g) and 17 digits of which 8 are noise for a float; this is one call.
+ * The item is cJSON raw text: for printing, not for reading back. */
+cJSON *hdqt_rpc_float(float v);
+/* hdqt_rpc_float(v) added to object o as key: the item, NULL without memory. */
+cJSON *hdqt_rpc_add_float(cJSON *o, const char *key, float v);
+/* An array of floats as a JSON array, each as hdqt_rpc_float (NULL on
+ * allocation failure). */
 cJSON *hdqt_rpc_float_array(const float *x, int n);
 /* The binary form of n floats (features_f32, window_f32): a JSON string of
  * padded base64 of n little-endian IEEE-754 binary32 values, 4n bytes.  It

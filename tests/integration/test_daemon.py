@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -460,6 +461,19 @@ class TestProtocol(DaemonCase):
             b = self.c.call("predict", {"features_f32": f32(feats)})
             self.assertEqual(a, b)
         self.assertGreater(len(classes), 1)   # not a constant answer
+        # The reply's floats are printed as floats: at most 9 significant
+        # digits, each the float32 it stands for (not its 17-digit double).
+        self.c.send_raw(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "predict",
+                                    "params": {"features_f32": f32(feats), "top_k": 3}}).encode()
+                        + b"\n")
+        line = self.c.read_line().decode()
+        nums = re.findall(r'"(?:confidence|novelty|novelty_threshold)":(-?[0-9][0-9.e+-]*)', line)
+        self.assertGreaterEqual(len(nums), 4, line)   # confidence and top 3
+        for t in nums:
+            mant = t.split("e")[0].replace("-", "").replace(".", "").lstrip("0")
+            self.assertLessEqual(len(mant), 9, line)
+            v = as_f32([float(t)])[0]
+            self.assertEqual(float("%.9g" % v), float(t), line)
         many = self.c.call("predict", {"inputs": [{"window_f32": f32(as_f32(sum(w[2], [])))}
                                                   for w in wins[300:305]] +
                                                  [{"window": w[2]} for w in wins[300:305]]})

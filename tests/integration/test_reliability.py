@@ -137,10 +137,10 @@ class TestLimits(Case):
                 c.call("sample.add", {"samples": [{"class": names[i % 60], "features": feats(0.01 * (i % 60), i)}
                                                   for i in range(k, k + 30)]})
             self.assertEqual(train_and_wait(c)["outcome"], "accepted")
-            inputs = [{"features": feats(0.3)} for _ in range(20)]
+            inputs = [{"features": feats(0.3)} for _ in range(30)]
             m = c.call_raw("predict", {"inputs": inputs[:2], "top_k": 60})
             self.assertIn("result", m)
-            m = c.call_raw("predict", {"inputs": inputs, "top_k": 60})   # ~70 KB of reply
+            m = c.call_raw("predict", {"inputs": inputs, "top_k": 60})   # ~85 KB of reply
             self.assertEqual(m["error"]["code"], -32005, m)
             self.assertIn("max_write_queue", m["error"]["message"])
             # a batch: its replies together exceed the limit; every request
