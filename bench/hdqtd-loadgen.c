@@ -492,6 +492,21 @@ int main(int argc, char **argv)
 	/* The same features as base64 of float32: no decimal parsing. */
 	res[nres++] = run_requests(sock, pid, &ds, 1, secs, 0, 1);
 	res[nres++] = run_requests(sock, pid, &ds, 32, secs, 0, 1);
+	/* The idle one-client figures again, interleaved: ROUNDS rounds of the
+	 * floor and both forms in turn, so that a slow spell of this shared
+	 * machine weighs on all three; best and median p50 of each. */
+	enum { ROUNDS = 7 };
+	double ip50[3][ROUNDS], iloop[3][ROUNDS];
+	for (int k = 0; k < ROUNDS; k++)
+		for (int f = 0; f < 3; f++) {
+			result x = run_requests(sock, pid, &ds, 1, secs / 4, f == 0, f == 2);
+			ip50[f][k] = x.p50_ms;
+			iloop[f][k] = x.loop_cpu_us;
+		}
+	for (int f = 0; f < 3; f++) {
+		qsort(ip50[f], ROUNDS, sizeof(double), cmpd);
+		qsort(iloop[f], ROUNDS, sizeof(double), cmpd);
+	}
 	/* pending samples for the round */
 	int k500;
 	size_t n = sample_add(req, &ds, 0, ds.n, 500, &k500);
@@ -539,7 +554,13 @@ int main(int argc, char **argv)
 			       res[i].training ? "true" : "false",
 			       res[i].streaming ? "true" : "false", res[i].per_s, res[i].p50_ms,
 			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);
-		printf("],\"errors\":%d}\n", errors);
+		printf("],\"interleaved\":{\"rounds\":%d", ROUNDS);
+		static const char *const form[3] = {"floor", "features", "features_f32"};
+		for (int f = 0; f < 3; f++)
+			printf(",\"%s\":{\"p50_ms_best\":%.3f,\"p50_ms_median\":%.3f,"
+			       "\"loop_cpu_us_median\":%.1f}",
+			       form[f], ip50[f][0], ip50[f][ROUNDS / 2], iloop[f][ROUNDS / 2]);
+		printf("},\"errors\":%d}\n", errors);
 	} else {
 		printf("ingest: %.0f samples/s in batches of 100 (%.0f with features_f32), %.0f samples/s "
 		       "one per request (store.sync=full)\n", ingest_batch, ingest_batch_f32, ingest_single);
@@ -556,6 +577,12 @@ int main(int argc, char **argv)
 			       res[i].streaming ? "yes" : "no", res[i].per_s, res[i].p50_ms,
 			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);
 		printf("streaming client: %.0f samples/s in sample.add requests of 4096\n", streamed);
+		printf("idle, 1 client, %d interleaved rounds of %.2f s each: p50 best / median "
+		       "(loop CPU median)\n", ROUNDS, secs / 4);
+		static const char *const form[3] = {"train.status", "features", "features_f32"};
+		for (int f = 0; f < 3; f++)
+			printf("  %-13s %.3f / %.3f ms (%.1f us)\n", form[f], ip50[f][0],
+			       ip50[f][ROUNDS / 2], iloop[f][ROUNDS / 2]);
 	}
 	free(req);
 	hdqt_dataset_free(&ds);
