@@ -348,7 +348,10 @@ cJSON *hdqt_rpc_float_array(const float *x, int n)
 {
 	cJSON *a = cJSON_CreateArray();
 	for (int i = 0; a && i < n; i++) {
-		cJSON *v = hdqt_rpc_float(x[i]);
+		/* A request's NaN stays a NaN number, which hdqt_client_call
+		 * refuses before sending; null would go out and be refused by
+		 * hdqtd as a malformed array. */
+		cJSON *v = isfinite(x[i]) ? hdqt_rpc_float(x[i]) : cJSON_CreateNumber((double)x[i]);
 		if (!v || !cJSON_AddItemToArray(a, v)) {
 			cJSON_Delete(v);
 			cJSON_Delete(a);

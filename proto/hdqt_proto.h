@@ -100,8 +100,9 @@ int hdqt_rpc_window(const cJSON *arr, int rows, int cols, float *out, char *err,
 cJSON *hdqt_rpc_float(float v);
 /* hdqt_rpc_float(v) added to object o as key: the item, NULL without memory. */
 cJSON *hdqt_rpc_add_float(cJSON *o, const char *key, float v);
-/* An array of floats as a JSON array, each as hdqt_rpc_float (NULL on
- * allocation failure). */
+/* An array of floats as a JSON array, each as hdqt_rpc_float, except that
+ * NaN and infinities stay cJSON numbers (so that hdqt_client_call refuses
+ * them: cJSON would print null); NULL on allocation failure. */
 cJSON *hdqt_rpc_float_array(const float *x, int n);
 /* The binary form of n floats (features_f32, window_f32): a JSON string of
  * padded base64 of n little-endian IEEE-754 binary32 values, 4n bytes.  It

@@ -165,6 +165,9 @@ START_TEST(test_float_array_and_object)
 	char *s = cJSON_PrintUnformatted(a);
 	ck_assert_str_eq(s, "[0.25,-0.00249999994,1.00000002e+20,null]");
 	cJSON_free(s);
+	/* the NaN is a number still, for the client library's check */
+	ck_assert(cJSON_IsNumber(cJSON_GetArrayItem(a, 3)) && isnan(cJSON_GetArrayItem(a, 3)->valuedouble));
+	ck_assert(cJSON_IsRaw(cJSON_GetArrayItem(a, 0)));
 	cJSON_Delete(a);
 	cJSON *o = cJSON_CreateObject();
 	ck_assert_ptr_nonnull(hdqt_rpc_add_float(o, "confidence", 0.75f));

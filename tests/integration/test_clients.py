@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: MIT
 """hdqtctl, hdqt-sensor, the C example and the Python client against the
 real hdqtd.  Needs HDQTCTL, HDQT_SENSOR, HDQT_CLIENT_EXAMPLE (paths)."""
+import gzip
 import json
 import os
 import sqlite3
@@ -574,6 +575,22 @@ class TestLibraries(ClientCase):
         r = self.run_tool(CTL, "add-sample", "WALKING", ",".join(["1e999"] * 166))
         self.assertEqual(r.returncode, 2)
         self.assertIn("not a finite number", r.stderr)
+        # a window read from a file: a NaN or a reading past the float range
+        # is refused before sending too (printed as floats, it once went out
+        # as null and came back as a daemon error)
+        with gzip.open(TEST_FILE, "rt") as f:
+            lines = f.read().splitlines()[:140]
+        for bad in ("nan", "1e39"):
+            rows = [lines[0]] + lines[1:]
+            cells = rows[5].split(",")
+            cells[2] = bad
+            rows[5] = ",".join(cells)
+            path = os.path.join(self.d.dir, "bad-window.csv")
+            with open(path, "w") as f:
+                f.write("\n".join(rows) + "\n")
+            r = self.run_tool(CTL, "predict", "--window", path)
+            self.assertEqual(r.returncode, 2, (bad, r.stdout, r.stderr))
+            self.assertIn("not sent", r.stderr)
         # an error with a null id (a refused connection) is the call's answer
         self.restart_daemon("daemon.max_connections=5")
         holder = self.fill_connections()
