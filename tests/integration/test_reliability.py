@@ -798,15 +798,29 @@ class TestReview(unittest.TestCase):
 
             th = threading.Thread(target=probe)
             th.start()
+            took = []
             try:
                 for _ in range(3):
+                    t0 = time.time()
                     c.send_raw(line)
                     m = c.read_msg()
+                    took.append(time.time() - t0)
                     self.assertEqual(m["error"]["code"], -32004)   # no model yet: after the windows
             finally:
                 stop.set()
                 th.join()
-            self.assertLess(max(stalls), 0.15, "the loop stalled %.3f s" % max(stalls))
+            # On the loop, the windows' features stalled the probe once per
+            # request: three stalls of 0.5 s in a release build (requests of
+            # 1.0-1.7 s); off it, 1-7 ms.  A probe may still wait for CPU once
+            # (2 cores shared with the pool, another test and ASan: 0.15-0.17 s
+            # seen), so the limit is on the third-longest stall, and a looser
+            # one on the longest.
+            self.assertGreaterEqual(len(stalls), 3)
+            top = sorted(stalls, reverse=True)
+            why = "the loop stalled %s s (requests took %s s)" % (
+                ", ".join("%.3f" % t for t in top[:3]), ", ".join("%.2f" % t for t in took))
+            self.assertLess(top[2], 0.15, why)
+            self.assertLess(top[0], 0.4, why)
         finally:
             d.cleanup()
 
