@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "hdqt.h"
 #include "hdqt_data.h"
+#include "hdqt_json.h"
 #include "hdqt_proto.h"
 #include "hdqt_store.h"
 #include "trainer.h"
@@ -73,6 +74,7 @@ typedef struct hdqtd {
 	int n_unprivileged;         /* connections of non-admin peers */
 	int big_active;             /* long lines parsed or being parsed (tree slots in use) */
 	hdqtd_conn *big_wait;       /* connections waiting for a tree slot, in order */
+	hdqt_json *json;            /* the loop's parser of lines up to BIG_LINE (NULL: cJSON) */
 	uint64_t conn_seq;
 
 	uv_signal_t sig_term, sig_int, sig_hup;

@@ -418,6 +418,7 @@ out:
 	hdqt_model_free(d->model);
 	hdqt_feat_free(d->feat);
 	cJSON_Delete(d->metrics);
+	hdqt_json_free(d->json);
 	free(d->classes);
 	free(d->learned);
 	free(d);

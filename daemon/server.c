@@ -343,8 +343,9 @@ typedef struct parsed {
 } parsed;
 
 /* UTF-8 check, no U+0000, JSON parse, batch length, exact ids: no daemon state, so
- * that a long line can be parsed off the loop thread. */
-static void parse_line(const char *line, size_t len, int max_rpc_batch, parsed *p)
+ * that a long line can be parsed off the loop thread.  jp: the loop's parser
+ * (hdqt_json.h), NULL off the loop, where cJSON alone parses. */
+static void parse_line(hdqt_json *jp, const char *line, size_t len, int max_rpc_batch, parsed *p)
 {
 	p->msg = NULL;
 	p->code = 0;
@@ -360,16 +361,8 @@ static void parse_line(const char *line, size_t len, int max_rpc_batch, parsed *
 			 "parse error: \\u0000 (byte %zu): strings may not contain U+0000", ok);
 		return;
 	}
-	const char *end = NULL;
-	cJSON *msg = cJSON_ParseWithLengthOpts(line, len, &end, 0);
-	/* One JSON text per line: anything but white space after it is an
-	 * error (cJSON stops at the end of the first value). */
-	while (msg && end && end < line + len && (*end == ' ' || *end == '\t' || *end == '\r'))
-		end++;
-	if (msg && end && end < line + len) {
-		cJSON_Delete(msg);
-		msg = NULL;
-	}
+	/* One JSON text per line: anything but white space after it is an error. */
+	cJSON *msg = hdqt_json_parse(jp, line, len);
 	if (!msg) {
 		p->code = HDQT_RPC_PARSE_ERROR;
 		snprintf(p->err, sizeof(p->err), "parse error: not valid JSON (one JSON text per line)");
@@ -450,7 +443,7 @@ typedef struct parse_job {
 static void parse_work(uv_work_t *w)
 {
 	parse_job *j = w->data;
-	parse_line(j->line, j->len, j->max_rpc_batch, &j->p);
+	parse_line(NULL, j->line, j->len, j->max_rpc_batch, &j->p);
 }
 
 static void after_io(hdqtd_conn *c);
@@ -498,7 +491,7 @@ static void start_parse(hdqtd_conn *c, const char *line, size_t len)
 	/* Cannot happen short of memory: parse here instead. */
 	c->busy = 0;
 	parsed p;
-	parse_line(line, len, c->d->cfg.max_rpc_batch, &p);
+	parse_line(NULL, line, len, c->d->cfg.max_rpc_batch, &p);
 	if (!p.msg)
 		tree_release(c, NULL);
 	start_line(c, &p);
@@ -568,8 +561,13 @@ static void handle_line(hdqtd_conn *c, const char *line, size_t len)
 		*pp = c;
 		return;
 	}
+	/* the parser of short lines, made on first use: without memory cJSON
+	 * parses, as it does without simdjson */
+	hdqtd *d = c->d;
+	if (!d->json && hdqt_json_fast_available())
+		d->json = hdqt_json_new(BIG_LINE);
 	parsed p;
-	parse_line(line, len, c->d->cfg.max_rpc_batch, &p);
+	parse_line(d->json, line, len, d->cfg.max_rpc_batch, &p);
 	start_line(c, &p);
 }
 

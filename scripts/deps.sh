@@ -6,7 +6,7 @@
 set -euo pipefail
 
 PKGS=(build-essential meson ninja-build pkg-config
-      libuv1-dev libcjson-dev libsqlite3-dev sqlite3 zlib1g-dev
+      libuv1-dev libcjson-dev libsimdjson-dev libsqlite3-dev sqlite3 zlib1g-dev
       check libsubunit-dev libkissfft-dev libinih-dev libsystemd-dev
       python3 python3-jsonschema python3-prometheus-client systemd procps man-db strace libopenblas-dev
       clang libclang-rt-14-dev llvm)  # libFuzzer + sanitizer runtimes, llvm-symbolizer (tests/fuzz)

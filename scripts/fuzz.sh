@@ -16,7 +16,7 @@
 # inputs can be added to the committed corpus by hand (or with -merge=1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-TARGETS=(linebuf rpc dispatch features blob config)
+TARGETS=(linebuf rpc json dispatch features blob config)
 
 usage() {
 	echo "usage: $0 --list | [--exe PATH] TARGET SECONDS" >&2
@@ -44,7 +44,7 @@ target=$1 seconds=$2
 if [ -z "$exe" ]; then
 	build=${HDQT_FUZZ_BUILD:-$root/build-fuzz}
 	if [ ! -f "$build/build.ninja" ]; then
-		CC=clang meson setup "$build" "$root" --buildtype=debugoptimized -Dfuzz=true -Dtests=false \
+		CC=clang CXX=clang++ meson setup "$build" "$root" --buildtype=debugoptimized -Dfuzz=true -Dtests=false \
 			-Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 	fi
 	ninja -C "$build" -j2 "tests/fuzz/fuzz_$target" >/dev/null

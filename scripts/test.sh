@@ -40,7 +40,7 @@ echo "== fuzz build (clang libFuzzer, ASan + UBSan): corpus regression + short c
 # built and only suite 'fuzz' runs (scripts/fuzz.sh runs longer campaigns).
 # -Dwerror=false: clang warns where gcc does not, and werror is the gcc builds' job.
 if [ ! -f build-fuzz/build.ninja ]; then
-	CC=clang meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=true -Dtests=false \
+	CC=clang CXX=clang++ meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=true -Dtests=false \
 		-Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false
 fi
 ninja -C build-fuzz $(scripts/fuzz.sh --list | sed 's|^|tests/fuzz/fuzz_|')

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "hdqt.h"
+#include "hdqt_json.h"
 #include "hdqt_proto.h"
 #include "testutil.h"
 
@@ -178,6 +179,192 @@ START_TEST(test_float_array_and_object)
 }
 END_TEST
 
+
+/* ---- hdqt_json_parse against cJSON ----------------------------------------- */
+
+/* The same tree, bit for bit: types and flags, keys, strings, the number's
+ * double (memcmp: -0 is not 0) and int, children in order, and the list's
+ * tail link (first child's prev) that cJSON's appends rely on. */
+static int same_tree(const cJSON *a, const cJSON *b)
+{
+	if (!a || !b)
+		return a == b;
+	if (a->type != b->type || !a->string != !b->string ||
+	    (a->string && strcmp(a->string, b->string)) || !a->valuestring != !b->valuestring ||
+	    (a->valuestring && strcmp(a->valuestring, b->valuestring)) || a->valueint != b->valueint ||
+	    memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)))
+		return 0;
+	const cJSON *x = a->child, *y = b->child;
+	for (; x && y; x = x->next, y = y->next)
+		if (!same_tree(x, y) || !x->prev || !y->prev)
+			return 0;
+	if (x || y)
+		return 0;
+	if (a->child && (!a->child->prev || a->child->prev->next || !b->child->prev ||
+			 b->child->prev->next))
+		return 0;
+	return 1;
+}
+
+/* hdqt_json_parse(p) and cJSON on s[0..n): the same tree, or both NULL.
+ * Returns whether the fast path took the text. */
+static int check_same(hdqt_json *p, const char *s, size_t n)
+{
+	cJSON *a = hdqt_json_parse(p, s, n);
+	const int fast = hdqt_json_last_fast(p);
+	cJSON *b = hdqt_json_parse_cjson(s, n);
+	if (!same_tree(a, b))
+		ck_abort_msg("hdqt_json_parse (%s) and cJSON differ on \"%.*s\" (%s vs %s)",
+			     fast ? "simdjson" : "cJSON", (int)(n < 200 ? n : 200), s,
+			     a ? "a tree" : "NULL", b ? "a tree" : "NULL");
+	ck_assert(!fast || a); /* the fast path never refuses: it declines */
+	cJSON_Delete(a);
+	cJSON_Delete(b);
+	return fast;
+}
+
+/* Texts simdjson must take (when built in), texts it must leave to cJSON,
+ * and texts both refuse or cJSON alone takes. */
+START_TEST(test_json_edges)
+{
+	static const char *const taken[] = {
+		"0", "[-0.0]", "-0e0", "[-0E+1]", "[0e0]", "-10", "[-1,-20]", "1E2", "[1e-400]", "4.9e-324",
+		"2.2250738585072011e-308", "1.7976931348623157e308", "9007199254740993",
+		"18446744073709551615", "-9223372036854775808", "0.1", "2147483647",
+		"2147483648", "-2147483648", "-2147483649", "1e15", "0.30000000000000004",
+		"\"\\u00e9\\ud83d\\ude00\\/\\b\\f\\n\\r\\t\\\"\\\\\"", "\"\xc3\xa9\xf0\x9f\x98\x80\"",
+		"{}", "[]", "{\"a\":1,\"a\":2}", "{\"\":0}", "true", "false", "null",
+		"[true,false,null]", " \t\n\r[1] \t\r", "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":"
+		"\"predict\",\"params\":{\"features\":[0.5,-1.25e-3,3,1e10],\"top_k\":3}}",
+		"[[[[[[[[[[]]]]]]]]]]", "{\"a\":{\"b\":{\"c\":[1,{\"d\":\"e\"}]}}}",
+		"\"x\"", "0.1234567890123456789012345678901234567890123456789012345678901",
+	};
+	static const char *const declined[] = {
+		"-0", "[-0]", "[1,-0,2]", "-0 ", "1e400",
+		/* integers past 64 bits: simdjson refuses them */
+		"18446744073709551616", "-9223372036854775809", "123456789012345678901234567890", "[-1e400]", "1.7976931348623159e308", "+1", ".5", "1.", "01", "[1.e5]",
+		"0x10", "[1,]", "{\"a\":1,}", "[1 2]", "\x01[1]", "[1]\n", "[1] x", "", " ",
+		"nul", "\"a\\u0000b\"", "{\"a\\u0000\":1}", "\"a\tb\"", "\"\x01\"", "\"\\ud800\"",
+		"\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\\x\"", "[1]]", "{\"a\" 1}", "{1:2}",
+		"1234567890123456789012345678901234567890123456789012345678901234",
+		"[0.000000000000000000000000000000000000000000000000000000000000001]",
+		"[\"1234567890123456789012345678901234567890123456789012345678901234\"]",
+		"NaN", "[Infinity]", "'a'", "[1]\x01",
+	};
+	hdqt_json *p = hdqt_json_new(1 << 16);
+	ck_assert_ptr_nonnull(p);
+	const int fast = hdqt_json_fast_available();
+	for (size_t i = 0; i < sizeof(taken) / sizeof(*taken); i++)
+		if (check_same(p, taken[i], strlen(taken[i])) != fast)
+			ck_abort_msg("simdjson %s \"%s\"", fast ? "declined" : "took", taken[i]);
+	for (size_t i = 0; i < sizeof(declined) / sizeof(*declined); i++)
+		if (check_same(p, declined[i], strlen(declined[i])))
+			ck_abort_msg("simdjson took \"%s\"", declined[i]);
+	/* a NUL byte in the text, as a line may hold one */
+	check_same(p, "[1,\0 2]", 7);
+	check_same(p, "\"a\0b\"", 5);
+	/* nesting: up to HDQT_JSON_FAST_DEPTH simdjson, deeper cJSON (which
+	 * refuses past 1000) */
+	static char deep[2 * 1100 + 1];
+	const int depths[] = {HDQT_JSON_FAST_DEPTH - 1, HDQT_JSON_FAST_DEPTH, HDQT_JSON_FAST_DEPTH + 1,
+			      999, 1000, 1001, 1100};
+	for (size_t t = 0; t < sizeof(depths) / sizeof(*depths); t++) {
+		const int d = depths[t];
+		memset(deep, '[', (size_t)d);
+		memset(deep + d, ']', (size_t)d);
+		if (check_same(p, deep, 2 * (size_t)d) != (fast && d <= HDQT_JSON_FAST_DEPTH))
+			ck_abort_msg("nesting %d went the wrong way", d);
+	}
+	hdqt_json_free(p);
+	/* without a parser, and past its capacity: cJSON, the same trees */
+	ck_assert_int_eq(check_same(NULL, "[1,2]", 5), 0);
+	p = hdqt_json_new(8);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(check_same(p, "[1,2,3,4]", 9), 0);
+	ck_assert_int_eq(check_same(p, "[1,2,3]", 7), fast);
+	hdqt_json_free(p);
+}
+END_TEST
+
+/* A random JSON-ish text: mostly valid, with numbers of every form and
+ * strings with escapes, then sometimes a byte changed, added or cut. */
+static void gen_value(char *b, size_t *n, size_t cap, int depth)
+{
+	static const char *const atoms[] = {
+		"0", "-0", "1", "-1", "0.5", "1e5", "1E-5", "-2.5e+10", "1e308", "1e309", "4e-324",
+		"1e-330", "2147483647", "2147483648", "-2147483649", "9223372036854775807",
+		"9223372036854775808", "18446744073709551616", "true", "false", "null", "\"\"",
+		"\"a\"", "\"\\u0041\\n\"", "\"\\ud834\\udd1e\"", "\"\xce\xbb\"", "+1", ".5", "01", "1.",
+	};
+	if (*n + 64 >= cap)
+		return;
+	unsigned r = rnd() % 10;
+	if (depth < 6 && r < 2) {
+		const int obj = r == 1, k = (int)(rnd() % 5);
+		b[(*n)++] = obj ? '{' : '[';
+		for (int i = 0; i < k && *n + 80 < cap; i++) {
+			if (i)
+				b[(*n)++] = ',';
+			if (obj)
+				*n += (size_t)snprintf(b + *n, cap - *n, "\"k%u\":", rnd() % 3);
+			gen_value(b, n, cap, depth + 1);
+		}
+		b[(*n)++] = obj ? '}' : ']';
+	} else if (r < 5) {
+		/* a random decimal of 1 to 25 digits, a fraction and an exponent */
+		char num[80];
+		int m = 0;
+		if (rnd() % 2)
+			num[m++] = '-';
+		const int digits = 1 + (int)(rnd() % 25);
+		for (int i = 0; i < digits; i++)
+			num[m++] = (char)('0' + (i == 0 && digits > 1 ? 1 + rnd() % 9 : rnd() % 10));
+		if (rnd() % 2) {
+			num[m++] = '.';
+			for (int i = 0, f = 1 + (int)(rnd() % 20); i < f; i++)
+				num[m++] = (char)('0' + rnd() % 10);
+		}
+		if (rnd() % 2)
+			m += snprintf(num + m, sizeof(num) - (size_t)m, "e%d", (int)(rnd() % 700) - 350);
+		memcpy(b + *n, num, (size_t)m);
+		*n += (size_t)m;
+	} else {
+		const char *a = atoms[rnd() % (sizeof(atoms) / sizeof(*atoms))];
+		memcpy(b + *n, a, strlen(a));
+		*n += strlen(a);
+	}
+	if (rnd() % 8 == 0)
+		b[(*n)++] = ' ';
+}
+
+START_TEST(test_json_random_texts)
+{
+	hdqt_json *p = hdqt_json_new(1 << 16);
+	ck_assert_ptr_nonnull(p);
+	char b[4096];
+	int taken = 0;
+	const int N = 20000;
+	for (int it = 0; it < N; it++) {
+		size_t n = 0;
+		gen_value(b, &n, sizeof(b) - 8, 0);
+		const unsigned m = rnd() % 6;
+		if (m == 0 && n) { /* a byte changed */
+			static const char bytes[] = "{}[],:\"\\ -+.eE0159tfn\t\r\n\x01";
+			b[rnd() % n] = bytes[rnd() % (sizeof(bytes) - 1)];
+		} else if (m == 1 && n) { /* cut */
+			n = rnd() % n;
+		} else if (m == 2) { /* trailing bytes */
+			b[n++] = " \t\r\nx]"[rnd() % 6];
+		}
+		taken += check_same(p, b, n);
+	}
+	hdqt_json_free(p);
+	/* most texts are valid JSON: the fast path must have taken many */
+	if (hdqt_json_fast_available())
+		ck_assert_int_gt(taken, N / 3);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("proto");
@@ -185,6 +372,8 @@ int main(void)
 	tcase_add_test(tc, test_utf8_every_offset);
 	tcase_add_test(tc, test_float_prints_exactly);
 	tcase_add_test(tc, test_float_array_and_object);
+	tcase_add_test(tc, test_json_edges);
+	tcase_add_test(tc, test_json_random_texts);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }

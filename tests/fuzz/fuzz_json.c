@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer target: hdqt_json_parse (proto/hdqt_json.h) against cJSON on
+ * arbitrary input.  Check: the same tree bit for bit (types, keys,
+ * strings, each number's double and int, child order and links) or both
+ * NULL, for the whole input and for it cut at every line break (the
+ * daemon parses one line at a time).  Without simdjson in the build the
+ * two are the same code and the target checks only that it does not crash.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hdqt_json.h"
+
+#define CHECK(c)                                                                               \
+	do {                                                                                   \
+		if (!(c)) {                                                                    \
+			fprintf(stderr, "fuzz_json: check failed: %s (line %d)\n", #c, __LINE__); \
+			abort();                                                               \
+		}                                                                              \
+	} while (0)
+
+static int same_tree(const cJSON *a, const cJSON *b)
+{
+	if (!a || !b)
+		return a == b;
+	if (a->type != b->type || !a->string != !b->string ||
+	    (a->string && strcmp(a->string, b->string)) || !a->valuestring != !b->valuestring ||
+	    (a->valuestring && strcmp(a->valuestring, b->valuestring)) || a->valueint != b->valueint ||
+	    memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)))
+		return 0;
+	const cJSON *x = a->child, *y = b->child;
+	for (; x && y; x = x->next, y = y->next)
+		if (!same_tree(x, y))
+			return 0;
+	if (x || y)
+		return 0;
+	return !a->child || (a->child->prev && !a->child->prev->next && b->child->prev &&
+			     !b->child->prev->next);
+}
+
+static hdqt_json *parser;
+
+static void one(const char *s, size_t n)
+{
+	cJSON *a = hdqt_json_parse(parser, s, n);
+	const int fast = hdqt_json_last_fast(parser);
+	cJSON *b = hdqt_json_parse_cjson(s, n);
+	CHECK(same_tree(a, b));
+	CHECK(!fast || a);
+	cJSON_Delete(a);
+	cJSON_Delete(b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
+{
+	if (!parser)
+		CHECK((parser = hdqt_json_new(1 << 16)) != NULL);
+	const char *s = (const char *)d;
+	one(s, n);
+	for (size_t i = 0, start = 0; i <= n; i++)
+		if (i == n || s[i] == '\n') {
+			if (start > 0 || i < n)
+				one(s + start, i - start);
+			start = i + 1;
+		}
+	return 0;
+}
