@@ -23,11 +23,23 @@ struct jsimd {
 	size_t cap = 0;
 };
 
-// 1 and the item in *out; 0 declined; -1 without memory.
-int conv(simdjson::dom::element e, cJSON **out, int depth)
+// Each value filled into an item already made, its key set before it:
+// the allocations of cJSON's own parser, of the same sizes and in its
+// order (item, key, the value's string or children, in document order),
+// so that the heap holds what it would after cJSON.
+char *copy(const char *s, size_t n)
+{
+	char *c = static_cast<char *>(cJSON_malloc(n + 1));
+	if (c)
+		memcpy(c, s, n + 1);
+	return c;
+}
+
+// 1 filled; 0 declined; -1 without memory.  The item is the caller's to
+// free either way.
+int fill(simdjson::dom::element e, cJSON *it, int depth)
 {
 	using simdjson::dom::element_type;
-	*out = nullptr;
 	if (depth > HDQT_JSON_FAST_DEPTH)
 		return 0;
 	switch (e.type()) {
@@ -35,57 +47,55 @@ int conv(simdjson::dom::element e, cJSON **out, int depth)
 		simdjson::dom::array a;
 		if (e.get(a) != simdjson::SUCCESS)
 			return 0;
-		cJSON *arr = cJSON_CreateArray();
-		if (!arr)
-			return -1;
+		it->type = cJSON_Array;
 		cJSON *last = nullptr;
 		for (simdjson::dom::element x : a) {
-			cJSON *c;
-			int r = conv(x, &c, depth + 1);
-			if (r != 1) {
-				cJSON_Delete(arr);
-				return r;
-			}
+			cJSON *c = cJSON_CreateNull();
+			if (!c)
+				return -1;
 			// linked as cJSON's parser links them: the first child's
 			// prev is the last one
 			if (last) {
 				last->next = c;
 				c->prev = last;
 			} else {
-				arr->child = c;
+				it->child = c;
 			}
 			last = c;
-			arr->child->prev = c;
+			it->child->prev = c;
+			int r = fill(x, c, depth + 1);
+			if (r != 1)
+				return r;
 		}
-		*out = arr;
 		return 1;
 	}
 	case element_type::OBJECT: {
 		simdjson::dom::object o;
 		if (e.get(o) != simdjson::SUCCESS)
 			return 0;
-		cJSON *obj = cJSON_CreateObject();
-		if (!obj)
-			return -1;
-		for (auto it = o.begin(); it != o.end(); ++it) {
-			const char *k = it.key_c_str();
-			if (strlen(k) != it.key_length()) {
-				cJSON_Delete(obj);
+		it->type = cJSON_Object;
+		cJSON *last = nullptr;
+		for (auto m = o.begin(); m != o.end(); ++m) {
+			const char *k = m.key_c_str();
+			if (strlen(k) != m.key_length())
 				return 0;
-			}
-			cJSON *c;
-			int r = conv(it.value(), &c, depth + 1);
-			if (r != 1) {
-				cJSON_Delete(obj);
-				return r;
-			}
-			if (!cJSON_AddItemToObject(obj, k, c)) {
-				cJSON_Delete(c);
-				cJSON_Delete(obj);
+			cJSON *c = cJSON_CreateNull();
+			if (!c)
 				return -1;
+			if (last) {
+				last->next = c;
+				c->prev = last;
+			} else {
+				it->child = c;
 			}
+			last = c;
+			it->child->prev = c;
+			if (!(c->string = copy(k, m.key_length())))
+				return -1;
+			int r = fill(m.value(), c, depth + 1);
+			if (r != 1)
+				return r;
 		}
-		*out = obj;
 		return 1;
 	}
 	case element_type::INT64: {
@@ -93,23 +103,26 @@ int conv(simdjson::dom::element e, cJSON **out, int depth)
 		if (e.get(v) != simdjson::SUCCESS)
 			return 0;
 		// the conversion rounds to nearest even, as strtod of the same
-		// digits does; "-0" is not here (simdjson reads it as a double)
-		*out = cJSON_CreateNumber(static_cast<double>(v));
-		break;
+		// digits does; the integer -0 never comes here (hdqt_json.c)
+		cJSON_SetNumberHelper(it, static_cast<double>(v));
+		it->type = cJSON_Number;
+		return 1;
 	}
 	case element_type::UINT64: {
 		uint64_t v;
 		if (e.get(v) != simdjson::SUCCESS)
 			return 0;
-		*out = cJSON_CreateNumber(static_cast<double>(v));
-		break;
+		cJSON_SetNumberHelper(it, static_cast<double>(v));
+		it->type = cJSON_Number;
+		return 1;
 	}
 	case element_type::DOUBLE: {
 		double v;
 		if (e.get(v) != simdjson::SUCCESS)
 			return 0;
-		*out = cJSON_CreateNumber(v);
-		break;
+		cJSON_SetNumberHelper(it, v);
+		it->type = cJSON_Number;
+		return 1;
 	}
 	case element_type::STRING: {
 		const char *s;
@@ -117,25 +130,26 @@ int conv(simdjson::dom::element e, cJSON **out, int depth)
 		if (e.get_c_str().get(s) != simdjson::SUCCESS ||
 		    e.get_string_length().get(n) != simdjson::SUCCESS || strlen(s) != n)
 			return 0;
-		*out = cJSON_CreateString(s);
-		break;
+		if (!(it->valuestring = copy(s, n)))
+			return -1;
+		it->type = cJSON_String;
+		return 1;
 	}
 	case element_type::BOOL: {
 		bool v;
 		if (e.get(v) != simdjson::SUCCESS)
 			return 0;
-		*out = cJSON_CreateBool(v);
-		if (*out && v)
-			(*out)->valueint = 1; // as cJSON's parser sets it for true
-		break;
+		it->type = v ? cJSON_True : cJSON_False;
+		if (v)
+			it->valueint = 1; // as cJSON's parser sets it
+		return 1;
 	}
 	case element_type::NULL_VALUE:
-		*out = cJSON_CreateNull();
-		break;
+		it->type = cJSON_NULL;
+		return 1;
 	default:
 		return 0;
 	}
-	return *out ? 1 : -1;
 }
 
 } // namespace
@@ -182,7 +196,16 @@ extern "C" int hdqt_jsimd_parse(void *p, const char *s, size_t n, cJSON **out)
 		if (j->parser.parse(reinterpret_cast<const uint8_t *>(j->buf), n, false).get(root) !=
 		    simdjson::SUCCESS)
 			return 0;
-		return conv(root, out, 1);
+		cJSON *t = cJSON_CreateNull();
+		if (!t)
+			return -1;
+		int r = fill(root, t, 1);
+		if (r != 1) {
+			cJSON_Delete(t);
+			return r;
+		}
+		*out = t;
+		return 1;
 	} catch (...) {
 		cJSON_Delete(*out);
 		*out = nullptr;
