@@ -8,7 +8,7 @@
  *
  * The accepted texts and the trees are cJSON's, bit for bit: simdjson
  * takes only what it is sure cJSON takes alike (strict RFC 8259 JSON,
- * nesting up to HDQT_JSON_FAST_DEPTH, numbers of fewer than 64 characters,
+ * nesting within simdjson's max_depth of HDQT_JSON_FAST_DEPTH, numbers of fewer than 64 characters,
  * no NUL in a string, texts up to the parser's capacity), and everything
  * else goes to cJSON, which decides as it always did.  test_proto.c and
  * the fuzz target json compare the two on the same texts.

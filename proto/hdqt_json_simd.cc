@@ -24,9 +24,8 @@ struct jsimd {
 };
 
 // Each value filled into an item already made, its key set before it:
-// the allocations of cJSON's own parser, of the same sizes and in its
-// order (item, key, the value's string or children, in document order),
-// so that the heap holds what it would after cJSON.
+// the allocations of cJSON's own parser in its order (item, key, the
+// value's string or children, in document order).
 char *copy(const char *s, size_t n)
 {
 	char *c = static_cast<char *>(cJSON_malloc(n + 1));
@@ -40,6 +39,8 @@ char *copy(const char *s, size_t n)
 int fill(simdjson::dom::element e, cJSON *it, int depth)
 {
 	using simdjson::dom::element_type;
+	// the parser's max_depth bounds this already; the recursion's own
+	// bound, should that change
 	if (depth > HDQT_JSON_FAST_DEPTH)
 		return 0;
 	switch (e.type()) {
@@ -156,19 +157,29 @@ int fill(simdjson::dom::element e, cJSON *it, int depth)
 
 extern "C" void *hdqt_jsimd_new(size_t cap)
 {
+	jsimd *j = nullptr;
 	try {
-		jsimd *j = new (std::nothrow) jsimd;
+		j = new (std::nothrow) jsimd;
 		if (!j)
 			return nullptr;
 		j->buf = static_cast<char *>(malloc(cap + simdjson::SIMDJSON_PADDING));
-		if (!j->buf || j->parser.allocate(cap, HDQT_JSON_FAST_DEPTH) != simdjson::SUCCESS) {
-			free(j->buf);
-			delete j;
-			return nullptr;
-		}
+		if (!j->buf || j->parser.allocate(cap, HDQT_JSON_FAST_DEPTH) != simdjson::SUCCESS)
+			throw std::bad_alloc();
 		j->cap = cap;
+		// simdjson sizes its document buffers at the first parse, to that
+		// text, and again for each longer one: one text of cap bytes now
+		// allocates them once, here, instead of between requests' trees
+		memset(j->buf, ' ', cap + simdjson::SIMDJSON_PADDING);
+		j->buf[0] = '0';
+		simdjson::dom::element e;
+		if (j->parser.parse(reinterpret_cast<const uint8_t *>(j->buf), cap, false).get(e) !=
+		    simdjson::SUCCESS)
+			throw std::bad_alloc();
 		return j;
 	} catch (...) {
+		if (j)
+			free(j->buf);
+		delete j;
 		return nullptr;
 	}
 }
@@ -186,6 +197,7 @@ extern "C" void hdqt_jsimd_free(void *p)
 extern "C" int hdqt_jsimd_parse(void *p, const char *s, size_t n, cJSON **out)
 {
 	*out = nullptr;
+	cJSON *t = nullptr;
 	try {
 		jsimd *j = static_cast<jsimd *>(p);
 		if (n > j->cap)
@@ -196,8 +208,7 @@ extern "C" int hdqt_jsimd_parse(void *p, const char *s, size_t n, cJSON **out)
 		if (j->parser.parse(reinterpret_cast<const uint8_t *>(j->buf), n, false).get(root) !=
 		    simdjson::SUCCESS)
 			return 0;
-		cJSON *t = cJSON_CreateNull();
-		if (!t)
+		if (!(t = cJSON_CreateNull()))
 			return -1;
 		int r = fill(root, t, 1);
 		if (r != 1) {
@@ -207,8 +218,7 @@ extern "C" int hdqt_jsimd_parse(void *p, const char *s, size_t n, cJSON **out)
 		*out = t;
 		return 1;
 	} catch (...) {
-		cJSON_Delete(*out);
-		*out = nullptr;
+		cJSON_Delete(t);
 		return -1;
 	}
 }

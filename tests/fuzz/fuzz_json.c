@@ -31,9 +31,9 @@ static int same_tree(const cJSON *a, const cJSON *b)
 	    (a->valuestring && strcmp(a->valuestring, b->valuestring)) || a->valueint != b->valueint ||
 	    memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)))
 		return 0;
-	const cJSON *x = a->child, *y = b->child;
-	for (; x && y; x = x->next, y = y->next)
-		if (!same_tree(x, y))
+	const cJSON *x = a->child, *y = b->child, *px = NULL, *py = NULL;
+	for (; x && y; px = x, py = y, x = x->next, y = y->next)
+		if (!same_tree(x, y) || (px && (x->prev != px || y->prev != py)))
 			return 0;
 	if (x || y)
 		return 0;
@@ -46,10 +46,8 @@ static hdqt_json *parser;
 static void one(const char *s, size_t n)
 {
 	cJSON *a = hdqt_json_parse(parser, s, n);
-	const int fast = hdqt_json_last_fast(parser);
 	cJSON *b = hdqt_json_parse_cjson(s, n);
 	CHECK(same_tree(a, b));
-	CHECK(!fast || a);
 	cJSON_Delete(a);
 	cJSON_Delete(b);
 }
