@@ -34,6 +34,36 @@ char *copy(const char *s, size_t n)
 	return c;
 }
 
+// A number of simdjson's type T as cJSON's double (valueint saturated as
+// cJSON sets it).
+template <class T> int number(simdjson::dom::element e, cJSON *it)
+{
+	T v;
+	if (e.get(v) != simdjson::SUCCESS)
+		return 0;
+	cJSON_SetNumberHelper(it, static_cast<double>(v));
+	it->type = cJSON_Number;
+	return 1;
+}
+
+// A new item after *last among it's children, linked as cJSON's parser
+// links them (the first child's prev is the last one); NULL without memory.
+cJSON *append(cJSON *it, cJSON **last)
+{
+	cJSON *c = cJSON_CreateNull();
+	if (!c)
+		return nullptr;
+	if (*last) {
+		(*last)->next = c;
+		c->prev = *last;
+	} else {
+		it->child = c;
+	}
+	*last = c;
+	it->child->prev = c;
+	return c;
+}
+
 // 1 filled; 0 declined; -1 without memory.  The item is the caller's to
 // free either way.
 int fill(simdjson::dom::element e, cJSON *it, int depth)
@@ -51,19 +81,9 @@ int fill(simdjson::dom::element e, cJSON *it, int depth)
 		it->type = cJSON_Array;
 		cJSON *last = nullptr;
 		for (simdjson::dom::element x : a) {
-			cJSON *c = cJSON_CreateNull();
+			cJSON *c = append(it, &last);
 			if (!c)
 				return -1;
-			// linked as cJSON's parser links them: the first child's
-			// prev is the last one
-			if (last) {
-				last->next = c;
-				c->prev = last;
-			} else {
-				it->child = c;
-			}
-			last = c;
-			it->child->prev = c;
 			int r = fill(x, c, depth + 1);
 			if (r != 1)
 				return r;
@@ -80,17 +100,9 @@ int fill(simdjson::dom::element e, cJSON *it, int depth)
 			const char *k = m.key_c_str();
 			if (strlen(k) != m.key_length())
 				return 0;
-			cJSON *c = cJSON_CreateNull();
+			cJSON *c = append(it, &last);
 			if (!c)
 				return -1;
-			if (last) {
-				last->next = c;
-				c->prev = last;
-			} else {
-				it->child = c;
-			}
-			last = c;
-			it->child->prev = c;
 			if (!(c->string = copy(k, m.key_length())))
 				return -1;
 			int r = fill(m.value(), c, depth + 1);
@@ -99,32 +111,14 @@ int fill(simdjson::dom::element e, cJSON *it, int depth)
 		}
 		return 1;
 	}
-	case element_type::INT64: {
-		int64_t v;
-		if (e.get(v) != simdjson::SUCCESS)
-			return 0;
-		// the conversion rounds to nearest even, as strtod of the same
+	case element_type::INT64:
+		// the conversions round to nearest even, as strtod of the same
 		// digits does; the integer -0 never comes here (hdqt_json.c)
-		cJSON_SetNumberHelper(it, static_cast<double>(v));
-		it->type = cJSON_Number;
-		return 1;
-	}
-	case element_type::UINT64: {
-		uint64_t v;
-		if (e.get(v) != simdjson::SUCCESS)
-			return 0;
-		cJSON_SetNumberHelper(it, static_cast<double>(v));
-		it->type = cJSON_Number;
-		return 1;
-	}
-	case element_type::DOUBLE: {
-		double v;
-		if (e.get(v) != simdjson::SUCCESS)
-			return 0;
-		cJSON_SetNumberHelper(it, v);
-		it->type = cJSON_Number;
-		return 1;
-	}
+		return number<int64_t>(e, it);
+	case element_type::UINT64:
+		return number<uint64_t>(e, it);
+	case element_type::DOUBLE:
+		return number<double>(e, it);
 	case element_type::STRING: {
 		const char *s;
 		size_t n;

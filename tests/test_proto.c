@@ -13,6 +13,7 @@
 #include "hdqt.h"
 #include "hdqt_json.h"
 #include "hdqt_proto.h"
+#include "json_same.h"
 #include "testutil.h"
 
 /* RFC 3629 one byte at a time: the longest valid prefix. */
@@ -182,30 +183,6 @@ END_TEST
 
 /* ---- hdqt_json_parse against cJSON ----------------------------------------- */
 
-/* The same tree, bit for bit: types and flags, keys, strings, the number's
- * double (memcmp: -0 is not 0) and int, children in order with their prev
- * links, and the list's tail link (first child's prev) that cJSON's
- * appends rely on. */
-static int same_tree(const cJSON *a, const cJSON *b)
-{
-	if (!a || !b)
-		return a == b;
-	if (a->type != b->type || !a->string != !b->string ||
-	    (a->string && strcmp(a->string, b->string)) || !a->valuestring != !b->valuestring ||
-	    (a->valuestring && strcmp(a->valuestring, b->valuestring)) || a->valueint != b->valueint ||
-	    memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)))
-		return 0;
-	const cJSON *x = a->child, *y = b->child, *px = NULL, *py = NULL;
-	for (; x && y; px = x, py = y, x = x->next, y = y->next)
-		if (!same_tree(x, y) || (px && (x->prev != px || y->prev != py)))
-			return 0;
-	if (x || y)
-		return 0;
-	if (a->child && (!a->child->prev || a->child->prev->next || !b->child->prev ||
-			 b->child->prev->next))
-		return 0;
-	return 1;
-}
 
 /* hdqt_json_parse(p) and cJSON on s[0..n): the same tree, or both NULL.
  * Returns whether the fast path took the text. */
@@ -214,7 +191,7 @@ static int check_same(hdqt_json *p, const char *s, size_t n)
 	cJSON *a = hdqt_json_parse(p, s, n);
 	const int fast = hdqt_json_last_fast(p);
 	cJSON *b = hdqt_json_parse_cjson(s, n);
-	if (!same_tree(a, b))
+	if (!json_same_tree(a, b))
 		ck_abort_msg("hdqt_json_parse (%s) and cJSON differ on \"%.*s\" (%s vs %s)",
 			     fast ? "simdjson" : "cJSON", (int)(n < 200 ? n : 200), s,
 			     a ? "a tree" : "NULL", b ? "a tree" : "NULL");

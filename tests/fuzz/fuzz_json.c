@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "hdqt_json.h"
+#include "json_same.h"
 
 #define CHECK(c)                                                                               \
 	do {                                                                                   \
@@ -22,24 +23,6 @@
 		}                                                                              \
 	} while (0)
 
-static int same_tree(const cJSON *a, const cJSON *b)
-{
-	if (!a || !b)
-		return a == b;
-	if (a->type != b->type || !a->string != !b->string ||
-	    (a->string && strcmp(a->string, b->string)) || !a->valuestring != !b->valuestring ||
-	    (a->valuestring && strcmp(a->valuestring, b->valuestring)) || a->valueint != b->valueint ||
-	    memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)))
-		return 0;
-	const cJSON *x = a->child, *y = b->child, *px = NULL, *py = NULL;
-	for (; x && y; px = x, py = y, x = x->next, y = y->next)
-		if (!same_tree(x, y) || (px && (x->prev != px || y->prev != py)))
-			return 0;
-	if (x || y)
-		return 0;
-	return !a->child || (a->child->prev && !a->child->prev->next && b->child->prev &&
-			     !b->child->prev->next);
-}
 
 static hdqt_json *parser;
 
@@ -47,7 +30,7 @@ static void one(const char *s, size_t n)
 {
 	cJSON *a = hdqt_json_parse(parser, s, n);
 	cJSON *b = hdqt_json_parse_cjson(s, n);
-	CHECK(same_tree(a, b));
+	CHECK(json_same_tree(a, b));
 	cJSON_Delete(a);
 	cJSON_Delete(b);
 }
