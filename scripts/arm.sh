@@ -18,6 +18,7 @@ BUILD=build-arm64
 LOGS=$BUILD/meson-logs
 T0=$(date +%s)
 die() { echo "scripts/arm.sh: $*" >&2; exit 1; }
+. scripts/apt.sh
 
 # ---- packages ----------------------------------------------------------------
 HOST_PKGS=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user meson ninja-build pkg-config python3)
@@ -36,10 +37,9 @@ if [ ${#missing[@]} -gt 0 ] || ! dpkg --print-foreign-architectures | grep -qx a
 	fi
 	echo "scripts/arm.sh: installing ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
+	apt_repair || die "FAILED: dpkg --configure -a"
 	dpkg --add-architecture arm64
-	apt-get update -qq || die "FAILED: apt-get update"
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-		die "FAILED: apt-get install ${missing[*]}"
+	apt_install "${missing[@]}" || die "FAILED: apt-get install ${missing[*]}"
 fi
 for t in aarch64-linux-gnu-gcc qemu-aarch64 meson ninja; do
 	command -v "$t" >/dev/null || die "FAILED: $t not found after installing"

@@ -15,7 +15,8 @@ if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
 		echo "bench.sh: needs python3-torch: apt-get install python3-torch" >&2
 		exit 1
 	fi
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-torch >/dev/null
+	. scripts/apt.sh
+	apt_install python3-torch
 fi
 if [ ! -f build-rel/build.ninja ]; then
 	meson setup build-rel --buildtype=release >/dev/null

@@ -28,6 +28,7 @@
 # (DEB_BUILD_OPTIONS=nocheck, and check/libsubunit-dev are not needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/apt.sh
 src=$PWD
 out=$src/build-deb
 t0=$(date +%s)
@@ -86,12 +87,11 @@ for p in "${TOOLS[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deb: installing ${missing[*]}" >&2
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	apt_install "${missing[@]}"
 fi
 if ! dpkg-checkbuilddeps ${profile:+-P$profile} >/dev/null 2>&1; then
 	echo "deb: installing the Build-Depends of debian/control" >&2
-	apt-get build-dep -y -qq --no-install-recommends ${profile:+-P$profile} ./ >/dev/null
+	apt_get build-dep -y -qq --no-install-recommends ${profile:+-P$profile} ./ >/dev/null
 fi
 
 version=$(dpkg-parsechangelog -S Version)

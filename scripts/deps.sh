@@ -4,6 +4,7 @@
 # Idempotent: does nothing when everything is present.  As root it runs
 # apt-get; otherwise it prints the exact command and fails.
 set -euo pipefail
+. "$(dirname "$0")/apt.sh"
 
 PKGS=(build-essential meson ninja-build pkg-config
       libuv1-dev libcjson-dev libsimdjson-dev libsqlite3-dev sqlite3 zlib1g-dev
@@ -22,6 +23,12 @@ done
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
+# Finish an interrupted dpkg even when nothing is missing: every later
+# apt-get of the test command (scripts/deb.sh installs the built packages)
+# would be refused otherwise.
+if [ "$(id -u)" -eq 0 ]; then
+	apt_repair
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 cmd="apt-get install -y --no-install-recommends ${missing[*]}"
@@ -31,7 +38,4 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 echo "hdqtd: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt_install "${missing[@]}"
