@@ -20,8 +20,10 @@
  * take the same layout with off = 0: Ap holds A's own bytes, corr is zero.
  * With 8-bit accumulators and tiles of 8 or 32 the AVX-512 kernel takes its
  * own layout, tiles in lanes (LAYOUT_TL, described in gemm_x86_tl.c; where
- * tl_takes lets it): the same bytes and sums in another order, K4 and
- * ntiles padded to whole quads of four tiles.  b_at, corr_at and a_at below say where each element goes.
+ * tl_takes lets it): the same bytes and sums in another order, whole
+ * quads of four tiles and, where the tiles do not fill the last quad, one
+ * to three tiles in the column layout after them.  b_at, corr_at and a_at
+ * below say where each element goes.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -164,21 +166,20 @@ static int kernel_supported(const gemm_kernel *k)
  * saturating packs are the clamp of 8-bit accumulators, nothing wider). */
 enum { LAYOUT_NONE = 0, LAYOUT_OFFSET = 1, LAYOUT_RAW = 2, LAYOUT_RAWT = 3, LAYOUT_TL = 4 };
 
-/* Tiles in lanes for these tiles: the kernel takes them (tl4); K needs
- * at most a fifth more groups to fill whole quads (the layout gains 1.15
- * to 1.35 times, and the kernel works through the padding: K = 64 with
- * tiles of 32, padded to 128, ran at 0.69 times the column layout, K = 166
- * at 0.79); and for tiles of 32 (the backward's, whose operands mostly
- * come from strips) the strip packers must be vector code (VBMI): the
- * scalar fallback of this layout's would cost more than it gains. */
+/* Tiles in lanes for these tiles: the kernel takes them (tl4); there is
+ * at least one whole quad of four tiles (the tiles past the last whole
+ * quad, one to three, are the column layout's: padding them to a quad
+ * made K = 166 with tiles of 8 work through 192 k, and K = 64 with tiles
+ * of 32 ran at 0.69 times the column layout padded to 128); and for tiles
+ * of 32 (the backward's, whose operands mostly come from strips) the
+ * strip packers must be vector code (VBMI): the scalar fallback of this
+ * layout's would cost more than it gains. */
 static int tl_takes(const gemm_kernel *k, const gemm_params *p, int tile, int K)
 {
 	if (!k->tl4 || p->acc_bits != 8 || tile >= K || tile % 4 || tile / 4 > 30 ||
 	    !(k->tl4 >> (tile / 4) & 1))
 		return 0;
-	/* groups of 4 k in a quad: 4 tiles of tile / 4 */
-	const long K4 = (K + 3) / 4, qg = tile, padded = (K4 + qg - 1) / qg * qg;
-	if (padded * 5 > K4 * 6)
+	if ((K + 3) / 4 < tile) /* four tiles of tile / 4 groups */
 		return 0;
 #if HDQT_X86_64
 	if (tile / 4 == 8)
@@ -201,38 +202,49 @@ static void layout_dims(int use, int K, int tile, int *K4, int *tile4, int *ntil
 {
 	*K4 = (K + 3) / 4;
 	*tile4 = tile >= K ? *K4 : (tile / 4 > 0 ? tile / 4 : 1);
-	if (use == LAYOUT_TL) /* whole quads of four tiles */
-		*K4 = (*K4 + 4 * *tile4 - 1) / (4 * *tile4) * 4 * *tile4;
+	if (use == LAYOUT_TL) /* whole tiles */
+		*K4 = (*K4 + *tile4 - 1) / *tile4 * *tile4;
 	*ntiles = (*K4 + *tile4 - 1) / *tile4;
 }
 
 /* Where element k of column jl (< 16) lies in its block of B (K4 * 64
  * bytes), where tile t of column jl lies in its block of corr, and where
- * element k lies in a packed row of A. */
-static size_t b_at(int use, int tile4, int jl, int k)
+ * element k lies in a packed row of A.  In LAYOUT_TL (K4 whole tiles) the
+ * K4 / (4 tile4) whole quads come first, in tiles in lanes; the rest, the
+ * tail, has the column layout: B groups [jl][4 bytes], corr [t][jl], A in
+ * k order. */
+static size_t b_at(int use, int tile4, int K4, int jl, int k)
 {
 	if (use == LAYOUT_RAWT)
 		return (size_t)(k / 4) * 64 + (k % 4) * 16 + jl;
 	if (use == LAYOUT_TL) {
-		const int qk = 16 * tile4, r = k % qk;
+		const int qk = 16 * tile4, nq = K4 / (4 * tile4), r = k % qk;
+		if (k >= nq * qk)
+			return (size_t)nq * 256 * tile4 + (size_t)(k / 4 - nq * 4 * tile4) * 64 + jl * 4 + k % 4;
 		return (size_t)(k / qk) * 256 * tile4 + (r / 4 % tile4) * 256 + (jl % 4) * 64 +
 		       (jl / 4) * 16 + (r / (4 * tile4)) * 4 + k % 4;
 	}
 	return (size_t)(k / 4) * 64 + jl * 4 + k % 4;
 }
 
-static size_t corr_at(int use, int jl, int t)
+static size_t corr_at(int use, int tile4, int K4, int jl, int t)
 {
-	if (use == LAYOUT_TL)
+	if (use == LAYOUT_TL) {
+		const int nq = K4 / (4 * tile4);
+		if (t >= 4 * nq)
+			return (size_t)nq * 64 + (size_t)(t - 4 * nq) * 16 + jl;
 		return (size_t)(t / 4) * 64 + (jl % 4) * 16 + (jl / 4) * 4 + t % 4;
+	}
 	return (size_t)t * 16 + jl;
 }
 
-static size_t a_at(int use, int tile4, int k)
+static size_t a_at(int use, int tile4, int K4, int k)
 {
 	if (use != LAYOUT_TL)
 		return (size_t)k;
-	const int qk = 16 * tile4, r = k % qk;
+	const int qk = 16 * tile4, nq = K4 / (4 * tile4), r = k % qk;
+	if (k >= nq * qk)
+		return (size_t)k;
 	return (size_t)(k / qk) * qk + (r / 4 % tile4) * 16 + (r / (4 * tile4)) * 4 + k % 4;
 }
 
@@ -314,7 +326,7 @@ HDQT_CLONES static void pack_a(const int8_t *A, int I, int K, int K4, int tile4,
 		memset(Ap, 0, (size_t)I * K4 * 4);
 		for (int i = 0; i < I; i++)
 			for (int k = 0; k < K; k++)
-				Ap[(size_t)i * K4 * 4 + a_at(use, tile4, k)] = (uint8_t)(A[(long)i * K + k] + off);
+				Ap[(size_t)i * K4 * 4 + a_at(use, tile4, K4, k)] = (uint8_t)(A[(long)i * K + k] + off);
 		return;
 	}
 	for (int i = 0; i < I; i++) {
@@ -359,7 +371,7 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, in
 		if (use == LAYOUT_TL) {
 			int8_t *d = Bp + (size_t)jb * K4 * 64;
 			for (int k = 0; k < K; k++)
-				d[b_at(use, tile4, jl, k)] = s[k];
+				d[b_at(use, tile4, K4, jl, k)] = s[k];
 		} else if (tg) { /* group = [4 bytes of k][16 columns] */
 			int8_t *d = Bp + (size_t)jb * K4 * 64 + jl;
 			for (int k = 0; k < K; k++)
@@ -379,7 +391,7 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, in
 			int sum = 0;
 			for (int k = k0; k < k1; k++)
 				sum += s[k];
-			cr[corr_at(use, jl, t)] = -off * sum;
+			cr[corr_at(use, tile4, K4, jl, t)] = -off * sum;
 		}
 	}
 }
@@ -535,7 +547,7 @@ static int packed_impl(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *p
 			for (int j = 0; j < J; j++)
 				for (int k = 0; k < K; k++)
 					r[(size_t)j * K + k] = pb->Bp[(size_t)(j / 16) * pb->K4 * 64 +
-								      b_at(pb->kernel, pb->tile4, j % 16, k)];
+								      b_at(pb->kernel, pb->tile4, pb->K4, j % 16, k)];
 			raw = r;
 		}
 		rc = gemm_q_ref(A, raw, I, J, K, &pb->p, C);
@@ -621,7 +633,7 @@ void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes)
 		memset(bb, 0, (size_t)K4 * 64);
 		for (int k = 0; k < K; k++)
 			for (int l = 0; l < 16; l++)
-				bb[b_at(LAYOUT_TL, pb->tile4, l, k)] = codes[(size_t)k * 16 + l];
+				bb[b_at(LAYOUT_TL, pb->tile4, K4, l, k)] = codes[(size_t)k * 16 + l];
 	} else
 		group_strip(codes, K4, bb);
 	for (int t = 0; t < pb->ntiles; t++) {
@@ -631,7 +643,7 @@ void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes)
 			for (int l = 0; l < 16; l++)
 				sum[l] += codes[(size_t)k * 16 + l];
 		for (int l = 0; l < 16; l++)
-			cr[corr_at(pb->kernel, l, t)] = -pb->off * sum[l];
+			cr[corr_at(pb->kernel, pb->tile4, K4, l, t)] = -pb->off * sum[l];
 	}
 }
 
@@ -662,7 +674,7 @@ HDQT_CLONES void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const 
 			uint8_t *d = a + (size_t)l * rs;
 			memset(d, 0, rs);
 			for (int k = 0; k < K; k++)
-				d[a_at(LAYOUT_TL, pb->tile4, k)] = (uint8_t)(codes[(size_t)k * 16 + l] + off);
+				d[a_at(LAYOUT_TL, pb->tile4, pb->K4, k)] = (uint8_t)(codes[(size_t)k * 16 + l] + off);
 		}
 		return;
 	}

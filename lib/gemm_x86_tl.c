@@ -18,15 +18,21 @@
  * for G = 2 eight products in twelve operations (two thirds of the peak)
  * instead of one half; for G = 8 32 in 36 (eight ninths) instead of 32 in
  * 40 (four fifths: the column layout clamps 32 columns by packs, max, min
- * and add, two operations per tile of 16 columns).  The padding to whole
- * quads eats that where K is far from a multiple of 16 G (gemm.c's
- * tl_takes refuses those).
+ * and add, two operations per tile of 16 columns).
  *
- * A quad is 4 tiles, 16 G bytes of k; K4 and ntiles are padded to whole
- * quads with zeros (a zero tile adds clamp(0) = 0).
- *   A row: per quad [g][t][4 bytes]  (k = 16 G q + 4 G t + 4 g + kk)
- *   B block of 16 columns: per quad [g][R][L][t][4 bytes] (256 G bytes)
- *   corr: per quad [R][L][t], -off * the tile's sum of B.
+ * A quad is 4 tiles, 16 G bytes of k.  K4 is padded to whole tiles with
+ * zeros (a zero tile adds clamp(0) = 0), not to whole quads: the one to
+ * three tiles past the last whole quad (the tail) keep the column layout,
+ * a dword per column, clamped by max and min and added: G + 3 operations
+ * per tile of 16 columns where a quad padded with zero tiles costs 4 G +
+ * 4 (K = 166 with tiles of 8: 21 tiles, five quads and one tile, where
+ * padding to six quads made 26 of every 192 products zero).
+ *   A row: per quad [g][t][4 bytes]  (k = 16 G q + 4 G t + 4 g + kk),
+ *          then the tail in k order
+ *   B block of 16 columns: per quad [g][R][L][t][4 bytes] (256 G bytes),
+ *          then the tail's groups [column][4 bytes] (64 bytes each)
+ *   corr: per quad [R][L][t], then the tail's [t][column]: -off * the
+ *          tile's sum of B.
  * Results equal gemm_q_ref bit for bit (the saturations are exact clamps,
  * every sum is an exact integer).
  */
@@ -34,6 +40,8 @@
 
 #if HDQT_X86_64
 #include <immintrin.h>
+
+#include <string.h>
 
 #include "gemm.h"
 #include "gemm_x86_impl.h"
@@ -51,14 +59,16 @@ AVX512_T static inline __attribute__((always_inline)) __m512i dpb(__m512i acc, _
 	return acc;
 }
 
-/* nr rows from i against one block of 16 columns.  Inlined with constant
- * nr and G, everything lives in registers: 4 nr tile accumulators, nr
- * wide sums, nr broadcast operands and one B vector (30 of 32 at nr = 4). */
+/* nr rows from i against one block of 16 columns: KQ quads, then NT tail
+ * tiles.  Inlined with constant nr and G, everything lives in registers:
+ * 4 nr tile accumulators, nr wide sums, nr broadcast operands and one B
+ * vector (30 of 32 at nr = 4). */
 AVX512_T static inline __attribute__((always_inline)) int
 tl_rows(const uint8_t *Ap, size_t rs, const int8_t *bb, const int32_t *cr, int I, int J, int jb,
-	int KQ, int nr, int G, __mmask16 m, int32_t *C, const gemm_rescale *e, float *Y, int i)
+	int KQ, int NT, int nr, int G, __mmask16 m, int32_t *C, const gemm_rescale *e, float *Y, int i)
 {
 	const __m512i ones = _mm512_set1_epi8(1);
+	const __m512i lo8 = _mm512_set1_epi32(-128), hi8 = _mm512_set1_epi32(127);
 	for (; i + nr <= I; i += nr) {
 		const uint8_t *a = Ap + (size_t)i * rs;
 		__m512i w[4];
@@ -96,6 +106,29 @@ tl_rows(const uint8_t *Ap, size_t rs, const int8_t *bb, const int32_t *cr, int I
 				w[r] = dpb(w[r], ones, x8);
 			}
 		}
+		/* the tail: a dword per column, as the column layout */
+		for (int t = 0; t < NT; t++) {
+			const int8_t *b = bb + (size_t)KQ * 256 * G + (size_t)t * 64 * G;
+			const uint8_t *at = a + (size_t)KQ * 16 * G + (size_t)t * 4 * G;
+			__m512i s[4];
+			const __m512i c = _mm512_loadu_si512((const void *)(cr + (size_t)KQ * 64 + 16 * t));
+#pragma GCC unroll 4
+			for (int r = 0; r < nr; r++)
+				s[r] = c;
+#pragma GCC unroll 8
+			for (int g = 0; g < G; g++) {
+				const __m512i bv = _mm512_loadu_si512((const void *)(b + g * 64));
+#pragma GCC unroll 4
+				for (int r = 0; r < nr; r++) {
+					int32_t x;
+					memcpy(&x, at + (size_t)r * rs + 4 * g, 4);
+					s[r] = dpb(s[r], _mm512_set1_epi32(x), bv);
+				}
+			}
+#pragma GCC unroll 4
+			for (int r = 0; r < nr; r++)
+				w[r] = _mm512_add_epi32(w[r], _mm512_min_epi32(_mm512_max_epi32(s[r], lo8), hi8));
+		}
 #pragma GCC unroll 4
 		for (int r = 0; r < nr; r++)
 			store16(w[r], m, C, e, Y, i + r, J, jb * 16);
@@ -107,16 +140,16 @@ AVX512_T static inline __attribute__((always_inline)) void
 tl_run(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, int K4, int ntiles,
        int G, int32_t *C, const gemm_rescale *e, float *Y)
 {
-	const int KQ = K4 / (4 * G), J16 = (J + 15) / 16;
+	const int KQ = K4 / (4 * G), NT = ntiles - 4 * KQ, J16 = (J + 15) / 16;
 	const size_t rs = (size_t)K4 * 4;
 	for (int jb = 0; jb < J16; jb++) {
 		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
 		const __mmask16 m = (__mmask16)((1u << ncol) - 1u);
 		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
 		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
-		int i = tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 4, G, m, C, e, Y, 0);
-		i = tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 2, G, m, C, e, Y, i);
-		tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, 1, G, m, C, e, Y, i);
+		int i = tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, NT, 4, G, m, C, e, Y, 0);
+		i = tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, NT, 2, G, m, C, e, Y, i);
+		tl_rows(Ap, rs, bb, cr, I, J, jb, KQ, NT, 1, G, m, C, e, Y, i);
 	}
 	_mm256_zeroupper(); /* see avx512vnni_run */
 }
@@ -167,15 +200,32 @@ AVX512_T static inline __attribute__((always_inline)) __m512i tl_idx(int G, int 
 	return _mm512_loadu_si512((const void *)v);
 }
 
-/* 128 bytes of one row in natural k order (lo, hi) into the layout. */
-AVX512_T static inline __attribute__((always_inline)) void
-tl_store128(uint8_t *d, int nb, __m512i lo, __m512i hi, __m512i i0, __m512i i1)
+/* Bytes [a, b) of 64 as a mask (a, b may lie outside 0..64). */
+static inline __mmask64 bytes_mask(int a, int b)
 {
-	const __mmask64 m0 = nb >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
-	_mm512_mask_storeu_epi8(d, m0, _mm512_permutex2var_epi32(lo, i0, hi));
-	if (nb > 64)
-		_mm512_mask_storeu_epi8(d + 64, nb >= 128 ? ~(__mmask64)0 : (((__mmask64)1 << (nb - 64)) - 1),
-					_mm512_permutex2var_epi32(lo, i1, hi));
+	const __mmask64 mb = b >= 64 ? ~(__mmask64)0 : (b > 0 ? ((__mmask64)1 << b) - 1 : 0);
+	const __mmask64 ma = a >= 64 ? ~(__mmask64)0 : (a > 0 ? ((__mmask64)1 << a) - 1 : 0);
+	return mb & ~ma;
+}
+
+/* nb <= 128 bytes of one row in natural k order (lo, hi) into the layout:
+ * those below qb (a whole number of quads from d) permuted into the quads,
+ * those from qb on, the tail, as they are. */
+AVX512_T static inline __attribute__((always_inline)) void
+tl_store128(uint8_t *d, int nb, int qb, __m512i lo, __m512i hi, __m512i i0, __m512i i1)
+{
+	const int nq = nb < qb ? nb : qb;
+	if (nq > 0) {
+		_mm512_mask_storeu_epi8(d, bytes_mask(0, nq), _mm512_permutex2var_epi32(lo, i0, hi));
+		if (nq > 64)
+			_mm512_mask_storeu_epi8(d + 64, bytes_mask(0, nq - 64),
+						_mm512_permutex2var_epi32(lo, i1, hi));
+	}
+	if (nb > nq) {
+		_mm512_mask_storeu_epi8(d, bytes_mask(nq, nb), lo);
+		if (nb > 64)
+			_mm512_mask_storeu_epi8(d + 64, bytes_mask(nq - 64, nb - 64), hi);
+	}
 }
 
 /* 64 bytes of a row of K codes from k0, + off below K and zero after (no
@@ -191,18 +241,19 @@ AVX512_T static inline __attribute__((always_inline)) __m512i load_off(const int
 }
 
 /* Rows of A into the layout: A + off below K, zero after, 128 bytes at a
- * time (rs, whole quads, is a multiple of 32 for G = 2, of 128 for G = 8). */
+ * time (the quads end on a multiple of 32 bytes for G = 2, of 128 for
+ * G = 8, so a batch of 128 never splits one). */
 AVX512_T void gemm_x86_tl_pack_a(const int8_t *A, int I, int K, int K4, int tile4, int off,
 				 uint8_t *Ap)
 {
 	const __m512i i0 = tl_idx(tile4, 0), i1 = tl_idx(tile4, 1);
 	const __m512i voff = _mm512_set1_epi8((char)off);
-	const int rs = K4 * 4;
+	const int rs = K4 * 4, qb = K4 / (4 * tile4) * 16 * tile4;
 	for (int i = 0; i < I; i++) {
 		const int8_t *s = A + (size_t)i * K;
 		uint8_t *d = Ap + (size_t)i * rs;
 		for (int k0 = 0; k0 < rs; k0 += 128)
-			tl_store128(d + k0, rs - k0 < 128 ? rs - k0 : 128, load_off(s, k0, K, voff),
+			tl_store128(d + k0, rs - k0 < 128 ? rs - k0 : 128, qb - k0, load_off(s, k0, K, voff),
 				    load_off(s, k0 + 64, K, voff), i0, i1);
 	}
 	_mm256_zeroupper();
@@ -243,6 +294,15 @@ AVX512_T static inline __attribute__((always_inline)) void tl_put_corr(int32_t *
 		_mm512_storeu_si512((void *)(c + R * 16), _mm512_mullo_epi32(sum[R], moff));
 }
 
+/* Group k4 of the tail (x: dword l = column l) into the B block at tail
+ * group tg, its bytes added into its tile's sums. */
+AVX512_T static inline __attribute__((always_inline)) void tl_put_tail(__m512i x, int8_t *bb,
+									int tg, __m512i *sum)
+{
+	_mm512_storeu_si512((void *)(bb + (size_t)tg * 64), x);
+	*sum = _mm512_dpbusd_epi32(*sum, _mm512_set1_epi8(1), x);
+}
+
 AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,
 				    int8_t *bb, int32_t *cr);
 
@@ -259,6 +319,8 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 		tl_pack_b16_g8(rows, nr, K, K4, off, bb, cr);
 		return;
 	}
+	const int nq = K4 / 8;
+	__m512i tsum = _mm512_setzero_si512(); /* the tail tile's sums */
 	for (int g0 = 0; g0 < K4; g0 += 16) {
 		const int nb = K - 4 * g0 >= 64 ? 64 : (K - 4 * g0 > 0 ? K - 4 * g0 : 0);
 		const __mmask64 lm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
@@ -269,6 +331,18 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 		tr16_epi32(r);
 		for (int h = 0; h < 2 && g0 + 8 * h < K4; h++) {
 			const int q = g0 / 8 + h;
+			if (q >= nq) { /* the tail: tiles of 2 groups */
+				for (int k4 = g0 + 8 * h; k4 < K4 && k4 < g0 + 8 * h + 8; k4++) {
+					const int tg = k4 - 8 * nq;
+					tl_put_tail(r[k4 - g0], bb + (size_t)nq * 512, tg, &tsum);
+					if (tg % 2 == 1) {
+						_mm512_storeu_si512((void *)(cr + (size_t)nq * 64 + 16 * (tg / 2)),
+								    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
+						tsum = _mm512_setzero_si512();
+					}
+				}
+				continue;
+			}
 			__m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
 					  _mm512_setzero_si512(), _mm512_setzero_si512()};
 			for (int g = 0; g < 2; g++) {
@@ -286,7 +360,8 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,
 				    int8_t *bb, int32_t *cr)
 {
-	for (int q = 0; q < K4 / 32; q++) {
+	const int nq = K4 / 32;
+	for (int q = 0; q < nq; q++) {
 		__m512i r[2][16];
 		for (int h = 0; h < 2; h++) {
 			const int k0 = 128 * q + 64 * h;
@@ -305,6 +380,25 @@ AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, i
 		}
 		tl_put_corr(cr + (size_t)q * 64, sum, off);
 	}
+	/* the tail, two tiles (16 groups) at a time */
+	for (int g0 = 32 * nq; g0 < K4; g0 += 16) {
+		const int k0 = 4 * g0;
+		const int nb = K - k0 >= 64 ? 64 : (K - k0 > 0 ? K - k0 : 0);
+		const __mmask64 lm = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
+		__m512i r[16];
+		for (int l = 0; l < 16; l++)
+			r[l] = l < nr && nb ? _mm512_maskz_loadu_epi8(lm, rows + (size_t)l * K + k0)
+					    : _mm512_setzero_si512();
+		tr16_epi32(r);
+		for (int h = 0; h < 2 && g0 + 8 * h < K4; h++) {
+			const int t = (g0 - 32 * nq) / 8 + h;
+			__m512i tsum = _mm512_setzero_si512();
+			for (int g = 0; g < 8; g++)
+				tl_put_tail(r[8 * h + g], bb + (size_t)nq * 2048, 8 * t + g, &tsum);
+			_mm512_storeu_si512((void *)(cr + (size_t)nq * 64 + 16 * t),
+					    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
+		}
+	}
 	_mm256_zeroupper();
 }
 
@@ -316,8 +410,8 @@ AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, i
 VBMI_T void gemm_x86_tl_pack_strip16(const int8_t *codes, int K, int K4, int tile4, int off,
 				     int8_t *bb, int32_t *cr)
 {
-	const int G = tile4, have = (K + 3) / 4;
-	for (int q = 0; q < K4 / (4 * G); q++) {
+	const int G = tile4, have = (K + 3) / 4, nq = K4 / (4 * G);
+	for (int q = 0; q < nq; q++) {
 		__m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
 				  _mm512_setzero_si512(), _mm512_setzero_si512()};
 		for (int g = 0; g < G; g++) {
@@ -329,6 +423,16 @@ VBMI_T void gemm_x86_tl_pack_strip16(const int8_t *codes, int K, int K4, int til
 			tl_put_step(x, bb + (size_t)q * 256 * G + g * 256, sum);
 		}
 		tl_put_corr(cr + (size_t)q * 64, sum, off);
+	}
+	for (int t = 0; 4 * G * nq + G * t < K4; t++) { /* the tail */
+		__m512i tsum = _mm512_setzero_si512();
+		for (int g = 0; g < G; g++) {
+			const int k4 = 4 * G * nq + G * t + g;
+			tl_put_tail(k4 < have ? group16(codes + (size_t)k4 * 64) : _mm512_setzero_si512(),
+				    bb + (size_t)nq * 256 * G, G * t + g, &tsum);
+		}
+		_mm512_storeu_si512((void *)(cr + (size_t)nq * 64 + 16 * t),
+				    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
 	}
 	_mm256_zeroupper();
 }
@@ -342,7 +446,7 @@ VBMI_T void gemm_x86_tl_pack_a_strip16(const int8_t *codes, int ni, int K, int K
 {
 	const __m512i i0 = tl_idx(tile4, 0), i1 = tl_idx(tile4, 1);
 	const __m512i voff = _mm512_set1_epi8((char)off);
-	const int have = (K + 3) / 4;
+	const int have = (K + 3) / 4, qb = K4 / (4 * tile4) * 16 * tile4;
 	for (int g0 = 0; g0 < K4; g0 += 32) {
 		__m512i r[2][16];
 		for (int h = 0; h < 2; h++) {
@@ -360,7 +464,7 @@ VBMI_T void gemm_x86_tl_pack_a_strip16(const int8_t *codes, int ni, int K, int K
 				r[h][l] = _mm512_maskz_add_epi8(km, r[h][l], voff);
 		}
 		for (int l = 0; l < ni; l++)
-			tl_store128(a + (size_t)l * rs + k0, nb, r[0][l], r[1][l], i0, i1);
+			tl_store128(a + (size_t)l * rs + k0, nb, qb - k0, r[0][l], r[1][l], i0, i1);
 	}
 	_mm256_zeroupper();
 }

@@ -101,13 +101,39 @@ START_TEST(test_pack_b16_avx512)
 }
 END_TEST
 
+/* Where the tiles-in-lanes layout puts element k of column l (< 16) of a
+ * B block, tile t's sum of it, and element k of an A row, written out
+ * apart from gemm.c's b_at: nq whole quads of 16 G k, B bytes
+ * [g][R][L][t][4] for column 4L + R and k = 16 G q + 4 G t + 4 g + kk,
+ * tile sums [R][L][t], A [g][t][4]; then the tail (the tiles past the last
+ * whole quad) as the column layout: B [group][l][4], sums [t][l], A in k
+ * order. */
+static size_t tl_want_b(int G, int nq, int l, int k)
+{
+	const int qk = 16 * G, q = k / qk, t = k % qk / (4 * G), g = k % (4 * G) / 4, kk = k % 4;
+	if (q >= nq)
+		return (size_t)nq * 256 * G + (size_t)(k / 4 - 4 * G * nq) * 64 + l * 4 + kk;
+	return (size_t)q * 256 * G + g * 256 + (l % 4) * 64 + (l / 4) * 16 + t * 4 + kk;
+}
+static size_t tl_want_c(int G, int nq, int l, int k)
+{
+	const int t = k / (4 * G);
+	if (t >= 4 * nq)
+		return (size_t)nq * 64 + (size_t)(t - 4 * nq) * 16 + l;
+	return (size_t)(t / 4) * 64 + (l % 4) * 16 + (l / 4) * 4 + t % 4;
+}
+static size_t tl_want_a(int G, int nq, int k)
+{
+	const int qk = 16 * G, q = k / qk, t = k % qk / (4 * G), g = k % (4 * G) / 4, kk = k % 4;
+	return q >= nq ? (size_t)k : (size_t)q * qk + g * 16 + t * 4 + kk;
+}
+
 /* The tiles-in-lanes packers (gemm_x86_tl.c) against their layout written
- * out: per quad of 16 G k, B bytes [g][R][L][t][4] for column 4L + R and
- * k = 16 G q + 4 G t + 4 g + kk, tile sums [R][L][t], A rows [g][t][4];
- * zeros past K, past the rows and in the padding quads.  And gemm_pack
- * takes this layout (K4 and ntiles in whole quads) for tiles of 8 and 32
- * with 8-bit accumulators under avx512vnni where little padding is needed
- * (tiles of 32 with VBMI only), and only then. */
+ * out (tl_want_*), zeros past K, past the rows and in the last tile's
+ * padding; K of one whole quad or more, with tails of 0 to 3 tiles.  And
+ * gemm_pack takes this layout (K4 and ntiles in whole tiles) for tiles of
+ * 8 and 32 with 8-bit accumulators under avx512vnni where there is a whole
+ * quad (tiles of 32 with VBMI only), and only then. */
 START_TEST(test_pack_tl_avx512)
 {
 	if (!gemm_x86_avx512vnni_supported()) {
@@ -120,9 +146,9 @@ START_TEST(test_pack_tl_avx512)
 	 * B 512 bytes a quad), then 200 with tiles of 32 (G = 8: 128 k, k = 128
 	 * q + 32 t + 4 g + kk, B 2048 bytes a quad) */
 	for (int it = 0; it < 500; it++) {
-		const int G = it < 300 ? 2 : 8, qk = 16 * G;
+		const int G = it < 300 ? 2 : 8;
 		const int K = 1 + (int)hdqt_rng_below(&r, G == 2 ? 300 : 600), nr = 1 + (int)hdqt_rng_below(&r, 16);
-		const int K4 = (K + qk - 1) / qk * 4 * G, ntiles = K4 / G;
+		const int ntiles = ((K + 3) / 4 + G - 1) / G, K4 = ntiles * G, nq = ntiles / 4;
 		const int off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128;
 		int8_t *rows = malloc((size_t)nr * K), *bb = malloc((size_t)K4 * 64), *want = calloc((size_t)K4 * 64, 1);
 		int32_t *cr = malloc(sizeof(int32_t) * 16 * ntiles), *cw = calloc(16 * (size_t)ntiles, sizeof(int32_t));
@@ -133,11 +159,9 @@ START_TEST(test_pack_tl_avx512)
 		memset(a, 0x5a, (size_t)nr * K4 * 4);
 		for (int l = 0; l < nr; l++)
 			for (int k = 0; k < K; k++) {
-				const int q = k / qk, t = k % qk / (4 * G), g = k % (4 * G) / 4, kk = k % 4;
-				const int L = l / 4, R = l % 4;
-				want[q * 256 * G + g * 256 + R * 64 + L * 16 + t * 4 + kk] = rows[l * K + k];
-				cw[q * 64 + R * 16 + L * 4 + t] -= off * rows[l * K + k];
-				aw[(size_t)l * K4 * 4 + q * qk + g * 16 + t * 4 + kk] = (uint8_t)(rows[l * K + k] + off);
+				want[tl_want_b(G, nq, l, k)] = rows[l * K + k];
+				cw[tl_want_c(G, nq, l, k)] -= off * rows[l * K + k];
+				aw[(size_t)l * K4 * 4 + tl_want_a(G, nq, k)] = (uint8_t)(rows[l * K + k] + off);
 			}
 		gemm_x86_tl_pack_b16(rows, nr, K, K4, G, off, bb, cr);
 		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
@@ -152,15 +176,18 @@ START_TEST(test_pack_tl_avx512)
 	gemm_params p = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = 1};
 	gemm_packed pb = {0};
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
-	ck_assert_int_eq(pb.K4, 48); /* 6 quads, not 42 groups */
-	ck_assert_int_eq(pb.ntiles, 24);
+	ck_assert_int_eq(pb.kernel, 4); /* gemm.c: LAYOUT_TL */
+	ck_assert_int_eq(pb.K4, 42); /* 21 tiles: 5 quads and a tail of one, not 6 quads */
+	ck_assert_int_eq(pb.ntiles, 21);
 	p.acc_bits = 9; /* saturation is not that clamp: the column layout */
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
 	ck_assert_int_eq(pb.K4, 42);
+	ck_assert_int_eq(pb.kernel, 1);
 	p.acc_bits = 8;
-	p.tile = 32; /* 166 k would be padded to 256 (52% more): the column layout */
+	p.tile = 32; /* 6 tiles: a quad and a tail of two, where the strip packers are vector code */
 	ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
-	ck_assert_int_eq(pb.K4, 42);
+	ck_assert_int_eq(pb.K4, gemm_x86_vbmi_supported() ? 48 : 42);
+	ck_assert_int_eq(pb.kernel, gemm_x86_vbmi_supported() ? 4 : 1);
 	static int8_t B512[12 * 512];
 	/* 512 k: tiles in lanes where the strip packers are vector code */
 	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 512, &p), 0);
@@ -168,10 +195,17 @@ START_TEST(test_pack_tl_avx512)
 	ck_assert_int_eq(pb.ntiles, 16);
 	/* gemm.c: LAYOUT_TL is 4, LAYOUT_OFFSET 1 (K4 is 128 in both here) */
 	ck_assert_int_eq(pb.kernel, gemm_x86_vbmi_supported() ? 4 : 1);
-	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 130, &p), 0); /* 33 groups padded to 64 */
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 130, &p), 0); /* 33 groups: a quad and a tile */
+	ck_assert_int_eq(pb.kernel, gemm_x86_vbmi_supported() ? 4 : 1);
+	ck_assert_int_eq(pb.K4, gemm_x86_vbmi_supported() ? 40 : 33);
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 124, &p), 0); /* 31 groups: no whole quad */
 	ck_assert_int_eq(pb.kernel, 1);
 	p.tile = 8;
-	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 33, &p), 0); /* 9 groups padded to 16 */
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 33, &p), 0); /* 9 groups: 5 tiles */
+	ck_assert_int_eq(pb.kernel, 4);
+	ck_assert_int_eq(pb.K4, 10);
+	ck_assert_int_eq(pb.ntiles, 5);
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 28, &p), 0); /* 7 groups: no whole quad */
 	ck_assert_int_eq(pb.kernel, 1);
 	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 63, &p), 0);
 	ck_assert_int_eq(pb.kernel, 4);
@@ -207,8 +241,10 @@ START_TEST(test_tl_edges_and_kernel_switch)
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 31, 0);
 	gemm_ws ws = {0};
-	const int Ks[] = {9, 24, 31, 32, 33, 40, 57, 63, 64, 65, 100, 166};
-	/* tiles of 32: quads of 128 k, a last quad of one to four tiles */
+	/* tiles of 8: quads of 32 k; tails of 0 to 3 tiles (48: 1 quad + 2, 56:
+	 * 1 + 3, 88: 2 + 3); under 8 groups the column layout */
+	const int Ks[] = {9, 24, 31, 32, 33, 40, 48, 56, 57, 63, 64, 65, 88, 100, 166};
+	/* tiles of 32: quads of 128 k, tails of 0 to 3 tiles */
 	const int Ks32[] = {33, 96, 127, 128, 129, 166, 200, 256, 300, 440, 480, 512, 650};
 	const int Is[] = {1, 2, 3, 4, 5, 7}, Js[] = {1, 16, 17, 33};
 	for (int tl = 8; tl <= 32; tl += 24)
@@ -315,10 +351,10 @@ START_TEST(test_pack_tl_strips_vbmi)
 	static const int fixedK[] = {1, 2, 3, 31, 32, 33, 127, 128, 129, 160, 161, 255, 257, 300};
 	const int nfix = (int)(sizeof(fixedK) / sizeof(fixedK[0]));
 	for (int it = 0; it < 400; it++) {
-		const int G = it & 1 ? 8 : 2, qk = 16 * G;
+		const int G = it & 1 ? 8 : 2;
 		const int K = it / 2 < nfix ? fixedK[it / 2] : 1 + (int)hdqt_rng_below(&r, it % 5 ? 300 : 700);
 		const int have = (K + 3) / 4;
-		const int K4 = (K + qk - 1) / qk * 4 * G, ntiles = K4 / G, nq = K4 / (4 * G);
+		const int ntiles = (have + G - 1) / G, K4 = ntiles * G, nq = ntiles / 4;
 		const int off = it % 3 == 0 ? 0 : it % 3 == 1 ? 8 : 128, ni = 1 + (int)hdqt_rng_below(&r, 16);
 		const size_t rs = (size_t)K4 * 4;
 		int8_t *codes = calloc((size_t)have * 64, 1), *bb = malloc((size_t)K4 * 64);
@@ -331,17 +367,13 @@ START_TEST(test_pack_tl_strips_vbmi)
 		memset(aw, 0xa5, 16 * rs);
 		for (int l = 0; l < ni; l++)
 			memset(aw + l * rs, 0, rs);
-		for (int k = 0; k < K; k++) {
-			const int q = k / qk, t = k % qk / (4 * G), g = k % (4 * G) / 4, kk = k % 4;
+		for (int k = 0; k < K; k++)
 			for (int l = 0; l < 16; l++) {
-				const int L = l / 4, R = l % 4;
-				want[(size_t)q * 256 * G + g * 256 + R * 64 + L * 16 + t * 4 + kk] = codes[k * 16 + l];
-				cw[q * 64 + R * 16 + L * 4 + t] -= off * codes[k * 16 + l];
+				want[tl_want_b(G, nq, l, k)] = codes[k * 16 + l];
+				cw[tl_want_c(G, nq, l, k)] -= off * codes[k * 16 + l];
 				if (l < ni)
-					aw[l * rs + (size_t)q * qk + g * 16 + t * 4 + kk] = (uint8_t)(codes[k * 16 + l] + off);
+					aw[l * rs + tl_want_a(G, nq, k)] = (uint8_t)(codes[k * 16 + l] + off);
 			}
-		}
-		ck_assert_int_eq(ntiles, 4 * nq);
 		memset(bb, 0x5a, (size_t)K4 * 64);
 		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
 		gemm_x86_tl_pack_strip16(codes, K, K4, G, off, bb, cr);
