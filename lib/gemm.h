@@ -44,6 +44,11 @@ typedef struct gemm_packed {
 	gemm_params p;
 } gemm_packed;
 int gemm_pack(gemm_packed *pb, const int8_t *B, int J, int K, const gemm_params *p);
+/* Tests and benches (before any worker starts, as hdqt_kernel_select):
+ * the tiles-in-lanes layout for tiles of 8 on (1), off (0) or as this CPU
+ * has it by default (-1; HDQT_GEMM_TL8=0/1 sets it at start-up).  Returns
+ * the setting now in force.  Results are the same bit for bit either way. */
+int gemm_tl8_select(int on);
 /* gemm_pack in two steps, for callers that pack column blocks on several
  * threads: begin sizes pb and returns the number of 16-column blocks to
  * pack (0: the reference's copy is all there is), or an error; then
@@ -156,6 +161,7 @@ void gemm_x86_pack_b16(const int8_t *rows, int nr, int K, int K4, int tile4, int
 /* With AVX-512 VBMI (byte permutes) too: gemm_pack_strip's offset layout
  * and gemm_pack_a_strip's rows from a strip of codes. */
 int gemm_x86_vbmi_supported(void);
+int gemm_x86_avx512_halves(void); /* AVX-512 in 256-bit halves (Zen 4) */
 void gemm_x86_pack_strip16(const int8_t *codes, int K4, int tile4, int ntiles, int off, int8_t *bb,
 			   int32_t *cr);
 void gemm_x86_pack_a_strip16(const int8_t *codes, int ni, int K, int K4, int off, uint8_t *a,

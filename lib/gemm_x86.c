@@ -431,6 +431,23 @@ int gemm_x86_vbmi_supported(void)
 	return gemm_x86_avx512vnni_supported() && __builtin_cpu_supports("avx512vbmi");
 }
 
+/* AMD family 19h with AVX-512 (Zen 4) runs 512-bit operations as two
+ * 256-bit halves; the saturating packs that the tiles-in-lanes layout
+ * trades the column layout's max/min/add for then cost more than they
+ * save for tiles of 8 (gemm.c's tl_takes).  Family 1Ah (Zen 5) has whole
+ * 512-bit units. */
+int gemm_x86_avx512_halves(void)
+{
+	unsigned a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+	const int amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u; /* AuthenticAMD */
+	if (!amd || !gemm_x86_avx512vnni_supported())
+		return 0;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+	const unsigned fam = (a >> 8 & 0xf) == 0xf ? 0xf + (a >> 20 & 0xff) : a >> 8 & 0xf;
+	return fam == 0x19;
+}
+
 
 /* gemm_pack_strip's offset layout from a strip (codes[k * 16 + l], K4 * 4
  * rows, zero from K on): one permute per group, the tile sums as above. */

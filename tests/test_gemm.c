@@ -140,6 +140,7 @@ START_TEST(test_pack_tl_avx512)
 		fprintf(stderr, "test_pack_tl_avx512: skipped, this CPU has no AVX-512 VNNI\n");
 		return;
 	}
+	ck_assert_int_eq(gemm_tl8_select(1), 1); /* off by default on Zen 4 */
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 29, 0);
 	/* 300 with tiles of 8 (G = 2: a quad is 32 k, k = 32 q + 8 t + 4 g + kk,
@@ -219,8 +220,67 @@ START_TEST(test_pack_tl_avx512)
 		ck_assert_int_eq(gemm_pack(&pb, B, 12, 166, &p), 0);
 		ck_assert_int_eq(pb.K4, 42);
 	}
+	ck_assert_int_eq(hdqt_kernel_select("avx512vnni"), 0);
+	/* tiles of 8 with it off: the column layout, tiles of 32 keep it */
+	ck_assert_int_eq(gemm_tl8_select(0), 0);
+	p.tile = 8;
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 166, &p), 0);
+	ck_assert_int_eq(pb.kernel, 1);
+	p.tile = 32;
+	ck_assert_int_eq(gemm_pack(&pb, B512, 12, 512, &p), 0);
+	ck_assert_int_eq(pb.kernel, gemm_x86_vbmi_supported() ? 4 : 1);
+	gemm_tl8_select(-1);
 	gemm_packed_free(&pb);
 	hdqt_kernel_select(variants[0]);
+}
+END_TEST
+
+static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int K,
+				    const gemm_params *p, int extreme);
+
+/* The default for tiles of 8 follows the CPU, read here from
+ * /proc/cpuinfo apart from gemm.c's CPUID: off on AMD family 25 with
+ * AVX-512 VNNI (Zen 4, 512-bit operations in two halves), on elsewhere;
+ * and either setting gives the reference's results. */
+START_TEST(test_tl8_default_and_both)
+{
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	if (!f) {
+		fprintf(stderr, "test_tl8_default_and_both: no /proc/cpuinfo, default not checked\n");
+	} else {
+		char line[4096];
+		int amd = 0, fam = -1, vnni = 0;
+		while (fgets(line, sizeof line, f)) {
+			if (!strncmp(line, "vendor_id", 9) && strstr(line, "AuthenticAMD"))
+				amd = 1;
+			if (!strncmp(line, "cpu family", 10) && fam < 0)
+				fam = atoi(strchr(line, ':') + 1);
+			if (!strncmp(line, "flags", 5)) {
+				vnni = strstr(line, " avx512_vnni") != NULL;
+				break; /* the first CPU's */
+			}
+		}
+		fclose(f);
+		ck_assert_int_eq(gemm_tl8_select(-1), !(amd && fam == 25 && vnni));
+	}
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 41, 0);
+	gemm_ws ws = {0};
+	for (int on = 0; on < 2; on++) {
+		gemm_tl8_select(on);
+		for (size_t n = 0; n < N_VARIANTS; n++) {
+			if (hdqt_kernel_select(variants[n]) != 0)
+				continue;
+			const int Ks[] = {40, 64, 166, 512};
+			for (size_t k = 0; k < sizeof(Ks) / sizeof(Ks[0]); k++) {
+				gemm_params p = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = (int)k & 1};
+				check_shape_against_ref(&ws, &r, 7, 33, Ks[k], &p, (int)k % 2);
+			}
+		}
+	}
+	gemm_tl8_select(-1);
+	hdqt_kernel_select(variants[0]);
+	gemm_ws_free(&ws);
 }
 END_TEST
 
@@ -238,6 +298,7 @@ START_TEST(test_tl_edges_and_kernel_switch)
 		fprintf(stderr, "test_tl_edges_and_kernel_switch: skipped, this CPU has no AVX-512 VNNI\n");
 		return;
 	}
+	gemm_tl8_select(1);
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 31, 0);
 	gemm_ws ws = {0};
@@ -328,6 +389,7 @@ START_TEST(test_tl_edges_and_kernel_switch)
 		}
 	}
 	gemm_ws_free(&ws);
+	gemm_tl8_select(-1);
 	hdqt_kernel_select(variants[0]);
 }
 END_TEST
@@ -1154,6 +1216,7 @@ int main(void)
 	tcase_add_test(tc, test_pack_b16_avx512);
 	tcase_add_test(tc, test_pack_tl_avx512);
 	tcase_add_test(tc, test_tl_edges_and_kernel_switch);
+	tcase_add_test(tc, test_tl8_default_and_both);
 	tcase_add_test(tc, test_pack_tl_strips_vbmi);
 	tcase_add_test(tc, test_pack_strips_vbmi);
 #endif
