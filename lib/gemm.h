@@ -137,6 +137,9 @@ typedef struct gemm_kernel {
 	int tl4;
 	gemm_kern_fn fn_tl;
 	gemm_kern_f_fn fnf_tl;
+	/* fn where every 16-bit lane of a tile's pair sums fits int16
+	 * (gemm.c's n16_fits), or NULL */
+	gemm_kern_fn fn_n16;
 } gemm_kernel;
 
 /* Variants compiled for x86-64 (gemm_x86.c); supported() checks the CPU. */
@@ -144,6 +147,8 @@ int gemm_x86_avx2_supported(void);
 int gemm_x86_avxvnni_supported(void);
 int gemm_x86_avx512vnni_supported(void);
 void gemm_x86_avx2(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+		   int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
+void gemm_x86_avx2_n16(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
 		   int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
 void gemm_x86_avxvnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
 		      int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);

@@ -73,25 +73,52 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
  * blocked by 2, 16 columns as two ymm halves.  NAME##_tile is one tile of
  * nk groups from k0; inlined with a constant nk (the model's tiles of 2
  * and 8 groups), its loop unrolls into straight code (with a variable
- * count GCC kept the four tile sums in a loop with register copies). */
-#define KERNEL256(NAME, ATTR, DOT)                                                           \
+ * count GCC kept the four tile sums in a loop with register copies).
+ * N16 (AVX2 only): the tile's maddubs pairs are added in their 16-bit
+ * lanes and widened once per tile (one madd and the corr add) instead of
+ * once per group: exact where every lane's sum fits int16 (4-bit
+ * operands: 2 groups x 2 x 15 x 8 = 480); per tile of 2 groups 12
+ * multiplies (maddubs, madd) instead of 16.  gemm.c's n16_fits says where
+ * it runs. */
+#define KERNEL256(NAME, ATTR, DOT, N16)                                                      \
 	ATTR static inline __attribute__((always_inline)) void NAME##_tile(                  \
 		const uint8_t *a0, const uint8_t *a1, const int8_t *bb, const int32_t *cr,    \
 		int k0, int nk, __m256i vlo, __m256i vhi, __m256i *w)                         \
 	{                                                                                     \
-		const __m256i c0 = _mm256_loadu_si256((const __m256i *)cr);                   \
-		const __m256i c1 = _mm256_loadu_si256((const __m256i *)(cr + 8));             \
-		__m256i s00 = c0, s01 = c1, s10 = c0, s11 = c1;                               \
+		__m256i s00, s01, s10, s11;                                                   \
+		if (N16) {                                                                    \
+			s00 = s01 = s10 = s11 = _mm256_setzero_si256();                       \
+		} else {                                                                      \
+			const __m256i c0 = _mm256_loadu_si256((const __m256i *)cr);           \
+			const __m256i c1 = _mm256_loadu_si256((const __m256i *)(cr + 8));     \
+			s00 = c0, s01 = c1, s10 = c0, s11 = c1;                               \
+		}                                                                             \
 		_Pragma("GCC unroll 8") for (int k = k0; k < k0 + nk; k++)                    \
 		{                                                                             \
 			__m256i b0 = _mm256_loadu_si256((const __m256i *)(bb + k * 64));      \
 			__m256i b1 = _mm256_loadu_si256((const __m256i *)(bb + k * 64 + 32)); \
 			__m256i x0 = _mm256_set1_epi32(load4(a0 + 4 * k));                    \
 			__m256i x1 = _mm256_set1_epi32(load4(a1 + 4 * k));                    \
-			s00 = DOT(s00, x0, b0);                                               \
-			s01 = DOT(s01, x0, b1);                                               \
-			s10 = DOT(s10, x1, b0);                                               \
-			s11 = DOT(s11, x1, b1);                                               \
+			if (N16) {                                                            \
+				s00 = _mm256_add_epi16(s00, _mm256_maddubs_epi16(x0, b0));    \
+				s01 = _mm256_add_epi16(s01, _mm256_maddubs_epi16(x0, b1));    \
+				s10 = _mm256_add_epi16(s10, _mm256_maddubs_epi16(x1, b0));    \
+				s11 = _mm256_add_epi16(s11, _mm256_maddubs_epi16(x1, b1));    \
+			} else {                                                              \
+				s00 = DOT(s00, x0, b0);                                       \
+				s01 = DOT(s01, x0, b1);                                       \
+				s10 = DOT(s10, x1, b0);                                       \
+				s11 = DOT(s11, x1, b1);                                       \
+			}                                                                     \
+		}                                                                             \
+		if (N16) { /* corr read again here: 16 ymm registers hold no more */      \
+			const __m256i ones = _mm256_set1_epi16(1);                            \
+			const __m256i d0 = _mm256_loadu_si256((const __m256i *)cr);           \
+			const __m256i d1 = _mm256_loadu_si256((const __m256i *)(cr + 8));     \
+			s00 = _mm256_add_epi32(_mm256_madd_epi16(s00, ones), d0);             \
+			s01 = _mm256_add_epi32(_mm256_madd_epi16(s01, ones), d1);             \
+			s10 = _mm256_add_epi32(_mm256_madd_epi16(s10, ones), d0);             \
+			s11 = _mm256_add_epi32(_mm256_madd_epi16(s11, ones), d1);             \
 		}                                                                             \
 		w[0] = _mm256_add_epi32(w[0], _mm256_min_epi32(_mm256_max_epi32(s00, vlo), vhi)); \
 		w[1] = _mm256_add_epi32(w[1], _mm256_min_epi32(_mm256_max_epi32(s01, vlo), vhi)); \
@@ -143,8 +170,9 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 			NAME##_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);        \
 	}
 
-KERNEL256(gemm_x86_avx2, AVX2_T, dot4_avx2)
-KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256)
+KERNEL256(gemm_x86_avx2, AVX2_T, dot4_avx2, 0)
+KERNEL256(gemm_x86_avx2_n16, AVX2_T, dot4_avx2, 1)
+KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256, 0)
 
 /* ---------------- AVX-512 VNNI ---------------- */
 

@@ -238,6 +238,35 @@ END_TEST
 static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int K,
 				    const gemm_params *p, int extreme);
 
+/* The AVX2 kernel's 16-bit tile sums (gemm_x86_avx2_n16, where gemm.c's
+ * n16_fits says a lane cannot overflow: tiles of 8) at the edges of that
+ * bound: the largest operands of 4 to 7 bits (7 bits: 2 x 2 x 127 x 64 =
+ * 32512 in a lane), both signs, and tiles up to 512 k (the other path),
+ * accumulators wide enough (24 bits) that no clamp hides a wrapped sum. */
+START_TEST(test_avx2_n16_bounds)
+{
+	if (hdqt_kernel_select("avx2") != 0) {
+		fprintf(stderr, "test_avx2_n16_bounds: skipped, this CPU has no AVX2\n");
+		return;
+	}
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 43, 0);
+	gemm_ws ws = {0};
+	const int tiles[] = {8, 32, 64, 128, 512};
+	for (int bits = 4; bits <= 7; bits++)
+		for (size_t t = 0; t < sizeof(tiles) / sizeof(tiles[0]); t++)
+			for (int acc = 8; acc <= 24; acc += 16)
+				for (int sg = 0; sg < 2; sg++)
+					for (int rep = 0; rep < 3; rep++) {
+						gemm_params p = {.tile = tiles[t], .acc_bits = acc, .bits = bits,
+								 .a_signed = sg};
+						check_shape_against_ref(&ws, &r, 3, 17, tiles[t] * 2 + 4, &p, rep < 2);
+					}
+	gemm_ws_free(&ws);
+	hdqt_kernel_select(variants[0]);
+}
+END_TEST
+
 /* The default for tiles of 8 follows the CPU, read here from
  * /proc/cpuinfo apart from gemm.c's CPUID: off on AMD family 25 with
  * AVX-512 VNNI (Zen 4, 512-bit operations in two halves), on elsewhere;
@@ -1217,6 +1246,7 @@ int main(void)
 	tcase_add_test(tc, test_pack_tl_avx512);
 	tcase_add_test(tc, test_tl_edges_and_kernel_switch);
 	tcase_add_test(tc, test_tl8_default_and_both);
+	tcase_add_test(tc, test_avx2_n16_bounds);
 	tcase_add_test(tc, test_pack_tl_strips_vbmi);
 	tcase_add_test(tc, test_pack_strips_vbmi);
 #endif
