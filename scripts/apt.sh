@@ -13,22 +13,42 @@
 
 HDQT_APT_LOCK_WAIT=${HDQT_APT_LOCK_WAIT:-300}   # seconds
 
-# Finish an interrupted dpkg run, if any.  Returns dpkg's status.
-# HDQT_DPKG_ADMINDIR names another dpkg database (tests/test_apt.sh works
-# on a copy, never on the machine's own).
+# Finish an interrupted dpkg run, if any.  Returns dpkg's status (callers
+# go on either way: a package whose maintainer script keeps failing must
+# not stop a machine that needs nothing installed; an install that dpkg's
+# state refuses fails on its own, with apt's message).  dpkg has no lock
+# timeout of its own: a held lock is retried every 5 s, up to
+# HDQT_APT_LOCK_WAIT.  HDQT_DPKG_ADMINDIR names another dpkg database
+# (tests/test_apt.sh works on a copy, never on the machine's own).
 apt_repair() {
-	local admindir=${HDQT_DPKG_ADMINDIR:-/var/lib/dpkg} states
+	local admindir=${HDQT_DPKG_ADMINDIR:-/var/lib/dpkg} states out waited=0
 	# Unfinished status updates, or packages left unpacked, half-configured
 	# or waiting for triggers: what `dpkg --configure -a` finishes.  (The
 	# states are read whole: a grep -q that stops early would SIGPIPE
 	# dpkg-query, and pipefail would call that "none".)
 	states=$(dpkg-query --admindir="$admindir" -W -f='${db:Status-Abbrev}\n' 2>/dev/null |
 		cut -c2 | sort -u | tr -d '\n') || true
-	if [ -n "$(ls -A "$admindir/updates" 2>/dev/null)" ] || [[ $states == *[UFWt]* ]]; then
-		echo "hdqtd: dpkg was interrupted on this machine: dpkg --configure -a" >&2
-		DEBIAN_FRONTEND=noninteractive dpkg --admindir="$admindir" --configure -a || return
+	if [ -z "$(ls -A "$admindir/updates" 2>/dev/null)" ] && [[ $states != *[UFWt]* ]]; then
+		return 0
 	fi
-	return 0
+	echo "hdqtd: dpkg was interrupted on this machine: dpkg --configure -a" >&2
+	while :; do
+		if out=$(DEBIAN_FRONTEND=noninteractive dpkg --admindir="$admindir" --configure -a 2>&1); then
+			[ -z "$out" ] || printf '%s\n' "$out" >&2
+			return 0
+		fi
+		case $out in
+		*lock*)
+			if [ "$waited" -lt "$HDQT_APT_LOCK_WAIT" ]; then
+				sleep 5
+				waited=$((waited + 5))
+				continue
+			fi ;;
+		esac
+		printf '%s\n' "$out" >&2
+		echo "hdqtd: dpkg --configure -a failed" >&2
+		return 1
+	done
 }
 
 # apt-get with the lock waited for and no questions.
@@ -40,13 +60,13 @@ apt_get() {
 # install is retried once after repairing dpkg and fixing broken
 # dependencies (apt-get -f install); the second failure is printed in full.
 apt_install() {
-	apt_repair || return
+	apt_repair || true
 	apt_get update -qq || apt_get update -qq || return
 	if apt_get install -y -qq --no-install-recommends "$@" >/dev/null; then
 		return 0
 	fi
 	echo "hdqtd: apt-get install failed; repairing dpkg and retrying once" >&2
-	apt_repair || return
+	apt_repair || true
 	apt_get install -y -qq -f >/dev/null || true
 	apt_get install -y --no-install-recommends "$@"
 }

@@ -37,7 +37,7 @@ if [ ${#missing[@]} -gt 0 ] || ! dpkg --print-foreign-architectures | grep -qx a
 	fi
 	echo "scripts/arm.sh: installing ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
-	apt_repair || die "FAILED: dpkg --configure -a"
+	apt_repair || true
 	dpkg --add-architecture arm64
 	apt_install "${missing[@]}" || die "FAILED: apt-get install ${missing[*]}"
 fi

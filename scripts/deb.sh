@@ -79,6 +79,7 @@ check() { # check NAME COMMAND...: record whether COMMAND succeeds
 
 # ---- 1. build tools, Build-Depends, build --------------------------------------
 export DEBIAN_FRONTEND=noninteractive
+apt_repair || true  # an interrupted dpkg refuses the installs below
 TOOLS=(build-essential dpkg-dev debhelper dh-python devscripts fakeroot lintian python3-all
        pkg-config util-linux)
 missing=()
@@ -233,7 +234,7 @@ check "library-exports-client-api-only" sh -c "dpkg-deb --fsys-tarfile '$(deb_of
 echo "== apt-get install ./build-deb/*.deb (systemd is $( [ -d /run/systemd/system ] && echo || echo 'not ')PID 1 here) =="
 getent passwd hdqtd >/dev/null && had_user=1 || had_user=0
 installed=1
-if (cd "$out" && apt-get install -y --no-install-recommends ./*.deb) >"$out/install.log" 2>&1; then
+if (cd "$out" && apt_get install -y --no-install-recommends ./*.deb) >"$out/install.log" 2>&1; then
 	record "apt-get-install" OK
 else
 	record "apt-get-install" FAIL "see $out/install.log"

@@ -240,8 +240,9 @@ static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int 
 
 /* The AVX2 kernel's 16-bit tile sums (gemm_x86_avx2_n16, where gemm.c's
  * n16_fits says a lane cannot overflow: tiles of 8) at the edges of that
- * bound: the largest operands of 4 to 7 bits (7 bits: 2 x 2 x 127 x 64 =
- * 32512 in a lane), both signs, and tiles up to 512 k (the other path),
+ * bound: the largest operands of 4 to 7 bits (7 bits: 2 x 2 x 127 x 63 =
+ * 32004 in a lane; n16_fits bounds |B| by 64, one more than a code can
+ * be), both signs, and tiles up to 512 k (the other path),
  * accumulators wide enough (24 bits) that no clamp hides a wrapped sum. */
 START_TEST(test_avx2_n16_bounds)
 {
