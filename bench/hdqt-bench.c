@@ -450,6 +450,20 @@ static double bench_store(int sync_full, int batch, double min_s)
 	return rate;
 }
 
+/* The packed layout gemm_pack gives these operands under the kernel now
+ * selected (gemm.c's numbers: 4 tiles in lanes, 1 and 2 the column
+ * layouts, 0 the reference's own copy; HDQT_GEMM_TL8 moves tiles of 8). */
+static const char *layout_name(int J, int K, int tile)
+{
+	gemm_params p = {.tile = tile, .acc_bits = 8, .bits = 4, .a_signed = 0};
+	gemm_packed pb = {0};
+	const char *name = "unknown";
+	if (gemm_pack_begin(&pb, NULL, J, K, &p) >= 0)
+		name = pb.kernel == 4 ? "tiles-in-lanes" : pb.kernel ? "column" : "reference";
+	gemm_packed_free(&pb);
+	return name;
+}
+
 /* The model's own products (166-512-512-12, batch 128) under the training
  * kernel, forward tile 8 and backward tile 32, as JSON "int8_peak_gmacs"
  * and "gemm": with B packed on every call and packed once.  The peak
@@ -482,12 +496,13 @@ static void print_gemm_shapes(const char *train_kernel, double (*peak_fn)(double
 			}
 	}
 	printf("\"int8_peak_gmacs\": %.1f, \"gemm_rounds\": %d, \"gemm\": [", peak, GEMM_ROUNDS);
+	hdqt_kernel_select(train_kernel);
 	for (int i = 0; i < NS; i++)
 		printf("%s{\"kernel\": \"%s\", \"shape\": \"%s\", \"tile\": %d, \"gmacs\": %.1f, "
-		       "\"of_peak\": %.3f, \"packed_gmacs\": %.1f, \"packed_of_peak\": %.3f}",
+		       "\"of_peak\": %.3f, \"packed_gmacs\": %.1f, \"packed_of_peak\": %.3f, \"layout\": \"%s\"}",
 		       i ? ", " : "", train_kernel, shp[i].what, shp[i].tile, g[i][0],
-		       peak > 0 ? g[i][0] / peak : -1.0, g[i][1], peak > 0 ? g[i][1] / peak : -1.0);
-	hdqt_kernel_select(train_kernel);
+		       peak > 0 ? g[i][0] / peak : -1.0, g[i][1], peak > 0 ? g[i][1] / peak : -1.0,
+		       layout_name(shp[i].J, shp[i].K, shp[i].tile));
 	printf("]");
 }
 
