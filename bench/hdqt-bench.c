@@ -346,9 +346,15 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static double peak_avx512
 		t = now_s() - t0;
 	} while (t < min_s);
 	const __m512i acc[16] = {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15};
-	volatile int sink = 0;
-	for (int i = 0; i < 16; i++)
-		sink += _mm512_reduce_add_epi32(acc[i]);
+	/* The sums wrap (they only keep the products alive): add them as
+	 * unsigned, where wrapping is defined (UBSan saw the int sum overflow). */
+	volatile unsigned sink = 0;
+	int32_t tmp[16];
+	for (int i = 0; i < 16; i++) {
+		_mm512_storeu_si512((void *)tmp, acc[i]); /* not _mm512_reduce_add_epi32: int adds */
+		for (int l = 0; l < 16; l++)
+			sink += (unsigned)tmp[l];
+	}
 	(void)sink;
 	return (double)iters * 16 * 64 / t / 1e9;
 }
@@ -379,11 +385,11 @@ __attribute__((target("avx2,avxvnni"))) static double peak_avxvnni(double min_s)
 		t = now_s() - t0;
 	} while (t < min_s);
 	const __m256i acc[12] = {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11};
-	volatile int sink = 0;
+	volatile unsigned sink = 0;
 	int32_t tmp[8];
 	for (int i = 0; i < 12; i++) {
 		_mm256_storeu_si256((__m256i *)tmp, acc[i]);
-		sink += tmp[0];
+		sink += (unsigned)tmp[0];
 	}
 	(void)sink;
 	return (double)iters * 12 * 32 / t / 1e9;

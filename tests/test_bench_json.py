@@ -4,8 +4,12 @@
 model's six products, each with its kernel, tile, figures and the packed
 layout it ran in; HDQT_GEMM_TL8 moves the forward's tiles of 8 between the
 tiles-in-lanes and the column layout under avx512vnni (and nothing else),
-and the backward's tiles of 32 keep theirs.  Figures are not judged: this
-machine is shared.  Usage: test_bench_json.py HDQT_BENCH"""
+and the backward's tiles of 32 keep theirs.  And one whole run (--json): the
+keys issue 13 names (modes.<mode>.train_samples_per_s, int8_peak_gmacs,
+gemm, phases).  Under the sanitizer build this runs the peak loops under
+UBSan: their wrapped int32 sums were once added as int (an overflow that
+stopped the ASan suite).  Figures are not judged: this machine is shared.
+Usage: test_bench_json.py HDQT_BENCH"""
 import json
 import os
 import subprocess
@@ -14,15 +18,22 @@ import sys
 bench = sys.argv[1]
 
 
-def run(tl8):
+def run(tl8, *args):
     env = dict(os.environ, HDQT_GEMM_TL8=tl8)
     env.pop("HDQT_KERNEL", None)
-    out = subprocess.run([bench, "--gemm-only", "--json", "--seconds", "0.05"], env=env,
-                         check=True, capture_output=True, text=True, timeout=120).stdout
-    return json.loads(out)
+    p = subprocess.run([bench, "--json", "--seconds", "0.05"] + list(args), env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    return json.loads(p.stdout)
 
 
-on, off = run("1"), run("0")
+full = run("", "--seconds", "0.02")
+for mode in ("fp32", "int", "hdqt-paper", "hdqt", "hadanet"):
+    assert full["modes"][mode]["train_samples_per_s"] > 0, full["modes"]
+for mode in ("fp32", "hdqt", "hadanet"):  # the phases of one mode per family
+    assert abs(sum(full["phases"][mode].values()) - 1) < 0.02, full["phases"][mode]
+assert "int8_peak_gmacs" in full and len(full["gemm"]) == 6, sorted(full)
+on, off = run("1", "--gemm-only"), run("0", "--gemm-only")
 for d in (on, off):
     shapes = [g["shape"] for g in d["gemm"]]
     assert len(shapes) == 6 and len(set(shapes)) == 6, shapes
