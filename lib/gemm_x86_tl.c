@@ -303,6 +303,16 @@ AVX512_T static inline __attribute__((always_inline)) void tl_put_tail(__m512i x
 	*sum = _mm512_dpbusd_epi32(*sum, _mm512_set1_epi8(1), x);
 }
 
+/* Tail tile t's corr (after the nq quads' [R][L][t]): -off times its
+ * sums, a dword per column. */
+AVX512_T static inline __attribute__((always_inline)) void tl_put_tail_corr(int32_t *cr, int nq,
+									     int t, __m512i tsum,
+									     int off)
+{
+	_mm512_storeu_si512((void *)(cr + (size_t)nq * 64 + 16 * t),
+			    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
+}
+
 AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, int off,
 				    int8_t *bb, int32_t *cr);
 
@@ -336,8 +346,7 @@ AVX512_T void gemm_x86_tl_pack_b16(const int8_t *rows, int nr, int K, int K4, in
 					const int tg = k4 - 8 * nq;
 					tl_put_tail(r[k4 - g0], bb + (size_t)nq * 512, tg, &tsum);
 					if (tg % 2 == 1) {
-						_mm512_storeu_si512((void *)(cr + (size_t)nq * 64 + 16 * (tg / 2)),
-								    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
+						tl_put_tail_corr(cr, nq, tg / 2, tsum, off);
 						tsum = _mm512_setzero_si512();
 					}
 				}
@@ -395,8 +404,7 @@ AVX512_T static void tl_pack_b16_g8(const int8_t *rows, int nr, int K, int K4, i
 			__m512i tsum = _mm512_setzero_si512();
 			for (int g = 0; g < 8; g++)
 				tl_put_tail(r[8 * h + g], bb + (size_t)nq * 2048, 8 * t + g, &tsum);
-			_mm512_storeu_si512((void *)(cr + (size_t)nq * 64 + 16 * t),
-					    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
+			tl_put_tail_corr(cr, nq, t, tsum, off);
 		}
 	}
 	_mm256_zeroupper();
@@ -431,8 +439,7 @@ VBMI_T void gemm_x86_tl_pack_strip16(const int8_t *codes, int K, int K4, int til
 			tl_put_tail(k4 < have ? group16(codes + (size_t)k4 * 64) : _mm512_setzero_si512(),
 				    bb + (size_t)nq * 256 * G, G * t + g, &tsum);
 		}
-		_mm512_storeu_si512((void *)(cr + (size_t)nq * 64 + 16 * t),
-				    _mm512_mullo_epi32(tsum, _mm512_set1_epi32(-off)));
+		tl_put_tail_corr(cr, nq, t, tsum, off);
 	}
 	_mm256_zeroupper();
 }
