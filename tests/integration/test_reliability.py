@@ -158,6 +158,49 @@ class TestLimits(Case):
         finally:
             d.cleanup()
 
+    def test_replies_larger_than_the_socket_buffer_arrive_whole(self):
+        """A reply is written at once when nothing waits (uv_try_write); what
+        the socket does not take goes through a queued write from where the
+        direct write stopped.  Replies several times the socket's buffer,
+        and small ones queued behind them, must arrive byte for byte and in
+        order while the client reads late."""
+        d = Daemon("training.auto=no", "training.epochs=2", "model.hidden=16,16",
+                   "daemon.max_write_queue=16M").start()
+        try:
+            c = d.client()
+            names = ["class-%02d" % i for i in range(60)]
+            for n in names:
+                c.call("class.add", {"name": n})
+            for k in range(0, 120, 30):
+                c.call("sample.add", {"samples": [{"class": names[i % 60], "features": feats(0.01 * (i % 60), i)}
+                                                  for i in range(k, k + 30)]})
+            self.assertEqual(train_and_wait(c)["outcome"], "accepted")
+            inputs = [{"features": feats(0.005 * i, i)} for i in range(400)]
+            big = {"jsonrpc": "2.0", "method": "predict", "params": {"inputs": inputs, "top_k": 60}}
+            lines = b""
+            for i, m in enumerate([big, {"jsonrpc": "2.0", "method": "status"}, big,
+                                   {"jsonrpc": "2.0", "method": "class.list"}]):
+                lines += (json.dumps(dict(m, id=i + 1)) + "\n").encode()
+            c.send_raw(lines)
+            time.sleep(0.5)   # the replies pile up unread
+            c.sock.settimeout(15)   # a lost newline shows as a timeout, not a hang
+            raw = []
+            while len(raw) < 4:
+                line = c.read_line()
+                if not line.startswith(b'{"jsonrpc":"2.0","method":"event"'):
+                    raw.append(line)
+            self.assertGreater(len(raw[0]), 4 * 212992)   # several socket buffers
+            msgs = [json.loads(x) for x in raw]
+            self.assertEqual([m["id"] for m in msgs], [1, 2, 3, 4])
+            self.assertTrue(all("result" in m for m in msgs), [str(m)[:200] for m in msgs])
+            self.assertEqual(len(msgs[0]["result"]["predictions"]), 400)
+            self.assertEqual(raw[0][:-len(b',"id":1}')], raw[2][:-len(b',"id":3}')])
+            self.assertIn("version", msgs[1]["result"])
+            self.assertEqual(len(msgs[3]["result"]["classes"]), 60)
+            c.close()
+        finally:
+            d.cleanup()
+
     def test_ids_come_back_exactly(self):
         """15: ids of 1e15 and more came back changed, 1e400 came back null,
         a notification with a key "ID" got a reply."""
