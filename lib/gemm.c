@@ -127,7 +127,7 @@ static const gemm_kernel kernels[] = {
 	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, NULL, 0, NULL, NULL, NULL},
 	/* maddubs adds two u8*s8 products in int16: exact only while
 	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
-	{"avx2", gemm_x86_avx2, 7, NULL, 0, NULL, 0, NULL, NULL, gemm_x86_avx2_n16},
+	{"avx2", gemm_x86_avx2, 7, NULL, 0, NULL, 0, NULL, NULL, gemm_x86_avx2_r4},
 #endif
 #if HDQT_AARCH64
 	/* Both exact for 8-bit operands: SDOT sums in int32; the NEON path
@@ -259,16 +259,17 @@ static int max_product(const gemm_params *p)
 	return qa * qb;
 }
 
-/* The AVX2 kernel with 16-bit tile sums (fn_n16) for these operands: its
- * lanes are exact (each adds 2 tile4 products of A + off, at most 2^b - 1,
- * and B, of magnitude at most 2^(b-1)); and the tiles are of 8 (tile4 2),
- * where it measured 1.08-1.12 times the per-group widening on Zen 4 (a
- * harness over gemm_q_packed, 5 alternations); with tiles of 32 it was
- * 0.96-1.01 there. */
+/* The AVX2 kernel with 16-bit tile sums (fn_n16: gemm_x86_avx2_r4, four
+ * rows a block) for these operands: its lanes are exact (each adds 2 tile4
+ * products of A + off, at most 2^b - 1, and B, of magnitude at most
+ * 2^(b-1)); tiles of 8 and of 32.  On Zen 4 (`hdqt-bench --gemm-only
+ * --kernel avx2`, 3 alternations) the backward's tiles of 32 went from
+ * 69-84 to 80-98 GMAC/s against the two-row per-group widening, the
+ * forward's tiles of 8 stayed at 85-93 (the two-row 16-bit form's). */
 static int n16_fits(const gemm_params *p, int tile4)
 {
 	const long qa = (1L << p->bits) - 1, qb = 1L << (p->bits - 1);
-	return tile4 <= 2 && 2L * tile4 * qa * qb <= 32767;
+	return tile4 <= 8 && 2L * tile4 * qa * qb <= 32767;
 }
 
 static void run_kernel(const gemm_kernel *k, int use, const uint8_t *Ap, const int8_t *Bp,

@@ -150,6 +150,8 @@ void gemm_x86_avx2(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int
 		   int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
 void gemm_x86_avx2_n16(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
 		   int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
+void gemm_x86_avx2_r4(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+		      int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
 void gemm_x86_avxvnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
 		      int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
 void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,

@@ -174,6 +174,115 @@ KERNEL256(gemm_x86_avx2, AVX2_T, dot4_avx2, 0)
 KERNEL256(gemm_x86_avx2_n16, AVX2_T, dot4_avx2, 1)
 KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256, 0)
 
+/* Four rows against 16 columns with 16-bit tile sums and 16-bit wide sums
+ * (AVX2 only).  The two-row body loads a B vector and a broadcast for
+ * every two maddubs; with four rows, two B vectors and four broadcasts
+ * feed eight.  Sixteen ymm registers hold four rows only if the wide sums
+ * are 16-bit too: each tile's two int32 halves (8 columns each) are
+ * narrowed with signed saturation into one register (packs: exact, as the
+ * clamp bounds lie inside int16), clamped and added there, as the AVX-512
+ * pair path does.  packs interleaves the halves by 4 columns per 128-bit
+ * lane; the 64-bit permute at the store puts them back in column order.
+ * Where it runs: the lanes of a tile fit int16 (gemm.c's n16_fits) and
+ * every wide sum does (ntiles * 2^(a-1) <= 32767). */
+AVX2_T static inline __attribute__((always_inline)) void
+r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int32_t *cr, int k0, int nk,
+	__m256i vlo16, __m256i vhi16, __m256i *w)
+{
+	__m256i s0[4], s1[4];
+#pragma GCC unroll 4
+	for (int r = 0; r < 4; r++)
+		s0[r] = s1[r] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+	for (int k = k0; k < k0 + nk; k++) {
+		const __m256i b0 = _mm256_loadu_si256((const __m256i *)(bb + k * 64));
+		const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bb + k * 64 + 32));
+#pragma GCC unroll 4
+		for (int r = 0; r < 4; r++) {
+			const __m256i x = _mm256_set1_epi32(load4(a0 + r * rs + 4 * k));
+			s0[r] = _mm256_add_epi16(s0[r], _mm256_maddubs_epi16(x, b0));
+			s1[r] = _mm256_add_epi16(s1[r], _mm256_maddubs_epi16(x, b1));
+		}
+	}
+	const __m256i ones = _mm256_set1_epi16(1);
+	const __m256i d0 = _mm256_loadu_si256((const __m256i *)cr);
+	const __m256i d1 = _mm256_loadu_si256((const __m256i *)(cr + 8));
+#pragma GCC unroll 4
+	for (int r = 0; r < 4; r++) {
+		const __m256i t0 = _mm256_add_epi32(_mm256_madd_epi16(s0[r], ones), d0);
+		const __m256i t1 = _mm256_add_epi32(_mm256_madd_epi16(s1[r], ones), d1);
+		w[r] = _mm256_add_epi16(
+			w[r], _mm256_min_epi16(_mm256_max_epi16(_mm256_packs_epi32(t0, t1), vlo16), vhi16));
+	}
+}
+
+AVX2_T static inline __attribute__((always_inline)) void
+r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, int K4, int t4,
+	int ntiles, int32_t lo, int32_t hi, int32_t *C)
+{
+	const __m256i vlo16 = _mm256_set1_epi16((short)lo), vhi16 = _mm256_set1_epi16((short)hi);
+	const int J16 = (J + 15) / 16;
+	const int nfull = K4 / t4 < ntiles ? K4 / t4 : ntiles;
+	const size_t rs = (size_t)K4 * 4;
+	for (int jb = 0; jb < J16; jb++) {
+		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
+		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
+		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
+		for (int i = 0; i < I; i += 4) {
+			const int nr = I - i < 4 ? I - i : 4;
+			const uint8_t *a0 = Ap + (size_t)i * rs;
+			__m256i w[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
+					_mm256_setzero_si256(), _mm256_setzero_si256()};
+			if (nr == 4) {
+				for (int t = 0; t < nfull; t++)
+					r4_tile(a0, rs, bb, cr + t * 16, t * t4, t4, vlo16, vhi16, w);
+				if (nfull < ntiles)
+					r4_tile(a0, rs, bb, cr + nfull * 16, nfull * t4, K4 - nfull * t4,
+						vlo16, vhi16, w);
+			} else {
+				/* The last one to three rows, each alone: with a row
+				 * stride of 0 the four rows of a tile are the same row,
+				 * so nothing past row I is read. */
+				for (int r = 0; r < nr; r++) {
+					__m256i v[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
+							_mm256_setzero_si256(), _mm256_setzero_si256()};
+					const uint8_t *ar = a0 + (size_t)r * rs;
+					for (int t = 0; t < nfull; t++)
+						r4_tile(ar, 0, bb, cr + t * 16, t * t4, t4, vlo16, vhi16, v);
+					if (nfull < ntiles)
+						r4_tile(ar, 0, bb, cr + nfull * 16, nfull * t4,
+							K4 - nfull * t4, vlo16, vhi16, v);
+					w[r] = v[0];
+				}
+			}
+			for (int r = 0; r < nr; r++) {
+				const __m256i o = _mm256_permute4x64_epi64(w[r], 0xd8);
+				int32_t out[16];
+				_mm256_storeu_si256((__m256i *)out,
+						    _mm256_cvtepi16_epi32(_mm256_castsi256_si128(o)));
+				_mm256_storeu_si256((__m256i *)(out + 8),
+						    _mm256_cvtepi16_epi32(_mm256_extracti128_si256(o, 1)));
+				store_tail(C + (size_t)(i + r) * J + jb * 16, out, ncol);
+			}
+		}
+	}
+}
+
+AVX2_T void gemm_x86_avx2_r4(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
+			     int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C)
+{
+	if (!((long)ntiles * ((long)hi + 1) <= 32767 && lo >= -32768)) {
+		gemm_x86_avx2_n16(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+		return;
+	}
+	if (tile4 == 2)
+		r4_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, C);
+	else if (tile4 == 8)
+		r4_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C);
+	else
+		r4_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+}
+
 /* ---------------- AVX-512 VNNI ---------------- */
 
 #define R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)

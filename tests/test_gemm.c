@@ -238,8 +238,10 @@ END_TEST
 static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int K,
 				    const gemm_params *p, int extreme);
 
-/* The AVX2 kernel's 16-bit tile sums (gemm_x86_avx2_n16, where gemm.c's
- * n16_fits says a lane cannot overflow: tiles of 8) at the edges of that
+/* The AVX2 kernel's 16-bit tile sums (gemm_x86_avx2_r4, and the two-row
+ * gemm_x86_avx2_n16 where its 16-bit wide sums do not fit: the 24-bit
+ * accumulators here; gemm.c's n16_fits says where a lane cannot
+ * overflow: tiles of 8 and 32) at the edges of that
  * bound: the largest operands of 4 to 7 bits (7 bits: 2 x 2 x 127 x 63 =
  * 32004 in a lane; n16_fits bounds |B| by 64, one more than a code can
  * be), both signs, and tiles up to 512 k (the other path),
@@ -263,6 +265,51 @@ START_TEST(test_avx2_n16_bounds)
 								 .a_signed = sg};
 						check_shape_against_ref(&ws, &r, 3, 17, tiles[t] * 2 + 4, &p, rep < 2);
 					}
+	gemm_ws_free(&ws);
+	hdqt_kernel_select(variants[0]);
+}
+END_TEST
+
+/* The AVX2 kernel's four-row blocks with 16-bit wide sums
+ * (gemm_x86_avx2_r4, gemm.c's n16_fits: tiles of 8 and 32): 1 to 9 rows
+ * (whole blocks and the one to three rows after them), one column to
+ * three blocks, a ragged last tile, the largest operands of 4 to 6 bits
+ * (7 for tiles of 8); and the bound of its 16-bit wide sums, ntiles *
+ * 2^(a-1) <= 32767, on both sides (12-bit accumulators: 15 tiles of 32
+ * in it, 17 past it; 8-bit ones: 255 tiles and 257), where it hands over
+ * to the per-tile widening. */
+START_TEST(test_avx2_r4_rows_and_bounds)
+{
+	if (hdqt_kernel_select("avx2") != 0) {
+		fprintf(stderr, "test_avx2_r4_rows_and_bounds: skipped, this CPU has no AVX2\n");
+		return;
+	}
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 47, 0);
+	gemm_ws ws = {0};
+	const int Js[] = {1, 16, 17, 45};
+	for (int tile = 8; tile <= 32; tile += 24)
+		for (int bits = 4; bits <= (tile == 8 ? 7 : 6); bits++)
+			for (int I = 1; I <= 9; I++) {
+				gemm_params p = {.tile = tile, .acc_bits = 8, .bits = bits,
+						 .a_signed = I & 1};
+				check_shape_against_ref(&ws, &r, I, Js[I % 4], tile * 3 + 4 * (I % 3) + 4,
+							&p, I % 3 != 0);
+			}
+	/* The wide sums' bound: 15 and 17 tiles of 32 with 12-bit
+	 * accumulators, 255 and 257 tiles of 8 with 8-bit ones.  Past it, a
+	 * row of tiles all clamped at -2^(a-1) would wrap int16 (17 x -2048,
+	 * 257 x -128); extreme operands take both signs over the repeats. */
+	for (int K = 480; K <= 544; K += 64)
+		for (int rep = 0; rep < 6; rep++) {
+			gemm_params p = {.tile = 32, .acc_bits = 12, .bits = 4, .a_signed = 0};
+			check_shape_against_ref(&ws, &r, 6, 20, K, &p, rep < 5);
+		}
+	for (int K = 2040; K <= 2056; K += 16)
+		for (int rep = 0; rep < 6; rep++) {
+			gemm_params p = {.tile = 8, .acc_bits = 8, .bits = 4, .a_signed = 0};
+			check_shape_against_ref(&ws, &r, 5, 17, K, &p, 1);
+		}
 	gemm_ws_free(&ws);
 	hdqt_kernel_select(variants[0]);
 }
@@ -1248,6 +1295,7 @@ int main(void)
 	tcase_add_test(tc, test_tl_edges_and_kernel_switch);
 	tcase_add_test(tc, test_tl8_default_and_both);
 	tcase_add_test(tc, test_avx2_n16_bounds);
+	tcase_add_test(tc, test_avx2_r4_rows_and_bounds);
 	tcase_add_test(tc, test_pack_tl_strips_vbmi);
 	tcase_add_test(tc, test_pack_strips_vbmi);
 #endif
