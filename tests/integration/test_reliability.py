@@ -123,6 +123,17 @@ class TestLimits(Case):
         self.assertLess(rss_kb(self.d.proc.pid), 300 * 1024)
         self.assertIn("version", self.c.call("status"))
 
+    def train_sixty_classes(self, c):
+        """60 classes of two samples each, one round: replies with top_k 60
+        are long."""
+        names = ["class-%02d" % i for i in range(60)]
+        for n in names:
+            c.call("class.add", {"name": n})
+        for k in range(0, 120, 30):
+            c.call("sample.add", {"samples": [{"class": names[i % 60], "features": feats(0.01 * (i % 60), i)}
+                                              for i in range(k, k + 30)]})
+        self.assertEqual(train_and_wait(c)["outcome"], "accepted")
+
     def test_reply_over_write_queue_is_an_error(self):
         """17: a legal predict whose reply exceeds max_write_queue dropped the
         connection without a word."""
@@ -130,13 +141,7 @@ class TestLimits(Case):
                    "daemon.max_write_queue=64K", "daemon.max_message=64K").start()
         try:
             c = d.client()
-            names = ["class-%02d" % i for i in range(60)]
-            for n in names:
-                c.call("class.add", {"name": n})
-            for k in range(0, 120, 30):
-                c.call("sample.add", {"samples": [{"class": names[i % 60], "features": feats(0.01 * (i % 60), i)}
-                                                  for i in range(k, k + 30)]})
-            self.assertEqual(train_and_wait(c)["outcome"], "accepted")
+            self.train_sixty_classes(c)
             inputs = [{"features": feats(0.3)} for _ in range(30)]
             m = c.call_raw("predict", {"inputs": inputs[:2], "top_k": 60})
             self.assertIn("result", m)
@@ -168,13 +173,7 @@ class TestLimits(Case):
                    "daemon.max_write_queue=16M").start()
         try:
             c = d.client()
-            names = ["class-%02d" % i for i in range(60)]
-            for n in names:
-                c.call("class.add", {"name": n})
-            for k in range(0, 120, 30):
-                c.call("sample.add", {"samples": [{"class": names[i % 60], "features": feats(0.01 * (i % 60), i)}
-                                                  for i in range(k, k + 30)]})
-            self.assertEqual(train_and_wait(c)["outcome"], "accepted")
+            self.train_sixty_classes(c)
             inputs = [{"features": feats(0.005 * i, i)} for i in range(400)]
             big = {"jsonrpc": "2.0", "method": "predict", "params": {"inputs": inputs, "top_k": 60}}
             lines = b""
