@@ -237,6 +237,8 @@ END_TEST
 
 static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int K,
 				    const gemm_params *p, int extreme);
+static void check_ab_against_ref(gemm_ws *ws, hdqt_rng *r, const int8_t *A, const int8_t *B, int I,
+				 int J, int K, const gemm_params *p, int extreme);
 
 /* The AVX2 kernel's 16-bit tile sums (gemm_x86_avx2_r4, and the two-row
  * gemm_x86_avx2_n16 where its 16-bit wide sums do not fit: the 24-bit
@@ -271,7 +273,8 @@ START_TEST(test_avx2_n16_bounds)
 END_TEST
 
 /* The AVX2 kernel's four-row blocks with 16-bit wide sums
- * (gemm_x86_avx2_r4, gemm.c's n16_fits: tiles of 8 and 32): 1 to 9 rows
+ * (gemm_x86_avx2_r4, gemm.c's n16_fits: tiles of 8 and 32, and 16 through
+ * its variable-tile instance): 1 to 9 rows
  * (whole blocks and the one to three rows after them), one column to
  * three blocks, a ragged last tile, the largest operands of 4 to 6 bits
  * (7 for tiles of 8); and the bound of its 16-bit wide sums, ntiles *
@@ -288,7 +291,8 @@ START_TEST(test_avx2_r4_rows_and_bounds)
 	hdqt_rng_seed(&r, 47, 0);
 	gemm_ws ws = {0};
 	const int Js[] = {1, 16, 17, 45};
-	for (int tile = 8; tile <= 32; tile += 24)
+	/* tiles of 8 and 32 (the model's) and 16 (the variable-tile instance) */
+	for (int tile = 8; tile <= 32; tile *= 2)
 		for (int bits = 4; bits <= (tile == 8 ? 7 : 6); bits++)
 			for (int I = 1; I <= 9; I++) {
 				gemm_params p = {.tile = tile, .acc_bits = 8, .bits = bits,
@@ -296,6 +300,24 @@ START_TEST(test_avx2_r4_rows_and_bounds)
 				check_shape_against_ref(&ws, &r, I, Js[I % 4], tile * 3 + 4 * (I % 3) + 4,
 							&p, I % 3 != 0);
 			}
+	/* Extreme operands that differ by row and column (check_shape's are
+	 * uniform: a row or column put in the wrong place would go unseen):
+	 * row i of A at qa - i % 3, column j of B at +-(qb - j % 3 / 2) by
+	 * j's parity, so that tile sums clamp at both ends. */
+	for (int tile = 8; tile <= 32; tile += 24)
+		for (int I = 1; I <= 9; I += 4) {
+			const int J = 37, K = tile * 5 + 8, bits = 4, qb = 7, qa = 15;
+			int8_t *A = malloc((size_t)I * K), *B = malloc((size_t)J * K);
+			for (int i = 0; i < I; i++)
+				memset(A + (size_t)i * K, qa - i % 3, (size_t)K);
+			for (int j = 0; j < J; j++)
+				memset(B + (size_t)j * K, (int8_t)((j & 1 ? 1 : -1) * (qb - j % 3 / 2)),
+				       (size_t)K);
+			gemm_params p = {.tile = tile, .acc_bits = 8, .bits = bits, .a_signed = 0};
+			check_ab_against_ref(&ws, &r, A, B, I, J, K, &p, 1);
+			free(A);
+			free(B);
+		}
 	/* The wide sums' bound: 15 and 17 tiles of 32 with 12-bit
 	 * accumulators, 255 and 257 tiles of 8 with 8-bit ones.  Past it, a
 	 * row of tiles all clamped at -2^(a-1) would wrap int16 (17 x -2048,
@@ -727,7 +749,6 @@ static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int 
 {
 	const int qb = (1 << (p->bits - 1)) - 1, qa = p->a_signed ? qb : (1 << p->bits) - 1;
 	int8_t *A = malloc((size_t)I * K), *B = malloc((size_t)J * K);
-	int32_t *C0 = malloc(sizeof(int32_t) * I * J), *C1 = malloc(sizeof(int32_t) * I * J);
 	if (extreme) {
 		const int s = (int)hdqt_rng_below(r, 2) ? 1 : -1;
 		memset(A, qa, (size_t)I * K);
@@ -736,6 +757,17 @@ static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int 
 		fill(A, I * K, p->a_signed ? -qa : 0, qa, r);
 		fill(B, J * K, -qb, qb, r);
 	}
+	check_ab_against_ref(ws, r, A, B, I, J, K, p, extreme);
+	free(A);
+	free(B);
+}
+
+/* The active kernel on operands A and B, through gemm_q and the packed
+ * paths, against the reference. */
+static void check_ab_against_ref(gemm_ws *ws, hdqt_rng *r, const int8_t *A, const int8_t *B, int I,
+				 int J, int K, const gemm_params *p, int extreme)
+{
+	int32_t *C0 = malloc(sizeof(int32_t) * I * J), *C1 = malloc(sizeof(int32_t) * I * J);
 	ck_assert_int_eq(gemm_q_ref(A, B, I, J, K, p, C0), 0);
 	ck_assert_int_eq(gemm_q(ws, A, B, I, J, K, p, C1), 0);
 	if (memcmp(C0, C1, sizeof(int32_t) * I * J) != 0)
@@ -750,8 +782,6 @@ static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int 
 			     I, J, K, p->tile, p->acc_bits, p->bits, p->a_signed);
 	check_packed_f(ws, A, I, &pb, C0, r);
 	gemm_packed_free(&pb);
-	free(A);
-	free(B);
 	free(C0);
 	free(C1);
 }

@@ -123,6 +123,22 @@ class TestLimits(Case):
         self.assertLess(rss_kb(self.d.proc.pid), 300 * 1024)
         self.assertIn("version", self.c.call("status"))
 
+    def test_clients_gone_before_their_replies(self):
+        """A reply written at once to a client that has gone fails inside
+        conn_send (EPIPE, not later in a write callback) and closes the
+        connection there, with lines of it still unanswered: the daemon
+        answers the others and goes on."""
+        line = b'{"jsonrpc":"2.0","id":1,"method":"status"}\n'
+        for i in range(40):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(self.d.sock)
+            s.sendall(line * (1 + i % 20))
+            s.close()   # before any reply is read
+            if i % 10 == 9:
+                self.assertIn("version", self.c.call("status"))
+        self.assertIsNone(self.d.proc.poll())
+        self.assertIn("version", self.c.call("status"))
+
     def train_sixty_classes(self, c):
         """60 classes of two samples each, one round: replies with top_k 60
         are long."""
@@ -188,7 +204,13 @@ class TestLimits(Case):
                 line = c.read_line()
                 if not line.startswith(b'{"jsonrpc":"2.0","method":"event"'):
                     raw.append(line)
-            self.assertGreater(len(raw[0]), 4 * 212992)   # several socket buffers
+            # several socket buffers (the daemon's sends are bounded by wmem_default)
+            try:
+                wmem = int(open("/proc/sys/net/core/wmem_default").read())
+            except (OSError, ValueError):
+                wmem = 212992
+            if len(raw[0]) <= 2 * wmem:
+                self.skipTest("wmem_default %d: a %d-byte reply fits the socket" % (wmem, len(raw[0])))
             msgs = [json.loads(x) for x in raw]
             self.assertEqual([m["id"] for m in msgs], [1, 2, 3, 4])
             self.assertTrue(all("result" in m for m in msgs), [str(m)[:200] for m in msgs])
