@@ -68,6 +68,9 @@ static void check_packed_f(gemm_ws *ws, const int8_t *A, int I, const gemm_packe
 	free(sa), free(sb), free(y0), free(y1);
 }
 
+static void check_ab_against_ref(gemm_ws *ws, hdqt_rng *r, const int8_t *A, const int8_t *B, int I,
+				 int J, int K, const gemm_params *p, int extreme);
+
 #if HDQT_X86_64
 /* The AVX-512 packing of one block against the layout written out: bytes
  * [k4][column][4] (zero past K and past the rows), tile sums -off * sum. */
@@ -237,8 +240,6 @@ END_TEST
 
 static void check_shape_against_ref(gemm_ws *ws, hdqt_rng *r, int I, int J, int K,
 				    const gemm_params *p, int extreme);
-static void check_ab_against_ref(gemm_ws *ws, hdqt_rng *r, const int8_t *A, const int8_t *B, int I,
-				 int J, int K, const gemm_params *p, int extreme);
 
 /* The AVX2 kernel's 16-bit tile sums (gemm_x86_avx2_r4, and the two-row
  * gemm_x86_avx2_n16 where its 16-bit wide sums do not fit: the 24-bit
