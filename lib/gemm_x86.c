@@ -228,34 +228,16 @@ r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, 
 		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
 		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
 		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
-		for (int i = 0; i < I; i += 4) {
-			const int nr = I - i < 4 ? I - i : 4;
+		for (int i = 0; i + 4 <= I; i += 4) {
 			const uint8_t *a0 = Ap + (size_t)i * rs;
 			__m256i w[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
 					_mm256_setzero_si256(), _mm256_setzero_si256()};
-			if (nr == 4) {
-				for (int t = 0; t < nfull; t++)
-					r4_tile(a0, rs, bb, cr + t * 16, t * t4, t4, vlo16, vhi16, w);
-				if (nfull < ntiles)
-					r4_tile(a0, rs, bb, cr + nfull * 16, nfull * t4, K4 - nfull * t4,
-						vlo16, vhi16, w);
-			} else {
-				/* The last one to three rows, each alone: with a row
-				 * stride of 0 the four rows of a tile are the same row,
-				 * so nothing past row I is read. */
-				for (int r = 0; r < nr; r++) {
-					__m256i v[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
-							_mm256_setzero_si256(), _mm256_setzero_si256()};
-					const uint8_t *ar = a0 + (size_t)r * rs;
-					for (int t = 0; t < nfull; t++)
-						r4_tile(ar, 0, bb, cr + t * 16, t * t4, t4, vlo16, vhi16, v);
-					if (nfull < ntiles)
-						r4_tile(ar, 0, bb, cr + nfull * 16, nfull * t4,
-							K4 - nfull * t4, vlo16, vhi16, v);
-					w[r] = v[0];
-				}
-			}
-			for (int r = 0; r < nr; r++) {
+			for (int t = 0; t < nfull; t++)
+				r4_tile(a0, rs, bb, cr + t * 16, t * t4, t4, vlo16, vhi16, w);
+			if (nfull < ntiles)
+				r4_tile(a0, rs, bb, cr + nfull * 16, nfull * t4, K4 - nfull * t4, vlo16,
+					vhi16, w);
+			for (int r = 0; r < 4; r++) {
 				const __m256i o = _mm256_permute4x64_epi64(w[r], 0xd8);
 				int32_t out[16];
 				_mm256_storeu_si256((__m256i *)out,
@@ -281,6 +263,12 @@ AVX2_T void gemm_x86_avx2_r4(const uint8_t *Ap, const int8_t *Bp, const int32_t 
 		r4_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C);
 	else
 		r4_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+	/* The one to three rows after the last block of four: the two-row
+	 * kernel (the same lanes, so the same bits). */
+	const int i4 = I / 4 * 4;
+	if (i4 < I)
+		gemm_x86_avx2_n16(Ap + (size_t)i4 * K4 * 4, Bp, corr, I - i4, J, K4, tile4, ntiles, lo,
+				  hi, C + (size_t)i4 * J);
 }
 
 /* ---------------- AVX-512 VNNI ---------------- */
