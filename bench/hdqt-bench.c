@@ -27,6 +27,7 @@
 #include "gemm.h"
 #include "hdqt.h"
 #include "hdqt_store.h"
+#include "simd.h"
 
 #if HDQT_X86_64
 #include <immintrin.h>
@@ -580,6 +581,12 @@ int main(int argc, char **argv)
 		default: return 2;
 		}
 	}
+	/* HDQT_ISA caps the engine's x86 paths (lib/simd.h): refused here when
+	 * unknown, where the library would only ignore it. */
+	if (simd_cap_parse(getenv("HDQT_ISA")) < 0) {
+		fprintf(stderr, "hdqt-bench: HDQT_ISA must be native, avx2 or baseline\n");
+		return 2;
+	}
 	if (kernel && hdqt_kernel_select(kernel) < 0) {
 		fprintf(stderr, "hdqt-bench: kernel '%s' is not supported on this CPU\n", kernel);
 		return 2;
@@ -587,7 +594,7 @@ int main(int argc, char **argv)
 	const char *train_kernel = hdqt_kernel_name();
 	if (gemm_only) {
 		/* The kernel alone on the model's shapes, as JSON (for kernel work). */
-		printf("{\"kernel\": \"%s\", ", train_kernel);
+		printf("{\"kernel\": \"%s\", \"isa\": \"%s\", ", train_kernel, simd_cap_name());
 		print_gemm_shapes(train_kernel, peak_of_cpu(), min_s);
 		printf("}\n");
 		return 0;
@@ -597,7 +604,8 @@ int main(int argc, char **argv)
 		sps[mde] = only < 0 || only == mde ? bench_train((hdqt_mode)mde, threads, min_s, &ms[mde]) : -1;
 	if (train_only) {
 		if (json) {
-			printf("{\"kernel\": \"%s\", \"threads\": %d, \"modes\": {", train_kernel, threads);
+			printf("{\"kernel\": \"%s\", \"isa\": \"%s\", \"threads\": %d, \"modes\": {",
+			       train_kernel, simd_cap_name(), threads);
 			for (int mde = 0, first = 1; mde < HDQT_MODE_COUNT; mde++) {
 				if (only >= 0 && only != mde)
 					continue;
@@ -652,8 +660,8 @@ int main(int argc, char **argv)
 	double ing_full = bench_store(1, 500, min_s / 2), ing_norm = bench_store(0, 500, min_s / 2);
 	double ing_one = bench_store(1, 1, min_s / 2);
 	if (json) {
-		printf("{\"kernel\": \"%s\", \"model\": \"166-512-512-12\", \"batch\": 128, \"threads\": %d, "
-		       "\"modes\": {", train_kernel, threads);
+		printf("{\"kernel\": \"%s\", \"isa\": \"%s\", \"model\": \"166-512-512-12\", \"batch\": 128, "
+		       "\"threads\": %d, \"modes\": {", train_kernel, simd_cap_name(), threads);
 		for (int mde = 0; mde < HDQT_MODE_COUNT; mde++)
 			printf("%s\"%s\": {\"train_samples_per_s\": %.0f, \"ms_per_step\": %.3f, "
 			       "\"infer_samples_per_s\": %.0f, \"predict_one_us\": %.2f}", mde ? ", " : "",

@@ -24,17 +24,18 @@
 #include <immintrin.h>
 
 #include "bgemm.h"
+#include "simd.h"
 
 int bgemm_x86_avx2_supported(void)
 {
 	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	return SIMD_AVX2() && __builtin_cpu_supports("fma");
 }
 
 int bgemm_x86_avx512_supported(void)
 {
 	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+	return SIMD_AVX512F() && __builtin_cpu_supports("avx512vpopcntdq");
 }
 
 int bgemm_x86_bitalg_supported(void)

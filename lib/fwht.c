@@ -59,7 +59,7 @@ int fwht_block(int len, int cap)
 void fwht_rows(float *x, int rows, int len, int blk)
 {
 #if HDQT_X86_64
-	if (blk >= 8 && __builtin_cpu_supports("avx2")) {
+	if (blk >= 8 && SIMD_AVX2()) {
 		fwht_rows_avx2(x, rows, len, blk);
 		return;
 	}
@@ -166,6 +166,55 @@ AVX512F_T static void fwht_strip16_avx512(float *x, int len, int blk)
 			}
 	}
 }
+
+/* The same stages on a box without AVX-512: eight rows of a strip's half
+ * (8 of its 16 columns) fill eight ymm, the half done before the other
+ * (the columns are independent). */
+#define BF8(a, b)                                                                                 \
+	do {                                                                                      \
+		const __m256 t_ = a;                                                              \
+		a = _mm256_add_ps(t_, b);                                                         \
+		b = _mm256_sub_ps(t_, b);                                                         \
+	} while (0)
+
+__attribute__((target("avx2"))) static void fwht_strip16_avx2(float *x, int len, int blk)
+{
+	for (int h0 = 1; h0 < blk; h0 <<= 3) {
+		const int left = blk / h0, ns = left >= 8 ? 3 : (left == 4 ? 2 : 1);
+		const int span = h0 << ns;
+		const size_t d = (size_t)h0 * 16;
+		for (int b0 = 0; b0 < len; b0 += span)
+			for (int o = 0; o < h0; o++)
+				for (int hf = 0; hf < 16; hf += 8) {
+					float *r = x + (size_t)(b0 + o) * 16 + hf;
+					if (ns == 3) {
+						__m256 v0 = _mm256_loadu_ps(r), v1 = _mm256_loadu_ps(r + d);
+						__m256 v2 = _mm256_loadu_ps(r + 2 * d), v3 = _mm256_loadu_ps(r + 3 * d);
+						__m256 v4 = _mm256_loadu_ps(r + 4 * d), v5 = _mm256_loadu_ps(r + 5 * d);
+						__m256 v6 = _mm256_loadu_ps(r + 6 * d), v7 = _mm256_loadu_ps(r + 7 * d);
+						BF8(v0, v1); BF8(v2, v3); BF8(v4, v5); BF8(v6, v7);
+						BF8(v0, v2); BF8(v1, v3); BF8(v4, v6); BF8(v5, v7);
+						BF8(v0, v4); BF8(v1, v5); BF8(v2, v6); BF8(v3, v7);
+						_mm256_storeu_ps(r, v0); _mm256_storeu_ps(r + d, v1);
+						_mm256_storeu_ps(r + 2 * d, v2); _mm256_storeu_ps(r + 3 * d, v3);
+						_mm256_storeu_ps(r + 4 * d, v4); _mm256_storeu_ps(r + 5 * d, v5);
+						_mm256_storeu_ps(r + 6 * d, v6); _mm256_storeu_ps(r + 7 * d, v7);
+					} else if (ns == 2) {
+						__m256 v0 = _mm256_loadu_ps(r), v1 = _mm256_loadu_ps(r + d);
+						__m256 v2 = _mm256_loadu_ps(r + 2 * d), v3 = _mm256_loadu_ps(r + 3 * d);
+						BF8(v0, v1); BF8(v2, v3);
+						BF8(v0, v2); BF8(v1, v3);
+						_mm256_storeu_ps(r, v0); _mm256_storeu_ps(r + d, v1);
+						_mm256_storeu_ps(r + 2 * d, v2); _mm256_storeu_ps(r + 3 * d, v3);
+					} else {
+						__m256 v0 = _mm256_loadu_ps(r), v1 = _mm256_loadu_ps(r + d);
+						BF8(v0, v1);
+						_mm256_storeu_ps(r, v0); _mm256_storeu_ps(r + d, v1);
+					}
+				}
+	}
+}
+#undef BF8
 #undef BF
 #endif
 
@@ -181,8 +230,12 @@ HDQT_CLONES static void fwht_strip16_c(float *x, int len, int blk)
 void fwht_strip16(float *x, int len, int blk)
 {
 #if HDQT_X86_64
-	if (__builtin_cpu_supports("avx512f")) {
+	if (SIMD_AVX512F()) {
 		fwht_strip16_avx512(x, len, blk);
+		return;
+	}
+	if (SIMD_AVX2()) {
+		fwht_strip16_avx2(x, len, blk);
 		return;
 	}
 #endif

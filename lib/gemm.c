@@ -123,21 +123,22 @@ long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, in
 static const gemm_kernel kernels[] = {
 #if HDQT_X86_64
 	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0, gemm_x86_avx512vnni_f, 1 << 2 | 1 << 8,
-	 gemm_x86_tl, gemm_x86_tl_f, NULL},
-	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, NULL, 0, NULL, NULL, NULL},
+	 gemm_x86_tl, gemm_x86_tl_f, NULL, NULL},
+	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, gemm_x86_avxvnni_f, 0, NULL, NULL, NULL, NULL},
 	/* maddubs adds two u8*s8 products in int16: exact only while
 	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
-	{"avx2", gemm_x86_avx2, 7, NULL, 0, NULL, 0, NULL, NULL, gemm_x86_avx2_r4},
+	{"avx2", gemm_x86_avx2, 7, NULL, 0, gemm_x86_avx2_f, 0, NULL, NULL, gemm_x86_avx2_r4,
+	 gemm_x86_avx2_r4_f},
 #endif
 #if HDQT_AARCH64
 	/* Both exact for 8-bit operands: SDOT sums in int32; the NEON path
 	 * flushes its 16-bit partial sums as often as the bits require. */
-	{"dotprod", NULL, 8, gemm_arm_dotprod, 0, NULL, 0, NULL, NULL, NULL},
-	{"neon", NULL, 8, gemm_arm_neon, 0, NULL, 0, NULL, NULL, NULL},
+	{"dotprod", NULL, 8, gemm_arm_dotprod, 0, NULL, 0, NULL, NULL, NULL, NULL},
+	{"neon", NULL, 8, gemm_arm_neon, 0, NULL, 0, NULL, NULL, NULL, NULL},
 #endif
 	/* Every build has it: the choice where no architecture kernel runs. */
-	{"portable", NULL, 8, gemm_portable_s8, 1, NULL, 0, NULL, NULL, NULL},
-	{"scalar", NULL, 8, NULL, 0, NULL, 0, NULL, NULL, NULL},
+	{"portable", NULL, 8, gemm_portable_s8, 1, NULL, 0, NULL, NULL, NULL, NULL},
+	{"scalar", NULL, 8, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL},
 };
 #define N_KERNELS (sizeof(kernels) / sizeof(kernels[0]))
 
@@ -270,6 +271,18 @@ static int n16_fits(const gemm_params *p, int tile4)
 {
 	const long qa = (1L << p->bits) - 1, qb = 1L << (p->bits - 1);
 	return tile4 <= 8 && 2L * tile4 * qa * qb <= 32767;
+}
+
+/* The float-store twin of what run_kernel runs for these operands, or NULL. */
+static gemm_kern_f_fn float_kernel(const gemm_kernel *k, int use, const gemm_params *p, int tile4)
+{
+	if (use == LAYOUT_TL)
+		return k->fnf_tl;
+	if (k->fn_s8)
+		return NULL;
+	if (k->fn_n16 && n16_fits(p, tile4))
+		return k->fnf_n16;
+	return k->fnf;
 }
 
 static void run_kernel(const gemm_kernel *k, int use, const uint8_t *Ap, const int8_t *Bp,
@@ -576,7 +589,7 @@ static int packed_impl(gemm_ws *ws, const int8_t *A, int I, const gemm_packed *p
 	/* A packing made under another kernel (a test or bench switched
 	 * kernels since) is not this kernel's layout: the reference runs. */
 	const int fast = pb->kernel && kernel_layout(kern, &pb->p, tile, J, K) == pb->kernel;
-	const gemm_kern_f_fn fnf = pb->kernel == LAYOUT_TL ? kern->fnf_tl : kern->fnf;
+	const gemm_kern_f_fn fnf = float_kernel(kern, pb->kernel, &pb->p, pb->tile4);
 	const int fuse = e && fast && fnf;
 	const size_t szC = e && !fuse ? (((size_t)I * J * sizeof(int32_t) + 63) & ~(size_t)63) : 0;
 	const size_t szA = fast ? (size_t)I * pb->K4 * 4 : (pb->raw ? 0 : (size_t)J * K + 1);
@@ -748,7 +761,7 @@ static int apacked_impl(gemm_ws *ws, const void *A, int I, const gemm_packed *pb
 	const gemm_kernel *kern = get_kernel();
 	if (pb->kernel != LAYOUT_NONE && kernel_layout(kern, &pb->p, tile, J, K) != pb->kernel)
 		return HDQT_EINVAL; /* packed under another kernel: pack again */
-	const gemm_kern_f_fn fnf = pb->kernel == LAYOUT_TL ? kern->fnf_tl : kern->fnf;
+	const gemm_kern_f_fn fnf = float_kernel(kern, pb->kernel, &pb->p, pb->tile4);
 	if (e && pb->kernel != LAYOUT_NONE && fnf) {
 		const int32_t hi = (1 << (pb->p.acc_bits - 1)) - 1, lo = -(1 << (pb->p.acc_bits - 1));
 		fnf((const uint8_t *)A, pb->Bp, pb->corr, I, J, pb->K4, pb->tile4, pb->ntiles, lo, hi, e,

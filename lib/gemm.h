@@ -138,8 +138,9 @@ typedef struct gemm_kernel {
 	gemm_kern_fn fn_tl;
 	gemm_kern_f_fn fnf_tl;
 	/* fn where every 16-bit lane of a tile's pair sums fits int16
-	 * (gemm.c's n16_fits), or NULL */
+	 * (gemm.c's n16_fits), or NULL; and with the float store */
 	gemm_kern_fn fn_n16;
+	gemm_kern_f_fn fnf_n16;
 } gemm_kernel;
 
 /* Variants compiled for x86-64 (gemm_x86.c); supported() checks the CPU. */
@@ -154,6 +155,19 @@ void gemm_x86_avx2_r4(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, 
 		      int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
 void gemm_x86_avxvnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
 		      int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C);
+/* The three 256-bit kernels with the float store (gemm_kern_f_fn). */
+void gemm_x86_avx2_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+		     int K4, int tile4, int ntiles, int32_t lo, int32_t hi, const gemm_rescale *e,
+		     float *Y);
+void gemm_x86_avx2_n16_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+			 int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
+			 const gemm_rescale *e, float *Y);
+void gemm_x86_avx2_r4_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+			int K4, int tile4, int ntiles, int32_t lo, int32_t hi, const gemm_rescale *e,
+			float *Y);
+void gemm_x86_avxvnni_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+			int K4, int tile4, int ntiles, int32_t lo, int32_t hi, const gemm_rescale *e,
+			float *Y);
 void gemm_x86_avx512vnni(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
 			 int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
 			 int32_t *C);

@@ -15,11 +15,12 @@
 
 #include "gemm.h"
 #include "gemm_x86_impl.h"
+#include "simd.h"
 
 int gemm_x86_avx2_supported(void)
 {
 	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	return SIMD_AVX2() && __builtin_cpu_supports("fma");
 }
 
 int gemm_x86_avxvnni_supported(void)
@@ -35,7 +36,7 @@ int gemm_x86_avxvnni_supported(void)
 int gemm_x86_avx512vnni_supported(void)
 {
 	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	return SIMD_AVX512F() && __builtin_cpu_supports("avx512bw") &&
 	       __builtin_cpu_supports("avx512vnni");
 }
 
@@ -63,6 +64,44 @@ AVX2_T static inline __m256i dot4_avx2(__m256i acc, __m256i a, __m256i b)
 }
 
 #define VNNI256_T __attribute__((target("avx2,fma,avxvnni")))
+
+/* Row i, columns [j0, j0 + ncol) from two vectors of 8 int32 sums: the
+ * sums into C, or (e set) gemm_rescale_rows' floats into Y, multiplied in
+ * its order ((float)c * (sa[i] * inv)) * sb[j], so that the product goes
+ * to memory once, as floats.  Sixteen columns store straight from the
+ * registers (a variable-length memcpy was a libc call per row and block). */
+AVX2_T static inline __attribute__((always_inline)) void
+store_row16_avx2(__m256i lo, __m256i hi, int ncol, int32_t *C, const gemm_rescale *e, float *Y,
+		 int i, int J, int j0)
+{
+	const size_t at = (size_t)i * J + (size_t)j0;
+	if (!e) {
+		if (ncol == 16) {
+			_mm256_storeu_si256((__m256i *)(C + at), lo);
+			_mm256_storeu_si256((__m256i *)(C + at + 8), hi);
+			return;
+		}
+		int32_t out[16];
+		_mm256_storeu_si256((__m256i *)out, lo);
+		_mm256_storeu_si256((__m256i *)(out + 8), hi);
+		store_tail(C + at, out, ncol);
+		return;
+	}
+	const float si = e->sa[i] * e->inv;
+	if (ncol == 16) {
+		const __m256 vs = _mm256_set1_ps(si);
+		_mm256_storeu_ps(Y + at, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), vs),
+						       _mm256_loadu_ps(e->sb + j0)));
+		_mm256_storeu_ps(Y + at + 8, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), vs),
+							   _mm256_loadu_ps(e->sb + j0 + 8)));
+		return;
+	}
+	int32_t out[16];
+	_mm256_storeu_si256((__m256i *)out, lo);
+	_mm256_storeu_si256((__m256i *)(out + 8), hi);
+	for (int j = 0; j < ncol; j++)
+		Y[at + j] = (float)out[j] * si * e->sb[j0 + j];
+}
 
 VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 {
@@ -127,7 +166,8 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 	}                                                                                     \
 	ATTR static inline __attribute__((always_inline)) void NAME##_body(                  \
 		const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,       \
-		int K4, int t4, int ntiles, int32_t lo, int32_t hi, int32_t *C)               \
+		int K4, int t4, int ntiles, int32_t lo, int32_t hi, int32_t *C,               \
+		const gemm_rescale *e, float *Y)                                              \
 	{                                                                                     \
 		const __m256i vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);      \
 		const int J16 = (J + 15) / 16;                                                \
@@ -147,27 +187,33 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 				if (nfull < ntiles)                                           \
 					NAME##_tile(a0, a1, bb, cr + nfull * 16, nfull * t4,  \
 						    K4 - nfull * t4, vlo, vhi, w);            \
-				int32_t out[32];                                              \
-				_mm256_storeu_si256((__m256i *)out, w[0]);                    \
-				_mm256_storeu_si256((__m256i *)(out + 8), w[1]);              \
-				_mm256_storeu_si256((__m256i *)(out + 16), w[2]);             \
-				_mm256_storeu_si256((__m256i *)(out + 24), w[3]);             \
-				store_tail(C + (size_t)i * J + jb * 16, out, ncol);           \
+				store_row16_avx2(w[0], w[1], ncol, C, e, Y, i, J, jb * 16);   \
 				if (two)                                                      \
-					store_tail(C + (size_t)(i + 1) * J + jb * 16, out + 16, ncol); \
+					store_row16_avx2(w[2], w[3], ncol, C, e, Y, i + 1, J, jb * 16); \
 			}                                                                     \
 		}                                                                             \
+	}                                                                                     \
+	ATTR void NAME##_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,  \
+			   int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,      \
+			   const gemm_rescale *e, float *Y)                                   \
+	{                                                                                     \
+		if (tile4 == 2)                                                               \
+			NAME##_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, NULL, e, Y);   \
+		else if (tile4 == 8)                                                          \
+			NAME##_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, NULL, e, Y);   \
+		else                                                                          \
+			NAME##_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, NULL, e, Y); \
 	}                                                                                     \
 	ATTR void NAME(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,      \
 		       int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,          \
 		       int32_t *C)                                                            \
 	{                                                                                     \
 		if (tile4 == 2)                                                               \
-			NAME##_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, C);            \
+			NAME##_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, C, NULL, NULL); \
 		else if (tile4 == 8)                                                          \
-			NAME##_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C);            \
+			NAME##_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C, NULL, NULL); \
 		else                                                                          \
-			NAME##_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);        \
+			NAME##_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C, NULL, NULL); \
 	}
 
 KERNEL256(gemm_x86_avx2, AVX2_T, dot4_avx2, 0)
@@ -218,7 +264,7 @@ r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int32_t *cr, int k
 
 AVX2_T static inline __attribute__((always_inline)) void
 r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, int K4, int t4,
-	int ntiles, int32_t lo, int32_t hi, int32_t *C)
+	int ntiles, int32_t lo, int32_t hi, int32_t *C, const gemm_rescale *e, float *Y)
 {
 	const __m256i vlo16 = _mm256_set1_epi16((short)lo), vhi16 = _mm256_set1_epi16((short)hi);
 	const int J16 = (J + 15) / 16;
@@ -239,36 +285,58 @@ r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, 
 					vhi16, w);
 			for (int r = 0; r < 4; r++) {
 				const __m256i o = _mm256_permute4x64_epi64(w[r], 0xd8);
-				int32_t out[16];
-				_mm256_storeu_si256((__m256i *)out,
-						    _mm256_cvtepi16_epi32(_mm256_castsi256_si128(o)));
-				_mm256_storeu_si256((__m256i *)(out + 8),
-						    _mm256_cvtepi16_epi32(_mm256_extracti128_si256(o, 1)));
-				store_tail(C + (size_t)(i + r) * J + jb * 16, out, ncol);
+				store_row16_avx2(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(o)),
+						 _mm256_cvtepi16_epi32(_mm256_extracti128_si256(o, 1)), ncol, C,
+						 e, Y, i + r, J, jb * 16);
 			}
 		}
+	}
+}
+
+/* Into C (e NULL) or, rescaled, into Y. */
+AVX2_T static void r4_run(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,
+			  int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C,
+			  const gemm_rescale *e, float *Y)
+{
+	if (!((long)ntiles * ((long)hi + 1) <= 32767 && lo >= -32768)) {
+		if (e)
+			gemm_x86_avx2_n16_f(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, e, Y);
+		else
+			gemm_x86_avx2_n16(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+		return;
+	}
+	if (tile4 == 2)
+		r4_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, C, e, Y);
+	else if (tile4 == 8)
+		r4_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C, e, Y);
+	else
+		r4_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C, e, Y);
+	/* The one to three rows after the last block of four: the two-row
+	 * kernel (the same lanes, so the same bits). */
+	const int i4 = I / 4 * 4;
+	if (i4 == I)
+		return;
+	const uint8_t *At = Ap + (size_t)i4 * K4 * 4;
+	if (e) {
+		const gemm_rescale et = {.sa = e->sa + i4, .sb = e->sb, .inv = e->inv};
+		gemm_x86_avx2_n16_f(At, Bp, corr, I - i4, J, K4, tile4, ntiles, lo, hi, &et,
+				    Y + (size_t)i4 * J);
+	} else {
+		gemm_x86_avx2_n16(At, Bp, corr, I - i4, J, K4, tile4, ntiles, lo, hi, C + (size_t)i4 * J);
 	}
 }
 
 AVX2_T void gemm_x86_avx2_r4(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
 			     int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C)
 {
-	if (!((long)ntiles * ((long)hi + 1) <= 32767 && lo >= -32768)) {
-		gemm_x86_avx2_n16(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
-		return;
-	}
-	if (tile4 == 2)
-		r4_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, C);
-	else if (tile4 == 8)
-		r4_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C);
-	else
-		r4_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
-	/* The one to three rows after the last block of four: the two-row
-	 * kernel (the same lanes, so the same bits). */
-	const int i4 = I / 4 * 4;
-	if (i4 < I)
-		gemm_x86_avx2_n16(Ap + (size_t)i4 * K4 * 4, Bp, corr, I - i4, J, K4, tile4, ntiles, lo,
-				  hi, C + (size_t)i4 * J);
+	r4_run(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C, NULL, NULL);
+}
+
+AVX2_T void gemm_x86_avx2_r4_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,
+			       int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,
+			       const gemm_rescale *e, float *Y)
+{
+	r4_run(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, NULL, e, Y);
 }
 
 /* ---------------- AVX-512 VNNI ---------------- */

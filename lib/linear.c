@@ -609,7 +609,7 @@ __attribute__((target("avx2"))) static size_t sgd_avx2(float *w, float *v, const
 	return i;
 }
 #define SGD_FAST(w, v, g, n, mu, wd, lr) \
-	(__builtin_cpu_supports("avx2") ? sgd_avx2(w, v, g, n, mu, wd, lr) : 0)
+	(SIMD_AVX2() ? sgd_avx2(w, v, g, n, mu, wd, lr) : 0)
 #else
 #define SGD_FAST(w, v, g, n, mu, wd, lr) 0
 #endif

@@ -585,7 +585,7 @@ __attribute__((target("avx2"))) static size_t relu_back_avx2(float *dx, const fl
 	return i;
 }
 
-#define HAVE_AVX2() __builtin_cpu_supports("avx2")
+#define HAVE_AVX2() SIMD_AVX2()
 #else
 #define HAVE_AVX2() 0
 #define relu_avx2(a, n) 0

@@ -71,7 +71,7 @@ __attribute__((target("avx2"))) static long sum_sq_avx2(const float *x, long n, 
 	_mm256_storeu_pd(acc + 4, hi);
 	return i;
 }
-#define HAVE_AVX2_RT() __builtin_cpu_supports("avx2")
+#define HAVE_AVX2_RT() SIMD_AVX2()
 #elif HDQT_AARCH64 /* issue 14: NEON twins, same lanes and order (simd_arm.c) */
 #include "simd_arm.h"
 #define HAVE_AVX2_RT() 1
@@ -177,11 +177,11 @@ __attribute__((target("avx512f"))) static long round_avx512(const float *x, long
 
 static long round_fast(const float *x, long n, float inv, float qmin, float qmax, int8_t *q)
 {
-	if (__builtin_cpu_supports("avx512f")) {
+	if (SIMD_AVX512F()) {
 		long i = round_avx512(x, n, inv, qmin, qmax, q);
 		return i + round_avx2(x + i, n - i, inv, qmin, qmax, q + i);
 	}
-	return __builtin_cpu_supports("avx2") ? round_avx2(x, n, inv, qmin, qmax, q) : 0;
+	return SIMD_AVX2() ? round_avx2(x, n, inv, qmin, qmax, q) : 0;
 }
 #define ROUND_FAST(x, n, inv, lo, hi, u, q) round_fast(x, n, inv, lo, hi, q)
 #elif HDQT_AARCH64 /* issue 14: NEON rounding (simd_arm.c) */
@@ -305,8 +305,99 @@ __attribute__((target("avx512f"))) static long row16_avx512(const float *x, long
 	_mm512_storeu_si512(g->s3, s3);
 	return i;
 }
-#define ROW16_FAST(x, n, inv, lo, hi, g, q) \
-	(simd && __builtin_cpu_supports("avx512f") ? row16_avx512(x, n, inv, lo, hi, g, q) : 0)
+/* ---- the AVX2 twins (a box without AVX-512): 16 lanes as two ymm ---- */
+#define AVX2_Q __attribute__((target("avx2")))
+#define ROTL_AVX2(x, r) _mm256_or_si256(_mm256_slli_epi32(x, r), _mm256_srli_epi32(x, 32 - (r)))
+
+/* rng16_next on eight of the lanes: the same integers lane by lane. */
+AVX2_Q static inline __m256i rng8_step_avx2(__m256i s[4])
+{
+	const __m256i u = _mm256_add_epi32(ROTL_AVX2(_mm256_add_epi32(s[0], s[3]), 7), s[0]);
+	const __m256i t = _mm256_slli_epi32(s[1], 9);
+	const __m256i c2 = _mm256_xor_si256(s[2], s[0]), d2 = _mm256_xor_si256(s[3], s[1]);
+	s[1] = _mm256_xor_si256(s[1], c2);
+	s[0] = _mm256_xor_si256(s[0], d2);
+	s[2] = _mm256_xor_si256(c2, t);
+	s[3] = ROTL_AVX2(d2, 11);
+	return u;
+}
+
+/* Lanes [8 h, 8 h + 8) of the 16 generators, and back. */
+AVX2_Q static inline void rng8_load(const rng16 *g, int h, __m256i s[4])
+{
+	s[0] = _mm256_loadu_si256((const __m256i *)(g->s0 + 8 * h));
+	s[1] = _mm256_loadu_si256((const __m256i *)(g->s1 + 8 * h));
+	s[2] = _mm256_loadu_si256((const __m256i *)(g->s2 + 8 * h));
+	s[3] = _mm256_loadu_si256((const __m256i *)(g->s3 + 8 * h));
+}
+
+AVX2_Q static inline void rng8_store(rng16 *g, int h, const __m256i s[4])
+{
+	_mm256_storeu_si256((__m256i *)(g->s0 + 8 * h), s[0]);
+	_mm256_storeu_si256((__m256i *)(g->s1 + 8 * h), s[1]);
+	_mm256_storeu_si256((__m256i *)(g->s2 + 8 * h), s[2]);
+	_mm256_storeu_si256((__m256i *)(g->s3 + 8 * h), s[3]);
+}
+
+/* The scalar formula on 8 lanes: clamp (NaN -> qmin: max_ps gives its
+ * second operand), add (the bias and half, or the uniform), truncate. */
+AVX2_Q static inline __m256 round8(__m256 v, __m256 inv, __m256 lo, __m256 hi, __m256 add)
+{
+	v = _mm256_mul_ps(v, inv);
+	v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+	return _mm256_add_ps(v, add);
+}
+
+/* 16 codes in [-128, 127] (two ymm of int32) to 16 bytes in order. */
+AVX2_Q static inline void store_codes16(int8_t *q, __m256i c0, __m256i c1)
+{
+	const __m128i w0 = _mm_packs_epi32(_mm256_castsi256_si128(c0), _mm256_extracti128_si256(c0, 1));
+	const __m128i w1 = _mm_packs_epi32(_mm256_castsi256_si128(c1), _mm256_extracti128_si256(c1, 1));
+	_mm_storeu_si128((__m128i *)q, _mm_packs_epi16(w0, w1));
+}
+
+/* u's 14-bit uniform (the low one, or the high one) times 2^-14. */
+AVX2_Q static inline __m256 uniform8(__m256i u, int high)
+{
+	const __m256i b = high ? _mm256_srli_epi32(u, 18)
+			       : _mm256_and_si256(_mm256_srli_epi32(u, 2), _mm256_set1_epi32(0x3fff));
+	return _mm256_mul_ps(_mm256_cvtepi32_ps(b), _mm256_set1_ps(USCALE));
+}
+
+/* Stochastic codes of 16 values x[0..16) with the uniforms ua (lanes 0-7)
+ * and ub (8-15): (v + u') + bias, truncated, as code_sr. */
+AVX2_Q static inline void sr16_avx2(const float *x, __m256 inv0, __m256 inv1, __m256 lo, __m256 hi,
+				    __m256 ua, __m256 ub, int8_t *q)
+{
+	const __m256 bias = _mm256_set1_ps(QBIAS);
+	const __m256i ib = _mm256_set1_epi32((int)QBIAS);
+	const __m256 v0 = round8(_mm256_loadu_ps(x), inv0, lo, hi, ua);
+	const __m256 v1 = round8(_mm256_loadu_ps(x + 8), inv1, lo, hi, ub);
+	store_codes16(q, _mm256_sub_epi32(_mm256_cvttps_epi32(_mm256_add_ps(v0, bias)), ib),
+		      _mm256_sub_epi32(_mm256_cvttps_epi32(_mm256_add_ps(v1, bias)), ib));
+}
+
+AVX2_Q static long row16_avx2(const float *x, long n, float inv, float qmin, float qmax, rng16 *g,
+			      int8_t *q)
+{
+	const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(qmin), hi = _mm256_set1_ps(qmax);
+	__m256i a[4], b[4];
+	rng8_load(g, 0, a);
+	rng8_load(g, 1, b);
+	long i = 0;
+	for (; i + 32 <= n; i += 32) {
+		const __m256i ua = rng8_step_avx2(a), ub = rng8_step_avx2(b);
+		sr16_avx2(x + i, vinv, vinv, lo, hi, uniform8(ua, 0), uniform8(ub, 0), q + i);
+		sr16_avx2(x + i + 16, vinv, vinv, lo, hi, uniform8(ua, 1), uniform8(ub, 1), q + i + 16);
+	}
+	rng8_store(g, 0, a);
+	rng8_store(g, 1, b);
+	return i;
+}
+#define ROW16_FAST(x, n, inv, lo, hi, g, q)                                   \
+	(simd && SIMD_AVX512F() ? row16_avx512(x, n, inv, lo, hi, g, q)        \
+	 : simd && SIMD_AVX2()	? row16_avx2(x, n, inv, lo, hi, g, q) \
+				: 0)
 #else
 #define ROW16_FAST(x, n, inv, lo, hi, g, q) 0
 #endif
@@ -425,11 +516,56 @@ AVX512_Q static void strip16_max_avx512(const float *x, int rows, float mx[16])
 				      _mm512_castps_si512(_mm512_loadu_ps(x + r * 16)), absmask)), m);
 	_mm512_storeu_ps(mx, m);
 }
-#define HAVE_AVX512_RT() __builtin_cpu_supports("avx512f")
+#define HAVE_AVX512_RT() SIMD_AVX512F()
+
+/* A row of a strip is two ymm; the generators' state eight. */
+AVX2_Q static void strip16_avx2(const float *x, int rows, const float inv[16], float qmin, float qmax,
+				const rng16 *g0, int8_t *q)
+{
+	const __m256 inv0 = _mm256_loadu_ps(inv), inv1 = _mm256_loadu_ps(inv + 8);
+	const __m256 lo = _mm256_set1_ps(qmin), hi = _mm256_set1_ps(qmax);
+	if (!g0) {
+		const __m256 half = _mm256_set1_ps(QBIAS + 0.5f);
+		const __m256i ib = _mm256_set1_epi32((int)QBIAS);
+		for (int r = 0; r < rows; r++) {
+			const __m256 v0 = round8(_mm256_loadu_ps(x + r * 16), inv0, lo, hi, half);
+			const __m256 v1 = round8(_mm256_loadu_ps(x + r * 16 + 8), inv1, lo, hi, half);
+			store_codes16(q + r * 16, _mm256_sub_epi32(_mm256_cvttps_epi32(v0), ib),
+				      _mm256_sub_epi32(_mm256_cvttps_epi32(v1), ib));
+		}
+		return;
+	}
+	__m256i a[4], b[4];
+	rng8_load(g0, 0, a);
+	rng8_load(g0, 1, b);
+	for (int r = 0; r < rows; r += 2) {
+		const __m256i ua = rng8_step_avx2(a), ub = rng8_step_avx2(b);
+		sr16_avx2(x + r * 16, inv0, inv1, lo, hi, uniform8(ua, 0), uniform8(ub, 0), q + r * 16);
+		if (r + 1 < rows)
+			sr16_avx2(x + (r + 1) * 16, inv0, inv1, lo, hi, uniform8(ua, 1), uniform8(ub, 1),
+				  q + (r + 1) * 16);
+	}
+}
+
+AVX2_Q static void strip16_max_avx2(const float *x, int rows, float mx[16])
+{
+	const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	__m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+	for (int r = 0; r < rows; r++) { /* max_ps(a, m): a NaN keeps m */
+		m0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + r * 16), absmask), m0);
+		m1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + r * 16 + 8), absmask), m1);
+	}
+	_mm256_storeu_ps(mx, m0);
+	_mm256_storeu_ps(mx + 8, m1);
+}
+#define HAVE_STRIP_AVX2_RT() SIMD_AVX2()
 #else
 #define HAVE_AVX512_RT() 0
+#define HAVE_STRIP_AVX2_RT() 0
 #define strip16_avx512(x, rows, inv, qmin, qmax, g, q) ((void)0)
 #define strip16_max_avx512(x, rows, mx) ((void)0)
+#define strip16_avx2(x, rows, inv, qmin, qmax, g, q) ((void)0)
+#define strip16_max_avx2(x, rows, mx) ((void)0)
 #endif
 
 static void strip16_c(const float *x, int rows, const float inv[16], float qmin, float qmax,
@@ -454,6 +590,10 @@ void quant_strip16_impl(const float *x, int rows, const float step[16], const qu
 		seed16(&g, seed, stream); /* lane l of strip `stream` */
 	if (simd && HAVE_AVX512_RT()) {
 		strip16_avx512(x, rows, inv, qmin, qmax, sp->stochastic ? &g : NULL, q);
+		return;
+	}
+	if (simd && HAVE_STRIP_AVX2_RT()) {
+		strip16_avx2(x, rows, inv, qmin, qmax, sp->stochastic ? &g : NULL, q);
 		return;
 	}
 	strip16_c(x, rows, inv, qmin, qmax, sp->stochastic ? &g : NULL, q);
@@ -491,6 +631,10 @@ HDQT_CLONES void quant_strip16_stats_impl(const float *x, int rows, float mx[16]
 {
 	if (simd && HAVE_AVX512_RT()) {
 		strip16_max_avx512(x, rows, mx);
+		goto sums;
+	}
+	if (simd && HAVE_STRIP_AVX2_RT()) {
+		strip16_max_avx2(x, rows, mx);
 		goto sums;
 	}
 	float m[16] = {0};

@@ -4,6 +4,7 @@
 
 #include "fwht.h"
 #include "hdqt.h"
+#include "simd.h"
 #include "testutil.h"
 
 /* Dense Sylvester entry H_n[i][j] = (-1)^popcount(i & j). */
@@ -89,27 +90,33 @@ START_TEST(test_fwht_fast_equals_reference)
 END_TEST
 
 /* The strips of the column path: fwht_strip16 (AVX-512 where the CPU has
- * it), its portable loops and fwht_cols give the same floats, for blocks
- * from 1 to 256 (radix-8 passes with a radix-4 or radix-2 tail). */
+ * it, AVX2 under the avx2 cap of lib/simd.h), its portable loops and
+ * fwht_cols give the same floats, for blocks from 1 to 256 (radix-8
+ * passes with a radix-4 or radix-2 tail). */
 START_TEST(test_fwht_strip16)
 {
-	hdqt_rng r;
-	hdqt_rng_seed(&r, 16, 0);
-	const int cases[][2] = {{8, 1}, {8, 2}, {12, 4}, {16, 8}, {32, 16}, {64, 32}, {128, 64},
-				{128, 128}, {512, 256}, {1024, 256}};
-	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-		const int len = cases[k][0], blk = cases[k][1];
-		float *a = malloc(sizeof(float) * 16 * len), *b = malloc(sizeof(float) * 16 * len);
-		float *c = malloc(sizeof(float) * 16 * len);
-		for (int i = 0; i < 16 * len; i++)
-			a[i] = b[i] = c[i] = hdqt_rng_normal(&r);
-		fwht_strip16(a, len, blk);
-		fwht_strip16_ref(b, len, blk);
-		fwht_cols(c, len, 16, blk);
-		ck_assert_mem_eq(a, c, sizeof(float) * 16 * len);
-		ck_assert_mem_eq(b, c, sizeof(float) * 16 * len);
-		free(a), free(b), free(c);
+	const int cap0 = simd_cap();
+	for (int cap = SIMD_AVX512; cap >= SIMD_BASELINE; cap--) {
+		simd_cap_select(cap);
+		hdqt_rng r;
+		hdqt_rng_seed(&r, 16, 0);
+		const int cases[][2] = {{8, 1}, {8, 2}, {12, 4}, {16, 8}, {32, 16}, {64, 32}, {128, 64},
+					{128, 128}, {512, 256}, {1024, 256}};
+		for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+			const int len = cases[k][0], blk = cases[k][1];
+			float *a = malloc(sizeof(float) * 16 * len), *b = malloc(sizeof(float) * 16 * len);
+			float *c = malloc(sizeof(float) * 16 * len);
+			for (int i = 0; i < 16 * len; i++)
+				a[i] = b[i] = c[i] = hdqt_rng_normal(&r);
+			fwht_strip16(a, len, blk);
+			fwht_strip16_ref(b, len, blk);
+			fwht_cols(c, len, 16, blk);
+			ck_assert_mem_eq(a, c, sizeof(float) * 16 * len);
+			ck_assert_mem_eq(b, c, sizeof(float) * 16 * len);
+			free(a), free(b), free(c);
+		}
 	}
+	simd_cap_select(cap0);
 }
 END_TEST
 

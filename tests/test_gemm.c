@@ -12,6 +12,7 @@
 #include "model.h"
 #include "pool.h"
 #include "quant.h"
+#include "simd.h"
 #include "testutil.h"
 #if HDQT_AARCH64
 #include "simd_arm.h"
@@ -917,8 +918,18 @@ START_TEST(test_repro_across_architectures)
 	hdqt_qconfig_default(&q, HDQT_MODE_HDQT);
 	hdqt_sgd o;
 	hdqt_sgd_default(&o);
-	uint64_t qsum[N_VARIANTS] = {0}, fsum[N_VARIANTS] = {0};
-	for (size_t n = 0; n < N_VARIANTS; n++) {
+	/* Every kernel, and (x86) each under the caps of lib/simd.h: the
+	 * element-wise passes of a box without AVX-512 (avx2) or without AVX2
+	 * (baseline) around it. */
+	enum { NCAP = 3 };
+	uint64_t qsum[N_VARIANTS * NCAP] = {0}, fsum[N_VARIANTS * NCAP] = {0};
+	const int cap0 = simd_cap();
+	for (size_t nc = 0; nc < N_VARIANTS * NCAP; nc++) {
+		const size_t n = nc % N_VARIANTS;
+		const int cap = SIMD_AVX512 - (int)(nc / N_VARIANTS);
+		if (cap < SIMD_AVX512 && !HDQT_X86_64)
+			break;
+		simd_cap_select(cap);
 		if (hdqt_kernel_select(variants[n]) != 0)
 			continue;
 		hdqt_model *m;
@@ -939,23 +950,29 @@ START_TEST(test_repro_across_architectures)
 			free(qw);
 			free(sc);
 		}
-		qsum[n] = hq;
-		fsum[n] = hf;
-		printf("repro: step %s quantised %016llx float %016llx loss %.9g\n", variants[n],
-		       (unsigned long long)hq, (unsigned long long)hf, loss);
+		qsum[nc] = hq;
+		fsum[nc] = hf;
+		printf("repro: step %s (cap %s) quantised %016llx float %016llx loss %.9g\n", variants[n],
+		       simd_cap_name(), (unsigned long long)hq, (unsigned long long)hf, loss);
 		hdqt_model_free(m);
 	}
+	simd_cap_select(cap0);
 	hdqt_kernel_select(variants[0]);
-	for (size_t n = 0; n < N_VARIANTS; n++) {
-		if (!gsum[n])
+	int ran = 0;
+	for (size_t nc = 0; nc < N_VARIANTS * NCAP; nc++) {
+		const size_t n = nc % N_VARIANTS;
+		if (nc < N_VARIANTS && gsum[n])
+			ck_assert_msg(gsum[n] == REPRO_GEMM_SUM, "gemm checksum %016llx under %s",
+				      (unsigned long long)gsum[n], variants[n]);
+		if (!qsum[nc])
 			continue;
-		ck_assert_msg(gsum[n] == REPRO_GEMM_SUM, "gemm checksum %016llx under %s",
-			      (unsigned long long)gsum[n], variants[n]);
-		ck_assert_msg(qsum[n] == REPRO_STEP_QSUM, "step checksum %016llx under %s",
-			      (unsigned long long)qsum[n], variants[n]);
-		ck_assert_msg(fsum[n] == REPRO_STEP_FSUM, "float weights checksum %016llx under %s",
-			      (unsigned long long)fsum[n], variants[n]);
+		ran++;
+		ck_assert_msg(qsum[nc] == REPRO_STEP_QSUM, "step checksum %016llx under %s, cap %d",
+			      (unsigned long long)qsum[nc], variants[n], SIMD_AVX512 - (int)(nc / N_VARIANTS));
+		ck_assert_msg(fsum[nc] == REPRO_STEP_FSUM, "float weights checksum %016llx under %s, cap %d",
+			      (unsigned long long)fsum[nc], variants[n], SIMD_AVX512 - (int)(nc / N_VARIANTS));
 	}
+	ck_assert_int_ge(ran, 2); /* scalar and portable run everywhere */
 }
 END_TEST
 
@@ -1199,44 +1216,52 @@ START_TEST(test_column_path)
 }
 END_TEST
 
-/* quant_strip16 and its statistics: the AVX-512 paths (where the CPU has
- * them) give the portable loops' codes and maxima, nearest and stochastic,
- * signed and unsigned grids, odd row counts, values off the grid, a NaN. */
+/* quant_strip16 and its statistics: the AVX-512 paths and, under the
+ * avx2 cap (lib/simd.h: a box without AVX-512), the AVX2 ones (where the
+ * CPU has them) give the portable loops' codes and maxima, nearest and
+ * stochastic, signed and unsigned grids, odd row counts, values off the
+ * grid, a NaN. */
 START_TEST(test_strip16_simd_matches_portable)
 {
-	hdqt_rng r;
-	hdqt_rng_seed(&r, 61, 0);
-	enum { ROWS = 37 };
-	static float x[ROWS * 16];
-	static int8_t q1[ROWS * 16], q2[ROWS * 16];
-	for (int i = 0; i < ROWS * 16; i++)
-		x[i] = 3.0f * hdqt_rng_normal(&r);
-	x[5 * 16 + 3] = NAN;
-	float step[16], m1[16], m2[16];
-	for (int l = 0; l < 16; l++)
-		step[l] = 0.2f + 0.05f * (float)l;
-	for (int var = 0; var < 4; var++) {
-		quant_spec sp = {.bits = var & 2 ? 8 : 4, .clip = 1.0f, .per_row = 1, .stochastic = var & 1,
-				 .is_unsigned = var == 1};
-		quant_strip16_impl(x, ROWS, step, &sp, 5, 3, q1, 1);
-		quant_strip16_impl(x, ROWS, step, &sp, 5, 3, q2, 0);
-		ck_assert_mem_eq(q1, q2, sizeof(q1));
-	}
-	/* rows: 16 generators, 32 elements a draw, any tail */
-	for (int n = 1; n <= ROWS * 16; n += 97)
-		for (int var = 0; var < 2; var++) {
-			quant_spec sp = {.bits = 4, .clip = 1.0f, .stochastic = 1, .is_unsigned = var};
-			memset(q1, 0, sizeof(q1));
-			memset(q2, 0, sizeof(q2));
-			quant_row16_impl(x, n, 0.3f, &sp, 8, 2, q1, 1);
-			quant_row16_impl(x, n, 0.3f, &sp, 8, 2, q2, 0);
+	const int cap0 = simd_cap();
+	for (int cap = SIMD_AVX512; cap >= SIMD_AVX2; cap--) {
+		ck_assert_int_eq(simd_cap_select(cap), 0);
+		hdqt_rng r;
+		hdqt_rng_seed(&r, 61, 0);
+		enum { ROWS = 37 };
+		static float x[ROWS * 16];
+		static int8_t q1[ROWS * 16], q2[ROWS * 16];
+		for (int i = 0; i < ROWS * 16; i++)
+			x[i] = 3.0f * hdqt_rng_normal(&r);
+		x[5 * 16 + 3] = NAN;
+		float step[16], m1[16], m2[16];
+		for (int l = 0; l < 16; l++)
+			step[l] = 0.2f + 0.05f * (float)l;
+		for (int var = 0; var < 4; var++) {
+			quant_spec sp = {.bits = var & 2 ? 8 : 4, .clip = 1.0f, .per_row = 1, .stochastic = var & 1,
+					 .is_unsigned = var == 1};
+			quant_strip16_impl(x, ROWS, step, &sp, 5, 3, q1, 1);
+			quant_strip16_impl(x, ROWS, step, &sp, 5, 3, q2, 0);
 			ck_assert_mem_eq(q1, q2, sizeof(q1));
 		}
-	double s1[16], s2[16];
-	quant_strip16_stats_impl(x, ROWS, m1, s1, 1);
-	quant_strip16_stats_impl(x, ROWS, m2, s2, 0);
-	ck_assert_mem_eq(m1, m2, sizeof(m1));
-	ck_assert(m1[0] > 0.0f && m1[3] == m1[3]); /* the NaN is skipped */
+		/* rows: 16 generators, 32 elements a draw, any tail */
+		for (int n = 1; n <= ROWS * 16; n += 97)
+			for (int var = 0; var < 2; var++) {
+				quant_spec sp = {.bits = 4, .clip = 1.0f, .stochastic = 1, .is_unsigned = var};
+				memset(q1, 0, sizeof(q1));
+				memset(q2, 0, sizeof(q2));
+				quant_row16_impl(x, n, 0.3f, &sp, 8, 2, q1, 1);
+				quant_row16_impl(x, n, 0.3f, &sp, 8, 2, q2, 0);
+				ck_assert_mem_eq(q1, q2, sizeof(q1));
+			}
+		double s1[16], s2[16];
+		quant_strip16_stats_impl(x, ROWS, m1, s1, 1);
+		quant_strip16_stats_impl(x, ROWS, m2, s2, 0);
+		ck_assert_mem_eq(m1, m2, sizeof(m1));
+		ck_assert_mem_eq(s1, s2, sizeof(s1));
+		ck_assert(m1[0] > 0.0f && m1[3] == m1[3]); /* the NaN is skipped */
+	}
+	simd_cap_select(cap0);
 }
 END_TEST
 
@@ -1259,9 +1284,12 @@ START_TEST(test_stochastic_grid_edges)
 			for (int rr = 0; rr < ROWS; rr++) /* +range, -range, zero in turn */
 				x[rr * 16 + l] = rr % 3 == 0 ? (float)qm * step[l] : (rr % 3 == 1 ? -(float)qm * step[l] : 0.0f);
 		}
+		const int cap0 = simd_cap();
 		long bad = 0;
+		/* simd 0: the portable loops; 1: AVX-512 (or NEON); 2: AVX2 (the cap) */
 		for (int st = 0; st < 600; st++)
-			for (int simd = 0; simd <= 1; simd++) {
+			for (int simd = 0; simd <= 2; simd++) {
+				simd_cap_select(simd == 2 ? SIMD_AVX2 : cap0);
 				quant_strip16_impl(x, ROWS, step, &sp, 77, (uint64_t)st, q, simd);
 				for (int i = 0; i < ROWS * 16; i++) {
 					const int rr = i / 16, want = rr % 3 == 0 ? qm : (rr % 3 == 1 ? -qm : 0);
@@ -1278,6 +1306,7 @@ START_TEST(test_stochastic_grid_edges)
 						bad += q[i] < -qm || q[i] > qm || (v > 0) != (q[i] > 0);
 				}
 			}
+		simd_cap_select(cap0);
 		ck_assert_msg(bad == 0, "%ld codes off the grid or zeros moved at %d bits", bad, bits);
 	}
 }
