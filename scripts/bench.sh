@@ -29,6 +29,25 @@ ninja -C build-rel bench/hdqt-bench >/dev/null
 # kernels the CPU can run.  So that hdqt is compared with the best float
 # this machine has, such a fallback on an AVX-512 / AVX2 CPU is overridden
 # (OPENBLAS_CORETYPE, unless the caller set it) and the choice printed.
+# HDQT_ISA=avx2 (or baseline) stands in for a box without AVX-512 (or
+# without AVX2): the engine then runs only what such a box has, so the float
+# side is held to the same instruction set (OpenBLAS's Haswell or Prescott
+# kernels, ATen's avx2 or default kernels), unless the caller set them.
+case "${HDQT_ISA:-native}" in
+native) ;;
+avx2)
+	export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
+	export ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-avx2}
+	;;
+baseline)
+	export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Prescott}
+	export ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-default}
+	;;
+*)
+	echo "bench.sh: unknown HDQT_ISA=$HDQT_ISA (native, avx2 or baseline)" >&2
+	exit 2
+	;;
+esac
 if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
 	core=$(/usr/bin/python3 -c 'import ctypes; l = ctypes.CDLL("libopenblas.so.0"); l.openblas_get_corename.restype = ctypes.c_char_p; print(l.openblas_get_corename().decode())' 2>/dev/null || echo unknown)
 	want=
@@ -46,7 +65,7 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
 		;;
 	esac
 fi
-export BENCH_OPENBLAS_CORE=${OPENBLAS_CORETYPE:-$core}
+export BENCH_OPENBLAS_CORE=${OPENBLAS_CORETYPE:-${core:-unknown}}
 echo "bench.sh: OpenBLAS core $BENCH_OPENBLAS_CORE" >&2
 /usr/bin/python3 - "$rounds" "$secs" <<'PY'
 import json, os, subprocess, sys
@@ -72,6 +91,7 @@ for r in range(rounds):
         best[("pytorch-fp32", t)] = max(best.get(("pytorch-fp32", t), 0), p["train_samples_per_s"])
 out = {"rounds": rounds, "model": "166-512-512-12", "batch": 128,
        "openblas_core": os.environ.get("BENCH_OPENBLAS_CORE", "unknown"),
+       "isa": os.environ.get("HDQT_ISA", "native"),
        "best_samples_per_s": {}, "ratio_to_pytorch": {}}
 for t in (1, 2):
     torch_sps = best[("pytorch-fp32", t)]
