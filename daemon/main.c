@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config.h"
 #include "daemon.h"
@@ -386,12 +387,16 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	const int64_t pend = d->pending_total;
+	const char *isa_env = getenv("HDQT_ISA");
+	if (isa_env && *isa_env && strcasecmp(isa_env, hdqt_isa_name()) != 0)
+		hdqtd_log(LOG_WARNING, "HDQT_ISA=%.32s not understood (native, avx2 or baseline): "
+			  "running uncapped", isa_env);
 	hdqtd_log(LOG_NOTICE, "hdqtd %s ready on %s%s: database %s, model %lld, %d classes, %lld samples "
-		  "pending, %s %d/%d-bit, %s, kernel %s", HDQT_VERSION, d->cfg.socket,
+		  "pending, %s %d/%d-bit, %s, kernel %s, isa %s", HDQT_VERSION, d->cfg.socket,
 		  d->socket_activated ? " (socket activation)" : "", d->cfg.db,
 		  (long long)d->model_version, d->n_classes, (long long)pend,
 		  hdqt_mode_name(d->cfg.quant), d->cfg.bits, d->cfg.acc_bits,
-		  hdqt_cl_method_name(d->cfg.strategy), hdqt_kernel_name());
+		  hdqt_cl_method_name(d->cfg.strategy), hdqt_kernel_name(), hdqt_isa_name());
 	notify("READY=1");
 	/* Samples left pending by a round that a crash or stop interrupted are
 	 * picked up again by the auto policy (or an explicit train). */

@@ -151,9 +151,12 @@ __attribute__((target("avx2"))) static long round_avx2(const float *x, long n, f
 		v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
 		v = _mm256_add_ps(v, half);
 		__m256i r = _mm256_sub_epi32(_mm256_cvttps_epi32(v), ib);
-		/* Narrow 8 int32 in [-128, 127] to int8. */
-		__m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-		__m128i b = _mm_packs_epi16(w, w);
+		/* Narrow 8 int32 to their low bytes, as the scalar cast and
+		 * vpmovdb (unsigned 8-bit codes reach 255: saturating packs
+		 * would give 127). */
+		r = _mm256_and_si256(r, _mm256_set1_epi32(0xff));
+		__m128i w = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+		__m128i b = _mm_packus_epi16(w, w);
 		_mm_storel_epi64((__m128i *)(q + i), b);
 	}
 	return i;
@@ -349,11 +352,17 @@ AVX2_Q static inline __m256 round8(__m256 v, __m256 inv, __m256 lo, __m256 hi, _
 }
 
 /* 16 codes in [-128, 127] (two ymm of int32) to 16 bytes in order. */
+/* 16 int32 codes to their low bytes (the scalar cast; unsigned 8-bit codes
+ * reach 255, which saturating packs would turn into 127): masked, then
+ * packed without saturation taking effect. */
 AVX2_Q static inline void store_codes16(int8_t *q, __m256i c0, __m256i c1)
 {
-	const __m128i w0 = _mm_packs_epi32(_mm256_castsi256_si128(c0), _mm256_extracti128_si256(c0, 1));
-	const __m128i w1 = _mm_packs_epi32(_mm256_castsi256_si128(c1), _mm256_extracti128_si256(c1, 1));
-	_mm_storeu_si128((__m128i *)q, _mm_packs_epi16(w0, w1));
+	const __m256i m = _mm256_set1_epi32(0xff);
+	c0 = _mm256_and_si256(c0, m);
+	c1 = _mm256_and_si256(c1, m);
+	const __m128i w0 = _mm_packus_epi32(_mm256_castsi256_si128(c0), _mm256_extracti128_si256(c0, 1));
+	const __m128i w1 = _mm_packus_epi32(_mm256_castsi256_si128(c1), _mm256_extracti128_si256(c1, 1));
+	_mm_storeu_si128((__m128i *)q, _mm_packus_epi16(w0, w1));
 }
 
 /* u's 14-bit uniform (the low one, or the high one) times 2^-14. */

@@ -7,6 +7,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "hdqt.h"
 
 #include "simd.h"
 
@@ -15,18 +18,18 @@ static pthread_once_t cap_once = PTHREAD_ONCE_INIT;
 
 int simd_cap_parse(const char *s)
 {
-	if (!s || !*s || !strcmp(s, "native"))
+	if (!s || !*s || !strcasecmp(s, "native"))
 		return SIMD_AVX512;
-	if (!strcmp(s, "avx2"))
+	if (!strcasecmp(s, "avx2"))
 		return SIMD_AVX2;
-	if (!strcmp(s, "baseline"))
+	if (!strcasecmp(s, "baseline"))
 		return SIMD_BASELINE;
 	return -1;
 }
 
 static void read_env(void)
 {
-	/* an unknown name caps nothing (hdqt-bench --isa refuses it) */
+	/* an unknown name caps nothing (hdqt-bench refuses it, hdqtd logs it) */
 	const int c = simd_cap_parse(getenv("HDQT_ISA"));
 	cap = c < 0 ? SIMD_AVX512 : c;
 }
@@ -35,6 +38,11 @@ const char *simd_cap_name(void)
 {
 	static const char *const names[] = {"baseline", "avx2", "native"};
 	return names[simd_cap()];
+}
+
+const char *hdqt_isa_name(void)
+{
+	return simd_cap_name();
 }
 
 int simd_cap(void)

@@ -29,25 +29,26 @@ ninja -C build-rel bench/hdqt-bench >/dev/null
 # kernels the CPU can run.  So that hdqt is compared with the best float
 # this machine has, such a fallback on an AVX-512 / AVX2 CPU is overridden
 # (OPENBLAS_CORETYPE, unless the caller set it) and the choice printed.
-# HDQT_ISA=avx2 (or baseline) stands in for a box without AVX-512 (or
-# without AVX2): the engine then runs only what such a box has, so the float
-# side is held to the same instruction set (OpenBLAS's Haswell or Prescott
-# kernels, ATen's avx2 or default kernels), unless the caller set them.
-case "${HDQT_ISA:-native}" in
+# HDQT_ISA=avx2 stands in for a box without AVX-512: the engine then runs
+# only what such a box has, so the float side is held to the same
+# instruction set (OpenBLAS's Haswell kernels, ATen's avx2 ones) unless the
+# caller set them.  HDQT_ISA=baseline is refused here: the engine's
+# load-time clones stay AVX2 (lib/simd.h), so it is no SSE2 box to compare
+# with SSE2 float (build with -Dsimd=false for that).
+isa=$(echo "${HDQT_ISA:-native}" | tr A-Z a-z)
+case "$isa" in
 native) ;;
 avx2)
+	grep -qw avx2 /proc/cpuinfo || { echo "bench.sh: HDQT_ISA=avx2 on a CPU without AVX2" >&2; exit 2; }
 	export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 	export ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-avx2}
 	;;
-baseline)
-	export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Prescott}
-	export ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-default}
-	;;
 *)
-	echo "bench.sh: unknown HDQT_ISA=$HDQT_ISA (native, avx2 or baseline)" >&2
+	echo "bench.sh: HDQT_ISA=$HDQT_ISA: native or avx2 here (baseline leaves the AVX2 clones on)" >&2
 	exit 2
 	;;
 esac
+export HDQT_ISA=$isa
 if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
 	core=$(/usr/bin/python3 -c 'import ctypes; l = ctypes.CDLL("libopenblas.so.0"); l.openblas_get_corename.restype = ctypes.c_char_p; print(l.openblas_get_corename().decode())' 2>/dev/null || echo unknown)
 	want=
@@ -76,6 +77,8 @@ for r in range(rounds):
         h = json.loads(subprocess.run(["build-rel/bench/hdqt-bench", "--train-only", "--json",
                                        "--threads", str(t), "--seconds", secs],
                                       check=True, capture_output=True, text=True).stdout)
+        if h.get("isa") != os.environ["HDQT_ISA"]:
+            sys.exit("bench.sh: hdqt-bench ran with isa %r, not %r" % (h.get("isa"), os.environ["HDQT_ISA"]))
         # PyTorch at its best for t cores: its intra-op threads and
         # OpenBLAS's each set to t or to 1 (they multiply otherwise).
         p = {"train_samples_per_s": 0}
@@ -91,7 +94,7 @@ for r in range(rounds):
         best[("pytorch-fp32", t)] = max(best.get(("pytorch-fp32", t), 0), p["train_samples_per_s"])
 out = {"rounds": rounds, "model": "166-512-512-12", "batch": 128,
        "openblas_core": os.environ.get("BENCH_OPENBLAS_CORE", "unknown"),
-       "isa": os.environ.get("HDQT_ISA", "native"),
+       "isa": os.environ["HDQT_ISA"],
        "best_samples_per_s": {}, "ratio_to_pytorch": {}}
 for t in (1, 2):
     torch_sps = best[("pytorch-fp32", t)]

@@ -304,6 +304,10 @@ int hdqt_kernel_select(const char *name);
 /* The HadaNets binary matrix multiply's variant ("scalar", "avx2",
  * "avx512", "avx512bitalg", "neon"; HDQT_BKERNEL forces one). */
 const char *hdqt_binary_kernel_name(void);
+/* The cap HDQT_ISA puts on the engine's x86 paths: "native", "avx2" or
+ * "baseline" (case-insensitive; an unknown name caps nothing, so a caller
+ * that reads HDQT_ISA itself can tell it was not understood). */
+const char *hdqt_isa_name(void);
 
 #ifdef __cplusplus
 }

@@ -584,6 +584,32 @@ class TestConcurrency(unittest.TestCase):
 
 
 class TestLifecycle(unittest.TestCase):
+    def test_isa_cap_logged_and_unknown_name_warned(self):
+        # HDQT_ISA caps the engine's x86 paths; the ready line names the cap
+        # in force, and a name the engine does not know (it then runs
+        # uncapped) is logged rather than silently ignored.
+        saved = os.environ.get("HDQT_ISA")
+        try:
+            for value, isa, warned in (("AVX2", "avx2", False), ("sse2", "native", True)):
+                os.environ["HDQT_ISA"] = value
+                d = Daemon(*FAST)
+                try:
+                    d.start()
+                    c = d.client()
+                    self.assertIn("version", c.call("status"))
+                    c.close()
+                    self.assertEqual(d.stop(), 0)
+                    log = d.read_log()
+                    self.assertIn(", isa %s" % isa, log)
+                    self.assertEqual("HDQT_ISA=%s not understood" % value in log, warned, log)
+                finally:
+                    d.cleanup()
+        finally:
+            if saved is None:
+                os.environ.pop("HDQT_ISA", None)
+            else:
+                os.environ["HDQT_ISA"] = saved
+
     def test_sigterm_sighup_and_config_errors(self):
         d = Daemon(*FAST)
         try:
