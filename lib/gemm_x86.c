@@ -221,42 +221,40 @@ KERNEL256(gemm_x86_avx2_n16, AVX2_T, dot4_avx2, 1)
 KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256, 0)
 
 /* Four rows against 16 columns with 16-bit tile sums and 16-bit wide sums
- * (AVX2 only).  The two-row body loads a B vector and a broadcast for
- * every two maddubs; with four rows, two B vectors and four broadcasts
- * feed eight.  Sixteen ymm registers hold four rows only if the wide sums
- * are 16-bit too: each tile's two int32 halves (8 columns each) are
+ * (AVX2 only).  The four rows' wide sums stay in four registers across
+ * the whole reduction, each row's tile in a few more (r4_tile), and one
+ * 16-column B block serves four rows from L1.  The wide sums fit four
+ * registers because they are 16-bit: each tile's two int32 halves (8 columns each) are
  * narrowed with signed saturation into one register (packs: exact, as the
  * clamp bounds lie inside int16), clamped and added there, as the AVX-512
  * pair path does.  packs interleaves the halves by 4 columns per 128-bit
  * lane; the 64-bit permute at the store puts them back in column order.
  * Where it runs: the lanes of a tile fit int16 (gemm.c's n16_fits) and
  * every wide sum does (ntiles * 2^(a-1) <= 32767). */
+/* One tile of the four rows, a row at a time: its two 16-bit sums, then
+ * its clamp into the wide sum, then the next row, B read again from L1 for
+ * each row (maddubs takes it as a memory operand).  With all four rows'
+ * sums live at once (one B load and one broadcast per two maddubs less)
+ * GCC 12 ran out of the 16 ymm registers and sent sums through the stack
+ * in the loop: 0.88-0.92x this order (2026-12-07). */
 AVX2_T static inline __attribute__((always_inline)) void
 r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int32_t *cr, int k0, int nk,
 	__m256i vlo16, __m256i vhi16, __m256i *w)
 {
-	__m256i s0[4], s1[4];
-#pragma GCC unroll 4
-	for (int r = 0; r < 4; r++)
-		s0[r] = s1[r] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-	for (int k = k0; k < k0 + nk; k++) {
-		const __m256i b0 = _mm256_loadu_si256((const __m256i *)(bb + k * 64));
-		const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bb + k * 64 + 32));
-#pragma GCC unroll 4
-		for (int r = 0; r < 4; r++) {
-			const __m256i x = _mm256_set1_epi32(load4(a0 + r * rs + 4 * k));
-			s0[r] = _mm256_add_epi16(s0[r], _mm256_maddubs_epi16(x, b0));
-			s1[r] = _mm256_add_epi16(s1[r], _mm256_maddubs_epi16(x, b1));
-		}
-	}
 	const __m256i ones = _mm256_set1_epi16(1);
-	const __m256i d0 = _mm256_loadu_si256((const __m256i *)cr);
-	const __m256i d1 = _mm256_loadu_si256((const __m256i *)(cr + 8));
 #pragma GCC unroll 4
 	for (int r = 0; r < 4; r++) {
-		const __m256i t0 = _mm256_add_epi32(_mm256_madd_epi16(s0[r], ones), d0);
-		const __m256i t1 = _mm256_add_epi32(_mm256_madd_epi16(s1[r], ones), d1);
+		__m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+		for (int k = k0; k < k0 + nk; k++) {
+			const __m256i x = _mm256_set1_epi32(load4(a0 + r * rs + 4 * k));
+			s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(x, _mm256_loadu_si256((const __m256i *)(bb + k * 64))));
+			s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(x, _mm256_loadu_si256((const __m256i *)(bb + k * 64 + 32))));
+		}
+		const __m256i t0 = _mm256_add_epi32(_mm256_madd_epi16(s0, ones),
+						    _mm256_loadu_si256((const __m256i *)cr));
+		const __m256i t1 = _mm256_add_epi32(_mm256_madd_epi16(s1, ones),
+						    _mm256_loadu_si256((const __m256i *)(cr + 8)));
 		w[r] = _mm256_add_epi16(
 			w[r], _mm256_min_epi16(_mm256_max_epi16(_mm256_packs_epi32(t0, t1), vlo16), vhi16));
 	}
