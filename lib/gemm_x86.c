@@ -193,27 +193,31 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 			}                                                                     \
 		}                                                                             \
 	}                                                                                     \
+	/* The tile sizes of this model as constants (the tile loop unrolled); \
+	 * inlined into both entries, so each keeps its store's constants. */ \
+	ATTR static inline __attribute__((always_inline)) void NAME##_run(                   \
+		const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,       \
+		int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C,            \
+		const gemm_rescale *e, float *Y)                                              \
+	{                                                                                     \
+		if (tile4 == 2)                                                               \
+			NAME##_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, C, e, Y);      \
+		else if (tile4 == 8)                                                          \
+			NAME##_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C, e, Y);      \
+		else                                                                          \
+			NAME##_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C, e, Y);  \
+	}                                                                                     \
 	ATTR void NAME##_f(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,  \
 			   int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,      \
 			   const gemm_rescale *e, float *Y)                                   \
 	{                                                                                     \
-		if (tile4 == 2)                                                               \
-			NAME##_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, NULL, e, Y);   \
-		else if (tile4 == 8)                                                          \
-			NAME##_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, NULL, e, Y);   \
-		else                                                                          \
-			NAME##_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, NULL, e, Y); \
+		NAME##_run(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, NULL, e, Y);        \
 	}                                                                                     \
 	ATTR void NAME(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I,      \
 		       int J, int K4, int tile4, int ntiles, int32_t lo, int32_t hi,          \
 		       int32_t *C)                                                            \
 	{                                                                                     \
-		if (tile4 == 2)                                                               \
-			NAME##_body(Ap, Bp, corr, I, J, K4, 2, ntiles, lo, hi, C, NULL, NULL); \
-		else if (tile4 == 8)                                                          \
-			NAME##_body(Ap, Bp, corr, I, J, K4, 8, ntiles, lo, hi, C, NULL, NULL); \
-		else                                                                          \
-			NAME##_body(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C, NULL, NULL); \
+		NAME##_run(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C, NULL, NULL);     \
 	}
 
 KERNEL256(gemm_x86_avx2, AVX2_T, dot4_avx2, 0)
