@@ -273,16 +273,31 @@ static int n16_fits(const gemm_params *p, int tile4)
 	return tile4 <= 8 && 2L * tile4 * qa * qb <= 32767;
 }
 
+/* Which of a kernel's entries runs for these operands: the one choice
+ * that both the int32 store (run_kernel) and the float store
+ * (float_kernel) follow. */
+enum { ENTRY_TL, ENTRY_S8, ENTRY_N16, ENTRY_PLAIN };
+
+static int kernel_entry(const gemm_kernel *k, int use, const gemm_params *p, int tile4)
+{
+	if (use == LAYOUT_TL)
+		return ENTRY_TL;
+	if (k->fn_s8)
+		return ENTRY_S8;
+	if (k->fn_n16 && n16_fits(p, tile4))
+		return ENTRY_N16;
+	return ENTRY_PLAIN;
+}
+
 /* The float-store twin of what run_kernel runs for these operands, or NULL. */
 static gemm_kern_f_fn float_kernel(const gemm_kernel *k, int use, const gemm_params *p, int tile4)
 {
-	if (use == LAYOUT_TL)
-		return k->fnf_tl;
-	if (k->fn_s8)
-		return NULL;
-	if (k->fn_n16 && n16_fits(p, tile4))
-		return k->fnf_n16;
-	return k->fnf;
+	switch (kernel_entry(k, use, p, tile4)) {
+	case ENTRY_TL: return k->fnf_tl;
+	case ENTRY_S8: return NULL;
+	case ENTRY_N16: return k->fnf_n16;
+	default: return k->fnf;
+	}
 }
 
 static void run_kernel(const gemm_kernel *k, int use, const uint8_t *Ap, const int8_t *Bp,
@@ -290,14 +305,14 @@ static void run_kernel(const gemm_kernel *k, int use, const uint8_t *Ap, const i
 		       const gemm_params *p, int32_t *C)
 {
 	const int32_t hi = (1 << (p->acc_bits - 1)) - 1, lo = -(1 << (p->acc_bits - 1));
-	if (use == LAYOUT_TL)
-		k->fn_tl(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
-	else if (k->fn_s8)
+	switch (kernel_entry(k, use, p, tile4)) {
+	case ENTRY_TL: k->fn_tl(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C); break;
+	case ENTRY_S8:
 		k->fn_s8((const int8_t *)Ap, Bp, I, J, K4, tile4, ntiles, max_product(p), lo, hi, C);
-	else if (k->fn_n16 && n16_fits(p, tile4))
-		k->fn_n16(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
-	else
-		k->fn(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+		break;
+	case ENTRY_N16: k->fn_n16(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C); break;
+	default: k->fn(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
+	}
 }
 
 /* Process-wide dispatch state: written once by pthread_once (or by the

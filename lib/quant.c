@@ -351,7 +351,6 @@ AVX2_Q static inline __m256 round8(__m256 v, __m256 inv, __m256 lo, __m256 hi, _
 	return _mm256_add_ps(v, add);
 }
 
-/* 16 codes in [-128, 127] (two ymm of int32) to 16 bytes in order. */
 /* 16 int32 codes to their low bytes (the scalar cast; unsigned 8-bit codes
  * reach 255, which saturating packs would turn into 127): masked, then
  * packed without saturation taking effect. */
