@@ -261,16 +261,20 @@ static int max_product(const gemm_params *p)
 }
 
 /* The AVX2 kernel with 16-bit tile sums (fn_n16: gemm_x86_avx2_r4, four
- * rows a block) for these operands: its lanes are exact (each adds 2 tile4
- * products of A + off, at most 2^b - 1, and B, of magnitude at most
- * 2^(b-1)); tiles of 8 and of 32.  On Zen 4 (`hdqt-bench --gemm-only
- * --kernel avx2`, 3 alternations) the backward's tiles of 32 went from
- * 69-84 to 80-98 GMAC/s against the two-row per-group widening, the
- * forward's tiles of 8 stayed at 85-93 (the two-row 16-bit form's). */
+ * rows a block) for these operands: its sums are exact in int16.  Its
+ * lanes each add 2 tile4 products of A + off (at most 2^b - 1) and B (of
+ * magnitude at most 2^(b-1)), and one hadd adds two lanes into the tile's
+ * whole uncorrected sum, 4 tile4 such products: that must fit.  (The
+ * two-row 16-bit form it falls back to needs only the lanes to; the
+ * stricter bound still takes 4-bit operands with tiles of 8 and 32.)  On
+ * Zen 4 (`hdqt-bench --gemm-only --kernel avx2`, 3 alternations) the
+ * backward's tiles of 32 went from 69-84 to 80-98 GMAC/s against the
+ * two-row per-group widening, the forward's tiles of 8 stayed at 85-93
+ * (the two-row 16-bit form's). */
 static int n16_fits(const gemm_params *p, int tile4)
 {
 	const long qa = (1L << p->bits) - 1, qb = 1L << (p->bits - 1);
-	return tile4 <= 8 && 2L * tile4 * qa * qb <= 32767;
+	return tile4 <= 8 && 4L * tile4 * qa * qb <= 32767;
 }
 
 /* Which of a kernel's entries runs for these operands: the one choice

@@ -228,24 +228,30 @@ KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256, 0)
  * (AVX2 only).  The four rows' wide sums stay in four registers across
  * the whole reduction, each row's tile in a few more (r4_tile), and one
  * 16-column B block serves four rows from L1.  The wide sums fit four
- * registers because they are 16-bit: each tile's two int32 halves (8 columns each) are
- * narrowed with signed saturation into one register (packs: exact, as the
- * clamp bounds lie inside int16), clamped and added there, as the AVX-512
- * pair path does.  packs interleaves the halves by 4 columns per 128-bit
+ * registers because they are 16-bit: each tile's sum is made in one int16
+ * register of 16 columns (hadd, below), clamped and added there, as the
+ * AVX-512 pair path does.  hadd interleaves the columns by 4 per 128-bit
  * lane; the 64-bit permute at the store puts them back in column order.
- * Where it runs: the lanes of a tile fit int16 (gemm.c's n16_fits) and
+ * Where it runs: a tile's whole sum fits int16 (gemm.c's n16_fits) and
  * every wide sum does (ntiles * 2^(a-1) <= 32767). */
 /* One tile of the four rows, a row at a time: its two 16-bit sums, then
  * its clamp into the wide sum, then the next row, B read again from L1 for
  * each row (maddubs takes it as a memory operand).  With all four rows'
  * sums live at once (one B load and one broadcast per two maddubs less)
  * GCC 12 ran out of the 16 ymm registers and sent sums through the stack
- * in the loop: 0.88-0.92x this order (2026-12-07). */
+ * in the loop: 0.88-0.92x this order (2026-12-07).  A tile's sum is one
+ * hadd of its two 16-bit sums (each lane holds two of its k of a column:
+ * the pair's sum is the column's, and fits int16 as n16_fits says), plus
+ * the block's 16-bit correction c16 (r4_body): three instructions and two
+ * loads fewer a row and tile than widening both halves to int32 (madd),
+ * adding the int32 corrections and narrowing again (packs).  hadd leaves
+ * the columns in the order packs did ([0-3, 8-11 | 4-7, 12-15]), so the
+ * store's permute is unchanged. */
 AVX2_T static inline __attribute__((always_inline)) void
-r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int32_t *cr, int k0, int nk,
+r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int16_t *c16, int k0, int nk,
 	__m256i vlo16, __m256i vhi16, __m256i *w)
 {
-	const __m256i ones = _mm256_set1_epi16(1);
+	const __m256i c = _mm256_load_si256((const __m256i *)c16);
 #pragma GCC unroll 4
 	for (int r = 0; r < 4; r++) {
 		__m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
@@ -255,14 +261,14 @@ r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int32_t *cr, int k
 			s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(x, _mm256_loadu_si256((const __m256i *)(bb + k * 64))));
 			s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(x, _mm256_loadu_si256((const __m256i *)(bb + k * 64 + 32))));
 		}
-		const __m256i t0 = _mm256_add_epi32(_mm256_madd_epi16(s0, ones),
-						    _mm256_loadu_si256((const __m256i *)cr));
-		const __m256i t1 = _mm256_add_epi32(_mm256_madd_epi16(s1, ones),
-						    _mm256_loadu_si256((const __m256i *)(cr + 8)));
-		w[r] = _mm256_add_epi16(
-			w[r], _mm256_min_epi16(_mm256_max_epi16(_mm256_packs_epi32(t0, t1), vlo16), vhi16));
+		const __m256i t = _mm256_add_epi16(_mm256_hadd_epi16(s0, s1), c);
+		w[r] = _mm256_add_epi16(w[r], _mm256_min_epi16(_mm256_max_epi16(t, vlo16), vhi16));
 	}
 }
+
+/* The most tiles r4_body takes: its 16-bit corrections live on the stack
+ * (16 KB); more tiles take the two-row kernel (r4_run). */
+#define R4_MAX_TILES 512
 
 AVX2_T static inline __attribute__((always_inline)) void
 r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, int K4, int t4,
@@ -272,18 +278,25 @@ r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, 
 	const int J16 = (J + 15) / 16;
 	const int nfull = K4 / t4 < ntiles ? K4 / t4 : ntiles;
 	const size_t rs = (size_t)K4 * 4;
+	int16_t c16[R4_MAX_TILES * 16] __attribute__((aligned(32)));
 	for (int jb = 0; jb < J16; jb++) {
 		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
 		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
 		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
+		/* The block's corrections narrowed once (exact: each is at
+		 * most the tile's range) into hadd's column order. */
+		for (int t = 0; t < ntiles; t++)
+			_mm256_store_si256((__m256i *)(c16 + t * 16),
+					   _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)(cr + t * 16)),
+							      _mm256_loadu_si256((const __m256i *)(cr + t * 16 + 8))));
 		for (int i = 0; i + 4 <= I; i += 4) {
 			const uint8_t *a0 = Ap + (size_t)i * rs;
 			__m256i w[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
 					_mm256_setzero_si256(), _mm256_setzero_si256()};
 			for (int t = 0; t < nfull; t++)
-				r4_tile(a0, rs, bb, cr + t * 16, t * t4, t4, vlo16, vhi16, w);
+				r4_tile(a0, rs, bb, c16 + t * 16, t * t4, t4, vlo16, vhi16, w);
 			if (nfull < ntiles)
-				r4_tile(a0, rs, bb, cr + nfull * 16, nfull * t4, K4 - nfull * t4, vlo16,
+				r4_tile(a0, rs, bb, c16 + nfull * 16, nfull * t4, K4 - nfull * t4, vlo16,
 					vhi16, w);
 			for (int r = 0; r < 4; r++) {
 				const __m256i o = _mm256_permute4x64_epi64(w[r], 0xd8);
@@ -300,7 +313,7 @@ AVX2_T static void r4_run(const uint8_t *Ap, const int8_t *Bp, const int32_t *co
 			  int K4, int tile4, int ntiles, int32_t lo, int32_t hi, int32_t *C,
 			  const gemm_rescale *e, float *Y)
 {
-	if (!((long)ntiles * ((long)hi + 1) <= 32767 && lo >= -32768)) {
+	if (!((long)ntiles * ((long)hi + 1) <= 32767 && lo >= -32768) || ntiles > R4_MAX_TILES) {
 		if (e)
 			gemm_x86_avx2_n16_f(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, e, Y);
 		else
