@@ -440,6 +440,14 @@ HDQT_CLONES static void pack_b_blocks(const int8_t *Bb, int J, int K, int K4, in
 					  corr + (size_t)jb * ntiles * 16);
 		return;
 	}
+	if (use == LAYOUT_OFFSET && gemm_x86_avx2_supported()) {
+		for (int jb = b0; jb < b1; jb++)
+			gemm_x86_pack_b16_avx2(Bb + (size_t)(jb - b0) * 16 * K,
+					       J - jb * 16 < 16 ? J - jb * 16 : 16, K, K4, tile4, ntiles,
+					       off, Bp + (size_t)jb * K4 * 64,
+					       corr + (size_t)jb * ntiles * 16);
+		return;
+	}
 #endif
 	memset(Bp + (size_t)b0 * K4 * 64, 0, (size_t)(b1 - b0) * K4 * 64);
 	memset(corr + (size_t)b0 * ntiles * 16, 0, (size_t)(b1 - b0) * ntiles * 16 * sizeof(int32_t));
@@ -702,6 +710,10 @@ void gemm_pack_strip(gemm_packed *pb, int jb, const int8_t *codes)
 		gemm_x86_pack_strip16(codes, K4, pb->tile4, pb->ntiles, pb->off, bb, cr);
 		return;
 	}
+	if (pb->kernel == LAYOUT_OFFSET && gemm_x86_avx2_supported()) {
+		gemm_x86_pack_strip16_avx2(codes, K4, pb->tile4, pb->ntiles, pb->off, bb, cr);
+		return;
+	}
 	if (pb->kernel == LAYOUT_TL && (pb->tile4 == 2 || pb->tile4 == 8) && gemm_x86_vbmi_supported()) {
 		gemm_x86_tl_pack_strip16(codes, K, K4, pb->tile4, pb->off, bb, cr);
 		return;
@@ -742,6 +754,10 @@ HDQT_CLONES void gemm_pack_a_strip(const gemm_packed *pb, int i0, int ni, const 
 #if HDQT_X86_64
 	if (pb->kernel != LAYOUT_NONE && pb->kernel != LAYOUT_TL && gemm_x86_vbmi_supported()) {
 		gemm_x86_pack_a_strip16(codes, ni, K, pb->K4, off, a, rs);
+		return;
+	}
+	if (pb->kernel != LAYOUT_NONE && pb->kernel != LAYOUT_TL && gemm_x86_avx2_supported()) {
+		gemm_x86_pack_a_strip16_avx2(codes, ni, K, pb->K4, off, a, rs);
 		return;
 	}
 	if (pb->kernel == LAYOUT_TL && (pb->tile4 == 2 || pb->tile4 == 8) && gemm_x86_vbmi_supported()) {

@@ -187,6 +187,13 @@ void gemm_x86_pack_strip16(const int8_t *codes, int K4, int tile4, int ntiles, i
 			   int32_t *cr);
 void gemm_x86_pack_a_strip16(const int8_t *codes, int ni, int K, int K4, int off, uint8_t *a,
 			     size_t rs);
+/* The three packers above with AVX2 only (the same bytes and sums). */
+void gemm_x86_pack_b16_avx2(const int8_t *rows, int nr, int K, int K4, int tile4, int ntiles,
+			    int off, int8_t *bb, int32_t *cr);
+void gemm_x86_pack_strip16_avx2(const int8_t *codes, int K4, int tile4, int ntiles, int off,
+				int8_t *bb, int32_t *cr);
+void gemm_x86_pack_a_strip16_avx2(const int8_t *codes, int ni, int K, int K4, int off, uint8_t *a,
+				  size_t rs);
 void gemm_x86_f32_nn(const float *A, const float *B, int I, int J, int K, float *C);
 /* The tiles-in-lanes layout, AVX-512 VNNI (gemm_x86_tl.c): its kernel
  * (tile4 2 or 8), rows of A into it (pack_a's job) and one block of B

@@ -693,6 +693,182 @@ VBMI_T void gemm_x86_pack_a_strip16(const int8_t *codes, int ni, int K, int K4, 
 	}
 }
 
+/* ---------------- packing, AVX2 ---------------- */
+
+/* The AVX-512 packers' twins for machines without AVX-512 (same bytes,
+ * same sums; tested against the layouts written out): without them an
+ * AVX2 box packed B through the compiler's clone of pack_b_blocks'
+ * byte loop, 5% of its training step (`HDQT_ISA=avx2 perf record
+ * hdqt-bench --mode hdqt --train-only`, 2026-12-07). */
+
+/* The running tile sum of one block's 16 columns, in two halves of 8. */
+typedef struct tsum8x2 {
+	__m256i lo, hi;
+	int t, in;
+} tsum8x2;
+
+/* Group g (columns 0-7 in lo, 8-15 in hi, 4 bytes each) to bb, and its
+ * column sums (maddubs with ones sums byte pairs, madd the pairs) into
+ * the running tile sum; a finished tile's -off * sum to cr. */
+AVX2_T static inline __attribute__((always_inline)) void
+emit_group_avx2(__m256i lo, __m256i hi, int g, int K4, int tile4, int off, int8_t *bb, int32_t *cr,
+		tsum8x2 *ts)
+{
+	_mm256_storeu_si256((__m256i *)(bb + (size_t)g * 64), lo);
+	_mm256_storeu_si256((__m256i *)(bb + (size_t)g * 64 + 32), hi);
+	if (!off)
+		return;
+	const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+	ts->lo = _mm256_add_epi32(ts->lo, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, lo), ones16));
+	ts->hi = _mm256_add_epi32(ts->hi, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, hi), ones16));
+	if (++ts->in == tile4 || g == K4 - 1) {
+		const __m256i m = _mm256_set1_epi32(-off);
+		_mm256_storeu_si256((__m256i *)(cr + (size_t)ts->t * 16), _mm256_mullo_epi32(ts->lo, m));
+		_mm256_storeu_si256((__m256i *)(cr + (size_t)ts->t * 16 + 8), _mm256_mullo_epi32(ts->hi, m));
+		ts->lo = ts->hi = _mm256_setzero_si256();
+		ts->in = 0;
+		ts->t++;
+	}
+}
+
+/* 8 x 8 transpose of 32-bit lanes: r[g] becomes lane g of every input. */
+AVX2_T static inline __attribute__((always_inline)) void tr8_epi32(__m256i r[8])
+{
+	__m256i t[8], u[8];
+	for (int i = 0; i < 4; i++) {
+		t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+	}
+	for (int i = 0; i < 2; i++) {
+		u[4 * i] = _mm256_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+		u[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+		u[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+		u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+	}
+	for (int i = 0; i < 4; i++) {
+		r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+		r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+	}
+}
+
+/* gemm_x86_pack_b16 with AVX2: 32 bytes (8 groups) of each of the 16 rows,
+ * two 8 x 8 transposes, which leave group g of columns 0-7 and 8-15 in
+ * one register each; zeros past K and past nr. */
+AVX2_T void gemm_x86_pack_b16_avx2(const int8_t *rows, int nr, int K, int K4, int tile4,
+				   int ntiles, int off, int8_t *bb, int32_t *cr)
+{
+	tsum8x2 ts = {_mm256_setzero_si256(), _mm256_setzero_si256(), 0, 0};
+	for (int g0 = 0; g0 < K4; g0 += 8) {
+		const int nb = K - 4 * g0 < 32 ? K - 4 * g0 : 32; /* >= 1: 4 (K4 - 1) < K */
+		__m256i r[16];
+		for (int l = 0; l < 16; l++) {
+			const int8_t *src = rows + (size_t)l * K + 4 * g0;
+			if (l >= nr) {
+				r[l] = _mm256_setzero_si256();
+			} else if (nb == 32) {
+				r[l] = _mm256_loadu_si256((const __m256i *)src);
+			} else {
+				int8_t tmp[32] = {0};
+				memcpy(tmp, src, (size_t)nb);
+				r[l] = _mm256_loadu_si256((const __m256i *)tmp);
+			}
+		}
+		tr8_epi32(r);
+		tr8_epi32(r + 8);
+		const int ng = K4 - g0 < 8 ? K4 - g0 : 8;
+		for (int g = 0; g < ng; g++)
+			emit_group_avx2(r[g], r[8 + g], g0 + g, K4, tile4, off, bb, cr, &ts);
+	}
+	if (!off)
+		memset(cr, 0, sizeof(int32_t) * 16 * (size_t)ntiles);
+}
+
+/* One group of a strip (codes[k * 16 + l], 4 rows of k) as [l][4 bytes]:
+ * bytes of rows k0, k1 and k2, k3 interleaved, then their pairs. */
+AVX2_T static inline __attribute__((always_inline)) void group_avx2(const int8_t *codes, __m256i *lo,
+								 __m256i *hi)
+{
+	const __m128i x0 = _mm_loadu_si128((const __m128i *)codes);
+	const __m128i x1 = _mm_loadu_si128((const __m128i *)(codes + 16));
+	const __m128i x2 = _mm_loadu_si128((const __m128i *)(codes + 32));
+	const __m128i x3 = _mm_loadu_si128((const __m128i *)(codes + 48));
+	const __m128i t0 = _mm_unpacklo_epi8(x0, x1), t1 = _mm_unpackhi_epi8(x0, x1);
+	const __m128i t2 = _mm_unpacklo_epi8(x2, x3), t3 = _mm_unpackhi_epi8(x2, x3);
+	*lo = _mm256_set_m128i(_mm_unpackhi_epi16(t0, t2), _mm_unpacklo_epi16(t0, t2));
+	*hi = _mm256_set_m128i(_mm_unpackhi_epi16(t1, t3), _mm_unpacklo_epi16(t1, t3));
+}
+
+/* gemm_x86_pack_strip16 with AVX2. */
+AVX2_T void gemm_x86_pack_strip16_avx2(const int8_t *codes, int K4, int tile4, int ntiles, int off,
+				       int8_t *bb, int32_t *cr)
+{
+	tsum8x2 ts = {_mm256_setzero_si256(), _mm256_setzero_si256(), 0, 0};
+	for (int g = 0; g < K4; g++) {
+		__m256i lo, hi;
+		group_avx2(codes + (size_t)g * 64, &lo, &hi);
+		emit_group_avx2(lo, hi, g, K4, tile4, off, bb, cr, &ts);
+	}
+	if (!off)
+		memset(cr, 0, sizeof(int32_t) * 16 * (size_t)ntiles);
+}
+
+/* 16 x 16 byte transpose: x[k] (16 columns of row k) becomes x[l] (16 k
+ * of column l), in four rounds of unpacks of doubling width. */
+AVX2_T static inline __attribute__((always_inline)) void tr16_epi8(__m128i x[16])
+{
+	__m128i a[16], b[16];
+	for (int i = 0; i < 8; i++) {
+		a[2 * i] = _mm_unpacklo_epi8(x[2 * i], x[2 * i + 1]);
+		a[2 * i + 1] = _mm_unpackhi_epi8(x[2 * i], x[2 * i + 1]);
+	}
+	for (int q = 0; q < 4; q++) { /* k 4q..4q+3: columns 0-3, 4-7, 8-11, 12-15 */
+		b[4 * q] = _mm_unpacklo_epi16(a[4 * q], a[4 * q + 2]);
+		b[4 * q + 1] = _mm_unpackhi_epi16(a[4 * q], a[4 * q + 2]);
+		b[4 * q + 2] = _mm_unpacklo_epi16(a[4 * q + 1], a[4 * q + 3]);
+		b[4 * q + 3] = _mm_unpackhi_epi16(a[4 * q + 1], a[4 * q + 3]);
+	}
+	for (int h = 0; h < 2; h++) /* k 8h..8h+7: column pairs */
+		for (int m = 0; m < 4; m++) {
+			a[8 * h + 2 * m] = _mm_unpacklo_epi32(b[8 * h + m], b[8 * h + 4 + m]);
+			a[8 * h + 2 * m + 1] = _mm_unpackhi_epi32(b[8 * h + m], b[8 * h + 4 + m]);
+		}
+	for (int m = 0; m < 8; m++) {
+		x[2 * m] = _mm_unpacklo_epi64(a[m], a[m + 8]);
+		x[2 * m + 1] = _mm_unpackhi_epi64(a[m], a[m + 8]);
+	}
+}
+
+/* gemm_x86_pack_a_strip16 with AVX2: 16 k at a time transposed, the
+ * offset added below K, zeros from K on (codes there need not be). */
+AVX2_T void gemm_x86_pack_a_strip16_avx2(const int8_t *codes, int ni, int K, int K4, int off,
+					 uint8_t *a, size_t rs)
+{
+	const __m128i voff = _mm_set1_epi8((char)off);
+	const __m128i idx = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	const int nk_all = K4 * 4; /* rows of the strip */
+	for (int k0 = 0; k0 < nk_all; k0 += 16) {
+		__m128i x[16];
+		for (int k = 0; k < 16; k++)
+			x[k] = k0 + k < nk_all ? _mm_loadu_si128((const __m128i *)(codes + (size_t)(k0 + k) * 16))
+					       : _mm_setzero_si128();
+		tr16_epi8(x);
+		const int below = K - k0 < 16 ? (K - k0 > 0 ? K - k0 : 0) : 16;
+		const __m128i keep = _mm_cmpgt_epi8(_mm_set1_epi8((char)below), idx);
+		const int nb = nk_all - k0 < 16 ? nk_all - k0 : 16; /* bytes of each row here */
+		for (int l = 0; l < ni; l++) {
+			const __m128i v = _mm_and_si128(_mm_add_epi8(x[l], voff), keep);
+			uint8_t *d = a + (size_t)l * rs + k0;
+			if (nb == 16) {
+				_mm_storeu_si128((__m128i *)d, v);
+			} else {
+				uint8_t tmp[16];
+				_mm_storeu_si128((__m128i *)tmp, v);
+				memcpy(d, tmp, (size_t)nb);
+			}
+		}
+	}
+}
+
 /* ---------------- float transpose, AVX2 ---------------- */
 
 /* 8x8 blocks transposed in registers (unpack/shuffle/permute); the ragged

@@ -73,16 +73,19 @@ static void check_ab_against_ref(gemm_ws *ws, hdqt_rng *r, const int8_t *A, cons
 				 int J, int K, const gemm_params *p, int extreme);
 
 #if HDQT_X86_64
-/* The AVX-512 packing of one block against the layout written out: bytes
- * [k4][column][4] (zero past K and past the rows), tile sums -off * sum. */
-START_TEST(test_pack_b16_avx512)
+/* The x86 packings of one block (AVX-512 and its AVX2 twin, each where
+ * it runs) against the layout written out: bytes [k4][column][4] (zero
+ * past K and past the rows), tile sums -off * sum. */
+typedef void (*pack_b16_fn)(const int8_t *, int, int, int, int, int, int, int8_t *, int32_t *);
+
+static int check_pack_b16(const char *name, pack_b16_fn fn, int (*supported)(void), uint64_t seed)
 {
-	if (!gemm_x86_avx512vnni_supported()) {
-		fprintf(stderr, "test_pack_b16_avx512: skipped, this CPU has no AVX-512 VNNI\n");
-		return;
+	if (!supported()) {
+		fprintf(stderr, "test_pack_b16: %s skipped, not on this CPU (or HDQT_ISA)\n", name);
+		return 0;
 	}
 	hdqt_rng r;
-	hdqt_rng_seed(&r, 23, 0);
+	hdqt_rng_seed(&r, seed, 0);
 	for (int it = 0; it < 300; it++) {
 		const int K = 1 + (int)hdqt_rng_below(&r, 300), nr = 1 + (int)hdqt_rng_below(&r, 16);
 		const int K4 = (K + 3) / 4, tile4 = 1 + (int)hdqt_rng_below(&r, it % 3 ? 9 : (uint32_t)K4);
@@ -97,11 +100,20 @@ START_TEST(test_pack_b16_avx512)
 				want[(k / 4) * 64 + l * 4 + k % 4] = rows[l * K + k];
 				cw[(k / 4 / tile4) * 16 + l] -= off * rows[l * K + k];
 			}
-		gemm_x86_pack_b16(rows, nr, K, K4, tile4, ntiles, off, bb, cr);
+		fn(rows, nr, K, K4, tile4, ntiles, off, bb, cr);
 		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
-			ck_abort_msg("pack_b16: K=%d nr=%d tile4=%d off=%d", K, nr, tile4, off);
+			ck_abort_msg("pack_b16 %s: K=%d nr=%d tile4=%d off=%d", name, K, nr, tile4, off);
 		free(rows), free(bb), free(want), free(cr), free(cw);
 	}
+	return 1;
+}
+
+START_TEST(test_pack_b16_x86)
+{
+	const int ran = check_pack_b16("avx512", gemm_x86_pack_b16, gemm_x86_avx512vnni_supported, 23) +
+			check_pack_b16("avx2", gemm_x86_pack_b16_avx2, gemm_x86_avx2_supported, 24);
+	if (!ran)
+		fprintf(stderr, "test_pack_b16_x86: skipped, this CPU has neither AVX-512 VNNI nor AVX2\n");
 }
 END_TEST
 
@@ -554,18 +566,23 @@ START_TEST(test_pack_tl_strips_vbmi)
 }
 END_TEST
 
-/* The VBMI packers of the column path against their layouts written out,
- * every byte: B groups [k4][column][4] with tile sums, A rows with the
- * offset below K and zeros from K to the row stride (codes past K are
- * nonzero here, so a missed zero shows), rows past ni untouched. */
-START_TEST(test_pack_strips_vbmi)
+/* The x86 strip packers of the column path (VBMI and their AVX2 twins,
+ * each where it runs) against their layouts written out, every byte: B
+ * groups [k4][column][4] with tile sums, A rows with the offset below K
+ * and zeros from K to the row stride (codes past K are nonzero here, so a
+ * missed zero shows), rows past ni untouched. */
+typedef void (*pack_strip_fn)(const int8_t *, int, int, int, int, int8_t *, int32_t *);
+typedef void (*pack_a_strip_fn)(const int8_t *, int, int, int, int, uint8_t *, size_t);
+
+static int check_pack_strips(const char *name, pack_strip_fn fb, pack_a_strip_fn fa,
+			     int (*supported)(void), uint64_t seed)
 {
-	if (!gemm_x86_vbmi_supported()) {
-		fprintf(stderr, "test_pack_strips_vbmi: skipped, this CPU has no AVX-512 VBMI\n");
-		return;
+	if (!supported()) {
+		fprintf(stderr, "test_pack_strips: %s skipped, not on this CPU (or HDQT_ISA)\n", name);
+		return 0;
 	}
 	hdqt_rng r;
-	hdqt_rng_seed(&r, 29, 0);
+	hdqt_rng_seed(&r, seed, 0);
 	for (int it = 0; it < 300; it++) {
 		const int K = 1 + (int)hdqt_rng_below(&r, 300), K4 = (K + 3) / 4;
 		const int tile4 = 1 + (int)hdqt_rng_below(&r, it % 3 ? 9 : (uint32_t)K4);
@@ -583,19 +600,30 @@ START_TEST(test_pack_strips_vbmi)
 			}
 		memset(bb, 0x5a, (size_t)K4 * 64);
 		memset(cr, 0x5a, sizeof(int32_t) * 16 * ntiles);
-		gemm_x86_pack_strip16(codes, K4, tile4, ntiles, off, bb, cr);
+		fb(codes, K4, tile4, ntiles, off, bb, cr);
 		if (memcmp(bb, want, (size_t)K4 * 64) != 0 || memcmp(cr, cw, sizeof(int32_t) * 16 * ntiles) != 0)
-			ck_abort_msg("pack_strip16: K4=%d tile4=%d off=%d", K4, tile4, off);
+			ck_abort_msg("pack_strip16 %s: K4=%d tile4=%d off=%d", name, K4, tile4, off);
 		memset(a, 0xa5, 16 * rs);
 		memset(aw, 0xa5, 16 * rs);
 		for (int l = 0; l < ni; l++)
 			for (size_t k = 0; k < rs; k++)
 				aw[l * rs + k] = (int)k < K ? (uint8_t)(codes[k * 16 + l] + off) : 0;
-		gemm_x86_pack_a_strip16(codes, ni, K, K4, off, a, rs);
+		fa(codes, ni, K, K4, off, a, rs);
 		if (memcmp(a, aw, 16 * rs) != 0)
-			ck_abort_msg("pack_a_strip16: K=%d ni=%d off=%d", K, ni, off);
+			ck_abort_msg("pack_a_strip16 %s: K=%d ni=%d off=%d", name, K, ni, off);
 		free(codes), free(bb), free(want), free(cr), free(cw), free(a), free(aw);
 	}
+	return 1;
+}
+
+START_TEST(test_pack_strips_x86)
+{
+	const int ran = check_pack_strips("vbmi", gemm_x86_pack_strip16, gemm_x86_pack_a_strip16,
+					  gemm_x86_vbmi_supported, 29) +
+			check_pack_strips("avx2", gemm_x86_pack_strip16_avx2, gemm_x86_pack_a_strip16_avx2,
+					  gemm_x86_avx2_supported, 30);
+	if (!ran)
+		fprintf(stderr, "test_pack_strips_x86: skipped, this CPU has neither AVX-512 VBMI nor AVX2\n");
 }
 END_TEST
 #endif
@@ -1358,14 +1386,14 @@ int main(void)
 	tcase_add_test(tc, test_overflow_rejected);
 	tcase_add_test(tc, test_simd_matches_reference);
 #if HDQT_X86_64
-	tcase_add_test(tc, test_pack_b16_avx512);
+	tcase_add_test(tc, test_pack_b16_x86);
 	tcase_add_test(tc, test_pack_tl_avx512);
 	tcase_add_test(tc, test_tl_edges_and_kernel_switch);
 	tcase_add_test(tc, test_tl8_default_and_both);
 	tcase_add_test(tc, test_avx2_n16_bounds);
 	tcase_add_test(tc, test_avx2_r4_rows_and_bounds);
 	tcase_add_test(tc, test_pack_tl_strips_vbmi);
-	tcase_add_test(tc, test_pack_strips_vbmi);
+	tcase_add_test(tc, test_pack_strips_x86);
 #endif
 	tcase_add_test(tc, test_variants_model_and_tile_shapes);
 	tcase_add_test(tc, test_repro_across_architectures);
