@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config.h"
 #include "fwht.h"
@@ -627,6 +628,37 @@ START_TEST(test_pack_strips_x86)
 }
 END_TEST
 #endif
+
+/* The cap that the test command's `<suite>-isa-<cap>` runs set is the
+ * one in force, down to the kernel chosen and the intrinsics passes' own
+ * question (SIMD_AVX512F / SIMD_AVX2): otherwise those runs would test
+ * the native paths again and call it AVX2 or baseline coverage.  (Under
+ * avx2 a CPU with AVX-VNNI takes its 256-bit VNNI kernel, still no
+ * AVX-512.) */
+START_TEST(test_isa_cap_in_force)
+{
+	const char *want = getenv("HDQT_ISA");
+	if (!want || !*want || !strcasecmp(want, "native")) {
+		ck_assert_str_eq(simd_cap_name(), "native");
+		return;
+	}
+	ck_assert_msg(!strcasecmp(simd_cap_name(), want), "cap %s, HDQT_ISA %s", simd_cap_name(), want);
+	const char *k = hdqt_kernel_name();
+#if HDQT_X86_64
+	ck_assert(!SIMD_AVX512F());
+	ck_assert_str_ne(k, "avx512vnni");
+	if (!strcasecmp(want, "baseline")) {
+		ck_assert(!SIMD_AVX2());
+		ck_assert_str_eq(k, "portable");
+	} else if (__builtin_cpu_supports("avx2")) {
+		ck_assert(SIMD_AVX2());
+		ck_assert(!strcmp(k, "avx2") || !strcmp(k, "avxvnni"));
+	}
+#else
+	(void)k;
+#endif
+}
+END_TEST
 
 /* Naive definition, written independently of gemm_q_ref. */
 static int32_t naive(const int8_t *A, const int8_t *B, int i, int j, int K, int tile, int acc)
@@ -1390,6 +1422,7 @@ int main(void)
 	tcase_add_test(tc, test_pack_tl_avx512);
 	tcase_add_test(tc, test_tl_edges_and_kernel_switch);
 	tcase_add_test(tc, test_tl8_default_and_both);
+	tcase_add_test(tc, test_isa_cap_in_force);
 	tcase_add_test(tc, test_avx2_n16_bounds);
 	tcase_add_test(tc, test_avx2_r4_rows_and_bounds);
 	tcase_add_test(tc, test_pack_tl_strips_vbmi);
