@@ -1417,12 +1417,12 @@ int main(void)
 	tcase_add_test(tc, test_clamp_triggers);
 	tcase_add_test(tc, test_overflow_rejected);
 	tcase_add_test(tc, test_simd_matches_reference);
+	tcase_add_test(tc, test_isa_cap_in_force);
 #if HDQT_X86_64
 	tcase_add_test(tc, test_pack_b16_x86);
 	tcase_add_test(tc, test_pack_tl_avx512);
 	tcase_add_test(tc, test_tl_edges_and_kernel_switch);
 	tcase_add_test(tc, test_tl8_default_and_both);
-	tcase_add_test(tc, test_isa_cap_in_force);
 	tcase_add_test(tc, test_avx2_n16_bounds);
 	tcase_add_test(tc, test_avx2_r4_rows_and_bounds);
 	tcase_add_test(tc, test_pack_tl_strips_vbmi);
