@@ -123,22 +123,23 @@ long gemm_q_ref_count_clamped(const int8_t *A, const int8_t *B, int I, int J, in
 static const gemm_kernel kernels[] = {
 #if HDQT_X86_64
 	{"avx512vnni", gemm_x86_avx512vnni, 8, NULL, 0, gemm_x86_avx512vnni_f, 1 << 2 | 1 << 8,
-	 gemm_x86_tl, gemm_x86_tl_f, NULL, NULL},
-	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, gemm_x86_avxvnni_f, 0, NULL, NULL, NULL, NULL},
+	 gemm_x86_tl, gemm_x86_tl_f, NULL, NULL, NULL, NULL},
+	{"avxvnni", gemm_x86_avxvnni, 8, NULL, 0, gemm_x86_avxvnni_f, 0, NULL, NULL, NULL, NULL, NULL,
+	 NULL},
 	/* maddubs adds two u8*s8 products in int16: exact only while
 	 * 2 * (2^b - 1) * (2^(b-1) - 1) fits, i.e. b <= 7. */
 	{"avx2", gemm_x86_avx2, 7, NULL, 0, gemm_x86_avx2_f, 0, NULL, NULL, gemm_x86_avx2_r4,
-	 gemm_x86_avx2_r4_f},
+	 gemm_x86_avx2_r4_f, gemm_x86_avx2_n16, gemm_x86_avx2_n16_f},
 #endif
 #if HDQT_AARCH64
 	/* Both exact for 8-bit operands: SDOT sums in int32; the NEON path
 	 * flushes its 16-bit partial sums as often as the bits require. */
-	{"dotprod", NULL, 8, gemm_arm_dotprod, 0, NULL, 0, NULL, NULL, NULL, NULL},
-	{"neon", NULL, 8, gemm_arm_neon, 0, NULL, 0, NULL, NULL, NULL, NULL},
+	{"dotprod", NULL, 8, gemm_arm_dotprod, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"neon", NULL, 8, gemm_arm_neon, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL},
 #endif
 	/* Every build has it: the choice where no architecture kernel runs. */
-	{"portable", NULL, 8, gemm_portable_s8, 1, NULL, 0, NULL, NULL, NULL, NULL},
-	{"scalar", NULL, 8, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL},
+	{"portable", NULL, 8, gemm_portable_s8, 1, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"scalar", NULL, 8, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 #define N_KERNELS (sizeof(kernels) / sizeof(kernels[0]))
 
@@ -260,17 +261,23 @@ static int max_product(const gemm_params *p)
 	return qa * qb;
 }
 
-/* The AVX2 kernel with 16-bit tile sums (fn_n16: gemm_x86_avx2_r4, four
- * rows a block) for these operands: its sums are exact in int16.  Its
- * lanes each add 2 tile4 products of A + off (at most 2^b - 1) and B (of
- * magnitude at most 2^(b-1)), and one hadd adds two lanes into the tile's
- * whole uncorrected sum, 4 tile4 such products: that must fit.  (The
- * two-row 16-bit form it falls back to needs only the lanes to; the
- * stricter bound still takes 4-bit operands with tiles of 8 and 32.)  On
- * Zen 4 (`hdqt-bench --gemm-only --kernel avx2`, 3 alternations) the
- * backward's tiles of 32 went from 69-84 to 80-98 GMAC/s against the
- * two-row per-group widening, the forward's tiles of 8 stayed at 85-93
- * (the two-row 16-bit form's). */
+/* The AVX2 kernels with 16-bit tile sums for these operands.  Each lane
+ * adds 2 tile4 products of A + off (at most 2^b - 1) and B (of magnitude
+ * at most 2^(b-1)): where that fits, the two-row kernel runs (fn_n16l:
+ * gemm_x86_avx2_n16, which widens each tile's lanes to int32).  The
+ * four-row kernel (fn_n16: gemm_x86_avx2_r4) adds a tile's two lanes with
+ * one hadd into its whole uncorrected sum, 4 tile4 such products: where
+ * that fits too (4-bit operands with tiles of 8 and 32 do).  On Zen 4
+ * (`hdqt-bench --gemm-only --kernel avx2`, 3 alternations) the four-row
+ * blocks took the backward's tiles of 32 from 69-84 to 80-98 GMAC/s
+ * against the two-row per-group widening; the forward's tiles of 8 stayed
+ * at 85-93 (the two-row 16-bit form's), before the hadd. */
+static int n16_lanes_fit(const gemm_params *p, int tile4)
+{
+	const long qa = (1L << p->bits) - 1, qb = 1L << (p->bits - 1);
+	return tile4 <= 8 && 2L * tile4 * qa * qb <= 32767;
+}
+
 static int n16_fits(const gemm_params *p, int tile4)
 {
 	const long qa = (1L << p->bits) - 1, qb = 1L << (p->bits - 1);
@@ -280,7 +287,7 @@ static int n16_fits(const gemm_params *p, int tile4)
 /* Which of a kernel's entries runs for these operands: the one choice
  * that both the int32 store (run_kernel) and the float store
  * (float_kernel) follow. */
-enum { ENTRY_TL, ENTRY_S8, ENTRY_N16, ENTRY_PLAIN };
+enum { ENTRY_TL, ENTRY_S8, ENTRY_N16, ENTRY_N16L, ENTRY_PLAIN };
 
 static int kernel_entry(const gemm_kernel *k, int use, const gemm_params *p, int tile4)
 {
@@ -290,6 +297,8 @@ static int kernel_entry(const gemm_kernel *k, int use, const gemm_params *p, int
 		return ENTRY_S8;
 	if (k->fn_n16 && n16_fits(p, tile4))
 		return ENTRY_N16;
+	if (k->fn_n16l && n16_lanes_fit(p, tile4))
+		return ENTRY_N16L;
 	return ENTRY_PLAIN;
 }
 
@@ -300,6 +309,7 @@ static gemm_kern_f_fn float_kernel(const gemm_kernel *k, int use, const gemm_par
 	case ENTRY_TL: return k->fnf_tl;
 	case ENTRY_S8: return NULL;
 	case ENTRY_N16: return k->fnf_n16;
+	case ENTRY_N16L: return k->fnf_n16l;
 	default: return k->fnf;
 	}
 }
@@ -315,6 +325,7 @@ static void run_kernel(const gemm_kernel *k, int use, const uint8_t *Ap, const i
 		k->fn_s8((const int8_t *)Ap, Bp, I, J, K4, tile4, ntiles, max_product(p), lo, hi, C);
 		break;
 	case ENTRY_N16: k->fn_n16(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C); break;
+	case ENTRY_N16L: k->fn_n16l(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C); break;
 	default: k->fn(Ap, Bp, corr, I, J, K4, tile4, ntiles, lo, hi, C);
 	}
 }

@@ -137,10 +137,14 @@ typedef struct gemm_kernel {
 	int tl4;
 	gemm_kern_fn fn_tl;
 	gemm_kern_f_fn fnf_tl;
-	/* fn where every 16-bit lane of a tile's pair sums fits int16
-	 * (gemm.c's n16_fits), or NULL; and with the float store */
+	/* fn where a tile's whole sum fits int16 (gemm.c's n16_fits), or
+	 * NULL; and with the float store */
 	gemm_kern_fn fn_n16;
 	gemm_kern_f_fn fnf_n16;
+	/* fn where only each 16-bit lane of a tile's pair sums fits
+	 * (n16_lanes_fit), or NULL; and with the float store */
+	gemm_kern_fn fn_n16l;
+	gemm_kern_f_fn fnf_n16l;
 } gemm_kernel;
 
 /* Variants compiled for x86-64 (gemm_x86.c); supported() checks the CPU. */

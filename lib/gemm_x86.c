@@ -117,8 +117,8 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
  * lanes and widened once per tile (one madd and the corr add) instead of
  * once per group: exact where every lane's sum fits int16 (4-bit
  * operands: 2 groups x 2 x 15 x 8 = 480); per tile of 2 groups 12
- * multiplies (maddubs, madd) instead of 16.  gemm.c's n16_fits says where
- * it runs. */
+ * multiplies (maddubs, madd) instead of 16.  gemm.c's n16_lanes_fit says
+ * where it runs. */
 #define KERNEL256(NAME, ATTR, DOT, N16)                                                      \
 	ATTR static inline __attribute__((always_inline)) void NAME##_tile(                  \
 		const uint8_t *a0, const uint8_t *a1, const int8_t *bb, const int32_t *cr,    \
@@ -267,8 +267,10 @@ r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int16_t *c16, int 
 }
 
 /* The most tiles r4_body takes: its 16-bit corrections live on the stack
- * (16 KB); more tiles take the two-row kernel (r4_run). */
-#define R4_MAX_TILES 512
+ * (8 KB).  The 16-bit wide sums already bound ntiles by 32767 / 2^(a-1),
+ * 255 for 8-bit accumulators; r4_run checks this bound too, so that the
+ * array holds whatever accumulators a caller asks for. */
+#define R4_MAX_TILES 256
 
 AVX2_T static inline __attribute__((always_inline)) void
 r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, int K4, int t4,
@@ -283,6 +285,8 @@ r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, 
 		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
 		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
 		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
+		if (I < 4) /* no block of four rows (r4_run does the rest) */
+			break;
 		/* The block's corrections narrowed once (exact: each is at
 		 * most the tile's range) into hadd's column order. */
 		for (int t = 0; t < ntiles; t++)
@@ -762,10 +766,12 @@ AVX2_T void gemm_x86_pack_b16_avx2(const int8_t *rows, int nr, int K, int K4, in
 		const int nb = K - 4 * g0 < 32 ? K - 4 * g0 : 32; /* >= 1: 4 (K4 - 1) < K */
 		__m256i r[16];
 		for (int l = 0; l < 16; l++) {
-			const int8_t *src = rows + (size_t)l * K + 4 * g0;
 			if (l >= nr) {
 				r[l] = _mm256_setzero_si256();
-			} else if (nb == 32) {
+				continue;
+			}
+			const int8_t *src = rows + (size_t)l * K + 4 * g0;
+			if (nb == 32) {
 				r[l] = _mm256_loadu_si256((const __m256i *)src);
 			} else {
 				int8_t tmp[32] = {0};
@@ -798,7 +804,8 @@ AVX2_T static inline __attribute__((always_inline)) void group_avx2(const int8_t
 	*hi = _mm256_set_m128i(_mm_unpackhi_epi16(t1, t3), _mm_unpacklo_epi16(t1, t3));
 }
 
-/* gemm_x86_pack_strip16 with AVX2. */
+/* gemm_x86_pack_strip16 with AVX2.  As there, the tile sums take every
+ * row of the strip, so the rows from K on must be zero (gemm.h). */
 AVX2_T void gemm_x86_pack_strip16_avx2(const int8_t *codes, int K4, int tile4, int ntiles, int off,
 				       int8_t *bb, int32_t *cr)
 {
