@@ -239,19 +239,23 @@ KERNEL256(gemm_x86_avxvnni, VNNI256_T, dot4_vnni256, 0)
  * each row (maddubs takes it as a memory operand).  With all four rows'
  * sums live at once (one B load and one broadcast per two maddubs less)
  * GCC 12 ran out of the 16 ymm registers and sent sums through the stack
- * in the loop: 0.88-0.92x this order (2026-12-07).  A tile's sum is one
- * hadd of its two 16-bit sums (each lane holds two of its k of a column:
- * the pair's sum is the column's, and fits int16 as n16_fits says), plus
- * the block's 16-bit correction c16 (r4_body): three instructions and two
- * loads fewer a row and tile than widening both halves to int32 (madd),
- * adding the int32 corrections and narrowing again (packs).  hadd leaves
+ * in the loop: 0.88-0.92x this order (2026-12-07).  A tile's uncorrected
+ * sum x is one hadd of its two 16-bit sums (each lane holds two of its k
+ * of a column: the pair's sum is the column's; x fits int16 as n16_fits
+ * says), and its correction c goes into the clamp's bounds instead of
+ * into x: clamp(x + c, lo, hi) = clamp(x, lo - c, hi - c) + c, and the
+ * tiles' c are added to the wide sum once, at the store (r4_body).  So a
+ * row's tile costs hadd, max, min and add after its maddubs, four
+ * instructions, where widening both halves to int32 (madd), adding the
+ * int32 corrections and narrowing again (packs) cost eight.  hadd leaves
  * the columns in the order packs did ([0-3, 8-11 | 4-7, 12-15]), so the
  * store's permute is unchanged. */
 AVX2_T static inline __attribute__((always_inline)) void
-r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int16_t *c16, int k0, int nk,
-	__m256i vlo16, __m256i vhi16, __m256i *w)
+r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int16_t *bnd, int k0, int nk,
+	__m256i *w)
 {
-	const __m256i c = _mm256_load_si256((const __m256i *)c16);
+	const __m256i blo = _mm256_load_si256((const __m256i *)bnd);
+	const __m256i bhi = _mm256_load_si256((const __m256i *)(bnd + 16));
 #pragma GCC unroll 4
 	for (int r = 0; r < 4; r++) {
 		__m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
@@ -261,15 +265,15 @@ r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int16_t *c16, int 
 			s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(x, _mm256_loadu_si256((const __m256i *)(bb + k * 64))));
 			s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(x, _mm256_loadu_si256((const __m256i *)(bb + k * 64 + 32))));
 		}
-		const __m256i t = _mm256_add_epi16(_mm256_hadd_epi16(s0, s1), c);
-		w[r] = _mm256_add_epi16(w[r], _mm256_min_epi16(_mm256_max_epi16(t, vlo16), vhi16));
+		const __m256i t = _mm256_hadd_epi16(s0, s1);
+		w[r] = _mm256_add_epi16(w[r], _mm256_min_epi16(_mm256_max_epi16(t, blo), bhi));
 	}
 }
 
-/* The most tiles r4_body takes: its 16-bit corrections live on the stack
- * (8 KB).  The 16-bit wide sums already bound ntiles by 32767 / 2^(a-1),
- * 255 for 8-bit accumulators; r4_run checks this bound too, so that the
- * array holds whatever accumulators a caller asks for. */
+/* The most tiles r4_body takes: its bounds live on the stack (16 KB).
+ * The 16-bit wide sums already bound ntiles by 32767 / 2^(a-1), 255 for
+ * 8-bit accumulators; r4_run checks this bound too, so that the array
+ * holds whatever accumulators a caller asks for. */
 #define R4_MAX_TILES 256
 
 AVX2_T static inline __attribute__((always_inline)) void
@@ -280,28 +284,34 @@ r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, 
 	const int J16 = (J + 15) / 16;
 	const int nfull = K4 / t4 < ntiles ? K4 / t4 : ntiles;
 	const size_t rs = (size_t)K4 * 4;
-	int16_t c16[R4_MAX_TILES * 16] __attribute__((aligned(32)));
+	int16_t bnd[R4_MAX_TILES * 32] __attribute__((aligned(32)));
 	for (int jb = 0; jb < J16; jb++) {
+		if (I < 4) /* no block of four rows (r4_run does the rest) */
+			break;
 		const int8_t *bb = Bp + (size_t)jb * K4 * 64;
 		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
 		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
-		if (I < 4) /* no block of four rows (r4_run does the rest) */
-			break;
-		/* The block's corrections narrowed once (exact: each is at
-		 * most the tile's range) into hadd's column order. */
-		for (int t = 0; t < ntiles; t++)
-			_mm256_store_si256((__m256i *)(c16 + t * 16),
-					   _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)(cr + t * 16)),
-							      _mm256_loadu_si256((const __m256i *)(cr + t * 16 + 8))));
+		/* Each tile's bounds lo - c and hi - c, in hadd's column order,
+		 * and the sum of its c.  c narrows exactly (it is at most the
+		 * tile's range); the bounds saturate only where the true bound
+		 * lies past int16, which x never reaches, so the clamp is the
+		 * same; the sum may wrap, as the wide sum may before it is
+		 * added: their total is the exact wide sum, which fits. */
+		__m256i csum = _mm256_setzero_si256();
+		for (int t = 0; t < ntiles; t++) {
+			const __m256i c = _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)(cr + t * 16)),
+							     _mm256_loadu_si256((const __m256i *)(cr + t * 16 + 8)));
+			_mm256_store_si256((__m256i *)(bnd + t * 32), _mm256_subs_epi16(vlo16, c));
+			_mm256_store_si256((__m256i *)(bnd + t * 32 + 16), _mm256_subs_epi16(vhi16, c));
+			csum = _mm256_add_epi16(csum, c);
+		}
 		for (int i = 0; i + 4 <= I; i += 4) {
 			const uint8_t *a0 = Ap + (size_t)i * rs;
-			__m256i w[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
-					_mm256_setzero_si256(), _mm256_setzero_si256()};
+			__m256i w[4] = {csum, csum, csum, csum};
 			for (int t = 0; t < nfull; t++)
-				r4_tile(a0, rs, bb, c16 + t * 16, t * t4, t4, vlo16, vhi16, w);
+				r4_tile(a0, rs, bb, bnd + t * 32, t * t4, t4, w);
 			if (nfull < ntiles)
-				r4_tile(a0, rs, bb, c16 + nfull * 16, nfull * t4, K4 - nfull * t4, vlo16,
-					vhi16, w);
+				r4_tile(a0, rs, bb, bnd + nfull * 32, nfull * t4, K4 - nfull * t4, w);
 			for (int r = 0; r < 4; r++) {
 				const __m256i o = _mm256_permute4x64_epi64(w[r], 0xd8);
 				store_row16_avx2(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(o)),
