@@ -292,11 +292,13 @@ r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, 
 		const int32_t *cr = corr + (size_t)jb * ntiles * 16;
 		const int ncol = J - jb * 16 < 16 ? J - jb * 16 : 16;
 		/* Each tile's bounds lo - c and hi - c, in hadd's column order,
-		 * and the sum of its c.  c narrows exactly (it is at most the
-		 * tile's range); the bounds saturate only where the true bound
-		 * lies past int16, which x never reaches, so the clamp is the
-		 * same; the sum may wrap, as the wide sum may before it is
-		 * added: their total is the exact wide sum, which fits. */
+		 * and the sum of its c.  c narrows exactly (|c| <= off * 4 tile4
+		 * * 2^(b-1), inside n16_fits' bound).  As lo < 0 < hi and |c| <=
+		 * 32767, lo - c can saturate only downward and hi - c only
+		 * upward, past values x never reaches, so the clamp is the same
+		 * (for the operands n16_fits admits neither saturates at all).
+		 * The sum may wrap, as the wide sum may before it is added:
+		 * their total is the exact wide sum, which fits. */
 		__m256i csum = _mm256_setzero_si256();
 		for (int t = 0; t < ntiles; t++) {
 			const __m256i c = _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)(cr + t * 16)),
