@@ -272,16 +272,20 @@ static int max_product(const gemm_params *p)
  * blocks took the backward's tiles of 32 from 69-84 to 80-98 GMAC/s
  * against the two-row per-group widening; the forward's tiles of 8 stayed
  * at 85-93 (the two-row 16-bit form's), before the hadd. */
-static int n16_lanes_fit(const gemm_params *p, int tile4)
+static int n16_holds(const gemm_params *p, int tile4, long products)
 {
 	const long qa = (1L << p->bits) - 1, qb = 1L << (p->bits - 1);
-	return tile4 <= 8 && 2L * tile4 * qa * qb <= 32767;
+	return tile4 <= 8 && products * qa * qb <= 32767;
+}
+
+static int n16_lanes_fit(const gemm_params *p, int tile4)
+{
+	return n16_holds(p, tile4, 2L * tile4);
 }
 
 static int n16_fits(const gemm_params *p, int tile4)
 {
-	const long qa = (1L << p->bits) - 1, qb = 1L << (p->bits - 1);
-	return tile4 <= 8 && 4L * tile4 * qa * qb <= 32767;
+	return n16_holds(p, tile4, 4L * tile4);
 }
 
 /* Which of a kernel's entries runs for these operands: the one choice

@@ -890,7 +890,7 @@ AVX2_T void gemm_x86_pack_a_strip16_avx2(const int8_t *codes, int ni, int K, int
 
 /* ---------------- float transpose, AVX2 ---------------- */
 
-/* 8x8 blocks transposed in registers (unpack/shuffle/permute); the ragged
+/* 8x8 blocks transposed in registers (tr8_epi32); the ragged
  * edges are copied element by element.  Pure data movement: identical to
  * the portable loop. */
 AVX2_T void gemm_x86_transpose(const float *in, int rows, int cols, int ldi, float *out, int ldo)
@@ -900,27 +900,13 @@ AVX2_T void gemm_x86_transpose(const float *in, int rows, int cols, int ldi, flo
 		int c0 = 0;
 		for (; c0 + 8 <= cols; c0 += 8) {
 			const float *s = in + (long)r0 * ldi + c0;
-			__m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ldi);
-			__m256 a2 = _mm256_loadu_ps(s + 2L * ldi), a3 = _mm256_loadu_ps(s + 3L * ldi);
-			__m256 a4 = _mm256_loadu_ps(s + 4L * ldi), a5 = _mm256_loadu_ps(s + 5L * ldi);
-			__m256 a6 = _mm256_loadu_ps(s + 6L * ldi), a7 = _mm256_loadu_ps(s + 7L * ldi);
-			__m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-			__m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-			__m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
-			__m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
-			__m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-			__m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-			__m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-			__m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+			__m256i v[8];
+			for (int r = 0; r < 8; r++)
+				v[r] = _mm256_castps_si256(_mm256_loadu_ps(s + (long)r * ldi));
+			tr8_epi32(v); /* the packers' 8 x 8 transpose: bits moved, not floats */
 			float *d = out + (long)c0 * ldo + r0;
-			_mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-			_mm256_storeu_ps(d + ldo, _mm256_permute2f128_ps(u1, u5, 0x20));
-			_mm256_storeu_ps(d + 2L * ldo, _mm256_permute2f128_ps(u2, u6, 0x20));
-			_mm256_storeu_ps(d + 3L * ldo, _mm256_permute2f128_ps(u3, u7, 0x20));
-			_mm256_storeu_ps(d + 4L * ldo, _mm256_permute2f128_ps(u0, u4, 0x31));
-			_mm256_storeu_ps(d + 5L * ldo, _mm256_permute2f128_ps(u1, u5, 0x31));
-			_mm256_storeu_ps(d + 6L * ldo, _mm256_permute2f128_ps(u2, u6, 0x31));
-			_mm256_storeu_ps(d + 7L * ldo, _mm256_permute2f128_ps(u3, u7, 0x31));
+			for (int c = 0; c < 8; c++)
+				_mm256_storeu_ps(d + (long)c * ldo, _mm256_castsi256_ps(v[c]));
 		}
 		for (int r = r0; r < r0 + 8; r++)
 			for (int c = c0; c < cols; c++)
