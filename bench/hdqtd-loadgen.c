@@ -327,6 +327,11 @@ static result run_predict(const char *sock, pid_t daemon, const hdqt_dataset *ds
 	return run_requests(sock, daemon, ds, clients, secs, 0, 0);
 }
 
+/* --set KEY=VALUE options for hdqtd, after the benchmark's own. */
+enum { MAX_SETS = 8 };
+static const char *extra_sets[MAX_SETS];
+static int n_extra_sets;
+
 static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs)
 {
 	/* Messages of 4096 samples (about 10 MB) for the streaming phase. */
@@ -335,16 +340,23 @@ static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs
 	snprintf(db, sizeof(db), "%s/hdqtd.db", dir);
 	snprintf(logp, sizeof(logp), "%s/hdqtd.log", dir);
 	snprintf(ep, sizeof(ep), "training.epochs=%s", epochs);
+	const char *args[32 + 2 * MAX_SETS] = {
+		hdqtd, "--socket", sock, "--db", db, "--set", "training.auto=no", "--set", ep,
+		"--set", "store.sync=full", "--set", "daemon.max_message=16M", "--set",
+		"daemon.max_write_queue=16M", "--set", "store.max_pending_per_class=0"};
+	int na = 17;
+	for (int i = 0; i < n_extra_sets; i++) {
+		args[na++] = "--set";
+		args[na++] = extra_sets[i];
+	}
+	args[na] = NULL;
 	pid_t pid = fork();
 	if (pid == 0) {
 		/* The daemon goes when the benchmark does, even if it crashes. */
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		FILE *f = freopen(logp, "a", stderr);
 		(void)f;
-		execl(hdqtd, hdqtd, "--socket", sock, "--db", db, "--set", "training.auto=no", "--set",
-		      ep, "--set", "store.sync=full", "--set", "daemon.max_message=16M", "--set",
-		      "daemon.max_write_queue=16M", "--set", "store.max_pending_per_class=0",
-		      (char *)NULL);
+		execv(hdqtd, (char *const *)args);
 		_exit(127);
 	}
 	for (int i = 0; i < 400; i++) {
@@ -392,13 +404,17 @@ int main(int argc, char **argv)
 			secs = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--json"))
 			json = 1;
+		else if (!strcmp(argv[i], "--set") && i + 1 < argc && n_extra_sets < MAX_SETS)
+			extra_sets[n_extra_sets++] = argv[++i];
 		else {
-			fprintf(stderr, "usage: hdqtd-loadgen --hdqtd PATH --data HAPT_DIR [--seconds S] [--json]\n");
+			fprintf(stderr, "usage: hdqtd-loadgen --hdqtd PATH --data HAPT_DIR [--seconds S] [--json]\n"
+				"                     [--set SECTION.KEY=VALUE]...\n");
 			return 2;
 		}
 	}
 	if (!hdqtd || !data || !(secs > 0)) {
-		fprintf(stderr, "usage: hdqtd-loadgen --hdqtd PATH --data HAPT_DIR [--seconds S] [--json]\n");
+		fprintf(stderr, "usage: hdqtd-loadgen --hdqtd PATH --data HAPT_DIR [--seconds S] [--json]\n"
+			"                     [--set SECTION.KEY=VALUE]...\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);

@@ -182,6 +182,7 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	INT_KEY("daemon", "max_rpc_batch", max_rpc_batch, 1, 1024)
 	INT_KEY("daemon", "max_connections_per_uid", max_connections_per_uid, 1, 65536)
 	INT_KEY("daemon", "admin_reserved", admin_reserved, 0, 65536)
+	INT_KEY("daemon", "busy_poll_us", busy_poll_us, 0, 10000)
 	if (!strcmp(section, "daemon") &&
 	    (!strcmp(key, "idle_timeout") || !strcmp(key, "partial_timeout") ||
 	     !strcmp(key, "write_timeout"))) {
@@ -511,6 +512,7 @@ cJSON *hdqtd_config_json(const hdqtd_config *c)
 	cJSON_AddNumberToObject(d, "max_rpc_batch", c->max_rpc_batch);
 	cJSON_AddNumberToObject(d, "max_connections_per_uid", c->max_connections_per_uid);
 	cJSON_AddNumberToObject(d, "admin_reserved", c->admin_reserved);
+	cJSON_AddNumberToObject(d, "busy_poll_us", c->busy_poll_us);
 	cJSON_AddNumberToObject(d, "idle_timeout", c->idle_timeout_s);
 	cJSON_AddNumberToObject(d, "partial_timeout", c->partial_timeout_s);
 	cJSON_AddNumberToObject(d, "write_timeout", c->write_timeout_s);

@@ -80,6 +80,11 @@ typedef struct hdqtd {
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t tick;            /* auto-training policy, watchdog */
 	uv_timer_t stop_timer;      /* bounds how long shutdown waits for slow readers */
+	/* daemon.busy_poll_us: while this idle handle is active libuv polls with
+	 * a zero timeout, so the loop does not sleep until spin_until (uv_hrtime). */
+	uv_idle_t spin;
+	uint64_t spin_until;
+	int spin_open;
 	uint64_t watchdog_usec;
 	double started;             /* monotonic seconds */
 	double last_round_end;
@@ -138,6 +143,8 @@ double hdqtd_now(void);
 /* server.c */
 int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen);
 void hdqtd_server_close(hdqtd *d);
+/* Keep the loop awake for daemon.busy_poll_us from now (no-op when 0). */
+void hdqtd_server_spin(hdqtd *d);
 /* Close every connection now, dropping replies not yet written. */
 void hdqtd_server_drop_all(hdqtd *d);
 /* Once a second: idle and partial-line timeouts. */

@@ -209,6 +209,9 @@ static void shutdown_all(hdqtd *d, const char *why)
 		hdqtd_server_drop_all(d);
 	}
 	uv_close((uv_handle_t *)&d->tick, NULL);
+	if (d->spin_open)
+		uv_close((uv_handle_t *)&d->spin, NULL);
+	d->spin_open = 0;
 	uv_close((uv_handle_t *)&d->sig_term, NULL);
 	uv_close((uv_handle_t *)&d->sig_int, NULL);
 	uv_close((uv_handle_t *)&d->sig_hup, NULL);
@@ -385,6 +388,12 @@ int main(int argc, char **argv)
 		/* Cannot happen short of running out of file descriptors. */
 		hdqtd_log(LOG_ERR, "signal and timer handles: %s", uv_strerror(rc));
 		goto out;
+	}
+	/* The busy-poll handle (server.c): never what keeps the loop running. */
+	if (uv_idle_init(d->loop, &d->spin) == 0) {
+		d->spin.data = d;
+		d->spin_open = 1;
+		uv_unref((uv_handle_t *)&d->spin);
 	}
 	const int64_t pend = d->pending_total;
 	const char *isa_env = getenv("HDQT_ISA");

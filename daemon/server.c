@@ -824,7 +824,7 @@ size_t hdqtd_memory_in_use(hdqtd *d)
 	return memory_in_use(d);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void read_lines(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	hdqtd_conn *c = s->data;
 	if (nread == 0) { /* EAGAIN: nothing to do */
@@ -1117,6 +1117,36 @@ int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen)
 		return HDQT_EIO;
 	}
 	return 0;
+}
+
+/* daemon.busy_poll_us.  A client that asks, waits for the reply and asks
+ * again finds the loop asleep in epoll_wait each time, and where waking a
+ * CPU is slow (a KVM guest that halts at once costs an exit to the host and
+ * back) that wake-up was most of the one-client round trip.  So after each
+ * read the loop polls without sleeping for a bounded time, measured from
+ * the end of the read's work (the replies are written by then): at most
+ * busy_poll_us of CPU per read, and none once the clients go quiet. */
+static void on_spin(uv_idle_t *h)
+{
+	hdqtd *d = h->data;
+	if (uv_hrtime() >= d->spin_until || d->stopping)
+		uv_idle_stop(h);
+}
+
+void hdqtd_server_spin(hdqtd *d)
+{
+	if (d->cfg.busy_poll_us <= 0 || !d->spin_open || d->stopping)
+		return;
+	d->spin_until = uv_hrtime() + (uint64_t)d->cfg.busy_poll_us * 1000u;
+	if (!uv_is_active((uv_handle_t *)&d->spin))
+		uv_idle_start(&d->spin, on_spin); /* cannot fail on an open handle */
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	hdqtd *d = ((hdqtd_conn *)s->data)->d; /* read_lines may free the connection */
+	read_lines(s, nread, buf);
+	hdqtd_server_spin(d);
 }
 
 void hdqtd_server_close(hdqtd *d)

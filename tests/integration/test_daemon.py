@@ -610,6 +610,50 @@ class TestLifecycle(unittest.TestCase):
             else:
                 os.environ["HDQT_ISA"] = saved
 
+    def test_busy_poll_spins_only_after_reads(self):
+        # daemon.busy_poll_us keeps the loop polling after each read, and
+        # only then: its loop thread's CPU time (schedstat, nanoseconds)
+        # grows by about the window per request, and by next to nothing
+        # once the requests stop.  Off (the default) a request costs only
+        # its work.
+        def loop_cpu_s(pid):
+            with open("/proc/%d/task/%d/schedstat" % (pid, pid)) as f:
+                return int(f.read().split()[0]) / 1e9
+
+        for us, spins in ((0, False), (10000, True)):
+            d = Daemon(*FAST, "daemon.busy_poll_us=%d" % us)
+            try:
+                d.start()
+                c = d.client()
+                self.assertEqual(c.call("config.get")["daemon"]["busy_poll_us"], us)
+                pid = d.proc.pid
+                t0 = loop_cpu_s(pid)
+                for _ in range(20):
+                    c.call("status")
+                    time.sleep(0.03)  # longer than the window: each read starts one
+                busy = loop_cpu_s(pid) - t0
+                time.sleep(0.05)
+                t1 = loop_cpu_s(pid)
+                time.sleep(1.0)
+                quiet = loop_cpu_s(pid) - t1
+                c.close()
+                if spins:
+                    # 20 windows of 10 ms: at least a quarter of that on CPU
+                    # even when this machine shares the core.
+                    self.assertGreater(busy, 0.05, busy)
+                else:
+                    self.assertLess(busy, 0.05, busy)
+                # at most the 1 s tick's work (a spin that never stopped: ~1 s)
+                self.assertLess(quiet, 0.05, quiet)
+                self.assertEqual(d.stop(), 0)
+            finally:
+                d.cleanup()
+        for bad in ("-1", "10001", "fast"):
+            r = subprocess.run([HDQTD, "--set", "daemon.busy_poll_us=" + bad, "--check-config"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("daemon.busy_poll_us", r.stderr)
+
     def test_sigterm_sighup_and_config_errors(self):
         d = Daemon(*FAST)
         try:
