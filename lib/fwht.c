@@ -118,10 +118,15 @@ static inline __attribute__((always_inline)) void bfly16(float *restrict a, floa
 }
 
 #if HDQT_X86_64
-/* A row of 16 is one zmm: eight rows 8 apart (h0) take three butterfly
- * stages in registers, so blk 128 makes three trips through the strip
- * instead of seven.  The same add or subtract of the same operands as
- * fwht_cols for every element, in the same stage order: identical floats. */
+/* A row of 16 is one zmm: sixteen rows h0 apart take four butterfly stages
+ * in registers (16 of the 32 zmm), so blk 128 makes two trips through the
+ * strip instead of seven, and blk 256 two instead of eight; a block whose
+ * stages do not divide by four ends with a trip of 3, 2 or 1 stages.  The
+ * same add or subtract of the same operands as fwht_cols for every element,
+ * stage after stage: identical floats.  With trips of three stages (eight
+ * zmm) a 128 x 16 strip at blk 128 took 284 ns, now 246: the butterflies'
+ * bound on Zen 4 (one 512-bit add or subtract a cycle, 896 of them); 512 x
+ * 16 at blk 256 was already near it (1150 -> 1120 ns). */
 #define AVX512F_T __attribute__((target("avx512f")))
 #define BF(a, b)                                                                                  \
 	do {                                                                                      \
@@ -130,40 +135,52 @@ static inline __attribute__((always_inline)) void bfly16(float *restrict a, floa
 		b = _mm512_sub_ps(t_, b);                                                         \
 	} while (0)
 
+/* ns stages on the 2^ns rows r, r + d, ...; ns is a constant at each call,
+ * so the rows stay in registers. */
+AVX512F_T static inline __attribute__((always_inline)) void trip512(float *r, size_t d, int ns)
+{
+	__m512 v[16];
+	const int n = 1 << ns;
+#pragma GCC unroll 16
+	for (int i = 0; i < n; i++)
+		v[i] = _mm512_loadu_ps(r + i * d);
+#pragma GCC unroll 4
+	for (int h = 1; h < n; h <<= 1)
+#pragma GCC unroll 16
+		for (int i = 0; i < n; i += 2 * h)
+#pragma GCC unroll 8
+			for (int j = i; j < i + h; j++)
+				BF(v[j], v[j + h]);
+#pragma GCC unroll 16
+	for (int i = 0; i < n; i++)
+		_mm512_storeu_ps(r + i * d, v[i]);
+}
+
+/* Every trip of ns stages at h0, the loops specialised per ns (one loop
+ * shared by all four sizes spilled the 16-row trip's addresses and slowed
+ * the small ones). */
+AVX512F_T static inline __attribute__((always_inline)) void trips512(float *x, int len, int h0, int ns)
+{
+	const int span = h0 << ns;
+	const size_t d = (size_t)h0 * 16;
+	for (int b0 = 0; b0 < len; b0 += span)
+		for (int o = 0; o < h0; o++)
+			trip512(x + (size_t)(b0 + o) * 16, d, ns);
+}
+
 AVX512F_T static void fwht_strip16_avx512(float *x, int len, int blk)
 {
-	for (int h0 = 1; h0 < blk; h0 <<= 3) {
-		const int left = blk / h0, ns = left >= 8 ? 3 : (left == 4 ? 2 : 1);
-		const int span = h0 << ns;
-		const size_t d = (size_t)h0 * 16;
-		for (int b0 = 0; b0 < len; b0 += span)
-			for (int o = 0; o < h0; o++) {
-				float *r = x + (size_t)(b0 + o) * 16;
-				if (ns == 3) {
-					__m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + d);
-					__m512 v2 = _mm512_loadu_ps(r + 2 * d), v3 = _mm512_loadu_ps(r + 3 * d);
-					__m512 v4 = _mm512_loadu_ps(r + 4 * d), v5 = _mm512_loadu_ps(r + 5 * d);
-					__m512 v6 = _mm512_loadu_ps(r + 6 * d), v7 = _mm512_loadu_ps(r + 7 * d);
-					BF(v0, v1); BF(v2, v3); BF(v4, v5); BF(v6, v7);
-					BF(v0, v2); BF(v1, v3); BF(v4, v6); BF(v5, v7);
-					BF(v0, v4); BF(v1, v5); BF(v2, v6); BF(v3, v7);
-					_mm512_storeu_ps(r, v0); _mm512_storeu_ps(r + d, v1);
-					_mm512_storeu_ps(r + 2 * d, v2); _mm512_storeu_ps(r + 3 * d, v3);
-					_mm512_storeu_ps(r + 4 * d, v4); _mm512_storeu_ps(r + 5 * d, v5);
-					_mm512_storeu_ps(r + 6 * d, v6); _mm512_storeu_ps(r + 7 * d, v7);
-				} else if (ns == 2) {
-					__m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + d);
-					__m512 v2 = _mm512_loadu_ps(r + 2 * d), v3 = _mm512_loadu_ps(r + 3 * d);
-					BF(v0, v1); BF(v2, v3);
-					BF(v0, v2); BF(v1, v3);
-					_mm512_storeu_ps(r, v0); _mm512_storeu_ps(r + d, v1);
-					_mm512_storeu_ps(r + 2 * d, v2); _mm512_storeu_ps(r + 3 * d, v3);
-				} else {
-					__m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + d);
-					BF(v0, v1);
-					_mm512_storeu_ps(r, v0); _mm512_storeu_ps(r + d, v1);
-				}
-			}
+	for (int h0 = 1, ns; h0 < blk; h0 <<= ns) {
+		const int left = blk / h0;
+		ns = left >= 16 ? 4 : left == 8 ? 3 : left == 4 ? 2 : 1;
+		if (ns == 4)
+			trips512(x, len, h0, 4);
+		else if (ns == 3)
+			trips512(x, len, h0, 3);
+		else if (ns == 2)
+			trips512(x, len, h0, 2);
+		else
+			trips512(x, len, h0, 1);
 	}
 }
 

@@ -91,8 +91,9 @@ END_TEST
 
 /* The strips of the column path: fwht_strip16 (AVX-512 where the CPU has
  * it, AVX2 under the avx2 cap of lib/simd.h), its portable loops and
- * fwht_cols give the same floats, for blocks from 1 to 256 (radix-8
- * passes with a radix-4 or radix-2 tail). */
+ * fwht_cols give the same floats, for blocks from 1 to 256 (AVX-512:
+ * trips of four stages, the last of four, three, two or one; AVX2: trips
+ * of three). */
 START_TEST(test_fwht_strip16)
 {
 	const int cap0 = simd_cap();
