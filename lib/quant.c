@@ -84,7 +84,7 @@ __attribute__((target("avx2"))) static long sum_sq_avx2(const float *x, long n, 
 #endif
 
 /* Sum of squares in 8 interleaved lanes combined in a fixed order. */
-static double sum_sq(const float *x, long n, int simd)
+double quant_sum_sq(const float *x, long n, int simd)
 {
 	double acc[8] = {0};
 	long i = simd && HAVE_AVX2_RT() ? sum_sq_avx2(x, n, acc) : 0;
@@ -127,7 +127,7 @@ float quant_range_stats(float mx, double ss, long n, const quant_spec *sp)
 float quant_range(const float *x, long n, const quant_spec *sp, int simd)
 {
 	float mx = max_abs(x, n, simd);
-	return quant_range_stats(mx, sp->clip_sigma > 0.0f ? sum_sq(x, n, simd) : 0.0, n, sp);
+	return quant_range_stats(mx, sp->clip_sigma > 0.0f ? quant_sum_sq(x, n, simd) : 0.0, n, sp);
 }
 
 float quant_step_of(float range, const quant_spec *sp)

@@ -19,6 +19,9 @@ typedef struct quant_spec {
  * min(max-abs, clip_sigma * rms).  simd 0 forces the portable loops (tests
  * compare them with the AVX2 paths, which give the same float). */
 float quant_range(const float *x, long n, const quant_spec *sp, int simd);
+/* Sum of squares (in double) in 8 interleaved lanes combined in a fixed
+ * order: the same bits with simd 0 or 1. */
+double quant_sum_sq(const float *x, long n, int simd);
 /* The same range from a group's max-abs mx and sum of squares ss (read only
  * with clip_sigma) over n values; quant_step_of(range) is its step. */
 float quant_range_stats(float mx, double ss, long n, const quant_spec *sp);

@@ -147,6 +147,24 @@ END_TEST
 /* The AVX2 reductions give the portable loops' range to the bit, for every
  * length (tails of 0..7) and both range rules; and the range is what its
  * definition says. */
+/* The sum of squares of the range's clip_sigma: the SIMD lanes are the
+ * scalar loop's, bit for bit.  Magnitudes 1e4 apart make the double sum
+ * depend on its order, so lanes taken in another order change the bits. */
+START_TEST(test_sum_sq_simd_lanes)
+{
+	enum { NMAX = 700 };
+	static float x[NMAX];
+	hdqt_rng r;
+	hdqt_rng_seed(&r, 78, 0);
+	for (int i = 0; i < NMAX; i++)
+		x[i] = hdqt_rng_normal(&r) * (i % 7 == 3 ? 1e4f : 1.0f);
+	for (int n = 0; n < NMAX; n += (n < 70 ? 1 : 23)) {
+		double a = quant_sum_sq(x, n, 1), b = quant_sum_sq(x, n, 0);
+		ck_assert_msg(memcmp(&a, &b, sizeof(a)) == 0, "n %d: %.17g vs %.17g", n, a, b);
+	}
+}
+END_TEST
+
 START_TEST(test_range_simd_matches_scalar)
 {
 	enum { NMAX = 1100 };
@@ -183,6 +201,7 @@ int main(void)
 	tcase_add_test(tc, test_nearest_matches_formula_random);
 	tcase_add_test(tc, test_sigma_clip);
 	tcase_add_test(tc, test_range_simd_matches_scalar);
+	tcase_add_test(tc, test_sum_sq_simd_lanes);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }
