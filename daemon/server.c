@@ -1138,8 +1138,8 @@ void hdqtd_server_spin(hdqtd *d)
 	if (d->cfg.busy_poll_us <= 0 || !d->spin_open || d->stopping)
 		return;
 	d->spin_until = uv_hrtime() + (uint64_t)d->cfg.busy_poll_us * 1000u;
-	if (!uv_is_active((uv_handle_t *)&d->spin))
-		uv_idle_start(&d->spin, on_spin); /* cannot fail on an open handle */
+	if (!uv_is_active((uv_handle_t *)&d->spin) && uv_idle_start(&d->spin, on_spin) < 0)
+		d->spin_open = 0; /* libuv refuses only a NULL callback: never, but then no spinning */
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
