@@ -1025,8 +1025,6 @@ void hdqtd_server_tick(hdqtd *d)
 		 * what it pins is freed. */
 		if (d->cfg.write_timeout_s > 0 && queued(c) > 0 &&
 		    now - c->last_written > d->cfg.write_timeout_s) {
-			/* Replies queued and none read for that long: the client is
-			 * stuck; what it pins is freed. */
 			hdqtd_log(LOG_WARNING, "client %llu: %zu bytes of replies unread for longer than "
 				  "daemon.write_timeout: disconnecting", cid(c), queued(c));
 			conn_close(c);
