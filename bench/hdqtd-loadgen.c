@@ -340,11 +340,15 @@ static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs
 	snprintf(db, sizeof(db), "%s/hdqtd.db", dir);
 	snprintf(logp, sizeof(logp), "%s/hdqtd.log", dir);
 	snprintf(ep, sizeof(ep), "training.epochs=%s", epochs);
-	const char *args[32 + 2 * MAX_SETS] = {
+	const char *const base[] = {
 		hdqtd, "--socket", sock, "--db", db, "--set", "training.auto=no", "--set", ep,
 		"--set", "store.sync=full", "--set", "daemon.max_message=16M", "--set",
 		"daemon.max_write_queue=16M", "--set", "store.max_pending_per_class=0"};
-	int na = 17;
+	enum { NBASE = sizeof(base) / sizeof(base[0]) };
+	const char *args[NBASE + 2 * MAX_SETS + 1];
+	int na = 0;
+	for (; na < NBASE; na++)
+		args[na] = base[na];
 	for (int i = 0; i < n_extra_sets; i++) {
 		args[na++] = "--set";
 		args[na++] = extra_sets[i];
@@ -365,6 +369,9 @@ static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs
 			conn_close(&c);
 			return pid;
 		}
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid) /* it refused its options, say */
+			return -1;
 		usleep(25000);
 	}
 	kill(pid, SIGKILL);
@@ -404,7 +411,10 @@ int main(int argc, char **argv)
 			secs = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--json"))
 			json = 1;
-		else if (!strcmp(argv[i], "--set") && i + 1 < argc && n_extra_sets < MAX_SETS)
+		else if (!strcmp(argv[i], "--set") && i + 1 < argc && n_extra_sets >= MAX_SETS) {
+			fprintf(stderr, "hdqtd-loadgen: at most %d --set options\n", MAX_SETS);
+			return 2;
+		} else if (!strcmp(argv[i], "--set") && i + 1 < argc)
 			extra_sets[n_extra_sets++] = argv[++i];
 		else {
 			fprintf(stderr, "usage: hdqtd-loadgen --hdqtd PATH --data HAPT_DIR [--seconds S] [--json]\n"

@@ -182,7 +182,7 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 	INT_KEY("daemon", "max_rpc_batch", max_rpc_batch, 1, 1024)
 	INT_KEY("daemon", "max_connections_per_uid", max_connections_per_uid, 1, 65536)
 	INT_KEY("daemon", "admin_reserved", admin_reserved, 0, 65536)
-	INT_KEY("daemon", "busy_poll_us", busy_poll_us, 0, 10000)
+	INT_KEY("daemon", "busy_poll_us", busy_poll_us, 0, 1000)
 	if (!strcmp(section, "daemon") &&
 	    (!strcmp(key, "idle_timeout") || !strcmp(key, "partial_timeout") ||
 	     !strcmp(key, "write_timeout"))) {

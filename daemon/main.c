@@ -89,6 +89,7 @@ static const struct live_key {
 	LIVE("daemon.idle_timeout", idle_timeout_s),
 	LIVE("daemon.partial_timeout", partial_timeout_s),
 	LIVE("daemon.write_timeout", write_timeout_s),
+	LIVE("daemon.busy_poll_us", busy_poll_us),
 	LIVE("training.auto", auto_train),
 	LIVE("training.auto_min_samples", auto_min_samples),
 	LIVE("training.auto_interval", auto_interval_s),
@@ -390,10 +391,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	/* The busy-poll handle (server.c): never what keeps the loop running. */
-	if (uv_idle_init(d->loop, &d->spin) == 0) {
+	if ((rc = uv_idle_init(d->loop, &d->spin)) == 0) {
 		d->spin.data = d;
 		d->spin_open = 1;
 		uv_unref((uv_handle_t *)&d->spin);
+	} else {
+		hdqtd_log(LOG_WARNING, "daemon.busy_poll_us: no idle handle (%s): the loop never polls",
+			  uv_strerror(rc));
 	}
 	const int64_t pend = d->pending_total;
 	const char *isa_env = getenv("HDQT_ISA");

@@ -122,7 +122,7 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* Queue bytes (taken) for the client. */
-static int conn_send(hdqtd_conn *c, char *data, size_t len)
+static int conn_queue(hdqtd_conn *c, char *data, size_t len)
 {
 	if (c->closing || c->shut) {
 		free(data);
@@ -175,6 +175,15 @@ static int conn_send(hdqtd_conn *c, char *data, size_t len)
 	}
 	c->last_active = hdqtd_now();
 	return 0;
+}
+
+/* A reply: queued, then the loop may poll for the client's next request. */
+static int conn_send(hdqtd_conn *c, char *data, size_t len)
+{
+	const int rc = conn_queue(c, data, len);
+	if (rc == 0)
+		hdqtd_server_spin(c->d);
+	return rc;
 }
 
 static int conn_send_json(hdqtd_conn *c, cJSON *msg)
@@ -824,7 +833,7 @@ size_t hdqtd_memory_in_use(hdqtd *d)
 	return memory_in_use(d);
 }
 
-static void read_lines(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	hdqtd_conn *c = s->data;
 	if (nread == 0) { /* EAGAIN: nothing to do */
@@ -1121,9 +1130,10 @@ int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen)
  * again finds the loop asleep in epoll_wait each time, and where waking a
  * CPU is slow (a KVM guest that halts at once costs an exit to the host and
  * back) that wake-up was most of the one-client round trip.  So after each
- * read the loop polls without sleeping for a bounded time, measured from
- * the end of the read's work (the replies are written by then): at most
- * busy_poll_us of CPU per read, and none once the clients go quiet. */
+ * reply the loop polls without sleeping for a bounded time: a read, a
+ * partial line or a job still on another thread starts nothing, and the
+ * window (at most 1 ms) bounds what one reply costs; clients asking more
+ * often than that keep the loop polling, as their requests keep it busy. */
 static void on_spin(uv_idle_t *h)
 {
 	hdqtd *d = h->data;
@@ -1136,15 +1146,11 @@ void hdqtd_server_spin(hdqtd *d)
 	if (d->cfg.busy_poll_us <= 0 || !d->spin_open || d->stopping)
 		return;
 	d->spin_until = uv_hrtime() + (uint64_t)d->cfg.busy_poll_us * 1000u;
-	if (!uv_is_active((uv_handle_t *)&d->spin) && uv_idle_start(&d->spin, on_spin) < 0)
-		d->spin_open = 0; /* libuv refuses only a NULL callback: never, but then no spinning */
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-	hdqtd *d = ((hdqtd_conn *)s->data)->d; /* read_lines may free the connection */
-	read_lines(s, nread, buf);
-	hdqtd_server_spin(d);
+	if (!uv_is_active((uv_handle_t *)&d->spin) && uv_idle_start(&d->spin, on_spin) < 0) {
+		/* libuv refuses only a NULL callback: never; if it did, no spinning */
+		hdqtd_log(LOG_WARNING, "daemon.busy_poll_us: the loop's idle handle did not start");
+		d->cfg.busy_poll_us = 0;
+	}
 }
 
 void hdqtd_server_close(hdqtd *d)
@@ -1190,7 +1196,7 @@ void hdqtd_broadcast(hdqtd *d, cJSON *event)
 		if (!copy)
 			continue;
 		memcpy(copy, s, len);
-		conn_send(c, copy, len);
+		conn_queue(c, copy, len); /* an event asks for no answer: no polling */
 	}
 	free(s);
 }

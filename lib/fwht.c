@@ -136,7 +136,7 @@ static inline __attribute__((always_inline)) void bfly16(float *restrict a, floa
 	} while (0)
 
 /* ns stages on the 2^ns rows r, r + d, ...; ns is a constant at each call,
- * so the rows stay in registers. */
+ * so the rows live in registers (GCC 12 spills two of the sixteen). */
 AVX512F_T static inline __attribute__((always_inline)) void trip512(float *r, size_t d, int ns)
 {
 	__m512 v[16];

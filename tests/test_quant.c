@@ -144,9 +144,6 @@ START_TEST(test_sigma_clip)
 }
 END_TEST
 
-/* The AVX2 reductions give the portable loops' range to the bit, for every
- * length (tails of 0..7) and both range rules; and the range is what its
- * definition says. */
 /* The sum of squares of the range's clip_sigma: the SIMD lanes are the
  * scalar loop's, bit for bit.  Magnitudes 1e4 apart make the double sum
  * depend on its order, so lanes taken in another order change the bits. */
@@ -165,6 +162,9 @@ START_TEST(test_sum_sq_simd_lanes)
 }
 END_TEST
 
+/* The AVX2 reductions give the portable loops' range to the bit, for every
+ * length (tails of 0..7) and both range rules; and the range is what its
+ * definition says. */
 START_TEST(test_range_simd_matches_scalar)
 {
 	enum { NMAX = 1100 };
