@@ -1130,10 +1130,11 @@ int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen)
  * again finds the loop asleep in epoll_wait each time, and where waking a
  * CPU is slow (a KVM guest that halts at once costs an exit to the host and
  * back) that wake-up was most of the one-client round trip.  So after each
- * reply the loop polls without sleeping for a bounded time: a read, a
- * partial line or a job still on another thread starts nothing, and the
- * window (at most 1 ms) bounds what one reply costs; clients asking more
- * often than that keep the loop polling, as their requests keep it busy. */
+ * reply the loop polls without sleeping for a bounded time.  A read, a
+ * partial line, an event or a job still on another thread starts nothing
+ * (the job's reply will), and the window (at most 1 ms) bounds what one
+ * reply costs; clients asking more often than that keep the loop polling,
+ * as their requests keep it busy. */
 static void on_spin(uv_idle_t *h)
 {
 	hdqtd *d = h->data;
