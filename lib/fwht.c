@@ -184,9 +184,12 @@ AVX512F_T static void fwht_strip16_avx512(float *x, int len, int blk)
 	}
 }
 
-/* The same stages on a box without AVX-512: eight rows of a strip's half
- * (8 of its 16 columns) fill eight ymm, the half done before the other
- * (the columns are independent). */
+/* The same stages on a box without AVX-512: sixteen rows of a strip's half
+ * (8 of its 16 columns) in the 16 ymm, the half done before the other (the
+ * columns are independent).  GCC 12 spills a few of them, yet against
+ * trips of three stages in eight ymm (Zen 4 capped at AVX2, best of six
+ * interleaved runs of a harness over fwht_strip16): 128 x 16 at blk 128
+ * 285 -> 253 ns, 512 x 16 at blk 4 350 -> 288, at blk 256 1155 -> 1164. */
 #define BF8(a, b)                                                                                 \
 	do {                                                                                      \
 		const __m256 t_ = a;                                                              \
@@ -194,41 +197,51 @@ AVX512F_T static void fwht_strip16_avx512(float *x, int len, int blk)
 		b = _mm256_sub_ps(t_, b);                                                         \
 	} while (0)
 
+/* ns stages on 2^ns rows of one half, as trip512 does on whole rows. */
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) void
+trip256(float *r, size_t d, int ns)
+{
+	__m256 v[16];
+	const int n = 1 << ns;
+#pragma GCC unroll 16
+	for (int i = 0; i < n; i++)
+		v[i] = _mm256_loadu_ps(r + i * d);
+#pragma GCC unroll 4
+	for (int h = 1; h < n; h <<= 1)
+#pragma GCC unroll 16
+		for (int i = 0; i < n; i += 2 * h)
+#pragma GCC unroll 8
+			for (int j = i; j < i + h; j++)
+				BF8(v[j], v[j + h]);
+#pragma GCC unroll 16
+	for (int i = 0; i < n; i++)
+		_mm256_storeu_ps(r + i * d, v[i]);
+}
+
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) void
+trips256(float *x, int len, int h0, int ns)
+{
+	const int span = h0 << ns;
+	const size_t d = (size_t)h0 * 16;
+	for (int b0 = 0; b0 < len; b0 += span)
+		for (int o = 0; o < h0; o++)
+			for (int hf = 0; hf < 16; hf += 8)
+				trip256(x + (size_t)(b0 + o) * 16 + hf, d, ns);
+}
+
 __attribute__((target("avx2"))) static void fwht_strip16_avx2(float *x, int len, int blk)
 {
-	for (int h0 = 1; h0 < blk; h0 <<= 3) {
-		const int left = blk / h0, ns = left >= 8 ? 3 : (left == 4 ? 2 : 1);
-		const int span = h0 << ns;
-		const size_t d = (size_t)h0 * 16;
-		for (int b0 = 0; b0 < len; b0 += span)
-			for (int o = 0; o < h0; o++)
-				for (int hf = 0; hf < 16; hf += 8) {
-					float *r = x + (size_t)(b0 + o) * 16 + hf;
-					if (ns == 3) {
-						__m256 v0 = _mm256_loadu_ps(r), v1 = _mm256_loadu_ps(r + d);
-						__m256 v2 = _mm256_loadu_ps(r + 2 * d), v3 = _mm256_loadu_ps(r + 3 * d);
-						__m256 v4 = _mm256_loadu_ps(r + 4 * d), v5 = _mm256_loadu_ps(r + 5 * d);
-						__m256 v6 = _mm256_loadu_ps(r + 6 * d), v7 = _mm256_loadu_ps(r + 7 * d);
-						BF8(v0, v1); BF8(v2, v3); BF8(v4, v5); BF8(v6, v7);
-						BF8(v0, v2); BF8(v1, v3); BF8(v4, v6); BF8(v5, v7);
-						BF8(v0, v4); BF8(v1, v5); BF8(v2, v6); BF8(v3, v7);
-						_mm256_storeu_ps(r, v0); _mm256_storeu_ps(r + d, v1);
-						_mm256_storeu_ps(r + 2 * d, v2); _mm256_storeu_ps(r + 3 * d, v3);
-						_mm256_storeu_ps(r + 4 * d, v4); _mm256_storeu_ps(r + 5 * d, v5);
-						_mm256_storeu_ps(r + 6 * d, v6); _mm256_storeu_ps(r + 7 * d, v7);
-					} else if (ns == 2) {
-						__m256 v0 = _mm256_loadu_ps(r), v1 = _mm256_loadu_ps(r + d);
-						__m256 v2 = _mm256_loadu_ps(r + 2 * d), v3 = _mm256_loadu_ps(r + 3 * d);
-						BF8(v0, v1); BF8(v2, v3);
-						BF8(v0, v2); BF8(v1, v3);
-						_mm256_storeu_ps(r, v0); _mm256_storeu_ps(r + d, v1);
-						_mm256_storeu_ps(r + 2 * d, v2); _mm256_storeu_ps(r + 3 * d, v3);
-					} else {
-						__m256 v0 = _mm256_loadu_ps(r), v1 = _mm256_loadu_ps(r + d);
-						BF8(v0, v1);
-						_mm256_storeu_ps(r, v0); _mm256_storeu_ps(r + d, v1);
-					}
-				}
+	for (int h0 = 1, ns; h0 < blk; h0 <<= ns) {
+		const int left = blk / h0;
+		ns = left >= 16 ? 4 : left == 8 ? 3 : left == 4 ? 2 : 1;
+		if (ns == 4)
+			trips256(x, len, h0, 4);
+		else if (ns == 3)
+			trips256(x, len, h0, 3);
+		else if (ns == 2)
+			trips256(x, len, h0, 2);
+		else
+			trips256(x, len, h0, 1);
 	}
 }
 #undef BF8

@@ -91,9 +91,8 @@ END_TEST
 
 /* The strips of the column path: fwht_strip16 (AVX-512 where the CPU has
  * it, AVX2 under the avx2 cap of lib/simd.h), its portable loops and
- * fwht_cols give the same floats, for blocks from 1 to 256 (AVX-512:
- * trips of four stages, the last of four, three, two or one; AVX2: trips
- * of three). */
+ * fwht_cols give the same floats, for blocks from 1 to 256 (AVX-512 and
+ * AVX2: trips of four stages, the last of four, three, two or one). */
 START_TEST(test_fwht_strip16)
 {
 	const int cap0 = simd_cap();
