@@ -363,6 +363,10 @@ static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs
 		execv(hdqtd, (char *const *)args);
 		_exit(127);
 	}
+	if (pid < 0) {
+		perror("hdqtd-loadgen: fork");
+		return -1;
+	}
 	for (int i = 0; i < 400; i++) {
 		conn c;
 		if (conn_open(&c, sock) == 0) {
@@ -375,6 +379,8 @@ static pid_t start_daemon(const char *hdqtd, const char *dir, const char *epochs
 		usleep(25000);
 	}
 	kill(pid, SIGKILL);
+	int st;
+	waitpid(pid, &st, 0);
 	return -1;
 }
 

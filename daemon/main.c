@@ -396,8 +396,10 @@ int main(int argc, char **argv)
 		d->spin_open = 1;
 		uv_unref((uv_handle_t *)&d->spin);
 	} else {
-		hdqtd_log(LOG_WARNING, "daemon.busy_poll_us: no idle handle (%s): the loop never polls",
-			  uv_strerror(rc));
+		if (d->cfg.busy_poll_us > 0)
+			hdqtd_log(LOG_WARNING, "daemon.busy_poll_us: no idle handle (%s): the loop "
+				  "never polls", uv_strerror(rc));
+		d->cfg.busy_poll_us = 0;
 	}
 	const int64_t pend = d->pending_total;
 	const char *isa_env = getenv("HDQT_ISA");

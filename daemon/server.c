@@ -177,11 +177,12 @@ static int conn_queue(hdqtd_conn *c, char *data, size_t len)
 	return 0;
 }
 
-/* A reply: queued, then the loop may poll for the client's next request. */
+/* A reply: queued, then the loop may poll for the client's next request
+ * (none comes on a connection that is ending: no polling there). */
 static int conn_send(hdqtd_conn *c, char *data, size_t len)
 {
 	const int rc = conn_queue(c, data, len);
-	if (rc == 0)
+	if (rc == 0 && !c->finishing && !c->eof && !c->overflow)
 		hdqtd_server_spin(c->d);
 	return rc;
 }
@@ -1190,7 +1191,7 @@ void hdqtd_broadcast(hdqtd *d, cJSON *event)
 	if (!s)
 		return;
 	for (hdqtd_conn *c = d->conns, *next; c; c = next) {
-		next = c->next; /* conn_send may close c */
+		next = c->next; /* conn_queue may close c */
 		if (!c->subscribed || c->closing)
 			continue;
 		char *copy = malloc(len);

@@ -641,15 +641,14 @@ class TestLifecycle(unittest.TestCase):
                     time.sleep(gap)
                 r1, w1 = sched(pid)
                 # bytes of a line never finished: no reply, no polling
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(d.sock)
-                for _ in range(n):
-                    s.sendall(b" ")
-                    time.sleep(gap)
-                r2, w2 = sched(pid)
-                time.sleep(1.0)
-                r3, _ = sched(pid)
-                s.close()
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(d.sock)
+                    for _ in range(n):
+                        s.sendall(b" ")
+                        time.sleep(gap)
+                    r2, w2 = sched(pid)
+                    time.sleep(1.0)
+                    r3, _ = sched(pid)
                 c.close()
                 work = r1 - r0
                 if us:
@@ -707,7 +706,7 @@ class TestLifecycle(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             # SIGHUP with a file reloads what it can
             with open(conf, "w") as f:
-                f.write("[daemon]\nlog_level = debug\n[training]\nauto = no\n")
+                f.write("[daemon]\nlog_level = debug\nbusy_poll_us = 0\n[training]\nauto = no\n")
             d.sets = []
             args_conf = ["--config", conf]
             d.proc = subprocess.Popen([HDQTD, "--socket", d.sock, "--db", d.db] + args_conf,
@@ -719,10 +718,12 @@ class TestLifecycle(unittest.TestCase):
                 time.sleep(0.05)
             time.sleep(0.2)
             with open(conf, "w") as f:
-                f.write("[daemon]\nlog_level = info\n[training]\nauto = yes\n")
+                f.write("[daemon]\nlog_level = info\nbusy_poll_us = 700\n[training]\nauto = yes\n")
             d.proc.send_signal(signal.SIGHUP)
             time.sleep(0.5)
-            self.assertTrue(d.client().call("config.get")["training"]["auto"])
+            got = d.client().call("config.get")
+            self.assertTrue(got["training"]["auto"])
+            self.assertEqual(got["daemon"]["busy_poll_us"], 700)  # applied at once
             self.assertEqual(d.stop(), 0)
             self.assertIn("configuration reloaded", d.read_log())
         finally:
