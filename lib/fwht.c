@@ -118,134 +118,72 @@ static inline __attribute__((always_inline)) void bfly16(float *restrict a, floa
 }
 
 #if HDQT_X86_64
-/* A row of 16 is one zmm: sixteen rows h0 apart take four butterfly stages
- * in registers (16 of the 32 zmm), so blk 128 makes two trips through the
- * strip instead of seven, and blk 256 two instead of eight; a block whose
+/* The strip transform in trips of up to four butterfly stages: sixteen
+ * rows h0 apart held in sixteen vector registers (a row is one zmm with
+ * AVX-512; with AVX2 a row's half is one ymm, the halves done in turn, as
+ * the columns are independent), so blk 128 makes two trips through the
+ * strip instead of seven and blk 256 two instead of eight; a block whose
  * stages do not divide by four ends with a trip of 3, 2 or 1 stages.  The
  * same add or subtract of the same operands as fwht_cols for every element,
- * stage after stage: identical floats.  With trips of three stages (eight
- * zmm) a 128 x 16 strip at blk 128 took 284 ns, now 246: the butterflies'
- * bound on Zen 4 (one 512-bit add or subtract a cycle, 896 of them); 512 x
- * 16 at blk 256 was already near it (1150 -> 1120 ns). */
-#define AVX512F_T __attribute__((target("avx512f")))
-#define BF(a, b)                                                                                  \
-	do {                                                                                      \
-		const __m512 t_ = a;                                                              \
-		a = _mm512_add_ps(t_, b);                                                         \
-		b = _mm512_sub_ps(t_, b);                                                         \
-	} while (0)
-
-/* ns stages on the 2^ns rows r, r + d, ...; ns is a constant at each call,
- * so the rows live in registers (GCC 12 spills two of the sixteen). */
-AVX512F_T static inline __attribute__((always_inline)) void trip512(float *r, size_t d, int ns)
-{
-	__m512 v[16];
-	const int n = 1 << ns;
-#pragma GCC unroll 16
-	for (int i = 0; i < n; i++)
-		v[i] = _mm512_loadu_ps(r + i * d);
-#pragma GCC unroll 4
-	for (int h = 1; h < n; h <<= 1)
-#pragma GCC unroll 16
-		for (int i = 0; i < n; i += 2 * h)
-#pragma GCC unroll 8
-			for (int j = i; j < i + h; j++)
-				BF(v[j], v[j + h]);
-#pragma GCC unroll 16
-	for (int i = 0; i < n; i++)
-		_mm512_storeu_ps(r + i * d, v[i]);
-}
-
-/* Every trip of ns stages at h0, the loops specialised per ns (one loop
- * shared by all four sizes spilled the 16-row trip's addresses and slowed
- * the small ones). */
-AVX512F_T static inline __attribute__((always_inline)) void trips512(float *x, int len, int h0, int ns)
-{
-	const int span = h0 << ns;
-	const size_t d = (size_t)h0 * 16;
-	for (int b0 = 0; b0 < len; b0 += span)
-		for (int o = 0; o < h0; o++)
-			trip512(x + (size_t)(b0 + o) * 16, d, ns);
-}
-
-AVX512F_T static void fwht_strip16_avx512(float *x, int len, int blk)
-{
-	for (int h0 = 1, ns; h0 < blk; h0 <<= ns) {
-		const int left = blk / h0;
-		ns = left >= 16 ? 4 : left == 8 ? 3 : left == 4 ? 2 : 1;
-		if (ns == 4)
-			trips512(x, len, h0, 4);
-		else if (ns == 3)
-			trips512(x, len, h0, 3);
-		else if (ns == 2)
-			trips512(x, len, h0, 2);
-		else
-			trips512(x, len, h0, 1);
+ * stage after stage: identical floats.  Against trips of three stages in
+ * eight registers (Zen 4; a harness over fwht_strip16, best of several
+ * interleaved runs): 128 x 16 at blk 128 284 -> 246 ns with AVX-512 (the
+ * butterflies' own bound: one 512-bit add or subtract a cycle, 896 of
+ * them), 285 -> 253 ns capped at AVX2, where GCC 12 spills a few of the
+ * sixteen ymm; 512 x 16 at blk 256 was near the bound already (1150 ->
+ * 1120, 1155 -> 1164 ns).
+ *
+ * TRIP: ns stages on the 2^ns rows r, r + d, ...; ns is a constant at each
+ * call, so the rows live in registers.  TRIPS: every trip of ns stages at
+ * h0, the loops specialised per ns (one loop shared by all four sizes
+ * spilled the 16-row trip's addresses and slowed the small ones, blk 4
+ * 302 -> 446 ns). */
+#define FWHT_STRIP16_TRIPS(SUF, ATTR, VT, LOAD, STORE, ADD, SUB, WIDTH)                             \
+	ATTR static inline __attribute__((always_inline)) void trip_##SUF(float *r, size_t d, int ns) \
+	{                                                                                          \
+		VT v[16];                                                                          \
+		const int n = 1 << ns;                                                             \
+		_Pragma("GCC unroll 16") for (int i = 0; i < n; i++) v[i] = LOAD(r + i * d);      \
+		_Pragma("GCC unroll 4") for (int h = 1; h < n; h <<= 1)                           \
+		_Pragma("GCC unroll 16") for (int i = 0; i < n; i += 2 * h)                       \
+		_Pragma("GCC unroll 8") for (int j = i; j < i + h; j++) {                         \
+			const VT t_ = v[j];                                                        \
+			v[j] = ADD(t_, v[j + h]);                                                  \
+			v[j + h] = SUB(t_, v[j + h]);                                              \
+		}                                                                                  \
+		_Pragma("GCC unroll 16") for (int i = 0; i < n; i++) STORE(r + i * d, v[i]);      \
+	}                                                                                          \
+	ATTR static inline __attribute__((always_inline)) void trips_##SUF(float *x, int len, int h0, \
+									   int ns)                 \
+	{                                                                                          \
+		const int span = h0 << ns;                                                         \
+		const size_t d = (size_t)h0 * 16;                                                  \
+		for (int b0 = 0; b0 < len; b0 += span)                                             \
+			for (int o = 0; o < h0; o++)                                               \
+				for (int hf = 0; hf < 16; hf += (WIDTH))                           \
+					trip_##SUF(x + (size_t)(b0 + o) * 16 + hf, d, ns);         \
+	}                                                                                          \
+	ATTR static void fwht_strip16_##SUF(float *x, int len, int blk)                            \
+	{                                                                                          \
+		for (int h0 = 1, ns; h0 < blk; h0 <<= ns) {                                        \
+			const int left = blk / h0;                                                 \
+			ns = left >= 16 ? 4 : left == 8 ? 3 : left == 4 ? 2 : 1;                   \
+			if (ns == 4)                                                               \
+				trips_##SUF(x, len, h0, 4);                                        \
+			else if (ns == 3)                                                          \
+				trips_##SUF(x, len, h0, 3);                                        \
+			else if (ns == 2)                                                          \
+				trips_##SUF(x, len, h0, 2);                                        \
+			else                                                                       \
+				trips_##SUF(x, len, h0, 1);                                        \
+		}                                                                                  \
 	}
-}
 
-/* The same stages on a box without AVX-512: sixteen rows of a strip's half
- * (8 of its 16 columns) in the 16 ymm, the half done before the other (the
- * columns are independent).  GCC 12 spills a few of them, yet against
- * trips of three stages in eight ymm (Zen 4 capped at AVX2, best of six
- * interleaved runs of a harness over fwht_strip16): 128 x 16 at blk 128
- * 285 -> 253 ns, 512 x 16 at blk 4 350 -> 288, at blk 256 1155 -> 1164. */
-#define BF8(a, b)                                                                                 \
-	do {                                                                                      \
-		const __m256 t_ = a;                                                              \
-		a = _mm256_add_ps(t_, b);                                                         \
-		b = _mm256_sub_ps(t_, b);                                                         \
-	} while (0)
-
-/* ns stages on 2^ns rows of one half, as trip512 does on whole rows. */
-__attribute__((target("avx2"))) static inline __attribute__((always_inline)) void
-trip256(float *r, size_t d, int ns)
-{
-	__m256 v[16];
-	const int n = 1 << ns;
-#pragma GCC unroll 16
-	for (int i = 0; i < n; i++)
-		v[i] = _mm256_loadu_ps(r + i * d);
-#pragma GCC unroll 4
-	for (int h = 1; h < n; h <<= 1)
-#pragma GCC unroll 16
-		for (int i = 0; i < n; i += 2 * h)
-#pragma GCC unroll 8
-			for (int j = i; j < i + h; j++)
-				BF8(v[j], v[j + h]);
-#pragma GCC unroll 16
-	for (int i = 0; i < n; i++)
-		_mm256_storeu_ps(r + i * d, v[i]);
-}
-
-__attribute__((target("avx2"))) static inline __attribute__((always_inline)) void
-trips256(float *x, int len, int h0, int ns)
-{
-	const int span = h0 << ns;
-	const size_t d = (size_t)h0 * 16;
-	for (int b0 = 0; b0 < len; b0 += span)
-		for (int o = 0; o < h0; o++)
-			for (int hf = 0; hf < 16; hf += 8)
-				trip256(x + (size_t)(b0 + o) * 16 + hf, d, ns);
-}
-
-__attribute__((target("avx2"))) static void fwht_strip16_avx2(float *x, int len, int blk)
-{
-	for (int h0 = 1, ns; h0 < blk; h0 <<= ns) {
-		const int left = blk / h0;
-		ns = left >= 16 ? 4 : left == 8 ? 3 : left == 4 ? 2 : 1;
-		if (ns == 4)
-			trips256(x, len, h0, 4);
-		else if (ns == 3)
-			trips256(x, len, h0, 3);
-		else if (ns == 2)
-			trips256(x, len, h0, 2);
-		else
-			trips256(x, len, h0, 1);
-	}
-}
-#undef BF8
-#undef BF
+FWHT_STRIP16_TRIPS(avx512, __attribute__((target("avx512f"))), __m512, _mm512_loadu_ps,
+		   _mm512_storeu_ps, _mm512_add_ps, _mm512_sub_ps, 16)
+FWHT_STRIP16_TRIPS(avx2, __attribute__((target("avx2"))), __m256, _mm256_loadu_ps,
+		   _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps, 8)
+#undef FWHT_STRIP16_TRIPS
 #endif
 
 HDQT_CLONES static void fwht_strip16_c(float *x, int len, int blk)
