@@ -34,6 +34,7 @@ void hdqtd_config_default(hdqtd_config *c)
 	c->partial_timeout_s = 30;
 	c->write_timeout_s = 60;
 	c->max_memory = 256u << 20;
+	c->busy_poll_us = 100; /* polls only for clients that ask again at once */
 	c->n_hidden = 2;
 	c->hidden[0] = c->hidden[1] = 512;
 	c->quant = HDQT_MODE_HDQT;

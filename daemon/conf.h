@@ -29,7 +29,7 @@ typedef struct hdqtd_config {
 	double partial_timeout_s;  /* a started line must be complete within this (0 = never) */
 	double write_timeout_s;    /* drop a client that reads none of its replies this long */
 	size_t max_memory;         /* bytes all connections may buffer together */
-	int busy_poll_us;          /* the loop polls without sleeping this long after a reply (0 = off) */
+	int busy_poll_us;          /* the loop polls this long after a reply to a client that asks again at once (0 = off) */
 	/* [model] */
 	int n_hidden, hidden[HDQT_MAX_LAYERS];
 	hdqt_mode quant;

@@ -125,6 +125,11 @@ struct hdqtd_conn {
 	uid_t uid;
 	double last_active, partial_since;  /* monotonic seconds (0: no partial line) */
 	double last_written;        /* a write completed */
+	/* daemon.busy_poll_us: when its last reply was queued (uv_hrtime, 0:
+	 * none since its last read), and whether its last request followed the
+	 * reply before it within twice the window (only then does a reply poll). */
+	uint64_t replied_ns;
+	int quick;
 	/* The line being answered: its parsed message, the next batch entry to
 	 * run, and a batch's replies so far as text ("[r1,r2]"). */
 	cJSON *msg, *cursor;
@@ -143,8 +148,11 @@ double hdqtd_now(void);
 /* server.c */
 int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen);
 void hdqtd_server_close(hdqtd *d);
-/* Keep the loop awake for daemon.busy_poll_us from now (no-op when 0). */
-void hdqtd_server_spin(hdqtd *d);
+/* A reply to c was queued: keep the loop awake for daemon.busy_poll_us
+ * from now if c's requests come back quickly (no-op when 0). */
+void hdqtd_server_replied(hdqtd_conn *c);
+/* Bytes from c arrived: note how soon after its last reply. */
+void hdqtd_server_heard(hdqtd_conn *c);
 /* Close every connection now, dropping replies not yet written. */
 void hdqtd_server_drop_all(hdqtd *d);
 /* Once a second: idle and partial-line timeouts. */

@@ -183,7 +183,7 @@ static int conn_send(hdqtd_conn *c, char *data, size_t len)
 {
 	const int rc = conn_queue(c, data, len);
 	if (rc == 0 && !c->finishing && !c->eof && !c->overflow)
-		hdqtd_server_spin(c->d);
+		hdqtd_server_replied(c);
 	return rc;
 }
 
@@ -859,6 +859,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	/* A line is still arriving when the last byte read is not its end:
 	 * time it from its first read (trickling bytes does not restart the
 	 * clock); whether earlier lines wait for their replies is no matter. */
+	hdqtd_server_heard(c);
 	const char *nl = memrchr(buf->base, '\n', (size_t)nread);
 	const int ends_line = nl == buf->base + nread - 1;
 	int rc = hdqt_linebuf_feed(&c->lb, buf->base, (size_t)nread);
@@ -1130,12 +1131,17 @@ int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen)
 /* daemon.busy_poll_us.  A client that asks, waits for the reply and asks
  * again finds the loop asleep in epoll_wait each time, and where waking a
  * CPU is slow (a KVM guest that halts at once costs an exit to the host and
- * back) that wake-up was most of the one-client round trip.  So after each
- * reply the loop polls without sleeping for a bounded time.  A read, a
- * partial line, an event or a job still on another thread starts nothing
- * (the job's reply will), and the window (at most 1 ms) bounds what one
- * reply costs; clients asking more often than that keep the loop polling,
- * as their requests keep it busy. */
+ * back) that wake-up was most of the one-client round trip.  So after a
+ * reply the loop may poll without sleeping for a bounded time: only replies
+ * start it (a read, a partial line, an event or a job still on another
+ * thread does not; the job's reply may), and only for a connection whose
+ * last request came within twice the window of the reply before it (twice:
+ * without polling, that gap includes the wake-up itself).  So a client
+ * asking again at once is answered by an awake loop, while one asking every
+ * few milliseconds, or once per connection, costs no polling at all: the
+ * CPU sleeps at once as with 0, and a CPU woken every 200 us could not have
+ * slept deeply anyway.  The window (at most 1 ms) bounds what one reply
+ * costs, and a client that stops costs one window. */
 static void on_spin(uv_idle_t *h)
 {
 	hdqtd *d = h->data;
@@ -1143,11 +1149,25 @@ static void on_spin(uv_idle_t *h)
 		uv_idle_stop(h);
 }
 
-void hdqtd_server_spin(hdqtd *d)
+void hdqtd_server_heard(hdqtd_conn *c)
 {
+	if (!c->replied_ns)
+		return;
+	const uint64_t w = (uint64_t)(c->d->cfg.busy_poll_us > 0 ? c->d->cfg.busy_poll_us : 0);
+	c->quick = uv_hrtime() - c->replied_ns <= 2000u * w;
+	c->replied_ns = 0;
+}
+
+void hdqtd_server_replied(hdqtd_conn *c)
+{
+	hdqtd *d = c->d;
 	if (d->cfg.busy_poll_us <= 0 || !d->spin_open || d->stopping)
 		return;
-	d->spin_until = uv_hrtime() + (uint64_t)d->cfg.busy_poll_us * 1000u;
+	const uint64_t now = uv_hrtime();
+	c->replied_ns = now;
+	if (!c->quick)
+		return;
+	d->spin_until = now + (uint64_t)d->cfg.busy_poll_us * 1000u;
 	if (!uv_is_active((uv_handle_t *)&d->spin) && uv_idle_start(&d->spin, on_spin) < 0) {
 		/* libuv refuses only a NULL callback: never; if it did, no spinning */
 		hdqtd_log(LOG_WARNING, "daemon.busy_poll_us: the loop's idle handle did not start");

@@ -611,13 +611,15 @@ class TestLifecycle(unittest.TestCase):
                 os.environ["HDQT_ISA"] = saved
 
     def test_busy_poll_spins_only_after_replies(self):
-        # daemon.busy_poll_us keeps the loop polling after each reply, and
-        # only then.  The loop thread's schedstat: its time on CPU plus its
-        # time runnable but waiting for a CPU (which a loaded machine moves
-        # from the first to the second) covers about the window per reply;
-        # a partial line, which gets no reply, starts nothing, and once the
-        # requests stop the loop sleeps.  Off (the default) a request costs
-        # only its work.
+        # daemon.busy_poll_us keeps the loop polling after a reply, and only
+        # after a reply to a client whose last request followed the reply
+        # before it within twice the window.  The loop thread's schedstat:
+        # its time on CPU plus its time runnable but waiting for a CPU
+        # (which a loaded machine moves from the first to the second).  A
+        # client asking again at once keeps the loop awake for about the
+        # whole exchange; one asking every 5 ms (past twice a 1 ms window)
+        # costs only the work, as with 0; a partial line, which gets no
+        # reply, starts nothing, and once the requests stop the loop sleeps.
         path = "/proc/self/task/%d/schedstat" % threading.get_native_id()
         if not os.path.exists(path):
             self.skipTest("no schedstat (CONFIG_SCHED_INFO)")
@@ -627,38 +629,49 @@ class TestLifecycle(unittest.TestCase):
                 run, wait = f.read().split()[:2]
             return int(run) / 1e9, int(wait) / 1e9
 
-        n, gap = 50, 0.005  # each gap longer than the 1 ms window
-        for us in (0, 1000):
-            d = Daemon(*FAST, "daemon.busy_poll_us=%d" % us)
+        n, slow, quick = 50, 0.005, 0.0002
+        for us in (None, 0, 1000):
+            d = Daemon(*FAST, *(() if us is None else ("daemon.busy_poll_us=%d" % us,)))
             try:
                 d.start()
                 c = d.client()
-                self.assertEqual(c.call("config.get")["daemon"]["busy_poll_us"], us)
+                self.assertEqual(c.call("config.get")["daemon"]["busy_poll_us"],
+                                 100 if us is None else us)  # the default: 100
                 pid = d.proc.pid
+                # asking again at once (after the first, each within 0.2 ms)
                 r0, w0 = sched(pid)
+                t0 = time.monotonic()
+                for _ in range(4 * n):
+                    c.call("status")
+                    time.sleep(quick)
+                elapsed = time.monotonic() - t0
+                time.sleep(0.05)   # past the window the last reply started
+                r1, w1 = sched(pid)
+                # asking every 5 ms
                 for _ in range(n):
                     c.call("status")
-                    time.sleep(gap)
-                r1, w1 = sched(pid)
+                    time.sleep(slow)
+                r2, _ = sched(pid)
                 # bytes of a line never finished: no reply, no polling
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                     s.connect(d.sock)
                     for _ in range(n):
                         s.sendall(b" ")
-                        time.sleep(gap)
-                    r2, w2 = sched(pid)
-                    time.sleep(1.0)
+                        time.sleep(slow)
                     r3, _ = sched(pid)
+                    time.sleep(1.0)
+                    r4, _ = sched(pid)
                 c.close()
                 work = r1 - r0
-                if us:
-                    window = n * us * 1e-6
-                    self.assertGreater(work + (w1 - w0), 0.8 * window, (work, w1 - w0))
-                    self.assertLess(work, 1.5 * window + 0.02, work)
-                else:
-                    self.assertLess(work, 0.02, work)
-                self.assertLess(r2 - r1, 0.02, r2 - r1)  # the partial line
-                self.assertLess(r3 - r2, 0.02, r3 - r2)  # quiet: the 1 s tick's work at most
+                if us == 1000:
+                    # awake for most of the exchange, and not much past it
+                    self.assertGreater(work + (w1 - w0), 0.5 * elapsed, (work, w1 - w0, elapsed))
+                    self.assertLess(work, elapsed + 0.02, (work, elapsed))
+                elif us == 0:
+                    self.assertLess(work, 0.3 * elapsed, (work, elapsed))
+                self.assertLess(r2 - r1, 0.02, r2 - r1)  # the slow client
+                self.assertLess(r3 - r2, 0.02, r3 - r2)  # the partial line
+                self.assertLess(r4 - r3, 0.02, r4 - r3)  # quiet: the 1 s tick's work at most
                 self.assertEqual(d.stop(), 0)
             finally:
                 d.cleanup()
