@@ -763,6 +763,10 @@ static void print_prometheus(const cJSON *m)
 	prom_scalar(m, "exports_total", "exports_total", "counter", "Model bundles exported.");
 	prom_scalar(m, "imports_total", "imports_total", "counter", "Model bundles imported.");
 	prom_scalar(m, "backups_total", "backups_total", "counter", "Database backups taken.");
+	prom_scalar(m, "busy_polls_total", "busy_polls_total", "counter",
+		    "Replies after which the loop polled (daemon.busy_poll_us).");
+	prom_scalar(m, "busy_poll_hits_total", "busy_poll_hits_total", "counter",
+		    "Polls during which the client's next request came.");
 	prom_scalar(m, "model_version", "model_version", "gauge",
 		    "Serving model version (NaN before the first round).");
 	prom_scalar(m, "database_bytes", "database_bytes", "gauge",

@@ -126,10 +126,13 @@ struct hdqtd_conn {
 	double last_active, partial_since;  /* monotonic seconds (0: no partial line) */
 	double last_written;        /* a write completed */
 	/* daemon.busy_poll_us: when its last reply was queued (uv_hrtime, 0:
-	 * none since its last read), and whether its last request followed the
-	 * reply before it within twice the window (only then does a reply poll). */
-	uint64_t replied_ns;
-	int quick;
+	 * none since its last read) and until when that reply polled (0: it
+	 * did not); whether its next bytes came soon enough after it that its
+	 * next reply may poll (quick); polls in a row that its bytes missed,
+	 * and how many quick replies are still to go without polling (skip:
+	 * 2^misses - 1 after a miss). */
+	uint64_t replied_ns, polled_until;
+	int quick, misses, skip;
 	/* The line being answered: its parsed message, the next batch entry to
 	 * run, and a batch's replies so far as text ("[r1,r2]"). */
 	cJSON *msg, *cursor;

@@ -140,5 +140,7 @@ int hdqtd_metrics_json(const hdqtd_metrics *m, cJSON *o)
 	cJSON_AddNumberToObject(o, "exports_total", (double)m->exports);
 	cJSON_AddNumberToObject(o, "imports_total", (double)m->imports);
 	cJSON_AddNumberToObject(o, "backups_total", (double)m->backups);
+	cJSON_AddNumberToObject(o, "busy_polls_total", (double)m->busy_polls);
+	cJSON_AddNumberToObject(o, "busy_poll_hits_total", (double)m->busy_poll_hits);
 	return 0;
 }

@@ -37,6 +37,7 @@ typedef struct hdqtd_metrics {
 	uint64_t predictions, predictions_unknown, samples_ingested, samples_quarantined, connections_accepted;
 	uint64_t rounds[8];           /* by hdqtd_round_outcome */
 	uint64_t exports, imports, backups;
+	uint64_t busy_polls, busy_poll_hits; /* daemon.busy_poll_us: replies that polled; polls a request came in */
 	hdqtd_histogram round_seconds, predict_seconds;
 } hdqtd_metrics;
 

@@ -1135,13 +1135,17 @@ int hdqtd_server_listen(hdqtd *d, char *err, size_t errlen)
  * reply the loop may poll without sleeping for a bounded time: only replies
  * start it (a read, a partial line, an event or a job still on another
  * thread does not; the job's reply may), and only for a connection whose
- * last request came within twice the window of the reply before it (twice:
- * without polling, that gap includes the wake-up itself).  So a client
- * asking again at once is answered by an awake loop, while one asking every
- * few milliseconds, or once per connection, costs no polling at all: the
- * CPU sleeps at once as with 0, and a CPU woken every 200 us could not have
- * slept deeply anyway.  The window (at most 1 ms) bounds what one reply
- * costs, and a client that stops costs one window. */
+ * first bytes after its previous reply came soon: within that reply's poll
+ * if it polled, else within twice the window (without polling the gap
+ * includes the wake-up itself).  A poll its bytes missed makes the next
+ * 2^misses - 1 such replies go without (misses in a row, up to 6), so that
+ * a client asking every 1.2 windows does not make every other reply poll
+ * in vain, while a client that asks at once and stalls once loses one
+ * reply's poll.  So a client asking again at once is answered
+ * by an awake loop, while one asking every few milliseconds, or once per
+ * connection, costs no polling at all: the CPU sleeps at once as with 0.
+ * The window (at most 1 ms) bounds what one reply costs; a client that
+ * stops costs one window. */
 static void on_spin(uv_idle_t *h)
 {
 	hdqtd *d = h->data;
@@ -1153,9 +1157,21 @@ void hdqtd_server_heard(hdqtd_conn *c)
 {
 	if (!c->replied_ns)
 		return;
-	const uint64_t w = (uint64_t)(c->d->cfg.busy_poll_us > 0 ? c->d->cfg.busy_poll_us : 0);
-	c->quick = uv_hrtime() - c->replied_ns <= 2000u * w;
-	c->replied_ns = 0;
+	const uint64_t now = uv_hrtime();
+	const uint64_t w = (uint64_t)(c->d->cfg.busy_poll_us > 0 ? c->d->cfg.busy_poll_us : 0) * 1000u;
+	if (c->polled_until) {
+		c->quick = now <= c->polled_until;
+		if (c->quick) {
+			c->misses = 0;
+			c->d->stats.busy_poll_hits++;
+		} else {
+			c->misses += c->misses < 6;
+			c->skip = (1 << c->misses) - 1;
+		}
+	} else {
+		c->quick = now - c->replied_ns <= 2 * w;
+	}
+	c->replied_ns = c->polled_until = 0;
 }
 
 void hdqtd_server_replied(hdqtd_conn *c)
@@ -1165,9 +1181,17 @@ void hdqtd_server_replied(hdqtd_conn *c)
 		return;
 	const uint64_t now = uv_hrtime();
 	c->replied_ns = now;
+	c->polled_until = 0;
 	if (!c->quick)
 		return;
-	d->spin_until = now + (uint64_t)d->cfg.busy_poll_us * 1000u;
+	if (c->skip > 0) {
+		c->skip--;
+		return;
+	}
+	c->polled_until = now + (uint64_t)d->cfg.busy_poll_us * 1000u;
+	d->stats.busy_polls++;
+	if (c->polled_until > d->spin_until || !uv_is_active((uv_handle_t *)&d->spin))
+		d->spin_until = c->polled_until;
 	if (!uv_is_active((uv_handle_t *)&d->spin) && uv_idle_start(&d->spin, on_spin) < 0) {
 		/* libuv refuses only a NULL callback: never; if it did, no spinning */
 		hdqtd_log(LOG_WARNING, "daemon.busy_poll_us: the loop's idle handle did not start");

@@ -307,14 +307,15 @@ START_TEST(test_avx2_r4_rows_and_bounds)
 	hdqt_rng r;
 	hdqt_rng_seed(&r, 47, 0);
 	gemm_ws ws = {0};
-	const int Js[] = {1, 16, 17, 45};
+	/* 9 and 25: a last block of 9 columns, just past the half blocks */
+	const int Js[] = {1, 16, 17, 45, 9, 25};
 	/* tiles of 8 and 32 (the model's) and 16 (the variable-tile instance) */
 	for (int tile = 8; tile <= 32; tile *= 2)
 		for (int bits = 4; bits <= (tile == 8 ? 7 : 6); bits++)
 			for (int I = 1; I <= 9; I++) {
 				gemm_params p = {.tile = tile, .acc_bits = 8, .bits = bits,
 						 .a_signed = I & 1};
-				check_shape_against_ref(&ws, &r, I, Js[I % 4], tile * 3 + 4 * (I % 3) + 4,
+				check_shape_against_ref(&ws, &r, I, Js[I % 6], tile * 3 + 4 * (I % 3) + 4,
 							&p, I % 3 != 0);
 			}
 	/* Extreme operands that differ by row and column (check_shape's are

@@ -617,9 +617,11 @@ class TestLifecycle(unittest.TestCase):
         # its time on CPU plus its time runnable but waiting for a CPU
         # (which a loaded machine moves from the first to the second).  A
         # client asking again at once keeps the loop awake for about the
-        # whole exchange; one asking every 5 ms (past twice a 1 ms window)
-        # costs only the work, as with 0; a partial line, which gets no
-        # reply, starts nothing, and once the requests stop the loop sleeps.
+        # whole exchange; one asking every 5 ms (past twice a 1 ms window),
+        # one asking every 1.2 windows (each poll misses, and each
+        # miss doubles the replies that go without) and one connecting for each request cost only the work,
+        # as with 0; a partial line, which gets no reply, starts nothing,
+        # and once the requests stop the loop sleeps.
         path = "/proc/self/task/%d/schedstat" % threading.get_native_id()
         if not os.path.exists(path):
             self.skipTest("no schedstat (CONFIG_SCHED_INFO)")
@@ -638,7 +640,13 @@ class TestLifecycle(unittest.TestCase):
                 self.assertEqual(c.call("config.get")["daemon"]["busy_poll_us"],
                                  100 if us is None else us)  # the default: 100
                 pid = d.proc.pid
+
+                def polls():
+                    m = c.call("metrics")
+                    return m["busy_polls_total"], m["busy_poll_hits_total"]
+
                 # asking again at once (after the first, each within 0.2 ms)
+                p0 = polls()
                 r0, w0 = sched(pid)
                 t0 = time.monotonic()
                 for _ in range(4 * n):
@@ -647,11 +655,27 @@ class TestLifecycle(unittest.TestCase):
                 elapsed = time.monotonic() - t0
                 time.sleep(0.05)   # past the window the last reply started
                 r1, w1 = sched(pid)
-                # asking every 5 ms
+                p1 = polls()
+                # asking every 5 ms; every 1.2 windows (polls miss and back
+                # off); a connection per request, 1.2 windows apart (no
+                # reply before it on its connection: no poll after its own)
                 for _ in range(n):
                     c.call("status")
                     time.sleep(slow)
+                ra, _ = sched(pid)
+                pa = polls()
+                for _ in range(n):
+                    c.call("status")
+                    time.sleep(max(us or 0, 100) * 1.2e-6)
+                rb, _ = sched(pid)
+                pb = polls()
+                for _ in range(n):
+                    k = d.client()
+                    k.call("status")
+                    k.close()
+                    time.sleep(max(us or 0, 100) * 1.2e-6)
                 r2, _ = sched(pid)
+                p2 = polls()
                 # bytes of a line never finished: no reply, no polling
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                     s.connect(d.sock)
@@ -661,16 +685,36 @@ class TestLifecycle(unittest.TestCase):
                     r3, _ = sched(pid)
                     time.sleep(1.0)
                     r4, _ = sched(pid)
+                p3 = polls()
                 c.close()
                 work = r1 - r0
+                quick_polls, quick_hits = p1[0] - p0[0], p1[1] - p0[1]
                 if us == 1000:
-                    # awake for most of the exchange, and not much past it
-                    self.assertGreater(work + (w1 - w0), 0.5 * elapsed, (work, w1 - w0, elapsed))
+                    # the quick client's requests came during polls (when it
+                    # was quick: on a loaded machine its 0.2 ms sleeps can
+                    # take over a window, and then the polls rightly back
+                    # off); when most did, the loop was awake for most of
+                    # the exchange (its CPU time), and not much past it
+                    self.assertLessEqual(quick_hits, quick_polls)
+                    if elapsed < 4 * n * 0.75e-3:
+                        self.assertGreater(quick_hits, 0, (p0, p1, elapsed))
+                    if quick_hits >= 0.5 * 4 * n:
+                        self.assertGreater(work + (w1 - w0), 0.3 * elapsed,
+                                           (work, w1 - w0, elapsed))
                     self.assertLess(work, elapsed + 0.02, (work, elapsed))
                 elif us == 0:
+                    self.assertEqual(p3, (0, 0))
                     self.assertLess(work, 0.3 * elapsed, (work, elapsed))
-                self.assertLess(r2 - r1, 0.02, r2 - r1)  # the slow client
-                self.assertLess(r3 - r2, 0.02, r3 - r2)  # the partial line
+                # the phases' first replies may poll once (the counters'
+                # own request comes just before); then no more
+                self.assertLessEqual(pa[0] - p1[0], 3, (p1, pa))  # the slow client
+                self.assertLessEqual(pb[0] - pa[0], 9, (pa, pb))  # every 1.2 windows: backs off
+                self.assertLessEqual(p2[0] - pb[0], 3, (pb, p2))  # a connection each
+                self.assertLessEqual(p3[0] - p2[0], 2, (p2, p3))  # the partial line
+                self.assertLess(ra - r1, 0.02, ra - r1)
+                self.assertLess(rb - ra, 0.02, rb - ra)
+                self.assertLess(r2 - rb, 0.02, r2 - rb)
+                self.assertLess(r3 - r2, 0.02, r3 - r2)
                 self.assertLess(r4 - r3, 0.02, r4 - r3)  # quiet: the 1 s tick's work at most
                 self.assertEqual(d.stop(), 0)
             finally:
