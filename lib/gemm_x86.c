@@ -292,6 +292,18 @@ r4_tile(const uint8_t *a0, size_t rs, const int8_t *bb, const int16_t *bnd, int 
 #undef R4_K
 }
 
+/* Every tile of the four rows: the whole ones, then the last, shorter one
+ * if K4 ends inside a tile; half a constant at each call. */
+AVX2_T static inline __attribute__((always_inline)) void
+r4_tiles(const uint8_t *a0, size_t rs, const int8_t *bb, const int16_t *bnd, int K4, int t4,
+	 int nfull, int ntiles, __m256i *w, const int half)
+{
+	for (int t = 0; t < nfull; t++)
+		r4_tile(a0, rs, bb, bnd + t * 32, t * t4, t4, w, half);
+	if (nfull < ntiles)
+		r4_tile(a0, rs, bb, bnd + nfull * 32, nfull * t4, K4 - nfull * t4, w, half);
+}
+
 /* The most tiles r4_body takes: its bounds live on the stack (16 KB).
  * The 16-bit wide sums already bound ntiles by 32767 / 2^(a-1), 255 for
  * 8-bit accumulators; r4_run checks this bound too, so that the array
@@ -337,17 +349,10 @@ r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, 
 			 * for tiles of 8 (the forward, whose widths are the
 			 * hidden ones and the classes): that second copy of the
 			 * loop cost the forward's products 2-3% on Zen 4. */
-			if (t4 != 2 && ncol <= 8) {
-				for (int t = 0; t < nfull; t++)
-					r4_tile(a0, rs, bb, bnd + t * 32, t * t4, t4, w, 1);
-				if (nfull < ntiles)
-					r4_tile(a0, rs, bb, bnd + nfull * 32, nfull * t4, K4 - nfull * t4, w, 1);
-			} else {
-				for (int t = 0; t < nfull; t++)
-					r4_tile(a0, rs, bb, bnd + t * 32, t * t4, t4, w, 0);
-				if (nfull < ntiles)
-					r4_tile(a0, rs, bb, bnd + nfull * 32, nfull * t4, K4 - nfull * t4, w, 0);
-			}
+			if (t4 != 2 && ncol <= 8)
+				r4_tiles(a0, rs, bb, bnd, K4, t4, nfull, ntiles, w, 1);
+			else
+				r4_tiles(a0, rs, bb, bnd, K4, t4, nfull, ntiles, w, 0);
 			for (int r = 0; r < 4; r++) {
 				const __m256i o = _mm256_permute4x64_epi64(w[r], 0xd8);
 				store_row16_avx2(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(o)),
