@@ -11,9 +11,11 @@
  * Also the floor of the round trip (train.status, next to no work) and
  * the CPU time the daemon's loop thread spends per request
  * (/proc/PID/schedstat), which this shared machine's noise moves less
- * than latency.  Idle, the predictions are timed twice: features as JSON
- * numbers and as features_f32 (base64 of float32).  Prints a table, or
- * one JSON object with --json.
+ * than latency, and the loop's busy polls per request (metrics).  Idle,
+ * the predictions are timed twice: features as JSON numbers and as
+ * features_f32 (base64 of float32).  The endless round's pace (epochs per
+ * second) alone and while 1 and 32 clients predict shows what serving
+ * takes from training.  Prints a table, or one JSON object with --json.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -253,12 +255,76 @@ static void *stream_worker(void *arg)
 	return NULL;
 }
 
+/* The pace of the endless round: train.status every 5 ms on a connection
+ * of its own (a slow client, so it starts no polling), noting the time of
+ * each new epoch, so that a phase's epochs per second can be read from the
+ * first and last epoch that began within it. */
+enum { MAX_PACE = 1 << 16 };
+typedef struct pacer {
+	const char *sock;
+	volatile int stop;
+	pthread_mutex_t mu;
+	double t[MAX_PACE];
+	int e[MAX_PACE];
+	int n, errors;
+} pacer;
+
+static void *pace_worker(void *arg)
+{
+	pacer *p = arg;
+	conn c;
+	if (conn_open(&c, p->sock) < 0) {
+		p->errors++;
+		return NULL;
+	}
+	int last = -1;
+	while (!p->stop) {
+		if (calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"train.status\"}") < 0) {
+			p->errors++;
+			break;
+		}
+		const double t = now_s();
+		const char *e = strstr(c.buf, "\"epoch\":");
+		const int epoch = e ? atoi(e + 8) : -1;
+		if (epoch >= 0 && epoch != last) {
+			pthread_mutex_lock(&p->mu);
+			if (p->n < MAX_PACE) {
+				p->t[p->n] = t;
+				p->e[p->n++] = epoch;
+			}
+			pthread_mutex_unlock(&p->mu);
+			last = epoch;
+		}
+		usleep(5000);
+	}
+	conn_close(&c);
+	return NULL;
+}
+
+/* Epochs per second between the first and the last epoch that began in
+ * [t0, t1], or -1 with fewer than three. */
+static double pace_between(pacer *p, double t0, double t1)
+{
+	int i = -1, j = -1;
+	pthread_mutex_lock(&p->mu);
+	for (int k = 0; k < p->n; k++)
+		if (p->t[k] >= t0 && p->t[k] <= t1) {
+			if (i < 0)
+				i = k;
+			j = k;
+		}
+	double r = i >= 0 && j - i >= 2 ? (p->e[j] - p->e[i]) / (p->t[j] - p->t[i]) : -1;
+	pthread_mutex_unlock(&p->mu);
+	return r;
+}
+
 typedef struct result {
 	int clients, training;
 	int streaming;
 	int f32; /* features_f32 requests */
 	double per_s, p50_ms, p99_ms, max_ms;
 	double loop_cpu_us; /* the daemon's main (loop) thread's CPU time per request */
+	double polls;       /* daemon.busy_poll_us polls per request (metrics) */
 	int errors;
 } result;
 
@@ -276,6 +342,22 @@ static double thread_cpu_s(pid_t pid)
 	return ok ? 1e-9 * (double)ns : -1;
 }
 
+/* The daemon's busy_polls_total, or -1. */
+static double busy_polls(const char *sock)
+{
+	conn c;
+	double n = -1;
+	if (conn_open(&c, sock) < 0)
+		return -1;
+	if (calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"metrics\"}") == 0) {
+		const char *p = strstr(c.buf, "\"busy_polls_total\":");
+		if (p)
+			n = atof(p + 19);
+	}
+	conn_close(&c);
+	return n;
+}
+
 static result run_requests(const char *sock, pid_t daemon, const hdqt_dataset *ds, int clients,
 			   double secs, int trivial, int f32)
 {
@@ -284,6 +366,7 @@ static result run_requests(const char *sock, pid_t daemon, const hdqt_dataset *d
 	result r = {.clients = clients, .f32 = f32};
 	if (!jobs || !th)
 		goto out;
+	const double polls0 = busy_polls(sock);
 	const double cpu0 = thread_cpu_s(daemon);
 	double t0 = now_s(), until = t0 + secs;
 	for (int i = 0; i < clients; i++) {
@@ -299,6 +382,8 @@ static result run_requests(const char *sock, pid_t daemon, const hdqt_dataset *d
 	}
 	double dt = now_s() - t0;
 	const double cpu1 = thread_cpu_s(daemon);
+	const double polls1 = busy_polls(sock);
+	r.polls = polls0 >= 0 && polls1 >= 0 && total ? (polls1 - polls0) / total : -1;
 	r.loop_cpu_us = cpu0 >= 0 && cpu1 >= 0 && total ? 1e6 * (cpu1 - cpu0) / total : -1;
 	double *all = malloc(sizeof(double) * (size_t)(total ? total : 1));
 	int k = 0;
@@ -545,10 +630,27 @@ int main(int argc, char **argv)
 	call(&c, req, n);
 	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"train\"}");
 	usleep(300000);
+	/* The round's pace alone, then while 1 and 32 clients predict: what
+	 * serving (and the loop's polling, daemon.busy_poll_us) takes from it. */
+	static pacer pace = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	pace.sock = sock;
+	pthread_t pace_th;
+	const int pacing = pthread_create(&pace_th, NULL, pace_worker, &pace) == 0;
+	double pace_alone, pace_with[2];
+	t0 = now_s();
+	usleep((useconds_t)(secs * 1e6));
+	pace_alone = pace_between(&pace, t0, now_s());
 	for (int k = 0; k < 2; k++) {
+		t0 = now_s();
 		res[nres] = run_predict(sock, pid, &ds, k ? 32 : 1, secs);
 		res[nres++].training = 1;
+		pace_with[k] = pace_between(&pace, t0, now_s());
 	}
+	if (pacing) {
+		pace.stop = 1;
+		pthread_join(pace_th, NULL);
+	}
+	errors += pace.errors;
 	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"train.status\"}");
 	int was_training = strstr(c.buf, "\"running\"") != NULL;
 	calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"train.cancel\"}");
@@ -573,19 +675,21 @@ int main(int argc, char **argv)
 		printf("{\"ingest_batch100_samples_per_s\":%.0f,\"ingest_batch100_f32_samples_per_s\":%.0f,"
 		       "\"ingest_single_samples_per_s\":%.0f,"
 		       "\"first_round_s\":%.2f,\"training_confirmed\":%s,\"streamed_samples_per_s\":%.0f,"
+		       "\"round_epochs_per_s\":{\"alone\":%.3f,\"predict_1\":%.3f,\"predict_32\":%.3f},"
 		       "\"floor\":{\"method\":\"train.status\",\"per_s\":%.0f,\"p50_ms\":%.3f,"
 		       "\"p99_ms\":%.3f,\"loop_cpu_us\":%.1f},\"predict\":[",
 		       ingest_batch, ingest_batch_f32, ingest_single, first_round, was_training ? "true" : "false", streamed,
+		       pace_alone, pace_with[0], pace_with[1],
 		       floor.per_s, floor.p50_ms, floor.p99_ms, floor.loop_cpu_us);
 		for (int i = 0; i < nres; i++)
 			printf("%s{\"clients\":%d,\"input\":\"%s\",\"training\":%s,\"streaming\":%s,"
 			       "\"per_s\":%.0f,"
 			       "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"loop_cpu_us\":%.1f,"
-			       "\"errors\":%d}",
+			       "\"polls_per_request\":%.2f,\"errors\":%d}",
 			       i ? "," : "", res[i].clients, res[i].f32 ? "features_f32" : "features",
 			       res[i].training ? "true" : "false",
 			       res[i].streaming ? "true" : "false", res[i].per_s, res[i].p50_ms,
-			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);
+			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].polls, res[i].errors);
 		printf("],\"interleaved\":{\"rounds\":%d", ROUNDS);
 		static const char *const form[3] = {"floor", "features", "features_f32"};
 		for (int f = 0; f < 3; f++)
@@ -599,16 +703,20 @@ int main(int argc, char **argv)
 		printf("first round (%d samples, 30 epochs): %.2f s\n", sent + single, first_round);
 		printf("round-trip floor (train.status, 1 client): p50 %.3f ms, p99 %.3f ms, "
 		       "loop CPU %.1f us per request\n", floor.p50_ms, floor.p99_ms, floor.loop_cpu_us);
-		printf("%-8s %-13s %-9s %-10s %12s %9s %9s %9s %9s %7s\n", "clients", "input",
+		printf("%-8s %-13s %-9s %-10s %12s %9s %9s %9s %9s %6s %7s\n", "clients", "input",
 		       "training", "streaming", "predict/s", "p50 ms", "p99 ms", "max ms", "loop us",
-		       "errors");
+		       "polls", "errors");
 		for (int i = 0; i < nres; i++)
-			printf("%-8d %-13s %-9s %-10s %12.0f %9.3f %9.3f %9.2f %9.1f %7d\n", res[i].clients,
+			printf("%-8d %-13s %-9s %-10s %12.0f %9.3f %9.3f %9.2f %9.1f %6.2f %7d\n", res[i].clients,
 			       res[i].f32 ? "features_f32" : "features",
 			       res[i].training ? (was_training ? "yes" : "yes?") : "no",
 			       res[i].streaming ? "yes" : "no", res[i].per_s, res[i].p50_ms,
-			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].errors);
+			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].polls, res[i].errors);
 		printf("streaming client: %.0f samples/s in sample.add requests of 4096\n", streamed);
+		printf("the round's pace: %.2f epochs/s alone, %.2f with 1 client predicting (%.2f), "
+		       "%.2f with 32 (%.2f)\n", pace_alone, pace_with[0],
+		       pace_alone > 0 ? pace_with[0] / pace_alone : -1, pace_with[1],
+		       pace_alone > 0 ? pace_with[1] / pace_alone : -1);
 		printf("idle, 1 client, %d interleaved rounds of %.2f s each: p50 best / median "
 		       "(loop CPU median)\n", ROUNDS, secs / 4);
 		static const char *const form[3] = {"train.status", "features", "features_f32"};

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "daemon.h"
@@ -391,6 +392,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	/* The busy-poll handle (server.c): never what keeps the loop running. */
+	const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	d->ncpu = ncpu > 0 ? (ncpu < 4096 ? (int)ncpu : 4096) : 1;
 	if ((rc = uv_idle_init(d->loop, &d->spin)) == 0) {
 		d->spin.data = d;
 		d->spin_open = 1;

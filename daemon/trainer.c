@@ -122,7 +122,7 @@ int hdqtd_trainer_request(hdqtd_trainer *t)
 		t->requested = 1;
 		t->prog.running = 1;
 		t->prog.round = 0;
-		t->prog.epoch = t->prog.epochs = 0;
+		t->prog.epoch = t->prog.epochs = t->prog.threads = 0;
 		pthread_cond_signal(&t->cv);
 	}
 	pthread_mutex_unlock(&t->mu);
@@ -461,6 +461,7 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 	t->prog.samples = nt;
 	t->prog.classes = classes_after;
 	t->prog.epochs = c->epochs;
+	t->prog.threads = training_threads(c);
 	pthread_mutex_unlock(&t->mu);
 	hdqtd_log(LOG_INFO, "round %lld: learning %d samples (%d held out), %d classes, from model %lld",
 		  (long long)res->round, nt, nh, classes_after, (long long)cur_version);

@@ -26,6 +26,7 @@ typedef struct hdqtd_progress {
 	int running, canceling;
 	int64_t round;
 	int epoch, epochs, samples, classes;
+	int threads;              /* the round's engine threads (0 until its model is made) */
 	float loss;
 	double started;           /* monotonic seconds */
 	int64_t rounds;           /* rounds finished since start */

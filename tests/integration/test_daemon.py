@@ -725,6 +725,54 @@ class TestLifecycle(unittest.TestCase):
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("daemon.busy_poll_us", r.stderr)
 
+    def test_busy_poll_yields_to_a_round(self):
+        # While a round trains on every core but the loop's and the
+        # client's (training.threads = cores - 1), replies do not poll: no
+        # core is idle to halt, and a poll would take the client's core.
+        # Once the round has gone, the same quick client's replies poll.
+        ncpu = os.cpu_count() or 1
+        d = Daemon("training.auto=no", "training.epochs=1000000", "model.hidden=128,128",
+                   "daemon.busy_poll_us=1000", "training.threads=%d" % max(1, min(64, ncpu - 1)))
+        try:
+            d.start()
+            c = d.client()
+            wins = hapt_windows(activities={1, 4, 6})
+            for a in (1, 4, 6):
+                c.call("class.add", {"name": ACTIVITIES[a]})
+            send_samples(c, wins[:300])
+
+            def quick(n=200):
+                p0 = c.call("metrics")["busy_polls_total"]
+                t0 = time.monotonic()
+                for _ in range(n):
+                    c.call("status")
+                    time.sleep(0.0002)
+                elapsed = time.monotonic() - t0
+                time.sleep(0.01)
+                return c.call("metrics")["busy_polls_total"] - p0, elapsed
+
+            self.assertTrue(c.call("train")["started"])
+            deadline = time.monotonic() + 120
+            while c.call("train.status").get("epoch", 0) < 1:
+                self.assertLess(time.monotonic(), deadline, "the round did not start learning")
+                time.sleep(0.01)
+            during, _ = quick()
+            self.assertEqual(c.call("train.status")["state"], "running")
+            self.assertEqual(during, 0)
+            c.call("train.cancel")
+            while c.call("train.status")["state"] != "idle":
+                self.assertLess(time.monotonic(), deadline, "the round did not stop")
+                time.sleep(0.01)
+            after, elapsed = quick()
+            if elapsed < 200 * 0.75e-3:   # the client was quick: its replies polled
+                self.assertGreater(after, 0, elapsed)
+            print("busy polls: %d during the round, %d after it (%.1f ms)" %
+                  (during, after, 1e3 * elapsed))
+            c.close()
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
+
     def test_sigterm_sighup_and_config_errors(self):
         d = Daemon(*FAST)
         try:
