@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,7 +263,7 @@ static void *stream_worker(void *arg)
 enum { MAX_PACE = 1 << 16 };
 typedef struct pacer {
 	const char *sock;
-	volatile int stop;
+	atomic_int stop;
 	pthread_mutex_t mu;
 	double t[MAX_PACE];
 	int e[MAX_PACE];
@@ -278,7 +279,7 @@ static void *pace_worker(void *arg)
 		return NULL;
 	}
 	int last = -1;
-	while (!p->stop) {
+	while (!atomic_load(&p->stop)) {
 		if (calls(&c, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"train.status\"}") < 0) {
 			p->errors++;
 			break;
@@ -636,9 +637,13 @@ int main(int argc, char **argv)
 	pace.sock = sock;
 	pthread_t pace_th;
 	const int pacing = pthread_create(&pace_th, NULL, pace_worker, &pace) == 0;
+	if (!pacing)
+		fprintf(stderr, "hdqtd-loadgen: no thread for the round's pace: not measured\n");
 	double pace_alone, pace_with[2];
 	t0 = now_s();
-	usleep((useconds_t)(secs * 1e6));
+	struct timespec alone = {.tv_sec = (time_t)secs, .tv_nsec = (long)((secs - (time_t)secs) * 1e9)};
+	while (nanosleep(&alone, &alone) < 0 && errno == EINTR)
+		;
 	pace_alone = pace_between(&pace, t0, now_s());
 	for (int k = 0; k < 2; k++) {
 		t0 = now_s();
@@ -647,7 +652,7 @@ int main(int argc, char **argv)
 		pace_with[k] = pace_between(&pace, t0, now_s());
 	}
 	if (pacing) {
-		pace.stop = 1;
+		atomic_store(&pace.stop, 1);
 		pthread_join(pace_th, NULL);
 	}
 	errors += pace.errors;
@@ -714,9 +719,9 @@ int main(int argc, char **argv)
 			       res[i].p99_ms, res[i].max_ms, res[i].loop_cpu_us, res[i].polls, res[i].errors);
 		printf("streaming client: %.0f samples/s in sample.add requests of 4096\n", streamed);
 		printf("the round's pace: %.2f epochs/s alone, %.2f with 1 client predicting (%.2f), "
-		       "%.2f with 32 (%.2f)\n", pace_alone, pace_with[0],
-		       pace_alone > 0 ? pace_with[0] / pace_alone : -1, pace_with[1],
-		       pace_alone > 0 ? pace_with[1] / pace_alone : -1);
+		       "%.2f with 32 (%.2f)\n", pace_alone,
+		       pace_with[0], pace_alone > 0 && pace_with[0] > 0 ? pace_with[0] / pace_alone : -1,
+		       pace_with[1], pace_alone > 0 && pace_with[1] > 0 ? pace_with[1] / pace_alone : -1);
 		printf("idle, 1 client, %d interleaved rounds of %.2f s each: p50 best / median "
 		       "(loop CPU median)\n", ROUNDS, secs / 4);
 		static const char *const form[3] = {"train.status", "features", "features_f32"};

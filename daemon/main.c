@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "config.h"
 #include "daemon.h"
@@ -391,9 +390,10 @@ int main(int argc, char **argv)
 		hdqtd_log(LOG_ERR, "signal and timer handles: %s", uv_strerror(rc));
 		goto out;
 	}
+	/* Counted once, as a round counts them, for the busy polling's rule
+	 * (server.c, core_to_spare). */
+	d->ncpu = hdqtd_usable_cpus();
 	/* The busy-poll handle (server.c): never what keeps the loop running. */
-	const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	d->ncpu = ncpu > 0 ? (ncpu < 4096 ? (int)ncpu : 4096) : 1;
 	if ((rc = uv_idle_init(d->loop, &d->spin)) == 0) {
 		d->spin.data = d;
 		d->spin_open = 1;
@@ -410,11 +410,11 @@ int main(int argc, char **argv)
 		hdqtd_log(LOG_WARNING, "HDQT_ISA=%.32s not understood (native, avx2 or baseline): "
 			  "running uncapped", isa_env);
 	hdqtd_log(LOG_NOTICE, "hdqtd %s ready on %s%s: database %s, model %lld, %d classes, %lld samples "
-		  "pending, %s %d/%d-bit, %s, kernel %s, isa %s", HDQT_VERSION, d->cfg.socket,
+		  "pending, %s %d/%d-bit, %s, kernel %s, isa %s, cpus %d", HDQT_VERSION, d->cfg.socket,
 		  d->socket_activated ? " (socket activation)" : "", d->cfg.db,
 		  (long long)d->model_version, d->n_classes, (long long)pend,
 		  hdqt_mode_name(d->cfg.quant), d->cfg.bits, d->cfg.acc_bits,
-		  hdqt_cl_method_name(d->cfg.strategy), hdqt_kernel_name(), hdqt_isa_name());
+		  hdqt_cl_method_name(d->cfg.strategy), hdqt_kernel_name(), hdqt_isa_name(), d->ncpu);
 	notify("READY=1");
 	/* Samples left pending by a round that a crash or stop interrupted are
 	 * picked up again by the auto policy (or an explicit train). */

@@ -24,6 +24,7 @@
 #include <malloc.h>
 #endif
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,6 +243,19 @@ static int64_t id_of(const round_data *r, int label)
 	return -1;
 }
 
+int hdqtd_usable_cpus(void)
+{
+	/* The affinity mask, so that a daemon pinned to 2 CPUs of 16 (taskset,
+	 * systemd's CPUAffinity=, a container's cpuset) counts 2.  It fails only
+	 * beyond CPU_SETSIZE (1024) CPUs: then the online count. */
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (n < 4096 ? (int)n : 4096) : 1;
+}
+
 /* training.threads, or by default all cores but one (which the loop keeps
  * for predictions) where there are more than two, else one.  Results do
  * not depend on it. */
@@ -249,8 +263,8 @@ static int training_threads(const hdqtd_config *c)
 {
 	if (c->threads > 0)
 		return c->threads;
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n > 2 ? (int)(n - 1 < 64 ? n - 1 : 64) : 1;
+	const int n = hdqtd_usable_cpus();
+	return n > 2 ? (n - 1 < 64 ? n - 1 : 64) : 1;
 }
 
 /* The new model's open-set calibration on the round's validation rows
@@ -287,6 +301,7 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 	int64_t *learned = NULL, *holdout = NULL, *mcls = NULL;
 	uint8_t *blob = NULL, *nblob = NULL;
 	size_t blen = 0, nlen = 0;
+	const int threads = training_threads(c);
 	int rc;
 	double t0 = mono_s();
 	res->outcome = HDQTD_ROUND_FAILED;
@@ -425,7 +440,7 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 			rc = hdqt_model_fit_norm_robust(m, TX, nt, c->norm_clip);
 	}
 	if (rc == 0)
-		rc = hdqt_model_set_threads(m, training_threads(c));
+		rc = hdqt_model_set_threads(m, threads);
 	if (rc < 0) {
 		hdqt_model_free(m);
 		snprintf(res->reason, sizeof(res->reason), "model: %s", hdqt_strerror(rc));
@@ -461,7 +476,7 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 	t->prog.samples = nt;
 	t->prog.classes = classes_after;
 	t->prog.epochs = c->epochs;
-	t->prog.threads = training_threads(c);
+	t->prog.threads = threads;
 	pthread_mutex_unlock(&t->mu);
 	hdqtd_log(LOG_INFO, "round %lld: learning %d samples (%d held out), %d classes, from model %lld",
 		  (long long)res->round, nt, nh, classes_after, (long long)cur_version);

@@ -726,13 +726,43 @@ class TestLifecycle(unittest.TestCase):
             self.assertIn("daemon.busy_poll_us", r.stderr)
 
     def test_busy_poll_yields_to_a_round(self):
-        # While a round trains on every core but the loop's and the
-        # client's (training.threads = cores - 1), replies do not poll: no
-        # core is idle to halt, and a poll would take the client's core.
+        # While a round's threads leave no core beside the loop's and the
+        # client's (training.threads + 2 > the CPUs hdqtd may use), replies
+        # do not poll: no core is idle to wake, and a poll would take the
+        # client's.  training.threads = CPUs - 1 leaves one core for both.
         # Once the round has gone, the same quick client's replies poll.
-        ncpu = os.cpu_count() or 1
+        # The CPUs are counted as hdqtd counts them: its affinity mask,
+        # which it inherits from this process.
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) - 1 > 64:
+            self.skipTest("training.threads is at most 64")
+        self.round_polls(len(cpus), max(1, len(cpus) - 1))
+        # hdqtd counts its affinity mask, not the CPUs online (which would
+        # let a round on a daemon pinned to 2 of 16 leave it cores to poll
+        # on): pinned to one, its ready line says so.
+        try:
+            os.sched_setaffinity(0, cpus[:1])
+            d = Daemon(*FAST)
+            try:
+                d.start()
+                self.assertEqual(d.stop(), 0)
+                self.assertIn(", cpus 1", d.read_log())
+            finally:
+                d.cleanup()
+        finally:
+            os.sched_setaffinity(0, cpus)
+        # A daemon pinned to 2 of 3 or more CPUs counts 2 (the online count
+        # would let a round with 1 thread leave it cores to poll on).
+        if len(cpus) >= 3:
+            try:
+                os.sched_setaffinity(0, cpus[:2])
+                self.round_polls(2, 1)
+            finally:
+                os.sched_setaffinity(0, cpus)
+
+    def round_polls(self, ncpu, threads):
         d = Daemon("training.auto=no", "training.epochs=1000000", "model.hidden=128,128",
-                   "daemon.busy_poll_us=1000", "training.threads=%d" % max(1, min(64, ncpu - 1)))
+                   "daemon.busy_poll_us=1000", "training.threads=%d" % threads)
         try:
             d.start()
             c = d.client()
@@ -753,12 +783,12 @@ class TestLifecycle(unittest.TestCase):
 
             self.assertTrue(c.call("train")["started"])
             deadline = time.monotonic() + 120
-            while c.call("train.status").get("epoch", 0) < 1:
+            while c.call("train.status").get("epoch", 0) < 1:   # learning, its threads known
                 self.assertLess(time.monotonic(), deadline, "the round did not start learning")
                 time.sleep(0.01)
             during, _ = quick()
             self.assertEqual(c.call("train.status")["state"], "running")
-            self.assertEqual(during, 0)
+            self.assertEqual(during, 0, (ncpu, threads))
             c.call("train.cancel")
             while c.call("train.status")["state"] != "idle":
                 self.assertLess(time.monotonic(), deadline, "the round did not stop")
@@ -766,8 +796,11 @@ class TestLifecycle(unittest.TestCase):
             after, elapsed = quick()
             if elapsed < 200 * 0.75e-3:   # the client was quick: its replies polled
                 self.assertGreater(after, 0, elapsed)
-            print("busy polls: %d during the round, %d after it (%.1f ms)" %
-                  (during, after, 1e3 * elapsed))
+            else:
+                print("the client was slow (%.1f ms for 200 requests): polls after the round "
+                      "not checked" % (1e3 * elapsed))
+            print("busy polls on %d CPUs, training.threads %d: %d during the round, %d after "
+                  "it (%.1f ms)" % (ncpu, threads, during, after, 1e3 * elapsed))
             c.close()
             self.assertEqual(d.stop(), 0)
         finally:
