@@ -85,7 +85,7 @@ typedef struct hdqtd {
 	uv_idle_t spin;
 	uint64_t spin_until;
 	int spin_open;
-	int ncpu;                   /* online CPUs at start (at least 1) */
+	int ncpu;                   /* CPUs hdqtd may run on, at start (hdqtd_trainer_cpus) */
 	uint64_t watchdog_usec;
 	double started;             /* monotonic seconds */
 	double last_round_end;

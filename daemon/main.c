@@ -392,7 +392,7 @@ int main(int argc, char **argv)
 	}
 	/* Counted once, as a round counts them, for the busy polling's rule
 	 * (server.c, core_to_spare). */
-	d->ncpu = hdqtd_usable_cpus();
+	d->ncpu = hdqtd_trainer_cpus();
 	/* The busy-poll handle (server.c): never what keeps the loop running. */
 	if ((rc = uv_idle_init(d->loop, &d->spin)) == 0) {
 		d->spin.data = d;

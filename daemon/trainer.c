@@ -243,7 +243,7 @@ static int64_t id_of(const round_data *r, int label)
 	return -1;
 }
 
-int hdqtd_usable_cpus(void)
+int hdqtd_trainer_cpus(void)
 {
 	/* The affinity mask, so that a daemon pinned to 2 CPUs of 16 (taskset,
 	 * systemd's CPUAffinity=, a container's cpuset) counts 2.  It fails only
@@ -263,7 +263,7 @@ static int training_threads(const hdqtd_config *c)
 {
 	if (c->threads > 0)
 		return c->threads;
-	const int n = hdqtd_usable_cpus();
+	const int n = hdqtd_trainer_cpus();
 	return n > 2 ? (n - 1 < 64 ? n - 1 : 64) : 1;
 }
 

@@ -62,7 +62,7 @@ typedef struct hdqtd_trainer hdqtd_trainer;
 
 /* CPUs this process may run on (its affinity mask), at least 1: what the
  * default training.threads and the loop's busy polling count. */
-int hdqtd_usable_cpus(void);
+int hdqtd_trainer_cpus(void);
 
 int hdqtd_trainer_start(hdqtd_trainer **out, uv_loop_t *loop, const hdqtd_config *cfg,
 			const hdqtd_trainer_cb *cb, char *err, size_t errlen);
