@@ -50,6 +50,16 @@ def send_samples(c, wins, chunk=150):
     return total
 
 
+def three_classes(c, n=300):
+    """Walking, sitting and laying announced, their first n windows sent;
+    all their windows returned."""
+    wins = hapt_windows(activities={1, 4, 6})
+    for a in (1, 4, 6):
+        c.call("class.add", {"name": ACTIVITIES[a]})
+    send_samples(c, wins[:n])
+    return wins
+
+
 def accuracy(c, wins):
     hit = 0
     for i in range(0, len(wins), 200):
@@ -543,10 +553,7 @@ class TestConcurrency(unittest.TestCase):
         try:
             d.start()
             c = d.client()
-            wins = hapt_windows(activities={1, 4, 6})
-            for a in (1, 4, 6):
-                c.call("class.add", {"name": ACTIVITIES[a]})
-            send_samples(c, wins[:300])
+            wins = three_classes(c)
             v1 = train_and_wait(c)["model_version"]
             send_samples(c, wins[300:])
             self.assertTrue(c.call("train")["started"])
@@ -766,10 +773,7 @@ class TestLifecycle(unittest.TestCase):
         try:
             d.start()
             c = d.client()
-            wins = hapt_windows(activities={1, 4, 6})
-            for a in (1, 4, 6):
-                c.call("class.add", {"name": ACTIVITIES[a]})
-            send_samples(c, wins[:300])
+            three_classes(c)
 
             def quick(n=200):
                 p0 = c.call("metrics")["busy_polls_total"]
