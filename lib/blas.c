@@ -36,6 +36,12 @@ void blas_sgemm(int ta, int tb, int rows, int cols, int depth, const float *A, i
 	cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, rows,
 		    cols, depth, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }
+
+void blas_sgemv(int rows, int cols, const float *M, int ldm, const float *x, int incx, float *y)
+{
+	pthread_once(&one_thread, set_one_thread);
+	cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, M, ldm, x, incx, 0.0f, y, 1);
+}
 #else
 typedef int blas_unused; /* no BLAS in this build: linear.c uses its own kernel */
 #endif

@@ -11,3 +11,6 @@
  * of A and B as stored; on the calling thread. */
 void blas_sgemm(int ta, int tb, int rows, int cols, int depth, const float *A, int lda, const float *B,
 		int ldb, float *C, int ldc);
+/* y (rows) = M . x (cols) for M (rows x cols, row-major, leading dimension
+ * ldm) and x with stride incx; on the calling thread. */
+void blas_sgemv(int rows, int cols, const float *M, int ldm, const float *x, int incx, float *y);

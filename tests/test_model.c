@@ -233,6 +233,44 @@ START_TEST(test_threads_bit_identical)
 }
 END_TEST
 
+/* A single row through the float products (a prediction: one BLAS
+ * matrix-vector product per block, linear.c) gives each row's logits of
+ * the batch forward to float rounding, and the same bits on 1 and 3
+ * threads; hidden 200 (two BLAS blocks) and 12 (one).  The recipes that
+ * multiply in float forward: fp32 and hadanet-paper. */
+START_TEST(test_fp32_one_row)
+{
+	enum { N = 6, D = 166, C = 5 };
+	static float X[N * D];
+	static int y[N];
+	blobs(X, y, N, D, C, 13);
+	const hdqt_mode modes[] = {HDQT_MODE_FP32, HDQT_MODE_HADANET_PAPER};
+	const int hs[] = {200, 12};
+	for (size_t k = 0; k < sizeof(modes) / sizeof(modes[0]); k++)
+		for (size_t h = 0; h < sizeof(hs) / sizeof(hs[0]); h++) {
+			hdqt_model *m = make(modes[k], D, hs[h], C, 31);
+			ck_assert_int_eq(hdqt_model_fit_norm(m, X, N, 0.0f), 0);
+			float all[N * C], one[C], one3[C];
+			ck_assert_int_eq(hdqt_model_forward(m, X, N, all), 0);
+			for (int i = 0; i < N; i++) {
+				ck_assert_int_eq(hdqt_model_set_threads(m, 1), 0);
+				ck_assert_int_eq(hdqt_model_forward(m, X + (size_t)i * D, 1, one), 0);
+				ck_assert_int_eq(hdqt_model_set_threads(m, 3), 0);
+				ck_assert_int_eq(hdqt_model_forward(m, X + (size_t)i * D, 1, one3), 0);
+				ck_assert_msg(memcmp(one, one3, sizeof(one)) == 0, "%s h %d row %d: threads",
+					      hdqt_mode_name(modes[k]), hs[h], i);
+				for (int c = 0; c < C; c++) {
+					const float a = all[i * C + c], b = one[c];
+					ck_assert_msg(fabsf(a - b) <= 1e-4f * (1.0f + fabsf(a)),
+						      "%s h %d row %d class %d: %g alone, %g in the batch",
+						      hdqt_mode_name(modes[k]), hs[h], i, c, b, a);
+				}
+			}
+			hdqt_model_free(m);
+		}
+}
+END_TEST
+
 START_TEST(test_blob_round_trip_and_corruption)
 {
 	enum { N = 32, D = 10, C = 3 };
@@ -808,6 +846,7 @@ int main(void)
 	tcase_add_test(tc, test_learns_separable_every_mode);
 	tcase_add_test(tc, test_reproducible);
 	tcase_add_test(tc, test_threads_bit_identical);
+	tcase_add_test(tc, test_fp32_one_row);
 	tcase_add_test(tc, test_blob_round_trip_and_corruption);
 	tcase_add_test(tc, test_blob_v1_loads);
 	tcase_add_test(tc, test_logit_affine);
