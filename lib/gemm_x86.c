@@ -122,7 +122,7 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 #define KERNEL256(NAME, ATTR, DOT, N16)                                                      \
 	ATTR static inline __attribute__((always_inline)) void NAME##_tile(                  \
 		const uint8_t *a0, const uint8_t *a1, const int8_t *bb, const int32_t *cr,    \
-		int k0, int nk, __m256i vlo, __m256i vhi, __m256i *w)                         \
+		int k0, int nk, __m256i vlo, __m256i vhi, __m256i *w, const int two)          \
 	{                                                                                     \
 		__m256i s00, s01, s10, s11;                                                   \
 		if (N16) {                                                                    \
@@ -137,17 +137,21 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 			__m256i b0 = _mm256_loadu_si256((const __m256i *)(bb + k * 64));      \
 			__m256i b1 = _mm256_loadu_si256((const __m256i *)(bb + k * 64 + 32)); \
 			__m256i x0 = _mm256_set1_epi32(load4(a0 + 4 * k));                    \
-			__m256i x1 = _mm256_set1_epi32(load4(a1 + 4 * k));                    \
+			__m256i x1 = two ? _mm256_set1_epi32(load4(a1 + 4 * k)) : x0;         \
 			if (N16) {                                                            \
 				s00 = _mm256_add_epi16(s00, _mm256_maddubs_epi16(x0, b0));    \
 				s01 = _mm256_add_epi16(s01, _mm256_maddubs_epi16(x0, b1));    \
-				s10 = _mm256_add_epi16(s10, _mm256_maddubs_epi16(x1, b0));    \
-				s11 = _mm256_add_epi16(s11, _mm256_maddubs_epi16(x1, b1));    \
+				if (two) {                                                    \
+					s10 = _mm256_add_epi16(s10, _mm256_maddubs_epi16(x1, b0)); \
+					s11 = _mm256_add_epi16(s11, _mm256_maddubs_epi16(x1, b1)); \
+				}                                                             \
 			} else {                                                              \
 				s00 = DOT(s00, x0, b0);                                       \
 				s01 = DOT(s01, x0, b1);                                       \
-				s10 = DOT(s10, x1, b0);                                       \
-				s11 = DOT(s11, x1, b1);                                       \
+				if (two) {                                                    \
+					s10 = DOT(s10, x1, b0);                               \
+					s11 = DOT(s11, x1, b1);                               \
+				}                                                             \
 			}                                                                     \
 		}                                                                             \
 		if (N16) { /* corr read again here: 16 ymm registers hold no more */      \
@@ -156,13 +160,31 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 			const __m256i d1 = _mm256_loadu_si256((const __m256i *)(cr + 8));     \
 			s00 = _mm256_add_epi32(_mm256_madd_epi16(s00, ones), d0);             \
 			s01 = _mm256_add_epi32(_mm256_madd_epi16(s01, ones), d1);             \
-			s10 = _mm256_add_epi32(_mm256_madd_epi16(s10, ones), d0);             \
-			s11 = _mm256_add_epi32(_mm256_madd_epi16(s11, ones), d1);             \
+			if (two) {                                                            \
+				s10 = _mm256_add_epi32(_mm256_madd_epi16(s10, ones), d0);     \
+				s11 = _mm256_add_epi32(_mm256_madd_epi16(s11, ones), d1);     \
+			}                                                                     \
 		}                                                                             \
 		w[0] = _mm256_add_epi32(w[0], _mm256_min_epi32(_mm256_max_epi32(s00, vlo), vhi)); \
 		w[1] = _mm256_add_epi32(w[1], _mm256_min_epi32(_mm256_max_epi32(s01, vlo), vhi)); \
-		w[2] = _mm256_add_epi32(w[2], _mm256_min_epi32(_mm256_max_epi32(s10, vlo), vhi)); \
-		w[3] = _mm256_add_epi32(w[3], _mm256_min_epi32(_mm256_max_epi32(s11, vlo), vhi)); \
+		if (two) {                                                                    \
+			w[2] = _mm256_add_epi32(w[2], _mm256_min_epi32(_mm256_max_epi32(s10, vlo), vhi)); \
+			w[3] = _mm256_add_epi32(w[3], _mm256_min_epi32(_mm256_max_epi32(s11, vlo), vhi)); \
+		}                                                                             \
+	}                                                                                     \
+	/* Every tile of one or two rows (two a constant at each call: a last \
+	 * row alone, as a prediction's one row is, makes half the multiplies, \
+	 * where it had made its own again as the second row's). */              \
+	ATTR static inline __attribute__((always_inline)) void NAME##_tiles(                 \
+		const uint8_t *a0, const uint8_t *a1, const int8_t *bb, const int32_t *cr,    \
+		int K4, int t4, int nfull, int ntiles, __m256i vlo, __m256i vhi, __m256i *w,  \
+		const int two)                                                                \
+	{                                                                                     \
+		for (int t = 0; t < nfull; t++)                                               \
+			NAME##_tile(a0, a1, bb, cr + t * 16, t * t4, t4, vlo, vhi, w, two);   \
+		if (nfull < ntiles)                                                           \
+			NAME##_tile(a0, a1, bb, cr + nfull * 16, nfull * t4, K4 - nfull * t4, \
+				    vlo, vhi, w, two);                                        \
 	}                                                                                     \
 	ATTR static inline __attribute__((always_inline)) void NAME##_body(                  \
 		const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J,       \
@@ -182,11 +204,10 @@ VNNI256_T static inline __m256i dot4_vnni256(__m256i acc, __m256i a, __m256i b)
 				const uint8_t *a1 = two ? a0 + (size_t)K4 * 4 : a0;           \
 				__m256i w[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), \
 						_mm256_setzero_si256(), _mm256_setzero_si256()}; \
-				for (int t = 0; t < nfull; t++)                               \
-					NAME##_tile(a0, a1, bb, cr + t * 16, t * t4, t4, vlo, vhi, w); \
-				if (nfull < ntiles)                                           \
-					NAME##_tile(a0, a1, bb, cr + nfull * 16, nfull * t4,  \
-						    K4 - nfull * t4, vlo, vhi, w);            \
+				if (two)                                                      \
+					NAME##_tiles(a0, a1, bb, cr, K4, t4, nfull, ntiles, vlo, vhi, w, 1); \
+				else                                                          \
+					NAME##_tiles(a0, a1, bb, cr, K4, t4, nfull, ntiles, vlo, vhi, w, 0); \
 				store_row16_avx2(w[0], w[1], ncol, C, e, Y, i, J, jb * 16);   \
 				if (two)                                                      \
 					store_row16_avx2(w[2], w[3], ncol, C, e, Y, i + 1, J, jb * 16); \
