@@ -258,7 +258,7 @@ static void blas_task(void *arg, int t, int worker)
 	const int x0 = t * b->step, n = L - x0 < b->step ? L - x0 : b->step;
 	if (n <= 0)
 		return;
-	if (b->I == 1 && b->tb) /* one row of A against rows x0.. of B: see linear_blas_par */
+	if (b->by_cols && b->I == 1 && b->tb) /* one row of A against rows x0.. of B: see linear_blas_par */
 		blas_sgemv(n, b->K, b->B + (size_t)x0 * b->ldb, b->ldb, b->A, b->ta ? b->lda : 1, b->C + x0);
 	else if (b->by_cols) /* columns x0.. of op(B) and of C */
 		blas_sgemm(b->ta, b->tb, b->I, n, b->K, b->A, b->lda,

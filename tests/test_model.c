@@ -237,14 +237,16 @@ END_TEST
  * matrix-vector product per block, linear.c) gives each row's logits of
  * the batch forward to float rounding, and the same bits on 1 and 3
  * threads; hidden 200 (two BLAS blocks) and 12 (one).  The recipes that
- * multiply in float forward: fp32 and hadanet-paper. */
+ * multiply in float forward: fp32, hadanet-paper, and xnor and hbwn in
+ * their first and last layers. */
 START_TEST(test_fp32_one_row)
 {
 	enum { N = 6, D = 166, C = 5 };
 	static float X[N * D];
 	static int y[N];
 	blobs(X, y, N, D, C, 13);
-	const hdqt_mode modes[] = {HDQT_MODE_FP32, HDQT_MODE_HADANET_PAPER};
+	const hdqt_mode modes[] = {HDQT_MODE_FP32, HDQT_MODE_HADANET_PAPER, HDQT_MODE_XNOR,
+				   HDQT_MODE_HBWN};
 	const int hs[] = {200, 12};
 	for (size_t k = 0; k < sizeof(modes) / sizeof(modes[0]); k++)
 		for (size_t h = 0; h < sizeof(hs) / sizeof(hs[0]); h++) {
