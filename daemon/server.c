@@ -791,6 +791,11 @@ static void conn_drain(hdqtd_conn *c)
 			break;
 		handle_line(c, line, len);
 	}
+	/* Every complete line answered and none being parsed (the loop ends
+	 * only so): a long line's buffer goes back, or an idle client that once
+	 * sent one would stay counted for it against daemon.max_memory and be
+	 * the first closed when the budget runs out. */
+	hdqt_linebuf_shrink(&c->lb);
 	if (c->overflow) {
 		char m[128];
 		snprintf(m, sizeof(m), "message exceeds daemon.max_message (%zu bytes); closing",

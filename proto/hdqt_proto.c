@@ -107,6 +107,26 @@ int hdqt_linebuf_feed(hdqt_linebuf *lb, const char *data, size_t n)
 	return full ? HDQT_EFULL : 0;
 }
 
+void hdqt_linebuf_shrink(hdqt_linebuf *lb)
+{
+	if (!lb || !lb->buf || lb->cap <= HDQT_LINEBUF_KEEP)
+		return;
+	const size_t held = lb->len - lb->pos;
+	size_t cap = 4096;
+	while (cap < held + 1)
+		cap *= 2;
+	if (cap > lb->cap / 4) /* not worth a copy */
+		return;
+	memmove(lb->buf, lb->buf + lb->pos, held);
+	lb->len = held;
+	lb->pos = 0;
+	char *b = realloc(lb->buf, cap);
+	if (b) { /* a failed shrink keeps the larger block, which still holds it all */
+		lb->buf = b;
+		lb->cap = cap;
+	}
+}
+
 char *hdqt_linebuf_next(hdqt_linebuf *lb, size_t *len)
 {
 	if (!lb || !lb->buf || lb->pos >= lb->len)

@@ -42,6 +42,12 @@ enum {
 /* A short name for a code ("parse_error", "unknown_class", ...). */
 const char *hdqt_rpc_code_name(int code);
 
+/* What hdqtd takes as plausible, and refuses past (-32602): a window's
+ * readings (g and rad/s) and a feature.  Clients check before sending, so
+ * that one glitched reading costs its windows, not the batch around it. */
+#define HDQT_RPC_READING_MAX 1000.0
+#define HDQT_RPC_FEATURE_MAX 1e9
+
 /* ---- framing -------------------------------------------------------------- */
 
 /* Splits a byte stream into lines of at most max bytes. */
@@ -61,6 +67,12 @@ int hdqt_linebuf_feed(hdqt_linebuf *lb, const char *data, size_t n);
 /* The next complete line, NUL-terminated, without its "\n" (and a "\r"
  * before it); NULL when none is complete.  Valid until the next feed. */
 char *hdqt_linebuf_next(hdqt_linebuf *lb, size_t *len);
+/* Give back the memory a long line grew the buffer to, once what is held
+ * (an unfinished line, or lines not read yet) fits a quarter of it: above
+ * HDQT_LINEBUF_KEEP bytes only, so that a client's ordinary lines do not
+ * reallocate.  Lines returned by next() before it are invalid after it. */
+#define HDQT_LINEBUF_KEEP ((size_t)64 << 10)
+void hdqt_linebuf_shrink(hdqt_linebuf *lb);
 /* Bytes of an unfinished line held. */
 size_t hdqt_linebuf_partial(const hdqt_linebuf *lb);
 

@@ -342,6 +342,53 @@ START_TEST(test_json_random_texts)
 }
 END_TEST
 
+/* A long line's buffer is given back once it is answered, whatever it left
+ * held (a partial next line survives the copy); short lines never
+ * reallocate; a buffer still mostly held keeps its size. */
+START_TEST(test_linebuf_shrinks)
+{
+	hdqt_linebuf lb;
+	ck_assert_int_eq(hdqt_linebuf_init(&lb, (size_t)8 << 20), 0);
+	const size_t n = (size_t)3 << 20;
+	char *big = malloc(n + 1);
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'x', n);
+	big[n] = '\n';
+	ck_assert_int_eq(hdqt_linebuf_feed(&lb, big, n + 1), 0);
+	ck_assert_int_eq(hdqt_linebuf_feed(&lb, "abc", 3), 0);
+	ck_assert_uint_ge(lb.cap, n + 1);
+	size_t len = 0;
+	const char *line = hdqt_linebuf_next(&lb, &len);
+	ck_assert_ptr_nonnull(line);
+	ck_assert_uint_eq(len, n);
+	ck_assert_ptr_null(hdqt_linebuf_next(&lb, &len));
+	hdqt_linebuf_shrink(&lb);
+	ck_assert_uint_eq(lb.cap, 4096);
+	ck_assert_uint_eq(hdqt_linebuf_partial(&lb), 3);
+	ck_assert_int_eq(hdqt_linebuf_feed(&lb, "def\n", 4), 0);
+	line = hdqt_linebuf_next(&lb, &len);
+	ck_assert_ptr_nonnull(line);
+	ck_assert_str_eq(line, "abcdef");
+	/* short lines: the first block stays */
+	hdqt_linebuf_shrink(&lb);
+	ck_assert_uint_eq(lb.cap, 4096);
+	/* more than a quarter still held (an unfinished long line): kept */
+	ck_assert_int_eq(hdqt_linebuf_feed(&lb, big, n), 0);
+	const size_t cap = lb.cap;
+	ck_assert_ptr_null(hdqt_linebuf_next(&lb, &len));
+	hdqt_linebuf_shrink(&lb);
+	ck_assert_uint_eq(lb.cap, cap);
+	ck_assert_uint_eq(hdqt_linebuf_partial(&lb), n);
+	ck_assert_int_eq(hdqt_linebuf_feed(&lb, "\n", 1), 0);
+	ck_assert_ptr_nonnull(hdqt_linebuf_next(&lb, &len));
+	ck_assert_uint_eq(len, n);
+	hdqt_linebuf_shrink(&lb);
+	ck_assert_uint_eq(lb.cap, 4096);
+	hdqt_linebuf_free(&lb);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("proto");
@@ -351,6 +398,7 @@ int main(void)
 	tcase_add_test(tc, test_float_array_and_object);
 	tcase_add_test(tc, test_json_edges);
 	tcase_add_test(tc, test_json_random_texts);
+	tcase_add_test(tc, test_linebuf_shrinks);
 	suite_add_tcase(s, tc);
 	return testutil_run(s);
 }

@@ -742,6 +742,32 @@ print(json.dumps(json.loads(s.makefile("rb").readline()).get("error", {}).get("c
 class TestReview(unittest.TestCase):
     """Defects a review of the fixes found (numbers of its report)."""
 
+    def test_idle_client_after_long_line_keeps_its_slot(self):
+        """Review of 2026-12-08, 1: a line buffer grown by one long line
+        never shrank, and daemon.max_memory counts its capacity: clients that
+        had each sent one large batch and sat idle were closed with -32005
+        when anyone else read, though nothing was held for them."""
+        d = Daemon(*FAST, "daemon.max_message=1M", "daemon.max_write_queue=1M",
+                   "daemon.max_memory=3M").start()
+        try:
+            pad = "x" * (900 << 10)   # grows a buffer to 1 MiB
+            idle = []
+            for i in range(4):        # 4 MiB of capacity without the shrink
+                k = d.client(timeout=5)
+                k.send_raw((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "status",
+                                        "params": {"pad": pad}}) + "\n").encode())
+                self.assertIn("result", k.read_msg())
+                idle.append(k)
+            for _ in range(3):        # others read: over the budget only if counted
+                c = d.client()
+                self.assertIn("version", c.call("status"))
+                c.close()
+            for k in idle:            # every idle client is still served
+                self.assertIn("version", k.call("status"))
+            self.assertNotIn("holding most", d.read_log())
+        finally:
+            d.cleanup()
+
     def test_partial_clock_after_split_line(self):
         """R2: a line that arrived in two reads and went to the writer left
         the partial-line clock running: a streaming sensor was dropped."""
