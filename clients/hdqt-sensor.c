@@ -364,7 +364,22 @@ static int flush(state *s)
 static int emit(state *s, const float *rows, long end_row, const char *truth)
 {
 	float f[HDQT_FEAT_DIM];
+	/* hdqtd refuses a batch with one implausible window in it, and a
+	 * refusal ends the run: such a window is skipped here instead, as one
+	 * that is not finite is.  The daemon checks readings only in raw
+	 * windows, so without this check a glitch (5000 g) went in as features. */
+	const int W = s->o.window;
+	for (int i = 0; i < W * 6; i++)
+		if (isfinite(rows[i]) && fabsf(rows[i]) > HDQT_RPC_READING_MAX) {
+			fprintf(stderr, "hdqt-sensor: window ending at reading %ld: reading %ld column %d = %g "
+				"is outside the plausible range +-%g (skipped)\n", end_row + 1,
+				end_row - W + 2 + i / 6, i % 6 + 1, (double)rows[i], HDQT_RPC_READING_MAX);
+			return 0;
+		}
 	int rc = hdqt_feat_extract(s->feat, rows, f);
+	for (int i = 0; rc == 0 && i < HDQT_FEAT_DIM; i++)
+		if (!(fabsf(f[i]) <= HDQT_RPC_FEATURE_MAX))
+			rc = HDQT_ERANGE;
 	if (rc < 0) {
 		fprintf(stderr, "hdqt-sensor: window ending at reading %ld: %s (skipped)\n", end_row + 1,
 			hdqt_strerror(rc));

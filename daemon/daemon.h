@@ -26,8 +26,8 @@
  * of an IMU (real ones saturate near 16 g and 35 rad/s); features are what
  * such windows give, with a wide margin.  Beyond them a value is a broken
  * sensor or an attack, and it could make training diverge. */
-#define HDQTD_READING_MAX 1000.0
-#define HDQTD_FEATURE_MAX 1e9
+#define HDQTD_READING_MAX HDQT_RPC_READING_MAX
+#define HDQTD_FEATURE_MAX HDQT_RPC_FEATURE_MAX
 
 typedef struct hdqtd_conn hdqtd_conn;
 typedef struct hdqtd_xfer hdqtd_xfer;

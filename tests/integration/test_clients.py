@@ -310,6 +310,36 @@ class TestSensor(ClientCase):
         self.assertEqual(res["labelled"], res["predicted"])
 
 
+    def test_glitched_reading_costs_only_its_windows(self):
+        # Review of 2026-12-08, 2 and 3: a reading of 1e6 made a feature past
+        # hdqtd's +-1e9, the daemon refused the whole batch and the run ended
+        # with nothing sent; a reading of 5000 (past the +-1000 hdqtd takes
+        # in raw windows) went in as features without a word.  Now the
+        # windows holding either are skipped, with a message, and the rest go.
+        import gzip
+        with hdqt_client.Client(self.d.sock) as c:
+            c.add_class("WALKING")
+        lines = gzip.open(TEST_FILE, "rt").read().splitlines()
+        glitched = os.path.join(self.d.dir, "glitched.csv")
+        for row, value in ((300, "1000000.0"), (2000, "5000.0")):   # line 0 is the header
+            v = lines[row + 1].split(",")
+            v[0] = value
+            lines[row + 1] = ",".join(v)
+        with open(glitched, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        r = self.run_tool(SENSOR, "--send", "--label", "WALKING", "--json", glitched)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = json.loads(r.stdout)
+        self.assertEqual(r.stderr.count("outside the plausible range"), 4, r.stderr)
+        self.assertIn("reading 301 column 1 = 1e+06", r.stderr)
+        self.assertEqual(self.pending(), got["sent"])
+        r = self.run_tool(SENSOR, "--send", "--label", "WALKING", "--json", TEST_FILE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        clean = json.loads(r.stdout)
+        # windows of 128 readings every 64: each glitch is in two of them
+        self.assertEqual(got["sent"], clean["sent"] - 4)
+        self.assertEqual(self.pending(), got["sent"] + clean["sent"])
+
     def test_request_over_max_message_is_not_retried(self):
         # A batch of 1000 windows (~1.7 MB) can never pass a 4 kB daemon.max_message:
         # hdqtd answers -32009 and closes; resending it reconnected hundreds of times.
