@@ -254,22 +254,25 @@ int hdqt_model_load(const uint8_t *blob, size_t len, hdqt_model **out)
 		hdqt_model_free(m);
 		return HDQT_ECORRUPT;
 	}
+	/* A blob whose CRC holds can still carry a value that is not finite
+	 * (written by a broken build, or crafted into an imported bundle): one
+	 * NaN weight makes every prediction NaN, so such a blob is corrupt. */
+	int bad = !isfinite(norm_clip);
 	m->norm_clip = norm_clip;
 	for (int i = 0; i < c.n_in; i++)
-		m->mean[i] = get_f32(&r);
+		bad |= !isfinite(m->mean[i] = get_f32(&r));
 	for (int i = 0; i < c.n_in; i++)
-		m->std[i] = get_f32(&r);
+		bad |= !isfinite(m->std[i] = get_f32(&r));
 	for (int l = 0; l < m->n_layers; l++) {
 		size_t sz = (size_t)m->L[l].in * m->L[l].out;
 		for (size_t i = 0; i < sz; i++)
-			m->L[l].w[i] = get_f32(&r);
+			bad |= !isfinite(m->L[l].w[i] = get_f32(&r));
 		linear_touch(&m->L[l]);
 	}
 	for (int i = 0; i < 4; i++)
 		m->rng.s[i] = get_u32(&r);
 	/* Kept as read (so that load + save is the identity on the bytes);
 	 * a value that is not finite would poison every logit of its class. */
-	int bad = 0;
 	for (int i = 0; affine && i < c.n_classes; i++)
 		m->la[i] = get_f32(&r);
 	for (int i = 0; affine && i < c.n_classes; i++)

@@ -306,6 +306,34 @@ START_TEST(test_blob_round_trip_and_corruption)
 			blob[i] ^= 0x20;
 		}
 		hdqt_model *bad = NULL;
+		/* A value that is not finite under a valid CRC: the last weight
+		 * (before the 16-byte RNG state, the 2 x 5 logit floats and the
+		 * CRC) and the first normalisation mean (after the 4-byte
+		 * norm_clip that ends the header's fields; found as the float
+		 * the model holds). */
+		const size_t at_w = len - 4 - 2 * 5 * 4 - 16 - 4;
+		size_t at_mean = 0;
+		for (size_t i = 16; i + 4 <= at_w && !at_mean; i++) {
+			float f;
+			memcpy(&f, blob + i, 4);
+			if (memcmp(&f, &m->mean[0], 4) == 0 && memcmp(blob + i + 4, &m->mean[1], 4) == 0)
+				at_mean = i;
+		}
+		ck_assert_uint_gt(at_mean, 0);
+		const float nonfinite[2] = {NAN, INFINITY};
+		const size_t at[2] = {at_w, at_mean};
+		for (int k = 0; k < 4; k++) {
+			uint8_t *v = malloc(len);
+			ck_assert_ptr_nonnull(v);
+			memcpy(v, blob, len);
+			memcpy(v + at[k / 2], &nonfinite[k % 2], 4);
+			const uint32_t crc = (uint32_t)crc32(0L, v, (uInt)(len - 4));
+			for (int i = 0; i < 4; i++)
+				v[len - 4 + i] = (uint8_t)(crc >> (8 * i));
+			ck_assert_int_eq(hdqt_model_load(v, len, &bad), HDQT_ECORRUPT);
+			ck_assert_ptr_null(bad);
+			free(v);
+		}
 		ck_assert_int_eq(hdqt_model_load(blob, len - 1, &bad), HDQT_ECORRUPT);
 		ck_assert_int_eq(hdqt_model_load(blob, 10, &bad), HDQT_ECORRUPT);
 		blob[8] = 99; /* a future format version */
