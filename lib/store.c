@@ -165,6 +165,14 @@ static int exec(hdqt_store *s, const char *sql, const char *what)
 
 static int begin(hdqt_store *s)
 {
+	/* A database file deleted or replaced under a running hdqtd takes
+	 * writes into an inode that no one opens again: every sample
+	 * acknowledged from then on would be gone at the next start, without
+	 * a word.  Every write begins here, so none is acknowledged. */
+	int moved = 0;
+	if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved)
+		return seterr(s, HDQT_EIO, "the database file was deleted or replaced while hdqtd ran; "
+			      "nothing more is written to it (restart hdqtd to open the file at its path)");
 	/* IMMEDIATE takes the write lock up front, so a transaction never fails
 	 * half-way with SQLITE_BUSY on lock upgrade. */
 	return exec(s, "BEGIN IMMEDIATE", "begin");

@@ -529,6 +529,24 @@ class TestStore(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_deleted_database_takes_no_writes(self):
+        """Review of 2026-12-08 (second), 2: with the database file deleted
+        under it, hdqtd went on acknowledging samples into the unlinked
+        inode; at the next start a new empty database had replaced them."""
+        d = Daemon(*FAST).start()
+        try:
+            c = d.client()
+            c.call("class.add", {"name": "a"})
+            self.assertEqual(c.call("sample.add", {"class": "a", "features": feats()})["accepted"], 1)
+            os.unlink(d.db)
+            m = c.call_raw("sample.add", {"samples": [{"class": "a", "features": feats(k=i)}
+                                                      for i in range(10)], "batch_id": "b1"})
+            self.assertEqual(m.get("error", {}).get("code"), -32007, m)
+            self.assertIn("deleted or replaced", m["error"]["message"])
+            self.assertIn("version", c.call("status"))   # reads still served
+        finally:
+            d.cleanup()
+
     def test_locked_database_does_not_stall_the_loop(self):
         """8: SQLite ran on the loop thread: while another writer held the lock,
         every client stalled up to the busy timeout."""
