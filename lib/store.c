@@ -1470,18 +1470,26 @@ int hdqt_store_backup(hdqt_store *s, const char *path)
 	}
 	if (dst && rc == SQLITE_OK)
 		rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+	const int dst_errno = dst ? sqlite3_system_errno(dst) : 0;
 	if (dst)
 		sqlite3_close(dst);
 	if (rc != SQLITE_OK) {
+		/* A full disk is a limit (-32005 over the socket), as everywhere
+		 * else, not a broken store: SQLITE_FULL, or an I/O error of
+		 * ENOSPC / EFBIG (the destination's errno, read before close). */
+		const int prim = rc & 0xff;
+		const int full = prim == SQLITE_FULL || (prim == SQLITE_IOERR && (dst_errno == ENOSPC || dst_errno == EFBIG));
 		unlink(tmp);
-		return seterr(s, HDQT_EIO, "backup to %s failed: %s", path, sqlite3_errstr(rc));
+		return seterr(s, full ? HDQT_EFULL : HDQT_EIO, "backup to %s failed: %s", path,
+			      sqlite3_errstr(rc));
 	}
 	char dirbuf[4100];
 	snprintf(dirbuf, sizeof(dirbuf), "%s", path);
 	if (fsync_path(tmp, 0) < 0 || rename(tmp, path) < 0 || fsync_path(dirname(dirbuf), 1) < 0) {
 		int e = errno;
 		unlink(tmp);
-		return seterr(s, HDQT_EIO, "backup to %s failed: %s", path, strerror(e));
+		return seterr(s, e == ENOSPC || e == EFBIG ? HDQT_EFULL : HDQT_EIO, "backup to %s failed: %s",
+			      path, strerror(e));
 	}
 	return 0;
 }

@@ -839,6 +839,54 @@ START_TEST(test_sigkill_keeps_acknowledged)
 }
 END_TEST
 
+/* A backup onto a full disk is HDQT_EFULL (a limit, -32005 over the socket),
+ * as an insert is, not HDQT_EIO: a child whose RLIMIT_FSIZE the backup's
+ * file outgrows; no partial backup is left behind. */
+START_TEST(test_backup_disk_full)
+{
+	mkdir_tmp();
+	char p[300], bk[300], tmp[310];
+	path_in(p, sizeof(p), "src.db");
+	path_in(bk, sizeof(bk), "full-backup.db");
+	snprintf(tmp, sizeof(tmp), "%s.tmp", bk);
+	hdqt_store *s = open_ok(p, NULL);
+	hdqt_store_class cl;
+	ck_assert_int_eq(hdqt_store_class_add(s, "c", &cl), 0);
+	static float X[200 * 64];
+	int64_t ids[200];
+	for (int i = 0; i < 200 * 64; i++)
+		X[i] = (float)i;
+	for (int i = 0; i < 200; i++)
+		ids[i] = cl.id;
+	for (int k = 0; k < 5; k++) /* about 260 KB */
+		ck_assert_int_eq(hdqt_store_samples_add(s, ids, X, 200, 64), 0);
+	int fds[2];
+	ck_assert_int_eq(pipe(fds), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(fds[0]);
+		signal(SIGXFSZ, SIG_IGN);
+		struct rlimit rl = {64 * 1024, 64 * 1024};
+		setrlimit(RLIMIT_FSIZE, &rl);
+		int rc = hdqt_store_backup(s, bk);
+		_exit(write(fds[1], &rc, sizeof(rc)) == sizeof(rc) ? 0 : 5);
+	}
+	close(fds[1]);
+	int rc = 0;
+	ck_assert_int_eq(read(fds[0], &rc, sizeof(rc)), sizeof(rc));
+	close(fds[0]);
+	int status;
+	waitpid(pid, &status, 0);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert_msg(rc == HDQT_EFULL, "backup onto a full disk gave %d (%s)", rc, hdqt_strerror(rc));
+	ck_assert_int_ne(access(bk, F_OK), 0);
+	ck_assert_int_ne(access(tmp, F_OK), 0);
+	ck_assert_int_eq(hdqt_store_backup(s, bk), 0); /* without the limit it goes */
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
 /* Disk full: a child with RLIMIT_FSIZE inserts until the limit; the failure
  * is a clear HDQT_EFULL, and the database stays usable and intact. */
 START_TEST(test_file_size_limit)
@@ -1016,6 +1064,7 @@ int main(void)
 	tcase_add_test(tc, test_classes);
 	tcase_add_test(tc, test_samples_and_validation);
 	tcase_add_test(tc, test_exemplars_models_runs_backup);
+	tcase_add_test(tc, test_backup_disk_full);
 	tcase_add_test(tc, test_counts_and_learned_classes);
 	tcase_add_test(tc, test_exemplars_follow_rollback);
 	tcase_add_test(tc, test_novelty_and_unknowns);
