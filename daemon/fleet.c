@@ -884,6 +884,27 @@ static void run_import(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
 		    "inputs and %d-bit accumulators, this box trains %s with %d and %d (model.quant, "
 		    "model.bits, model.acc_bits)", hdqt_mode_name(q->mode), q->bits, q->acc_bits,
 		    hdqt_mode_name(cfg->quant), cfg->bits, cfg->acc_bits);
+	/* The same for the shape: the next round clones the imported model,
+	 * so model.hidden (and HadaNets' betas) would be ignored for good. */
+	const hdqt_mlp_config *mc = hdqt_model_config(m);
+	int same = mc->n_hidden == cfg->n_hidden;
+	for (int l = 0; same && l < mc->n_hidden; l++)
+		same = mc->hidden[l] == cfg->hidden[l];
+	if (!same) {
+		char got[96] = "", want[96] = "";
+		for (int l = 0; l < mc->n_hidden; l++)
+			snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%d", l ? "," : "",
+				 mc->hidden[l]);
+		for (int l = 0; l < cfg->n_hidden; l++)
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%d", l ? "," : "",
+				 cfg->hidden[l]);
+		BAD(HDQT_RPC_INCOMPATIBLE, "incompatible shape: the bundle's model has hidden layers "
+		    "%s, this box's model.hidden is %s", got, want);
+	}
+	if ((cfg->beta_w >= 0 && q->beta_w != cfg->beta_w) || (cfg->beta_a >= 0 && q->beta_a != cfg->beta_a))
+		BAD(HDQT_RPC_INCOMPATIBLE, "incompatible recipe: the bundle's model has beta_w %d and "
+		    "beta_a %d, this box's model.beta_w and model.beta_a say %d and %d", q->beta_w,
+		    q->beta_a, cfg->beta_w, cfg->beta_a);
 	const int C = hdqt_model_n_classes(m);
 	const cJSON *ca = cJSON_GetObjectItemCaseSensitive(man, "classes");
 	const int nb = cJSON_IsArray(ca) ? cJSON_GetArraySize(ca) : -1;

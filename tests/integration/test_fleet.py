@@ -440,6 +440,15 @@ class TestImportRefusals(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_incompatible_shape(self):
+        # Review of 2026-12-08 (second), 4: a bundle of other hidden layers was
+        # taken, and this box's model.hidden was ignored from then on.
+        d = Daemon(*[x for x in FAST if not x.startswith("model.hidden")], "model.hidden=48,24").start()
+        try:
+            self.refused(d, self.bundle, -32012, ["shape", "48,24"])
+        finally:
+            d.cleanup()
+
     def test_class_conflict_and_remap(self):
         # LAYING first here: label 0 is LAYING, WALKING in the bundle.
         d = trained([6, 4])
