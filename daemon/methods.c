@@ -1359,27 +1359,30 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async)
 				      "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": ...}",
 				      NULL);
 	}
-	if (0)
-		return hdqt_rpc_error(id, HDQT_RPC_INVALID_REQUEST,
-				      "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": ...}",
-				      NULL);
 	const int notify = id == NULL && !cJSON_GetObjectItemCaseSensitive(req, "id");
+	const struct method *m = NULL;
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (strcmp(methods[i].name, meth->valuestring) == 0)
+			m = &methods[i];
+	/* Every request is counted once, under the name its reply's error is
+	 * counted under (line_add): a known method with positional params
+	 * under its own, a params member of another type as invalid. */
 	if (params && !cJSON_IsObject(params) &&
 	    !(cJSON_IsArray(params) && cJSON_GetArraySize(params) == 0)) {
-		if (cJSON_IsArray(params))
+		if (cJSON_IsArray(params)) {
+			c->method = m ? m->name : "(unknown)";
+			hdqtd_metrics_request(&d->stats, c->method);
 			return notify ? NULL
 				      : hdqt_rpc_error(id, HDQT_RPC_INVALID_PARAMS,
 						       "params must be an object (named parameters)", NULL);
+		}
+		hdqtd_metrics_request(&d->stats, NULL);
 		return notify ? NULL
 			      : hdqt_rpc_error(id, HDQT_RPC_INVALID_REQUEST,
 					       "invalid request: params must be an object", NULL);
 	}
 	if (cJSON_IsArray(params))
 		params = NULL;
-	const struct method *m = NULL;
-	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-		if (strcmp(methods[i].name, meth->valuestring) == 0)
-			m = &methods[i];
 	if (!m) {
 		c->method = "(unknown)";
 		hdqtd_metrics_request(&d->stats, c->method);

@@ -635,6 +635,10 @@ class TestMetrics(unittest.TestCase):
                 c.call("no.such.method")
             c.send_raw(b"{not json\n")
             self.assertEqual(c.read_msg()["error"]["code"], -32700)
+            # a known method with positional params (review of 2026-12-08,
+            # second, 6: counted as an error of "(invalid)" and no request)
+            c.send_raw(b'{"jsonrpc":"2.0","id":99,"method":"status","params":[1]}\n')
+            self.assertEqual(c.read_msg()["error"]["code"], -32602)
             m = check("metrics", c.call("metrics"))
             self.assertEqual(m["predictions_total"], 30)
             self.assertEqual(m["rounds"]["accepted"], 1)
@@ -670,6 +674,17 @@ class TestMetrics(unittest.TestCase):
                                    method="(unknown)", code="-32601"), 1)
             self.assertEqual(value("hdqtd_request_errors", "hdqtd_request_errors_total",
                                    method="(invalid)", code="-32700"), 1)
+            self.assertEqual(value("hdqtd_request_errors", "hdqtd_request_errors_total",
+                                   method="status", code="-32602"), 1)
+            # no method has more errors than requests
+            reqs = {s.labels["method"]: s.value for s in fams["hdqtd_requests"].samples
+                    if s.name == "hdqtd_requests_total"}
+            errs = {}
+            for s in fams["hdqtd_request_errors"].samples:
+                if s.name == "hdqtd_request_errors_total":
+                    errs[s.labels["method"]] = errs.get(s.labels["method"], 0) + s.value
+            for meth, n in errs.items():
+                self.assertLessEqual(n, reqs.get(meth, 0), (meth, reqs, errs))
             self.assertEqual(value("hdqtd_predictions", "hdqtd_predictions_total"), 30)
             self.assertEqual(value("hdqtd_rounds", "hdqtd_rounds_total", outcome="accepted"), 1)
             self.assertEqual(value("hdqtd_model_version", "hdqtd_model_version"), 1)
