@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "conf.h"
+#include "hdqt_data.h"
 #include "hdqt_novelty.h"
 
 void hdqtd_config_default(hdqtd_config *c)
@@ -470,7 +471,30 @@ int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen)
 	if (c->max_memory < c->max_message + c->max_write_queue)
 		return fail(err, errlen, "daemon", "max_memory",
 			    "must hold at least one client's max_message + max_write_queue");
+	/* A cap a round of this model cannot commit in stops learning for good
+	 * (the store keeps a round's worth free, and samples need room too). */
+	if (c->max_bytes > 0 && c->max_bytes < 4 * hdqtd_config_round_bytes(c)) {
+		char m[192];
+		snprintf(m, sizeof(m), "too small for a round of this model, which adds about %lld bytes "
+			 "(model.hidden, training.memory): give at least %lld",
+			 (long long)hdqtd_config_round_bytes(c), (long long)(4 * hdqtd_config_round_bytes(c)));
+		return fail(err, errlen, "store", "max_bytes", m);
+	}
 	return 0;
+}
+
+/* What a training round adds to the database, about: its model (the
+ * configured layers, with up to 64 classes), its exemplars, the rest of
+ * its row (novelty state, metrics) in 64 KB. */
+int64_t hdqtd_config_round_bytes(const hdqtd_config *c)
+{
+	int64_t w = 0, in = HDQT_FEAT_DIM;
+	for (int l = 0; l < c->n_hidden; l++) {
+		w += in * c->hidden[l];
+		in = c->hidden[l];
+	}
+	w += in * 64 + 2 * HDQT_FEAT_DIM;
+	return 4 * w + (int64_t)c->memory * (4 * HDQT_FEAT_DIM + 64) + (64 << 10);
 }
 
 void hdqtd_config_store_opts(const hdqtd_config *c, hdqt_store_opts *o)
@@ -481,6 +505,8 @@ void hdqtd_config_store_opts(const hdqtd_config *c, hdqt_store_opts *o)
 	o->max_pending_per_class = c->max_pending_per_class;
 	o->keep_models = c->keep_models;
 	o->keep_learned = 0;
+	o->round_bytes = hdqtd_config_round_bytes(c);
+	o->round_rows = c->max_round_samples;
 }
 
 cJSON *hdqtd_config_json(const hdqtd_config *c)

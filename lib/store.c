@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -300,7 +301,8 @@ int hdqt_store_open(hdqt_store **out, const char *path, const hdqt_store_opts *o
 		o = *opts;
 	else
 		hdqt_store_opts_default(&o);
-	if (o.keep_models < 1 || o.max_bytes < 0 || o.max_pending_per_class < 0 || o.busy_timeout_ms < 0)
+	if (o.keep_models < 1 || o.max_bytes < 0 || o.max_pending_per_class < 0 || o.busy_timeout_ms < 0 ||
+	    o.round_bytes < 0 || o.round_rows < 0)
 		return HDQT_EINVAL;
 	hdqt_store *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -643,6 +645,50 @@ static int used_bytes(hdqt_store *s, int64_t *used)
 	return 0;
 }
 
+/* Room for n more rows of d floats that still leaves the next training
+ * round room to commit: a round that cannot commit frees nothing, so
+ * without it a full database or disk stopped rounds and ingest for good.
+ * In the cap, an eighth of it or what a round adds, whichever is more.  On
+ * the disk, the WAL takes every page a commit changes before the file
+ * takes the new ones: the rows the round learns (deleted: written again),
+ * then twice what it adds, and a megabyte for the WAL index and slack.
+ * Pending samples are counted only when the disk is that close to full. */
+static int room_for(hdqt_store *s, int n, int d)
+{
+	const int64_t row = (int64_t)sizeof(float) * d + 64, want = (int64_t)n * row;
+	int rc;
+	if (s->o.max_bytes > 0) {
+		int64_t used = 0;
+		if ((rc = used_bytes(s, &used)) < 0)
+			return rc;
+		const int64_t keep = s->o.round_bytes > s->o.max_bytes / 8 ? s->o.round_bytes
+									 : s->o.max_bytes / 8;
+		if (used + want > s->o.max_bytes - keep)
+			return seterr(s, HDQT_EFULL, "the database holds %lld of store.max_bytes = %lld "
+				      "bytes; %lld are kept free for a training round (train, or raise "
+				      "the cap)", (long long)used, (long long)s->o.max_bytes, (long long)keep);
+	}
+	const char *path = sqlite3_db_filename(s->db, "main");
+	struct statvfs v;
+	if (!path || !*path || statvfs(path, &v) != 0)
+		return 0; /* no file (in memory) or no answer: SQLite's own errors remain */
+	const int64_t avail = (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+	const int64_t fixed = want + 2 * s->o.round_bytes + ((int64_t)1 << 20);
+	int64_t rows = s->o.round_rows > 0 ? s->o.round_rows : (int64_t)1 << 20;
+	if (avail >= fixed + rows * row * 5 / 4)
+		return 0;
+	int64_t pending = 0;
+	if ((rc = count_pending(s, -1, &pending)) < 0)
+		return rc;
+	if (pending + n < rows)
+		rows = pending + n;
+	if (avail >= fixed + rows * row * 5 / 4)
+		return 0;
+	return seterr(s, HDQT_EFULL, "the disk holding the database has %lld bytes free; %lld are "
+		      "kept for the next training round to commit (free disk space, or train)",
+		      (long long)avail, (long long)(fixed - want + rows * row * 5 / 4));
+}
+
 int hdqt_store_samples_add(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d)
 {
 	return hdqt_store_samples_add_batch(s, class_ids, X, n, d, NULL, NULL);
@@ -691,20 +737,8 @@ int hdqt_store_samples_add_batch(hdqt_store *s, const int64_t *class_ids, const 
 			return 0;
 		}
 	}
-	if (s->o.max_bytes > 0) {
-		/* Keep an eighth of the cap for training rounds, which must be
-		 * able to commit (and so free the samples they learned). */
-		int64_t used = 0;
-		const int64_t want = (int64_t)n * (int64_t)(sizeof(float) * d + 48);
-		if ((rc = used_bytes(s, &used)) < 0)
-			goto fail;
-		if (used + want > s->o.max_bytes - s->o.max_bytes / 8) {
-			rc = seterr(s, HDQT_EFULL, "the database holds %lld of store.max_bytes = %lld bytes; "
-				    "an eighth is kept free for training rounds (train, or raise the cap)",
-				    (long long)used, (long long)s->o.max_bytes);
-			goto fail;
-		}
-	}
+	if ((rc = room_for(s, n, d)) < 0)
+		goto fail;
 	/* Check classes and per-class caps inside the transaction. */
 	for (int i = 0; i < n; i++) {
 		int seen = 0;
@@ -1646,16 +1680,8 @@ int hdqt_store_unknowns_add(hdqt_store *s, const float *X, const int *labels, co
 	if (rc < 0)
 		return rc;
 	sqlite3_stmt *p = NULL;
-	if (s->o.max_bytes > 0) {
-		/* Like samples: an eighth of the cap stays free for rounds. */
-		int64_t used = 0;
-		if ((rc = used_bytes(s, &used)) < 0)
-			goto fail;
-		if (used + (int64_t)n * (int64_t)(sizeof(float) * d + 64) > s->o.max_bytes - s->o.max_bytes / 8) {
-			rc = seterr(s, HDQT_EFULL, "store.max_bytes: no room for unknown windows");
-			goto fail;
-		}
-	}
+	if ((rc = room_for(s, n, d)) < 0) /* as samples: a round must still commit */
+		goto fail;
 	rc = sqlite3_prepare_v2(s->db, "INSERT INTO unknowns(created, model_version, grp, label, score, "
 				"dim, features) VALUES(?, ?, ?, ?, ?, ?, ?)", -1, &p, NULL);
 	if (rc != SQLITE_OK) {

@@ -552,6 +552,22 @@ START_TEST(test_full_store_still_trains)
 	free(pc);
 	ck_assert_int_eq(hdqt_store_samples_add(s, ids, X, N, D), 0);
 	hdqt_store_close(s);
+	/* A round that adds more than an eighth of the cap (round_bytes) keeps
+	 * that much free instead: ingest stops sooner. */
+	char p2[300];
+	path_in(p2, sizeof(p2), "full2.db");
+	o.round_bytes = 1 << 19;
+	s = open_ok(p2, &o);
+	ck_assert_int_eq(hdqt_store_class_add(s, "a", &a), 0);
+	for (int i = 0; i < N; i++)
+		ids[i] = a.id;
+	int k2 = 0;
+	while ((rc = hdqt_store_samples_add(s, ids, X, N, D)) == 0)
+		k2++;
+	ck_assert_int_eq(rc, HDQT_EFULL);
+	ck_assert_msg(k2 < k && k2 > 0, "%d batches with a 512 KB round, %d with none", k2, k);
+	ck_assert_ptr_nonnull(strstr(hdqt_store_errmsg(s), "524288 are kept free"));
+	hdqt_store_close(s);
 	rm_tmp();
 }
 END_TEST

@@ -33,6 +33,13 @@ typedef struct hdqt_store_opts {
 	int keep_models;          /* model versions kept (>= 1; the current one is never pruned) */
 	int keep_learned;         /* learned samples: 1 keep as validation, 0 delete */
 	int busy_timeout_ms;      /* wait for locks this long before HDQT_EBUSY */
+	/* Room a training round needs to commit, kept free by every insert of
+	 * samples (HDQT_EFULL past it), in the max_bytes cap and on the disk:
+	 * round_bytes, what a round adds to the file (its model, exemplars;
+	 * 0: none), and round_rows, the most samples it learns (each is
+	 * written again to the WAL when the round deletes it; 0: any number). */
+	int64_t round_bytes;
+	int round_rows;
 	int read_only;            /* open without creating or migrating */
 	int quick_check;          /* 1 (default): PRAGMA quick_check at open, refusing a damaged file */
 	/* Called about once a second while quick_check runs (e.g. to extend a
