@@ -53,6 +53,8 @@ struct hdqtd_trainer {
 	int started_pending, progress_pending;
 	hdqtd_round_result *done;   /* finished round not yet given to the loop */
 	atomic_int cancel;
+	/* the training thread's own */
+	int rejected_in_row;        /* rounds rejected since the last accepted one */
 };
 
 const char *hdqtd_outcome_name(int o)
@@ -518,8 +520,10 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 	for (int l = 0; l < classes_after && o < (int)sizeof(res->metrics) - 16; l++)
 		o += snprintf(res->metrics + o, sizeof(res->metrics) - o, "%s%.1f", l ? "," : "",
 			      isnan(per[l]) ? -1.0 : (double)per[l]);
-	if (o < (int)sizeof(res->metrics) - 2)
-		snprintf(res->metrics + o, sizeof(res->metrics) - o, "]}");
+	/* A rejected version is marked so: the store prunes it before any
+	 * version that served (see prune_models). */
+	if (o < (int)sizeof(res->metrics) - 20)
+		snprintf(res->metrics + o, sizeof(res->metrics) - o, "]%s}", accept ? "" : ",\"rejected\":true");
 	char cfgjson[320];
 	/* The recipe the model runs (a stored model keeps its own, whatever
 	 * the configuration says now), with HadaNets' segments. */
@@ -617,7 +621,11 @@ static float median(float *v, int n)
  * pending samples read again are the round's: no other round or
  * quarantine change runs meanwhile, and new samples come after them. */
 #define QUARANTINE_Z 1e4
-static void quarantine(hdqtd_trainer *t, hdqtd_round_result *res)
+/* Rejected rounds in a row before their samples are quarantined: a batch
+ * of wrong labels would otherwise be learned again, and rejected again, in
+ * every round from then on, and nothing after it learned. */
+#define REJECTIONS_TO_QUARANTINE 3
+static void quarantine(hdqtd_trainer *t, hdqtd_round_result *res, int rejected)
 {
 	const int d = HDQT_FEAT_DIM;
 	round_data rd = {0};
@@ -661,7 +669,7 @@ static void quarantine(hdqtd_trainer *t, hdqtd_round_result *res)
 	if (!col || !bad || !ids)
 		goto out;
 	int nbad = 0;
-	for (int j = 0; j < d; j++) {
+	for (int j = 0; j < d && !rejected; j++) { /* wrong labels stand out in no feature */
 		for (int i = 0; i < rd.np; i++)
 			col[i] = rd.P[(size_t)i * d + j];
 		const float med = median(col, rd.np);
@@ -690,8 +698,14 @@ static void quarantine(hdqtd_trainer *t, hdqtd_round_result *res)
 				res->consumed[l]++;
 		}
 	res->quarantined = n;
-	snprintf(res->reason, sizeof(res->reason), "training diverged (non-finite loss) three times; "
-		 "%d %s quarantined", n, nbad ? "outlying samples" : "samples of the round (none stood out)");
+	if (rejected)
+		snprintf(res->reason, sizeof(res->reason), "validation accuracy fell below the current "
+			 "model's in %d rounds in a row; the %d samples of the round quarantined",
+			 REJECTIONS_TO_QUARANTINE, n);
+	else
+		snprintf(res->reason, sizeof(res->reason), "training diverged (non-finite loss) three "
+			 "times; %d %s quarantined", n,
+			 nbad ? "outlying samples" : "samples of the round (none stood out)");
 out:
 	round_data_free(&rd);
 	free(col);
@@ -744,7 +758,14 @@ static void *thread_main(void *arg)
 					  "another seed", (long long)run, attempt + 1);
 			}
 			if (r->diverged && !atomic_load(&t->cancel))
-				quarantine(t, r);
+				quarantine(t, r, 0);
+			if (r->outcome == HDQTD_ROUND_ACCEPTED)
+				t->rejected_in_row = 0;
+			else if (r->outcome == HDQTD_ROUND_REJECTED &&
+				 ++t->rejected_in_row >= REJECTIONS_TO_QUARANTINE) {
+				quarantine(t, r, 1);
+				t->rejected_in_row = 0;
+			}
 			free(r->pids); /* the loop gets the result without them */
 			r->pids = NULL;
 			r->n_pids = 0;

@@ -1277,12 +1277,21 @@ int hdqt_store_model_save(hdqt_store *s, const uint8_t *blob, size_t len, const 
 
 /* Keep the newest keep versions and the current one; exemplar memories go
  * with their versions. */
+/* Keep the current version, the newest keep of the others that were not
+ * rejected, and the newest rejected one (metrics "rejected": true, as
+ * hdqtd marks a round's model that lost to the current one): a run of
+ * rejected rounds had pushed every rollback target out. */
+/* (metrics not JSON, e.g. written by hand: not rejected, and no error) */
+#define REJECTED "(CASE WHEN json_valid(metrics) THEN json_extract(metrics, '$.rejected') END)"
 static int prune_models(hdqt_store *s, int keep)
 {
-	char sql[256];
+	char sql[512];
 	snprintf(sql, sizeof(sql),
 		 "DELETE FROM models WHERE current = 0 AND version NOT IN "
-		 "(SELECT version FROM models ORDER BY version DESC LIMIT %d)", keep);
+		 "(SELECT version FROM models WHERE " REJECTED " IS NOT 1 "
+		 "ORDER BY version DESC LIMIT %d) AND version NOT IN "
+		 "(SELECT version FROM models WHERE " REJECTED " IS 1 "
+		 "ORDER BY version DESC LIMIT 1)", keep);
 	int rc = exec(s, sql, "model prune");
 	if (rc == 0)
 		rc = exec(s, "DELETE FROM exemplars WHERE model_version <> 0 AND model_version NOT IN "
@@ -1294,8 +1303,11 @@ static int model_tx(hdqt_store *s, const uint8_t *blob, size_t len, const char *
 		    const char *metrics_json, int make_current, int64_t *version)
 {
 	/* Make room first: with a full database the insert must not be what
-	 * fails, the versions it would prune are gone anyway. */
-	int rc = prune_models(s, s->o.keep_models > 1 ? s->o.keep_models - 1 : 1);
+	 * fails, the versions it would prune are gone anyway (for a version
+	 * that serves; one stored only, as a rejected round's, prunes none
+	 * that served). */
+	int rc = prune_models(s, make_current && s->o.keep_models > 1 ? s->o.keep_models - 1
+								      : s->o.keep_models);
 	if (rc < 0)
 		return rc;
 	sqlite3_stmt *p = stmt(s, ST_MODEL_ADD);

@@ -855,6 +855,44 @@ START_TEST(test_sigkill_keeps_acknowledged)
 }
 END_TEST
 
+/* Rejected versions (metrics "rejected": true) never push a version that
+ * served out: keep_models counts the others, and of the rejected ones only
+ * the newest stays (review of 2026-12-08: four rejected rounds had pruned
+ * every rollback target).  Metrics that are not JSON count as served. */
+START_TEST(test_rejected_versions_prune_first)
+{
+	mkdir_tmp();
+	char p[300];
+	path_in(p, sizeof(p), "rej.db");
+	hdqt_store_opts o;
+	hdqt_store_opts_default(&o);
+	o.keep_models = 3;
+	hdqt_store *s = open_ok(p, &o);
+	uint8_t blob[16] = {'A'};
+	int64_t v[8];
+	ck_assert_int_eq(hdqt_store_model_save(s, blob, sizeof(blob), "{}", "{\"round\":1}", 1, &v[0]), 0);
+	ck_assert_int_eq(hdqt_store_model_save(s, blob, sizeof(blob), "{}", "not json", 1, &v[1]), 0);
+	ck_assert_int_eq(hdqt_store_model_save(s, blob, sizeof(blob), "{}", "{\"round\":3}", 1, &v[2]), 0);
+	for (int i = 3; i < 8; i++)
+		ck_assert_int_eq(hdqt_store_model_save(s, blob, sizeof(blob), "{}",
+						       "{\"round\":4,\"rejected\":true}", 0, &v[i]), 0);
+	hdqt_store_model *ml;
+	int n;
+	ck_assert_int_eq(hdqt_store_model_list(s, &ml, &n), 0);
+	ck_assert_int_eq(n, 4); /* the three that served and the newest rejected */
+	int seen[8] = {0};
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < 8; k++)
+			seen[k] += ml[i].version == v[k];
+	free(ml);
+	ck_assert(seen[0] && seen[1] && seen[2] && seen[7]);
+	ck_assert_int_eq(hdqt_store_model_rollback(s, v[0]), 0);
+	ck_assert_int_eq(hdqt_store_model_rollback(s, v[6]), HDQT_ENOTFOUND);
+	hdqt_store_close(s);
+	rm_tmp();
+}
+END_TEST
+
 /* A backup onto a full disk is HDQT_EFULL (a limit, -32005 over the socket),
  * as an insert is, not HDQT_EIO: a child whose RLIMIT_FSIZE the backup's
  * file outgrows; no partial backup is left behind. */
@@ -1081,6 +1119,7 @@ int main(void)
 	tcase_add_test(tc, test_samples_and_validation);
 	tcase_add_test(tc, test_exemplars_models_runs_backup);
 	tcase_add_test(tc, test_backup_disk_full);
+	tcase_add_test(tc, test_rejected_versions_prune_first);
 	tcase_add_test(tc, test_counts_and_learned_classes);
 	tcase_add_test(tc, test_exemplars_follow_rollback);
 	tcase_add_test(tc, test_novelty_and_unknowns);

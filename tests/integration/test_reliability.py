@@ -320,6 +320,56 @@ class TestShutdownAndHalfClose(unittest.TestCase):
 class TestRounds(unittest.TestCase):
     """Findings 2, 3, 11: rounds, quarantine, rollback."""
 
+    def test_rejected_rounds_quarantine_and_keep_rollback_targets(self):
+        """Review of 2026-12-08 (second), 3: a round rejected by the regression
+        guard left its samples pending, so every later round learned them
+        again and was rejected again (nothing after them was ever learned),
+        and each rejected version pushed a version that had served out of
+        store.keep_models."""
+        import random
+
+        def pattern(k, n, seed):   # class k's pattern, noisy
+            rnd = random.Random(seed * 1000 + k)
+            base = [((i * (k + 3)) % 11) / 11.0 - 0.5 for i in range(DIM)]
+            return [[b + rnd.gauss(0, 0.05) for b in base] for _ in range(n)]
+        d = Daemon("training.auto=no", "training.epochs=10", "model.hidden=32,32",
+                   "training.memory=40", "store.keep_models=3",
+                   "training.regression_margin=0").start()
+        try:
+            c = d.client()
+            for n in ("a", "b", "c"):
+                c.call("class.add", {"name": n})
+
+            def add(cls, k, seed, n):
+                c.call("sample.add", {"samples": [{"class": cls, "features": f}
+                                                  for f in pattern(k, n, seed)]})
+            for r in range(2):
+                add("a", 0, r, 100)
+                add("b", 1, r, 100)
+                self.assertEqual(train_and_wait(c)["outcome"], "accepted")
+            served = [m["version"] for m in c.call("model.list")["models"]]
+            # class c with class a's very pattern: learning it costs a's
+            # validation samples, so each round is rejected (margin 0)
+            add("c", 0, 10, 150)
+            got = []
+            for r in range(3):
+                ev = train_and_wait(c)
+                st = c.call("status")
+                got.append((ev["outcome"], st["samples_pending"], st["samples_quarantined"]))
+            self.assertEqual(got, [("rejected", 150, 0)] * 2 + [("rejected", 0, 150)])
+            self.assertIn("rounds in a row", d.read_log())
+            versions = [m["version"] for m in c.call("model.list")["models"]]
+            for v in served:     # three rejected versions pushed none out
+                self.assertIn(v, versions)
+            self.assertEqual(len(versions), len(served) + 1)   # and only the newest stays
+            add("a", 0, 20, 50)  # learning goes on with what came after
+            add("b", 1, 20, 50)
+            self.assertEqual(train_and_wait(c)["outcome"], "accepted")
+            self.assertEqual(c.call("model.rollback", {"version": min(served)})["model_version"],
+                             min(served))
+        finally:
+            d.cleanup()
+
     def test_finished_round_is_never_lost(self):
         """2: the trainer reported idle before the loop applied the round; a
         train (or rollback) in that window lost the accepted round: "no model
