@@ -1275,13 +1275,12 @@ int hdqt_store_model_save(hdqt_store *s, const uint8_t *blob, size_t len, const 
 	return 0;
 }
 
-/* Keep the newest keep versions and the current one; exemplar memories go
- * with their versions. */
-/* Keep the current version, the newest keep of the others that were not
+/* Keep the current version, the newest keep of the versions that were not
  * rejected, and the newest rejected one (metrics "rejected": true, as
- * hdqtd marks a round's model that lost to the current one): a run of
- * rejected rounds had pushed every rollback target out. */
-/* (metrics not JSON, e.g. written by hand: not rejected, and no error) */
+ * hdqtd marks a round's model that lost to the current one; metrics that
+ * are not JSON count as not rejected, without an error): a run of
+ * rejected rounds had pushed every rollback target out.  Exemplar
+ * memories go with their versions. */
 #define REJECTED "(CASE WHEN json_valid(metrics) THEN json_extract(metrics, '$.rejected') END)"
 static int prune_models(hdqt_store *s, int keep)
 {
