@@ -471,14 +471,32 @@ int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen)
 	if (c->max_memory < c->max_message + c->max_write_queue)
 		return fail(err, errlen, "daemon", "max_memory",
 			    "must hold at least one client's max_message + max_write_queue");
-	/* A cap a round of this model cannot commit in stops learning for good
-	 * (the store keeps a round's worth free, and samples need room too). */
-	if (c->max_bytes > 0 && c->max_bytes < 4 * hdqtd_config_round_bytes(c)) {
+	/* A cap that cannot hold two rounds of this model (the one kept free,
+	 * and the model it replaces) never commits one: refused.  Under what
+	 * store.keep_models versions take, hdqtd_config_warning says so. */
+	if (c->max_bytes > 0 && c->max_bytes < 2 * hdqtd_config_round_bytes(c)) {
 		char m[192];
 		snprintf(m, sizeof(m), "too small for a round of this model, which adds about %lld bytes "
 			 "(model.hidden, training.memory): give at least %lld",
-			 (long long)hdqtd_config_round_bytes(c), (long long)(4 * hdqtd_config_round_bytes(c)));
+			 (long long)hdqtd_config_round_bytes(c), (long long)(2 * hdqtd_config_round_bytes(c)));
 		return fail(err, errlen, "store", "max_bytes", m);
+	}
+	return 0;
+}
+
+int hdqtd_config_warning(const hdqtd_config *c, char *msg, size_t len)
+{
+	/* keep_models versions and the newest rejected one, a round's room kept
+	 * free (at least an eighth), and as much again for pending samples */
+	const int64_t rb = hdqtd_config_round_bytes(c);
+	const int64_t want = (int64_t)(c->keep_models + 2) * rb * 8 / 7 + rb;
+	if (c->max_bytes > 0 && c->max_bytes < want) {
+		snprintf(msg, len, "store.max_bytes = %lld holds fewer than store.keep_models = %d "
+			 "versions of this model (about %lld bytes each, with their exemplars) and a "
+			 "round's room: once they fill it, sample.add is refused until versions go; "
+			 "give at least %lld, or keep fewer", (long long)c->max_bytes, c->keep_models,
+			 (long long)rb, (long long)want);
+		return 1;
 	}
 	return 0;
 }

@@ -74,11 +74,14 @@ int hdqtd_config_set(hdqtd_config *c, const char *section, const char *key, cons
 int hdqtd_config_load(hdqtd_config *c, const char *path, char *err, size_t errlen);
 /* Cross-key checks. */
 int hdqtd_config_check(const hdqtd_config *c, char *err, size_t errlen);
+/* About what a training round adds to the database (store.max_bytes must
+ * hold twice it). */
+int64_t hdqtd_config_round_bytes(const hdqtd_config *c);
+/* 1 and a message for the operator when the configuration works but will
+ * run into a limit (store.max_bytes under keep_models versions), else 0. */
+int hdqtd_config_warning(const hdqtd_config *c, char *msg, size_t len);
 /* Store options of the [store] section, as both of hdqtd's connections use
  * them (learned samples are deleted: they live on in model and exemplars). */
-/* About what a training round adds to the database (store.max_bytes must
- * hold four times it). */
-int64_t hdqtd_config_round_bytes(const hdqtd_config *c);
 void hdqtd_config_store_opts(const hdqtd_config *c, hdqt_store_opts *o);
 /* The configuration as {"daemon": {...}, "model": {...}, ...}. */
 cJSON *hdqtd_config_json(const hdqtd_config *c);

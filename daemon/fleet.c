@@ -901,7 +901,8 @@ static void run_import(hdqtd_job *hj, hdqt_store *s, hdqt_feat *f)
 		BAD(HDQT_RPC_INCOMPATIBLE, "incompatible shape: the bundle's model has hidden layers "
 		    "%s, this box's model.hidden is %s", got, want);
 	}
-	if ((cfg->beta_w >= 0 && q->beta_w != cfg->beta_w) || (cfg->beta_a >= 0 && q->beta_a != cfg->beta_a))
+	if (hdqt_mode_is_hadanet(q->mode) &&
+	    ((cfg->beta_w >= 0 && q->beta_w != cfg->beta_w) || (cfg->beta_a >= 0 && q->beta_a != cfg->beta_a)))
 		BAD(HDQT_RPC_INCOMPATIBLE, "incompatible recipe: the bundle's model has beta_w %d and "
 		    "beta_a %d, this box's model.beta_w and model.beta_a say %d and %d", q->beta_w,
 		    q->beta_a, cfg->beta_w, cfg->beta_a);

@@ -299,6 +299,9 @@ static int configure(hdqtd *d, int argc, char **argv)
 		d->admin_gid = g->gr_gid;
 		d->admin_gid_set = 1;
 	}
+	char warn[400];
+	if (hdqtd_config_warning(&d->cfg, warn, sizeof(warn))) /* the journal has stderr */
+		fprintf(stderr, "hdqtd: warning: %s\n", warn);
 	if (check_only) {
 		printf("configuration OK\n");
 		return 0;

@@ -1364,9 +1364,9 @@ cJSON *hdqtd_dispatch(hdqtd *d, hdqtd_conn *c, cJSON *req, int *async)
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
 		if (strcmp(methods[i].name, meth->valuestring) == 0)
 			m = &methods[i];
-	/* Every request is counted once, under the name its reply's error is
-	 * counted under (line_add): a known method with positional params
-	 * under its own, a params member of another type as invalid. */
+	/* A request is counted under the name its reply's error is counted
+	 * under (line_add): a known method with positional params under its
+	 * own, a params member of another type as invalid. */
 	if (params && !cJSON_IsObject(params) &&
 	    !(cJSON_IsArray(params) && cJSON_GetArraySize(params) == 0)) {
 		if (cJSON_IsArray(params)) {

@@ -53,8 +53,11 @@ struct hdqtd_trainer {
 	int started_pending, progress_pending;
 	hdqtd_round_result *done;   /* finished round not yet given to the loop */
 	atomic_int cancel;
-	/* the training thread's own */
-	int rejected_in_row;        /* rounds rejected since the last accepted one */
+	/* the training thread's own: the rounds rejected in a row, and the
+	 * samples every one of them read (sorted) */
+	int rejected_in_row;
+	int64_t *rej_pids;
+	int n_rej_pids;
 };
 
 const char *hdqtd_outcome_name(int o)
@@ -517,12 +520,15 @@ static void run_round(hdqtd_trainer *t, hdqtd_round_result *res, int attempt)
 			 "\"validation_accuracy\":%.2f,\"previous_accuracy\":%.2f,\"seconds\":%.2f,"
 			 "\"per_class\":[",
 			 (long long)res->round, nt, nvx, res->val_acc, res->prev_acc, mono_s() - t0);
-	for (int l = 0; l < classes_after && o < (int)sizeof(res->metrics) - 16; l++)
+	/* A rejected version is marked so: the store prunes it before any
+	 * version that served (see prune_models).  The list stops short (many
+	 * classes) so that its end and the mark always fit: the metrics stay
+	 * JSON. */
+	const int tail = (int)sizeof("],\"rejected\":true}");
+	for (int l = 0; l < classes_after && o < (int)sizeof(res->metrics) - 16 - tail; l++)
 		o += snprintf(res->metrics + o, sizeof(res->metrics) - o, "%s%.1f", l ? "," : "",
 			      isnan(per[l]) ? -1.0 : (double)per[l]);
-	/* A rejected version is marked so: the store prunes it before any
-	 * version that served (see prune_models). */
-	if (o < (int)sizeof(res->metrics) - 20)
+	if (o < (int)sizeof(res->metrics) - tail)
 		snprintf(res->metrics + o, sizeof(res->metrics) - o, "]%s}", accept ? "" : ",\"rejected\":true");
 	char cfgjson[320];
 	/* The recipe the model runs (a stored model keeps its own, whatever
@@ -698,11 +704,12 @@ static void quarantine(hdqtd_trainer *t, hdqtd_round_result *res, int rejected)
 				res->consumed[l]++;
 		}
 	res->quarantined = n;
-	if (rejected)
-		snprintf(res->reason, sizeof(res->reason), "validation accuracy fell below the current "
-			 "model's in %d rounds in a row; the %d samples of the round quarantined",
-			 REJECTIONS_TO_QUARANTINE, n);
-	else
+	if (rejected) {
+		char why[sizeof(res->reason)];
+		snprintf(why, sizeof(why), "%s", res->reason);
+		snprintf(res->reason, sizeof(res->reason), "%.160s; rejected %d rounds in a row: the %d "
+			 "samples all of them read quarantined", why, REJECTIONS_TO_QUARANTINE, n);
+	} else
 		snprintf(res->reason, sizeof(res->reason), "training diverged (non-finite loss) three "
 			 "times; %d %s quarantined", n,
 			 nbad ? "outlying samples" : "samples of the round (none stood out)");
@@ -711,6 +718,52 @@ out:
 	free(col);
 	free(bad);
 	free(ids);
+}
+
+/* Any other outcome ends a run of rejected rounds.  Within one, only the
+ * samples every round of it read count: those a sensor added meanwhile, or
+ * an operator dropped or released, do not; after the third, those are
+ * quarantined (none: the run goes on from this round). */
+static void count_rejection(hdqtd_trainer *t, hdqtd_round_result *r)
+{
+	if (r->outcome != HDQTD_ROUND_REJECTED || atomic_load(&t->cancel) || !r->pids) {
+		free(t->rej_pids);
+		t->rej_pids = NULL;
+		t->n_rej_pids = t->rejected_in_row = 0;
+		return;
+	}
+	qsort(r->pids, (size_t)r->n_pids, sizeof(int64_t), cmp_id);
+	if (t->rejected_in_row > 0) {
+		int k = 0;
+		for (int i = 0; i < t->n_rej_pids; i++)
+			if (bsearch(&t->rej_pids[i], r->pids, (size_t)r->n_pids, sizeof(int64_t), cmp_id))
+				t->rej_pids[k++] = t->rej_pids[i];
+		t->n_rej_pids = k;
+		if (k == 0) /* nothing in common: this round starts a run */
+			t->rejected_in_row = 0;
+	}
+	if (t->rejected_in_row == 0) {
+		free(t->rej_pids);
+		t->n_rej_pids = 0;
+		t->rej_pids = r->n_pids > 0 ? malloc(sizeof(int64_t) * (size_t)r->n_pids) : NULL;
+		if (!t->rej_pids)
+			return; /* no samples, or out of memory: no run counted */
+		memcpy(t->rej_pids, r->pids, sizeof(int64_t) * (size_t)r->n_pids);
+		t->n_rej_pids = r->n_pids;
+	}
+	if (++t->rejected_in_row < REJECTIONS_TO_QUARANTINE)
+		return;
+	/* quarantine() takes the round's samples from r->pids */
+	int64_t *own = r->pids;
+	const int n_own = r->n_pids;
+	r->pids = t->rej_pids;
+	r->n_pids = t->n_rej_pids;
+	quarantine(t, r, 1);
+	r->pids = own;
+	r->n_pids = n_own;
+	free(t->rej_pids);
+	t->rej_pids = NULL;
+	t->n_rej_pids = t->rejected_in_row = 0;
 }
 
 static void *thread_main(void *arg)
@@ -759,13 +812,7 @@ static void *thread_main(void *arg)
 			}
 			if (r->diverged && !atomic_load(&t->cancel))
 				quarantine(t, r, 0);
-			if (r->outcome == HDQTD_ROUND_ACCEPTED)
-				t->rejected_in_row = 0;
-			else if (r->outcome == HDQTD_ROUND_REJECTED &&
-				 ++t->rejected_in_row >= REJECTIONS_TO_QUARANTINE) {
-				quarantine(t, r, 1);
-				t->rejected_in_row = 0;
-			}
+			count_rejection(t, r);
 			free(r->pids); /* the loop gets the result without them */
 			r->pids = NULL;
 			r->n_pids = 0;
@@ -839,6 +886,7 @@ static void on_async_closed(uv_handle_t *h)
 		hdqt_model_free(t->done->model);
 		free(t->done);
 	}
+	free(t->rej_pids);
 	pthread_mutex_destroy(&t->mu);
 	pthread_cond_destroy(&t->cv);
 	free(t);

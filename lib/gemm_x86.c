@@ -392,7 +392,7 @@ r4_body(const uint8_t *Ap, const int8_t *Bp, const int32_t *corr, int I, int J, 
 			__m256i w[4] = {csum, csum, csum, csum};
 			if (i + pf + 4 <= I)
 				prefetch_out16(C, Y, i + pf, J, jb * 16);
-			else if (jb + 1 < J16 && i + pf - I + 4 <= I)
+			else if (jb + 1 < J16 && i + pf >= I && i + pf - I + 4 <= I)
 				prefetch_out16(C, Y, i + pf - I, J, jb * 16 + 16);
 			/* A block of at most 8 columns (the last of 166): the
 			 * maddubs of columns 8-15 would only make padding.  Not

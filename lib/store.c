@@ -672,8 +672,22 @@ static int room_for(hdqt_store *s, int n, int d)
 	struct statvfs v;
 	if (!path || !*path || statvfs(path, &v) != 0)
 		return 0; /* no file (in memory) or no answer: SQLite's own errors remain */
+	/* In WAL mode the rows go to the WAL first (want), and into the file at
+	 * a checkpoint with whatever the WAL holds already (at most its size):
+	 * the file grows by what its free pages (the rows rounds deleted)
+	 * cannot take. */
+	int64_t freel = 0, page = 0;
+	if ((rc = single_int(s, "PRAGMA freelist_count", &freel)) < 0 ||
+	    (rc = single_int(s, "PRAGMA page_size", &page)) < 0)
+		return rc;
+	char wal[4200];
+	struct stat ws;
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	const int64_t in_wal = stat(wal, &ws) == 0 ? (int64_t)ws.st_size : 0;
 	const int64_t avail = (int64_t)v.f_bavail * (int64_t)v.f_frsize;
-	const int64_t fixed = want + 2 * s->o.round_bytes + ((int64_t)1 << 20);
+	const int64_t later = in_wal + want - freel * page;
+	const int64_t grow = want + (later > 0 ? later : 0);
+	const int64_t fixed = grow + 2 * s->o.round_bytes + ((int64_t)1 << 20);
 	int64_t rows = s->o.round_rows > 0 ? s->o.round_rows : (int64_t)1 << 20;
 	if (avail >= fixed + rows * row * 5 / 4)
 		return 0;
@@ -686,7 +700,7 @@ static int room_for(hdqt_store *s, int n, int d)
 		return 0;
 	return seterr(s, HDQT_EFULL, "the disk holding the database has %lld bytes free; %lld are "
 		      "kept for the next training round to commit (free disk space, or train)",
-		      (long long)avail, (long long)(fixed - want + rows * row * 5 / 4));
+		      (long long)avail, (long long)(fixed - grow + rows * row * 5 / 4));
 }
 
 int hdqt_store_samples_add(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d)
@@ -1423,6 +1437,11 @@ int hdqt_store_model_rollback(hdqt_store *s, int64_t version)
 		goto fail;
 	}
 	snprintf(sql, sizeof(sql), "UPDATE models SET current = (version = %lld)", (long long)version);
+	if ((rc = exec(s, sql, "rollback")) < 0)
+		goto fail;
+	/* A rejected version brought back serves: it is pruned as one that did. */
+	snprintf(sql, sizeof(sql), "UPDATE models SET metrics = json_remove(metrics, '$.rejected') "
+		 "WHERE version = %lld AND json_valid(metrics)", (long long)version);
 	if ((rc = exec(s, sql, "rollback")) < 0 || (rc = commit(s)) < 0)
 		goto fail;
 	return 0;
@@ -2018,6 +2037,13 @@ int hdqt_store_round_commit(hdqt_store *s, const hdqt_store_round *r, int64_t *v
 		goto fail;
 	if (version)
 		*version = v;
+	/* Give the WAL's space back to the disk: the round rewrote every row it
+	 * learned there, and room_for counts only what the file system and the
+	 * database's free pages hold.  Briefly: a reader or writer in the way
+	 * leaves it for the next round (the autocheckpoint still bounds it). */
+	sqlite3_busy_timeout(s->db, 100);
+	sqlite3_wal_checkpoint_v2(s->db, "main", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	sqlite3_busy_timeout(s->db, s->o.busy_timeout_ms);
 	return 0;
 fail:
 	rollback(s);

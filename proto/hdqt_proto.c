@@ -112,7 +112,7 @@ void hdqt_linebuf_shrink(hdqt_linebuf *lb)
 	if (!lb || !lb->buf || lb->cap <= HDQT_LINEBUF_KEEP)
 		return;
 	const size_t held = lb->len - lb->pos;
-	size_t cap = 4096;
+	size_t cap = HDQT_LINEBUF_KEEP; /* lines up to it never reallocate */
 	while (cap < held + 1)
 		cap *= 2;
 	if (cap > lb->cap / 4) /* not worth a copy */

@@ -67,10 +67,11 @@ int hdqt_linebuf_feed(hdqt_linebuf *lb, const char *data, size_t n);
 /* The next complete line, NUL-terminated, without its "\n" (and a "\r"
  * before it); NULL when none is complete.  Valid until the next feed. */
 char *hdqt_linebuf_next(hdqt_linebuf *lb, size_t *len);
-/* Give back the memory a long line grew the buffer to, once what is held
- * (an unfinished line, or lines not read yet) fits a quarter of it: above
- * HDQT_LINEBUF_KEEP bytes only, so that a client's ordinary lines do not
- * reallocate.  Lines returned by next() before it are invalid after it. */
+/* Give back the memory a long line grew the buffer to, down to
+ * HDQT_LINEBUF_KEEP bytes (so that lines up to that size never
+ * reallocate), once what is held (an unfinished line, or lines not read
+ * yet) fits a quarter of it.  Lines returned by next() before it are
+ * invalid after it. */
 #define HDQT_LINEBUF_KEEP ((size_t)64 << 10)
 void hdqt_linebuf_shrink(hdqt_linebuf *lb);
 /* Bytes of an unfinished line held. */

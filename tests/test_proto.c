@@ -363,15 +363,15 @@ START_TEST(test_linebuf_shrinks)
 	ck_assert_uint_eq(len, n);
 	ck_assert_ptr_null(hdqt_linebuf_next(&lb, &len));
 	hdqt_linebuf_shrink(&lb);
-	ck_assert_uint_eq(lb.cap, 4096);
+	ck_assert_uint_eq(lb.cap, HDQT_LINEBUF_KEEP);
 	ck_assert_uint_eq(hdqt_linebuf_partial(&lb), 3);
 	ck_assert_int_eq(hdqt_linebuf_feed(&lb, "def\n", 4), 0);
 	line = hdqt_linebuf_next(&lb, &len);
 	ck_assert_ptr_nonnull(line);
 	ck_assert_str_eq(line, "abcdef");
-	/* short lines: the first block stays */
+	/* lines up to HDQT_LINEBUF_KEEP: the block stays */
 	hdqt_linebuf_shrink(&lb);
-	ck_assert_uint_eq(lb.cap, 4096);
+	ck_assert_uint_eq(lb.cap, HDQT_LINEBUF_KEEP);
 	/* more than a quarter still held (an unfinished long line): kept */
 	ck_assert_int_eq(hdqt_linebuf_feed(&lb, big, n), 0);
 	const size_t cap = lb.cap;
@@ -383,7 +383,7 @@ START_TEST(test_linebuf_shrinks)
 	ck_assert_ptr_nonnull(hdqt_linebuf_next(&lb, &len));
 	ck_assert_uint_eq(len, n);
 	hdqt_linebuf_shrink(&lb);
-	ck_assert_uint_eq(lb.cap, 4096);
+	ck_assert_uint_eq(lb.cap, HDQT_LINEBUF_KEEP);
 	hdqt_linebuf_free(&lb);
 	free(big);
 }

@@ -888,6 +888,13 @@ START_TEST(test_rejected_versions_prune_first)
 	ck_assert(seen[0] && seen[1] && seen[2] && seen[7]);
 	ck_assert_int_eq(hdqt_store_model_rollback(s, v[0]), 0);
 	ck_assert_int_eq(hdqt_store_model_rollback(s, v[6]), HDQT_ENOTFOUND);
+	/* the rejected one brought back serves: no longer marked */
+	ck_assert_int_eq(hdqt_store_model_rollback(s, v[7]), 0);
+	ck_assert_int_eq(hdqt_store_model_list(s, &ml, &n), 0);
+	for (int i = 0; i < n; i++)
+		if (ml[i].version == v[7])
+			ck_assert_ptr_null(strstr(ml[i].metrics, "rejected"));
+	free(ml);
 	hdqt_store_close(s);
 	rm_tmp();
 }
