@@ -653,6 +653,8 @@ static int used_bytes(hdqt_store *s, int64_t *used)
  * takes the new ones: the rows the round learns (deleted: written again),
  * then twice what it adds, and a megabyte for the WAL index and slack.
  * Pending samples are counted only when the disk is that close to full. */
+static int prune_models(hdqt_store *s, int keep);
+
 static int room_for(hdqt_store *s, int n, int d)
 {
 	const int64_t row = (int64_t)sizeof(float) * d + 64, want = (int64_t)n * row;
@@ -663,10 +665,22 @@ static int room_for(hdqt_store *s, int n, int d)
 			return rc;
 		const int64_t keep = s->o.round_bytes > s->o.max_bytes / 8 ? s->o.round_bytes
 									 : s->o.max_bytes / 8;
+		int64_t pending = -1;
+		if (used + want > s->o.max_bytes - keep) {
+			/* With nothing pending no round can run, and only a round
+			 * prunes: model versions filling the cap would refuse
+			 * samples for good.  The others go instead (the current one
+			 * stays, and the newest rejected), in this transaction. */
+			if ((rc = count_pending(s, -1, &pending)) < 0)
+				return rc;
+			if (pending == 0 && ((rc = prune_models(s, 1)) < 0 || (rc = used_bytes(s, &used)) < 0))
+				return rc;
+		}
 		if (used + want > s->o.max_bytes - keep)
 			return seterr(s, HDQT_EFULL, "the database holds %lld of store.max_bytes = %lld "
-				      "bytes; %lld are kept free for a training round (train, or raise "
-				      "the cap)", (long long)used, (long long)s->o.max_bytes, (long long)keep);
+				      "bytes; %lld are kept free for a training round (%s)", (long long)used,
+				      (long long)s->o.max_bytes, (long long)keep,
+				      pending == 0 ? "raise the cap" : "train, or raise the cap");
 	}
 	const char *path = sqlite3_db_filename(s->db, "main");
 	struct statvfs v;
@@ -698,9 +712,10 @@ static int room_for(hdqt_store *s, int n, int d)
 		rows = pending + n;
 	if (avail >= fixed + rows * row * 5 / 4)
 		return 0;
-	return seterr(s, HDQT_EFULL, "the disk holding the database has %lld bytes free; %lld are "
-		      "kept for the next training round to commit (free disk space, or train)",
-		      (long long)avail, (long long)(fixed - grow + rows * row * 5 / 4));
+	return seterr(s, HDQT_EFULL, "the disk holding the database has %lld bytes free and these "
+		      "samples would take %lld of them (in the WAL and at its checkpoint), keeping "
+		      "%lld for the next training round to commit (free disk space, or train)",
+		      (long long)avail, (long long)grow, (long long)(fixed - grow + rows * row * 5 / 4));
 }
 
 int hdqt_store_samples_add(hdqt_store *s, const int64_t *class_ids, const float *X, int n, int d)

@@ -645,6 +645,35 @@ class TestStore(unittest.TestCase):
                 subprocess.run(["umount", mnt])
                 os.rmdir(mnt)
 
+    def test_versions_filling_the_cap_give_way(self):
+        """Review of 2026-12-08 (fourth): a cap above two rounds but under
+        keep_models versions filled with versions; with nothing pending no
+        round ran, and only a round prunes: every sample.add was refused for
+        good.  Now, with nothing pending, the older versions give way."""
+        d = Daemon("training.auto=no", "training.epochs=2", "model.hidden=32,32",
+                   "store.max_bytes=600K").start()
+        try:
+            self.assertIn("warning: store.max_bytes", d.read_log())
+            c = d.client()
+            for n in ("a", "b"):
+                c.call("class.add", {"name": n})
+            k = 0
+            for cycle in range(5):
+                got, err = 0, None
+                while err is None and k < 2000:
+                    m = c.call_raw("sample.add", {"samples": [
+                        {"class": "ab"[i % 2], "features": feats(0.1 * (i % 2), k * 20 + i)}
+                        for i in range(20)]})
+                    err = m.get("error")
+                    got += 0 if err else 1
+                    k += 1
+                self.assertEqual(err["code"], -32005, err)
+                self.assertGreater(got, 0, (cycle, err))
+                self.assertEqual(train_and_wait(c)["outcome"], "accepted", cycle)
+            self.assertGreaterEqual(len(c.call("model.list")["models"]), 2)
+        finally:
+            d.cleanup()
+
     def test_deleted_database_takes_no_writes(self):
         """Review of 2026-12-08 (second), 2: with the database file deleted
         under it, hdqtd went on acknowledging samples into the unlinked
