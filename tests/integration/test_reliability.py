@@ -57,6 +57,22 @@ def raw_call(sock_path, line, timeout=10):
     return buf.split(b"\n", 1)[0]
 
 
+def fill_until_refused(client, k, per):
+    """sample.add batches of per samples of classes a and b (their features
+    numbered from batch k on) until one is refused, at most up to batch
+    2000: (batches taken, the refusal or None, the next k)."""
+    got = 0
+    while k < 2000:
+        m = client.call_raw("sample.add", {"samples": [
+            {"class": "ab"[i % 2], "features": feats(0.1 * (i % 2), k * per + i)}
+            for i in range(per)]})
+        k += 1
+        if "error" in m:
+            return got, m["error"], k
+        got += 1
+    return got, None, k
+
+
 class Case(unittest.TestCase):
     sets = FAST
 
@@ -624,14 +640,7 @@ class TestStore(unittest.TestCase):
                     c.call("class.add", {"name": n})
                 k = 0
                 for cycle in range(3):
-                    err, got = None, 0
-                    while err is None and k < 2000:
-                        m = c.call_raw("sample.add", {"samples": [
-                            {"class": "ab"[i % 2], "features": feats(0.1 * (i % 2), k * 50 + i)}
-                            for i in range(50)]})
-                        err = m.get("error")
-                        got += 0 if err else 1
-                        k += 1
+                    got, err, k = fill_until_refused(c, k, 50)
                     self.assertIsNotNone(err)
                     self.assertEqual(err["code"], -32005, err)
                     self.assertIn("disk holding the database", err["message"])
@@ -659,14 +668,7 @@ class TestStore(unittest.TestCase):
                 c.call("class.add", {"name": n})
             k = 0
             for cycle in range(5):
-                got, err = 0, None
-                while err is None and k < 2000:
-                    m = c.call_raw("sample.add", {"samples": [
-                        {"class": "ab"[i % 2], "features": feats(0.1 * (i % 2), k * 20 + i)}
-                        for i in range(20)]})
-                    err = m.get("error")
-                    got += 0 if err else 1
-                    k += 1
+                got, err, k = fill_until_refused(c, k, 20)
                 self.assertEqual(err["code"], -32005, err)
                 self.assertGreater(got, 0, (cycle, err))
                 self.assertEqual(train_and_wait(c)["outcome"], "accepted", cycle)
